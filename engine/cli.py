@@ -1,0 +1,324 @@
+"""The `dagtop` command line. Every command reaches the engine through `engine.client`.
+
+A user's mistake (an unknown asset, a bad partition key, a malformed --param, an unusable home
+folder) is one line on stderr and exit code 2; a failed run or a broken pipeline file is exit
+code 1. Tracebacks are for dagtop's own bugs only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from engine.client import Client, RunView, iso
+from engine.errors import EngineError
+from engine.units import format_bytes, format_duration
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="dagtop: pipelines and assets, run and watched from the terminal.",
+)
+
+GLYPHS = {
+    "success": "✓",
+    "failed": "✗",
+    "running": "◐",
+    "queued": "…",
+    "retrying": "↻",
+    "skipped": "⊘",
+    "canceled": "■",
+}
+
+
+def _client(ctx: typer.Context) -> Client:
+    return ctx.obj  # type: ignore[no-any-return]
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _parse_params(items: list[str] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise EngineError(f"--param {item!r} is not KEY=VALUE", title="Bad parameter")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw  # anything that is not JSON is a plain string
+        params[key.strip()] = value
+    return params
+
+
+@app.callback(invoke_without_command=True)
+def main_options(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None, typer.Option(help="Home folder for history and values [default: ./.dagtop]")
+    ] = None,
+    pipelines: Annotated[
+        Path | None, typer.Option(help="Folder of pipeline files [default: ./pipelines]")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log the engine's work")] = False,
+) -> None:
+    if verbose:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    ctx.obj = Client(home=home, pipelines=pipelines)
+    if ctx.invoked_subcommand is None:
+        _open_tui(ctx.obj)
+
+
+def _open_tui(client: Client) -> None:
+    try:
+        from tui.app import run_app
+    except ImportError:
+        sys.stderr.write("dagtop: the terminal UI is not available; see `dagtop --help`\n")
+        raise typer.Exit(2) from None
+    run_app(client)
+
+
+# --- definitions ------------------------------------------------------------------------------
+
+
+@app.command()
+def check(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Load and validate every pipeline file; exit 1 if any is broken."""
+    manifest = _client(ctx).load(force=True)
+    if as_json:
+        _emit_json(
+            {
+                "ok": manifest.ok,
+                "files": sorted(manifest.files),
+                "errors": [
+                    {
+                        "file": e.file,
+                        "kind": e.kind,
+                        "message": e.message,
+                        "line": e.line,
+                        "traceback": e.traceback,
+                    }
+                    for e in manifest.errors.values()
+                ],
+            }
+        )
+    else:
+        for rel in sorted(manifest.files):
+            err = manifest.errors.get(rel)
+            if err is None:
+                print(f"✓ {rel}")
+            else:
+                where = f":{err.line}" if err.line else ""
+                print(f"✗ {rel}{where}  {err.kind}: {err.message}")
+        n_err = len(manifest.errors)
+        print(
+            f"{len(manifest.files) - n_err} file(s) ok, {n_err} broken; "
+            f"{len(manifest.assets)} assets, {len(manifest.pipelines)} task pipelines"
+        )
+    if not manifest.ok:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Assets, task pipelines, schedules and sensors."""
+    from engine.listing import describe_definitions, print_definitions
+
+    client = _client(ctx)
+    data = describe_definitions(client.load(), client.config.timezone)
+    if as_json:
+        _emit_json(data)
+    else:
+        print_definitions(data)
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+class _Progress:
+    """Prints each step once as it finishes (unless --json)."""
+
+    def __init__(self, client: Client, quiet: bool) -> None:
+        self.client, self.quiet = client, quiet
+        self.shown: set[tuple[str, int, str]] = set()
+
+    def __call__(self, run_id: str) -> None:
+        if self.quiet:
+            return
+        view = self.client.run(run_id)
+        for st in view.steps:
+            if st.status in ("queued", "running"):
+                continue
+            mark = (st.key, st.attempts, st.status)
+            if mark in self.shown:
+                continue
+            self.shown.add(mark)
+            print(_step_line(st), flush=True)
+
+
+def _step_line(st: Any) -> str:
+    took = (st.ended_at - st.started_at) if st.ended_at and st.started_at else None
+    parts = [
+        f"{GLYPHS.get(st.status, '?')} {st.key:<24}",
+        f"{st.status:<8}",
+        f"try {st.attempts}/{st.max_attempts}",
+        format_duration(took) if took is not None else "",
+        format_bytes(st.peak_rss_bytes) if st.peak_rss_bytes else "",
+    ]
+    line = "  ".join(p for p in parts if p)
+    return f"{line}  {st.error}" if st.error else line
+
+
+def _finish_run(view: RunView, as_json: bool) -> None:
+    if as_json:
+        _emit_json(view.to_json())
+    else:
+        took = (view.ended_at or time.time()) - (view.started_at or view.created_at)
+        for c in view.checks:
+            mark = "✓" if c.passed else "✗"
+            print(f"  check {c.name} on {c.asset}: {mark}{' ' + c.error if c.error else ''}")
+        print(
+            f"{GLYPHS.get(view.status, '?')} run {view.id} {view.status} in {format_duration(took)}"
+        )
+    if view.status != "success":
+        raise typer.Exit(1)
+
+
+@app.command()
+def materialize(
+    ctx: typer.Context,
+    selection: Annotated[
+        list[str] | None, typer.Argument(help="Assets: name, +name, *name, name*, group:NAME, *")
+    ] = None,
+    partition: Annotated[str | None, typer.Option(help="Partition key to materialize")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option(help="Run parameter KEY=VALUE (repeatable)")
+    ] = None,
+    from_failure: Annotated[
+        str | None, typer.Option("--from-failure", help="Re-run a run's failed and skipped steps")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Materialize assets now and wait for the result."""
+    client = _client(ctx)
+    progress = _Progress(client, as_json)
+    if from_failure:
+        if selection:
+            raise EngineError("--from-failure takes a run id, not a selection")
+        view = client.rerun_from_failure(from_failure, on_change=progress)
+    else:
+        if not selection:
+            raise EngineError("name what to materialize: an asset, group:NAME, or *")
+        view = client.materialize(
+            selection, partition=partition, params=_parse_params(param), on_change=progress
+        )
+    _finish_run(view, as_json)
+
+
+@app.command("run")
+def run_(
+    ctx: typer.Context,
+    pipeline: Annotated[str, typer.Argument(help="The task pipeline to run")],
+    param: Annotated[list[str] | None, typer.Option(help="Run parameter KEY=VALUE")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run a task pipeline now and wait for the result."""
+    client = _client(ctx)
+    view = client.run_pipeline(pipeline, _parse_params(param), on_change=_Progress(client, as_json))
+    _finish_run(view, as_json)
+
+
+@app.command()
+def cancel(ctx: typer.Context, run_id: Annotated[str, typer.Argument()]) -> None:
+    """Cancel a run: queued steps are dropped, running ones stopped."""
+    view = _client(ctx).cancel(run_id)
+    print(f"{GLYPHS.get(view.status, '?')} run {view.id} {view.status}")
+    if view.status not in ("canceled", "success", "failed"):
+        raise typer.Exit(1)
+
+
+# --- history ----------------------------------------------------------------------------------
+
+
+@app.command()
+def runs(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1, help="How many runs")] = 20,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Recent runs, newest first."""
+    views = _client(ctx).runs(limit)
+    if as_json:
+        _emit_json([v.to_json() for v in views])
+        return
+    for v in views:
+        when = datetime.fromtimestamp(v.created_at).strftime("%Y-%m-%d %H:%M:%S")
+        took = (v.ended_at or time.time()) - v.started_at if v.started_at else None
+        done = sum(1 for s in v.steps if s.status == "success")
+        print(
+            f"{GLYPHS.get(v.status, '?')} {v.id}  {v.status:<8} {when}  "
+            f"{format_duration(took):>8}  {done}/{len(v.steps)}  {v.trigger:<8} "
+            f"{v.target}{' [' + v.partition + ']' if v.partition else ''}"
+        )
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument()],
+    step: Annotated[str | None, typer.Argument(help="Asset or task name")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing as lines arrive")
+    ] = False,
+) -> None:
+    """Print a run's step logs (every attempt, in order)."""
+    client = _client(ctx)
+    printed: dict[Path, int] = {}
+    while True:
+        refs = client.logs(run_id, step)
+        several = step is None or len(refs) > 1
+        for ref in refs:
+            offset = printed.get(ref.path)
+            if offset is None and several:
+                sys.stdout.write(f"==> {ref.key} (attempt {ref.attempt}, {ref.status}) <==\n")
+            offset = offset or 0
+            try:
+                with ref.path.open("rb") as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+            except FileNotFoundError:
+                chunk = b""
+            if follow:  # hold back a partial last line until it is complete
+                chunk = chunk[: chunk.rfind(b"\n") + 1]
+            sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+            printed[ref.path] = offset + len(chunk)
+        sys.stdout.flush()
+        if not follow or client.run(run_id).finished:
+            break
+        time.sleep(0.25)
+
+
+def main() -> None:
+    try:
+        app()
+    except EngineError as exc:
+        sys.stderr.write(f"dagtop: error: {exc.msg}\n")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.stderr.write("dagtop: interrupted\n")
+        sys.exit(130)
+
+
+__all__ = ["app", "iso", "main"]

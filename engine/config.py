@@ -1,0 +1,123 @@
+"""Where things are, and the project's settings.
+
+Settings come from `dagtop.toml` in the project folder (the pipelines folder's parent), or
+from `[tool.dagtop]` in its `pyproject.toml`; `dagtop.toml` wins when both exist:
+
+    max_workers = 4            # steps running at once (default: number of cores)
+    load_timeout = 30          # seconds one pipeline file's import may take
+    timezone = "Europe/Paris"  # for cron schedules (default: the machine's local zone)
+
+    [pools]
+    gpu = 1                    # steps with pool="gpu" run one at a time
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The folders one dagtop project uses."""
+
+    home: Path
+    pipelines: Path
+
+    @property
+    def project(self) -> Path:
+        return self.pipelines.parent
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def values(self) -> Path:
+        return self.home / "values"
+
+    @property
+    def runs(self) -> Path:
+        return self.home / "runs"
+
+
+def resolve_paths(home: str | Path | None, pipelines: str | Path | None) -> Paths:
+    pipes = Path(pipelines or os.environ.get("DAGTOP_PIPELINES") or "pipelines").expanduser()
+    home_dir = Path(home or os.environ.get("DAGTOP_HOME") or ".dagtop").expanduser()
+    return Paths(home=home_dir.resolve(), pipelines=pipes.resolve())
+
+
+@dataclass(frozen=True)
+class Config:
+    max_workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+    pools: dict[str, int] = field(default_factory=dict)
+    load_timeout: float = 30.0
+    timezone: str | None = None
+    source: str | None = None
+
+
+def _positive_int(source: str, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{source}: {key} must be a whole number >= 1, got {value!r}")
+    return value
+
+
+def load_config(project: Path) -> Config:
+    """Read the project's settings.
+
+    Raises:
+        ConfigError: the file is not valid TOML or a value is out of range.
+    """
+    data: dict[str, Any] = {}
+    source = None
+    for candidate, section in ((project / "dagtop.toml", None), (project / "pyproject.toml", "x")):
+        if not candidate.is_file():
+            continue
+        try:
+            raw = tomllib.loads(candidate.read_text())
+        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{candidate.name}: {exc}") from exc
+        if section:
+            raw = raw.get("tool", {}).get("dagtop")
+            if raw is None:
+                continue
+        data, source = raw, candidate.name
+        break
+    if not data:
+        env_workers = os.environ.get("DAGTOP_MAX_WORKERS")
+        return Config(max_workers=int(env_workers)) if env_workers else Config()
+    src = source or "config"
+    known = {"max_workers", "pools", "load_timeout", "timezone"}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{src}: unknown setting {sorted(unknown)[0]!r} (known: {sorted(known)})")
+    pools_raw = data.get("pools", {})
+    if not isinstance(pools_raw, dict):
+        raise ConfigError(f"{src}: [pools] must be a table of name = size")
+    pools = {str(k): _positive_int(src, f"pools.{k}", v) for k, v in pools_raw.items()}
+    timeout = data.get("load_timeout", 30.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise ConfigError(f"{src}: load_timeout must be seconds > 0, got {timeout!r}")
+    tz = data.get("timezone")
+    if tz is not None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(str(tz))
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(f"{src}: unknown timezone {tz!r}") from exc
+    workers = data.get("max_workers", os.environ.get("DAGTOP_MAX_WORKERS") or os.cpu_count() or 2)
+    return Config(
+        max_workers=_positive_int(
+            src, "max_workers", int(workers) if isinstance(workers, str) else workers
+        ),
+        pools=pools,
+        load_timeout=float(timeout),
+        timezone=tz,
+        source=source,
+    )

@@ -1,0 +1,64 @@
+"""The `context` a step function receives."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class StepContext:
+    """What a running asset or task knows about its run.
+
+    Attributes:
+        log: A logger whose lines land in the step's log file with time and level.
+        partition: The partition key being materialized, or None.
+        run_id: The run's id.
+        attempt: 1 for the first attempt, 2 for the first retry, ...
+        params: Run parameters (`--param K=V`; a sensor run has `path`).
+        key: The asset name or task id.
+        home: The dagtop home folder (a place for artifacts such as deployed models).
+    """
+
+    log: logging.Logger
+    partition: str | None
+    run_id: str
+    attempt: int
+    params: dict[str, Any]
+    key: str
+    home: Path
+    metadata: dict[str, Any] = field(default_factory=dict)
+    _on_metadata: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
+
+    def add_metadata(self, data: dict[str, Any]) -> None:
+        """Attach metadata (numbers, strings, small lists) to this step's materialization."""
+        if not isinstance(data, dict):
+            raise TypeError("add_metadata takes a dict")
+        self.metadata.update(data)
+        if self._on_metadata is not None:
+            self._on_metadata(data)
+
+
+def build_context(
+    partition: str | None = None,
+    params: dict[str, Any] | None = None,
+    run_id: str = "test",
+    attempt: int = 1,
+    key: str = "test",
+    home: Path | None = None,
+) -> StepContext:
+    """A context for calling one asset or task function directly in a unit test."""
+    import tempfile
+
+    return StepContext(
+        log=logging.getLogger(f"dagtop.step.{key}"),
+        partition=partition,
+        run_id=run_id,
+        attempt=attempt,
+        params=dict(params or {}),
+        key=key,
+        home=home or Path(tempfile.mkdtemp(prefix="dagtop-test-")),
+    )

@@ -1,0 +1,684 @@
+"""The authoring API: assets, checks, task pipelines, schedules and sensors.
+
+Decorators only describe; they never run anything. While the loader (or a worker) imports a
+pipeline module, every definition made registers itself in `_registry`, tagged with the file and
+line it was written at, so a module that imports another pipeline module does not steal its
+definitions, and a module imported twice under two names is still counted once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, overload
+
+from engine.errors import DefinitionError
+from engine.partitions import PartitionsDefinition
+from engine.units import parse_size
+
+CONTEXT_PARAM = "context"
+CRON_ALIASES = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+}
+
+
+@dataclass
+class _Registry:
+    """Every definition made since the last `reset`, in the order made."""
+
+    items: list[Any] = field(default_factory=list)
+
+    def add(self, item: Any) -> None:
+        self.items.append(item)
+
+    def reset(self) -> list[Any]:
+        items, self.items = self.items, []
+        return items
+
+
+_registry = _Registry()
+
+
+def _caller_location(depth: int = 2) -> tuple[str, int]:
+    frame = sys._getframe(depth)
+    return frame.f_code.co_filename, frame.f_lineno
+
+
+def _fn_location(fn: Callable[..., Any]) -> tuple[str, int]:
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return _caller_location(3)
+    return code.co_filename, code.co_firstlineno
+
+
+def _inputs_of(fn: Callable[..., Any], what: str) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
+    """Split a function's parameters into (takes_context, required inputs, optional inputs)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError) as exc:
+        raise DefinitionError(f"{what}: cannot read the signature of {fn!r}: {exc}") from exc
+    takes_context = bool(params) and params[0].name == CONTEXT_PARAM
+    if takes_context:
+        params = params[1:]
+    required: list[str] = []
+    optional: list[str] = []
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise DefinitionError(f"{what}: *args and **kwargs are not supported")
+        if p.name == CONTEXT_PARAM:
+            raise DefinitionError(f"{what}: `context` must be the first parameter")
+        (required if p.default is p.empty else optional).append(p.name)
+    return takes_context, tuple(required), tuple(optional)
+
+
+def _code_version(fn: Callable[..., Any]) -> str:
+    import hashlib
+
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):
+        source = getattr(getattr(fn, "__code__", None), "co_code", b"").hex()
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
+def _check_retries(what: str, retries: int, retry_delay: float) -> None:
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise DefinitionError(f"{what}: retries must be a whole number >= 0, got {retries!r}")
+    if not isinstance(retry_delay, int | float) or retry_delay < 0:
+        raise DefinitionError(f"{what}: retry_delay must be seconds >= 0, got {retry_delay!r}")
+
+
+def _check_timeout(what: str, timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise DefinitionError(f"{what}: timeout must be a number of seconds > 0, got {timeout!r}")
+    return float(timeout)
+
+
+def _check_memory(what: str, memory_limit: int | str | None) -> int | None:
+    try:
+        return parse_size(memory_limit)
+    except ValueError as exc:
+        raise DefinitionError(f"{what}: memory_limit: {exc}") from exc
+
+
+@dataclass(eq=False)
+class AssetDef:
+    """A software-defined asset: a function whose return value is stored and tracked."""
+
+    name: str
+    fn: Callable[..., Any]
+    group: str
+    partitions: PartitionsDefinition | None
+    inputs: tuple[str, ...]
+    optional_inputs: tuple[str, ...]
+    deps: tuple[str, ...]
+    takes_context: bool
+    retries: int
+    retry_delay: float
+    timeout: float | None
+    memory_limit: int | None
+    pool: str | None
+    description: str | None
+    tags: dict[str, str]
+    io: Any
+    code_version: str
+    file: str
+    line: int
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Calling the asset calls the function, so users can unit-test it directly.
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<asset {self.name}>"
+
+
+@overload
+def asset(fn: Callable[..., Any], /) -> AssetDef: ...
+
+
+@overload
+def asset(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    group: str | None = None,
+    partitions: PartitionsDefinition | None = None,
+    deps: Iterable[str | AssetDef] = (),
+    retries: int = 0,
+    retry_delay: float = 1.0,
+    timeout: float | None = None,
+    memory_limit: int | str | None = None,
+    pool: str | None = None,
+    description: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    io: Any = "pickle",
+    code_version: str | None = None,
+) -> Callable[[Callable[..., Any]], AssetDef]: ...
+
+
+def asset(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    group: str | None = None,
+    partitions: PartitionsDefinition | None = None,
+    deps: Iterable[str | AssetDef] = (),
+    retries: int = 0,
+    retry_delay: float = 1.0,
+    timeout: float | None = None,
+    memory_limit: int | str | None = None,
+    pool: str | None = None,
+    description: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    io: Any = "pickle",
+    code_version: str | None = None,
+) -> AssetDef | Callable[[Callable[..., Any]], AssetDef]:
+    """Declare a software-defined asset.
+
+    Parameters named after other assets are its upstream inputs; an optional first parameter
+    named `context` receives the run context.
+
+    Args:
+        name: The asset's name (default: the function's name).
+        group: A group shown together in the UI and selectable as `group:NAME`.
+        partitions: A `DailyPartitions`, `HourlyPartitions` or `StaticPartitions`.
+        deps: Upstream assets that must run first but whose values are not passed in.
+        retries: Extra attempts after a failure.
+        retry_delay: Seconds before the first retry; doubles each attempt (capped).
+        timeout: Seconds after which the step's process tree is terminated.
+        memory_limit: Bytes, or a string like "512MiB"; the tree is killed above it.
+        pool: A named concurrency pool (sizes are set in dagtop.toml).
+        description: Shown in `dagtop list` and the UI (default: the docstring).
+        tags: Free-form labels.
+        io: How the value is stored: "pickle" (default), "json", or an IO manager object.
+        code_version: Overrides the hash of the function's source used for staleness.
+
+    Returns:
+        The `AssetDef` (callable like the function).
+
+    Raises:
+        DefinitionError: an argument is invalid.
+    """
+
+    def wrap(func: Callable[..., Any]) -> AssetDef:
+        if not callable(func):
+            raise DefinitionError(f"@asset must decorate a function, got {func!r}")
+        asset_name = name or func.__name__
+        what = f"asset {asset_name!r}"
+        if not asset_name.isidentifier():
+            raise DefinitionError(f"{what}: a name must be a Python identifier")
+        if partitions is not None and not isinstance(partitions, PartitionsDefinition):
+            raise DefinitionError(f"{what}: partitions must be a PartitionsDefinition")
+        _check_retries(what, retries, retry_delay)
+        takes_context, required, optional = _inputs_of(func, what)
+        dep_names = tuple(d.name if isinstance(d, AssetDef) else str(d) for d in deps)
+        file, line = _fn_location(func)
+        defn = AssetDef(
+            name=asset_name,
+            fn=func,
+            group=group or "default",
+            partitions=partitions,
+            inputs=required,
+            optional_inputs=optional,
+            deps=dep_names,
+            takes_context=takes_context,
+            retries=retries,
+            retry_delay=float(retry_delay),
+            timeout=_check_timeout(what, timeout),
+            memory_limit=_check_memory(what, memory_limit),
+            pool=pool,
+            description=description or inspect.getdoc(func),
+            tags=dict(tags or {}),
+            io=io,
+            code_version=code_version or _code_version(func),
+            file=file,
+            line=line,
+        )
+        _registry.add(defn)
+        return defn
+
+    return wrap(fn) if fn is not None else wrap
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What an asset check returns when a bare bool is not enough."""
+
+    passed: bool
+    metadata: dict[str, Any] | None = None
+    description: str | None = None
+
+
+@dataclass(eq=False)
+class CheckDef:
+    name: str
+    asset: str
+    fn: Callable[..., Any]
+    blocking: bool
+    takes_context: bool
+    takes_value: bool
+    description: str | None
+    file: str
+    line: int
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<check {self.asset}.{self.name}>"
+
+
+def check(
+    asset: str | AssetDef,
+    *,
+    name: str | None = None,
+    blocking: bool = False,
+    description: str | None = None,
+) -> Callable[[Callable[..., Any]], CheckDef]:
+    """Declare an asset check, run right after the asset is materialized.
+
+    The function receives the asset's value (a parameter named after the asset) and an optional
+    first `context`; it returns a bool or a `CheckResult`.
+
+    Args:
+        asset: The checked asset's name.
+        name: The check's name (default: the function's name).
+        blocking: When True, a failing check skips everything downstream of the asset.
+        description: Shown with the result (default: the docstring).
+    """
+    asset_name = asset.name if isinstance(asset, AssetDef) else asset
+
+    def wrap(func: Callable[..., Any]) -> CheckDef:
+        check_name = name or func.__name__
+        what = f"check {check_name!r}"
+        takes_context, required, _ = _inputs_of(func, what)
+        if required not in ((), (asset_name,)):
+            raise DefinitionError(
+                f"{what}: its only parameter besides `context` must be named {asset_name!r}"
+            )
+        file, line = _fn_location(func)
+        defn = CheckDef(
+            name=check_name,
+            asset=asset_name,
+            fn=func,
+            blocking=bool(blocking),
+            takes_context=takes_context,
+            takes_value=bool(required),
+            description=description or inspect.getdoc(func),
+            file=file,
+            line=line,
+        )
+        _registry.add(defn)
+        return defn
+
+    return wrap
+
+
+# --- Airflow-style task pipelines -------------------------------------------------------------
+
+_pipeline_stack: list[Pipeline] = []
+
+
+class _Chainable:
+    """`>>` and `<<` between tasks and lists of tasks, as in Airflow."""
+
+    def _targets(self) -> list[TaskDef]:
+        raise NotImplementedError
+
+    def __rshift__(self, other: TaskDef | Sequence[TaskDef]) -> TaskDef | Sequence[TaskDef]:
+        _link(self._targets(), _as_tasks(other))
+        return other
+
+    def __rrshift__(self, other: Sequence[TaskDef]) -> TaskDef:
+        _link(_as_tasks(other), self._targets())
+        return self  # type: ignore[return-value]
+
+    def __lshift__(self, other: TaskDef | Sequence[TaskDef]) -> TaskDef | Sequence[TaskDef]:
+        _link(_as_tasks(other), self._targets())
+        return other
+
+    def __rlshift__(self, other: Sequence[TaskDef]) -> TaskDef:
+        _link(self._targets(), _as_tasks(other))
+        return self  # type: ignore[return-value]
+
+
+def _as_tasks(value: Any) -> list[TaskDef]:
+    if isinstance(value, TaskDef):
+        return [value]
+    if isinstance(value, list | tuple) and all(isinstance(v, TaskDef) for v in value):
+        return list(value)
+    raise DefinitionError(f">> and << link tasks or lists of tasks, not {value!r}")
+
+
+def _link(upstream: list[TaskDef], downstream: list[TaskDef]) -> None:
+    for down in downstream:
+        for up in upstream:
+            if up.pipeline is not down.pipeline:
+                raise DefinitionError(
+                    f"cannot link task {up.id!r} to {down.id!r}: they are in different pipelines"
+                )
+            if up.id not in down.upstream:
+                down.upstream.append(up.id)
+
+
+@dataclass(eq=False)
+class TaskDef(_Chainable):
+    """One task of a `Pipeline`: a Python function or a shell command."""
+
+    id: str
+    pipeline: Pipeline
+    fn: Callable[..., Any] | None = None
+    command: str | None = None
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    takes_context: bool = False
+    inputs: tuple[str, ...] = ()
+    upstream: list[str] = field(default_factory=list)
+    retries: int | None = None
+    retry_delay: float | None = None
+    timeout: float | None = None
+    memory_limit: int | None = None
+    pool: str | None = None
+    file: str = ""
+    line: int = 0
+
+    def _targets(self) -> list[TaskDef]:
+        return [self]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.fn is None:
+            raise TypeError(f"shell task {self.id!r} is not callable")
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<task {self.pipeline.name}.{self.id}>"
+
+
+class Pipeline:
+    """An Airflow-style DAG of tasks, built inside a `with` block.
+
+    Args:
+        name: The pipeline's name (`dagtop run NAME`).
+        schedule: A cron string or `@daily`-style alias; makes a schedule named after it.
+        start: The first moment the schedule applies (ISO date or datetime); catchup starts here.
+        catchup: Run every tick missed since `start` or the last run, not only the latest.
+        retries: Default extra attempts of each task.
+        retry_delay: Default seconds before a task's first retry.
+        tags: Free-form labels.
+        description: Shown in `dagtop list` and the UI.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        schedule: str | None = None,
+        start: str | None = None,
+        catchup: bool = False,
+        retries: int = 0,
+        retry_delay: float = 1.0,
+        tags: Mapping[str, str] | None = None,
+        description: str | None = None,
+    ) -> None:
+        what = f"pipeline {name!r}"
+        if not isinstance(name, str) or not name.isidentifier():
+            raise DefinitionError(f"{what}: a name must be a Python identifier")
+        _check_retries(what, retries, retry_delay)
+        self.name = name
+        self.schedule = schedule
+        self.start = None if start is None else str(start)
+        self.catchup = bool(catchup)
+        self.retries = retries
+        self.retry_delay = float(retry_delay)
+        self.tags = dict(tags or {})
+        self.description = description
+        self.tasks: dict[str, TaskDef] = {}
+        self.file, self.line = _caller_location()
+
+    def __enter__(self) -> Pipeline:
+        _pipeline_stack.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _pipeline_stack.remove(self)
+        if exc[0] is None:
+            _registry.add(self)
+            if self.schedule is not None:
+                _registry.add(
+                    ScheduleDef(
+                        name=self.name,
+                        cron=self.schedule,
+                        target=self,
+                        catchup=self.catchup,
+                        start=self.start,
+                        file=self.file,
+                        line=self.line,
+                    )
+                )
+
+    def add(self, t: TaskDef) -> TaskDef:
+        if t.id in self.tasks:
+            raise DefinitionError(f"pipeline {self.name!r}: two tasks with id {t.id!r}")
+        self.tasks[t.id] = t
+        return t
+
+    def __repr__(self) -> str:
+        return f"<pipeline {self.name}>"
+
+
+def _current_pipeline(what: str) -> Pipeline:
+    if not _pipeline_stack:
+        raise DefinitionError(f"{what} must be created inside a `with Pipeline(...):` block")
+    return _pipeline_stack[-1]
+
+
+@overload
+def task(fn: Callable[..., Any], /, *, id: str | None = None, **options: Any) -> TaskDef: ...
+
+
+@overload
+def task(
+    fn: None = None, /, *, id: str | None = None, **options: Any
+) -> Callable[[Callable[..., Any]], TaskDef]: ...
+
+
+def task(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    id: str | None = None,  # noqa: A002 - Airflow users know it as task_id/id
+    retries: int | None = None,
+    retry_delay: float | None = None,
+    timeout: float | None = None,
+    memory_limit: int | str | None = None,
+    pool: str | None = None,
+) -> TaskDef | Callable[[Callable[..., Any]], TaskDef]:
+    """A Python task in the enclosing `Pipeline`: `task(fn, id="x")` or `@task`.
+
+    The function may take `context` first and parameters named after upstream task ids, which
+    receive those tasks' return values (and make them upstream if `>>` did not).
+    """
+
+    def wrap(func: Callable[..., Any]) -> TaskDef:
+        task_id = id or func.__name__
+        what = f"task {task_id!r}"
+        pipeline = _current_pipeline(what)
+        if not task_id.isidentifier():
+            raise DefinitionError(f"{what}: an id must be a Python identifier")
+        takes_context, required, _ = _inputs_of(func, what)
+        file, line = _fn_location(func)
+        return pipeline.add(
+            TaskDef(
+                id=task_id,
+                pipeline=pipeline,
+                fn=func,
+                takes_context=takes_context,
+                inputs=required,
+                upstream=list(required),
+                retries=retries,
+                retry_delay=retry_delay,
+                timeout=_check_timeout(what, timeout),
+                memory_limit=_check_memory(what, memory_limit),
+                pool=pool,
+                file=file,
+                line=line,
+            )
+        )
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def shell(
+    command: str,
+    id: str,  # noqa: A002
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    retries: int | None = None,
+    retry_delay: float | None = None,
+    timeout: float | None = None,
+    memory_limit: int | str | None = None,
+    pool: str | None = None,
+) -> TaskDef:
+    """A shell command task in the enclosing `Pipeline`; it fails when the command exits non-zero.
+
+    Relative `cwd` is resolved against the folder of the file that defines the task. The command
+    sees DAGTOP_RUN_ID, DAGTOP_TASK, DAGTOP_ATTEMPT and DAGTOP_PARTITION in its environment.
+    """
+    what = f"shell task {id!r}"
+    pipeline = _current_pipeline(what)
+    if not isinstance(command, str) or not command.strip():
+        raise DefinitionError(f"{what}: the command must be a non-empty string")
+    if not isinstance(id, str) or not id.isidentifier():
+        raise DefinitionError(f"{what}: an id must be a Python identifier")
+    file, line = _caller_location()
+    if cwd is not None and not Path(cwd).is_absolute():
+        cwd = str(Path(file).parent / cwd)
+    return pipeline.add(
+        TaskDef(
+            id=id,
+            pipeline=pipeline,
+            command=command,
+            cwd=cwd,
+            env={str(k): str(v) for k, v in (env or {}).items()},
+            retries=retries,
+            retry_delay=retry_delay,
+            timeout=_check_timeout(what, timeout),
+            memory_limit=_check_memory(what, memory_limit),
+            pool=pool,
+            file=file,
+            line=line,
+        )
+    )
+
+
+# --- schedules and sensors --------------------------------------------------------------------
+
+Target = str | Sequence[str] | AssetDef | Sequence[AssetDef] | Pipeline
+
+
+@dataclass(eq=False)
+class ScheduleDef:
+    name: str
+    cron: str
+    target: Target
+    catchup: bool
+    start: str | None
+    file: str
+    line: int
+
+
+def schedule(cron: str, target: Target, name: str | None = None, catchup: bool = False) -> None:
+    """Run `target` on a cron schedule (`0 3 * * *`, `@daily`, ...).
+
+    Args:
+        cron: Five-field cron, or `@hourly`, `@daily`, `@weekly`, `@monthly`.
+        target: An asset name, a list of names or selections, `"group:NAME"`, or a Pipeline.
+        name: The schedule's name (default: derived from the target).
+        catchup: Run every missed tick on start, not only the latest.
+    """
+    file, line = _caller_location()
+    if name is None:
+        name = _target_label(target).replace(":", "_").replace(" ", "") + "_schedule"
+    _registry.add(
+        ScheduleDef(
+            name=name, cron=cron, target=target, catchup=catchup, start=None, file=file, line=line
+        )
+    )
+
+
+@dataclass(eq=False)
+class SensorDef:
+    name: str
+    path: str
+    target: Target
+    pattern: str
+    recursive: bool
+    file: str
+    line: int
+
+
+def file_sensor(
+    name: str, path: str, target: Target, pattern: str = "*", recursive: bool = False
+) -> None:
+    """Start one run of `target` for every new file under `path` matching `pattern`.
+
+    The run's `context.params["path"]` is the file's absolute path. A relative `path` is
+    resolved against the folder of the file that defines the sensor.
+    """
+    file, line = _caller_location()
+    folder = Path(path)
+    if not folder.is_absolute():
+        folder = Path(file).parent / folder
+    _registry.add(
+        SensorDef(
+            name=name,
+            path=str(folder),
+            target=target,
+            pattern=pattern,
+            recursive=recursive,
+            file=file,
+            line=line,
+        )
+    )
+
+
+def _target_label(target: Target) -> str:
+    if isinstance(target, Pipeline):
+        return target.name
+    if isinstance(target, AssetDef):
+        return target.name
+    if isinstance(target, str):
+        return target
+    return "_".join(_target_label(t) for t in target)  # type: ignore[arg-type]
+
+
+def target_spec(target: Target) -> dict[str, Any]:
+    """The plain-data form of a schedule's or sensor's target."""
+    if isinstance(target, Pipeline):
+        return {"kind": "pipeline", "name": target.name}
+    if isinstance(target, AssetDef | str):
+        target = [target]  # type: ignore[list-item]
+    selection = []
+    for item in target:  # type: ignore[union-attr]
+        if isinstance(item, AssetDef):
+            selection.append(item.name)
+        elif isinstance(item, str):
+            selection.append(item)
+        else:
+            raise DefinitionError(f"a target must be asset names or a Pipeline, not {item!r}")
+    if not selection:
+        raise DefinitionError("a target must name at least one asset")
+    return {"kind": "assets", "selection": selection}

@@ -1,0 +1,53 @@
+"""Errors the engine raises at its boundaries: each has a short title and a one-line message.
+
+The CLI prints `msg` on one line and exits non-zero; the TUI shows `title` and `msg` in a toast or
+modal. Tracebacks of user code travel as data (in load errors and step errors), never as these.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base of every error a user can cause; `msg` is one line that says what to do."""
+
+    title = "Error"
+
+    def __init__(self, msg: str, title: str | None = None) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        if title is not None:
+            self.title = title
+
+
+class DefinitionError(EngineError):
+    """A pipeline definition is invalid (raised while a pipeline module is imported)."""
+
+    title = "Invalid definition"
+
+
+class PipelineLoadError(EngineError):
+    title = "Pipeline load error"
+
+
+class SelectionError(EngineError):
+    title = "Unknown selection"
+
+
+class PartitionError(EngineError):
+    title = "Bad partition"
+
+
+class RunNotFound(EngineError):
+    title = "Run not found"
+
+
+class StorageError(EngineError):
+    title = "Storage error"
+
+
+class ExecutorError(EngineError):
+    title = "Executor error"
+
+
+class ConfigError(EngineError):
+    title = "Config error"

@@ -1,0 +1,246 @@
+"""Starting one step attempt: the worker's spec, its log file, its process.
+
+Everything here runs in the engine process but only prepares and spawns; the user's code runs
+in the child. Inputs are resolved to concrete value files now, so the worker never touches the
+database and the materializations it consumed are known (for lineage).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session
+
+from engine.config import Paths
+from engine.manifest import AssetSpec, Manifest, TaskSpec
+from engine.partitions import safe_key
+from engine.storage import repo
+
+
+class InputMissing(Exception):
+    """An upstream value the step needs is not stored."""
+
+
+@dataclass
+class Launch:
+    """What the coordinator needs to know about a step attempt it is about to start."""
+
+    argv: list[str]
+    cwd: str
+    env: dict[str, str]
+    log_path: Path
+    spec: dict[str, Any] | None  # None for shell steps: no worker, no events
+    timeout: float | None
+    memory_limit: int | None
+    pool: str | None
+    partition: str | None = None
+    code_version: str | None = None
+    input_ids: list[int] = field(default_factory=list)
+
+
+def _single(mat_path: str, io: str) -> dict[str, Any]:
+    return {"mode": "single", "path": mat_path, "io": io}
+
+
+def asset_inputs(
+    session: Session, manifest: Manifest, spec: AssetSpec, partition: str | None
+) -> tuple[dict[str, Any], list[int]]:
+    """Value files for each upstream input of an asset, and the materializations they are."""
+    inputs: dict[str, Any] = {}
+    ids: list[int] = []
+    for name in (*spec.inputs, *spec.optional_inputs):
+        up = manifest.assets.get(name)
+        if up is None:
+            if name in spec.optional_inputs:
+                continue
+            raise InputMissing(f"upstream asset {name!r} is no longer defined")
+        same_partitions = up.partitions is not None and up.partitions == spec.partitions
+        if up.partitions is None or (same_partitions and partition is not None):
+            key = partition if up.partitions is not None else None
+            mat = repo.latest_materialization(session, name, key)
+            if mat is None or mat.value_path is None:
+                if name in spec.optional_inputs:
+                    continue
+                where = f" for partition {key}" if key else ""
+                raise InputMissing(
+                    f"upstream {name!r} has no stored value{where}: materialize it first "
+                    f"(or select +{spec.name})"
+                )
+            inputs[name] = _single(mat.value_path, up.io)
+            ids.append(mat.id or 0)
+        else:
+            # An unpartitioned (or differently partitioned) asset sees every materialized
+            # partition of its upstream as {key: value}.
+            mats = repo.latest_per_partition(session, name)
+            items = {k: m.value_path for k, m in mats.items() if k is not None and m.value_path}
+            inputs[name] = {"mode": "partitions", "items": items, "io": up.io}
+            ids.extend(m.id or 0 for m in mats.values())
+    return inputs, ids
+
+
+def task_inputs(session: Session, run_id: str, task: TaskSpec) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    for name in task.inputs:
+        st = repo.step(session, run_id, name)
+        attempts = [a for a in repo.attempts_of(session, run_id) if a.key == name and a.output_path]
+        if st is None or not attempts:
+            raise InputMissing(f"upstream task {name!r} has no stored return value in this run")
+        inputs[name] = _single(attempts[-1].output_path or "", "pickle")
+    return inputs
+
+
+def _step_env(
+    run_id: str, key: str, attempt: int, partition: str | None, home: Path
+) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PYTHONUNBUFFERED="1",
+        DAGTOP_RUN_ID=run_id,
+        DAGTOP_TASK=key,
+        DAGTOP_ATTEMPT=str(attempt),
+        DAGTOP_PARTITION=partition or "",
+        DAGTOP_HOME=str(home),
+    )
+    return env
+
+
+def log_path_for(paths: Paths, run_id: str, key: str, attempt: int) -> Path:
+    return paths.logs / run_id / f"{safe_key(key)}.{attempt}.log"
+
+
+def prepare(
+    session: Session,
+    manifest: Manifest,
+    paths: Paths,
+    run: Any,
+    key: str,
+    attempt: int,
+) -> Launch:
+    """Build the launch of attempt `attempt` of step `key` of `run`.
+
+    Raises:
+        InputMissing: an upstream value is not stored.
+        KeyError: the step's definition is gone from the manifest.
+    """
+    params = json.loads(run.params or "{}")
+    log_path = log_path_for(paths, run.id, key, attempt)
+    spec_dir = paths.runs / run.id
+    worker = [sys.executable, "-u", "-m", "engine.executor.worker"]
+    if run.kind == "assets":
+        aspec = manifest.assets[key]
+        partition = run.partition if aspec.partitions is not None else None
+        inputs, ids = asset_inputs(session, manifest, aspec, partition)
+        part_dir = paths.values / key / (safe_key(partition) if partition else "_")
+        spec = {
+            "kind": "asset",
+            "key": key,
+            "name": key,
+            "root": manifest.root,
+            "file": aspec.file,
+            "run_id": run.id,
+            "attempt": attempt,
+            "partition": partition,
+            "params": params,
+            "home": str(paths.home),
+            "inputs": inputs,
+            "output_stem": str(part_dir / f"{run.id}.{attempt}"),
+            "checks": [
+                {"file": c.file, "name": c.name, "blocking": c.blocking}
+                for c in manifest.checks.get(key, [])
+            ],
+        }
+        return Launch(
+            argv=worker,
+            cwd=str(paths.project),
+            env=_step_env(run.id, key, attempt, partition, paths.home),
+            log_path=log_path,
+            spec=spec,
+            timeout=aspec.timeout,
+            memory_limit=aspec.memory_limit,
+            pool=aspec.pool,
+            partition=partition,
+            code_version=aspec.code_version,
+            input_ids=ids,
+        )
+    pipeline = manifest.pipelines[json.loads(run.selection)]
+    task = pipeline.tasks[key]
+    env = _step_env(run.id, key, attempt, None, paths.home)
+    if task.kind == "shell":
+        env.update(task.env or {})
+        return Launch(
+            argv=["/bin/sh", "-c", task.command or ""],
+            cwd=task.cwd or str(paths.project),
+            env=env,
+            log_path=log_path,
+            spec=None,
+            timeout=task.timeout,
+            memory_limit=task.memory_limit,
+            pool=task.pool,
+        )
+    spec = {
+        "kind": "task",
+        "key": key,
+        "name": key,
+        "pipeline": pipeline.name,
+        "root": manifest.root,
+        "file": pipeline.file,
+        "run_id": run.id,
+        "attempt": attempt,
+        "params": params,
+        "home": str(paths.home),
+        "inputs": task_inputs(session, run.id, task),
+        "output_stem": str(spec_dir / "values" / f"{key}.{attempt}"),
+    }
+    return Launch(
+        argv=worker,
+        cwd=str(paths.project),
+        env=env,
+        log_path=log_path,
+        spec=spec,
+        timeout=task.timeout,
+        memory_limit=task.memory_limit,
+        pool=task.pool,
+    )
+
+
+def spawn(launch: Launch, spec_path: Path) -> tuple[subprocess.Popen[bytes], int | None]:
+    """Start the process; returns it and the read end of its events pipe (None for shell)."""
+    launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_fd = os.open(launch.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    read_fd = write_fd = None
+    try:
+        argv = list(launch.argv)
+        pass_fds: tuple[int, ...] = ()
+        if launch.spec is not None:
+            spec_path.parent.mkdir(parents=True, exist_ok=True)
+            spec_path.write_text(json.dumps(launch.spec))
+            read_fd, write_fd = os.pipe()
+            argv += [str(spec_path), str(write_fd)]
+            pass_fds = (write_fd,)
+        else:
+            os.write(log_fd, f"$ {argv[-1]}\n".encode())
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=log_fd,
+            cwd=launch.cwd,
+            env=launch.env,
+            pass_fds=pass_fds,
+            start_new_session=True,  # its own process group: we can signal the whole tree
+        )
+    except BaseException:
+        if read_fd is not None:
+            os.close(read_fd)
+        raise
+    finally:
+        os.close(log_fd)
+        if write_fd is not None:
+            os.close(write_fd)
+    return proc, read_fd

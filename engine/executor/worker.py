@@ -1,0 +1,272 @@
+"""One step attempt, in its own process: `python -m engine.executor.worker SPEC EVENTS_FD`.
+
+The coordinator points stdout and stderr at the attempt's log file and hands us a pipe for
+structured events (one JSON object per line). We import only the one pipeline module that
+defines the step, load upstream values, call the function, store the result atomically, run
+the asset's checks, and report exactly one of `finished` or `error` before exiting.
+
+This module must stay cheap to import: no database, no psutil, no UI. It is on every step's
+critical path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+
+class Reporter:
+    """Writes events to the coordinator; a vanished coordinator must not fail the step."""
+
+    def __init__(self, fd: int) -> None:
+        # User code may spawn processes; they must not hold our end of the pipe open.
+        os.set_inheritable(fd, False)
+        self._fh = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+
+    def send(self, kind: str, **data: Any) -> None:
+        data["e"] = kind
+        data["t"] = time.time()
+        with contextlib.suppress(BrokenPipeError, OSError, ValueError):
+            self._fh.write(json.dumps(data, default=repr) + "\n")
+
+
+class StepFailure(Exception):
+    """A failure the worker explains itself (as opposed to an exception from user code)."""
+
+    def __init__(self, kind: str, message: str, tb: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.tb = tb
+
+
+def _user_traceback(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    here = os.path.dirname(os.path.dirname(__file__))
+    keep = [f for f in frames if not f.filename.startswith(here)] or frames
+    return "".join(
+        [
+            "Traceback (most recent call last):\n",
+            *traceback.format_list(keep),
+            *traceback.format_exception_only(type(exc), exc),
+        ]
+    )
+
+
+def _setup_logging(key: str) -> logging.Logger:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)-7s %(message)s", "%H:%M:%S")
+    )
+    logger = logging.getLogger(f"dagtop.step.{key}")
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    logger.propagate = False
+    return logger
+
+
+class _WarningsToEvents(logging.Handler):
+    def __init__(self, reporter: Reporter) -> None:
+        super().__init__(logging.WARNING)
+        self.reporter = reporter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.reporter.send("log", level=record.levelname, message=record.getMessage()[:2000])
+
+
+def _find(items: list[Any], cls: type, name: str, attr: str = "name") -> Any:
+    for item in reversed(items):
+        if isinstance(item, cls) and getattr(item, attr) == name:
+            return item
+    return None
+
+
+def _import(spec: dict[str, Any], module_file: str) -> list[Any]:
+    from engine import definitions
+    from engine.modules import import_pipeline_module
+
+    definitions._registry.reset()
+    try:
+        import_pipeline_module(Path(spec["root"]), module_file)
+    except BaseException as exc:  # noqa: BLE001 - whatever the module does, it is the step's error
+        raise StepFailure(
+            "import",
+            f"could not import {module_file}: {type(exc).__name__}: {exc}",
+            _user_traceback(exc),
+        ) from exc
+    return definitions._registry.reset()
+
+
+def _load_inputs(spec: dict[str, Any], owner: Any) -> dict[str, Any]:
+    from engine import iomanager
+
+    values: dict[str, Any] = {}
+    for name, src in spec["inputs"].items():
+        try:
+            io = iomanager.resolve(src["io"]) if isinstance(src["io"], str) else owner
+            if src["mode"] == "single":
+                values[name] = iomanager.load(io, Path(src["path"]))
+            else:
+                values[name] = {k: iomanager.load(io, Path(p)) for k, p in src["items"].items()}
+        except Exception as exc:  # noqa: BLE001
+            raise StepFailure(
+                "input", f"could not load input {name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+    return values
+
+
+def _call(fn: Any, ctx: Any, takes_context: bool, kwargs: dict[str, Any], what: str) -> Any:
+    try:
+        return fn(ctx, **kwargs) if takes_context else fn(**kwargs)
+    except SystemExit as exc:
+        raise StepFailure(
+            "exit", f"{what} called sys.exit({exc.code!r})", _user_traceback(exc)
+        ) from exc
+    except KeyboardInterrupt as exc:
+        raise StepFailure("interrupt", f"{what} was interrupted (SIGINT)") from exc
+    except Exception as exc:  # noqa: BLE001
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise StepFailure(
+            "exception", f"{type(exc).__name__}: {first}".rstrip(": "), _user_traceback(exc)
+        ) from exc
+
+
+def _store(io: Any, value: Any, stem: str, what: str) -> tuple[str, int]:
+    from engine import iomanager
+
+    path = Path(f"{stem}.{getattr(io, 'extension', 'bin')}")
+    try:
+        size = iomanager.store(io, value, path)
+    except Exception as exc:  # noqa: BLE001
+        raise StepFailure(
+            "output",
+            f"output of {what} could not be stored: {type(exc).__name__}: {exc}",
+            _user_traceback(exc),
+        ) from exc
+    return str(path), size
+
+
+def _run_checks(spec: dict[str, Any], value: Any, ctx: Any, reporter: Reporter) -> None:
+    from engine.definitions import CheckDef, CheckResult
+
+    by_file: dict[str, list[Any]] = {}
+    for c in spec.get("checks", []):
+        by_file.setdefault(c["file"], []).append(c)
+    for file, checks in by_file.items():
+        items = _import(spec, file) if file != spec["file"] else spec["_items"]
+        for c in checks:
+            defn = _find(items, CheckDef, c["name"])
+            passed, metadata, description, error = False, {}, None, None
+            if defn is None or defn.asset != spec["name"]:
+                error = f"check {c['name']!r} is no longer defined in {file}"
+            else:
+                try:
+                    kwargs = {spec["name"]: value} if defn.takes_value else {}
+                    result = defn.fn(ctx, **kwargs) if defn.takes_context else defn.fn(**kwargs)
+                    if isinstance(result, CheckResult):
+                        passed, metadata = bool(result.passed), dict(result.metadata or {})
+                        description = result.description
+                    elif isinstance(result, bool):
+                        passed = result
+                    else:
+                        error = f"a check must return a bool or CheckResult, got {result!r:.80}"
+                except Exception as exc:  # noqa: BLE001
+                    error = f"{type(exc).__name__}: {exc}"
+                    ctx.log.error("check %s raised:\n%s", c["name"], _user_traceback(exc))
+            state = "passed" if passed and not error else "FAILED"
+            ctx.log.info("check %s %s%s", c["name"], state, f": {error}" if error else "")
+            reporter.send(
+                "check",
+                name=c["name"],
+                passed=passed and not error,
+                metadata=metadata,
+                description=description,
+                error=error,
+                blocking=c["blocking"],
+            )
+
+
+def run(spec: dict[str, Any], reporter: Reporter) -> None:
+    from engine import iomanager
+    from engine.context import StepContext
+    from engine.definitions import AssetDef, Pipeline
+
+    key = spec["key"]
+    log = _setup_logging(key)
+    log.addHandler(_WarningsToEvents(reporter))
+    ctx = StepContext(
+        log=log,
+        partition=spec.get("partition"),
+        run_id=spec["run_id"],
+        attempt=spec["attempt"],
+        params=spec.get("params") or {},
+        key=key,
+        home=Path(spec["home"]),
+        _on_metadata=lambda data: reporter.send("metadata", data=data),
+    )
+    items = _import(spec, spec["file"])
+    spec["_items"] = items
+    if spec["kind"] == "asset":
+        defn = _find(items, AssetDef, spec["name"])
+        if defn is None:
+            raise StepFailure(
+                "import", f"asset {spec['name']!r} is no longer defined in {spec['file']}"
+            )
+        try:
+            io = iomanager.resolve(defn.io)
+        except ValueError as exc:
+            raise StepFailure("output", str(exc)) from exc
+        kwargs = _load_inputs(spec, io)
+        fn, takes_context, what = defn.fn, defn.takes_context, f"asset {defn.name!r}"
+    else:
+        pipeline = _find(items, Pipeline, spec["pipeline"])
+        task = pipeline.tasks.get(spec["name"]) if pipeline else None
+        if task is None or task.fn is None:
+            raise StepFailure(
+                "import", f"task {spec['name']!r} is no longer defined in {spec['file']}"
+            )
+        io = iomanager.resolve("pickle")
+        kwargs = _load_inputs(spec, io)
+        fn, takes_context, what = task.fn, task.takes_context, f"task {task.id!r}"
+    value = _call(fn, ctx, takes_context, kwargs, what)
+    path, size = _store(io, value, spec["output_stem"], what)
+    reporter.send("output", path=path, size=size)
+    if spec["kind"] == "asset":
+        _run_checks(spec, value, ctx, reporter)
+
+
+def main() -> None:
+    spec_path, fd = sys.argv[1], int(sys.argv[2])
+    reporter = Reporter(fd)
+    spec = json.loads(Path(spec_path).read_text())
+    reporter.send("started", pid=os.getpid())
+    try:
+        run(spec, reporter)
+    except StepFailure as exc:
+        if exc.tb:
+            sys.stderr.write(exc.tb)
+        sys.stderr.write(f"dagtop: step failed: {exc.message}\n")
+        reporter.send("error", kind=exc.kind, message=exc.message, traceback=exc.tb)
+        sys.stderr.flush()
+        code = 1
+        cause = exc.__cause__
+        if isinstance(cause, SystemExit) and isinstance(cause.code, int) and 0 < cause.code < 256:
+            code = cause.code  # keep the user's exit code visible in the step row
+        os._exit(code)
+    reporter.send("finished")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown (atexit of user libraries, GC of big values): the result is
+    # stored and reported; nothing else the process does can matter.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

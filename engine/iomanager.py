@@ -1,0 +1,84 @@
+"""How asset and task values are written to and read from disk.
+
+Every write goes to a temp file in the same folder and is renamed into place, so a crash never
+leaves a half-written value where a later step would load it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class IOManager(Protocol):
+    """Stores one value per file. Implement both methods to plug in another format."""
+
+    extension: str
+
+    def dump(self, value: Any, fh: Any) -> None: ...
+
+    def load(self, fh: Any) -> Any: ...
+
+
+class PickleIO:
+    extension = "pkl"
+
+    def dump(self, value: Any, fh: Any) -> None:
+        pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load(self, fh: Any) -> Any:
+        return pickle.load(fh)
+
+
+class JsonIO:
+    """For small dict and list results that people want to read with `cat`."""
+
+    extension = "json"
+
+    def dump(self, value: Any, fh: Any) -> None:
+        fh.write(json.dumps(value, indent=1, sort_keys=True, allow_nan=False).encode())
+
+    def load(self, fh: Any) -> Any:
+        return json.loads(fh.read())
+
+
+BUILTIN = {"pickle": PickleIO(), "json": JsonIO()}
+
+
+def resolve(io: Any) -> IOManager:
+    """The IO manager named by an asset's `io=` (a name or an object with dump/load)."""
+    if isinstance(io, str):
+        try:
+            return BUILTIN[io]
+        except KeyError:
+            raise ValueError(
+                f"unknown io manager {io!r} (choose {', '.join(BUILTIN)} or pass an object)"
+            ) from None
+    if callable(getattr(io, "dump", None)) and callable(getattr(io, "load", None)):
+        return io  # type: ignore[no-any-return]
+    raise ValueError(f"an io manager needs dump(value, fh) and load(fh) methods, got {io!r}")
+
+
+def store(io: IOManager, value: Any, path: Path) -> int:
+    """Write `value` to `path` atomically; returns its size in bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            io.dump(value, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path.stat().st_size
+
+
+def load(io: IOManager, path: Path) -> Any:
+    with path.open("rb") as fh:
+        return io.load(fh)

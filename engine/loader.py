@@ -1,0 +1,245 @@
+"""Load pipeline files into a manifest, in a child process, with a time limit per file.
+
+User code never runs in the engine's process: a syntax error, an exception at import, or an
+import that hangs costs that one file. Results are cached in the home folder by each file's
+size, mtime and content hash, so most commands load nothing at all and a reload imports only
+the files that changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import selectors
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine import validate
+from engine.manifest import FileError, FileInfo, Manifest
+from engine.modules import module_name_for
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 30.0
+CACHE_NAME = "manifest-cache.json"
+# Bump when the shape of a file's result changes, so old caches are ignored.
+CACHE_FORMAT = 3
+
+
+def discover(root: Path) -> tuple[list[str], list[str]]:
+    """Pipeline files and helper files under `root`, as sorted relative paths.
+
+    Files and folders whose names start with `_` or `.` are helpers: never loaded as pipelines
+    themselves, but a change to one reloads everything (a pipeline may import it).
+    """
+    pipelines: list[str] = []
+    helpers: list[str] = []
+    if not root.is_dir():
+        return pipelines, helpers
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(n for n in dirnames if n != "__pycache__" and not n.startswith("."))
+        rel_dir = Path(dirpath).relative_to(root)
+        hidden_dir = any(part.startswith("_") for part in rel_dir.parts)
+        for name in sorted(filenames):
+            if not name.endswith(".py") or name.startswith("."):
+                continue
+            rel = str(rel_dir / name) if rel_dir.parts else name
+            (helpers if hidden_dir or name.startswith("_") else pipelines).append(rel)
+    return pipelines, helpers
+
+
+def fingerprint(root: Path, rel: str) -> FileInfo:
+    path = root / rel
+    st = path.stat()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return FileInfo(
+        file=rel,
+        module=module_name_for(rel),
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        sha256=digest,
+    )
+
+
+@dataclass
+class _Cache:
+    helpers: str
+    results: dict[str, dict[str, Any]]  # rel -> {"sha256": ..., "result": ...}
+
+
+def _read_cache(path: Path) -> _Cache | None:
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != CACHE_FORMAT:
+            return None
+        return _Cache(helpers=data["helpers"], results=data["results"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_cache(path: Path, cache: _Cache) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(
+            json.dumps({"format": CACHE_FORMAT, "helpers": cache.helpers, "results": cache.results})
+        )
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only home still loads, just without the cache
+        log.warning("could not write the manifest cache %s: %s", path, exc)
+        tmp.unlink(missing_ok=True)
+
+
+def import_files(root: Path, files: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+    """Import `files` in child processes; a file that hangs past `timeout` is an error."""
+    results: dict[str, dict[str, Any]] = {}
+    pending = list(files)
+    while pending:
+        results.update(_run_child(root, pending, timeout))
+        pending = [f for f in pending if f not in results]
+    return results
+
+
+def _run_child(root: Path, files: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.loader_child", str(root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=str(root.parent),
+        env=env,
+        start_new_session=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps(files).encode())
+    proc.stdin.close()
+    results: dict[str, dict[str, Any]] = {}
+    current: str | None = None
+    deadline = time.monotonic() + timeout
+    buf = b""
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        while True:
+            wait = deadline - time.monotonic()
+            if current is not None and wait <= 0:
+                results[current] = _failure(
+                    current, "timeout", f"import took longer than {timeout:g} s"
+                )
+                return results
+            if not sel.select(timeout=max(wait, 0.01) if current else timeout):
+                if current is None:
+                    continue
+                continue
+            chunk = os.read(proc.stdout.fileno(), 1 << 16)
+            if not chunk:
+                break
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                msg = json.loads(line)
+                if "start" in msg:
+                    current = msg["start"]
+                    deadline = time.monotonic() + timeout
+                else:
+                    results[msg["file"]] = msg
+                    current = None
+        code = proc.wait()
+        if current is not None:
+            from engine.executor.monitor import describe_exit
+
+            results[current] = _failure(
+                current, "crash", f"the import crashed the loader: {describe_exit(code)}"
+            )
+        elif not results and files:
+            for f in files:
+                results[f] = _failure(f, "crash", f"the loader could not start (exit code {code})")
+        return results
+    finally:
+        sel.close()
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 9)
+            proc.wait()
+        proc.stdout.close()
+
+
+def _failure(file: str, kind: str, message: str) -> dict[str, Any]:
+    return {
+        "file": file,
+        "error": {"file": file, "kind": kind, "message": message, "traceback": "", "line": None},
+    }
+
+
+def load(
+    root: Path,
+    cache_dir: Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    files: Iterable[str] | None = None,
+) -> Manifest:
+    """Load every pipeline file under `root` into a validated manifest.
+
+    Args:
+        root: The pipelines folder.
+        cache_dir: Where to keep the manifest cache (the home folder); None disables it.
+        timeout: Seconds one file's import may take.
+        files: Only these relative paths (default: everything discovered).
+
+    Returns:
+        The manifest; broken files are in `manifest.errors`, never raised.
+    """
+    root = root.resolve()
+    pipeline_files, helper_files = discover(root)
+    if files is not None:
+        wanted = set(files)
+        pipeline_files = [f for f in pipeline_files if f in wanted]
+    infos = {rel: fingerprint(root, rel) for rel in pipeline_files}
+    helpers = hashlib.sha256(
+        "".join(f"{h}:{fingerprint(root, h).sha256}\n" for h in helper_files).encode()
+    ).hexdigest()
+    cache_path = cache_dir / CACHE_NAME if cache_dir else None
+    cache = _read_cache(cache_path) if cache_path else None
+    reusable = cache.results if cache and cache.helpers == helpers else {}
+    results: dict[str, dict[str, Any]] = {}
+    stale: list[str] = []
+    for rel, info in infos.items():
+        hit = reusable.get(rel)
+        # A timeout may have been a slow machine rather than a hanging import: try it again.
+        if hit and hit["sha256"] == info.sha256 and _kind(hit["result"]) != "timeout":
+            results[rel] = hit["result"]
+        else:
+            stale.append(rel)
+    if stale:
+        started = time.perf_counter()
+        results.update(import_files(root, stale, timeout))
+        log.info(
+            "imported %d pipeline file(s) in %.3f s", len(stale), time.perf_counter() - started
+        )
+        if cache_path:
+            merged = dict(reusable) if files is not None else {}
+            merged.update(
+                {rel: {"sha256": infos[rel].sha256, "result": results[rel]} for rel in infos}
+            )
+            _write_cache(cache_path, _Cache(helpers=helpers, results=merged))
+    return validate.build_manifest(root, infos, results)
+
+
+def _kind(result: dict[str, Any]) -> str | None:
+    err = result.get("error")
+    return err["kind"] if err else None
+
+
+def format_errors(manifest: Manifest) -> list[str]:
+    return [f"{e.file}: {e.kind}: {e.message}" for e in manifest.errors.values()]
+
+
+__all__ = ["DEFAULT_TIMEOUT", "FileError", "discover", "format_errors", "load"]

@@ -1,0 +1,219 @@
+"""The child side of the loader: import pipeline modules and describe what they define.
+
+Run as `python -m engine.loader_child ROOT` with a JSON list of relative paths on stdin. For
+each file it writes `{"start": file}` and then the file's result as JSON lines on the original
+stdout; anything the user's modules print goes to stderr instead, so it cannot corrupt the
+protocol. The parent enforces the time limit per file and kills this process if one hangs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from engine import definitions as d
+from engine.errors import DefinitionError
+from engine.modules import import_pipeline_module, module_name_for
+
+
+def _user_line(tb: traceback.StackSummary, path: str) -> int | None:
+    lines = [frame.lineno for frame in tb if frame.filename == path]
+    return lines[-1] if lines else None
+
+
+def _trim_traceback(exc: BaseException) -> str:
+    """The traceback from the user's code down, without the loader's own frames."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    here = str(Path(__file__).parent)
+    keep = [f for f in frames if not f.filename.startswith(here) and "importlib" not in f.filename]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(keep)]
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines)
+
+
+def _error(file: str, path: str, exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, SyntaxError):
+        kind, line = "syntax", exc.lineno
+        message = f"{exc.msg} (line {exc.lineno})"
+    elif isinstance(exc, DefinitionError):
+        kind = "definition"
+        line = _user_line(traceback.extract_tb(exc.__traceback__), path)
+        message = exc.msg
+    else:
+        kind = "import"
+        line = _user_line(traceback.extract_tb(exc.__traceback__), path)
+        message = f"{type(exc).__name__}: {exc}"
+    return {
+        "file": file,
+        "kind": kind,
+        "message": message.splitlines()[0] if message else type(exc).__name__,
+        "traceback": _trim_traceback(exc),
+        "line": line,
+    }
+
+
+def _io_label(io: Any) -> str:
+    if isinstance(io, str):
+        return io
+    return f"{type(io).__module__}.{type(io).__qualname__}"
+
+
+def describe(item: Any, module: str) -> tuple[str, dict[str, Any]]:
+    """The plain-data form of one registered definition, and which section it belongs to."""
+    if isinstance(item, d.AssetDef):
+        return "assets", {
+            "name": item.name,
+            "module": module,
+            "line": item.line,
+            "group": item.group,
+            "partitions": item.partitions.to_spec() if item.partitions else None,
+            "inputs": list(item.inputs),
+            "optional_inputs": list(item.optional_inputs),
+            "deps": list(item.deps),
+            "retries": item.retries,
+            "retry_delay": item.retry_delay,
+            "timeout": item.timeout,
+            "memory_limit": item.memory_limit,
+            "pool": item.pool,
+            "description": item.description,
+            "tags": item.tags,
+            "io": _io_label(item.io),
+            "code_version": item.code_version,
+        }
+    if isinstance(item, d.CheckDef):
+        return "checks", {
+            "name": item.name,
+            "asset": item.asset,
+            "module": module,
+            "line": item.line,
+            "blocking": item.blocking,
+            "description": item.description,
+        }
+    if isinstance(item, d.Pipeline):
+        return "pipelines", _describe_pipeline(item, module)
+    if isinstance(item, d.ScheduleDef):
+        return "schedules", {
+            "name": item.name,
+            "line": item.line,
+            "cron": item.cron,
+            "target": d.target_spec(item.target),
+            "catchup": item.catchup,
+            "start": item.start,
+        }
+    if isinstance(item, d.SensorDef):
+        return "sensors", {
+            "name": item.name,
+            "line": item.line,
+            "path": item.path,
+            "target": d.target_spec(item.target),
+            "pattern": item.pattern,
+            "recursive": item.recursive,
+        }
+    raise TypeError(f"unknown definition {item!r}")
+
+
+def _describe_pipeline(p: d.Pipeline, module: str) -> dict[str, Any]:
+    tasks = {}
+    for t in p.tasks.values():
+        unknown = [name for name in t.inputs if name not in p.tasks]
+        if unknown:
+            raise DefinitionError(
+                f"task {t.id!r} of pipeline {p.name!r} has a parameter {unknown[0]!r} "
+                f"that names no task of the pipeline"
+            )
+        tasks[t.id] = {
+            "id": t.id,
+            "kind": "python" if t.fn is not None else "shell",
+            "upstream": list(t.upstream),
+            "inputs": list(t.inputs),
+            "command": t.command,
+            "cwd": t.cwd,
+            "env": t.env,
+            "retries": p.retries if t.retries is None else t.retries,
+            "retry_delay": p.retry_delay if t.retry_delay is None else float(t.retry_delay),
+            "timeout": t.timeout,
+            "memory_limit": t.memory_limit,
+            "pool": t.pool,
+            "line": t.line,
+        }
+    return {
+        "name": p.name,
+        "module": module,
+        "line": p.line,
+        "tasks": tasks,
+        "schedule": p.schedule,
+        "start": p.start,
+        "catchup": p.catchup,
+        "tags": p.tags,
+        "description": p.description,
+    }
+
+
+def load_file(root: Path, file: str, owned: dict[str, list[Any]]) -> dict[str, Any]:
+    """Import one file and return its definitions, or its error."""
+    path = str(root / file)
+    module = module_name_for(file)
+    d._registry.reset()
+    try:
+        import_pipeline_module(root, file)
+    except BaseException as exc:  # noqa: BLE001 - any failure of user code is the file's error
+        d._registry.reset()
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return {"file": file, "error": _error(file, path, exc)}
+    # A module may import another pipeline module: keep each definition with the file that
+    # wrote it (by its code's filename), so nothing is counted twice or in the wrong file.
+    for item in d._registry.reset():
+        owned.setdefault(os.path.realpath(item.file), []).append(item)
+    result: dict[str, Any] = {
+        "file": file,
+        "error": None,
+        "assets": [],
+        "checks": [],
+        "pipelines": [],
+        "schedules": [],
+        "sensors": [],
+    }
+    seen: dict[tuple[str, str], int] = {}
+    try:
+        for item in owned.get(os.path.realpath(path), []):
+            section, data = describe(item, module)
+            ident = (section, data.get("name") or "")
+            if section == "checks":
+                ident = (section, f"{data['asset']}.{data['name']}")
+            if ident in seen:
+                if seen[ident] == data["line"]:
+                    continue  # the same definition seen again through a second import
+                raise DefinitionError(
+                    f"{section[:-1]} {ident[1]!r} is defined twice in this file "
+                    f"(lines {seen[ident]} and {data['line']})"
+                )
+            seen[ident] = data["line"]
+            result[section].append(data)
+    except DefinitionError as exc:
+        return {"file": file, "error": _error(file, path, exc)}
+    return result
+
+
+def main() -> None:
+    root = Path(sys.argv[1]).resolve()
+    files = json.loads(sys.stdin.read())
+    # Results go to the original stdout; the user's prints are sent to stderr.
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    sys.stdin = open(os.devnull)  # noqa: SIM115 - user code must not wait on our protocol
+    owned: dict[str, list[Any]] = {}
+    for file in files:
+        out.write(json.dumps({"start": file}) + "\n")
+        result = load_file(root, file, owned)
+        out.write(json.dumps(result, default=str) + "\n")
+    out.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""The manifest: every definition as plain data, plus one error per broken file.
+
+The loader builds it in a child process (user code never runs in the engine) and everything
+else (planning, the CLI, the UI) reads only this. It round-trips through JSON so it can be
+cached in the home folder and passed between processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.partitions import PartitionsDefinition
+
+
+@dataclass(frozen=True, slots=True)
+class FileError:
+    """Why one pipeline file did not load."""
+
+    file: str  # path relative to the pipelines folder
+    kind: str  # syntax | import | timeout | definition | unknown-input | cycle | duplicate | ...
+    message: str
+    traceback: str = ""
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AssetSpec:
+    name: str
+    file: str
+    module: str
+    line: int
+    group: str
+    partitions: dict[str, Any] | None
+    inputs: tuple[str, ...]
+    optional_inputs: tuple[str, ...]
+    deps: tuple[str, ...]
+    retries: int
+    retry_delay: float
+    timeout: float | None
+    memory_limit: int | None
+    pool: str | None
+    description: str | None
+    tags: dict[str, str]
+    io: str
+    code_version: str
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        """Every asset that must be materialized before this one."""
+        return tuple(dict.fromkeys((*self.inputs, *self.optional_inputs, *self.deps)))
+
+    @property
+    def partitions_def(self) -> PartitionsDefinition | None:
+        return None if self.partitions is None else PartitionsDefinition.from_spec(self.partitions)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSpec:
+    name: str
+    asset: str
+    file: str
+    module: str
+    line: int
+    blocking: bool
+    description: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    id: str
+    kind: str  # "python" | "shell"
+    upstream: tuple[str, ...]
+    inputs: tuple[str, ...]
+    command: str | None
+    cwd: str | None
+    env: dict[str, str] | None
+    retries: int
+    retry_delay: float
+    timeout: float | None
+    memory_limit: int | None
+    pool: str | None
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSpec:
+    name: str
+    file: str
+    module: str
+    line: int
+    tasks: dict[str, TaskSpec]
+    schedule: str | None
+    start: str | None
+    catchup: bool
+    tags: dict[str, str]
+    description: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    name: str
+    file: str
+    line: int
+    cron: str
+    target: dict[str, Any]
+    catchup: bool
+    start: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SensorSpec:
+    name: str
+    file: str
+    line: int
+    path: str
+    target: dict[str, Any]
+    pattern: str
+    recursive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """One discovered pipeline file and the fingerprint its cached result is keyed on."""
+
+    file: str
+    module: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    root: str  # the pipelines folder, absolute
+    files: dict[str, FileInfo] = field(default_factory=dict)
+    errors: dict[str, FileError] = field(default_factory=dict)
+    assets: dict[str, AssetSpec] = field(default_factory=dict)
+    checks: dict[str, list[CheckSpec]] = field(default_factory=dict)  # by asset
+    pipelines: dict[str, PipelineSpec] = field(default_factory=dict)
+    schedules: dict[str, ScheduleSpec] = field(default_factory=dict)
+    sensors: dict[str, SensorSpec] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def groups(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for spec in self.assets.values():
+            out.setdefault(spec.group, []).append(spec.name)
+        return out
+
+    def downstream(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {name: [] for name in self.assets}
+        for spec in self.assets.values():
+            for up in spec.upstream:
+                if up in out:
+                    out[up].append(spec.name)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        def tasks(raw: dict[str, Any]) -> dict[str, TaskSpec]:
+            return {
+                k: TaskSpec(**{**v, "upstream": tuple(v["upstream"]), "inputs": tuple(v["inputs"])})
+                for k, v in raw.items()
+            }
+
+        return cls(
+            root=data["root"],
+            files={k: FileInfo(**v) for k, v in data["files"].items()},
+            errors={k: FileError(**v) for k, v in data["errors"].items()},
+            assets={k: asset_from_dict(v) for k, v in data["assets"].items()},
+            checks={k: [CheckSpec(**c) for c in v] for k, v in data["checks"].items()},
+            pipelines={
+                k: PipelineSpec(**{**v, "tasks": tasks(v["tasks"])})
+                for k, v in data["pipelines"].items()
+            },
+            schedules={k: ScheduleSpec(**v) for k, v in data["schedules"].items()},
+            sensors={k: SensorSpec(**v) for k, v in data["sensors"].items()},
+        )
+
+
+def asset_from_dict(v: dict[str, Any]) -> AssetSpec:
+    return AssetSpec(
+        **{
+            **v,
+            "inputs": tuple(v["inputs"]),
+            "optional_inputs": tuple(v["optional_inputs"]),
+            "deps": tuple(v["deps"]),
+        }
+    )

@@ -1,0 +1,135 @@
+"""Planning: a run request becomes a run row and its step rows, before anything executes."""
+
+from __future__ import annotations
+
+import graphlib
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import PartitionError, SelectionError
+from engine.manifest import Manifest
+from engine.partitions import InvalidPartitionKey
+from engine.selection import resolve
+from engine.storage.models import Run, Step
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What to run. Exactly one of `selection` (assets) or `pipeline` (tasks) is set."""
+
+    selection: tuple[str, ...] = ()
+    pipeline: str | None = None
+    partition: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    trigger: str = "manual"
+    trigger_ref: str | None = None
+    backfill_id: str | None = None
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _toposort(nodes: dict[str, list[str]]) -> list[str]:
+    order = list(graphlib.TopologicalSorter(nodes).static_order())
+    return [n for n in order if n in nodes]
+
+
+def validate_partition(manifest: Manifest, names: list[str], partition: str | None) -> None:
+    """Check the partition key against every partitioned asset in `names`.
+
+    Raises:
+        PartitionError: a key is missing, malformed, or out of range.
+    """
+    partitioned = [n for n in names if manifest.assets[n].partitions is not None]
+    if partition is None:
+        if partitioned:
+            example = manifest.assets[partitioned[0]].partitions_def
+            keys = example.keys() if example else []
+            hint = f" (e.g. --partition {keys[-1]})" if keys else ""
+            raise PartitionError(
+                f"asset {partitioned[0]!r} is partitioned: pass --partition KEY{hint}"
+            )
+        return
+    if not partitioned:
+        raise PartitionError(
+            f"--partition {partition!r} given, but none of {', '.join(names)} is partitioned"
+        )
+    for name in partitioned:
+        pdef = manifest.assets[name].partitions_def
+        assert pdef is not None
+        try:
+            pdef.validate_key(partition)
+        except InvalidPartitionKey as exc:
+            raise PartitionError(f"asset {name!r}: {exc}") from None
+
+
+def plan(
+    manifest: Manifest, request: RunRequest, now: float | None = None
+) -> tuple[Run, list[Step]]:
+    """The run and steps for `request`, validated against the manifest (nothing written).
+
+    Raises:
+        SelectionError: the selection or pipeline names nothing.
+        PartitionError: the partition key does not fit the selected assets.
+    """
+    now = time.time() if now is None else now
+    run_id = new_run_id()
+    if request.pipeline is not None:
+        pipeline = manifest.pipelines.get(request.pipeline)
+        if pipeline is None:
+            from engine.validate import suggest
+
+            hint = suggest(request.pipeline, manifest.pipelines)
+            if request.pipeline in manifest.assets:
+                hint = f" ({request.pipeline!r} is an asset: use `dagtop materialize`)"
+            raise SelectionError(f"unknown pipeline {request.pipeline!r}{hint}")
+        if request.partition is not None:
+            raise PartitionError("task pipelines are not partitioned: drop --partition")
+        graph = {t.id: list(t.upstream) for t in pipeline.tasks.values()}
+        steps = [
+            Step(
+                run_id=run_id,
+                key=key,
+                kind=pipeline.tasks[key].kind,
+                position=i,
+                upstream=json.dumps(graph[key]),
+                max_attempts=pipeline.tasks[key].retries + 1,
+            )
+            for i, key in enumerate(_toposort(graph))
+        ]
+        kind, target, selection = "pipeline", pipeline.name, json.dumps(pipeline.name)
+    else:
+        names = resolve(manifest, request.selection)
+        validate_partition(manifest, names, request.partition)
+        chosen = set(names)
+        graph = {n: [u for u in manifest.assets[n].upstream if u in chosen] for n in names}
+        steps = [
+            Step(
+                run_id=run_id,
+                key=key,
+                kind="asset",
+                position=i,
+                upstream=json.dumps(graph[key]),
+                max_attempts=manifest.assets[key].retries + 1,
+            )
+            for i, key in enumerate(_toposort(graph))
+        ]
+        kind, target, selection = "assets", ", ".join(request.selection), json.dumps(names)
+    run = Run(
+        id=run_id,
+        kind=kind,
+        target=target,
+        selection=selection,
+        partition=request.partition,
+        params=json.dumps(request.params),
+        trigger=request.trigger,
+        trigger_ref=request.trigger_ref,
+        backfill_id=request.backfill_id,
+        created_at=now,
+        updated_at=now,
+    )
+    return run, steps

@@ -1,0 +1,77 @@
+"""Asset selections, as Dagster users write them.
+
+`name`, `+name` (with direct upstreams), `*name` (with all upstreams), `name+`, `name*`
+(downstream), both sides at once (`*name*`), `group:NAME`, and `*` for everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from engine.errors import SelectionError
+from engine.manifest import Manifest
+from engine.validate import suggest
+
+
+def _walk(start: str, edges: dict[str, list[str]], depth: int | None) -> set[str]:
+    seen: set[str] = set()
+    frontier = [start]
+    level = 0
+    while frontier and (depth is None or level < depth):
+        nxt = []
+        for node in frontier:
+            for other in edges.get(node, ()):
+                if other not in seen:
+                    seen.add(other)
+                    nxt.append(other)
+        frontier = nxt
+        level += 1
+    return seen
+
+
+def resolve(manifest: Manifest, selection: Iterable[str]) -> list[str]:
+    """The asset names a selection means, in a stable topological-ish (manifest) order.
+
+    Raises:
+        SelectionError: a term names no asset or group; the message suggests close names.
+    """
+    upstream = {name: list(spec.upstream) for name, spec in manifest.assets.items()}
+    downstream = manifest.downstream()
+    chosen: set[str] = set()
+    terms = [t.strip() for t in selection if t and t.strip()]
+    if not terms:
+        raise SelectionError("the selection is empty: name an asset, group:NAME or *")
+    for term in terms:
+        if term == "*":
+            chosen.update(manifest.assets)
+            continue
+        if term.startswith("group:"):
+            group = term[len("group:") :]
+            members = [n for n, s in manifest.assets.items() if s.group == group]
+            if not members:
+                groups = {s.group for s in manifest.assets.values()}
+                raise SelectionError(f"no asset group named {group!r}" + suggest(group, groups))
+            chosen.update(members)
+            continue
+        name = term
+        up_depth: int | None | bool = False
+        down_depth: int | None | bool = False
+        if name.startswith("*"):
+            name, up_depth = name[1:], None
+        elif name.startswith("+"):
+            name, up_depth = name[1:], 1
+        if name.endswith("*"):
+            name, down_depth = name[:-1], None
+        elif name.endswith("+"):
+            name, down_depth = name[:-1], 1
+        if name not in manifest.assets:
+            hint = suggest(name, manifest.assets)
+            if name in manifest.pipelines:
+                hint = f" ({name!r} is a task pipeline: use `dagtop run {name}`)"
+            raise SelectionError(f"unknown asset {name!r}{hint}")
+        chosen.add(name)
+        if up_depth is not False:
+            chosen |= _walk(name, upstream, up_depth)  # type: ignore[arg-type]
+        if down_depth is not False:
+            chosen |= _walk(name, downstream, down_depth)  # type: ignore[arg-type]
+    return [name for name in manifest.assets if name in chosen]

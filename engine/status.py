@@ -1,0 +1,93 @@
+"""Run and step statuses, and the one place where a status may change.
+
+Nothing else assigns `.status`: every change goes through `transition`, which checks it
+against the allowed table, so a bug that would move a finished step back to running fails
+loudly instead of corrupting history.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Protocol
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def finished(self) -> bool:
+        return self in _RUN_TERMINAL
+
+
+class StepStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"  # failed an attempt, waiting for its backoff before the next one
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELED = "canceled"
+
+    @property
+    def finished(self) -> bool:
+        return self in _STEP_TERMINAL
+
+
+_RUN_TERMINAL = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELED})
+_STEP_TERMINAL = frozenset(
+    {StepStatus.SUCCESS, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED}
+)
+
+RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.CANCELED, RunStatus.FAILED}),
+    RunStatus.RUNNING: frozenset(
+        {RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.QUEUED}
+    ),
+    # A finished run can be re-opened only by a re-run from failure, which resumes it.
+    RunStatus.FAILED: frozenset({RunStatus.QUEUED}),
+    RunStatus.CANCELED: frozenset({RunStatus.QUEUED}),
+    RunStatus.SUCCESS: frozenset(),
+}
+
+STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
+    StepStatus.QUEUED: frozenset(
+        {StepStatus.RUNNING, StepStatus.SKIPPED, StepStatus.CANCELED, StepStatus.FAILED}
+    ),
+    StepStatus.RUNNING: frozenset(
+        {StepStatus.SUCCESS, StepStatus.FAILED, StepStatus.RETRYING, StepStatus.CANCELED}
+    ),
+    StepStatus.RETRYING: frozenset(
+        {StepStatus.RUNNING, StepStatus.CANCELED, StepStatus.FAILED, StepStatus.SKIPPED}
+    ),
+    # Re-running from failure puts failed, skipped and canceled steps back in the queue.
+    StepStatus.FAILED: frozenset({StepStatus.QUEUED}),
+    StepStatus.SKIPPED: frozenset({StepStatus.QUEUED}),
+    StepStatus.CANCELED: frozenset({StepStatus.QUEUED}),
+    StepStatus.SUCCESS: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A bug in the engine: a status change the table does not allow."""
+
+
+class _HasRunStatus(Protocol):
+    status: str
+
+
+def transition_run(run: _HasRunStatus, new: RunStatus) -> None:
+    old = RunStatus(run.status)
+    if new != old and new not in RUN_TRANSITIONS[old]:
+        raise IllegalTransition(f"run cannot go from {old} to {new}")
+    run.status = new
+
+
+def transition_step(step: _HasRunStatus, new: StepStatus) -> None:
+    old = StepStatus(step.status)
+    if new != old and new not in STEP_TRANSITIONS[old]:
+        raise IllegalTransition(f"step cannot go from {old} to {new}")
+    step.status = new

@@ -1,0 +1,209 @@
+"""The tables. Times are UTC epoch seconds (floats): portable across SQLite and PostgreSQL,
+cheap to compare, and turned into ISO strings only at the edges (JSON, the UI)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+SCHEMA_VERSION = 1
+
+
+class Meta(SQLModel, table=True):
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class Run(SQLModel, table=True):
+    __table_args__ = (Index("ix_run_created", "created_at"), Index("ix_run_status", "status"))
+
+    id: str = Field(primary_key=True)
+    kind: str  # "assets" | "pipeline"
+    target: str  # what the user asked for, for display
+    selection: str = "[]"  # JSON list of asset names, or the pipeline name
+    partition: str | None = None
+    params: str = "{}"  # JSON object
+    trigger: str = "manual"  # manual | schedule | sensor | backfill | retry
+    trigger_ref: str | None = None  # the schedule, sensor or backfill that made it
+    backfill_id: str | None = Field(default=None, index=True)
+    status: str = "queued"
+    created_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    updated_at: float = 0.0
+    owner: str | None = None  # "pid:create_time" of the process coordinating it
+    cancel_requested: bool = False
+    error: str | None = None
+
+
+class Step(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("run_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(index=True, foreign_key="run.id")
+    key: str
+    kind: str  # "asset" | "python" | "shell"
+    position: int = 0  # topological order, for display
+    upstream: str = "[]"  # JSON list of step keys in this run
+    status: str = "queued"
+    attempts: int = 0
+    max_attempts: int = 1
+    retry_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    exit_code: int | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    peak_rss_bytes: int | None = None
+    cpu_seconds: float | None = None
+    log_path: str | None = None
+
+
+class StepAttempt(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("step_id", "attempt"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    step_id: int = Field(index=True, foreign_key="step.id")
+    run_id: str = Field(index=True)
+    key: str
+    attempt: int
+    status: str = "running"
+    pid: int | None = None
+    pid_create_time: float | None = None
+    host: str | None = None
+    log_path: str
+    started_at: float
+    ended_at: float | None = None
+    exit_code: int | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    traceback: str | None = Field(default=None, sa_column=Column(Text))
+    output_path: str | None = None
+    peak_rss_bytes: int | None = None
+    peak_cpu_percent: float | None = None
+    cpu_seconds: float | None = None
+    read_bytes: int | None = None
+    write_bytes: int | None = None
+    peak_threads: int | None = None
+
+
+class Event(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(index=True)
+    step_key: str | None = None
+    attempt: int | None = None
+    ts: float
+    kind: str
+    message: str | None = Field(default=None, sa_column=Column(Text))
+    data: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class Materialization(SQLModel, table=True):
+    __table_args__ = (Index("ix_mat_asset_partition", "asset", "partition", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    asset: str
+    partition: str | None = None
+    run_id: str = Field(index=True)
+    attempt_id: int | None = None
+    created_at: float
+    metadata_json: str = "{}"
+    code_version: str | None = None
+    inputs_json: str = "[]"  # ids of the upstream materializations it consumed
+    value_path: str | None = None  # None once a newer materialization replaced the value
+    value_size: int | None = None
+
+
+class CheckRecord(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(index=True)
+    asset: str = Field(index=True)
+    partition: str | None = None
+    name: str
+    passed: bool
+    blocking: bool = False
+    description: str | None = None
+    metadata_json: str = "{}"
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: float
+
+
+class ResourceSample(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    attempt_id: int = Field(index=True)
+    t: float
+    cpu_percent: float
+    cpu_seconds: float
+    rss_bytes: int
+    read_bytes: int = 0
+    write_bytes: int = 0
+    threads: int = 0
+    children: int = 0
+
+
+class ScheduleTick(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("schedule", "tick_time"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    schedule: str = Field(index=True)
+    tick_time: float
+    run_id: str | None = None
+    status: str = "started"  # started | skipped | failed
+    reason: str | None = None
+    created_at: float
+
+
+class SensorFile(SQLModel, table=True):
+    """The sensor cursor: one row per file version seen, so each starts exactly one run."""
+
+    __table_args__ = (UniqueConstraint("sensor", "path", "size", "mtime_ns"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    sensor: str = Field(index=True)
+    path: str
+    size: int
+    mtime_ns: int
+    run_id: str | None = None
+    seen_at: float
+
+
+class Toggle(SQLModel, table=True):
+    """On/off state of a schedule or sensor, kept across restarts."""
+
+    kind: str = Field(primary_key=True)  # "schedule" | "sensor"
+    name: str = Field(primary_key=True)
+    enabled: bool = True
+    updated_at: float = 0.0
+
+
+class Backfill(SQLModel, table=True):
+    id: str = Field(primary_key=True)
+    selection: str  # JSON list
+    partitions: str  # JSON list of keys
+    max_parallel: int = 4
+    status: str = "running"  # running | success | failed | canceled
+    created_at: float
+    ended_at: float | None = None
+    cancel_requested: bool = False
+
+
+class Command(SQLModel, table=True):
+    """A request from a CLI or UI process to whichever engine holds the lease."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str
+    payload: str = "{}"
+    status: str = Field(default="pending", index=True)  # pending | taken | done | failed
+    created_at: float
+    taken_at: float | None = None
+    done_at: float | None = None
+    result: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = None
+
+
+class Lease(SQLModel, table=True):
+    """Which engine schedules for this home; a lease whose heartbeat stopped can be taken."""
+
+    name: str = Field(primary_key=True)
+    holder: str
+    pid: int
+    heartbeat_at: float
+    acquired_at: float

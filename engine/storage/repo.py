@@ -1,0 +1,266 @@
+"""Every query dagtop makes, as named functions taking a Session first.
+
+Only the facade (engine.client) and the coordinator open sessions; nothing else writes SQL.
+High-volume rows (events, resource samples) are inserted in batches through SQLAlchemy Core.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, insert, update
+from sqlmodel import Session, col, select
+
+from engine.errors import RunNotFound
+from engine.status import RunStatus, StepStatus
+from engine.storage.models import (
+    CheckRecord,
+    Command,
+    Event,
+    Materialization,
+    ResourceSample,
+    Run,
+    Step,
+    StepAttempt,
+)
+
+ACTIVE_RUN = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
+
+
+# --- runs and steps ---------------------------------------------------------------------------
+
+
+def add_run(session: Session, run: Run, steps: Sequence[Step]) -> None:
+    session.add(run)
+    session.flush()
+    for step in steps:
+        session.add(step)
+
+
+def find_run(session: Session, run_id: str) -> Run:
+    """A run by id or by a unique id prefix (as git does for commits).
+
+    Raises:
+        RunNotFound: no run, or the prefix matches several.
+    """
+    run = session.get(Run, run_id)
+    if run is not None:
+        return run
+    if run_id and all(c in "0123456789abcdef" for c in run_id.lower()):
+        matches = session.exec(
+            select(Run).where(col(Run.id).startswith(run_id.lower())).limit(2)
+        ).all()
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise RunNotFound(f"run id {run_id!r} is ambiguous: give more characters")
+    raise RunNotFound(f"no run {run_id!r} (see `dagtop runs`)")
+
+
+def recent_runs(session: Session, limit: int, offset: int = 0) -> Sequence[Run]:
+    return session.exec(
+        select(Run)
+        .order_by(col(Run.created_at).desc(), col(Run.id).desc())
+        .offset(offset)
+        .limit(limit)
+    ).all()
+
+
+def runs_changed_since(session: Session, since: float, limit: int = 500) -> Sequence[Run]:
+    return session.exec(
+        select(Run).where(col(Run.updated_at) > since).order_by(col(Run.updated_at)).limit(limit)
+    ).all()
+
+
+def steps_of(session: Session, run_ids: Iterable[str]) -> dict[str, list[Step]]:
+    ids = list(run_ids)
+    out: dict[str, list[Step]] = {rid: [] for rid in ids}
+    if not ids:
+        return out
+    for step in session.exec(
+        select(Step).where(col(Step.run_id).in_(ids)).order_by(col(Step.position), col(Step.id))
+    ):
+        out[step.run_id].append(step)
+    return out
+
+
+def step(session: Session, run_id: str, key: str) -> Step | None:
+    return session.exec(select(Step).where(Step.run_id == run_id, Step.key == key)).first()
+
+
+def attempts_of(session: Session, run_id: str) -> Sequence[StepAttempt]:
+    return session.exec(
+        select(StepAttempt)
+        .where(StepAttempt.run_id == run_id)
+        .order_by(col(StepAttempt.started_at), col(StepAttempt.id))
+    ).all()
+
+
+def attempt(session: Session, attempt_id: int) -> StepAttempt | None:
+    return session.get(StepAttempt, attempt_id)
+
+
+def active_runs(session: Session) -> Sequence[Run]:
+    return session.exec(select(Run).where(col(Run.status).in_(ACTIVE_RUN))).all()
+
+
+def running_attempts(session: Session, run_id: str) -> Sequence[StepAttempt]:
+    return session.exec(
+        select(StepAttempt).where(
+            StepAttempt.run_id == run_id, StepAttempt.status == StepStatus.RUNNING.value
+        )
+    ).all()
+
+
+def cancel_requested(session: Session, run_ids: Iterable[str]) -> list[str]:
+    ids = list(run_ids)
+    if not ids:
+        return []
+    return list(
+        session.exec(
+            select(Run.id).where(col(Run.id).in_(ids), col(Run.cancel_requested).is_(True))
+        ).all()
+    )
+
+
+# --- events and samples -----------------------------------------------------------------------
+
+
+def add_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(Event), list(rows))
+
+
+def events_of(session: Session, run_id: str, after_id: int = 0) -> Sequence[Event]:
+    return session.exec(
+        select(Event)
+        .where(Event.run_id == run_id, col(Event.id) > after_id)
+        .order_by(col(Event.id))
+    ).all()
+
+
+def add_samples(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(ResourceSample), list(rows))
+
+
+def replace_samples(session: Session, attempt_id: int, rows: Sequence[dict[str, Any]]) -> None:
+    """Swap the live samples of a finished attempt for its bounded, downsampled series."""
+    session.execute(delete(ResourceSample).where(col(ResourceSample.attempt_id) == attempt_id))
+    add_samples(session, rows)
+
+
+def samples_of(session: Session, attempt_id: int) -> Sequence[ResourceSample]:
+    return session.exec(
+        select(ResourceSample)
+        .where(ResourceSample.attempt_id == attempt_id)
+        .order_by(col(ResourceSample.t))
+    ).all()
+
+
+# --- materializations and checks --------------------------------------------------------------
+
+
+def latest_materialization(
+    session: Session, asset: str, partition: str | None
+) -> Materialization | None:
+    return session.exec(
+        select(Materialization)
+        .where(
+            Materialization.asset == asset,
+            Materialization.partition == partition,
+            col(Materialization.value_path).is_not(None),
+        )
+        .order_by(col(Materialization.created_at).desc(), col(Materialization.id).desc())
+        .limit(1)
+    ).first()
+
+
+def latest_per_partition(session: Session, asset: str) -> dict[str | None, Materialization]:
+    """The newest materialization that still has its value, per partition of an asset."""
+    out: dict[str | None, Materialization] = {}
+    for mat in session.exec(
+        select(Materialization)
+        .where(Materialization.asset == asset, col(Materialization.value_path).is_not(None))
+        .order_by(col(Materialization.created_at), col(Materialization.id))
+    ):
+        out[mat.partition] = mat
+    return out
+
+
+def add_materialization(session: Session, mat: Materialization) -> list[str]:
+    """Record a materialization; returns the value files it supersedes (delete after commit)."""
+    older = session.exec(
+        select(Materialization).where(
+            Materialization.asset == mat.asset,
+            Materialization.partition == mat.partition,
+            col(Materialization.value_path).is_not(None),
+        )
+    ).all()
+    stale = [m.value_path for m in older if m.value_path and m.value_path != mat.value_path]
+    for m in older:
+        m.value_path = None
+        session.add(m)
+    session.add(mat)
+    session.flush()
+    return stale
+
+
+def referenced_values(session: Session) -> set[str]:
+    return {
+        p
+        for p in session.exec(
+            select(Materialization.value_path).where(col(Materialization.value_path).is_not(None))
+        )
+        if p
+    }
+
+
+def materialized_assets(session: Session) -> dict[str, tuple[float, str]]:
+    """Per asset, the time and run of its newest materialization."""
+    rows = session.exec(
+        select(Materialization.asset, func.max(Materialization.created_at)).group_by(
+            Materialization.asset
+        )
+    ).all()
+    return {asset: (ts, "") for asset, ts in rows}
+
+
+def add_check_records(session: Session, records: Sequence[CheckRecord]) -> None:
+    for rec in records:
+        session.add(rec)
+
+
+def checks_of(session: Session, run_id: str) -> Sequence[CheckRecord]:
+    return session.exec(
+        select(CheckRecord).where(CheckRecord.run_id == run_id).order_by(col(CheckRecord.id))
+    ).all()
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def add_command(session: Session, kind: str, payload: dict[str, Any], now: float) -> Command:
+    cmd = Command(kind=kind, payload=json.dumps(payload), created_at=now)
+    session.add(cmd)
+    session.flush()
+    return cmd
+
+
+def take_commands(session: Session, now: float, limit: int = 50) -> Sequence[Command]:
+    cmds = session.exec(
+        select(Command).where(Command.status == "pending").order_by(col(Command.id)).limit(limit)
+    ).all()
+    for cmd in cmds:
+        cmd.status = "taken"
+        cmd.taken_at = now
+        session.add(cmd)
+    return cmds
+
+
+def touch_runs(session: Session, run_ids: Iterable[str], now: float) -> None:
+    ids = list(run_ids)
+    if ids:
+        session.execute(update(Run).where(col(Run.id).in_(ids)).values(updated_at=now))

@@ -1,0 +1,220 @@
+"""Turn per-file import results into one validated manifest.
+
+Checks that need every file at once live here: an input naming no asset, a dependency cycle,
+a name defined in two files, a check on an unknown asset, an invalid cron, a sensor on a
+missing folder, a target naming nothing. Each problem becomes the error of the file(s) that
+wrote it; removing a broken file can break a file that depended on it, so validation repeats
+until nothing changes, and every other file still loads.
+"""
+
+from __future__ import annotations
+
+import difflib
+import graphlib
+import os
+from pathlib import Path
+from typing import Any
+
+from engine.manifest import (
+    CheckSpec,
+    FileError,
+    FileInfo,
+    Manifest,
+    PipelineSpec,
+    ScheduleSpec,
+    SensorSpec,
+    TaskSpec,
+    asset_from_dict,
+)
+
+
+def suggest(name: str, candidates: Any) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def build_manifest(
+    root: Path, infos: dict[str, FileInfo], results: dict[str, dict[str, Any]]
+) -> Manifest:
+    errors: dict[str, FileError] = {}
+    for rel, result in results.items():
+        if result.get("error"):
+            errors[rel] = FileError(**result["error"])
+    _duplicates(results, errors)
+    while True:
+        manifest = _assemble(root, infos, results, errors)
+        found = _graph_errors(manifest, results, errors)
+        if not found:
+            return manifest
+        errors.update(found)
+
+
+def _duplicates(results: dict[str, dict[str, Any]], errors: dict[str, FileError]) -> None:
+    for section, noun in (
+        ("assets", "asset"),
+        ("pipelines", "pipeline"),
+        ("schedules", "schedule"),
+        ("sensors", "sensor"),
+    ):
+        owners: dict[str, list[tuple[str, int]]] = {}
+        for rel, result in results.items():
+            if result.get("error"):
+                continue
+            for item in result[section]:
+                owners.setdefault(item["name"], []).append((rel, item["line"]))
+        for name, places in owners.items():
+            if len(places) < 2:
+                continue
+            where = " and ".join(f"{f}:{line}" for f, line in places)
+            for rel, line in places:
+                errors.setdefault(
+                    rel,
+                    FileError(
+                        file=rel,
+                        kind="duplicate",
+                        message=f"{noun} {name!r} is defined twice: {where}",
+                        line=line,
+                    ),
+                )
+
+
+def _assemble(
+    root: Path,
+    infos: dict[str, FileInfo],
+    results: dict[str, dict[str, Any]],
+    errors: dict[str, FileError],
+) -> Manifest:
+    m = Manifest(root=str(root), files=dict(infos), errors=dict(errors))
+    for rel in sorted(results):
+        result = results[rel]
+        if rel in errors or result.get("error"):
+            continue
+        for a in result["assets"]:
+            m.assets[a["name"]] = asset_from_dict({**a, "file": rel})
+        for c in result["checks"]:
+            m.checks.setdefault(c["asset"], []).append(CheckSpec(**{**c, "file": rel}))
+        for p in result["pipelines"]:
+            tasks = {
+                k: TaskSpec(**{**t, "upstream": tuple(t["upstream"]), "inputs": tuple(t["inputs"])})
+                for k, t in p["tasks"].items()
+            }
+            m.pipelines[p["name"]] = PipelineSpec(**{**p, "tasks": tasks, "file": rel})
+        for s in result["schedules"]:
+            m.schedules[s["name"]] = ScheduleSpec(**{**s, "file": rel})
+        for s in result["sensors"]:
+            m.sensors[s["name"]] = SensorSpec(**{**s, "file": rel})
+    return m
+
+
+def _owner_of(name: str, results: dict[str, dict[str, Any]]) -> str | None:
+    for rel, result in results.items():
+        for a in result.get("assets") or ():
+            if a["name"] == name:
+                return rel
+    return None
+
+
+def _graph_errors(
+    m: Manifest, results: dict[str, dict[str, Any]], errors: dict[str, FileError]
+) -> dict[str, FileError]:
+    found: dict[str, FileError] = {}
+
+    def add(rel: str, kind: str, message: str, line: int | None) -> None:
+        if rel not in errors and rel not in found:
+            found[rel] = FileError(file=rel, kind=kind, message=message, line=line)
+
+    for spec in m.assets.values():
+        for name in (*spec.inputs, *spec.deps):
+            if name in m.assets:
+                continue
+            owner = _owner_of(name, results)
+            if owner is not None and owner != spec.file:
+                why = f"asset {name!r} is defined in {owner}, which failed to load"
+            else:
+                role = "has a parameter" if name in spec.inputs else "depends on"
+                why = f"asset {spec.name!r} {role} {name!r} that names no asset"
+                why += suggest(name, m.assets)
+            add(spec.file, "unknown-input", why, spec.line)
+    for asset, checks in m.checks.items():
+        if asset not in m.assets:
+            for c in checks:
+                add(
+                    c.file,
+                    "unknown-asset",
+                    f"check {c.name!r} is on {asset!r}, which names no asset"
+                    + suggest(asset, m.assets),
+                    c.line,
+                )
+    if not found:
+        _cycles(m, add)
+        for p in m.pipelines.values():
+            _pipeline_cycles(p, add)
+    for s in m.schedules.values():
+        _schedule_errors(m, s, add)
+    for s in m.sensors.values():
+        _sensor_errors(m, s, add)
+    return found
+
+
+def _cycles(m: Manifest, add: Any) -> None:
+    graph = {name: set(spec.upstream) & set(m.assets) for name, spec in m.assets.items()}
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        cycle = exc.args[1]
+        text = " -> ".join(cycle)
+        for name in dict.fromkeys(cycle):
+            spec = m.assets[name]
+            add(spec.file, "cycle", f"dependency cycle: {text}", spec.line)
+
+
+def _pipeline_cycles(p: PipelineSpec, add: Any) -> None:
+    graph = {t.id: set(t.upstream) for t in p.tasks.values()}
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        text = " >> ".join(reversed(exc.args[1]))
+        add(p.file, "cycle", f"pipeline {p.name!r} has a dependency cycle: {text}", p.line)
+
+
+def _target_error(m: Manifest, target: dict[str, Any]) -> str | None:
+    if target["kind"] == "pipeline":
+        name = target["name"]
+        if name not in m.pipelines:
+            return f"pipeline {name!r} does not exist" + suggest(name, m.pipelines)
+        return None
+    from engine.errors import SelectionError
+    from engine.selection import resolve  # local: selection imports nothing heavy either
+
+    try:
+        resolve(m, target["selection"])
+    except SelectionError as exc:
+        return exc.msg
+    return None
+
+
+def _schedule_errors(m: Manifest, s: ScheduleSpec, add: Any) -> None:
+    from engine.cron import CronError, parse_cron
+
+    try:
+        parse_cron(s.cron)
+    except CronError as exc:
+        add(s.file, "cron", f"schedule {s.name!r}: {exc}", s.line)
+        return
+    problem = _target_error(m, s.target)
+    if problem:
+        add(s.file, "unknown-target", f"schedule {s.name!r}: {problem}", s.line)
+
+
+def _sensor_errors(m: Manifest, s: SensorSpec, add: Any) -> None:
+    if not os.path.isdir(s.path):
+        add(
+            s.file,
+            "missing-folder",
+            f"sensor {s.name!r} watches {s.path}, which is not a folder",
+            s.line,
+        )
+        return
+    problem = _target_error(m, s.target)
+    if problem:
+        add(s.file, "unknown-target", f"sensor {s.name!r}: {problem}", s.line)
