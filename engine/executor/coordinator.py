@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine as SAEngine
 
 from engine.config import Config, Paths
 from engine.executor import launch as launching
+from engine.executor.forkserver import ForkServer
 from engine.executor.monitor import Monitor, Sample, TreeStats, describe_exit, stop_tree
 from engine.manifest import Manifest
 from engine.partitions import safe_key
@@ -71,7 +72,8 @@ class _Live:
     key: str
     attempt: int
     attempt_id: int
-    proc: subprocess.Popen[bytes]
+    pid: int
+    popen: subprocess.Popen[bytes] | None  # None when the fork server is its parent
     events_fd: int | None
     pidfd: int | None
     launch: launching.Launch
@@ -125,6 +127,9 @@ class Coordinator:
         self._last_flush = 0.0
         self._last_live_sample: dict[int, float] = {}
         self.draining = False  # when set, no new step starts (graceful shutdown)
+        self.use_forkserver = os.environ.get("DAGTOP_FORKSERVER", "1") != "0"
+        self._server: ForkServer | None = None
+        self._orphan_exits: list[int] = []
 
     # --- API (any thread) ---------------------------------------------------------------------
 
@@ -168,6 +173,7 @@ class Coordinator:
                 self.step_once()
         finally:
             self._monitor.stop()
+            self.close()
 
     def shutdown(self, grace: float = 0.0) -> None:
         """Start nothing new; wait up to `grace` for running steps, then leave them to recovery."""
@@ -191,6 +197,8 @@ class Coordinator:
         wait = self._wait_time(now, timeout)
         for sel_key, _ in self._sel.select(wait):
             what, attempt_id = sel_key.data
+            if attempt_id is not None and attempt_id not in self._live:
+                continue  # finished earlier in this same batch
             if what == "wake":
                 try:
                     while os.read(self._wake_r, 4096):
@@ -200,11 +208,21 @@ class Coordinator:
             elif what == "events":
                 self._read_events(self._live[attempt_id])
             elif what == "exit":
-                self._finish(self._live[attempt_id])
+                live = self._live[attempt_id]
+                if live.popen is not None:
+                    self._finish(live, *_reap(live.popen))
+                else:  # its fork server died: the exit status is lost, the events are not
+                    self._finish(live, None, None)
+            elif what == "forkserver":
+                self._forkserver_exits()
         if not _HAS_PIDFD:
             for live in list(self._live.values()):
-                if live.proc.poll() is not None:
+                if live.popen is not None and live.popen.poll() is not None:
                     self._finish(live)
+        while self._orphan_exits:
+            attempt_id = self._orphan_exits.pop()
+            if attempt_id in self._live:
+                self._finish(self._live[attempt_id], None, None)
         self._flush_samples()
 
     def _wait_time(self, now: float, cap: float) -> float:
@@ -274,7 +292,7 @@ class Coordinator:
                 if live.run_id == run.id and not live.canceled:
                     live.canceled = True
                     threading.Thread(
-                        target=stop_tree, args=(live.proc.pid, CANCEL_GRACE), daemon=True
+                        target=stop_tree, args=(live.pid, CANCEL_GRACE), daemon=True
                     ).start()
         changed = True
         while changed:
@@ -429,21 +447,15 @@ class Coordinator:
             return
         spec_path = self.paths.runs / run.id / f"{safe_key(st.key)}.{attempt_no}.json"
         try:
-            proc, events_fd = launching.spawn(launch, spec_path)
+            pid, popen, events_fd = self._spawn(launch, spec_path, attempt_id)
         except OSError as exc:
-            self._record_end(
-                run,
-                st,
-                attempt_id,
-                StepStatus.FAILED,
-                f"could not start the step: {exc}",
-                None,
-                TreeStats(),
-                now,
-            )
+            error = f"could not start the step: {exc}"
+            self._record_end(run, st, attempt_id, StepStatus.FAILED, error, None, TreeStats(), now)
             return
-        pidfd = os.pidfd_open(proc.pid) if _HAS_PIDFD else None
-        live = _Live(run.id, st.key, attempt_no, attempt_id, proc, events_fd, pidfd, launch, now)
+        pidfd = os.pidfd_open(pid) if _HAS_PIDFD and popen is not None else None
+        live = _Live(
+            run.id, st.key, attempt_no, attempt_id, pid, popen, events_fd, pidfd, launch, now
+        )
         self._live[attempt_id] = live
         if events_fd is not None:
             os.set_blocking(events_fd, False)
@@ -451,17 +463,15 @@ class Coordinator:
         if pidfd is not None:
             self._sel.register(pidfd, selectors.EVENT_READ, ("exit", attempt_id))
         self._monitor.watch(
-            str(attempt_id), proc.pid, memory_limit=launch.memory_limit, timeout=launch.timeout
+            str(attempt_id), pid, memory_limit=launch.memory_limit, timeout=launch.timeout
         )
-        create_time = _create_time(proc.pid)
+        create_time = _create_time(pid)
         with session_scope(self.db) as s:
             att_row = repo.attempt(s, attempt_id)
             assert att_row is not None
-            att_row.pid, att_row.pid_create_time = proc.pid, create_time
+            att_row.pid, att_row.pid_create_time = pid, create_time
             s.add(att_row)
-        log.info(
-            "[run %s] step %s attempt %d started (pid %d)", run.id, st.key, attempt_no, proc.pid
-        )
+        log.info("[run %s] step %s attempt %d started (pid %d)", run.id, st.key, attempt_no, pid)
         self._changed(run.id)
 
     # --- watching and finishing ---------------------------------------------------------------
@@ -486,8 +496,80 @@ class Coordinator:
             except ValueError:
                 log.warning("[run %s] step %s sent a malformed event", live.run_id, live.key)
 
-    def _finish(self, live: _Live) -> None:
-        returncode = live.proc.wait()
+    def _spawn(
+        self, launch: launching.Launch, spec_path: Path, attempt_id: int
+    ) -> tuple[int, subprocess.Popen[bytes] | None, int | None]:
+        """Start an attempt: forked from the warm server when possible, else a new interpreter."""
+        server = self._forkserver() if launch.spec is not None else None
+        if server is not None:
+            log_fd, read_fd, write_fd = launching.open_io(launch, spec_path)
+            assert read_fd is not None and write_fd is not None
+            try:
+                pid = server.spawn(
+                    attempt_id, str(spec_path), launch.cwd, launch.env, log_fd, write_fd
+                )
+                return pid, None, read_fd
+            except OSError as exc:
+                log.warning("fork server failed (%s); starting workers as new processes", exc)
+                self._drop_forkserver()
+                os.close(read_fd)
+            finally:
+                os.close(log_fd)
+                os.close(write_fd)
+        popen, events_fd = launching.spawn(launch, spec_path)
+        return popen.pid, popen, events_fd
+
+    def _forkserver(self) -> ForkServer | None:
+        if not self.use_forkserver:
+            return None
+        if self._server is None:
+            try:
+                self._server = ForkServer(cwd=str(self.paths.project))
+            except OSError as exc:
+                log.warning("cannot start the fork server: %s", exc)
+                self.use_forkserver = False
+                return None
+            self._sel.register(self._server.fileno(), selectors.EVENT_READ, ("forkserver", None))
+        return self._server
+
+    def _drop_forkserver(self) -> None:
+        """The server is gone: watch its orphaned workers by pidfd, and stop using it."""
+        if self._server is None:
+            return
+        self._sel.unregister(self._server.fileno())
+        self._server.close()
+        self._server = None
+        self.use_forkserver = False
+        for live in self._live.values():
+            if live.popen is None and live.pidfd is None and _HAS_PIDFD:
+                try:
+                    live.pidfd = os.pidfd_open(live.pid)
+                except ProcessLookupError:
+                    self._orphan_exits.append(live.attempt_id)
+                    continue
+                self._sel.register(live.pidfd, selectors.EVENT_READ, ("exit", live.attempt_id))
+
+    def _forkserver_exits(self) -> None:
+        assert self._server is not None
+        try:
+            exits = self._server.read_exits()
+        except OSError:
+            self._drop_forkserver()
+            return
+        by_pid = {live.pid: live for live in self._live.values() if live.popen is None}
+        for report in exits:
+            live = by_pid.get(report["exit"])
+            if live is not None:
+                self._finish(live, report["code"], report["cpu"])
+
+    def close(self) -> None:
+        """Release the fork server and the selector (running steps are not touched)."""
+        if self._server is not None:
+            self._sel.unregister(self._server.fileno())
+            self._server.close()
+            self._server = None
+
+    def _finish(self, live: _Live, returncode: int | None, cpu: float | None) -> None:
         if live.events_fd is not None:
             self._read_events(live)
             if live.events_fd is not None:
@@ -498,6 +580,13 @@ class Coordinator:
             os.close(live.pidfd)
         del self._live[live.attempt_id]
         stats = self._monitor.unwatch(str(live.attempt_id))
+        if cpu is not None:
+            # A step shorter than the sampling interval is seen once at best; the kernel's CPU
+            # accounting of the reaped process (and the children it waited for) is exact.
+            stats.cpu_seconds = max(stats.cpu_seconds, cpu)
+        for event in live.events:
+            if event["e"] in ("finished", "error") and event.get("peak_rss"):
+                stats.peak_rss_bytes = max(stats.peak_rss_bytes, int(event["peak_rss"]))
         self._last_live_sample.pop(live.attempt_id, None)
         now = time.time()
         run = self._runs[live.run_id]
@@ -510,7 +599,9 @@ class Coordinator:
             error = stats.violation
         elif "error" in kinds:
             error, tb = kinds["error"]["message"], kinds["error"].get("traceback")
-        elif returncode != 0:
+        elif returncode is None and "finished" not in kinds:
+            error = "the worker's exit status was lost (its fork server died)"
+        elif returncode is not None and returncode != 0:
             error = describe_exit(returncode)
             if live.launch.spec is None:
                 error = f"command {error}"
@@ -703,6 +794,21 @@ def _definition(manifest: Manifest, run: _Run, key: str, attr: str) -> Any:
         pipeline = manifest.pipelines.get(run.pipeline)
         spec = pipeline.tasks.get(key) if pipeline else None
     return getattr(spec, attr, None)
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> tuple[int, float | None]:
+    """Wait for the process; returns its exit code and CPU seconds (None if unknown).
+
+    The kernel's ru_maxrss is not used: it counts the engine's pages shared before exec.
+    """
+    if proc.returncode is None:
+        try:
+            _pid, status, usage = os.wait4(proc.pid, 0)
+        except ChildProcessError:
+            return proc.wait(), None
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        return proc.returncode, usage.ru_utime + usage.ru_stime
+    return proc.returncode, None
 
 
 def _create_time(pid: int) -> float | None:

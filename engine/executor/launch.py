@@ -209,22 +209,31 @@ def prepare(
     )
 
 
-def spawn(launch: Launch, spec_path: Path) -> tuple[subprocess.Popen[bytes], int | None]:
-    """Start the process; returns it and the read end of its events pipe (None for shell)."""
+def open_io(launch: Launch, spec_path: Path) -> tuple[int, int | None, int | None]:
+    """Open the attempt's log file and, for Python steps, write the spec and make the events
+    pipe. Returns (log fd, events read fd, events write fd); the caller closes them."""
     launch.log_path.parent.mkdir(parents=True, exist_ok=True)
     log_fd = os.open(launch.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    read_fd = write_fd = None
+    if launch.spec is None:
+        os.write(log_fd, f"$ {launch.argv[-1]}\n".encode())
+        return log_fd, None, None
+    try:
+        spec_path.parent.mkdir(parents=True, exist_ok=True)
+        spec_path.write_text(json.dumps(launch.spec))
+        read_fd, write_fd = os.pipe()
+    except BaseException:
+        os.close(log_fd)
+        raise
+    return log_fd, read_fd, write_fd
+
+
+def spawn(launch: Launch, spec_path: Path) -> tuple[subprocess.Popen[bytes], int | None]:
+    """Start the process; returns it and the read end of its events pipe (None for shell)."""
+    log_fd, read_fd, write_fd = open_io(launch, spec_path)
     try:
         argv = list(launch.argv)
-        pass_fds: tuple[int, ...] = ()
-        if launch.spec is not None:
-            spec_path.parent.mkdir(parents=True, exist_ok=True)
-            spec_path.write_text(json.dumps(launch.spec))
-            read_fd, write_fd = os.pipe()
+        if write_fd is not None:
             argv += [str(spec_path), str(write_fd)]
-            pass_fds = (write_fd,)
-        else:
-            os.write(log_fd, f"$ {argv[-1]}\n".encode())
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -232,7 +241,7 @@ def spawn(launch: Launch, spec_path: Path) -> tuple[subprocess.Popen[bytes], int
             stderr=log_fd,
             cwd=launch.cwd,
             env=launch.env,
-            pass_fds=pass_fds,
+            pass_fds=(write_fd,) if write_fd is not None else (),
             start_new_session=True,  # its own process group: we can signal the whole tree
         )
     except BaseException:

@@ -242,8 +242,22 @@ def run(spec: dict[str, Any], reporter: Reporter) -> None:
         _run_checks(spec, value, ctx, reporter)
 
 
-def main() -> None:
-    spec_path, fd = sys.argv[1], int(sys.argv[2])
+def _peak_rss() -> int | None:
+    """This process's peak RSS since exec (VmHWM), which sampling can miss on short steps."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def main(spec_path: str | None = None, fd: int | None = None) -> None:
+    """Run one attempt and exit the process (never returns)."""
+    if spec_path is None or fd is None:
+        spec_path, fd = sys.argv[1], int(sys.argv[2])
     reporter = Reporter(fd)
     spec = json.loads(Path(spec_path).read_text())
     reporter.send("started", pid=os.getpid())
@@ -253,14 +267,16 @@ def main() -> None:
         if exc.tb:
             sys.stderr.write(exc.tb)
         sys.stderr.write(f"dagtop: step failed: {exc.message}\n")
-        reporter.send("error", kind=exc.kind, message=exc.message, traceback=exc.tb)
+        reporter.send(
+            "error", kind=exc.kind, message=exc.message, traceback=exc.tb, peak_rss=_peak_rss()
+        )
         sys.stderr.flush()
         code = 1
         cause = exc.__cause__
         if isinstance(cause, SystemExit) and isinstance(cause.code, int) and 0 < cause.code < 256:
             code = cause.code  # keep the user's exit code visible in the step row
         os._exit(code)
-    reporter.send("finished")
+    reporter.send("finished", peak_rss=_peak_rss())
     sys.stdout.flush()
     sys.stderr.flush()
     # Skip interpreter teardown (atexit of user libraries, GC of big values): the result is

@@ -48,7 +48,8 @@ def spawn(r):
     return subprocess.Popen([sys.executable, "-c", me, me, r, *sys.argv[3:]])
 
 def ready():
-    print(role, os.getpid(), flush=True)
+    # One write() below PIPE_BUF is atomic, so lines of several processes never interleave.
+    os.write(1, f"{role} {os.getpid()}\\n".encode())
 """
 
 

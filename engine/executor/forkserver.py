@@ -1,0 +1,223 @@
+"""A pre-warmed process that forks step workers, so a step does not pay for a fresh interpreter.
+
+Starting `python -m engine.executor.worker` costs an interpreter start plus importing the
+engine's authoring API (tens of milliseconds); `os.fork()` of a process that already did both
+costs a few. The server imports the worker module once, then for every request forks a child
+that becomes a new session (its own process group), points stdout and stderr at the attempt's
+log file, and runs the attempt exactly as the standalone worker would. The server reaps its
+children and reports each exit status and CPU time back.
+
+The server holds no threads (forking a threaded process is unsafe) and never imports user code:
+each child imports the one pipeline module it runs, so an edited pipeline file is always
+picked up. Protocol: one JSON object per datagram on a SOCK_SEQPACKET socket pair; a request
+carries the log file and the events pipe as SCM_RIGHTS file descriptors.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any
+
+MAX_MSG = 1 << 20
+
+
+def _send_fds(sock: socket.socket, payload: dict[str, Any], fds: list[int]) -> None:
+    sock.sendmsg(
+        [json.dumps(payload).encode()],
+        [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else [],
+    )
+
+
+def _recv(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+    fds = array.array("i")
+    data, ancdata, _flags, _addr = sock.recvmsg(MAX_MSG, socket.CMSG_LEN(16 * fds.itemsize))
+    for level, kind, cdata in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+    if not data:
+        return None, list(fds)
+    return json.loads(data), list(fds)
+
+
+# --- server side (its own process) -----------------------------------------------------------
+
+
+def _child(
+    req: dict[str, Any], log_fd: int, events_fd: int, sock: socket.socket, ready_w: int
+) -> None:
+    """In the forked child: become the step's process and never return."""
+    code = 1
+    try:
+        sock.close()
+        os.setsid()
+        # Only now may the coordinator see our pid: it signals our process group by it.
+        os.write(ready_w, b"1")
+        os.close(ready_w)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.set_wakeup_fd(-1)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        os.chdir(req["cwd"])
+        os.environ.clear()
+        os.environ.update(req["env"])
+        from engine.executor import worker
+
+        worker.main(req["spec"], events_fd)
+    except BaseException:  # noqa: BLE001 - report on the log, then exit non-zero
+        import traceback
+
+        traceback.print_exc()
+    os._exit(code)
+
+
+def serve(sock: socket.socket) -> None:
+    # Warm up: everything a worker imports before user code.
+    import engine  # noqa: F401
+    import engine.executor.worker  # noqa: F401
+
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    os.set_blocking(wake_r, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    # The coordinator owns our lifetime: SIGINT from a terminal's Ctrl-C is its to handle.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    children: dict[int, int] = {}  # pid -> request id
+    while True:
+        try:
+            readable, _, _ = select.select([sock, wake_r], [], [])
+        except InterruptedError:
+            continue
+        if wake_r in readable:
+            try:
+                while os.read(wake_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+            _reap(sock, children)
+        if sock in readable:
+            req, fds = _recv(sock)
+            if req is None:
+                return  # the coordinator is gone
+            log_fd, events_fd = fds
+            sys.stdout.flush()
+            sys.stderr.flush()
+            ready_r, ready_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(wake_r)
+                os.close(wake_w)
+                os.close(ready_r)
+                _child(req, log_fd, events_fd, sock, ready_w)
+            os.close(ready_w)
+            os.read(ready_r, 1)  # returns at once if the child died before setsid
+            os.close(ready_r)
+            os.close(log_fd)
+            os.close(events_fd)
+            children[pid] = req["id"]
+            sock.send(json.dumps({"id": req["id"], "pid": pid}).encode())
+            _reap(sock, children)
+
+
+def _reap(sock: socket.socket, children: dict[int, int]) -> None:
+    while children:
+        try:
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        req_id = children.pop(pid, None)
+        sock.send(
+            json.dumps(
+                {
+                    "id": req_id,
+                    "exit": pid,
+                    "code": os.waitstatus_to_exitcode(status),
+                    "cpu": usage.ru_utime + usage.ru_stime,
+                }
+            ).encode()
+        )
+
+
+def main() -> None:
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        serve(sock)
+    os._exit(0)
+
+
+# --- client side (in the coordinator) --------------------------------------------------------
+
+
+class ForkServer:
+    """The coordinator's handle on a running fork server."""
+
+    def __init__(self, cwd: str) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-u", "-m", "engine.executor.forkserver", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        theirs.close()
+        self.sock = ours
+        self.exits: list[dict[str, Any]] = []  # exit reports that arrived while waiting
+
+    def spawn(self, req_id: int, spec: str, cwd: str, env: dict[str, str], log_fd: int,
+              events_fd: int) -> int:  # fmt: skip
+        """Fork a worker; returns its pid. Raises OSError if the server is gone."""
+        _send_fds(self.sock, {"id": req_id, "spec": spec, "cwd": cwd, "env": env},
+                  [log_fd, events_fd])  # fmt: skip
+        while True:
+            msg = self.sock.recv(MAX_MSG)
+            if not msg:
+                raise ConnectionResetError("the fork server exited")
+            reply = json.loads(msg)
+            if "exit" in reply:
+                self.exits.append(reply)
+            elif reply.get("id") == req_id:
+                return int(reply["pid"])
+
+    def read_exits(self) -> list[dict[str, Any]]:
+        """Exit reports available now (call when the socket is readable)."""
+        out, self.exits = self.exits, []
+        while True:
+            try:
+                msg = self.sock.recv(MAX_MSG, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            if not msg:
+                raise ConnectionResetError("the fork server exited")
+            reply = json.loads(msg)
+            if "exit" in reply:
+                out.append(reply)
+        return out
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+if __name__ == "__main__":
+    main()

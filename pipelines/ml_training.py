@@ -1,0 +1,211 @@
+"""Train, evaluate and deploy a small classifier, written as software-defined assets.
+
+What this example shows:
+  - a chain of assets whose values flow by parameter name (`features(raw_digits)`);
+  - a blocking check (`no_nulls`): if the raw data is bad, nothing downstream runs;
+  - a non-blocking check (`accuracy_above_90pct`): a warning on the run, not a stop;
+  - step options: `retries`, `timeout` and `memory_limit` on the training step;
+  - logging (`context.log`) and metadata (`context.add_metadata`) shown in the UI;
+  - deploying an artifact under the home folder (`context.home`), atomically and only when
+    the new model beats the one already deployed, so re-running the pipeline is safe.
+
+Try it:
+    dagtop materialize group:training         # everything
+    dagtop materialize '*trained_model'       # trained_model and everything upstream of it
+    dagtop materialize 'deployed+'            # deployed and everything downstream of it
+
+The dataset is scikit-learn's bundled 8x8 handwritten digits (1,797 images, no download).
+
+PERFORMANCE: heavy libraries (scikit-learn, numpy) are imported *inside* the asset functions,
+never at the top of this file. dagtop imports every pipeline file when it loads the folder
+(`dagtop check`, `dagtop list`, every reload after an edit) and each step's worker process
+imports the file that defines the step. A top-level `import sklearn` costs about a second, paid
+on every one of those imports, even by steps that never touch scikit-learn. Imported inside the
+function, it is paid only by the steps that use it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from engine import CheckResult, asset, check
+
+GROUP = "training"
+N_PIXELS = 64  # 8x8 images, flattened
+N_CLASSES = 10
+# A fixed seed makes every run split the data identically, so a retrained model is compared
+# with the deployed one on exactly the same test images.
+RANDOM_STATE = 42
+TEST_FRACTION = 0.25
+MIN_ACCURACY = 0.9
+
+
+def _model_path(home: Path) -> Path:
+    return home / "models" / "digits.pkl"
+
+
+@asset(group=GROUP)
+def raw_digits(context) -> dict[str, Any]:
+    """The digits dataset as plain numpy arrays: `images` (n x 64) and `labels` (n)."""
+    from sklearn.datasets import load_digits  # heavy import: keep it inside the function
+
+    digits = load_digits()
+    context.log.info("loaded %d images of %d pixels", *digits.data.shape)
+    # Return plain data, not the sklearn `Bunch`: values are pickled between steps, and plain
+    # arrays stay readable whatever version of scikit-learn unpickles them.
+    return {"images": digits.data, "labels": digits.target}
+
+
+@check(asset="raw_digits", blocking=True)
+def no_nulls(raw_digits: dict[str, Any]) -> CheckResult:
+    """No missing pixels, 64 pixels per image, one label per image, labels 0-9."""
+    import numpy as np
+
+    images, labels = raw_digits["images"], raw_digits["labels"]
+    n_nan = int(np.isnan(images).sum())
+    problems = []
+    if n_nan:
+        problems.append(f"{n_nan} NaN pixels")
+    if images.ndim != 2 or images.shape[1] != N_PIXELS:
+        problems.append(f"images have shape {images.shape}, expected (n, {N_PIXELS})")
+    if len(labels) != len(images):
+        problems.append(f"{len(labels)} labels for {len(images)} images")
+    if len(labels) and not set(np.unique(labels)) <= set(range(N_CLASSES)):
+        problems.append("labels outside 0-9")
+    return CheckResult(
+        passed=not problems,
+        metadata={"rows": int(len(images)), "nan_pixels": n_nan},
+        description="; ".join(problems) or "complete and well formed",
+    )
+
+
+@asset(group=GROUP)
+def features(context, raw_digits: dict[str, Any]) -> dict[str, Any]:
+    """Pixels scaled to [0, 1] and a fixed train/test split."""
+    import numpy as np
+
+    # A fixed scale (pixels go from 0 to 16) rather than one fitted on the data: the deployed
+    # model then needs no scaler of its own, and any model can be evaluated on any split.
+    x = raw_digits["images"].astype(np.float64) / 16.0
+    y = raw_digits["labels"]
+    order = np.random.default_rng(RANDOM_STATE).permutation(len(y))
+    n_test = int(len(y) * TEST_FRACTION)
+    test, train = order[:n_test], order[n_test:]
+    context.add_metadata({"train_rows": len(train), "test_rows": len(test)})
+    return {"x_train": x[train], "y_train": y[train], "x_test": x[test], "y_test": y[test]}
+
+
+@asset(group=GROUP, retries=1, timeout=120, memory_limit="1GiB")
+def trained_model(context, features: dict[str, Any]) -> Any:
+    """A logistic regression fitted on the training split.
+
+    `retries=1` tries once more after a failure, `timeout` kills a fit that hangs, and
+    `memory_limit` kills the step's whole process tree if it grows past 1 GiB.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = features["x_train"], features["y_train"]
+    context.log.info("fitting LogisticRegression on %d images (attempt %d)", len(y), context.attempt)
+    started = time.perf_counter()
+    model = LogisticRegression(max_iter=500)
+    model.fit(x, y)
+    took = time.perf_counter() - started
+    train_accuracy = float(model.score(x, y))
+    context.log.info("fitted in %.2fs (%d iterations)", took, int(model.n_iter_.max()))
+    context.add_metadata(
+        {
+            "train_accuracy": round(train_accuracy, 4),
+            "fit_seconds": round(took, 3),
+            "iterations": int(model.n_iter_.max()),
+        }
+    )
+    return model
+
+
+@asset(group=GROUP)
+def evaluation(context, features: dict[str, Any], trained_model: Any) -> dict[str, Any]:
+    """Test accuracy of the new model and of the currently deployed one (if any)."""
+    x, y = features["x_test"], features["y_test"]
+    accuracy = float(trained_model.score(x, y))
+    context.log.info("new model: %.4f accuracy on %d test images", accuracy, len(y))
+
+    deployed_accuracy = None
+    path = _model_path(context.home)
+    if path.exists():
+        try:
+            with path.open("rb") as fh:
+                current = pickle.load(fh)
+            deployed_accuracy = float(current.score(x, y))
+            context.log.info("deployed model: %.4f accuracy", deployed_accuracy)
+        except Exception as exc:  # noqa: BLE001 - an unreadable model is as good as none
+            # E.g. pickled by another scikit-learn version. Replacing it is the useful outcome.
+            context.log.warning("cannot evaluate the deployed model %s: %s", path, exc)
+    else:
+        context.log.info("no model deployed yet at %s", path)
+
+    context.add_metadata(
+        {
+            "accuracy": round(accuracy, 4),
+            "deployed_accuracy": None if deployed_accuracy is None else round(deployed_accuracy, 4),
+        }
+    )
+    return {"accuracy": accuracy, "deployed_accuracy": deployed_accuracy, "test_rows": len(y)}
+
+
+@check(asset="evaluation")
+def accuracy_above_90pct(evaluation: dict[str, Any]) -> CheckResult:
+    """Non-blocking: a weak model shows as a failed check, but the run goes on."""
+    return CheckResult(
+        passed=evaluation["accuracy"] >= MIN_ACCURACY,
+        metadata={"accuracy": round(evaluation["accuracy"], 4), "minimum": MIN_ACCURACY},
+    )
+
+
+@asset(group=GROUP)
+def deployed(context, trained_model: Any, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Write the new model to `<home>/models/digits.pkl` if it beats the deployed one."""
+    path = _model_path(context.home)
+    new, old = evaluation["accuracy"], evaluation["deployed_accuracy"]
+    # Strictly better only: an equal model (the same code on the same data) is not redeployed,
+    # so running the pipeline twice leaves the deployed file untouched.
+    if old is not None and new <= old:
+        reason = f"kept the deployed model: new accuracy {new:.4f} <= deployed {old:.4f}"
+        deploy = False
+    else:
+        reason = (
+            "no model was deployed"
+            if old is None
+            else f"new accuracy {new:.4f} > deployed {old:.4f}"
+        )
+        deploy = True
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write a temp file in the same folder, then rename it over the old one: os.replace is
+        # atomic, so a crash or a reader at the wrong moment never sees half a model.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".digits-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                pickle.dump(trained_model, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; a model server may run as another user
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    context.log.info("%s: %s", "deployed" if deploy else "not deployed", reason)
+    result = {
+        "deployed": deploy,
+        "reason": reason,
+        "path": str(path),
+        "accuracy": new,
+        "previous_accuracy": old,
+    }
+    context.add_metadata(
+        {"deployed": deploy, "reason": reason, "path": str(path), "accuracy": round(new, 4)}
+    )
+    return result
