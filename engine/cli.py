@@ -249,6 +249,170 @@ def cancel(ctx: typer.Context, run_id: Annotated[str, typer.Argument()]) -> None
         raise typer.Exit(1)
 
 
+# --- the engine, backfills, partitions ---------------------------------------------------------
+
+
+@app.command()
+def daemon(ctx: typer.Context) -> None:
+    """Run schedules, sensors and queued runs with no UI, until Ctrl-C or SIGTERM."""
+    import logging
+
+    from engine.daemon import run_daemon
+
+    client = _client(ctx)
+    client._ensure_home()
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=logging.INFO, format=fmt)
+    handler = logging.FileHandler(client.paths.home / "daemon.log")
+    handler.setFormatter(logging.Formatter(fmt))
+    logging.getLogger().addHandler(handler)
+    raise typer.Exit(run_daemon(client.paths, client.config))
+
+
+@app.command()
+def backfill(
+    ctx: typer.Context,
+    selection: Annotated[list[str] | None, typer.Argument(help="Assets to backfill")] = None,
+    first: Annotated[str | None, typer.Option("--from", help="First partition key")] = None,
+    last: Annotated[str | None, typer.Option("--to", help="Last partition key (inclusive)")] = None,
+    partitions: Annotated[str | None, typer.Option(help="Keys, comma-separated")] = None,
+    max_parallel: Annotated[int, typer.Option(min=1, help="Runs at once")] = 4,
+    resume: Annotated[str | None, typer.Option(help="Resume a canceled or failed backfill")] = None,
+    cancel_id: Annotated[str | None, typer.Option("--cancel", help="Cancel a backfill")] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once recorded")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:  # fmt: skip
+    """Materialize a range of partitions: one run per key, a few at a time."""
+    client = _client(ctx)
+    if cancel_id or resume:
+        backfill_id = client.backfill_action(
+            "cancel" if cancel_id else "resume", cancel_id or resume or ""
+        )
+        if cancel_id:
+            info = client.backfill_progress(backfill_id)
+            _print_backfill(info, as_json)
+            return
+    else:
+        if not selection:
+            raise EngineError("name what to backfill: an asset, group:NAME, or *")
+        keys = [k.strip() for k in partitions.split(",") if k.strip()] if partitions else None
+        backfill_id = client.backfill(selection, keys, first, last, max_parallel)
+    engine_up = client.daemon() is not None
+    if no_wait:
+        info = client.backfill_progress(backfill_id)
+    elif engine_up:
+        info = _watch_backfill(client, backfill_id, as_json)
+    else:
+        info = client.run_backfill_here(backfill_id, None if as_json else _progress_line)
+        if not as_json:
+            sys.stdout.write("\n")
+    _print_backfill(info, as_json)
+    if info["status"] not in ("success", "running"):
+        raise typer.Exit(1)
+
+
+def _watch_backfill(client: Client, backfill_id: str, quiet: bool) -> dict[str, Any]:
+    while True:
+        info = client.backfill_progress(backfill_id)
+        if not quiet:
+            _progress_line(info)
+        if info["status"] != "running":
+            if not quiet:
+                sys.stdout.write("\n")
+            return info
+        time.sleep(0.25)
+
+
+def _progress_line(info: dict[str, Any]) -> None:
+    c, total = info["counts"], info["total"]
+    done = c.get("success", 0)
+    width = 30
+    bar = "█" * int(width * done / total) if total else ""
+    sys.stdout.write(
+        f"\r{bar:<{width}} {done}/{total}  ✗ {c.get('failed', 0)}  ◐ {c.get('running', 0)}"
+        f"  … {c.get('queued', 0)}  ■ {c.get('canceled', 0)} "
+    )
+    sys.stdout.flush()
+
+
+def _print_backfill(info: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _emit_json(info)
+        return
+    print(
+        f"{GLYPHS.get(info['status'], '?')} backfill {info['id']} {info['status']}: "
+        f"{info['counts'].get('success', 0)}/{info['total']} partitions of "
+        f"{', '.join(info['selection'])}"
+    )
+
+
+@app.command("backfills")
+def backfills_(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """Recent backfills and their progress."""
+    infos = _client(ctx).backfills()
+    if as_json:
+        _emit_json(infos)
+        return
+    for info in infos:
+        _print_backfill(info, False)
+
+
+@app.command("partitions")
+def partitions_(
+    ctx: typer.Context,
+    asset: Annotated[str, typer.Argument(help="A partitioned asset")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The status of every partition of an asset."""
+    states = _client(ctx).partitions(asset)
+    if as_json:
+        _emit_json(
+            [
+                {"key": p.key, "status": p.status, "materialized_at": iso(p.materialized_at),
+                 "run_id": p.run_id, "reason": p.reason}
+                for p in states
+            ]
+        )  # fmt: skip
+        return
+    glyph = {"materialized": "■", "missing": "□", "stale": "◧", "failed": "✗", "running": "◐"}
+    for p in states:
+        why = f"  ({p.reason})" if p.reason else ""
+        print(f"{glyph.get(p.status, '?')} {p.key or '(unpartitioned)':<24} {p.status}{why}")
+    counts: dict[str, int] = {}
+    for p in states:
+        counts[p.status] = counts.get(p.status, 0) + 1
+    print("  ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+
+def _toggle(ctx: typer.Context, kind: str, state: str, name: str) -> None:
+    if state not in ("on", "off"):
+        raise EngineError(f"say `dagtop {kind} on NAME` or `dagtop {kind} off NAME`")
+    _client(ctx).set_enabled(kind, name, state == "on")
+    print(f"{kind} {name} is {state}")
+
+
+@app.command("schedule")
+def schedule_(
+    ctx: typer.Context,
+    state: Annotated[str, typer.Argument(help="on or off")],
+    name: Annotated[str, typer.Argument(help="The schedule's name")],
+) -> None:
+    """Turn a schedule on or off (kept across restarts)."""
+    _toggle(ctx, "schedule", state, name)
+
+
+@app.command("sensor")
+def sensor_(
+    ctx: typer.Context,
+    state: Annotated[str, typer.Argument(help="on or off")],
+    name: Annotated[str, typer.Argument(help="The sensor's name")],
+) -> None:
+    """Turn a file sensor on or off (kept across restarts)."""
+    _toggle(ctx, "sensor", state, name)
+
+
 # --- history ----------------------------------------------------------------------------------
 
 

@@ -125,6 +125,7 @@ class Client:
     def __init__(self, home: str | Path | None = None, pipelines: str | Path | None = None) -> None:
         self.paths: Paths = resolve_paths(home, pipelines)
         self._manifest: Manifest | None = None
+        self.engine: Any = None  # an Engine embedded in this process, once attached
 
     # --- configuration and definitions --------------------------------------------------------
 
@@ -143,6 +144,8 @@ class Client:
 
     def load(self, force: bool = False) -> Manifest:
         """The manifest of the pipelines folder (cached by file content in the home folder)."""
+        if self.engine is not None and not force:
+            return self.engine.manifest()  # type: ignore[no-any-return]
         if self._manifest is None or force:
             if not self.paths.pipelines.is_dir():
                 raise EngineError(
@@ -174,18 +177,76 @@ class Client:
 
         return session_scope(self.db)
 
+    # --- which engine runs things -------------------------------------------------------------
+
+    def attach(self, engine: Any) -> None:
+        """Route runs and commands to an engine embedded in this process (the TUI's)."""
+        self.engine = engine
+
+    def start_engine(self, kind: str = "tui") -> Any:
+        """Start an engine embedded in this process and attach to it.
+
+        Raises:
+            EngineBusy: another live engine (a daemon) holds this home folder.
+        """
+        from engine.daemon import Engine
+
+        engine = Engine(self.paths, self.config, kind=kind, db=self.db)
+        engine.start()
+        self.attach(engine)
+        return engine
+
+    def daemon(self) -> Any:
+        """The live engine holding this home's lease in another process, or None."""
+        from engine import lease
+
+        holder = lease.live_holder(self.db)
+        if holder is None or (self.engine is not None and holder.holder == self.engine.me):
+            return None
+        return holder
+
+    def _command(self, kind: str, payload: dict[str, Any], timeout: float = 15.0) -> Any:
+        """Ask the engine that holds the lease to do something, and wait for its answer."""
+        from engine.storage import repo
+
+        with self._write() as s:
+            cmd_id = repo.add_command(s, kind, payload, time.time()).id or 0
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while time.monotonic() < deadline:
+            with self._read() as s:
+                cmd = repo.get_command(s, cmd_id)
+            if cmd is not None and cmd.status == "done":
+                return json.loads(cmd.result or "null")
+            if cmd is not None and cmd.status == "failed":
+                raise EngineError(cmd.error or f"{kind} failed", title="Engine refused")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        raise EngineError(f"the engine did not answer within {timeout:g} s", title="No answer")
+
     # --- running ------------------------------------------------------------------------------
 
     def create_run(self, request: RunRequest) -> str:
         """Plan `request` and record its run and steps; returns the run id (nothing runs yet)."""
-        from engine.plan import plan
-        from engine.storage import repo
+        from engine.plan import record
 
         manifest = self.load()
-        run, steps = plan(manifest, request)
         with self._write() as s:
-            repo.add_run(s, run, steps)
-        return run.id
+            return record(s, manifest, request)
+
+    def submit(self, request: RunRequest) -> str:
+        """Start a run on the attached or running engine; returns its id without waiting.
+
+        Raises:
+            EngineError: no engine is running (use `materialize`, which runs in-process).
+        """
+        if self.engine is not None:
+            return self.engine.submit(request)  # type: ignore[no-any-return]
+        if self.daemon() is not None:
+            return self._command("run", _request_payload(request))["run_id"]  # type: ignore[no-any-return]
+        raise EngineError(
+            "no engine is running: start `dagtop daemon` or the UI", title="No engine"
+        )
 
     def execute(
         self, run_ids: Sequence[str], on_change: Callable[[str], None] | None = None
@@ -207,6 +268,31 @@ class Client:
             coordinator.run_until_complete(set(run_ids))
             raise
 
+    def wait(
+        self, run_id: str, on_change: Callable[[str], None] | None = None, poll: float = 0.05
+    ) -> RunView:
+        """Wait for a run that another engine executes; `on_change` sees each change."""
+        last = None
+        while True:
+            view = self.run(run_id)
+            stamp = (view.status, tuple((st.status, st.attempts) for st in view.steps))
+            if stamp != last and on_change is not None:
+                on_change(view.id)
+            last = stamp
+            if view.finished:
+                return view
+            time.sleep(poll)
+
+    def _run_now(self, request: RunRequest, on_change: Callable[[str], None] | None) -> RunView:
+        if self.engine is not None or self.daemon() is not None:
+            # An engine is up: its executor runs it (so limits and pools hold across runs).
+            if self.engine is None:
+                self.load()  # validate here, so a typo is reported without a round trip
+            return self.wait(self.submit(request), on_change)
+        run_id = self.create_run(request)
+        self.execute([run_id], on_change)
+        return self.run(run_id)
+
     def materialize(
         self,
         selection: Sequence[str],
@@ -220,11 +306,11 @@ class Client:
             SelectionError: the selection names no asset.
             PartitionError: the partition key is invalid for the selection.
         """
-        run_id = self.create_run(
-            RunRequest(selection=tuple(selection), partition=partition, params=dict(params or {}))
+        request = RunRequest(
+            selection=tuple(selection), partition=partition, params=dict(params or {})
         )
-        self.execute([run_id], on_change)
-        return self.run(run_id)
+        self._validate(request)
+        return self._run_now(request, on_change)
 
     def run_pipeline(
         self,
@@ -233,9 +319,14 @@ class Client:
         on_change: Callable[[str], None] | None = None,
     ) -> RunView:
         """Run a task pipeline now and wait for it to finish."""
-        run_id = self.create_run(RunRequest(pipeline=name, params=dict(params or {})))
-        self.execute([run_id], on_change)
-        return self.run(run_id)
+        request = RunRequest(pipeline=name, params=dict(params or {}))
+        self._validate(request)
+        return self._run_now(request, on_change)
+
+    def _validate(self, request: RunRequest) -> None:
+        from engine.plan import plan
+
+        plan(self.load(), request)  # raises SelectionError / PartitionError; writes nothing
 
     def rerun_from_failure(
         self, run_id: str, on_change: Callable[[str], None] | None = None
@@ -244,32 +335,18 @@ class Client:
 
         An interrupted run (its engine died) is resumed the same way.
         """
-        from engine.executor.recovery import owner_alive, reconcile
-        from engine.status import RunStatus, StepStatus, transition_run, transition_step
-        from engine.storage import repo
+        from engine.executor.recovery import reconcile
+        from engine.run_control import requeue_failed
 
+        if self.engine is not None or self.daemon() is not None:
+            if self.engine is not None:
+                full_id = self.engine.rerun(run_id)
+            else:
+                full_id = self._command("rerun", {"run_id": run_id})["run_id"]
+            return self.wait(full_id, on_change)
         reconcile(self.db)
         with self._write() as s:
-            run = repo.find_run(s, run_id)
-            if run.status == RunStatus.SUCCESS:
-                raise EngineError(
-                    f"run {run.id} succeeded: nothing to re-run", title="Nothing to do"
-                )
-            if run.status == RunStatus.RUNNING and owner_alive(run.owner):
-                raise EngineError(f"run {run.id} is still running", title="Run is running")
-            for step in repo.steps_of(s, [run.id])[run.id]:
-                if step.status in (StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED):
-                    transition_step(step, StepStatus.QUEUED)
-                    step.error, step.ended_at, step.retry_at = None, None, None
-                    step.max_attempts = step.attempts + max(1, step.max_attempts - step.attempts)
-                    s.add(step)
-            if RunStatus(run.status).finished:
-                transition_run(run, RunStatus.QUEUED)
-                run.ended_at = None
-            run.cancel_requested = False
-            run.updated_at = time.time()
-            s.add(run)
-            full_id = run.id
+            full_id = requeue_failed(s, run_id, time.time())
         self.execute([full_id], on_change)
         return self.run(full_id)
 
@@ -286,12 +363,14 @@ class Client:
     def cancel(self, run_id: str, wait: float = 10.0) -> RunView:
         """Cancel a run: queued steps are canceled, running ones stopped (SIGTERM, then SIGKILL).
 
-        If the process running it is gone, the run is settled here and now.
+        If no live process is running it, the run is settled here and now.
         """
         from engine.executor.recovery import owner_alive
         from engine.storage import repo
 
         full_id = self.request_cancel(run_id)
+        if self.engine is not None:
+            self.engine.cancel(full_id)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             view = self.run(full_id)
@@ -299,11 +378,143 @@ class Client:
                 return view
             with self._read() as s:
                 owner = repo.find_run(s, full_id).owner
-            if not owner_alive(owner):
+            if not owner_alive(owner) and self.engine is None and self.daemon() is None:
                 self.execute([full_id])  # settles it: every step becomes canceled
                 return self.run(full_id)
-            time.sleep(0.1)
+            time.sleep(0.05)
         return self.run(full_id)
+
+    # --- backfills ----------------------------------------------------------------------------
+
+    def backfill(
+        self,
+        selection: Sequence[str],
+        keys: Sequence[str] | None = None,
+        first: str | None = None,
+        last: str | None = None,
+        max_parallel: int = 4,
+    ) -> str:
+        """Record a backfill of `selection` over `keys` (or the range `first`..`last`).
+
+        Raises:
+            SelectionError, PartitionError: nothing is recorded.
+        """
+        from engine.selection import resolve
+
+        manifest = self.load()
+        if keys is None:
+            if first is None or last is None:
+                raise EngineError("give --from and --to, or --partitions k1,k2")
+            names = resolve(manifest, selection)
+            pdefs = [manifest.assets[n].partitions_def for n in names]
+            pdef = next((p for p in pdefs if p is not None), None)
+            if pdef is None:
+                raise EngineError(f"none of {', '.join(names)} is partitioned: nothing to backfill")
+            from engine.errors import PartitionError
+            from engine.partitions import InvalidPartitionKey
+
+            try:
+                keys = pdef.keys_between(first, last)
+            except InvalidPartitionKey as exc:
+                raise PartitionError(str(exc)) from None
+        payload = {"selection": list(selection), "keys": list(keys), "max_parallel": max_parallel}
+        if self.engine is not None:
+            return self.engine.backfill(list(selection), list(keys), max_parallel)  # type: ignore[no-any-return]
+        if self.daemon() is not None:
+            return self._command("backfill", payload)["backfill_id"]  # type: ignore[no-any-return]
+        from engine.backfill import create_backfill
+
+        with self._write() as s:
+            return create_backfill(s, manifest, list(selection), list(keys), max_parallel)
+
+    def backfill_action(self, action: str, backfill_id: str) -> str:
+        """`cancel` or `resume` a backfill; returns its full id."""
+        from engine import backfill as bf
+
+        if self.engine is not None:
+            fn = self.engine.cancel_backfill if action == "cancel" else self.engine.resume_backfill
+            return fn(backfill_id)  # type: ignore[no-any-return]
+        if self.daemon() is not None:
+            return self._command(f"backfill_{action}", {"backfill_id": backfill_id})["backfill_id"]  # type: ignore[no-any-return]
+        with self._write() as s:
+            fn = bf.cancel_backfill if action == "cancel" else bf.resume_backfill
+            return fn(s, backfill_id, time.time())
+
+    def backfill_progress(self, backfill_id: str) -> dict[str, Any]:
+        from engine.backfill import progress
+
+        with self._read() as s:
+            return progress(s, backfill_id)
+
+    def backfills(self, limit: int = 20) -> list[dict[str, Any]]:
+        from engine.backfill import progress
+        from engine.storage import repo
+
+        with self._read() as s:
+            return [progress(s, b.id) for b in repo.recent_backfills(s, limit)]
+
+    def run_backfill_here(
+        self, backfill_id: str, on_progress: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        """Execute a backfill in this process (no engine is running) until it finishes."""
+        from engine.daemon import Engine
+
+        engine = Engine(
+            self.paths,
+            self.config,
+            kind="cli",
+            db=self.db,
+            schedules=False,
+            sensors=False,
+            watch=False,
+        )
+        engine.start()
+        try:
+            while True:
+                info = self.backfill_progress(backfill_id)
+                if on_progress is not None:
+                    on_progress(info)
+                if info["status"] != "running":
+                    return info
+                time.sleep(0.2)
+        finally:
+            engine.stop()
+
+    # --- partitions, schedules, sensors -------------------------------------------------------
+
+    def partitions(self, asset: str) -> list[Any]:
+        """The status of every partition of `asset` (see engine.partition_status)."""
+        from engine.errors import SelectionError
+        from engine.partition_status import partition_states
+        from engine.validate import suggest
+
+        manifest = self.load()
+        if asset not in manifest.assets:
+            raise SelectionError(f"unknown asset {asset!r}" + suggest(asset, manifest.assets))
+        with self._read() as s:
+            return partition_states(s, manifest, asset)
+
+    def set_enabled(self, kind: str, name: str, enabled: bool) -> None:
+        """Turn a schedule or sensor on or off; the state is kept across restarts.
+
+        Raises:
+            EngineError: no schedule or sensor has that name.
+        """
+        if self.engine is not None:
+            self.engine.set_enabled(kind, name, enabled)
+            return
+        if self.daemon() is not None:
+            self._command("toggle", {"kind": kind, "name": name, "enabled": enabled})
+            return
+        from engine.storage import repo
+        from engine.validate import suggest
+
+        manifest = self.load()
+        names = manifest.schedules if kind == "schedule" else manifest.sensors
+        if name not in names:
+            raise EngineError(f"no {kind} named {name!r}" + suggest(name, names))
+        with self._write() as s:
+            repo.set_toggle(s, kind, name, enabled, time.time())
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -400,3 +611,13 @@ class Client:
             for a in attempts
             if step is None or a.key == step
         ]
+
+
+def _request_payload(request: RunRequest) -> dict[str, Any]:
+    return {
+        "selection": list(request.selection),
+        "pipeline": request.pipeline,
+        "partition": request.partition,
+        "params": request.params,
+        "trigger": request.trigger,
+    }

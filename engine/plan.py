@@ -7,13 +7,15 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import PartitionError, SelectionError
 from engine.manifest import Manifest
 from engine.partitions import InvalidPartitionKey
 from engine.selection import resolve
-from engine.storage.models import Run, Step
+
+if TYPE_CHECKING:
+    from engine.storage.models import Run, Step
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ def plan(
         SelectionError: the selection or pipeline names nothing.
         PartitionError: the partition key does not fit the selected assets.
     """
+    from engine.storage.models import Run, Step  # storage costs ~0.3 s to import: only here
+
     now = time.time() if now is None else now
     run_id = new_run_id()
     if request.pipeline is not None:
@@ -133,3 +137,16 @@ def plan(
         updated_at=now,
     )
     return run, steps
+
+
+def record(session: Any, manifest: Manifest, request: RunRequest, now: float | None = None) -> str:
+    """Plan `request` and add its run and steps to `session` (the caller commits); returns the id.
+
+    Callers that must record something else atomically with the run (a schedule tick, a
+    sensor's cursor row) do it in the same session.
+    """
+    from engine.storage import repo
+
+    run, steps = plan(manifest, request, now)
+    repo.add_run(session, run, steps)
+    return run.id

@@ -29,6 +29,7 @@ from engine.config import Config, Paths
 from engine.executor import launch as launching
 from engine.executor.forkserver import ForkServer
 from engine.executor.monitor import Monitor, Sample, TreeStats, describe_exit, stop_tree
+from engine.executor.recovery import owner_alive
 from engine.manifest import Manifest
 from engine.partitions import safe_key
 from engine.status import RunStatus, StepStatus, transition_run, transition_step
@@ -149,6 +150,9 @@ class Coordinator:
     def active_run_ids(self) -> list[str]:
         return list(self._runs)
 
+    def pending_run_ids(self) -> list[str]:
+        return list(self._inbox)
+
     # --- the loop (one thread) ----------------------------------------------------------------
 
     def run_until_complete(self, run_ids: set[str]) -> None:
@@ -244,6 +248,8 @@ class Coordinator:
             run = repo.find_run(s, run_id)
             if RunStatus(run.status).finished:
                 return
+            if run.owner and run.owner != self.owner and owner_alive(run.owner):
+                return  # another live engine is executing it
             steps = repo.steps_of(s, [run.id])[run.id]
             if run.status == RunStatus.QUEUED:
                 transition_run(run, RunStatus.RUNNING)

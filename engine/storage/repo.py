@@ -16,9 +16,11 @@ from sqlmodel import Session, col, select
 from engine.errors import RunNotFound
 from engine.status import RunStatus, StepStatus
 from engine.storage.models import (
+    Backfill,
     CheckRecord,
     Command,
     Event,
+    Lease,
     Materialization,
     ResourceSample,
     Run,
@@ -239,6 +241,66 @@ def checks_of(session: Session, run_id: str) -> Sequence[CheckRecord]:
     ).all()
 
 
+# --- lease -----------------------------------------------------------------------------------
+
+
+def get_lease(session: Session, name: str) -> Lease | None:
+    return session.get(Lease, name)
+
+
+# --- backfills --------------------------------------------------------------------------------
+
+
+def get_backfill(session: Session, backfill_id: str) -> Backfill | None:
+    return session.get(Backfill, backfill_id)
+
+
+def find_backfill(session: Session, backfill_id: str) -> Backfill:
+    """A backfill by id or unique prefix. Raises RunNotFound."""
+    found = session.get(Backfill, backfill_id)
+    if found is not None:
+        return found
+    matches = session.exec(
+        select(Backfill).where(col(Backfill.id).startswith(backfill_id)).limit(2)
+    ).all()
+    if len(matches) == 1:
+        return matches[0]
+    raise RunNotFound(f"no backfill {backfill_id!r} (see `dagtop backfills`)")
+
+
+def recent_backfills(session: Session, limit: int = 20) -> Sequence[Backfill]:
+    return session.exec(
+        select(Backfill).order_by(col(Backfill.created_at).desc()).limit(limit)
+    ).all()
+
+
+def active_backfills(session: Session) -> Sequence[Backfill]:
+    return session.exec(select(Backfill).where(Backfill.status == "running")).all()
+
+
+def runs_of_backfill(session: Session, backfill_id: str) -> Sequence[Run]:
+    return session.exec(
+        select(Run).where(Run.backfill_id == backfill_id).order_by(col(Run.created_at))
+    ).all()
+
+
+# --- partitions -------------------------------------------------------------------------------
+
+
+def partition_states(session: Session, asset: str) -> dict[str | None, tuple[str, float]]:
+    """Per partition of an asset, the status and time of its newest step (any run)."""
+    rows = session.exec(
+        select(Run.partition, Step.status, Step.ended_at, Step.started_at, Run.created_at)
+        .join(Step, col(Step.run_id) == col(Run.id))
+        .where(Step.key == asset, Run.kind == "assets")
+        .order_by(col(Run.created_at))
+    ).all()
+    out: dict[str | None, tuple[str, float]] = {}
+    for partition, status, ended, started, created in rows:
+        out[partition] = (status, ended or started or created)
+    return out
+
+
 # --- commands ---------------------------------------------------------------------------------
 
 
@@ -247,6 +309,19 @@ def add_command(session: Session, kind: str, payload: dict[str, Any], now: float
     session.add(cmd)
     session.flush()
     return cmd
+
+
+def get_command(session: Session, command_id: int) -> Command | None:
+    return session.get(Command, command_id)
+
+
+def queued_runs(session: Session, limit: int = 500) -> Sequence[Run]:
+    return session.exec(
+        select(Run)
+        .where(Run.status == RunStatus.QUEUED.value)
+        .order_by(col(Run.created_at), col(Run.id))
+        .limit(limit)
+    ).all()
 
 
 def take_commands(session: Session, now: float, limit: int = 50) -> Sequence[Command]:

@@ -1,0 +1,426 @@
+"""The engine process: executor, schedules, sensors, hot reload and commands, composed.
+
+An `Engine` runs embedded in the TUI or headless as `dagtop daemon`. Only the holder of the
+lease runs one; everything else (a CLI in another terminal, a second UI) talks to it through
+the command table and reads state from storage. Threads: the coordinator's loop, a
+housekeeping loop (commands, run admission, backfills, lease heartbeat), APScheduler's, the
+watchdog observers' and the sensors' settle thread. None of them polls faster than a few times
+a second when idle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session
+
+from engine import lease, loader
+from engine.config import Config, Paths
+from engine.errors import EngineError
+from engine.executor.coordinator import Coordinator
+from engine.executor.recovery import owner_alive, reconcile, sweep_values
+from engine.manifest import Manifest
+from engine.plan import RunRequest, record
+from engine.run_control import requeue_failed
+from engine.status import RunStatus
+from engine.storage import repo
+from engine.storage.db import session_scope
+from engine.watcher import PipelineWatcher, keep_last_good
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING = 0.2
+
+
+class EngineBusy(EngineError):
+    title = "Engine already running"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineEvent:
+    """Something changed: `kind` is run | backfill | reload | schedule | sensor."""
+
+    kind: str
+    ref: str | None = None
+
+
+class Engine:
+    """One project's engine.
+
+    Args:
+        paths: Home and pipelines folders.
+        config: Project settings.
+        kind: "daemon" or "tui" (shown to other processes that find the lease taken).
+        db: An open storage engine (opened from the home folder when None).
+        schedules: Run the cron scheduler (off for tests that drive it directly).
+        sensors: Run file sensors.
+        watch: Reload pipelines when their files change.
+        sensor_settle: Seconds a dropped file must stay unchanged before it counts.
+    """
+
+    def __init__(
+        self,
+        paths: Paths,
+        config: Config,
+        kind: str = "daemon",
+        db: Any = None,
+        schedules: bool = True,
+        sensors: bool = True,
+        watch: bool = True,
+        sensor_settle: float = 1.0,
+    ) -> None:
+        from engine.storage.db import database_url, open_db
+
+        self.paths = paths
+        self.config = config
+        self.kind = kind
+        self.db = db if db is not None else open_db(database_url(paths.home))
+        self.me = lease.my_id(kind)
+        self._manifest: Manifest | None = None
+        self._manifest_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._listeners: list[Callable[[EngineEvent], None]] = []
+        self._lost_lease = False
+        self.coordinator = Coordinator(
+            self.db, paths, config, self.manifest, on_change=self._run_changed
+        )
+        self._want_schedules, self._want_sensors, self._want_watch = schedules, sensors, watch
+        self._settle = sensor_settle
+        self.scheduler: Any = None
+        self.sensors: Any = None
+        self.watcher: PipelineWatcher | None = None
+        self.started_at: float | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Take the lease, recover what a dead engine left, and start every part.
+
+        Raises:
+            EngineBusy: another live engine holds this home folder.
+        """
+        holder = lease.try_acquire(self.db, self.me)
+        if holder is not None:
+            raise EngineBusy(
+                f"an engine is already running for {self.paths.home}: {holder.description}"
+            )
+        self.started_at = time.time()
+        reconcile(self.db)
+        sweep_values(self.db, self.paths, set())
+        self.reload(initial=True)
+        self._spawn(self.coordinator.serve, self._stop, name="dagtop-coordinator")
+        self._spawn(self._housekeeping, name="dagtop-housekeeping")
+        if self._want_schedules:
+            from engine.scheduler import Scheduler
+
+            self.scheduler = Scheduler(
+                self.db, self._record_run, self._start_run, timezone=self.config.timezone
+            )
+            self.scheduler.sync(self.manifest())
+            self.scheduler.start()
+        if self._want_sensors:
+            from engine.sensors import SensorRunner
+
+            self.sensors = SensorRunner(
+                self.db, self._record_run, self._start_run, settle=self._settle
+            )
+            self.sensors.sync(self.manifest())
+            self.sensors.start()
+        if self._want_watch and self.paths.pipelines.is_dir():
+            self.watcher = PipelineWatcher(self.paths.pipelines, self.reload)
+            self.watcher.start()
+        log.info("engine started (%s) for %s", self.kind, self.paths.home)
+
+    def _spawn(self, target: Callable[..., None], *args: Any, name: str) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self, grace: float = 3.0) -> None:
+        """Stop cleanly: no new steps start; running ones get `grace` seconds to finish, then
+        are left for the next engine to reconcile."""
+        if self._stop.is_set():
+            return
+        log.info("engine stopping")
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.sensors is not None:
+            self.sensors.stop()
+        if self.scheduler is not None:
+            self.scheduler.shutdown()
+        self.coordinator.draining = True
+        deadline = time.monotonic() + grace
+        while self.coordinator._live and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._stop.set()
+        self._wake.set()
+        self.coordinator.wake()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        lease.release(self.db, self.me)
+        log.info("engine stopped")
+
+    @property
+    def running(self) -> bool:
+        return self.started_at is not None and not self._stop.is_set()
+
+    # --- definitions --------------------------------------------------------------------------
+
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            self.reload(initial=True)
+        assert self._manifest is not None
+        return self._manifest
+
+    def reload(self, initial: bool = False) -> Manifest:
+        """Load the pipelines again (only changed files are imported) and resync."""
+        new = loader.load(
+            self.paths.pipelines, cache_dir=self.paths.home, timeout=self.config.load_timeout
+        )
+        with self._manifest_lock:
+            merged = keep_last_good(self._manifest, new)
+            self._manifest = merged
+        if not initial:
+            if self.scheduler is not None:
+                self.scheduler.sync(merged)
+            if self.sensors is not None:
+                self.sensors.sync(merged)
+            log.info(
+                "pipelines reloaded: %d assets, %d broken file(s)",
+                len(merged.assets),
+                len(merged.errors),
+            )
+        self._emit(EngineEvent("reload"))
+        return merged
+
+    # --- runs ---------------------------------------------------------------------------------
+
+    def _record_run(self, session: Session, request: RunRequest) -> str:
+        return record(session, self.manifest(), request)
+
+    def _start_run(self, _run_id: str) -> None:
+        self._wake.set()
+
+    def submit(self, request: RunRequest) -> str:
+        """Record a run and let the engine start it; returns the run id at once."""
+        with session_scope(self.db) as s:
+            run_id = self._record_run(s, request)
+        self._wake.set()
+        self._emit(EngineEvent("run", run_id))
+        return run_id
+
+    def cancel(self, run_id: str) -> str:
+        with session_scope(self.db) as s:
+            run = repo.find_run(s, run_id)
+            run.cancel_requested = True
+            run.updated_at = time.time()
+            s.add(run)
+            full = run.id
+        self._wake.set()
+        self.coordinator.wake()
+        return full
+
+    def subscribe(self, callback: Callable[[EngineEvent], None]) -> Callable[[], None]:
+        """Call `callback` (on an engine thread) for every event; returns an unsubscribe."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+
+    def _emit(self, event: EngineEvent) -> None:
+        for callback in list(self._listeners):
+            try:
+                callback(event)
+            except Exception:  # noqa: BLE001 - a listener must never break the engine
+                log.exception("engine listener failed")
+
+    def _run_changed(self, run_id: str) -> None:
+        self._wake.set()
+        self._emit(EngineEvent("run", run_id))
+
+    # --- backfills ----------------------------------------------------------------------------
+
+    def backfill(self, selection: list[str], keys: list[str], max_parallel: int = 4) -> str:
+        from engine.backfill import create_backfill
+
+        with session_scope(self.db) as s:
+            backfill_id = create_backfill(s, self.manifest(), selection, keys, max_parallel)
+        self._wake.set()
+        self._emit(EngineEvent("backfill", backfill_id))
+        return backfill_id
+
+    def cancel_backfill(self, backfill_id: str) -> str:
+        from engine.backfill import cancel_backfill
+
+        with session_scope(self.db) as s:
+            full = cancel_backfill(s, backfill_id, time.time())
+        self._wake.set()
+        self.coordinator.wake()
+        return full
+
+    def resume_backfill(self, backfill_id: str) -> str:
+        from engine.backfill import resume_backfill
+
+        with session_scope(self.db) as s:
+            full = resume_backfill(s, backfill_id, time.time())
+        self._wake.set()
+        return full
+
+    # --- schedules and sensors ----------------------------------------------------------------
+
+    def set_enabled(self, kind: str, name: str, enabled: bool) -> None:
+        part = self.scheduler if kind == "schedule" else self.sensors
+        if part is None:
+            raise EngineError(f"{kind}s are not running in this engine")
+        part.set_enabled(name, enabled)
+        self._emit(EngineEvent(kind, name))
+
+    # --- the housekeeping loop ----------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        last_beat = time.monotonic()
+        while not self._stop.is_set():
+            self._wake.wait(HOUSEKEEPING)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                if time.monotonic() - last_beat >= lease.HEARTBEAT:
+                    last_beat = time.monotonic()
+                    if not lease.heartbeat(self.db, self.me):
+                        log.error("lost the engine lease to another process; stopping")
+                        self._lost_lease = True
+                        threading.Thread(target=self.stop, daemon=True).start()
+                        return
+                self._serve_commands()
+                self._admit()
+            except Exception:  # noqa: BLE001 - keep the engine alive; the error is logged
+                log.exception("housekeeping failed")
+
+    def _admit(self) -> None:
+        """Hand queued runs to the coordinator, within the run and backfill limits."""
+        from engine.backfill import advance_backfills
+
+        coordinator = self.coordinator
+        if coordinator.draining:
+            return
+        limit = max(2, self.config.max_workers * 2)
+        active = set(coordinator.active_run_ids()) | set(coordinator.pending_run_ids())
+        with session_scope(self.db) as s:
+            finished = advance_backfills(s, time.time())
+            queued = repo.queued_runs(s, limit=500)
+            per_backfill: dict[str, int] = {}
+            for run in repo.active_runs(s):
+                if run.backfill_id and (run.id in active or run.status == RunStatus.RUNNING):
+                    per_backfill[run.backfill_id] = per_backfill.get(run.backfill_id, 0) + 1
+            caps = {b.id: b.max_parallel for b in repo.active_backfills(s)}
+            canceled_backfills = {b.id for b in repo.active_backfills(s) if b.cancel_requested}
+        for backfill_id in finished:
+            self._emit(EngineEvent("backfill", backfill_id))
+        for run in queued:
+            if len(active) >= limit:
+                break
+            if run.id in active or (run.owner and owner_alive(run.owner)):
+                continue
+            if run.backfill_id:
+                if run.backfill_id in canceled_backfills:
+                    continue
+                cap = caps.get(run.backfill_id)
+                if cap is None:
+                    continue  # its backfill was canceled or finished
+                if per_backfill.get(run.backfill_id, 0) >= cap:
+                    continue
+                per_backfill[run.backfill_id] = per_backfill.get(run.backfill_id, 0) + 1
+            coordinator.submit(run.id)
+            active.add(run.id)
+
+    def _serve_commands(self) -> None:
+        with session_scope(self.db) as s:
+            commands = repo.take_commands(s, time.time())
+        for cmd in commands:
+            status, result, error = "done", None, None
+            try:
+                result = self._command(cmd.kind, json.loads(cmd.payload or "{}"))
+            except EngineError as exc:
+                status, error = "failed", exc.msg
+            except Exception as exc:  # noqa: BLE001 - report, never crash the engine
+                log.exception("command %s failed", cmd.kind)
+                status, error = "failed", f"{type(exc).__name__}: {exc}"
+            with session_scope(self.db) as s:
+                row = repo.get_command(s, cmd.id or 0)
+                if row is not None:
+                    row.status, row.done_at = status, time.time()
+                    row.result = json.dumps(result) if result is not None else None
+                    row.error = error
+                    s.add(row)
+
+    def _command(self, kind: str, payload: dict[str, Any]) -> Any:
+        if kind == "run":
+            request = RunRequest(
+                selection=tuple(payload.get("selection") or ()),
+                pipeline=payload.get("pipeline"),
+                partition=payload.get("partition"),
+                params=payload.get("params") or {},
+                trigger=payload.get("trigger") or "manual",
+            )
+            return {"run_id": self.submit(request)}
+        if kind == "rerun":
+            return {"run_id": self.rerun(payload["run_id"])}
+        if kind == "cancel":
+            return {"run_id": self.cancel(payload["run_id"])}
+        if kind == "backfill":
+            return {
+                "backfill_id": self.backfill(
+                    payload["selection"], payload["keys"], payload.get("max_parallel", 4)
+                )
+            }
+        if kind == "backfill_cancel":
+            return {"backfill_id": self.cancel_backfill(payload["backfill_id"])}
+        if kind == "backfill_resume":
+            return {"backfill_id": self.resume_backfill(payload["backfill_id"])}
+        if kind == "toggle":
+            self.set_enabled(payload["kind"], payload["name"], bool(payload["enabled"]))
+            return {"ok": True}
+        if kind == "reload":
+            m = self.reload()
+            return {"assets": len(m.assets), "errors": len(m.errors)}
+        raise EngineError(f"unknown command {kind!r}")
+
+    def rerun(self, run_id: str) -> str:
+        """Queue a run's failed, skipped and canceled steps again (re-run from failure)."""
+        with session_scope(self.db) as s:
+            full = requeue_failed(s, run_id, time.time())
+        self._wake.set()
+        return full
+
+
+def run_daemon(paths: Paths, config: Config) -> int:
+    """`dagtop daemon`: run the engine until SIGINT or SIGTERM; returns the exit code."""
+    import signal
+
+    engine = Engine(paths, config, kind="daemon")
+    engine.start()
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        while not stop.wait(0.5):
+            if engine._lost_lease:
+                return 1
+    finally:
+        engine.stop()
+    return 0
+
+
+__all__ = ["Engine", "EngineBusy", "EngineEvent", "run_daemon"]

@@ -1,0 +1,106 @@
+"""The scheduling lease: one engine per home folder runs schedules, sensors and commands.
+
+A row in storage names the holder and carries a heartbeat. Another engine may take the lease
+when the heartbeat is older than `EXPIRY`, or at once when the holder is on this machine and
+its process is gone (pid and create time, since pids are reused).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine as SAEngine
+
+from engine.executor.recovery import process_alive
+from engine.storage import repo
+from engine.storage.db import read_scope, session_scope
+from engine.storage.models import Lease
+
+NAME = "engine"
+EXPIRY = 10.0
+HEARTBEAT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    holder: str  # "host:pid:create_time:kind"
+    pid: int
+    heartbeat_at: float
+    kind: str
+    host: str
+
+    @property
+    def description(self) -> str:
+        return f"{self.kind} (pid {self.pid} on {self.host})"
+
+
+def my_id(kind: str) -> str:
+    import psutil
+
+    return f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time():.3f}:{kind}"
+
+
+def _holder(row: Lease) -> Holder:
+    host, _pid, _ct, kind = (row.holder.split(":") + ["", "", "", ""])[:4]
+    return Holder(row.holder, row.pid, row.heartbeat_at, kind or "engine", host)
+
+
+def _alive(row: Lease, now: float) -> bool:
+    if now - row.heartbeat_at > EXPIRY:
+        return False
+    parts = row.holder.split(":")
+    if len(parts) >= 3 and parts[0] == socket.gethostname():
+        try:
+            return process_alive(int(parts[1]), float(parts[2]))
+        except ValueError:
+            return True
+    return True
+
+
+def try_acquire(db: SAEngine, me: str, now: float | None = None) -> Holder | None:
+    """Take the lease if free, expired or ours; returns None on success, else the live holder."""
+    now = time.time() if now is None else now
+    with session_scope(db) as s:
+        row = repo.get_lease(s, NAME)
+        if row is not None and row.holder != me and _alive(row, now):
+            return _holder(row)
+        if row is None:
+            row = Lease(name=NAME, holder=me, pid=os.getpid(), heartbeat_at=now, acquired_at=now)
+        else:
+            if row.holder != me:
+                row.acquired_at = now
+            row.holder, row.pid, row.heartbeat_at = me, os.getpid(), now
+        s.add(row)
+    return None
+
+
+def heartbeat(db: SAEngine, me: str, now: float | None = None) -> bool:
+    """Renew the lease; False when another engine took it (ours had expired)."""
+    now = time.time() if now is None else now
+    with session_scope(db) as s:
+        row = repo.get_lease(s, NAME)
+        if row is None or row.holder != me:
+            return False
+        row.heartbeat_at = now
+        s.add(row)
+    return True
+
+
+def release(db: SAEngine, me: str) -> None:
+    with session_scope(db) as s:
+        row = repo.get_lease(s, NAME)
+        if row is not None and row.holder == me:
+            s.delete(row)
+
+
+def live_holder(db: SAEngine, now: float | None = None) -> Holder | None:
+    """The engine currently holding the lease, if it is alive."""
+    now = time.time() if now is None else now
+    with read_scope(db) as s:
+        row = repo.get_lease(s, NAME)
+        if row is None or not _alive(row, now):
+            return None
+        return _holder(row)

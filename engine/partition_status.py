@@ -1,0 +1,77 @@
+"""The status of every partition of an asset: what the partition matrix and
+`dagtop partitions` show.
+
+missing       never materialized
+materialized  its newest value is current
+stale         materialized, but an upstream it reads was materialized after it
+failed        its newest attempt failed (an older value may still exist)
+running       a run is materializing it now
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from engine.manifest import Manifest
+from engine.storage import repo
+
+ACTIVE_STEP = ("queued", "running", "retrying")
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    key: str | None
+    status: str
+    materialized_at: float | None
+    run_id: str | None
+    reason: str | None = None
+
+
+def partition_states(session: Any, manifest: Manifest, asset: str) -> list[PartitionState]:
+    """One state per partition key in order (one state with key None if unpartitioned)."""
+    spec = manifest.assets[asset]
+    pdef = spec.partitions_def
+    keys: list[str | None] = list(pdef.keys()) if pdef is not None else [None]
+    mats = repo.latest_per_partition(session, asset)
+    steps = repo.partition_states(session, asset)
+    upstream = {}
+    for up in spec.upstream:
+        if up in manifest.assets:
+            upstream[up] = (manifest.assets[up], repo.latest_per_partition(session, up))
+    out = []
+    for key in keys:
+        mat = mats.get(key)
+        step_status, step_time = steps.get(key, (None, 0.0))
+        reason = None
+        if step_status in ACTIVE_STEP:
+            status = "running"
+        elif step_status == "failed" and (mat is None or step_time >= mat.created_at):
+            status = "failed"
+        elif mat is None:
+            status = "missing"
+        else:
+            status, reason = "materialized", _stale_reason(spec, key, mat.created_at, upstream)
+            if reason:
+                status = "stale"
+        out.append(
+            PartitionState(
+                key=key,
+                status=status,
+                materialized_at=mat.created_at if mat else None,
+                run_id=mat.run_id if mat else None,
+                reason=reason,
+            )
+        )
+    return out
+
+
+def _stale_reason(spec: Any, key: str | None, at: float, upstream: dict[str, Any]) -> str | None:
+    for name, (up_spec, up_mats) in upstream.items():
+        if up_spec.partitions is not None and up_spec.partitions == spec.partitions:
+            candidates = [up_mats.get(key)]
+        else:
+            candidates = list(up_mats.values())
+        if any(m is not None and m.created_at > at for m in candidates):
+            return f"upstream {name} newer"
+    return None
