@@ -134,10 +134,9 @@ def check(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] =
 @app.command("list")
 def list_(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Assets, task pipelines, schedules and sensors."""
-    from engine.listing import describe_definitions, print_definitions
+    from engine.listing import print_definitions
 
-    client = _client(ctx)
-    data = describe_definitions(client.load(), client.config.timezone)
+    data = _client(ctx).describe()
     if as_json:
         _emit_json(data)
     else:
@@ -257,8 +256,6 @@ def daemon(ctx: typer.Context) -> None:
     """Run schedules, sensors and queued runs with no UI, until Ctrl-C or SIGTERM."""
     import logging
 
-    from engine.daemon import run_daemon
-
     client = _client(ctx)
     client._ensure_home()
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -266,7 +263,7 @@ def daemon(ctx: typer.Context) -> None:
     handler = logging.FileHandler(client.paths.home / "daemon.log")
     handler.setFormatter(logging.Formatter(fmt))
     logging.getLogger().addHandler(handler)
-    raise typer.Exit(run_daemon(client.paths, client.config))
+    raise typer.Exit(client.serve_forever())
 
 
 @app.command()

@@ -107,6 +107,48 @@ class RunView:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptView:
+    id: int
+    run_id: str
+    key: str
+    attempt: int
+    status: str
+    started_at: float
+    ended_at: float | None
+    pid: int | None
+    exit_code: int | None
+    error: str | None
+    peak_rss_bytes: int | None
+    cpu_seconds: float | None
+    log_path: str
+
+
+@dataclass(frozen=True, slots=True)
+class SampleView:
+    t: float
+    cpu_percent: float
+    rss_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """The latest step of an asset or task: what colors its node in the UI."""
+
+    key: str
+    status: str
+    run_id: str
+    partition: str | None
+    at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class MachineView:
+    cpu_percent: float
+    memory_used: int
+    memory_total: int
+
+
+@dataclass(frozen=True, slots=True)
 class LogRef:
     key: str
     attempt: int
@@ -350,6 +392,14 @@ class Client:
         self.execute([full_id], on_change)
         return self.run(full_id)
 
+    def rerun(self, run_id: str) -> str:
+        """Queue a run's failed, skipped and canceled steps on the running engine (no wait)."""
+        if self.engine is not None:
+            return self.engine.rerun(run_id)  # type: ignore[no-any-return]
+        if self.daemon() is not None:
+            return self._command("rerun", {"run_id": run_id})["run_id"]  # type: ignore[no-any-return]
+        raise EngineError("no engine is running: start `dagtop daemon` or `dagtop`")
+
     def request_cancel(self, run_id: str) -> str:
         from engine.storage import repo
 
@@ -587,6 +637,78 @@ class Client:
             )
         return views
 
+    def runs_since(self, updated_after: float, limit: int = 500) -> list[RunView]:
+        """Runs changed after a time (by `updated_at`), for incremental refreshes."""
+        from engine.storage import repo
+
+        with self._read() as s:
+            return self._views(s, repo.runs_changed_since(s, updated_after, limit))
+
+    def attempts(self, run_id: str) -> list[AttemptView]:
+        """Every attempt of every step of a run, in the order they started."""
+        from engine.storage import repo
+
+        with self._read() as s:
+            run = repo.find_run(s, run_id)
+            return [
+                AttemptView(
+                    id=a.id or 0, run_id=a.run_id, key=a.key, attempt=a.attempt, status=a.status,
+                    started_at=a.started_at, ended_at=a.ended_at, pid=a.pid,
+                    exit_code=a.exit_code, error=a.error, peak_rss_bytes=a.peak_rss_bytes,
+                    cpu_seconds=a.cpu_seconds, log_path=a.log_path,
+                )
+                for a in repo.attempts_of(s, run.id)
+            ]  # fmt: skip
+
+    def samples(self, attempt_id: int) -> list[SampleView]:
+        """The resource samples of a step attempt (live while it runs, downsampled after)."""
+        from engine.storage import repo
+
+        with self._read() as s:
+            return [
+                SampleView(t=x.t, cpu_percent=x.cpu_percent, rss_bytes=x.rss_bytes)
+                for x in repo.samples_of(s, attempt_id)
+            ]
+
+    def node_statuses(self, pipeline: str | None = None) -> dict[str, NodeStatus]:
+        """The latest step status of every asset, or of one task pipeline's tasks."""
+        from engine.storage import repo
+
+        with self._read() as s:
+            steps = repo.latest_steps_by_key(s, "pipeline" if pipeline else "assets", pipeline)
+            runs = {r.id: r for r in (s.get(_run_model(), st.run_id) for st in steps) if r}
+            return {
+                st.key: NodeStatus(
+                    key=st.key, status=st.status, run_id=st.run_id,
+                    partition=runs[st.run_id].partition if st.run_id in runs else None,
+                    at=st.ended_at or st.started_at,
+                )
+                for st in steps
+            }  # fmt: skip
+
+    def describe(self) -> dict[str, Any]:
+        """Every definition as plain data (what `dagtop list --json` prints)."""
+        from engine.listing import describe_definitions
+
+        return describe_definitions(self.load(), self.config.timezone)
+
+    def serve_forever(self) -> int:
+        """Run this project's engine headless until SIGINT or SIGTERM (`dagtop daemon`)."""
+        from engine.daemon import run_daemon
+
+        return run_daemon(self.paths, self.config)
+
+    def machine(self) -> MachineView:
+        """This machine's CPU and memory use (for the UI's header)."""
+        import psutil
+
+        mem = psutil.virtual_memory()
+        return MachineView(
+            cpu_percent=psutil.cpu_percent(interval=None),
+            memory_used=mem.total - mem.available,
+            memory_total=mem.total,
+        )
+
     def logs(self, run_id: str, step: str | None = None) -> list[LogRef]:
         """Every attempt's log file of a run (or of one step), in the order they started.
 
@@ -621,3 +743,25 @@ def _request_payload(request: RunRequest) -> dict[str, Any]:
         "params": request.params,
         "trigger": request.trigger,
     }
+
+
+def _run_model() -> Any:
+    from engine.storage.models import Run
+
+    return Run
+
+
+__all__ = [
+    "Client",
+    "EngineError",
+    "RunRequest",
+    "RunView",
+    "StepView",
+    "AttemptView",
+    "SampleView",
+    "NodeStatus",
+    "MachineView",
+    "LogRef",
+    "CheckView",
+    "iso",
+]

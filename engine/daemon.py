@@ -22,7 +22,7 @@ from sqlmodel import Session
 
 from engine import lease, loader
 from engine.config import Config, Paths
-from engine.errors import EngineError
+from engine.errors import EngineBusy, EngineError
 from engine.executor.coordinator import Coordinator
 from engine.executor.recovery import owner_alive, reconcile, sweep_values
 from engine.manifest import Manifest
@@ -36,10 +36,6 @@ from engine.watcher import PipelineWatcher, keep_last_good
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING = 0.2
-
-
-class EngineBusy(EngineError):
-    title = "Engine already running"
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,3 +51,9 @@ class ExecutorError(EngineError):
 
 class ConfigError(EngineError):
     title = "Config error"
+
+
+class EngineBusy(EngineError):
+    """Another live engine holds this home folder's lease."""
+
+    title = "Engine already running"

@@ -127,6 +127,16 @@ def cancel_requested(session: Session, run_ids: Iterable[str]) -> list[str]:
     )
 
 
+def latest_steps_by_key(session: Session, kind: str, pipeline: str | None = None) -> Sequence[Step]:
+    """The newest step of every asset (kind "assets") or of one task pipeline's tasks."""
+    newest = select(func.max(Step.id)).join(Run, col(Run.id) == col(Step.run_id))
+    newest = newest.where(Run.kind == kind)
+    if pipeline is not None:
+        newest = newest.where(Run.selection == json.dumps(pipeline))
+    newest = newest.group_by(Step.key)
+    return session.exec(select(Step).where(col(Step.id).in_(newest))).all()
+
+
 # --- events and samples -----------------------------------------------------------------------
 
 
@@ -339,3 +349,144 @@ def touch_runs(session: Session, run_ids: Iterable[str], now: float) -> None:
     ids = list(run_ids)
     if ids:
         session.execute(update(Run).where(col(Run.id).in_(ids)).values(updated_at=now))
+
+
+# --- schedules --------------------------------------------------------------------------------
+# Imported here rather than at the top so this section stays one appended block.
+from engine.storage import models as _schedule_models  # noqa: E402
+
+
+def add_schedule_tick(session: Session, tick: _schedule_models.ScheduleTick) -> None:
+    """Claim a tick; the flush raises IntegrityError if (schedule, tick_time) is already taken."""
+    session.add(tick)
+    session.flush()
+
+
+def last_schedule_tick(session: Session, schedule: str) -> _schedule_models.ScheduleTick | None:
+    """The schedule's most recent tick (by tick time), whatever its status."""
+    tick = _schedule_models.ScheduleTick
+    return session.exec(
+        select(tick)
+        .where(tick.schedule == schedule)
+        .order_by(col(tick.tick_time).desc(), col(tick.id).desc())
+        .limit(1)
+    ).first()
+
+
+def last_schedule_ticks(session: Session) -> dict[str, _schedule_models.ScheduleTick]:
+    """Per schedule, its most recent tick (by tick time)."""
+    tick = _schedule_models.ScheduleTick
+    newest = (
+        select(tick.schedule, func.max(tick.tick_time).label("tick_time"))
+        .group_by(tick.schedule)
+        .subquery()
+    )
+    rows = session.exec(
+        select(tick).join(
+            newest,
+            (col(tick.schedule) == newest.c.schedule) & (col(tick.tick_time) == newest.c.tick_time),
+        )
+    ).all()
+    return {row.schedule: row for row in rows}
+
+
+def schedule_ticks(
+    session: Session, schedule: str, limit: int = 100
+) -> Sequence[_schedule_models.ScheduleTick]:
+    """The schedule's ticks, newest first."""
+    tick = _schedule_models.ScheduleTick
+    return session.exec(
+        select(tick)
+        .where(tick.schedule == schedule)
+        .order_by(col(tick.tick_time).desc(), col(tick.id).desc())
+        .limit(limit)
+    ).all()
+
+
+def schedule_toggles(session: Session) -> dict[str, _schedule_models.Toggle]:
+    """Every schedule's persisted on/off row (schedules without one are on)."""
+    toggle = _schedule_models.Toggle
+    return {t.name: t for t in session.exec(select(toggle).where(toggle.kind == "schedule"))}
+
+
+def set_schedule_toggle(
+    session: Session, name: str, enabled: bool, now: float
+) -> _schedule_models.Toggle:
+    row = session.get(_schedule_models.Toggle, ("schedule", name))
+    if row is None:
+        row = _schedule_models.Toggle(kind="schedule", name=name)
+    row.enabled = enabled
+    row.updated_at = now
+    session.add(row)
+    return row
+
+
+# --- sensors ----------------------------------------------------------------------------------
+# The cursor (SensorFile: one row per file version seen) and the sensors' on/off toggles.
+# Models are imported inside each function so this block stays self-contained.
+
+SENSOR_PATH_CHUNK = 500  # paths per IN (...) query: well under SQLite's bound-parameter limit
+
+
+def sensor_toggles(session: Session) -> dict[str, bool]:
+    """The persisted on/off state of every sensor that was ever toggled."""
+    from engine.storage.models import Toggle
+
+    rows = session.exec(select(Toggle).where(Toggle.kind == "sensor")).all()
+    return {row.name: bool(row.enabled) for row in rows}
+
+
+def set_sensor_toggle(session: Session, name: str, enabled: bool, now: float) -> None:
+    from engine.storage.models import Toggle
+
+    row = session.get(Toggle, ("sensor", name))
+    if row is None:
+        row = Toggle(kind="sensor", name=name, enabled=enabled, updated_at=now)
+    else:
+        row.enabled = enabled
+        row.updated_at = now
+    session.add(row)
+
+
+def sensor_versions(
+    session: Session, sensor: str, paths: Iterable[str]
+) -> set[tuple[str, int, int]]:
+    """The (path, size, mtime_ns) versions of `paths` already in the sensor's cursor."""
+    from engine.storage.models import SensorFile
+
+    wanted = list(dict.fromkeys(paths))
+    out: set[tuple[str, int, int]] = set()
+    for i in range(0, len(wanted), SENSOR_PATH_CHUNK):
+        chunk = wanted[i : i + SENSOR_PATH_CHUNK]
+        rows = session.exec(
+            select(SensorFile.path, SensorFile.size, SensorFile.mtime_ns).where(
+                SensorFile.sensor == sensor, col(SensorFile.path).in_(chunk)
+            )
+        ).all()
+        out.update((path, size, mtime_ns) for path, size, mtime_ns in rows)
+    return out
+
+
+def add_sensor_files(session: Session, rows: Sequence[Any]) -> None:
+    """Insert cursor rows (SensorFile); a version already claimed fails with IntegrityError."""
+    if rows:
+        session.add_all(list(rows))
+        session.flush()
+
+
+def sensor_stats(session: Session) -> dict[str, tuple[int, Any]]:
+    """Per sensor: how many file versions its cursor holds, and the newest row (a SensorFile)."""
+    from engine.storage.models import SensorFile
+
+    counts = session.exec(
+        select(SensorFile.sensor, func.count(), func.max(SensorFile.id)).group_by(SensorFile.sensor)
+    ).all()
+    if not counts:
+        return {}
+    newest = {
+        row.id: row
+        for row in session.exec(
+            select(SensorFile).where(col(SensorFile.id).in_([last for _, _, last in counts]))
+        )
+    }
+    return {sensor: (int(n), newest[last]) for sensor, n, last in counts if last in newest}
