@@ -84,7 +84,8 @@ def revenue_report(context, revenue: dict[str, float]) -> dict[str, Any]:
         raise ValueError("no day of `revenue` is materialized yet: backfill some days first")
     daily = dict(sorted(revenue.items()))
     total = round(sum(daily.values()), 2)
-    missing = [day for day in days.keys() if day not in daily]
+    all_days = days.keys()  # every day of the partitions definition, in order
+    missing = [day for day in all_days if day not in daily]
     report = {
         "days": len(daily),
         "first_day": next(iter(daily)),
@@ -97,7 +98,7 @@ def revenue_report(context, revenue: dict[str, float]) -> dict[str, Any]:
         "daily": daily,
     }
     context.log.info(
-        "%d days, total %.2f, %d of %d days missing", len(daily), total, len(missing), len(days.keys())
+        "%d days, total %.2f, %d of %d days missing", len(daily), total, len(missing), len(all_days)
     )
     context.add_metadata({k: v for k, v in report.items() if k != "daily"})
     return report

@@ -32,7 +32,7 @@ def parsed_orders(context) -> list[dict[str, Any]]:
             "parsed_orders needs the CSV to read in the `path` run parameter: drop a .csv file "
             "into pipelines/inbox/ or run `dagtop materialize parsed_orders --param path=FILE`"
         )
-    path = Path(context.params["path"])
+    path = Path(str(context.params["path"]))
     context.log.info("reading %s", path)
     # utf-8-sig also reads files saved by spreadsheets, which start with a byte-order mark.
     with path.open(newline="", encoding="utf-8-sig") as fh:

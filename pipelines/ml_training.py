@@ -12,7 +12,7 @@ What this example shows:
 Try it:
     dagtop materialize group:training         # everything
     dagtop materialize '*trained_model'       # trained_model and everything upstream of it
-    dagtop materialize 'deployed+'            # deployed and everything downstream of it
+    dagtop materialize 'evaluation+'          # re-evaluate the stored model, deploy if better
 
 The dataset is scikit-learn's bundled 8x8 handwritten digits (1,797 images, no download).
 
@@ -110,7 +110,7 @@ def trained_model(context, features: dict[str, Any]) -> Any:
     from sklearn.linear_model import LogisticRegression
 
     x, y = features["x_train"], features["y_train"]
-    context.log.info("fitting LogisticRegression on %d images (attempt %d)", len(y), context.attempt)
+    context.log.info("fitting on %d images (attempt %d)", len(y), context.attempt)
     started = time.perf_counter()
     model = LogisticRegression(max_iter=500)
     model.fit(x, y)
@@ -129,7 +129,12 @@ def trained_model(context, features: dict[str, Any]) -> Any:
 
 @asset(group=GROUP)
 def evaluation(context, features: dict[str, Any], trained_model: Any) -> dict[str, Any]:
-    """Test accuracy of the new model and of the currently deployed one (if any)."""
+    """Test accuracy of the new model and of the currently deployed one (if any).
+
+    The value carries the evaluated model along, so `deployed` can only ever deploy the model
+    whose accuracy it compares. Had `deployed` taken `trained_model` too, re-materializing
+    `trained_model` alone and then `deployed` would pair a new model with an old evaluation.
+    """
     x, y = features["x_test"], features["y_test"]
     accuracy = float(trained_model.score(x, y))
     context.log.info("new model: %.4f accuracy on %d test images", accuracy, len(y))
@@ -142,7 +147,7 @@ def evaluation(context, features: dict[str, Any], trained_model: Any) -> dict[st
                 current = pickle.load(fh)
             deployed_accuracy = float(current.score(x, y))
             context.log.info("deployed model: %.4f accuracy", deployed_accuracy)
-        except Exception as exc:  # noqa: BLE001 - an unreadable model is as good as none
+        except Exception as exc:  # an unreadable model is as good as none
             # E.g. pickled by another scikit-learn version. Replacing it is the useful outcome.
             context.log.warning("cannot evaluate the deployed model %s: %s", path, exc)
     else:
@@ -154,7 +159,12 @@ def evaluation(context, features: dict[str, Any], trained_model: Any) -> dict[st
             "deployed_accuracy": None if deployed_accuracy is None else round(deployed_accuracy, 4),
         }
     )
-    return {"accuracy": accuracy, "deployed_accuracy": deployed_accuracy, "test_rows": len(y)}
+    return {
+        "model": trained_model,
+        "accuracy": accuracy,
+        "deployed_accuracy": deployed_accuracy,
+        "test_rows": len(y),
+    }
 
 
 @check(asset="evaluation")
@@ -167,8 +177,8 @@ def accuracy_above_90pct(evaluation: dict[str, Any]) -> CheckResult:
 
 
 @asset(group=GROUP)
-def deployed(context, trained_model: Any, evaluation: dict[str, Any]) -> dict[str, Any]:
-    """Write the new model to `<home>/models/digits.pkl` if it beats the deployed one."""
+def deployed(context, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Write the evaluated model to `<home>/models/digits.pkl` if it beats the deployed one."""
     path = _model_path(context.home)
     new, old = evaluation["accuracy"], evaluation["deployed_accuracy"]
     # Strictly better only: an equal model (the same code on the same data) is not redeployed,
@@ -189,7 +199,7 @@ def deployed(context, trained_model: Any, evaluation: dict[str, Any]) -> dict[st
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".digits-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
-                pickle.dump(trained_model, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump(evaluation["model"], fh, protocol=pickle.HIGHEST_PROTOCOL)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o644)  # mkstemp makes it private; a model server may run as another user

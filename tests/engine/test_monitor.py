@@ -16,23 +16,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-# tests/engine has no __init__.py, so while collecting, pytest's default import mode puts only this
-# directory on sys.path; the project root must be importable for `engine` to resolve.
-_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
-if _PROJECT_ROOT not in sys.path:
-    sys.path.insert(0, _PROJECT_ROOT)
-
-from engine.executor.monitor import (  # noqa: E402
+from engine.executor.monitor import (
     Monitor,
     Sample,
     TreeStats,
     _Downsampler,
-    _is_protected,
+    _protected_pids,
     describe_exit,
     kill_tree,
     stop_tree,
 )
-from engine.units import format_bytes  # noqa: E402
+from engine.units import format_bytes
 
 pytestmark = pytest.mark.serial
 
@@ -54,13 +48,13 @@ def ready():
 
 
 class Tree:
-    """A step-like process started in its own session, with the pids its processes report."""
+    """A step-like process tree, with the pids its processes report as they get ready."""
 
-    def __init__(self, code: str, *args: str) -> None:
+    def __init__(self, code: str, *args: str, own_session: bool = True) -> None:
         source = PRELUDE + textwrap.dedent(code)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", source, source, "root", *args],
-            start_new_session=True,
+            start_new_session=own_session,
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -89,8 +83,8 @@ class Tree:
 
 
 @contextmanager
-def tree(code: str, *args: str) -> Iterator[Tree]:
-    started = Tree(code, *args)
+def tree(code: str, *args: str, own_session: bool = True) -> Iterator[Tree]:
+    started = Tree(code, *args, own_session=own_session)
     try:
         yield started
     finally:
@@ -166,6 +160,31 @@ def test_rss_is_summed_over_the_tree_including_a_setsid_child(monitor: Monitor) 
         final = monitor.unwatch("tree")
     assert final.samples[-1].children == 2
     assert final.peak_threads >= 3
+
+
+def test_a_step_without_a_session_of_its_own_is_measured_the_slow_way(
+    monitor: Monitor, caplog: pytest.LogCaptureFixture
+) -> None:
+    code = """
+    if role == "root":
+        spawn("child")
+    else:
+        data = b"x" * (60 << 20)
+        ready()
+    time.sleep(60)
+    """
+    with (
+        caplog.at_level(logging.WARNING, logger="engine.executor.monitor"),
+        tree(code, own_session=False) as step,
+    ):
+        monitor.watch("shared", step.pid)
+        child = step.wait_ready(1)["child"]
+        assert wait_for(lambda: stats_of(monitor, "shared").peak_rss_bytes >= 60 * MiB)
+        monitor.unwatch("shared")
+        kill_tree(step.pid)
+        assert step.proc.wait(timeout=2) == -signal.SIGKILL
+        assert wait_for(lambda: is_gone(child), timeout=1)
+    assert "does not lead its own session" in caplog.text
 
 
 def test_busy_loop_cpu(monitor: Monitor) -> None:
@@ -367,11 +386,14 @@ def test_stopping_a_vanished_tree_is_quiet() -> None:
 
 def test_never_signals_init_or_ourselves() -> None:
     # Checked without sending anything: a broken guard must not take the test run down.
-    for pid in (-1, 0, 1, os.getpid(), os.getpgrp(), os.getsid(0)):
-        assert _is_protected(pid), pid
+    protected = _protected_pids()
+    assert {1, os.getpid(), os.getppid(), os.getpgrp(), os.getsid(0)} <= protected
     with tree("ready()\ntime.sleep(60)") as step:
         step.wait_ready(1)
-        assert not _is_protected(step.pid)
+        assert step.pid not in protected
+    # Were the guard missing, psutil would raise ValueError for these before any signal.
+    stop_tree(-1, grace=0)
+    kill_tree(-42)
 
 
 # --- the series
@@ -514,3 +536,6 @@ def test_invalid_arguments() -> None:
         Monitor(interval=0)
     with pytest.raises(ValueError):
         Monitor(max_samples=1)
+    for pid in (0, 1, os.getpid()):
+        with pytest.raises(ValueError):
+            Monitor().watch("bad", pid, memory_limit=1)

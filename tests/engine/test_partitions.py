@@ -5,24 +5,17 @@ from __future__ import annotations
 import json
 import pickle
 import re
-import sys
 import time
 from dataclasses import FrozenInstanceError
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import PurePosixPath, PureWindowsPath
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-# tests/engine has no __init__.py, so while collecting, pytest's default import mode puts only this
-# directory on sys.path; the project root must be importable for `engine` to resolve.
-_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
-if _PROJECT_ROOT not in sys.path:
-    sys.path.insert(0, _PROJECT_ROOT)
-
-from engine.partitions import (  # noqa: E402
+from engine.partitions import (
     DailyPartitions,
     HourlyPartitions,
     InvalidPartitionKey,
