@@ -665,7 +665,8 @@ class Coordinator:
             row.peak_rss_bytes = max(row.peak_rss_bytes or 0, stats.peak_rss_bytes) or None
             row.cpu_seconds = (row.cpu_seconds or 0.0) + stats.cpu_seconds
             if retrying:
-                base = _definition(self.manifest(), run, st.key, "retry_delay") or 1.0
+                base = _definition(self.manifest(), run, st.key, "retry_delay")
+                base = 1.0 if base is None else base
                 delay = min(base * 2 ** (st.attempts - 1), MAX_RETRY_DELAY)
                 row.retry_at = now + delay
                 st.retry_at = row.retry_at

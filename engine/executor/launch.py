@@ -44,8 +44,10 @@ class Launch:
     input_ids: list[int] = field(default_factory=list)
 
 
-def _single(mat_path: str, io: str) -> dict[str, Any]:
-    return {"mode": "single", "path": mat_path, "io": io}
+def _single(mat_path: str, io: str, up: AssetSpec | None = None) -> dict[str, Any]:
+    # The upstream's file and name let the worker find a custom IO manager object.
+    where = {"file": up.file, "asset": up.name} if up is not None else {}
+    return {"mode": "single", "path": mat_path, "io": io, **where}
 
 
 def asset_inputs(
@@ -72,14 +74,20 @@ def asset_inputs(
                     f"upstream {name!r} has no stored value{where}: materialize it first "
                     f"(or select +{spec.name})"
                 )
-            inputs[name] = _single(mat.value_path, up.io)
+            inputs[name] = _single(mat.value_path, up.io, up)
             ids.append(mat.id or 0)
         else:
             # An unpartitioned (or differently partitioned) asset sees every materialized
             # partition of its upstream as {key: value}.
             mats = repo.latest_per_partition(session, name)
             items = {k: m.value_path for k, m in mats.items() if k is not None and m.value_path}
-            inputs[name] = {"mode": "partitions", "items": items, "io": up.io}
+            inputs[name] = {
+                "mode": "partitions",
+                "items": items,
+                "io": up.io,
+                "file": up.file,
+                "asset": up.name,
+            }
             ids.extend(m.id or 0 for m in mats.values())
     return inputs, ids
 

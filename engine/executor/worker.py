@@ -30,8 +30,8 @@ class Reporter:
         os.set_inheritable(fd, False)
         self._fh = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
 
-    def send(self, kind: str, **data: Any) -> None:
-        data["e"] = kind
+    def send(self, event: str, **data: Any) -> None:
+        data["e"] = event
         data["t"] = time.time()
         with contextlib.suppress(BrokenPipeError, OSError, ValueError):
             self._fh.write(json.dumps(data, default=repr) + "\n")
@@ -104,17 +104,34 @@ def _import(spec: dict[str, Any], module_file: str) -> list[Any]:
     return definitions._registry.reset()
 
 
-def _load_inputs(spec: dict[str, Any], owner: Any) -> dict[str, Any]:
+def _input_io(spec: dict[str, Any], src: dict[str, Any]) -> Any:
+    """The IO manager that stored an input: a built-in by name, or the upstream's own object."""
+    from engine import iomanager
+    from engine.definitions import AssetDef
+
+    if src["io"] in iomanager.BUILTIN:
+        return iomanager.BUILTIN[src["io"]]
+    file = src.get("file")
+    items = spec["_items"] if file == spec["file"] else _import(spec, file) if file else []
+    upstream = _find(items, AssetDef, src.get("asset", ""))
+    if upstream is None:
+        raise ValueError(f"cannot find the IO manager {src['io']!r} of {src.get('asset')!r}")
+    return iomanager.resolve(upstream.io)
+
+
+def _load_inputs(spec: dict[str, Any]) -> dict[str, Any]:
     from engine import iomanager
 
     values: dict[str, Any] = {}
     for name, src in spec["inputs"].items():
         try:
-            io = iomanager.resolve(src["io"]) if isinstance(src["io"], str) else owner
+            io = _input_io(spec, src)
             if src["mode"] == "single":
                 values[name] = iomanager.load(io, Path(src["path"]))
             else:
                 values[name] = {k: iomanager.load(io, Path(p)) for k, p in src["items"].items()}
+        except StepFailure:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise StepFailure(
                 "input", f"could not load input {name!r}: {type(exc).__name__}: {exc}"
@@ -223,7 +240,7 @@ def run(spec: dict[str, Any], reporter: Reporter) -> None:
             io = iomanager.resolve(defn.io)
         except ValueError as exc:
             raise StepFailure("output", str(exc)) from exc
-        kwargs = _load_inputs(spec, io)
+        kwargs = _load_inputs(spec)
         fn, takes_context, what = defn.fn, defn.takes_context, f"asset {defn.name!r}"
     else:
         pipeline = _find(items, Pipeline, spec["pipeline"])
@@ -233,7 +250,7 @@ def run(spec: dict[str, Any], reporter: Reporter) -> None:
                 "import", f"task {spec['name']!r} is no longer defined in {spec['file']}"
             )
         io = iomanager.resolve("pickle")
-        kwargs = _load_inputs(spec, io)
+        kwargs = _load_inputs(spec)
         fn, takes_context, what = task.fn, task.takes_context, f"task {task.id!r}"
     value = _call(fn, ctx, takes_context, kwargs, what)
     path, size = _store(io, value, spec["output_stem"], what)

@@ -194,12 +194,6 @@ def test_ingest_without_a_path_explains_why(client: Client) -> None:
     assert f"dagtop: step failed: ValueError: parsed_orders {MISSING_PATH}" in log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: worker.main calls reporter.send('error', kind=...), which clashes with "
-    "Reporter.send(self, kind, **data); the error event is lost and every failed step's error "
-    "reads 'exited with code 1'. Remove this marker once the worker is fixed.",
-)
 def test_ingest_without_a_path_error_reaches_the_step(client: Client) -> None:
     view = client.materialize(["parsed_orders"])
     step = _step(view, "parsed_orders")

@@ -31,14 +31,6 @@ pytestmark = pytest.mark.serial
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pipelines"
 MiB = 1024**2
 
-# The worker never delivers its "error" event (see BUG_ERROR_EVENT in the report): every
-# failure that the worker explains itself is recorded as a bare "exited with code 1".
-BUG_ERROR_EVENT = (
-    "worker.main calls reporter.send('error', kind=...), which collides with "
-    "Reporter.send(self, kind, **data): TypeError, no error event, error is 'exited with code 1'"
-)
-
-
 # --- helpers ----------------------------------------------------------------------------------
 
 
@@ -204,14 +196,12 @@ def test_exception_traceback_with_user_file_and_line_is_in_the_log(
     assert "KeyError: 'missing'" in log
 
 
-@pytest.mark.xfail(reason=BUG_ERROR_EVENT, strict=True)
 def test_exception_error_names_its_type_and_message(deaths: tuple[Client, RunView, float]) -> None:
     _client, view, _ = deaths
     error = step(view, "raises").error or ""
     assert "KeyError" in error and "missing" in error, error
 
 
-@pytest.mark.xfail(reason=BUG_ERROR_EVENT, strict=True)
 def test_sys_exit_keeps_its_code(deaths: tuple[Client, RunView, float]) -> None:
     _client, view, _ = deaths
     exits = step(view, "exits")
@@ -254,7 +244,6 @@ def test_timeout_stops_the_step(deaths: tuple[Client, RunView, float]) -> None:
     assert attempt.pid and not alive(attempt.pid)
 
 
-@pytest.mark.xfail(reason=BUG_ERROR_EVENT, strict=True)
 @pytest.mark.parametrize("key", ["returns_lambda", "returns_generator"])
 def test_output_that_cannot_be_stored(deaths: tuple[Client, RunView, float], key: str) -> None:
     _client, view, _ = deaths
@@ -274,7 +263,6 @@ def test_unstorable_output_leaves_no_materialization(
         assert leftovers == [], "a failed store must not leave a partial value file"
 
 
-@pytest.mark.xfail(reason=BUG_ERROR_EVENT, strict=True)
 @pytest.mark.timeout(60)
 def test_worker_that_cannot_import_the_module(tmp_path: Path) -> None:
     client = make_project(tmp_path)
@@ -328,10 +316,6 @@ def test_retries_with_growing_backoff(tmp_path: Path) -> None:
     assert second_gap > first_gap
 
 
-@pytest.mark.xfail(
-    reason="retry_delay=0 is read back as `... or 1.0` in Coordinator._record_end: 1 s wait",
-    strict=True,
-)
 @pytest.mark.timeout(60)
 def test_retry_delay_zero_retries_at_once(tmp_path: Path) -> None:
     client = make_project(tmp_path, "retries")
@@ -504,11 +488,6 @@ def test_custom_io_manager_stores_the_value(tmp_path: Path) -> None:
     assert path.read_text() == "TEXT:hello"
 
 
-@pytest.mark.xfail(
-    reason="the manifest keeps a custom io as a label string, which the worker cannot resolve "
-    "when it loads the value as a downstream input",
-    strict=True,
-)
 @pytest.mark.timeout(60)
 def test_custom_io_manager_loads_the_value_downstream(tmp_path: Path) -> None:
     client = make_project(tmp_path, "io_formats")
