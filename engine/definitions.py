@@ -516,6 +516,9 @@ def task(
         task_id = id or func.__name__
         what = f"task {task_id!r}"
         pipeline = _current_pipeline(what)
+        _check_retries(
+            what, 0 if retries is None else retries, 0.0 if retry_delay is None else retry_delay
+        )
         if not task_id.isidentifier():
             raise DefinitionError(f"{what}: an id must be a Python identifier")
         takes_context, required, _ = _inputs_of(func, what)
@@ -559,6 +562,9 @@ def shell(
     """
     what = f"shell task {id!r}"
     pipeline = _current_pipeline(what)
+    _check_retries(
+        what, 0 if retries is None else retries, 0.0 if retry_delay is None else retry_delay
+    )
     if not isinstance(command, str) or not command.strip():
         raise DefinitionError(f"{what}: the command must be a non-empty string")
     if not isinstance(id, str) or not id.isidentifier():
@@ -666,11 +672,17 @@ def _target_label(target: Target) -> str:
 
 
 def target_spec(target: Target) -> dict[str, Any]:
-    """The plain-data form of a schedule's or sensor's target."""
+    """The plain-data form of a schedule's or sensor's target.
+
+    Raises:
+        DefinitionError: the target is not asset names, AssetDefs or a Pipeline.
+    """
     if isinstance(target, Pipeline):
         return {"kind": "pipeline", "name": target.name}
     if isinstance(target, AssetDef | str):
         target = [target]  # type: ignore[list-item]
+    if not isinstance(target, list | tuple):
+        raise DefinitionError(f"a target must be asset names or a Pipeline, not {target!r}")
     selection = []
     for item in target:  # type: ignore[union-attr]
         if isinstance(item, AssetDef):

@@ -24,6 +24,11 @@ class DefinitionError(EngineError):
 
     title = "Invalid definition"
 
+    def __init__(self, msg: str, line: int | None = None, kind: str = "definition") -> None:
+        super().__init__(msg)
+        self.line = line  # where in the user's file, when the traceback cannot tell
+        self.kind = kind
+
 
 class PipelineLoadError(EngineError):
     title = "Pipeline load error"

@@ -31,7 +31,10 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 30.0
 CACHE_NAME = "manifest-cache.json"
 # Bump when the shape of a file's result changes, so old caches are ignored.
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
+# Results worth importing again next time: the cause may be outside the file (a package being
+# installed, a slow machine), so its unchanged content proves nothing.
+RETRY_KINDS = frozenset({"import", "crash", "timeout"})
 
 
 def discover(root: Path) -> tuple[list[str], list[str]]:
@@ -71,18 +74,41 @@ def fingerprint(root: Path, rel: str) -> FileInfo:
 
 @dataclass
 class _Cache:
+    root: str
     helpers: str
     results: dict[str, dict[str, Any]]  # rel -> {"sha256": ..., "result": ...}
 
 
+_SECTIONS = ("assets", "checks", "pipelines", "schedules", "sensors")
+
+
+def _valid_entry(entry: Any) -> bool:
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+        return False
+    result = entry.get("result")
+    if not isinstance(result, dict) or "file" not in result:
+        return False
+    if result.get("error") is not None:
+        return isinstance(result["error"], dict)
+    return all(isinstance(result.get(k), list) for k in _SECTIONS)
+
+
 def _read_cache(path: Path) -> _Cache | None:
+    """The cache, or None when it is missing, foreign, old or damaged in any way."""
     try:
         data = json.loads(path.read_text())
-        if data.get("format") != CACHE_FORMAT:
-            return None
-        return _Cache(helpers=data["helpers"], results=data["results"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, UnicodeDecodeError):
         return None
+    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+        return None
+    results = data.get("results")
+    if not isinstance(results, dict) or not isinstance(data.get("helpers"), str):
+        return None
+    return _Cache(
+        root=str(data.get("root")),
+        helpers=data["helpers"],
+        results={k: v for k, v in results.items() if _valid_entry(v)},
+    )
 
 
 def _write_cache(path: Path, cache: _Cache) -> None:
@@ -90,7 +116,14 @@ def _write_cache(path: Path, cache: _Cache) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(
-            json.dumps({"format": CACHE_FORMAT, "helpers": cache.helpers, "results": cache.results})
+            json.dumps(
+                {
+                    "format": CACHE_FORMAT,
+                    "root": cache.root,
+                    "helpers": cache.helpers,
+                    "results": cache.results,
+                }
+            )
         )
         os.replace(tmp, path)
     except OSError as exc:  # a read-only home still loads, just without the cache
@@ -98,17 +131,25 @@ def _write_cache(path: Path, cache: _Cache) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def import_files(root: Path, files: list[str], timeout: float) -> dict[str, dict[str, Any]]:
-    """Import `files` in child processes; a file that hangs past `timeout` is an error."""
+def import_files(
+    root: Path, files: list[str], timeout: float, every: list[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Import `files` in child processes; a file that hangs past `timeout` is an error.
+
+    `every` lists all pipeline files of the folder (default: `files`), so definitions are
+    attributed to the right file even when one imports another.
+    """
     results: dict[str, dict[str, Any]] = {}
     pending = list(files)
     while pending:
-        results.update(_run_child(root, pending, timeout))
+        results.update(_run_child(root, pending, timeout, every or files))
         pending = [f for f in pending if f not in results]
     return results
 
 
-def _run_child(root: Path, files: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+def _run_child(
+    root: Path, files: list[str], timeout: float, every: list[str]
+) -> dict[str, dict[str, Any]]:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.loader_child", str(root)],
@@ -120,7 +161,7 @@ def _run_child(root: Path, files: list[str], timeout: float) -> dict[str, dict[s
         start_new_session=True,
     )
     assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(json.dumps(files).encode())
+    proc.stdin.write(json.dumps({"files": files, "all": every}).encode())
     proc.stdin.close()
     results: dict[str, dict[str, Any]] = {}
     current: str | None = None
@@ -153,7 +194,10 @@ def _run_child(root: Path, files: list[str], timeout: float) -> dict[str, dict[s
                 else:
                     results[msg["file"]] = msg
                     current = None
-        code = proc.wait()
+        try:
+            code = proc.wait(timeout=max(timeout, 1.0))
+        except subprocess.TimeoutExpired:
+            code = -9  # it answered everything but would not exit: killed below
         if current is not None:
             from engine.executor.monitor import describe_exit
 
@@ -208,19 +252,19 @@ def load(
     ).hexdigest()
     cache_path = cache_dir / CACHE_NAME if cache_dir else None
     cache = _read_cache(cache_path) if cache_path else None
-    reusable = cache.results if cache and cache.helpers == helpers else {}
+    fresh = cache is not None and cache.helpers == helpers and cache.root == str(root)
+    reusable = cache.results if cache is not None and fresh else {}
     results: dict[str, dict[str, Any]] = {}
     stale: list[str] = []
     for rel, info in infos.items():
         hit = reusable.get(rel)
-        # A timeout may have been a slow machine rather than a hanging import: try it again.
-        if hit and hit["sha256"] == info.sha256 and _kind(hit["result"]) != "timeout":
+        if hit and hit["sha256"] == info.sha256 and _kind(hit["result"]) not in RETRY_KINDS:
             results[rel] = hit["result"]
         else:
             stale.append(rel)
     if stale:
         started = time.perf_counter()
-        results.update(import_files(root, stale, timeout))
+        results.update(import_files(root, stale, timeout, list(infos)))
         log.info(
             "imported %d pipeline file(s) in %.3f s", len(stale), time.perf_counter() - started
         )
@@ -229,7 +273,7 @@ def load(
             merged.update(
                 {rel: {"sha256": infos[rel].sha256, "result": results[rel]} for rel in infos}
             )
-            _write_cache(cache_path, _Cache(helpers=helpers, results=merged))
+            _write_cache(cache_path, _Cache(root=str(root), helpers=helpers, results=merged))
     return validate.build_manifest(root, infos, results)
 
 

@@ -1,6 +1,7 @@
 """The child side of the loader: import pipeline modules and describe what they define.
 
-Run as `python -m engine.loader_child ROOT` with a JSON list of relative paths on stdin. For
+Run as `python -m engine.loader_child ROOT` with `{"files": [...], "all": [...]}` on stdin:
+the relative paths to import, and every pipeline file of the folder. For
 each file it writes `{"start": file}` and then the file's result as JSON lines on the original
 stdout; anything the user's modules print goes to stderr instead, so it cannot corrupt the
 protocol. The parent enforces the time limit per file and kills this process if one hangs.
@@ -26,26 +27,39 @@ def _user_line(tb: traceback.StackSummary, path: str) -> int | None:
 
 
 def _trim_traceback(exc: BaseException) -> str:
-    """The traceback from the user's code down, without the loader's own frames."""
+    """The traceback from the user's code down, without the loader's or importlib's frames."""
     frames = traceback.extract_tb(exc.__traceback__)
-    here = str(Path(__file__).parent)
-    keep = [f for f in frames if not f.filename.startswith(here) and "importlib" not in f.filename]
+    import importlib
+
+    here = str(Path(__file__).parent) + os.sep
+    machinery = os.path.dirname(importlib.__file__) + os.sep
+    keep = [f for f in frames if not f.filename.startswith((here, machinery, "<frozen"))]
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(keep)]
     lines += traceback.format_exception_only(type(exc), exc)
     return "".join(lines)
 
 
-def _error(file: str, path: str, exc: BaseException) -> dict[str, Any]:
+def _error(file: str, path: str, exc: BaseException, root: Path) -> dict[str, Any]:
+    line = _user_line(traceback.extract_tb(exc.__traceback__), path)
     if isinstance(exc, SyntaxError):
-        kind, line = "syntax", exc.lineno
-        message = f"{exc.msg} (line {exc.lineno})"
+        kind = "syntax"
+        where = exc.filename or path
+        if os.path.realpath(where) == os.path.realpath(path):
+            line = exc.lineno
+            message = f"{exc.msg} (line {exc.lineno})"
+        else:
+            # The error is in a module this file imports: name it, and point at the import.
+            try:
+                shown = os.path.relpath(where, root)
+            except ValueError:
+                shown = where
+            message = f"{shown}: {exc.msg} (line {exc.lineno})"
     elif isinstance(exc, DefinitionError):
-        kind = "definition"
-        line = _user_line(traceback.extract_tb(exc.__traceback__), path)
+        kind = exc.kind
+        line = exc.line or line
         message = exc.msg
     else:
         kind = "import"
-        line = _user_line(traceback.extract_tb(exc.__traceback__), path)
         message = f"{type(exc).__name__}: {exc}"
     return {
         "file": file,
@@ -123,7 +137,8 @@ def _describe_pipeline(p: d.Pipeline, module: str) -> dict[str, Any]:
         if unknown:
             raise DefinitionError(
                 f"task {t.id!r} of pipeline {p.name!r} has a parameter {unknown[0]!r} "
-                f"that names no task of the pipeline"
+                f"that names no task of the pipeline",
+                line=t.line,
             )
         tasks[t.id] = {
             "id": t.id,
@@ -153,9 +168,12 @@ def _describe_pipeline(p: d.Pipeline, module: str) -> dict[str, Any]:
     }
 
 
-def load_file(root: Path, file: str, owned: dict[str, list[Any]]) -> dict[str, Any]:
+def load_file(
+    root: Path, file: str, owned: dict[str, list[Any]], pipeline_paths: set[str]
+) -> dict[str, Any]:
     """Import one file and return its definitions, or its error."""
     path = str(root / file)
+    real = os.path.realpath(path)
     module = module_name_for(file)
     d._registry.reset()
     try:
@@ -164,11 +182,14 @@ def load_file(root: Path, file: str, owned: dict[str, list[Any]]) -> dict[str, A
         d._registry.reset()
         if isinstance(exc, KeyboardInterrupt):
             raise
-        return {"file": file, "error": _error(file, path, exc)}
-    # A module may import another pipeline module: keep each definition with the file that
-    # wrote it (by its code's filename), so nothing is counted twice or in the wrong file.
+        return {"file": file, "error": _error(file, path, exc, root)}
+    # A module may import another pipeline module: keep each definition with the pipeline file
+    # that wrote it (by its code's filename), so nothing is counted twice or in the wrong file.
+    # Definitions made by code outside the pipeline files (a factory in a helper module)
+    # belong to the file whose import made them.
     for item in d._registry.reset():
-        owned.setdefault(os.path.realpath(item.file), []).append(item)
+        owner = os.path.realpath(item.file)
+        owned.setdefault(owner if owner in pipeline_paths else real, []).append(item)
     result: dict[str, Any] = {
         "file": file,
         "error": None,
@@ -180,7 +201,7 @@ def load_file(root: Path, file: str, owned: dict[str, list[Any]]) -> dict[str, A
     }
     seen: dict[tuple[str, str], int] = {}
     try:
-        for item in owned.get(os.path.realpath(path), []):
+        for item in owned.get(real, []):
             section, data = describe(item, module)
             ident = (section, data.get("name") or "")
             if section == "checks":
@@ -190,29 +211,39 @@ def load_file(root: Path, file: str, owned: dict[str, list[Any]]) -> dict[str, A
                     continue  # the same definition seen again through a second import
                 raise DefinitionError(
                     f"{section[:-1]} {ident[1]!r} is defined twice in this file "
-                    f"(lines {seen[ident]} and {data['line']})"
+                    f"(lines {seen[ident]} and {data['line']})",
+                    line=data["line"],
+                    kind="duplicate",
                 )
             seen[ident] = data["line"]
             result[section].append(data)
-    except DefinitionError as exc:
-        return {"file": file, "error": _error(file, path, exc)}
+    except Exception as exc:  # noqa: BLE001 - a bad definition is the file's error, never ours
+        if not isinstance(exc, DefinitionError):
+            exc = DefinitionError(f"{type(exc).__name__}: {exc}")
+        if exc.line is None:
+            exc.line = getattr(item, "line", None)  # the definition being described
+        return {"file": file, "error": _error(file, path, exc, root)}
     return result
 
 
 def main() -> None:
     root = Path(sys.argv[1]).resolve()
-    files = json.loads(sys.stdin.read())
+    request = json.loads(sys.stdin.read())
+    files = request["files"]
     # Results go to the original stdout; the user's prints are sent to stderr.
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     sys.stdin = open(os.devnull)  # noqa: SIM115 - user code must not wait on our protocol
     owned: dict[str, list[Any]] = {}
+    pipeline_paths = {os.path.realpath(root / f) for f in request["all"]}
     for file in files:
         out.write(json.dumps({"start": file}) + "\n")
-        result = load_file(root, file, owned)
+        result = load_file(root, file, owned, pipeline_paths)
         out.write(json.dumps(result, default=str) + "\n")
     out.close()
+    # Threads a module started (even non-daemon ones) must not keep the loader waiting.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import graphlib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,24 @@ def _owner_of(name: str, results: dict[str, dict[str, Any]]) -> str | None:
     return None
 
 
+def _probable_owner(m: Manifest, name: str) -> str | None:
+    """A broken file whose source seems to define `name` (its definitions are unknown, since
+    it never finished importing): worth naming instead of "names no asset"."""
+    pattern = re.compile(
+        rf"(\bdef\s+{re.escape(name)}\s*\(|name\s*=\s*['\"]{re.escape(name)}['\"])"
+    )
+    for rel, err in m.errors.items():
+        if err.kind not in ("syntax", "import", "crash", "timeout", "definition"):
+            continue
+        try:
+            text = (Path(m.root) / rel).read_text(errors="replace")
+        except OSError:
+            continue
+        if pattern.search(text):
+            return rel
+    return None
+
+
 def _graph_errors(
     m: Manifest, results: dict[str, dict[str, Any]], errors: dict[str, FileError]
 ) -> dict[str, FileError]:
@@ -127,7 +146,7 @@ def _graph_errors(
         for name in (*spec.inputs, *spec.deps):
             if name in m.assets:
                 continue
-            owner = _owner_of(name, results)
+            owner = _owner_of(name, results) or _probable_owner(m, name)
             if owner is not None and owner != spec.file:
                 why = f"asset {name!r} is defined in {owner}, which failed to load"
             else:

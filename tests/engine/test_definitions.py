@@ -383,11 +383,6 @@ def test_two_tasks_with_one_id_is_a_definition_error() -> None:
         task(noop, id="same")
 
 
-@pytest.mark.xfail(
-    reason="task() and shell() never validate retries/retry_delay (asset() and Pipeline() do), "
-    "so a negative retry count reaches the manifest",
-    strict=True,
-)
 @pytest.mark.parametrize("kind", ["task", "shell"])
 def test_negative_task_retries_are_a_definition_error(kind: str) -> None:
     with Pipeline("p"), pytest.raises(DefinitionError, match=r"retries"):
