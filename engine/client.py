@@ -544,6 +544,22 @@ class Client:
         with self._read() as s:
             return partition_states(s, manifest, asset)
 
+    def schedules(self) -> list[Any]:
+        """Every schedule's status: next and last tick, last run, on/off (ScheduleStatus)."""
+        if self.engine is not None and self.engine.scheduler is not None:
+            return self.engine.scheduler.status()  # type: ignore[no-any-return]
+        from engine.scheduler import statuses
+
+        return statuses(self.db, self.load(), self.config.timezone)
+
+    def sensors(self) -> list[Any]:
+        """Every file sensor's status: files seen, last file, on/off (SensorStatus)."""
+        if self.engine is not None and self.engine.sensors is not None:
+            return self.engine.sensors.status()  # type: ignore[no-any-return]
+        from engine.sensors import statuses
+
+        return statuses(self.db, self.load())
+
     def set_enabled(self, kind: str, name: str, enabled: bool) -> None:
         """Turn a schedule or sensor on or off; the state is kept across restarts.
 
