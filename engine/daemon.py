@@ -400,16 +400,17 @@ def run_daemon(paths: Paths, config: Config) -> int:
     """`dagtop daemon`: run the engine until SIGINT or SIGTERM; returns the exit code."""
     import signal
 
-    engine = Engine(paths, config, kind="daemon")
-    engine.start()
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: Any) -> None:
         log.info("received %s", signal.Signals(signum).name)
         stop.set()
 
+    # Handlers first: a SIGTERM that arrives while the engine starts still stops it cleanly.
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    engine = Engine(paths, config, kind="daemon")
+    engine.start()
     try:
         while not stop.wait(0.5):
             if engine._lost_lease:

@@ -26,6 +26,7 @@ from engine.storage.db import session_scope
 log = logging.getLogger(__name__)
 
 ENGINE_STOPPED = "engine stopped while running"
+MAX_INTERRUPTIONS = 3
 
 
 def process_alive(pid: int | None, create_time: float | None) -> bool:
@@ -59,6 +60,10 @@ def reconcile(db: SAEngine, now: float | None = None) -> list[str]:
         runs = [r for r in repo.active_runs(s) if not owner_alive(r.owner)]
         for run in runs:
             steps = {st.key: st for st in repo.steps_of(s, [run.id])[run.id]}
+            interrupted: dict[str, int] = {}
+            for att in repo.attempts_of(s, run.id):
+                if att.error == ENGINE_STOPPED:
+                    interrupted[att.key] = interrupted.get(att.key, 0) + 1
             for att in repo.running_attempts(s, run.id):
                 if process_alive(att.pid, att.pid_create_time) and att.pid is not None:
                     log.warning(
@@ -73,6 +78,12 @@ def reconcile(db: SAEngine, now: float | None = None) -> list[str]:
                 if step is None or step.status != StepStatus.RUNNING:
                     continue
                 step.error = ENGINE_STOPPED
+                # The step did not fail: its engine died. Such an attempt does not use up the
+                # retry budget, up to a few times (a step that keeps killing its engine must
+                # still end).
+                interrupted[att.key] = interrupted.get(att.key, 0) + 1
+                if interrupted[att.key] <= MAX_INTERRUPTIONS:
+                    step.max_attempts = max(step.max_attempts, step.attempts + 1)
                 if step.attempts < step.max_attempts and not run.cancel_requested:
                     transition_step(step, StepStatus.RETRYING)
                     step.retry_at = now

@@ -1,0 +1,217 @@
+"""The engine process: lease, daemon lifecycle, commands from other terminals, backfills that
+survive a kill -9, and hot reload. Real daemons, real subprocesses, real SQLite."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.client import Client
+from engine.config import load_config, resolve_paths
+
+pytestmark = pytest.mark.serial
+
+DAGTOP = str(Path(sys.executable).with_name("dagtop"))
+
+PIPELINE = textwrap.dedent(
+    """
+    import time
+
+    from engine import DailyPartitions, asset
+
+    days = DailyPartitions(start="2025-01-01", end="2025-02-01")
+
+
+    @asset(partitions=days)
+    def orders(context):
+        time.sleep(float(context.params.get("sleep", 0.3)))
+        return len(context.partition)
+
+
+    @asset(partitions=days)
+    def revenue(orders):
+        return orders * 2
+
+
+    @asset
+    def slow():
+        time.sleep(1.5)
+        return 1
+    """
+)
+
+
+def wait_for(what: Callable[[], object], timeout: float = 20.0, every: float = 0.05) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = what()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "sales.py").write_text(PIPELINE)
+    (tmp_path / "dagtop.toml").write_text("max_workers = 8\n")
+    return tmp_path
+
+
+def dagtop(project: Path, *args: str) -> list[str]:
+    return [DAGTOP, "--home", str(project / "home"), "--pipelines", str(project / "pipelines"),
+            *args]  # fmt: skip
+
+
+@pytest.fixture
+def start_daemon(project: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            dagtop(project, "daemon"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )  # fmt: skip
+        procs.append(proc)
+        client = Client(project / "home", project / "pipelines")
+        wait_for(lambda: proc.poll() is not None or client.daemon() is not None)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def test_a_second_daemon_on_the_same_home_says_so_and_exits_non_zero(
+    project: Path, start_daemon: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    first = start_daemon()
+    assert first.poll() is None
+    second = subprocess.run(dagtop(project, "daemon"), capture_output=True, text=True, timeout=30)
+    assert second.returncode != 0
+    assert "already running" in second.stderr
+    assert f"pid {first.pid}" in second.stderr
+    assert "Traceback" not in second.stderr
+
+
+def test_the_daemon_stops_cleanly_on_sigterm(
+    project: Path, start_daemon: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    daemon = start_daemon()
+    started = time.monotonic()
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    client = Client(project / "home", project / "pipelines")
+    assert client.daemon() is None  # the lease is released
+
+
+def test_materialize_from_another_terminal_runs_on_the_daemon(
+    project: Path, start_daemon: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    daemon = start_daemon()
+    client = Client(project / "home", project / "pipelines")
+    cli = subprocess.Popen(dagtop(project, "materialize", "slow", "--json"),
+                           stdout=subprocess.PIPE, text=True)  # fmt: skip
+    run = wait_for(lambda: next(iter(client.runs(1)), None))
+    owner = wait_for(lambda: _owner(client, run.id))  # type: ignore[attr-defined]
+    assert str(owner).split(":")[0] == str(daemon.pid)
+    out, _ = cli.communicate(timeout=30)
+    assert cli.returncode == 0
+    assert '"status": "success"' in out
+
+
+def _owner(client: Client, run_id: str) -> str | None:
+    from engine.storage import repo
+
+    with client._read() as s:
+        return repo.find_run(s, run_id).owner
+
+
+def test_a_killed_daemons_lease_is_taken_over_at_once(
+    project: Path, start_daemon: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    first = start_daemon()
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    second = start_daemon()
+    assert second.poll() is None
+
+
+def test_a_backfill_honors_its_limit_and_survives_a_kill_9_of_the_daemon(
+    project: Path, start_daemon: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    daemon = start_daemon()
+    client = Client(project / "home", project / "pipelines")
+    backfill_id = client.backfill(["orders", "revenue"], first="2025-01-01", last="2025-01-30",
+                                  max_parallel=4)  # fmt: skip
+    most = 0
+
+    def running() -> int:
+        counts = client.backfill_progress(backfill_id)["counts"]
+        return int(counts.get("running", 0))
+
+    deadline = time.monotonic() + 60
+    while client.backfill_progress(backfill_id)["counts"].get("success", 0) < 8:
+        most = max(most, running())
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.killpg(daemon.pid, signal.SIGKILL)  # the engine and its workers, mid-backfill
+    daemon.wait()
+    start_daemon()
+    while (info := client.backfill_progress(backfill_id))["status"] == "running":
+        most = max(most, running())
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert info["status"] == "success", info
+    assert info["counts"] == {"success": 30}
+    assert 1 <= most <= 4
+    states = client.partitions("revenue")
+    assert sum(1 for p in states if p.status == "materialized") == 30
+    from engine.storage import repo
+
+    with client._read() as s:
+        for key in info["partitions"]:
+            mats = [
+                m for m in repo.latest_per_partition(s, "orders").values() if m.partition == key
+            ]
+            assert len(mats) == 1 and Path(mats[0].value_path or "").is_file()
+
+
+def test_hot_reload_of_an_edited_a_broken_and_a_deleted_file(project: Path) -> None:
+    from engine.daemon import Engine
+
+    paths = resolve_paths(project / "home", project / "pipelines")
+    engine = Engine(paths, load_config(paths.project), schedules=False, sensors=False)
+    engine.start()
+    try:
+        extra = project / "pipelines" / "extra.py"
+        extra.write_text("from engine import asset\n\n\n@asset\ndef first():\n    return 1\n")
+        wait_for(lambda: "first" in engine.manifest().assets, timeout=10)
+        extra.write_text("from engine import asset\n\n\n@asset\ndef second():\n    return 2\n")
+        wait_for(lambda: "second" in engine.manifest().assets, timeout=10)
+        assert "first" not in engine.manifest().assets
+        extra.write_text("from engine import asset\n\n\n@asset\ndef second(:\n")
+        wait_for(lambda: "extra.py" in engine.manifest().errors, timeout=10)
+        assert "second" in engine.manifest().assets  # its last good definition keeps running
+        extra.unlink()
+        wait_for(lambda: "second" not in engine.manifest().assets, timeout=10)
+        assert "extra.py" not in engine.manifest().errors
+    finally:
+        engine.stop()
