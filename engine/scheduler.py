@@ -231,7 +231,7 @@ class Scheduler:
         """
         now = self._now()
         with read_scope(self._db) as session:
-            toggles = repo.schedule_toggles(session)
+            toggles = repo.toggles(session, "schedule")
         fresh: list[str] = []
         with self._mutex:
             self._manifest = manifest
@@ -314,10 +314,10 @@ class Scheduler:
         entry = self._entry(name)
         with entry.lock:
             with session_scope(self._db) as session:
-                current = repo.schedule_toggles(session).get(name)
+                current = repo.toggles(session, "schedule").get(name)
                 if (current is None or current.enabled) == enabled:
                     return
-                repo.set_schedule_toggle(session, name, enabled, self._now().timestamp())
+                repo.set_toggle(session, "schedule", name, enabled, self._now().timestamp())
             with self._mutex:
                 if self._aps.get_job(name) is not None:
                     if enabled:
@@ -338,7 +338,7 @@ class Scheduler:
         with entry.lock:
             now = self._now()
             with read_scope(self._db) as session:
-                toggle = repo.schedule_toggles(session).get(name)
+                toggle = repo.toggles(session, "schedule").get(name)
                 last = repo.last_schedule_tick(session, name)
             if toggle is not None and not toggle.enabled:
                 return []
@@ -552,7 +552,7 @@ class Scheduler:
         with self._mutex:
             entries = sorted(self._entries.items())
         with read_scope(self._db) as session:
-            toggles = repo.schedule_toggles(session)
+            toggles = repo.toggles(session, "schedule")
             lasts = repo.last_schedule_ticks(session)
         out = []
         for name, entry in entries:

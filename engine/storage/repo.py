@@ -24,8 +24,11 @@ from engine.storage.models import (
     Materialization,
     ResourceSample,
     Run,
+    ScheduleTick,
+    SensorFile,
     Step,
     StepAttempt,
+    Toggle,
 )
 
 ACTIVE_RUN = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
@@ -351,20 +354,36 @@ def touch_runs(session: Session, run_ids: Iterable[str], now: float) -> None:
         session.execute(update(Run).where(col(Run.id).in_(ids)).values(updated_at=now))
 
 
+# --- schedule and sensor toggles -------------------------------------------------------------
+
+
+def toggles(session: Session, kind: str) -> dict[str, Toggle]:
+    """Every persisted on/off row of schedules or sensors (`kind`); others are on."""
+    return {t.name: t for t in session.exec(select(Toggle).where(Toggle.kind == kind))}
+
+
+def set_toggle(session: Session, kind: str, name: str, enabled: bool, now: float) -> Toggle:
+    row = session.get(Toggle, (kind, name))
+    if row is None:
+        row = Toggle(kind=kind, name=name)
+    row.enabled = enabled
+    row.updated_at = now
+    session.add(row)
+    return row
+
+
 # --- schedules --------------------------------------------------------------------------------
-# Imported here rather than at the top so this section stays one appended block.
-from engine.storage import models as _schedule_models  # noqa: E402
 
 
-def add_schedule_tick(session: Session, tick: _schedule_models.ScheduleTick) -> None:
+def add_schedule_tick(session: Session, tick: ScheduleTick) -> None:
     """Claim a tick; the flush raises IntegrityError if (schedule, tick_time) is already taken."""
     session.add(tick)
     session.flush()
 
 
-def last_schedule_tick(session: Session, schedule: str) -> _schedule_models.ScheduleTick | None:
+def last_schedule_tick(session: Session, schedule: str) -> ScheduleTick | None:
     """The schedule's most recent tick (by tick time), whatever its status."""
-    tick = _schedule_models.ScheduleTick
+    tick = ScheduleTick
     return session.exec(
         select(tick)
         .where(tick.schedule == schedule)
@@ -373,9 +392,9 @@ def last_schedule_tick(session: Session, schedule: str) -> _schedule_models.Sche
     ).first()
 
 
-def last_schedule_ticks(session: Session) -> dict[str, _schedule_models.ScheduleTick]:
+def last_schedule_ticks(session: Session) -> dict[str, ScheduleTick]:
     """Per schedule, its most recent tick (by tick time)."""
-    tick = _schedule_models.ScheduleTick
+    tick = ScheduleTick
     newest = (
         select(tick.schedule, func.max(tick.tick_time).label("tick_time"))
         .group_by(tick.schedule)
@@ -390,11 +409,9 @@ def last_schedule_ticks(session: Session) -> dict[str, _schedule_models.Schedule
     return {row.schedule: row for row in rows}
 
 
-def schedule_ticks(
-    session: Session, schedule: str, limit: int = 100
-) -> Sequence[_schedule_models.ScheduleTick]:
+def schedule_ticks(session: Session, schedule: str, limit: int = 100) -> Sequence[ScheduleTick]:
     """The schedule's ticks, newest first."""
-    tick = _schedule_models.ScheduleTick
+    tick = ScheduleTick
     return session.exec(
         select(tick)
         .where(tick.schedule == schedule)
@@ -403,56 +420,16 @@ def schedule_ticks(
     ).all()
 
 
-def schedule_toggles(session: Session) -> dict[str, _schedule_models.Toggle]:
-    """Every schedule's persisted on/off row (schedules without one are on)."""
-    toggle = _schedule_models.Toggle
-    return {t.name: t for t in session.exec(select(toggle).where(toggle.kind == "schedule"))}
-
-
-def set_schedule_toggle(
-    session: Session, name: str, enabled: bool, now: float
-) -> _schedule_models.Toggle:
-    row = session.get(_schedule_models.Toggle, ("schedule", name))
-    if row is None:
-        row = _schedule_models.Toggle(kind="schedule", name=name)
-    row.enabled = enabled
-    row.updated_at = now
-    session.add(row)
-    return row
-
-
 # --- sensors ----------------------------------------------------------------------------------
 # The cursor (SensorFile: one row per file version seen) and the sensors' on/off toggles.
-# Models are imported inside each function so this block stays self-contained.
 
 SENSOR_PATH_CHUNK = 500  # paths per IN (...) query: well under SQLite's bound-parameter limit
-
-
-def sensor_toggles(session: Session) -> dict[str, bool]:
-    """The persisted on/off state of every sensor that was ever toggled."""
-    from engine.storage.models import Toggle
-
-    rows = session.exec(select(Toggle).where(Toggle.kind == "sensor")).all()
-    return {row.name: bool(row.enabled) for row in rows}
-
-
-def set_sensor_toggle(session: Session, name: str, enabled: bool, now: float) -> None:
-    from engine.storage.models import Toggle
-
-    row = session.get(Toggle, ("sensor", name))
-    if row is None:
-        row = Toggle(kind="sensor", name=name, enabled=enabled, updated_at=now)
-    else:
-        row.enabled = enabled
-        row.updated_at = now
-    session.add(row)
 
 
 def sensor_versions(
     session: Session, sensor: str, paths: Iterable[str]
 ) -> set[tuple[str, int, int]]:
     """The (path, size, mtime_ns) versions of `paths` already in the sensor's cursor."""
-    from engine.storage.models import SensorFile
 
     wanted = list(dict.fromkeys(paths))
     out: set[tuple[str, int, int]] = set()
@@ -476,7 +453,6 @@ def add_sensor_files(session: Session, rows: Sequence[Any]) -> None:
 
 def sensor_stats(session: Session) -> dict[str, tuple[int, Any]]:
     """Per sensor: how many file versions its cursor holds, and the newest row (a SensorFile)."""
-    from engine.storage.models import SensorFile
 
     counts = session.exec(
         select(SensorFile.sensor, func.count(), func.max(SensorFile.id)).group_by(SensorFile.sensor)
