@@ -91,13 +91,15 @@ def print_definitions(data: dict[str, Any]) -> None:
                 extra.append("← " + ", ".join(a["upstream"]))
             if a["checks"]:
                 extra.append("checks: " + ", ".join(c["name"] for c in a["checks"]))
-            print(f"  {a['name']:<24} {'  '.join(extra)}")
+            if a["description"]:
+                extra.append("— " + a["description"].splitlines()[0])
+            print(f"  {a['name']:<24} {'  '.join(extra)}".rstrip())
     for p in data["pipelines"]:
         sched = f"  schedule {p['schedule']}" if p["schedule"] else ""
         print(f"pipeline · {p['name']}{sched}")
         for t in p["tasks"]:
             up = "← " + ", ".join(t["upstream"]) if t["upstream"] else ""
-            print(f"  {t['id']:<24} {t['kind']:<7} {up}")
+            print(f"  {t['id']:<24} {t['kind']:<7} {up}".rstrip())
     if data["schedules"]:
         print("schedules")
         for s in data["schedules"]:

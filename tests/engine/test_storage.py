@@ -1,0 +1,155 @@
+"""Storage on a temp SQLite file: schema, versioning, WAL, the repository's queries, and the
+status chokepoint."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session
+
+from engine.errors import RunNotFound, StorageError
+from engine.status import IllegalTransition, RunStatus, StepStatus, transition_run, transition_step
+from engine.storage import repo
+from engine.storage.db import open_db, read_scope, session_scope
+from engine.storage.models import SCHEMA_VERSION, Materialization, Meta, Run, Step
+
+
+@pytest.fixture
+def db(tmp_path: Path):  # type: ignore[no-untyped-def]
+    return open_db(f"sqlite:///{tmp_path / 'dagtop.db'}")
+
+
+def _run(run_id: str, created: float, status: str = "queued") -> Run:
+    return Run(id=run_id, kind="assets", target="a", created_at=created, status=status)
+
+
+def test_a_new_database_is_in_wal_mode_with_a_busy_timeout(db) -> None:  # type: ignore[no-untyped-def]
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+
+
+def test_the_schema_version_is_stored_and_a_newer_database_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'dagtop.db'}"
+    db = open_db(url)
+    with session_scope(db) as s:
+        row = s.get(Meta, "schema_version")
+        assert row is not None and int(row.value) == SCHEMA_VERSION
+        row.value = str(SCHEMA_VERSION + 1)
+        s.add(row)
+    with pytest.raises(StorageError, match="newer dagtop"):
+        open_db(url)
+
+
+def test_an_unusable_database_path_is_a_storage_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises((StorageError, OSError)):
+        open_db(f"sqlite:///{blocker / 'sub' / 'dagtop.db'}")
+
+
+def test_runs_come_back_newest_first_and_by_unique_prefix(db) -> None:  # type: ignore[no-untyped-def]
+    with session_scope(db) as s:
+        for i, rid in enumerate(["aaa111", "aab222", "bbb333"]):
+            repo.add_run(s, _run(rid, 100.0 + i), [])
+    with read_scope(db) as s:
+        assert [r.id for r in repo.recent_runs(s, 10)] == ["bbb333", "aab222", "aaa111"]
+        assert repo.find_run(s, "bbb").id == "bbb333"
+        with pytest.raises(RunNotFound, match="ambiguous"):
+            repo.find_run(s, "aa")
+        with pytest.raises(RunNotFound, match="no run"):
+            repo.find_run(s, "ccc")
+
+
+def test_a_new_materialization_supersedes_the_old_value(db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    old_file, new_file = tmp_path / "old.pkl", tmp_path / "new.pkl"
+    with session_scope(db) as s:
+        repo.add_materialization(
+            s,
+            Materialization(
+                asset="a", partition="p", run_id="r1", created_at=1.0, value_path=str(old_file)
+            ),  # fmt: skip
+        )
+    with session_scope(db) as s:
+        stale = repo.add_materialization(
+            s,
+            Materialization(
+                asset="a", partition="p", run_id="r2", created_at=2.0, value_path=str(new_file)
+            ),  # fmt: skip
+        )
+    assert stale == [str(old_file)]
+    with read_scope(db) as s:
+        latest = repo.latest_materialization(s, "a", "p")
+        assert latest is not None and latest.run_id == "r2"
+        assert repo.referenced_values(s) == {str(new_file)}
+
+
+def test_the_status_chokepoint_refuses_impossible_transitions() -> None:
+    run = _run("r", 1.0)
+    transition_run(run, RunStatus.RUNNING)
+    transition_run(run, RunStatus.SUCCESS)
+    with pytest.raises(IllegalTransition):
+        transition_run(run, RunStatus.RUNNING)
+    step = Step(run_id="r", key="k", kind="asset", status="success")
+    with pytest.raises(IllegalTransition):
+        transition_step(step, StepStatus.QUEUED)
+
+
+def test_commands_are_taken_once(db) -> None:  # type: ignore[no-untyped-def]
+    with session_scope(db) as s:
+        repo.add_command(s, "run", {"selection": ["a"]}, 1.0)
+    taken: list[int] = []
+
+    def take() -> None:
+        with session_scope(db) as s:
+            taken.extend(c.id or 0 for c in repo.take_commands(s, 2.0))
+
+    threads = [threading.Thread(target=take) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(taken) == 1
+
+
+def test_concurrent_writers_wait_instead_of_failing(db) -> None:  # type: ignore[no-untyped-def]
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            for i in range(50):
+                with session_scope(db) as s:
+                    repo.add_run(s, _run(f"w{n}-{i}", float(i)), [])
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with Session(db) as s:
+        assert len(repo.recent_runs(s, 1000)) == 200
+
+
+def test_samples_are_replaced_by_the_bounded_series(db) -> None:  # type: ignore[no-untyped-def]
+    row = {"attempt_id": 7, "t": 0.0, "cpu_percent": 1.0, "cpu_seconds": 0.1, "rss_bytes": 1}
+    with session_scope(db) as s:
+        repo.add_samples(s, [{**row, "t": float(i)} for i in range(500)])
+    with session_scope(db) as s:
+        repo.replace_samples(s, 7, [{**row, "t": float(i)} for i in range(0, 500, 10)])
+    with read_scope(db) as s:
+        assert len(repo.samples_of(s, 7)) == 50
+
+
+def test_database_url_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.client import Client
+
+    target = tmp_path / "elsewhere" / "history.db"
+    monkeypatch.setenv("DAGTOP_DATABASE_URL", f"sqlite:///{target}")
+    client = Client(home=tmp_path / "home", pipelines=tmp_path)
+    assert client.runs() == []
+    assert target.is_file()
