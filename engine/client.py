@@ -50,6 +50,7 @@ class StepView:
     started_at: float | None
     ended_at: float | None
     upstream: tuple[str, ...]
+    metadata: dict[str, Any] | None = None  # what the step's materialization recorded
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -603,6 +604,7 @@ class Client:
         from engine.storage import repo
 
         steps = repo.steps_of(s, [r.id for r in runs])
+        mats = repo.materializations_of_runs(s, [r.id for r in runs])
         views = []
         for r in runs:
             checks = tuple(
@@ -645,6 +647,14 @@ class Client:
                             started_at=st.started_at,
                             ended_at=st.ended_at,
                             upstream=tuple(json.loads(st.upstream)),
+                            metadata=next(
+                                (
+                                    json.loads(m.metadata_json or "{}")
+                                    for m in mats[r.id]
+                                    if m.asset == st.key
+                                ),
+                                None,
+                            ),
                         )
                         for st in steps[r.id]
                     ),

@@ -223,6 +223,19 @@ def add_materialization(session: Session, mat: Materialization) -> list[str]:
     return stale
 
 
+def materializations_of_runs(
+    session: Session, run_ids: Iterable[str]
+) -> dict[str, list[Materialization]]:
+    ids = list(run_ids)
+    out: dict[str, list[Materialization]] = {rid: [] for rid in ids}
+    if ids:
+        for mat in session.exec(
+            select(Materialization).where(col(Materialization.run_id).in_(ids))
+        ):
+            out[mat.run_id].append(mat)
+    return out
+
+
 def referenced_values(session: Session) -> set[str]:
     return {
         p
