@@ -169,6 +169,7 @@ class Client:
         self.paths: Paths = resolve_paths(home, pipelines)
         self._manifest: Manifest | None = None
         self.engine: Any = None  # an Engine embedded in this process, once attached
+        self._warm_server: Any = None
 
     # --- configuration and definitions --------------------------------------------------------
 
@@ -299,7 +300,10 @@ class Client:
         from engine.executor.recovery import reconcile
 
         reconcile(self.db)
-        coordinator = Coordinator(self.db, self.paths, self.config, self.load, on_change=on_change)
+        server, self._warm_server = self._warm_server, None
+        coordinator = Coordinator(
+            self.db, self.paths, self.config, self.load, on_change=on_change, forkserver=server
+        )
         for run_id in run_ids:
             coordinator.submit(run_id)
         try:
@@ -326,11 +330,25 @@ class Client:
                 return view
             time.sleep(poll)
 
+    def prewarm(self) -> None:
+        """Start the step fork server now, so it warms up on another core while this process
+        imports storage and plans (a cold `dagtop materialize` saves the server's start-up)."""
+        import os
+
+        if self._warm_server is None and os.environ.get("DAGTOP_FORKSERVER", "1") != "0":
+            from engine.executor.forkserver import ForkServer
+
+            try:
+                self._warm_server = ForkServer(cwd=str(self.paths.project))
+            except OSError:
+                self._warm_server = None
+
     def _run_now(self, request: RunRequest, on_change: Callable[[str], None] | None) -> RunView:
         if self.engine is not None or self.daemon() is not None:
             # An engine is up: its executor runs it (so limits and pools hold across runs).
-            if self.engine is None:
-                self.load()  # validate here, so a typo is reported without a round trip
+            if self._warm_server is not None:
+                self._warm_server.close()
+                self._warm_server = None
             return self.wait(self.submit(request), on_change)
         run_id = self.create_run(request)
         self.execute([run_id], on_change)

@@ -108,6 +108,7 @@ class Coordinator:
         config: Config,
         manifest: Callable[[], Manifest],
         on_change: Callable[[str], None] | None = None,
+        forkserver: ForkServer | None = None,
     ) -> None:
         self.db = db
         self.paths = paths
@@ -129,7 +130,9 @@ class Coordinator:
         self._last_live_sample: dict[int, float] = {}
         self.draining = False  # when set, no new step starts (graceful shutdown)
         self.use_forkserver = os.environ.get("DAGTOP_FORKSERVER", "1") != "0"
-        self._server: ForkServer | None = None
+        self._server: ForkServer | None = forkserver  # may be started early by the caller
+        if forkserver is not None:
+            self._sel.register(forkserver.fileno(), selectors.EVENT_READ, ("forkserver", None))
         self._orphan_exits: list[int] = []
 
     # --- API (any thread) ---------------------------------------------------------------------
