@@ -215,3 +215,32 @@ def test_hot_reload_of_an_edited_a_broken_and_a_deleted_file(project: Path) -> N
         assert "extra.py" not in engine.manifest().errors
     finally:
         engine.stop()
+
+
+def test_a_backfill_can_be_canceled_and_resumed(project: Path) -> None:
+    from engine.daemon import Engine
+
+    paths = resolve_paths(project / "home", project / "pipelines")
+    engine = Engine(paths, load_config(paths.project), schedules=False, sensors=False, watch=False)
+    engine.start()
+    try:
+        client = Client(project / "home", project / "pipelines")
+        client.attach(engine)
+        backfill_id = client.backfill(["orders"], first="2025-01-01", last="2025-01-12",
+                                      max_parallel=2)  # fmt: skip
+        wait_for(lambda: client.backfill_progress(backfill_id)["counts"].get("success", 0) >= 2)
+        client.backfill_action("cancel", backfill_id)
+        info = wait_for(
+            lambda: (i := client.backfill_progress(backfill_id))["status"] != "running" and i
+        )
+        assert info["status"] == "canceled"  # type: ignore[index]
+        done = info["counts"].get("success", 0)  # type: ignore[index]
+        assert 2 <= done < 12 and info["counts"].get("canceled", 0) >= 1  # type: ignore[index]
+        client.backfill_action("resume", backfill_id)
+        info = wait_for(
+            lambda: (i := client.backfill_progress(backfill_id))["status"] != "running" and i,
+            timeout=60,
+        )
+        assert info["status"] == "success" and info["counts"] == {"success": 12}  # type: ignore[index]
+    finally:
+        engine.stop()
