@@ -11,8 +11,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,139 +20,25 @@ from engine.config import Config, Paths, load_config, resolve_paths
 from engine.errors import EngineError, StorageError
 from engine.manifest import Manifest
 from engine.plan import RunRequest
+from engine.views import (
+    AttemptView,
+    CheckView,
+    LogRef,
+    MachineView,
+    NodeStatus,
+    RunView,
+    SampleView,
+    StepView,
+    attempt_view,
+    iso,
+    node_statuses,
+    run_views,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine as SAEngine
 
 log = logging.getLogger(__name__)
-
-
-def iso(ts: float | None) -> str | None:
-    return (
-        None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class StepView:
-    key: str
-    kind: str
-    status: str
-    attempts: int
-    max_attempts: int
-    exit_code: int | None
-    error: str | None
-    peak_rss_bytes: int | None
-    cpu_seconds: float | None
-    log_path: str | None
-    started_at: float | None
-    ended_at: float | None
-    upstream: tuple[str, ...]
-    metadata: dict[str, Any] | None = None  # what the step's materialization recorded
-
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["upstream"] = list(self.upstream)
-        out["started_at"], out["ended_at"] = iso(self.started_at), iso(self.ended_at)
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class CheckView:
-    asset: str
-    partition: str | None
-    name: str
-    passed: bool
-    blocking: bool
-    description: str | None
-    metadata: dict[str, Any]
-    error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class RunView:
-    id: str
-    kind: str
-    status: str
-    target: str
-    partition: str | None
-    params: dict[str, Any]
-    trigger: str
-    created_at: float
-    started_at: float | None
-    ended_at: float | None
-    steps: tuple[StepView, ...]
-    checks: tuple[CheckView, ...]
-
-    @property
-    def finished(self) -> bool:
-        return self.status in ("success", "failed", "canceled")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "status": self.status,
-            "target": self.target,
-            "kind": self.kind,
-            "partition": self.partition,
-            "params": self.params,
-            "trigger": self.trigger,
-            "created_at": iso(self.created_at),
-            "started_at": iso(self.started_at),
-            "ended_at": iso(self.ended_at),
-            "steps": [s.to_json() for s in self.steps],
-            "checks": [asdict(c) for c in self.checks],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptView:
-    id: int
-    run_id: str
-    key: str
-    attempt: int
-    status: str
-    started_at: float
-    ended_at: float | None
-    pid: int | None
-    exit_code: int | None
-    error: str | None
-    peak_rss_bytes: int | None
-    cpu_seconds: float | None
-    log_path: str
-
-
-@dataclass(frozen=True, slots=True)
-class SampleView:
-    t: float
-    cpu_percent: float
-    rss_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class NodeStatus:
-    """The latest step of an asset or task: what colors its node in the UI."""
-
-    key: str
-    status: str
-    run_id: str
-    partition: str | None
-    at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class MachineView:
-    cpu_percent: float
-    memory_used: int
-    memory_total: int
-
-
-@dataclass(frozen=True, slots=True)
-class LogRef:
-    key: str
-    attempt: int
-    status: str
-    path: Path
 
 
 class Client:
@@ -619,67 +503,7 @@ class Client:
             return self._views(s, repo.recent_runs(s, limit, offset))
 
     def _views(self, s: Any, runs: Sequence[Any]) -> list[RunView]:
-        from engine.storage import repo
-
-        steps = repo.steps_of(s, [r.id for r in runs])
-        mats = repo.materializations_of_runs(s, [r.id for r in runs])
-        views = []
-        for r in runs:
-            checks = tuple(
-                CheckView(
-                    asset=c.asset,
-                    partition=c.partition,
-                    name=c.name,
-                    passed=c.passed,
-                    blocking=c.blocking,
-                    description=c.description,
-                    metadata=json.loads(c.metadata_json or "{}"),
-                    error=c.error,
-                )
-                for c in repo.checks_of(s, r.id)
-            )
-            views.append(
-                RunView(
-                    id=r.id,
-                    kind=r.kind,
-                    status=r.status,
-                    target=r.target,
-                    partition=r.partition,
-                    params=json.loads(r.params or "{}"),
-                    trigger=r.trigger,
-                    created_at=r.created_at,
-                    started_at=r.started_at,
-                    ended_at=r.ended_at,
-                    steps=tuple(
-                        StepView(
-                            key=st.key,
-                            kind=st.kind,
-                            status=st.status,
-                            attempts=st.attempts,
-                            max_attempts=st.max_attempts,
-                            exit_code=st.exit_code,
-                            error=st.error,
-                            peak_rss_bytes=st.peak_rss_bytes,
-                            cpu_seconds=st.cpu_seconds,
-                            log_path=st.log_path,
-                            started_at=st.started_at,
-                            ended_at=st.ended_at,
-                            upstream=tuple(json.loads(st.upstream)),
-                            metadata=next(
-                                (
-                                    json.loads(m.metadata_json or "{}")
-                                    for m in mats[r.id]
-                                    if m.asset == st.key
-                                ),
-                                None,
-                            ),
-                        )
-                        for st in steps[r.id]
-                    ),
-                    checks=checks,
-                )
-            )
-        return views
+        return run_views(s, runs)
 
     def runs_since(self, updated_after: float, limit: int = 500) -> list[RunView]:
         """Runs changed after a time (by `updated_at`), for incremental refreshes."""
@@ -694,15 +518,7 @@ class Client:
 
         with self._read() as s:
             run = repo.find_run(s, run_id)
-            return [
-                AttemptView(
-                    id=a.id or 0, run_id=a.run_id, key=a.key, attempt=a.attempt, status=a.status,
-                    started_at=a.started_at, ended_at=a.ended_at, pid=a.pid,
-                    exit_code=a.exit_code, error=a.error, peak_rss_bytes=a.peak_rss_bytes,
-                    cpu_seconds=a.cpu_seconds, log_path=a.log_path,
-                )
-                for a in repo.attempts_of(s, run.id)
-            ]  # fmt: skip
+            return [attempt_view(a) for a in repo.attempts_of(s, run.id)]
 
     def samples(self, attempt_id: int) -> list[SampleView]:
         """The resource samples of a step attempt (live while it runs, downsampled after)."""
@@ -716,19 +532,8 @@ class Client:
 
     def node_statuses(self, pipeline: str | None = None) -> dict[str, NodeStatus]:
         """The latest step status of every asset, or of one task pipeline's tasks."""
-        from engine.storage import repo
-
         with self._read() as s:
-            steps = repo.latest_steps_by_key(s, "pipeline" if pipeline else "assets", pipeline)
-            runs = {r.id: r for r in (s.get(_run_model(), st.run_id) for st in steps) if r}
-            return {
-                st.key: NodeStatus(
-                    key=st.key, status=st.status, run_id=st.run_id,
-                    partition=runs[st.run_id].partition if st.run_id in runs else None,
-                    at=st.ended_at or st.started_at,
-                )
-                for st in steps
-            }  # fmt: skip
+            return node_statuses(s, pipeline)
 
     def describe(self) -> dict[str, Any]:
         """Every definition as plain data (what `dagtop list --json` prints)."""
@@ -789,23 +594,18 @@ def _request_payload(request: RunRequest) -> dict[str, Any]:
     }
 
 
-def _run_model() -> Any:
-    from engine.storage.models import Run
-
-    return Run
-
-
+# The views are part of the facade: the CLI and the UI import them from here.
 __all__ = [
+    "AttemptView",
+    "CheckView",
     "Client",
     "EngineError",
+    "LogRef",
+    "MachineView",
+    "NodeStatus",
     "RunRequest",
     "RunView",
-    "StepView",
-    "AttemptView",
     "SampleView",
-    "NodeStatus",
-    "MachineView",
-    "LogRef",
-    "CheckView",
+    "StepView",
     "iso",
 ]

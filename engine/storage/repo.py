@@ -64,6 +64,13 @@ def find_run(session: Session, run_id: str) -> Run:
     raise RunNotFound(f"no run {run_id!r} (see `dagtop runs`)")
 
 
+def runs_by_id(session: Session, run_ids: Iterable[str]) -> dict[str, Run]:
+    ids = list(run_ids)
+    if not ids:
+        return {}
+    return {r.id: r for r in session.exec(select(Run).where(col(Run.id).in_(ids)))}
+
+
 def recent_runs(session: Session, limit: int, offset: int = 0) -> Sequence[Run]:
     return session.exec(
         select(Run)
@@ -261,10 +268,17 @@ def add_check_records(session: Session, records: Sequence[CheckRecord]) -> None:
         session.add(rec)
 
 
-def checks_of(session: Session, run_id: str) -> Sequence[CheckRecord]:
-    return session.exec(
-        select(CheckRecord).where(CheckRecord.run_id == run_id).order_by(col(CheckRecord.id))
-    ).all()
+def checks_of_runs(session: Session, run_ids: Iterable[str]) -> dict[str, list[CheckRecord]]:
+    ids = list(run_ids)
+    out: dict[str, list[CheckRecord]] = {rid: [] for rid in ids}
+    if ids:
+        for rec in session.exec(
+            select(CheckRecord)
+            .where(col(CheckRecord.run_id).in_(ids))
+            .order_by(col(CheckRecord.id))
+        ):
+            out[rec.run_id].append(rec)
+    return out
 
 
 # --- lease -----------------------------------------------------------------------------------

@@ -1,0 +1,244 @@
+"""What the facade returns: frozen views of runs, steps, attempts and samples.
+
+Never storage rows: a view holds no session and triggers no lazy load, so the UI can keep it
+as long as it likes. The builders here take an open session from the facade.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+def iso(ts: float | None) -> str | None:
+    return (
+        None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StepView:
+    key: str
+    kind: str
+    status: str
+    attempts: int
+    max_attempts: int
+    exit_code: int | None
+    error: str | None
+    peak_rss_bytes: int | None
+    cpu_seconds: float | None
+    log_path: str | None
+    started_at: float | None
+    ended_at: float | None
+    upstream: tuple[str, ...]
+    metadata: dict[str, Any] | None = None  # what the step's materialization recorded
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["upstream"] = list(self.upstream)
+        out["started_at"], out["ended_at"] = iso(self.started_at), iso(self.ended_at)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class CheckView:
+    asset: str
+    partition: str | None
+    name: str
+    passed: bool
+    blocking: bool
+    description: str | None
+    metadata: dict[str, Any]
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunView:
+    id: str
+    kind: str
+    status: str
+    target: str
+    partition: str | None
+    params: dict[str, Any]
+    trigger: str
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    steps: tuple[StepView, ...]
+    checks: tuple[CheckView, ...]
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("success", "failed", "canceled")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "target": self.target,
+            "kind": self.kind,
+            "partition": self.partition,
+            "params": self.params,
+            "trigger": self.trigger,
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
+            "steps": [s.to_json() for s in self.steps],
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptView:
+    id: int
+    run_id: str
+    key: str
+    attempt: int
+    status: str
+    started_at: float
+    ended_at: float | None
+    pid: int | None
+    exit_code: int | None
+    error: str | None
+    peak_rss_bytes: int | None
+    cpu_seconds: float | None
+    log_path: str
+
+
+@dataclass(frozen=True, slots=True)
+class SampleView:
+    t: float
+    cpu_percent: float
+    rss_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """The latest step of an asset or task: what colors its node in the UI."""
+
+    key: str
+    status: str
+    run_id: str
+    partition: str | None
+    at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class MachineView:
+    cpu_percent: float
+    memory_used: int
+    memory_total: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogRef:
+    key: str
+    attempt: int
+    status: str
+    path: Path
+
+
+def run_views(s: Any, runs: Sequence[Any]) -> list[RunView]:
+    """Views of runs with their steps, checks and step metadata (a few queries in all)."""
+    from engine.storage import repo
+
+    steps = repo.steps_of(s, [r.id for r in runs])
+    mats = repo.materializations_of_runs(s, [r.id for r in runs])
+    checks_by_run = repo.checks_of_runs(s, [r.id for r in runs])
+    views = []
+    for r in runs:
+        checks = tuple(
+            CheckView(
+                asset=c.asset,
+                partition=c.partition,
+                name=c.name,
+                passed=c.passed,
+                blocking=c.blocking,
+                description=c.description,
+                metadata=json.loads(c.metadata_json or "{}"),
+                error=c.error,
+            )
+            for c in checks_by_run[r.id]
+        )
+        views.append(
+            RunView(
+                id=r.id,
+                kind=r.kind,
+                status=r.status,
+                target=r.target,
+                partition=r.partition,
+                params=json.loads(r.params or "{}"),
+                trigger=r.trigger,
+                created_at=r.created_at,
+                started_at=r.started_at,
+                ended_at=r.ended_at,
+                steps=tuple(
+                    StepView(
+                        key=st.key,
+                        kind=st.kind,
+                        status=st.status,
+                        attempts=st.attempts,
+                        max_attempts=st.max_attempts,
+                        exit_code=st.exit_code,
+                        error=st.error,
+                        peak_rss_bytes=st.peak_rss_bytes,
+                        cpu_seconds=st.cpu_seconds,
+                        log_path=st.log_path,
+                        started_at=st.started_at,
+                        ended_at=st.ended_at,
+                        upstream=tuple(json.loads(st.upstream)),
+                        metadata=next(
+                            (
+                                json.loads(m.metadata_json or "{}")
+                                for m in mats[r.id]
+                                if m.asset == st.key
+                            ),
+                            None,
+                        ),
+                    )
+                    for st in steps[r.id]
+                ),
+                checks=checks,
+            )
+        )
+    return views
+
+
+def attempt_view(a: Any) -> AttemptView:
+    return AttemptView(
+        id=a.id or 0,
+        run_id=a.run_id,
+        key=a.key,
+        attempt=a.attempt,
+        status=a.status,
+        started_at=a.started_at,
+        ended_at=a.ended_at,
+        pid=a.pid,
+        exit_code=a.exit_code,
+        error=a.error,
+        peak_rss_bytes=a.peak_rss_bytes,
+        cpu_seconds=a.cpu_seconds,
+        log_path=a.log_path,
+    )
+
+
+def node_statuses(s: Any, pipeline: str | None) -> dict[str, NodeStatus]:
+    """The latest step of every asset (or of one task pipeline's tasks), keyed by name."""
+    from engine.storage import repo
+
+    steps = repo.latest_steps_by_key(s, "pipeline" if pipeline else "assets", pipeline)
+    runs = repo.runs_by_id(s, {st.run_id for st in steps})
+    return {
+        st.key: NodeStatus(
+            key=st.key,
+            status=st.status,
+            run_id=st.run_id,
+            partition=runs[st.run_id].partition if st.run_id in runs else None,
+            at=st.ended_at or st.started_at,
+        )
+        for st in steps
+    }
