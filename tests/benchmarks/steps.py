@@ -113,10 +113,12 @@ def main() -> None:
         (f"per step, {n}-step fan-out", fan, fan / spawn),
         ("cold `dagtop materialize` of 3 steps", cold, cold / spawn),
     ]
-    print(textwrap.dedent(f"""
+    print(
+        textwrap.dedent(f"""
         dagtop executor benchmark  ({os.cpu_count()} cores, Python {sys.version.split()[0]},
         max_workers default, median of {args.repeat} runs)
-    """).strip())
+    """).strip()
+    )
     print(f"{'case':<40} {'time':>10} {'× spawn':>9}")
     for label, secs, ratio in rows:
         print(f"{label:<40} {secs * 1000:>8.1f}ms {ratio:>8.2f}x")
