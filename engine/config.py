@@ -9,6 +9,10 @@ from `[tool.dagtop]` in its `pyproject.toml`; `dagtop.toml` wins when both exist
 
     [pools]
     gpu = 1                    # steps with pool="gpu" run one at a time
+
+    [alerts]
+    on_failure = "notify-send dagtop \"$DAGTOP_STEP failed\""  # default hook for every step
+    window = 300               # at most one alert per step and event in this many seconds
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ class Config:
     pools: dict[str, int] = field(default_factory=dict)
     load_timeout: float = 30.0
     timezone: str | None = None
+    alerts: dict[str, dict[str, object]] = field(default_factory=dict)  # event -> hook
+    alert_window: float = 300.0
     source: str | None = None
 
 
@@ -92,7 +98,7 @@ def load_config(project: Path) -> Config:
         env_workers = os.environ.get("DAGTOP_MAX_WORKERS")
         return Config(max_workers=int(env_workers)) if env_workers else Config()
     src = source or "config"
-    known = {"max_workers", "pools", "load_timeout", "timezone"}
+    known = {"max_workers", "pools", "load_timeout", "timezone", "alerts"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{src}: unknown setting {sorted(unknown)[0]!r} (known: {sorted(known)})")
@@ -111,6 +117,7 @@ def load_config(project: Path) -> Config:
             ZoneInfo(str(tz))
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ConfigError(f"{src}: unknown timezone {tz!r}") from exc
+    alerts, window = _alerts(src, data.get("alerts", {}))
     workers = data.get("max_workers", os.environ.get("DAGTOP_MAX_WORKERS") or os.cpu_count() or 2)
     return Config(
         max_workers=_positive_int(
@@ -119,5 +126,28 @@ def load_config(project: Path) -> Config:
         pools=pools,
         load_timeout=float(timeout),
         timezone=tz,
+        alerts=alerts,
+        alert_window=window,
         source=source,
     )
+
+
+def _alerts(src: str, raw: Any) -> tuple[dict[str, dict[str, object]], float]:
+    from engine.definitions import hooks_of
+    from engine.errors import DefinitionError
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{src}: [alerts] must be a table")
+    window = raw.get("window", 300.0)
+    if isinstance(window, bool) or not isinstance(window, int | float) or window < 0:
+        raise ConfigError(f"{src}: alerts.window must be seconds >= 0, got {window!r}")
+    unknown = set(raw) - {"on_failure", "on_retry", "on_success", "window"}
+    if unknown:
+        raise ConfigError(f"{src}: unknown alerts setting {sorted(unknown)[0]!r}")
+    events = {k: v for k, v in raw.items() if k != "window"}
+    if any(not isinstance(v, str) for v in events.values()):
+        raise ConfigError(f"{src}: an alert hook in the config is a command or a URL")
+    try:
+        return hooks_of(f"{src} [alerts]", **events), float(window)
+    except DefinitionError as exc:
+        raise ConfigError(exc.msg) from None

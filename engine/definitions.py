@@ -97,6 +97,39 @@ def _check_retries(what: str, retries: int, retry_delay: float) -> None:
         raise DefinitionError(f"{what}: retry_delay must be seconds >= 0, got {retry_delay!r}")
 
 
+def hook_spec(hook: Any, what: str) -> dict[str, Any] | None:
+    """The plain-data form of a hook given to `on_failure=` and friends (at definition time).
+
+    Raises:
+        DefinitionError: the hook is not a command, a URL or a module-level function.
+    """
+    if hook is None:
+        return None
+    if isinstance(hook, str):
+        if not hook.strip():
+            raise DefinitionError(f"{what}: an empty hook")
+        if hook.startswith(("http://", "https://")):
+            return {"kind": "webhook", "url": hook}
+        return {"kind": "shell", "command": hook}
+    if callable(hook):
+        qualname = getattr(hook, "__qualname__", "")
+        code = getattr(hook, "__code__", None)
+        if code is None or "<" in qualname:
+            raise DefinitionError(f"{what}: a Python hook must be a module-level function")
+        return {"kind": "python", "path": code.co_filename, "qualname": qualname}
+    raise DefinitionError(f"{what}: a hook is a shell command, a URL or a function, not {hook!r}")
+
+
+def hooks_of(what: str, **events: Any) -> dict[str, dict[str, Any]]:
+    """The hooks given as on_failure=/on_retry=/on_success=, in plain-data form."""
+    out = {}
+    for event, hook in events.items():
+        spec = hook_spec(hook, f"{what}: {event}")
+        if spec is not None:
+            out[event] = spec
+    return out
+
+
 def _check_timeout(what: str, timeout: float | None) -> float | None:
     if timeout is None:
         return None
@@ -135,6 +168,7 @@ class AssetDef:
     code_version: str
     file: str
     line: int
+    hooks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Calling the asset calls the function, so users can unit-test it directly.
@@ -166,6 +200,9 @@ def asset(
     tags: Mapping[str, str] | None = None,
     io: Any = "pickle",
     code_version: str | None = None,
+    on_failure: Any = None,
+    on_retry: Any = None,
+    on_success: Any = None,
 ) -> Callable[[Callable[..., Any]], AssetDef]: ...
 
 
@@ -186,6 +223,9 @@ def asset(
     tags: Mapping[str, str] | None = None,
     io: Any = "pickle",
     code_version: str | None = None,
+    on_failure: Any = None,
+    on_retry: Any = None,
+    on_success: Any = None,
 ) -> AssetDef | Callable[[Callable[..., Any]], AssetDef]:
     """Declare a software-defined asset.
 
@@ -206,6 +246,10 @@ def asset(
         tags: Free-form labels.
         io: How the value is stored: "pickle" (default), "json", or an IO manager object.
         code_version: Overrides the hash of the function's source used for staleness.
+        on_failure: A hook called when the step fails for good: a shell command, a webhook
+            URL, or a module-level function taking an `engine.alerts.Alert`.
+        on_retry: A hook called when an attempt fails and a retry is scheduled.
+        on_success: A hook called when the step succeeds.
 
     Returns:
         The `AssetDef` (callable like the function).
@@ -247,6 +291,7 @@ def asset(
             code_version=code_version or _code_version(func),
             file=file,
             line=line,
+            hooks=hooks_of(what, on_failure=on_failure, on_retry=on_retry, on_success=on_success),
         )
         _registry.add(defn)
         return defn
@@ -420,6 +465,7 @@ class Pipeline:
         retry_delay: Default seconds before a task's first retry.
         tags: Free-form labels.
         description: Shown in `dagtop list` and the UI.
+        on_failure, on_retry, on_success: Hooks for every task (see `asset`).
     """
 
     def __init__(
@@ -432,6 +478,9 @@ class Pipeline:
         retry_delay: float = 1.0,
         tags: Mapping[str, str] | None = None,
         description: str | None = None,
+        on_failure: Any = None,
+        on_retry: Any = None,
+        on_success: Any = None,
     ) -> None:
         what = f"pipeline {name!r}"
         if not isinstance(name, str) or not name.isidentifier():
@@ -446,6 +495,7 @@ class Pipeline:
         self.tags = dict(tags or {})
         self.description = description
         self.tasks: dict[str, TaskDef] = {}
+        self.hooks = hooks_of(what, on_failure=on_failure, on_retry=on_retry, on_success=on_success)
         self.file, self.line = _caller_location()
 
     def __enter__(self) -> Pipeline:
@@ -604,9 +654,17 @@ class ScheduleDef:
     start: str | None
     file: str
     line: int
+    hooks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def schedule(cron: str, target: Target, name: str | None = None, catchup: bool = False) -> None:
+def schedule(
+    cron: str,
+    target: Target,
+    name: str | None = None,
+    catchup: bool = False,
+    on_failure: Any = None,
+    on_success: Any = None,
+) -> None:
     """Run `target` on a cron schedule (`0 3 * * *`, `@daily`, ...).
 
     Args:
@@ -614,13 +672,22 @@ def schedule(cron: str, target: Target, name: str | None = None, catchup: bool =
         target: An asset name, a list of names or selections, `"group:NAME"`, or a Pipeline.
         name: The schedule's name (default: derived from the target).
         catchup: Run every missed tick on start, not only the latest.
+        on_failure, on_success: Hooks for every step of the runs this schedule starts.
     """
     file, line = _caller_location()
     if name is None:
         name = _target_label(target).replace(":", "_").replace(" ", "") + "_schedule"
+    hooks = hooks_of(f"schedule {name!r}", on_failure=on_failure, on_success=on_success)
     _registry.add(
         ScheduleDef(
-            name=name, cron=cron, target=target, catchup=catchup, start=None, file=file, line=line
+            name=name,
+            cron=cron,
+            target=target,
+            catchup=catchup,
+            start=None,
+            file=file,
+            line=line,
+            hooks=hooks,
         )
     )
 

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 30.0
 CACHE_NAME = "manifest-cache.json"
 # Bump when the shape of a file's result changes, so old caches are ignored.
-CACHE_FORMAT = 4
+CACHE_FORMAT = 5
 # Results worth importing again next time: the cause may be outside the file (a package being
 # installed, a slow machine), so its unchanged content proves nothing.
 RETRY_KINDS = frozenset({"import", "crash", "timeout"})

@@ -97,6 +97,7 @@ def describe(item: Any, module: str) -> tuple[str, dict[str, Any]]:
             "tags": item.tags,
             "io": _io_label(item.io),
             "code_version": item.code_version,
+            "hooks": item.hooks,
         }
     if isinstance(item, d.CheckDef):
         return "checks", {
@@ -117,6 +118,7 @@ def describe(item: Any, module: str) -> tuple[str, dict[str, Any]]:
             "target": d.target_spec(item.target),
             "catchup": item.catchup,
             "start": item.start,
+            "hooks": item.hooks,
         }
     if isinstance(item, d.SensorDef):
         return "sensors", {
@@ -165,6 +167,7 @@ def _describe_pipeline(p: d.Pipeline, module: str) -> dict[str, Any]:
         "catchup": p.catchup,
         "tags": p.tags,
         "description": p.description,
+        "hooks": p.hooks,
     }
 
 

@@ -45,6 +45,7 @@ class AssetSpec:
     tags: dict[str, str]
     io: str
     code_version: str
+    hooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # event -> hook
 
     @property
     def upstream(self) -> tuple[str, ...]:
@@ -96,6 +97,7 @@ class PipelineSpec:
     catchup: bool
     tags: dict[str, str]
     description: str | None
+    hooks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,7 @@ class ScheduleSpec:
     target: dict[str, Any]
     catchup: bool
     start: str | None
+    hooks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

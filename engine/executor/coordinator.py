@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine as SAEngine
 
+from engine.alerts import Alert, Alerter
 from engine.config import Config, Paths
 from engine.executor import launch as launching
 from engine.executor.forkserver import ForkServer
@@ -60,6 +61,8 @@ class _Step:
 class _Run:
     id: str
     steps: dict[str, _Step]
+    partition: str | None
+    schedule: str | None  # the schedule that started it, for its alert hooks
     pipeline: str | None  # the task pipeline's name, or None for an asset run
     canceling: bool = False
     blocked: dict[str, str] = field(default_factory=dict)  # asset -> failed blocking check
@@ -134,6 +137,7 @@ class Coordinator:
         if forkserver is not None:
             self._sel.register(forkserver.fileno(), selectors.EVENT_READ, ("forkserver", None))
         self._orphan_exits: list[int] = []
+        self.alerter: Alerter | None = None
 
     # --- API (any thread) ---------------------------------------------------------------------
 
@@ -263,6 +267,8 @@ class Coordinator:
             state = _Run(
                 id=run.id,
                 pipeline=json.loads(run.selection) if run.kind == "pipeline" else None,
+                partition=run.partition,
+                schedule=run.trigger_ref if run.trigger == "schedule" else None,
                 canceling=run.cancel_requested,
                 steps={
                     st.key: _Step(
@@ -572,7 +578,11 @@ class Coordinator:
                 self._finish(live, report["code"], report["cpu"])
 
     def close(self) -> None:
-        """Release the fork server and the selector (running steps are not touched)."""
+        """Release the fork server and the selector (running steps are not touched), and send
+        the alerts still queued (each hook has its own time limit)."""
+        if self.alerter is not None:
+            self.alerter.drain(timeout=self.alerter.timeout + 1)
+            self.alerter.stop()
         if self._server is not None:
             self._sel.unregister(self._server.fileno())
             self._server.close()
@@ -698,6 +708,7 @@ class Coordinator:
         st.status = new_status
         for path in stale_values:
             Path(path).unlink(missing_ok=True)
+        self._alert(run, st, new_status, error, log_path=live.launch.log_path if live else None)
         log.info(
             "[run %s] step %s attempt %d %s%s",
             run.id,
@@ -763,6 +774,42 @@ class Coordinator:
                 run.blocked[live.key] = f"blocking check {e['name']} on {live.key} failed"
         repo.add_check_records(s, records)
         return stale
+
+    # --- alerts -------------------------------------------------------------------------------
+
+    def _alert(
+        self, run: _Run, st: _Step, status: StepStatus, error: str | None, log_path: Path | None
+    ) -> None:
+        event = {
+            StepStatus.FAILED: "on_failure",
+            StepStatus.RETRYING: "on_retry",
+            StepStatus.SUCCESS: "on_success",
+        }.get(status)
+        if event is None:
+            return
+        manifest = self.manifest()
+        hooks: list[dict[str, Any]] = []
+        for source in (
+            _definition(manifest, run, st.key, "hooks"),
+            manifest.pipelines[run.pipeline].hooks if run.pipeline in manifest.pipelines else None,
+            manifest.schedules[run.schedule].hooks if run.schedule in manifest.schedules else None,
+        ):
+            if source and event in source and source[event] not in hooks:
+                hooks.append(source[event])
+        if not hooks and event in self.config.alerts:
+            hooks.append(self.config.alerts[event])  # the project-wide default
+        if not hooks:
+            return
+        if self.alerter is None:
+            self.alerter = Alerter(window=self.config.alert_window)
+        self.alerter.notify(
+            hooks,
+            Alert(
+                event=event, run_id=run.id, step=st.key, status=status.value,
+                attempt=st.attempts, error=error, log_path=str(log_path) if log_path else None,
+                partition=run.partition, pipeline=run.pipeline,
+            ),
+        )  # fmt: skip
 
     # --- samples ------------------------------------------------------------------------------
 
