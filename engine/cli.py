@@ -209,6 +209,9 @@ def materialize(
     from_failure: Annotated[
         str | None, typer.Option("--from-failure", help="Re-run a run's failed and skipped steps")
     ] = None,
+    stale: Annotated[
+        bool, typer.Option("--stale", help="Only what is missing or stale, in order")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Materialize assets now and wait for the result."""
@@ -216,9 +219,12 @@ def materialize(
     client.prewarm()
     progress = _Progress(client, as_json)
     if from_failure:
-        if selection:
+        if selection or stale:
             raise EngineError("--from-failure takes a run id, not a selection")
         view = client.rerun_from_failure(from_failure, on_change=progress)
+    elif stale:
+        _materialize_stale(client, selection, partition, _parse_params(param), progress, as_json)
+        return
     else:
         if not selection:
             raise EngineError("name what to materialize: an asset, group:NAME, or *")
@@ -226,6 +232,86 @@ def materialize(
             selection, partition=partition, params=_parse_params(param), on_change=progress
         )
     _finish_run(view, as_json)
+
+
+def _materialize_stale(
+    client: Client,
+    selection: list[str] | None,
+    partition: str | None,
+    params: dict[str, Any],
+    progress: _Progress,
+    as_json: bool,
+) -> None:
+    if not selection:
+        raise EngineError("name what to bring up to date: an asset, group:NAME, or *")
+    states, view = client.materialize_stale(
+        selection, partition, params, on_change=progress, on_plan=None if as_json else _print_due
+    )
+    if as_json:
+        _emit_json({"states": [st.to_json() for st in states], "run": view and view.to_json()})
+        if view is not None and view.status != "success":
+            raise typer.Exit(1)
+    elif view is None:
+        print("nothing is stale")
+    else:
+        _finish_run(view, as_json)
+
+
+def _print_due(states: list[Any]) -> None:
+    due = [st for st in states if st.status != "current"]
+    for st in due:
+        where = f" [{st.partition}]" if st.partition else ""
+        mark = "□" if st.status == "missing" else "◧"
+        print(f"{mark} {st.asset + where:<24} {st.status}: {', '.join(st.reasons)}", flush=True)
+    if due:
+        print(f"materializing {len(due)} of {len(states)} asset(s)", flush=True)
+
+
+@app.command()
+def lineage(
+    ctx: typer.Context,
+    asset: Annotated[str, typer.Argument(help="The asset")],
+    partition: Annotated[str | None, typer.Option(help="Its partition key")] = None,
+    downstream: Annotated[
+        bool, typer.Option("--downstream", help="What depends on it, instead of what made it")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """How an asset's value was produced: the materializations it consumed, back to the roots."""
+    root = _client(ctx).lineage(asset, partition, downstream=downstream)
+    if as_json:
+        _emit_json(root.to_json())
+        return
+
+    def show(node: Any, lead: str, indent: str) -> None:
+        print(lead + _lineage_line(node, downstream))
+        for i, child in enumerate(node.children):
+            last = i == len(node.children) - 1
+            branch, rest = ("└── ", "    ") if last else ("├── ", "│   ")
+            show(child, indent + branch, indent + rest)
+
+    show(root, "", "")
+
+
+def _lineage_line(node: Any, downstream: bool) -> str:
+    name = node.asset + (f" [{node.partition}]" if node.partition else "")
+    if node.materialization_id is None:
+        return f"{name}  never materialized"
+    when = datetime.fromtimestamp(node.created_at).strftime("%Y-%m-%d %H:%M:%S")
+    parts = [name, f"run {node.run_id}", when, f"code {(node.code_version or '?')[:8]}"]
+    if node.code_changed:
+        parts[-1] += " (changed since)"
+    if node.params:
+        parts.append("params " + " ".join(f"{k}={v}" for k, v in node.params.items()))
+    if node.replaced:
+        parts.append("replaced by a newer value")
+    if node.stale:
+        parts.append("stale: " + ", ".join(node.stale))
+    if downstream and node.consumed is False:
+        parts.append("built from an older value")
+    if node.repeat:
+        parts.append("(shown above)")
+    return "  ".join(parts)
 
 
 @app.command("run")

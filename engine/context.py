@@ -21,6 +21,8 @@ class StepContext:
         params: Run parameters (`--param K=V`; a sensor run has `path`).
         key: The asset name or task id.
         home: The dagtop home folder (a place for artifacts such as deployed models).
+        resources: What a test passed as `engine.testing.materialize(resources=...)` (clients,
+            fakes); empty in real runs, so `context.resources.get("db") or connect()` works.
     """
 
     log: logging.Logger
@@ -31,6 +33,7 @@ class StepContext:
     key: str
     home: Path
     metadata: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
     _on_metadata: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
 
     def add_metadata(self, data: dict[str, Any]) -> None:
@@ -49,8 +52,12 @@ def build_context(
     attempt: int = 1,
     key: str = "test",
     home: Path | None = None,
+    resources: dict[str, Any] | None = None,
 ) -> StepContext:
-    """A context for calling one asset or task function directly in a unit test."""
+    """A context for calling one asset or task function directly in a unit test.
+
+    `context.metadata` collects what the function passed to `add_metadata`.
+    """
     import tempfile
 
     return StepContext(
@@ -60,5 +67,6 @@ def build_context(
         attempt=attempt,
         params=dict(params or {}),
         key=key,
-        home=home or Path(tempfile.mkdtemp(prefix="dagtop-test-")),
+        home=Path(home) if home is not None else Path(tempfile.mkdtemp(prefix="dagtop-test-")),
+        resources=dict(resources or {}),
     )

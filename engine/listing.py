@@ -19,8 +19,13 @@ def _next_tick(cron: str, timezone: str | None) -> str | None:
     return tick.isoformat() if tick else None
 
 
-def describe_definitions(m: Manifest, timezone: str | None = None) -> dict[str, Any]:
+def describe_definitions(
+    m: Manifest, timezone: str | None = None, staleness: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Every definition as plain data; with `staleness` (engine.lineage.asset_staleness), each
+    asset's status ("missing", "materialized" or "stale") and why it is stale."""
     downstream = m.downstream()
+    staleness = staleness or {}
     return {
         "assets": [
             {
@@ -38,6 +43,8 @@ def describe_definitions(m: Manifest, timezone: str | None = None) -> dict[str, 
                 "memory_limit": a.memory_limit,
                 "pool": a.pool,
                 "description": a.description,
+                "status": getattr(staleness.get(a.name), "status", None),
+                "stale_reason": getattr(staleness.get(a.name), "reason", None),
             }
             for a in m.assets.values()
         ],
@@ -91,6 +98,8 @@ def print_definitions(data: dict[str, Any]) -> None:
                 extra.append("← " + ", ".join(a["upstream"]))
             if a["checks"]:
                 extra.append("checks: " + ", ".join(c["name"] for c in a["checks"]))
+            if a.get("status") == "stale":
+                extra.append(f"◧ stale ({a['stale_reason']})")
             if a["description"]:
                 extra.append("— " + a["description"].splitlines()[0])
             print(f"  {a['name']:<24} {'  '.join(extra)}".rstrip())

@@ -3,7 +3,8 @@
 
 missing       never materialized
 materialized  its newest value is current
-stale         materialized, but an upstream it reads was materialized after it
+stale         materialized, but out of date: its code changed since, or an upstream it reads
+              was materialized after it or is stale itself (`reason` says which)
 failed        its newest attempt failed (an older value may still exist)
 running       a run is materializing it now
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from engine.lineage import Staleness
 from engine.manifest import Manifest
 from engine.storage import repo
 
@@ -33,12 +35,9 @@ def partition_states(session: Any, manifest: Manifest, asset: str) -> list[Parti
     spec = manifest.assets[asset]
     pdef = spec.partitions_def
     keys: list[str | None] = list(pdef.keys()) if pdef is not None else [None]
-    mats = repo.latest_per_partition(session, asset)
+    staleness = Staleness(session, manifest)
+    mats = staleness.latest(asset)
     steps = repo.partition_states(session, asset)
-    upstream = {}
-    for up in spec.upstream:
-        if up in manifest.assets:
-            upstream[up] = (manifest.assets[up], repo.latest_per_partition(session, up))
     out = []
     for key in keys:
         mat = mats.get(key)
@@ -51,7 +50,7 @@ def partition_states(session: Any, manifest: Manifest, asset: str) -> list[Parti
         elif mat is None:
             status = "missing"
         else:
-            status, reason = "materialized", _stale_reason(spec, key, mat.created_at, upstream)
+            status, reason = "materialized", ", ".join(staleness.reasons(asset, key)) or None
             if reason:
                 status = "stale"
         out.append(
@@ -64,14 +63,3 @@ def partition_states(session: Any, manifest: Manifest, asset: str) -> list[Parti
             )
         )
     return out
-
-
-def _stale_reason(spec: Any, key: str | None, at: float, upstream: dict[str, Any]) -> str | None:
-    for name, (up_spec, up_mats) in upstream.items():
-        if up_spec.partitions is not None and up_spec.partitions == spec.partitions:
-            candidates = [up_mats.get(key)]
-        else:
-            candidates = list(up_mats.values())
-        if any(m is not None and m.created_at > at for m in candidates):
-            return f"upstream {name} newer"
-    return None

@@ -155,6 +155,15 @@ def _call(fn: Any, ctx: Any, takes_context: bool, kwargs: dict[str, Any], what: 
         ) from exc
 
 
+def _check_type(fn: Any, value: Any, what: str, log: logging.Logger) -> None:
+    from engine.output_types import OutputTypeError, check_output
+
+    try:
+        check_output(fn, value, what, log)
+    except OutputTypeError as exc:
+        raise StepFailure("type", str(exc)) from None
+
+
 def _store(io: Any, value: Any, stem: str, what: str) -> tuple[str, int]:
     from engine import iomanager
 
@@ -253,6 +262,8 @@ def run(spec: dict[str, Any], reporter: Reporter) -> None:
         kwargs = _load_inputs(spec)
         fn, takes_context, what = task.fn, task.takes_context, f"task {task.id!r}"
     value = _call(fn, ctx, takes_context, kwargs, what)
+    if spec["kind"] == "asset":
+        _check_type(fn, value, what, log)  # before storing: downstream never sees a bad value
     path, size = _store(io, value, spec["output_stem"], what)
     reporter.send("output", path=path, size=size)
     if spec["kind"] == "asset":

@@ -212,6 +212,20 @@ def latest_per_partition(session: Session, asset: str) -> dict[str | None, Mater
     return out
 
 
+ID_CHUNK = 500  # ids per IN (...) query: well under SQLite's bound-parameter limit
+
+
+def materializations_by_id(session: Session, ids: Iterable[int]) -> dict[int, Materialization]:
+    """Materializations by id, whether or not a newer one replaced their value (lineage)."""
+    wanted = sorted({i for i in ids if i})
+    out: dict[int, Materialization] = {}
+    for i in range(0, len(wanted), ID_CHUNK):
+        chunk = wanted[i : i + ID_CHUNK]
+        for mat in session.exec(select(Materialization).where(col(Materialization.id).in_(chunk))):
+            out[mat.id or 0] = mat
+    return out
+
+
 def add_materialization(session: Session, mat: Materialization) -> list[str]:
     """Record a materialization; returns the value files it supersedes (delete after commit)."""
     older = session.exec(

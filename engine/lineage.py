@@ -1,0 +1,411 @@
+"""Lineage and staleness: how a value was produced, what depends on it, and what is out of date.
+
+Every materialization records the run and attempt that produced it, the code version of its
+asset and the ids of the upstream materializations it consumed (`launch.asset_inputs`); the
+run holds the params. From those:
+
+- the upstream tree of a materialization follows the consumed ids back to the roots;
+- the downstream tree follows the definitions' edges and shows each dependent's newest
+  materialization, and whether it consumed this value;
+- a materialized partition is stale, as Dagster's "unsynced", when its code version changed
+  since ("code changed"), when an upstream it reads was materialized after it ("upstream X
+  newer"), or when such an upstream is stale itself ("upstream X stale"), so a change shows
+  all the way down.
+
+Every function takes an open session from the facade; storage is reached only through repo,
+imported when first used: the views here are part of the facade, which `dagtop list` imports
+without paying for SQLModel.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import EngineError, PartitionError
+from engine.manifest import AssetSpec, Manifest
+from engine.partitions import InvalidPartitionKey
+from engine.views import iso
+
+CODE_CHANGED = "code changed"
+
+
+@dataclass(frozen=True, slots=True)
+class LineageNode:
+    """One materialization in a lineage tree (or an asset never materialized, downstream)."""
+
+    asset: str
+    partition: str | None
+    materialization_id: int | None  # None: never materialized (only in a downstream tree)
+    run_id: str | None
+    attempt_id: int | None
+    created_at: float | None
+    code_version: str | None
+    current_code_version: str | None  # the definition's today (None: no longer defined)
+    params: dict[str, Any] = field(default_factory=dict)  # the params of the run
+    trigger: str | None = None  # manual | schedule | sensor | backfill | retry
+    replaced: bool = False  # a newer materialization of the same partition replaced it
+    stale: tuple[str, ...] = ()  # why this (current) value is stale
+    consumed: bool | None = None  # downstream: it read its parent's current value (None: deps)
+    repeat: bool = False  # shown in full earlier in the tree; its children are left out
+    children: tuple[LineageNode, ...] = ()
+
+    @property
+    def code_changed(self) -> bool:
+        """The asset's code changed since this value was produced."""
+        return (
+            self.code_version is not None
+            and self.current_code_version is not None
+            and self.code_version != self.current_code_version
+        )
+
+    def walk(self) -> Iterator[LineageNode]:
+        """This node and every node below it, depth first."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "asset": self.asset,
+            "partition": self.partition,
+            "materialization_id": self.materialization_id,
+            "run_id": self.run_id,
+            "attempt_id": self.attempt_id,
+            "created_at": iso(self.created_at),
+            "code_version": self.code_version,
+            "code_changed": self.code_changed,
+            "params": self.params,
+            "trigger": self.trigger,
+            "replaced": self.replaced,
+            "stale": list(self.stale),
+            "consumed": self.consumed,
+            "repeat": self.repeat,
+            "children": [c.to_json() for c in self.children],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StaleState:
+    """Whether one asset partition needs materializing, and why."""
+
+    asset: str
+    partition: str | None
+    status: str  # "missing" | "stale" | "current"
+    reasons: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "asset": self.asset,
+            "partition": self.partition,
+            "status": self.status,
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AssetStaleness:
+    """One asset's summary for `dagtop list`: every partition taken together."""
+
+    status: str  # "missing" | "stale" | "materialized"
+    reason: str | None = None
+    stale_partitions: int = 0
+
+
+def _inputs_of(mat: Any) -> list[int]:
+    return [int(i) for i in json.loads(mat.inputs_json or "[]") if i]
+
+
+def _upstream_keys(
+    spec: AssetSpec, up: AssetSpec, key: str | None, up_mats: dict[str | None, Any]
+) -> list[str | None]:
+    """The upstream partitions that the partition `key` of `spec` reads (as asset_inputs)."""
+    if up.partitions is None:
+        return [None]
+    if up.partitions == spec.partitions and key is not None:
+        return [key]
+    return list(up_mats)  # every materialized partition, seen as {key: value}
+
+
+class Staleness:
+    """Staleness of asset partitions over one session, memoized (one query per asset)."""
+
+    def __init__(self, session: Any, manifest: Manifest) -> None:
+        self.session = session
+        self.manifest = manifest
+        self._latest: dict[str, dict[str | None, Any]] = {}
+        self._memo: dict[tuple[str, str | None], tuple[str, ...]] = {}
+
+    def latest(self, asset: str) -> dict[str | None, Any]:
+        """The current materialization of each partition of `asset`."""
+        from engine.storage import repo
+
+        found = self._latest.get(asset)
+        if found is None:
+            found = self._latest[asset] = repo.latest_per_partition(self.session, asset)
+        return found
+
+    def reasons(self, asset: str, key: str | None) -> tuple[str, ...]:
+        """Why the current value of `asset` [key] is stale; empty when it is current or was
+        never materialized."""
+        memo_key = (asset, key)
+        if memo_key not in self._memo:
+            self._memo[memo_key] = self._reasons(asset, key)
+        return self._memo[memo_key]
+
+    def _reasons(self, asset: str, key: str | None) -> tuple[str, ...]:
+        mat = self.latest(asset).get(key)
+        spec = self.manifest.assets.get(asset)
+        if mat is None or spec is None:
+            return ()
+        out = []
+        if mat.code_version and mat.code_version != spec.code_version:
+            out.append(CODE_CHANGED)
+        for name in spec.upstream:
+            up = self.manifest.assets.get(name)
+            if up is None:
+                continue
+            up_mats = self.latest(name)
+            read = [up_mats[k] for k in _upstream_keys(spec, up, key, up_mats) if k in up_mats]
+            if any(m.created_at > mat.created_at for m in read):
+                out.append(f"upstream {name} newer")
+            elif any(self.reasons(name, m.partition) for m in read):
+                out.append(f"upstream {name} stale")
+        return tuple(out)
+
+
+def toposort(manifest: Manifest, names: Iterable[str]) -> list[str]:
+    """`names` in manifest order, except that each comes after the ones it depends on."""
+    chosen = set(names)
+    out: list[str] = []
+    placed: set[str] = set()
+
+    def place(name: str) -> None:
+        if name in placed:
+            return
+        placed.add(name)  # the manifest has no cycles: validation drops them
+        for up in manifest.assets[name].upstream:
+            if up in chosen:
+                place(up)
+        out.append(name)
+
+    for name in manifest.assets:
+        if name in chosen:
+            place(name)
+    return out
+
+
+def stale_states(
+    session: Any, manifest: Manifest, names: Iterable[str], partition: str | None
+) -> list[StaleState]:
+    """Each asset of `names` in dependency order: missing, stale or current.
+
+    A partitioned asset is judged at `partition`, an unpartitioned one as a whole. An asset
+    downstream of one that will be materialized (missing or stale) is stale too: running it
+    first is what "in order" means.
+    """
+    ev = Staleness(session, manifest)
+    due: set[str] = set()
+    out = []
+    for name in toposort(manifest, names):
+        spec = manifest.assets[name]
+        key = partition if spec.partitions is not None else None
+        if ev.latest(name).get(key) is None:
+            state = StaleState(name, key, "missing", ("never materialized",))
+        else:
+            reasons = list(ev.reasons(name, key))
+            for up in spec.upstream:
+                if up in due and not any(r.startswith(f"upstream {up} ") for r in reasons):
+                    reasons.append(f"upstream {up} runs first")
+            state = StaleState(name, key, "stale" if reasons else "current", tuple(reasons))
+        if state.status != "current":
+            due.add(name)
+        out.append(state)
+    return out
+
+
+def asset_staleness(session: Any, manifest: Manifest) -> dict[str, AssetStaleness]:
+    """Per asset, whether it (or how many of its partitions) is stale, for `dagtop list`."""
+    ev = Staleness(session, manifest)
+    out = {}
+    for name in toposort(manifest, manifest.assets):  # upstreams first: shallow recursion
+        spec = manifest.assets[name]
+        mats = ev.latest(name)
+        if not mats:
+            out[name] = AssetStaleness("missing")
+            continue
+        stale = {key: ev.reasons(name, key) for key in mats}
+        stale = {key: why for key, why in stale.items() if why}
+        if not stale:
+            out[name] = AssetStaleness("materialized")
+            continue
+        why = ", ".join(dict.fromkeys(r for reasons in stale.values() for r in reasons))
+        if spec.partitions is not None:
+            why = f"{len(stale)} partition{'s' if len(stale) > 1 else ''}: {why}"
+        out[name] = AssetStaleness("stale", why, len(stale) if spec.partitions else 0)
+    return out
+
+
+def check_partition(manifest: Manifest, asset: str, partition: str | None) -> None:
+    """Raises: PartitionError: the key is missing for a partitioned asset, given for an
+    unpartitioned one, or not one of its keys."""
+    pdef = manifest.assets[asset].partitions_def
+    if pdef is None:
+        if partition is not None:
+            raise PartitionError(f"asset {asset!r} is not partitioned: drop --partition")
+        return
+    if partition is None:
+        raise PartitionError(f"asset {asset!r} is partitioned: pass --partition KEY")
+    try:
+        pdef.validate_key(partition)
+    except InvalidPartitionKey as exc:
+        raise PartitionError(f"asset {asset!r}: {exc}") from None
+
+
+class _Builder:
+    """Turns materialization rows into nodes, with the runs' params and staleness."""
+
+    def __init__(self, session: Any, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.ev = Staleness(session, manifest)
+        self.session = session
+        self.runs: dict[str, Any] = {}
+
+    def load_runs(self, mats: Iterable[Any]) -> None:
+        from engine.storage import repo
+
+        wanted = {m.run_id for m in mats if m is not None} - set(self.runs)
+        self.runs.update(repo.runs_by_id(self.session, wanted))
+
+    def node(
+        self,
+        asset: str,
+        partition: str | None,
+        mat: Any,
+        children: tuple[LineageNode, ...] = (),
+        consumed: bool | None = None,
+        repeat: bool = False,
+    ) -> LineageNode:
+        spec = self.manifest.assets.get(asset)
+        current = spec.code_version if spec is not None else None
+        if mat is None:
+            return LineageNode(
+                asset, partition, None, None, None, None, None, current,
+                consumed=consumed, repeat=repeat, children=children,
+            )  # fmt: skip
+        run = self.runs.get(mat.run_id)
+        latest = self.ev.latest(asset).get(mat.partition)
+        is_current = latest is not None and latest.id == mat.id
+        return LineageNode(
+            asset=asset,
+            partition=mat.partition,
+            materialization_id=mat.id,
+            run_id=mat.run_id,
+            attempt_id=mat.attempt_id,
+            created_at=mat.created_at,
+            code_version=mat.code_version,
+            current_code_version=current,
+            params=json.loads(run.params or "{}") if run is not None else {},
+            trigger=run.trigger if run is not None else None,
+            replaced=not is_current,
+            stale=self.ev.reasons(asset, mat.partition) if is_current else (),
+            consumed=consumed,
+            repeat=repeat,
+            children=children,
+        )
+
+
+def upstream_lineage(
+    session: Any, manifest: Manifest, asset: str, partition: str | None
+) -> LineageNode:
+    """The current materialization of `asset` [partition] and, below it, the materializations
+    it consumed, back to the roots. A materialization reached twice (a diamond) is expanded once.
+
+    Raises:
+        PartitionError: see `check_partition`.
+        EngineError: the asset partition was never materialized.
+    """
+    from engine.storage import repo
+
+    check_partition(manifest, asset, partition)
+    root = repo.latest_materialization(session, asset, partition)
+    if root is None:
+        where = f" for partition {partition}" if partition is not None else ""
+        raise EngineError(
+            f"asset {asset!r} has no materialization{where} yet", title="Never materialized"
+        )
+    mats = {root.id: root}
+    frontier = [root]
+    while frontier:  # one query per level of the tree
+        wanted = {i for m in frontier for i in _inputs_of(m)} - set(mats)
+        found = repo.materializations_by_id(session, wanted)
+        mats.update(found)
+        frontier = list(found.values())
+    build = _Builder(session, manifest)
+    build.load_runs(mats.values())
+    expanded: set[int] = set()
+
+    def visit(mat: Any) -> LineageNode:
+        if mat.id in expanded:
+            return build.node(mat.asset, mat.partition, mat, repeat=True)
+        expanded.add(mat.id)
+        consumed = [mats[i] for i in dict.fromkeys(_inputs_of(mat)) if i in mats]
+        first_seen = {a: n for n, a in enumerate(dict.fromkeys(m.asset for m in consumed))}
+        consumed.sort(key=lambda m: (first_seen[m.asset], m.partition or ""))
+        return build.node(mat.asset, mat.partition, mat, tuple(visit(m) for m in consumed))
+
+    return visit(root)
+
+
+def downstream_lineage(
+    session: Any, manifest: Manifest, asset: str, partition: str | None
+) -> LineageNode:
+    """`asset` [partition] and, below it, every asset that depends on it (transitively), each
+    with its newest materialization of the matching partition: the same key for the same
+    partitions, the whole asset for an unpartitioned one, and the newest partition otherwise.
+
+    Raises:
+        PartitionError: see `check_partition`.
+    """
+    check_partition(manifest, asset, partition)
+    build = _Builder(session, manifest)
+    downstream = manifest.downstream()
+    seen: set[tuple[str, str | None]] = set()
+
+    def current(name: str, key: str | None) -> Any:
+        return build.ev.latest(name).get(key)
+
+    def visit(name: str, key: str | None, mat: Any, parent: tuple[str, Any] | None) -> LineageNode:
+        consumed = None
+        if parent is not None:
+            parent_name, parent_mat = parent
+            spec = manifest.assets[name]
+            if parent_name in (*spec.inputs, *spec.optional_inputs):
+                consumed = (
+                    mat is not None
+                    and parent_mat is not None
+                    and (parent_mat.id in _inputs_of(mat))
+                )
+        build.load_runs([mat])
+        if (name, key) in seen:
+            return build.node(name, key, mat, consumed=consumed, repeat=True)
+        seen.add((name, key))
+        spec = manifest.assets[name]
+        children = []
+        for child in downstream.get(name, []):
+            cspec = manifest.assets[child]
+            if cspec.partitions is None:
+                ckey: str | None = None
+                cmat = current(child, None)
+            elif cspec.partitions == spec.partitions and key is not None:
+                ckey, cmat = key, current(child, key)
+            else:
+                mats = build.ev.latest(child).values()
+                cmat = max(mats, key=lambda m: m.created_at, default=None)
+                ckey = cmat.partition if cmat is not None else None
+            children.append(visit(child, ckey, cmat, (name, mat)))
+        return build.node(name, key, mat, tuple(children), consumed=consumed)
+
+    return visit(asset, partition, current(asset, partition), None)
