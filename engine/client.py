@@ -590,14 +590,15 @@ class Client:
             run = repo.find_run(s, run_id)
             return [attempt_view(a) for a in repo.attempts_of(s, run.id)]
 
-    def samples(self, attempt_id: int) -> list[SampleView]:
-        """The resource samples of a step attempt (live while it runs, downsampled after)."""
+    def samples(self, attempt_id: int, since: float | None = None) -> list[SampleView]:
+        """The resource samples of a step attempt (live while it runs, downsampled after);
+        with `since`, only those taken after it (for polling a long attempt cheaply)."""
         from engine.storage import repo
 
         with self._read() as s:
             return [
                 SampleView(t=x.t, cpu_percent=x.cpu_percent, rss_bytes=x.rss_bytes)
-                for x in repo.samples_of(s, attempt_id)
+                for x in repo.samples_of(s, attempt_id, since)
             ]
 
     def node_statuses(self, pipeline: str | None = None) -> dict[str, NodeStatus]:

@@ -174,12 +174,13 @@ def replace_samples(session: Session, attempt_id: int, rows: Sequence[dict[str, 
     add_samples(session, rows)
 
 
-def samples_of(session: Session, attempt_id: int) -> Sequence[ResourceSample]:
-    return session.exec(
-        select(ResourceSample)
-        .where(ResourceSample.attempt_id == attempt_id)
-        .order_by(col(ResourceSample.t))
-    ).all()
+def samples_of(
+    session: Session, attempt_id: int, since: float | None = None
+) -> Sequence[ResourceSample]:
+    query = select(ResourceSample).where(ResourceSample.attempt_id == attempt_id)
+    if since is not None:
+        query = query.where(col(ResourceSample.t) > since)
+    return session.exec(query.order_by(col(ResourceSample.t))).all()
 
 
 # --- materializations and checks --------------------------------------------------------------
