@@ -56,8 +56,8 @@ def _parse_params(items: list[str] | None) -> dict[str, Any]:
             raise EngineError(f"--param {item!r} is not KEY=VALUE", title="Bad parameter")
         try:
             value: Any = json.loads(raw)
-        except ValueError:
-            value = raw  # anything that is not JSON is a plain string
+        except (ValueError, RecursionError):
+            value = raw  # anything that is not JSON (that we can read) is a plain string
         params[key.strip()] = value
     return params
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import loader
 from engine.config import Config, Paths, load_config, resolve_paths
-from engine.errors import EngineError, StorageError
+from engine.errors import EngineError, NoEngine, StorageError
 from engine.lineage import LineageNode, StaleState
 from engine.manifest import Manifest
 from engine.plan import RunRequest
@@ -151,6 +151,15 @@ class Client:
                 raise EngineError(cmd.error or f"{kind} failed", title="Engine refused")
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
+        # Withdraw it, so an engine that wakes up later does not act on a request whose
+        # sender has given up (and told its user so).
+        with self._write() as s:
+            cmd = repo.get_command(s, cmd_id)
+            if cmd is not None and cmd.status == "pending":
+                cmd.status = "abandoned"
+                s.add(cmd)
+            elif cmd is not None and cmd.status == "done":
+                return json.loads(cmd.result or "null")
         raise EngineError(f"the engine did not answer within {timeout:g} s", title="No answer")
 
     # --- running ------------------------------------------------------------------------------
@@ -167,15 +176,13 @@ class Client:
         """Start a run on the attached or running engine; returns its id without waiting.
 
         Raises:
-            EngineError: no engine is running (use `materialize`, which runs in-process).
+            NoEngine: no engine is running (use `materialize`, which runs in-process).
         """
         if self.engine is not None:
             return self.engine.submit(request)  # type: ignore[no-any-return]
         if self.daemon() is not None:
             return self._command("run", _request_payload(request))["run_id"]  # type: ignore[no-any-return]
-        raise EngineError(
-            "no engine is running: start `dagtop daemon` or the UI", title="No engine"
-        )
+        raise NoEngine("no engine is running: start `dagtop daemon` or `dagtop`")
 
     def execute(
         self, run_ids: Sequence[str], on_change: Callable[[str], None] | None = None
@@ -231,10 +238,15 @@ class Client:
     def _run_now(self, request: RunRequest, on_change: Callable[[str], None] | None) -> RunView:
         if self.engine is not None or self.daemon() is not None:
             # An engine is up: its executor runs it (so limits and pools hold across runs).
-            if self._warm_server is not None:
-                self._warm_server.close()
-                self._warm_server = None
-            return self.wait(self.submit(request), on_change)
+            try:
+                run_id = self.submit(request)
+            except NoEngine:
+                run_id = None  # the daemon went away between the two checks: run it here
+            if run_id is not None:
+                if self._warm_server is not None:
+                    self._warm_server.close()
+                    self._warm_server = None
+                return self.wait(run_id, on_change)
         run_id = self.create_run(request)
         self.execute([run_id], on_change)
         return self.run(run_id)
@@ -302,7 +314,7 @@ class Client:
             return self.engine.rerun(run_id)  # type: ignore[no-any-return]
         if self.daemon() is not None:
             return self._command("rerun", {"run_id": run_id})["run_id"]  # type: ignore[no-any-return]
-        raise EngineError("no engine is running: start `dagtop daemon` or `dagtop`")
+        raise NoEngine("no engine is running: start `dagtop daemon` or `dagtop`")
 
     def request_cancel(self, run_id: str) -> str:
         from engine.storage import repo

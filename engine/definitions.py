@@ -9,6 +9,7 @@ definitions, and a module imported twice under two names is still counted once.
 from __future__ import annotations
 
 import inspect
+import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -133,7 +134,12 @@ def hooks_of(what: str, **events: Any) -> dict[str, dict[str, Any]]:
 def _check_timeout(what: str, timeout: float | None) -> float | None:
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
         raise DefinitionError(f"{what}: timeout must be a number of seconds > 0, got {timeout!r}")
     return float(timeout)
 

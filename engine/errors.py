@@ -62,3 +62,9 @@ class EngineBusy(EngineError):
     """Another live engine holds this home folder's lease."""
 
     title = "Engine already running"
+
+
+class NoEngine(EngineError):
+    """No engine is running to hand a request to."""
+
+    title = "No engine"

@@ -187,7 +187,17 @@ def _run_child(
             buf += chunk
             *lines, buf = buf.split(b"\n")
             for line in lines:
-                msg = json.loads(line)
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    # Something in user code wrote to our pipe; the file it came from ends
+                    # without a result and is reported as a crash below.
+                    log.warning("ignoring garbage on the loader's result pipe")
+                    continue
+                if not isinstance(msg, dict) or not isinstance(
+                    msg.get("start", msg.get("file")), str
+                ):
+                    continue
                 if "start" in msg:
                     current = msg["start"]
                     deadline = time.monotonic() + timeout
@@ -210,10 +220,10 @@ def _run_child(
         return results
     finally:
         sel.close()
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 9)
-            proc.wait()
+        # Whatever the imports started (a process, a server) dies with the loader's group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, 9)
+        proc.wait()
         proc.stdout.close()
 
 
@@ -243,6 +253,7 @@ def load(
     """
     root = root.resolve()
     pipeline_files, helper_files = discover(root)
+    clashes = _module_clashes(pipeline_files)
     if files is not None:
         wanted = set(files)
         pipeline_files = [f for f in pipeline_files if f in wanted]
@@ -262,6 +273,12 @@ def load(
             results[rel] = hit["result"]
         else:
             stale.append(rel)
+    for rel, other in clashes.items():
+        results[rel] = _failure(
+            rel, "name-clash", f"{rel} and {other} would both import as {module_name_for(rel)}: "
+            "rename one",
+        )  # fmt: skip
+    stale = [rel for rel in stale if rel not in clashes]
     if stale:
         started = time.perf_counter()
         results.update(import_files(root, stale, timeout, list(infos)))
@@ -275,6 +292,19 @@ def load(
             )
             _write_cache(cache_path, _Cache(root=str(root), helpers=helpers, results=merged))
     return validate.build_manifest(root, infos, results)
+
+
+def _module_clashes(files: list[str]) -> dict[str, str]:
+    """Files whose module names collide (`sub/a.py` and `sub__a.py`), each with the other."""
+    seen: dict[str, str] = {}
+    clashes: dict[str, str] = {}
+    for rel in files:
+        name = module_name_for(rel)
+        if name in seen:
+            clashes[rel], clashes[seen[name]] = seen[name], rel
+        else:
+            seen[name] = rel
+    return clashes
 
 
 def _kind(result: dict[str, Any]) -> str | None:

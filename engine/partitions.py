@@ -605,6 +605,9 @@ class StaticPartitions(PartitionsDefinition):
         for key in keys:
             if not isinstance(key, str) or not key:
                 raise ValueError(f"StaticPartitions keys must be non-empty strings, got {key!r}")
+            if "\x00" in key:
+                # A key travels in environment variables and file names, where NUL cannot.
+                raise ValueError(f"StaticPartitions keys cannot contain NUL, got {key!r}")
             if key in index:
                 raise ValueError(f"StaticPartitions has a duplicate key {key!r}")
             index[key] = len(index)

@@ -233,6 +233,7 @@ class Scheduler:
         with read_scope(self._db) as session:
             toggles = repo.toggles(session, "schedule")
         fresh: list[str] = []
+        first_seen: list[str] = []
         with self._mutex:
             self._manifest = manifest
             for name in [n for n in self._entries if n not in manifest.schedules]:
@@ -262,9 +263,19 @@ class Scheduler:
                 self._add_job(name, trigger, enabled=toggle is None or toggle.enabled)
                 if old is None:
                     fresh.append(name)
+                    begins_when_seen = entry.start is None and not (
+                        spec.catchup and self._partitioning(spec) is not None
+                    )
+                    if toggle is None and begins_when_seen:
+                        first_seen.append(name)
                     log.info("schedule %s added (%s, catchup=%s)", name, spec.cron, spec.catchup)
                 else:
                     log.info("schedule %s changed (%s, catchup=%s)", name, spec.cron, spec.catchup)
+        if first_seen:
+            with session_scope(self._db) as session:
+                for name in first_seen:
+                    if repo.toggles(session, "schedule").get(name) is None:
+                        repo.set_toggle(session, "schedule", name, True, now.timestamp())
         for name in fresh:
             self._fire(name)
 
@@ -373,7 +384,9 @@ class Scheduler:
             low, inclusive = parts.definition.period(keys[0])[1], True
             from_partitions = True
         else:
-            low, inclusive = entry.since, True  # no history, no start: it begins when first seen
+            # No history, no start: it begins when first seen, a moment kept in storage (its
+            # toggle row) so that a restart does not forget the ticks missed since.
+            low, inclusive = turned_on or entry.since, True
         if turned_on is not None and (turned_on > low or (turned_on == low and not inclusive)):
             low, inclusive = turned_on, True
             from_partitions = False

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
+
+MAX_SIZE = 1024**5  # 1 PiB: anything larger is a typo, not a memory limit
 
 _SIZE_UNITS = {
     "": 1,
@@ -38,16 +41,16 @@ def parse_size(value: int | float | str | None) -> int | None:
     if isinstance(value, bool):
         raise ValueError(f"not a size: {value!r}")
     if isinstance(value, int | float):
-        if value <= 0:
-            raise ValueError(f"a size must be positive, got {value!r}")
+        if not math.isfinite(value) or value < 1 or value > MAX_SIZE:
+            raise ValueError(f"a size must be a positive number of bytes, got {value!r}")
         return int(value)
     match = _SIZE_RE.match(str(value))
     if not match or match.group(2).lower() not in _SIZE_UNITS:
         raise ValueError(f"not a size: {value!r} (try 512MiB, 2GB or a number of bytes)")
-    size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
-    if size <= 0:
-        raise ValueError(f"a size must be positive, got {value!r}")
-    return size
+    number = float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    if not math.isfinite(number) or number < 1 or number > MAX_SIZE:
+        raise ValueError(f"a size must be positive and at most 1 PiB, got {value!r}")
+    return int(number)
 
 
 def format_bytes(n: float | None) -> str:

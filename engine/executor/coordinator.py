@@ -463,8 +463,8 @@ class Coordinator:
         spec_path = self.paths.runs / run.id / f"{safe_key(st.key)}.{attempt_no}.json"
         try:
             pid, popen, events_fd = self._spawn(launch, spec_path, attempt_id)
-        except OSError as exc:
-            error = f"could not start the step: {exc}"
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the step fails, not the engine
+            error = f"could not start the step: {type(exc).__name__}: {exc}"
             self._record_end(run, st, attempt_id, StepStatus.FAILED, error, None, TreeStats(), now)
             return
         pidfd = os.pidfd_open(pid) if _HAS_PIDFD and popen is not None else None

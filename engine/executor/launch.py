@@ -107,12 +107,14 @@ def _step_env(
     run_id: str, key: str, attempt: int, partition: str | None, home: Path
 ) -> dict[str, str]:
     env = dict(os.environ)
+    # NUL cannot travel in an environment variable; such a key is still in the spec intact.
+    partition = (partition or "").replace("\x00", "\\0")
     env.update(
         PYTHONUNBUFFERED="1",
         DAGTOP_RUN_ID=run_id,
         DAGTOP_TASK=key,
         DAGTOP_ATTEMPT=str(attempt),
-        DAGTOP_PARTITION=partition or "",
+        DAGTOP_PARTITION=partition,
         DAGTOP_HOME=str(home),
     )
     return env

@@ -1,0 +1,135 @@
+"""The soak's pipeline module; tests/soak/soak.py copies it into a throw-away project.
+
+Not a test module: it is loaded by the dagtop loader of that project, never by pytest. Every
+source of randomness is seeded (by the run id, the partition key or the attempt), so a run's
+behaviour can be predicted from what the soak passed it:
+
+- `ticker`: the target of a `* * * * *` schedule with catchup;
+- `chaos`: does what `context.params["mode"]` says (or a mode drawn from the run id): succeed,
+  fail every attempt, fail only the first attempt, sleep past its timeout, blow its memory
+  limit, exit without reporting, or print a lot; `chaos_report` depends on it;
+- `daily` / `daily_sum`: daily partitions for backfills (random sleeps, ~10% random failures);
+- `ingest`: the target of the `drops` file sensor on `<project>/inbox`;
+- `soak_tasks`: a small Airflow-style pipeline with a shell step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+from pathlib import Path
+
+from engine import (
+    CheckResult,
+    DailyPartitions,
+    Pipeline,
+    asset,
+    check,
+    file_sensor,
+    schedule,
+    shell,
+    task,
+)
+
+# <project>/pipelines/soak_pipeline.py -> <project>/inbox
+INBOX = Path(__file__).resolve().parent.parent / "inbox"
+MODES = ("ok", "ok", "ok", "ok", "fail", "flaky", "timeout", "memory", "exit", "noisy")
+TIMEOUT = 4.0
+MEMORY_LIMIT_MIB = 120
+
+
+def chaos_mode(context) -> str:
+    mode = context.params.get("mode")
+    if mode is None:
+        mode = random.Random(context.run_id).choice(MODES)
+    return str(mode)
+
+
+@asset(group="soak")
+def ticker(context):
+    return {"at": time.time(), "run": context.run_id}
+
+
+@asset(
+    group="soak",
+    retries=2,
+    retry_delay=0.2,
+    timeout=TIMEOUT,
+    memory_limit=f"{MEMORY_LIMIT_MIB}MiB",
+)
+def chaos(context):
+    mode = chaos_mode(context)
+    context.log.info("mode %s, attempt %s", mode, context.attempt)
+    if mode == "fail":
+        raise RuntimeError("chaos: planned failure")
+    if mode == "flaky" and context.attempt == 1:
+        raise RuntimeError("chaos: flaky first attempt")
+    if mode == "timeout":
+        time.sleep(TIMEOUT * 10)
+    if mode == "memory":
+        # Filled (not calloc'ed) memory, so every page counts in the resident set.
+        hog = b"\x01" * (MEMORY_LIMIT_MIB * 3 * 1024 * 1024)
+        time.sleep(TIMEOUT * 10)
+        del hog
+    if mode == "exit":
+        os._exit(3)
+    if mode == "noisy":
+        for i in range(2000):
+            print(f"noisy line {i} " + "x" * 100)
+    time.sleep(random.Random(f"{context.run_id}:{context.attempt}").uniform(0.0, 0.5))
+    return {"mode": mode, "attempt": context.attempt}
+
+
+@check(asset="chaos")
+def chaos_has_mode(chaos) -> CheckResult:
+    return CheckResult(passed="mode" in chaos, metadata={"mode": chaos.get("mode")})
+
+
+@asset(group="soak")
+def chaos_report(chaos):
+    return f"{chaos['mode']} after {chaos['attempt']} attempt(s)"
+
+
+days = DailyPartitions(start="2024-01-01", end="2025-01-01")
+
+
+@asset(group="soak", partitions=days, retries=1, retry_delay=0.1)
+def daily(context):
+    rng = random.Random(f"{context.partition}:{context.run_id}:{context.attempt}")
+    time.sleep(rng.uniform(0.05, 0.6))
+    if rng.random() < 0.1:
+        raise RuntimeError(f"daily {context.partition}: random failure")
+    return {"day": context.partition, "n": rng.randint(0, 1000)}
+
+
+@asset(group="soak", partitions=days)
+def daily_sum(daily):
+    return daily["n"] * 2
+
+
+@asset(group="soak")
+def ingest(context):
+    path = Path(context.params["path"])
+    data = path.read_bytes()
+    context.add_metadata({"file": path.name, "size": len(data)})
+    return {"path": str(path), "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+schedule("* * * * *", "ticker", name="every_minute", catchup=True)
+file_sensor("drops", path=str(INBOX), target="ingest")
+
+
+with Pipeline("soak_tasks", retries=1, retry_delay=0.1):
+
+    @task
+    def produce(context):
+        return random.Random(context.run_id).randint(1, 100)
+
+    @task
+    def consume(produce):
+        return produce * 2
+
+    done = shell("echo done $DAGTOP_RUN_ID", id="done")
+    produce >> consume >> done

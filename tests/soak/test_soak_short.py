@@ -1,0 +1,40 @@
+"""A one-minute soak (see tests/soak/soak.py) as a test.
+
+Skipped unless DAGTOP_SOAK=1 or CI is set: it drives a real daemon for a minute, with kill -9,
+a CLI process a second and bursts of file drops, so it stays out of the regular dev run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [
+    pytest.mark.serial,
+    pytest.mark.soak,
+    pytest.mark.skipif(
+        not (os.environ.get("DAGTOP_SOAK") == "1" or os.environ.get("CI")),
+        reason="the soak runs only with DAGTOP_SOAK=1 or in CI (CI set)",
+    ),
+    pytest.mark.timeout(900),
+]
+
+
+def test_a_one_minute_soak_passes_every_check(tmp_path: Path) -> None:
+    work = tmp_path / "soak"
+    seed = int(os.environ.get("DAGTOP_SOAK_SEED", "0")) or None
+    argv = [sys.executable, "-m", "tests.soak.soak", "--seconds", "60", "--workdir", str(work)]
+    if seed is not None:
+        argv += ["--seed", str(seed)]
+    done = subprocess.run(
+        argv, cwd=REPO, capture_output=True, text=True, timeout=840, stdin=subprocess.DEVNULL
+    )
+    report = done.stdout[-12_000:] + done.stderr[-4_000:]
+    assert done.returncode == 0, f"the soak failed (work folder {work}):\n{report}"
+    assert "all checks passed" in done.stdout, report
