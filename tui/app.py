@@ -7,14 +7,31 @@ daemon up it attaches to it and reads the same storage.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
+from textual import work
 from textual.app import App
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
+from textual.worker import Worker, WorkerState
 
-from engine.client import Client
+from engine.client import Client, RunView
+from engine.errors import EngineError
+from tui.commands import DagtopCommands
 from tui.messages import EngineChanged
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.5
+"""Seconds between change polls when no engine runs in this process (attached or offline)."""
+STOP_WAIT = 5.0
+"""Seconds to wait for canceled runs to settle before quitting."""
+HANDOFF_GRACE = 0.5
+"""Seconds the embedded engine gives running steps when they are handed to a daemon."""
 
 
 class DagtopApp(App[None]):
@@ -22,12 +39,18 @@ class DagtopApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "dagtop"
-    BINDINGS = [
+    COMMANDS = App.COMMANDS | {DagtopCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", show=True),
         Binding("question_mark", "help", "Help", show=True, key_display="?"),
+        Binding("B", "backfills", "Backfills", show=True),
+        Binding("S", "automation", "Schedules", show=True, tooltip="Schedules & sensors"),
+        Binding("escape", "back", "Back", show=True),
     ]
 
-    def __init__(self, client: Client, mode: str = "embedded", clock: Any = None) -> None:
+    def __init__(
+        self, client: Client, mode: str = "embedded", clock: Callable[[], float] | None = None
+    ) -> None:
         """
         Args:
             client: The engine facade.
@@ -37,10 +60,12 @@ class DagtopApp(App[None]):
         super().__init__()
         self.client = client
         self.mode = mode
-        import time
-
-        self.clock = clock or time.time
-        self._unsubscribe: Any = None
+        self.clock: Callable[[], float] = clock or time.time
+        self.stop_grace = 3.0
+        """Seconds `run_app` gives running steps when it stops the embedded engine."""
+        self._unsubscribe: Callable[[], None] | None = None
+        self._since = time.time()
+        self._stamps: dict[str, tuple[object, ...]] = {}
 
     def on_mount(self) -> None:
         from tui.screens.home import HomeScreen
@@ -49,34 +74,176 @@ class DagtopApp(App[None]):
             self._unsubscribe = self.client.engine.subscribe(
                 lambda event: self.post_message(EngineChanged(event.kind, event.ref))
             )
+        else:
+            self.set_interval(POLL_INTERVAL, self.poll_changes)
         self.push_screen(HomeScreen())
 
     def on_unmount(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
 
+    def on_engine_changed(self, message: EngineChanged) -> None:
+        """Hand the change to every open screen: covered ones stay current too."""
+        if getattr(message, "forwarded", False):
+            return  # one of ours, bubbling back up from a screen
+        for screen in self.screen_stack[1:]:
+            copy = EngineChanged(message.kind, message.ref)
+            copy.forwarded = True  # type: ignore[attr-defined]
+            screen.post_message(copy)
+
+    @work(exclusive=True, group="poll", exit_on_error=False)
+    async def poll_changes(self) -> None:
+        """Without an engine in this process, watch storage for runs that changed."""
+        started = time.time()
+        try:
+            runs = await asyncio.to_thread(self.client.runs_since, self._since - 2.0)
+        except Exception as exc:  # noqa: BLE001 - the next poll retries; screens show it
+            log.debug("poll failed: %s", exc)
+            return
+        self._since = started
+        changed = [run for run in runs if self._stamps.get(run.id) != _stamp(run)]
+        for run in changed:
+            self._stamps[run.id] = _stamp(run)
+        if changed:
+            self.post_message(EngineChanged("run", changed[-1].id))
+
+    # --- navigation ---------------------------------------------------------------------------
+
     def action_help(self) -> None:
         from tui.screens.help import HelpScreen
 
-        self.push_screen(HelpScreen())
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "back":
+            return len(self.screen_stack) > 2  # hidden where there is nowhere to go back to
+        return True
+
+    def action_back(self) -> None:
+        if len(self.screen_stack) > 2:
+            self.pop_screen()
+
+    def action_backfills(self) -> None:
+        try:
+            from tui.screens.backfills import BackfillsScreen
+        except ImportError:
+            self.notify("the backfills screen is not available yet", severity="warning")
+            return
+        self.push_screen(BackfillsScreen())
+
+    def action_automation(self) -> None:
+        try:
+            from tui.screens.automation import AutomationScreen
+        except ImportError:
+            self.notify("the schedules & sensors screen is not available yet", severity="warning")
+            return
+        self.push_screen(AutomationScreen())
+
+    # --- quitting -----------------------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        if self.mode != "embedded" or self.client.engine is None:
+            self.exit()
+            return
+        self._confirm_quit()
+
+    @work(exclusive=True, group="quit", exit_on_error=False)
+    async def _confirm_quit(self) -> None:
+        from tui.screens.confirm import QuitScreen
+
+        runs = await asyncio.to_thread(self.client.runs, 500)
+        live = [run.id for run in runs if run.status in ("queued", "running")]
+        if not live:
+            self.exit()
+            return
+        choice = await self.push_screen_wait(QuitScreen(len(live)))
+        if choice == "stop":
+            self.notify(f"stopping {len(live)} run(s)…", title="Quit")
+            await asyncio.to_thread(self._stop_runs, live)
+            self.exit()
+        elif choice == "handoff":
+            # Queued runs stay queued; steps still running get a short grace, then the next
+            # engine (a daemon, or this UI reopened) recovers them: none stays "running".
+            self.stop_grace = HANDOFF_GRACE
+            self.exit()
+
+    def _stop_runs(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            try:
+                self.client.request_cancel(run_id)
+            except EngineError as exc:
+                log.warning("cancel %s failed: %s", run_id, exc.msg)
+        deadline = time.monotonic() + STOP_WAIT
+        pending = set(run_ids)
+        while pending and time.monotonic() < deadline:
+            for run_id in list(pending):
+                try:
+                    if self.client.run(run_id).finished:
+                        pending.discard(run_id)
+                except EngineError:
+                    pending.discard(run_id)
+            time.sleep(0.1)
+
+    # --- errors -------------------------------------------------------------------------------
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """Report a failed app-level worker (screens report their own the same way)."""
+        if event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        log.error("worker %s failed", event.worker.name, exc_info=error)
+        if isinstance(error, EngineError):
+            self.notify(error.msg, title=error.title, severity="error")
+        else:
+            self.notify(f"{type(error).__name__}: {error}", title="Unexpected error",
+                        severity="error")  # fmt: skip
+
+
+def _stamp(run: RunView) -> tuple[object, ...]:
+    return (run.status, tuple((st.status, st.attempts) for st in run.steps))
+
+
+def _log_to_file(path: Path) -> Callable[[], None]:
+    """Send logging to a file while the UI owns the terminal; returns the undo."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root.handlers = [handler]
+    root.setLevel(logging.INFO)
+
+    def restore() -> None:
+        handler.close()
+        root.handlers, root.level = saved_handlers, saved_level
+
+    return restore
 
 
 def run_app(client: Client) -> None:
     """`dagtop` with no command: embed an engine (or attach to the daemon) and open the UI."""
     from engine.errors import EngineBusy
 
-    mode = "attached" if client.daemon() is not None else "embedded"
-    if mode == "embedded":
-        try:
-            client.start_engine(kind="tui")
-        except EngineBusy:
-            mode = "attached"
-    app = DagtopApp(client, mode=mode)
+    restore_logging = _log_to_file(client.paths.home / "ui.log")
     try:
-        app.run()
+        mode = "attached" if client.daemon() is not None else "embedded"
+        if mode == "embedded":
+            try:
+                client.start_engine(kind="tui")
+            except EngineBusy:
+                mode = "attached"
+        app = DagtopApp(client, mode=mode)
+        try:
+            app.run()
+        finally:
+            if client.engine is not None:
+                client.engine.stop(grace=app.stop_grace)
     finally:
-        if client.engine is not None:
-            client.engine.stop()
+        restore_logging()
 
 
-__all__ = ["DagtopApp", "Path", "run_app"]
+__all__ = ["DagtopApp", "run_app"]

@@ -1,0 +1,43 @@
+"""Fixtures of the home-screen tests: a fake client over a real manifest, a frozen clock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.manifest import Manifest
+from tests.tui.fakes import NOW, FakeClient, build_manifest
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Times on screen are local times: pin the zone so snapshots match on every machine."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture(scope="session")
+def examples_manifest(tmp_path_factory: pytest.TempPathFactory) -> Manifest:
+    """The example pipelines plus a broken file, loaded once by the real loader."""
+    return build_manifest(tmp_path_factory.mktemp("examples"))
+
+
+@pytest.fixture
+def clock() -> Callable[[], float]:
+    return lambda: NOW
+
+
+@pytest.fixture
+def fake_client(examples_manifest: Manifest) -> FakeClient:
+    return FakeClient(examples_manifest)
+
+
+@pytest.fixture
+def examples_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "pipelines"

@@ -1,0 +1,282 @@
+"""Schedules and sensors: next/last ticks, toggling, and a client that cannot list them yet."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from textual.app import App
+from textual.screen import Screen
+
+from engine.errors import EngineError, RunNotFound
+from tui.screens.automation import AutomationScreen, relative
+
+NOW = 1_738_000_000.0  # 2025-01-27 17:46:40 UTC
+TICK_ERROR = "unknown asset 'revenu' (did you mean 'revenue'?)\nmore detail"
+
+
+def at(seconds_from_now: float) -> datetime:
+    return datetime.fromtimestamp(NOW + seconds_from_now, UTC)
+
+
+@dataclass(frozen=True)
+class ScheduleStatus:
+    """The shape `client.schedules()` returns."""
+
+    name: str
+    cron: str
+    target: str
+    enabled: bool
+    catchup: bool
+    next_tick: datetime | None
+    last_tick: datetime | None
+    last_run_id: str | None
+    last_status: str | None
+    last_reason: str | None
+
+
+@dataclass(frozen=True)
+class SensorStatus:
+    """The shape `client.sensors()` returns."""
+
+    name: str
+    path: str
+    pattern: str
+    target: str
+    enabled: bool
+    files_seen: int
+    last_file: str | None
+    last_seen_at: float | None
+    last_run_id: str | None
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.engine = None
+        self.items: dict[str, Any] = {
+            "nightly": ScheduleStatus(
+                "nightly", "0 3 * * *", "group:training", True, False,
+                at(11 * 3600 + 17 * 60), at(-(12 * 3600 + 43 * 60)),
+                "9c1e77b0aa01", "started", None,
+            ),
+            "hourly_sales": ScheduleStatus(
+                "hourly_sales", "0 * * * *", "orders, revenue", False, True,
+                None, at(-3 * 3600), None, "failed", TICK_ERROR,
+            ),
+        }  # fmt: skip
+        self.sensor_items: dict[str, Any] = {
+            "inbox": SensorStatus(
+                "inbox", "inbox/", "*.csv", "ingest", True, 12, "inbox/orders-17.csv",
+                NOW - 95, "51d8aa00bb11",
+            ),
+        }  # fmt: skip
+        self.run_statuses = {"9c1e77b0aa01": "success", "51d8aa00bb11": "running"}
+        self.run_reads: list[str] = []
+        self.toggled: list[tuple[str, str, bool]] = []
+        self.toggle_error: Exception | None = None
+
+    def schedules(self) -> list[ScheduleStatus]:
+        return list(self.items.values())
+
+    def sensors(self) -> list[SensorStatus]:
+        return list(self.sensor_items.values())
+
+    def run(self, run_id: str) -> Any:
+        self.run_reads.append(run_id)
+        if run_id not in self.run_statuses:
+            raise RunNotFound(f"no run {run_id}")
+        return SimpleNamespace(id=run_id, status=self.run_statuses[run_id])
+
+    def set_enabled(self, kind: str, name: str, enabled: bool) -> None:
+        if self.toggle_error is not None:
+            raise self.toggle_error
+        self.toggled.append((kind, name, enabled))
+        if kind == "schedule":
+            self.items[name] = replace(self.items[name], enabled=enabled)
+        else:
+            self.sensor_items[name] = replace(self.sensor_items[name], enabled=enabled)
+
+
+class OldClient:
+    """A facade from before schedules() and sensors() existed."""
+
+    engine = None
+
+    def set_enabled(self, kind: str, name: str, enabled: bool) -> None:
+        raise AssertionError("nothing to toggle")
+
+
+class Host(App[None]):
+    def __init__(self, client: Any, make_screen: Callable[[], Screen[Any]]) -> None:
+        super().__init__()
+        self.client = client
+        self.clock = lambda: NOW
+        self._make_screen = make_screen
+
+    def on_mount(self) -> None:
+        self.push_screen(self._make_screen())
+
+
+@pytest.fixture(autouse=True)
+def quick_polls(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Poll ten times a second, so tests see changes sooner; snapshots poll once and hold
+    still, so a refresh landing mid-capture cannot change the picture."""
+    still = request.node.name.startswith("test_snapshot")
+    monkeypatch.setattr(AutomationScreen, "POLL_SECONDS", 60.0 if still else 0.1)
+
+
+@pytest.fixture
+def fake() -> FakeClient:
+    return FakeClient()
+
+
+async def until(predicate: Callable[[], bool], pilot: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await pilot.pause(0.02)
+
+
+async def ready(app: App[Any], pilot: Any) -> AutomationScreen:
+    await until(lambda: isinstance(app.screen, AutomationScreen), pilot)
+    screen = app.screen
+    assert isinstance(screen, AutomationScreen)
+    await until(lambda: screen.polls > 0, pilot)
+    return screen
+
+
+def cell(screen: AutomationScreen, table: str, row: str, column: str) -> str:
+    from textual.widgets import DataTable
+
+    return str(screen.query_one(f"#{table}", DataTable).get_cell(row, column))
+
+
+def test_relative_times() -> None:
+    assert relative(at(11 * 3600 + 17 * 60 + 5), NOW) == "in 11h 17m"
+    assert relative(NOW - 95, NOW) == "1m ago"
+    assert relative(at(-3 * 86400 - 7200), NOW) == "3d 2h ago"
+    assert relative(None, NOW) == "–"
+
+
+async def test_tables_show_schedules_and_sensors(fake: FakeClient) -> None:
+    app = Host(fake, AutomationScreen)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await ready(app, pilot)
+        assert cell(screen, "schedules-table", "nightly", "next") == "in 11h 17m"
+        assert cell(screen, "schedules-table", "nightly", "last") == "12h 43m ago"
+        assert cell(screen, "schedules-table", "nightly", "run") == "✓ success 9c1e77b0"
+        assert cell(screen, "schedules-table", "nightly", "enabled") == "● on"
+        assert cell(screen, "schedules-table", "hourly_sales", "enabled") == "○ off"
+        # A tick that failed to start anything says why (its reason's first 40 characters).
+        tick = cell(screen, "schedules-table", "hourly_sales", "run")
+        assert tick.startswith("✗ failed: unknown asset 'revenu'") and tick.endswith("…")
+        assert cell(screen, "sensors-table", "inbox", "watch") == "inbox/  *.csv"
+        assert cell(screen, "sensors-table", "inbox", "seen") == "12"
+        assert cell(screen, "sensors-table", "inbox", "at") == "1m ago"
+        assert cell(screen, "sensors-table", "inbox", "run") == "◐ running 51d8aa00"
+        # The sensor's run finishes; the schedule's finished run is not read again.
+        fake.run_statuses["51d8aa00bb11"] = "failed"
+        await until(
+            lambda: cell(screen, "sensors-table", "inbox", "run") == "✗ failed 51d8aa00", pilot
+        )
+        assert fake.run_reads.count("9c1e77b0aa01") == 1
+
+
+async def test_t_toggles_the_selected_schedule_then_sensor(fake: FakeClient) -> None:
+    app = Host(fake, AutomationScreen)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await ready(app, pilot)
+        await pilot.press("t")
+        await until(lambda: bool(fake.toggled), pilot)
+        assert fake.toggled == [("schedule", "nightly", False)]
+        await until(lambda: cell(screen, "schedules-table", "nightly", "enabled") == "○ off", pilot)
+        await pilot.press("down", "t")
+        await until(lambda: len(fake.toggled) == 2, pilot)
+        assert fake.toggled[1] == ("schedule", "hourly_sales", True)
+        await pilot.press("tab", "t")
+        await until(lambda: len(fake.toggled) == 3, pilot)
+        assert fake.toggled[2] == ("sensor", "inbox", False)
+        await until(lambda: cell(screen, "sensors-table", "inbox", "enabled") == "○ off", pilot)
+
+
+async def test_toggle_errors_become_toasts(fake: FakeClient) -> None:
+    fake.toggle_error = EngineError("schedules are not running in this engine")
+    app = Host(fake, AutomationScreen)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(app, pilot)
+        await pilot.press("t")
+        await until(lambda: bool(app._notifications), pilot)
+        note = next(iter(app._notifications))
+        assert note.message == "schedules are not running in this engine"
+        assert note.severity == "error"
+        assert isinstance(app.screen, AutomationScreen)
+
+
+async def test_a_client_without_schedules_says_not_available() -> None:
+    app = Host(OldClient(), AutomationScreen)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await ready(app, pilot)
+        assert screen.available == {"schedule": False, "sensor": False}
+        note = str(screen.query_one("#schedules-note").render())
+        assert "not available" in note
+        await pilot.press("t")  # nothing selected: no call, no crash
+        await pilot.pause()
+        assert screen.check_action("toggle_enabled", ()) is None
+
+
+@pytest.mark.parametrize("size", [(160, 48), (100, 30)], ids=["160x48", "100x30"])
+def test_snapshot_automation(snap_compare: Any, fake: FakeClient, size: tuple[int, int]) -> None:
+    async def run(pilot: Any) -> None:
+        await ready(pilot.app, pilot)
+        await pilot.pause(0.1)  # let the table lay out its columns
+
+    assert snap_compare(Host(fake, AutomationScreen), terminal_size=size, run_before=run)
+
+
+# --- a real engine ---------------------------------------------------------------------------
+
+REAL_PIPELINE = """
+from engine import asset, file_sensor, schedule
+
+
+@asset
+def orders():
+    return [1, 2, 3]
+
+
+schedule("0 3 * * *", target="orders", name="nightly")
+file_sensor("inbox", path="inbox", pattern="*.csv", target="orders")
+"""
+
+
+@pytest.mark.serial
+async def test_real_engine_lists_and_toggles(tmp_path: Path) -> None:
+    from engine.client import Client
+
+    pipes = tmp_path / "pipelines"
+    (pipes / "inbox").mkdir(parents=True)
+    (pipes / "shop.py").write_text(REAL_PIPELINE)
+    client = Client(home=tmp_path / "home", pipelines=pipes)
+    client.start_engine()
+    try:
+        app = Host(client, AutomationScreen)
+        app.clock = time.time
+        async with app.run_test(size=(160, 48)) as pilot:
+            screen = await ready(app, pilot)
+            assert screen.available == {"schedule": True, "sensor": True}
+            assert screen.schedules["nightly"].enabled
+            assert cell(screen, "schedules-table", "nightly", "next").startswith("in ")
+            assert cell(screen, "sensors-table", "inbox", "watch").endswith("*.csv")
+            await pilot.press("t")
+            await until(lambda: not screen.schedules["nightly"].enabled, pilot, timeout=10)
+            assert cell(screen, "schedules-table", "nightly", "enabled") == "○ off"
+            assert cell(screen, "schedules-table", "nightly", "next") == "– (off)"
+    finally:
+        client.engine.stop()

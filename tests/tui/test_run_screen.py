@@ -1,0 +1,470 @@
+"""The run screen: snapshots against a fake facade with frozen data, keys, and one real run.
+
+The fake implements the part of `engine.client.Client` the screen reads (run, attempts,
+samples, request_cancel, rerun) with the facade's own view classes and fixed times; the app's
+clock is frozen, and TZ is UTC, so every snapshot is stable.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.app import App
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input
+
+from engine.client import AttemptView, Client, RunRequest, RunView, SampleView, StepView
+from engine.errors import RunNotFound
+from tui.screens.run import ConfirmCancel, RunCommands, RunScreen, default_step
+from tui.widgets.log_view import LogView
+
+T0 = 1_750_000_000.0  # 2025-06-15 15:06:40 UTC
+MiB = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def utc() -> Iterator[None]:
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if old is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = old
+    time.tzset()
+
+
+# --- a fake facade ----------------------------------------------------------------------------
+
+
+class FakeClient:
+    """The reads and commands of `engine.client.Client` that the run screen uses."""
+
+    def __init__(
+        self, run: RunView, attempts: list[AttemptView], samples: dict[int, list[SampleView]]
+    ) -> None:
+        self._run, self._attempts, self._samples = run, attempts, samples
+        self.cancels: list[str] = []
+        self.reruns: list[str] = []
+        self.reads = 0
+
+    def run(self, run_id: str) -> RunView:
+        self.reads += 1
+        if not self._run.id.startswith(run_id):
+            raise RunNotFound(f"no run {run_id!r}")
+        return self._run
+
+    def attempts(self, run_id: str) -> list[AttemptView]:
+        return list(self._attempts)
+
+    def samples(self, attempt_id: int) -> list[SampleView]:
+        return list(self._samples.get(attempt_id, []))
+
+    def request_cancel(self, run_id: str) -> str:
+        self.cancels.append(run_id)
+        return run_id
+
+    def rerun(self, run_id: str) -> str:
+        self.reruns.append(run_id)
+        return run_id
+
+
+def step_view(key: str, status: str, attempts: int, max_attempts: int, **kw: Any) -> StepView:
+    base: dict[str, Any] = dict(
+        key=key, kind="asset", status=status, attempts=attempts, max_attempts=max_attempts,
+        exit_code=None, error=None, peak_rss_bytes=None, cpu_seconds=None, log_path=None,
+        started_at=None, ended_at=None, upstream=(),
+    )  # fmt: skip
+    base.update(kw)
+    return StepView(**base)
+
+
+def attempt_view(
+    attempt_id: int,
+    key: str,
+    attempt: int,
+    status: str,
+    start: float,
+    end: float | None,
+    log: Path,
+    **kw: Any,
+) -> AttemptView:
+    base: dict[str, Any] = dict(
+        id=attempt_id, run_id="4f2a9c1e77b0", key=key, attempt=attempt, status=status,
+        started_at=start, ended_at=end, pid=4242, exit_code=None, error=None,
+        peak_rss_bytes=None, cpu_seconds=None, log_path=str(log),
+    )  # fmt: skip
+    base.update(kw)
+    return AttemptView(**base)
+
+
+TRAIN_LOG = """\
+15:06:44.120 INFO    loading 1,437 digits from raw_digits
+15:06:44.305 INFO    fitting RandomForestClassifier(n_estimators=200) on 1,437 rows
+15:06:45.002 WARNING feature 'pixel_0' is constant; dropped
+15:06:45.113 DEBUG   tree 1/200 depth=14
+15:06:46.870 INFO    out-of-bag score 0.971
+allocating the confusion matrix cache
+15:06:47.500 ERROR   worker ran out of memory while caching predictions
+Traceback (most recent call last):
+  File "/home/me/project/pipelines/ml_training.py", line 88, in trained_model
+    cache = np.zeros((n, n, 64))
+            ^^^^^^^^^^^^^^^^^^^^
+MemoryError: Unable to allocate 2.1 GiB for an array with shape (1437, 1437, 64)
+dagtop: step failed: memory limit exceeded: peak 2.1 GiB of 2 GiB
+"""
+
+
+def failed_run(tmp: Path) -> FakeClient:
+    """trained_model failed three times (the last by memory); deployed was skipped."""
+    logs = tmp / "logs"
+    logs.mkdir(exist_ok=True)
+    (logs / "raw_digits.1.log").write_text("15:06:41.010 INFO    read 1,797 rows\n")
+    (logs / "validated_digits.1.log").write_text("15:06:42.210 INFO    360 rows held out\n")
+    for n in (1, 2):
+        (logs / f"trained_model.{n}.log").write_text(
+            f"15:06:4{n}.000 INFO    attempt {n}\ndagtop: step failed: killed by SIGKILL\n"
+        )
+    (logs / "trained_model.3.log").write_text(TRAIN_LOG)
+    reason = "memory limit exceeded: peak 2.1 GiB of 2 GiB"
+    attempts = [
+        attempt_view(1, "raw_digits", 1, "success", T0 + 0.2, T0 + 0.6, logs / "raw_digits.1.log",
+                     peak_rss_bytes=82 * MiB, cpu_seconds=0.3),
+        attempt_view(2, "validated_digits", 1, "success", T0 + 0.7, T0 + 0.9,
+                     logs / "validated_digits.1.log", peak_rss_bytes=80 * MiB, cpu_seconds=0.1),
+        attempt_view(3, "trained_model", 1, "failed", T0 + 1.0, T0 + 2.5,
+                     logs / "trained_model.1.log", error="killed by SIGKILL"),
+        attempt_view(4, "trained_model", 2, "failed", T0 + 3.5, T0 + 4.0,
+                     logs / "trained_model.2.log", error="killed by SIGKILL"),
+        attempt_view(5, "trained_model", 3, "failed", T0 + 4.2, T0 + 8.3,
+                     logs / "trained_model.3.log", error=reason,
+                     peak_rss_bytes=2150 * MiB, cpu_seconds=7.9),
+    ]  # fmt: skip
+    steps = (
+        step_view("raw_digits", "success", 1, 1, started_at=T0 + 0.2, ended_at=T0 + 0.6,
+                  peak_rss_bytes=82 * MiB, cpu_seconds=0.3),
+        step_view("validated_digits", "success", 1, 1, started_at=T0 + 0.7, ended_at=T0 + 0.9,
+                  peak_rss_bytes=80 * MiB, cpu_seconds=0.1, upstream=("raw_digits",)),
+        step_view("trained_model", "failed", 3, 3, started_at=T0 + 1.0, ended_at=T0 + 8.3,
+                  peak_rss_bytes=2150 * MiB, cpu_seconds=7.9, error=reason,
+                  upstream=("validated_digits",)),
+        step_view("deployed", "skipped", 0, 1, error="upstream trained_model failed",
+                  upstream=("trained_model",)),
+    )  # fmt: skip
+    run = RunView(
+        id="4f2a9c1e77b0", kind="assets", status="failed", target="*trained_model",
+        partition=None, params={}, trigger="manual", created_at=T0, started_at=T0 + 0.1,
+        ended_at=T0 + 8.4, steps=steps, checks=(),
+    )  # fmt: skip
+    samples = {
+        5: [SampleView(T0 + 4.2 + i * 0.25, cpu, rss * MiB) for i, (cpu, rss) in enumerate(
+            [(12, 90), (97, 300), (99, 700), (98, 1100), (99, 1500), (100, 1800), (99, 2150)]
+        )],
+    }  # fmt: skip
+    return FakeClient(run, attempts, samples)
+
+
+def running_run(tmp: Path) -> FakeClient:
+    """The same run, still in trained_model's first attempt (the clock is frozen at T0 + 9)."""
+    client = failed_run(tmp)
+    attempts = [a for a in client._attempts if a.key != "trained_model"]
+    log = tmp / "logs" / "trained_model.run.log"
+    log.write_text("".join(TRAIN_LOG.splitlines(keepends=True)[:5]))
+    attempts.append(
+        attempt_view(3, "trained_model", 1, "running", T0 + 1.0, None, log,
+                     peak_rss_bytes=612 * MiB, cpu_seconds=7.9)
+    )  # fmt: skip
+    steps = list(client._run.steps)
+    steps[2] = replace(steps[2], status="running", attempts=1, ended_at=None, error=None,
+                       peak_rss_bytes=612 * MiB)  # fmt: skip
+    steps[3] = replace(steps[3], status="queued", error=None)
+    client._run = replace(client._run, status="running", ended_at=None, steps=tuple(steps))
+    client._attempts = attempts
+    client._samples = {3: [SampleView(T0 + 1 + i, c, r * MiB) for i, (c, r) in enumerate(
+        [(10, 100), (80, 250), (97, 400), (99, 520), (98, 600), (99, 612)])]}  # fmt: skip
+    return client
+
+
+class RunApp(App[None]):
+    """Just enough app to push the run screen: the facade and a frozen clock (not the app's
+    styles, so the snapshots change only when this screen does)."""
+
+    def __init__(self, client: Any, run_id: str, step: str | None = None, now: float = T0 + 9):
+        super().__init__()
+        self.client = client
+        self.clock: Callable[[], float] = lambda: now
+        self.run_id, self.step = run_id, step
+
+    def on_mount(self) -> None:
+        self.push_screen(RunScreen(self.run_id, self.step))
+
+
+async def settle(pilot: Pilot[None], lines: int = 1) -> None:
+    """Wait until the run is shown and its log read."""
+    app = pilot.app
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        await pilot.pause(0.02)
+        screen = app.screen
+        if isinstance(screen, RunScreen) and screen.run is not None:
+            log = screen.query_one(LogView)
+            if log.line_count >= lines and not log._source.scanning:
+                break
+    await pilot.pause()
+
+
+# --- snapshots --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(160, 48), (100, 30)])
+def test_snapshot_failed_run(snap_compare: Any, tmp_path: Path, size: tuple[int, int]) -> None:
+    app = RunApp(failed_run(tmp_path), "4f2a")
+    assert snap_compare(app, terminal_size=size, run_before=lambda pilot: settle(pilot, 13))
+
+
+def test_snapshot_running_run(snap_compare: Any, tmp_path: Path) -> None:
+    app = RunApp(running_run(tmp_path), "4f2a")
+    assert snap_compare(app, terminal_size=(160, 48), run_before=lambda pilot: settle(pilot, 5))
+
+
+# --- behaviour with the fake ------------------------------------------------------------------
+
+
+def test_default_step_prefers_asked_then_failed_then_running_then_last(tmp_path: Path) -> None:
+    run = failed_run(tmp_path)._run
+    assert default_step(run, "raw_digits") == "raw_digits"
+    assert default_step(run, None) == "trained_model"
+    assert default_step(run, "nope") == "trained_model"
+    running = running_run(tmp_path)._run
+    assert default_step(running, None) == "trained_model"
+    done = replace(running, steps=tuple(replace(s, status="success") for s in running.steps[:2]))
+    assert default_step(done, None) == "validated_digits"
+
+
+async def test_failed_step_shows_reason_and_its_last_attempt(tmp_path: Path) -> None:
+    client = failed_run(tmp_path)
+    app = RunApp(client, "4f2a")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot, 13)
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        assert screen.step == "trained_model"
+        table = screen.query_one("#steps", DataTable)
+        assert "memory limit exceeded" in str(table.get_cell("trained_model", "reason"))
+        assert "upstream trained_model failed" in str(table.get_cell("deployed", "reason"))
+        panel = screen.query_one("#log-panel")
+        assert panel.border_title == "trained_model · attempt 3 of 3 · failed"
+        log = screen.query_one(LogView)
+        assert log.line_text(log.line_count - 1).startswith("dagtop: step failed: memory limit")
+        assert screen.check_action("rerun", ()) is True
+        assert screen.check_action("cancel_run", ()) is False  # a finished run can't be canceled
+
+        await pilot.press("left_square_bracket")  # attempt 2
+        await settle(pilot)
+        assert panel.border_title == "trained_model · attempt 2 of 3 · failed"
+        assert log.line_text(0) == "15:06:42.000 INFO    attempt 2"
+        await pilot.press("left_square_bracket", "left_square_bracket")  # stops at attempt 1
+        await settle(pilot)
+        assert panel.border_title.startswith("trained_model · attempt 1 of 3")
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        await settle(pilot)
+        assert screen.attempt_no is None  # back on the latest: follows new retries
+        assert panel.border_title.startswith("trained_model · attempt 3 of 3")
+
+        await pilot.press("r")  # re-run failed
+        await app.workers.wait_for_complete()
+        assert client.reruns == ["4f2a9c1e77b0"]
+
+
+async def test_selecting_a_step_switches_the_log(tmp_path: Path) -> None:
+    app = RunApp(failed_run(tmp_path), "4f2a")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot, 13)
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        await pilot.press("tab")
+        assert screen.query_one("#steps", DataTable).has_focus
+        await pilot.press("up", "up")  # raw_digits
+        await settle(pilot)
+        assert screen.step == "raw_digits"
+        log = screen.query_one(LogView)
+        assert log.visible_text() == ["15:06:41.010 INFO    read 1,797 rows"]
+        await pilot.press("down", "down", "down")  # deployed never ran: a placeholder
+        await pilot.pause(0.1)
+        assert screen.step == "deployed"
+        assert log.line_count == 0 and "skipped" in log.placeholder
+        await pilot.press("tab")
+        assert log.has_focus
+
+
+async def test_cancel_asks_first_then_reaches_the_facade(tmp_path: Path) -> None:
+    client = running_run(tmp_path)
+    app = RunApp(client, "4f2a")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot, 5)
+        assert isinstance(app.screen, RunScreen)
+        assert app.screen.check_action("rerun", ()) is False
+        await pilot.press("c")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmCancel)
+        await pilot.press("n")  # keep running
+        await pilot.pause()
+        assert client.cancels == []
+        await pilot.press("c")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause(0.1)
+        await app.workers.wait_for_complete()
+        assert client.cancels == ["4f2a9c1e77b0"]
+        assert isinstance(app.screen, RunScreen)
+
+
+async def test_search_from_the_screen_and_escape(tmp_path: Path) -> None:
+    app = RunApp(failed_run(tmp_path), "4f2a")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot, 13)
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        log = screen.query_one(LogView)
+        search = screen.query_one("#search", Input)
+        await pilot.press("slash", "x", "escape")  # escape first closes the search box
+        assert isinstance(app.screen, RunScreen) and not search.display
+        assert screen.check_action("next_match", ()) is False  # no term: n/N hidden
+        await pilot.press("slash")
+        assert search.has_focus
+        await pilot.press(*"fitting", "enter")  # typing "f", "g"... must not trigger bindings
+        await pilot.pause(0.2)
+        assert log.follow is False or log.match_line is not None
+        assert log.match_line == 1
+        assert not search.display and log.has_focus
+        assert screen.check_action("next_match", ()) is True
+        assert "/fitting" in str(screen.query_one("#log-panel").border_subtitle)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, RunScreen)  # escape went back
+
+
+async def test_unknown_run_says_so_without_crashing(tmp_path: Path) -> None:
+    app = RunApp(failed_run(tmp_path), "zzzz")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(0.3)
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        title = screen.query_one("#run-title")
+        assert "no run 'zzzz'" in str(title.render())
+
+
+async def test_missing_log_file_shows_a_note_and_appears_later(tmp_path: Path) -> None:
+    client = running_run(tmp_path)
+    log_path = Path(client._attempts[-1].log_path)
+    log_path.unlink()
+    app = RunApp(client, "4f2a")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(0.3)
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        log = screen.query_one(LogView)
+        assert log.missing and log.line_count == 0
+        log_path.write_text("15:06:44.120 INFO    finally\n")
+        await settle(pilot)
+        assert log.visible_text() == ["15:06:44.120 INFO    finally"]
+
+
+# --- a real engine ----------------------------------------------------------------------------
+
+CHATTY = """
+import time
+
+from engine import asset
+
+
+@asset
+def chatty():
+    for i in range(75):
+        print(f"chatty line {i:03d}")
+        time.sleep(0.02)
+    print("chatty done")
+    return 75
+"""
+
+
+@pytest.fixture
+def real_client(tmp_path: Path) -> Iterator[Client]:
+    pipelines = tmp_path / "project" / "pipelines"
+    pipelines.mkdir(parents=True)
+    (pipelines / "chatty.py").write_text(CHATTY)
+    (tmp_path / "project" / "dagtop.toml").write_text("max_workers = 2\n")
+    client = Client(home=tmp_path / "home", pipelines=pipelines)
+    engine = client.start_engine()
+    try:
+        yield client
+    finally:
+        engine.stop()
+
+
+@pytest.mark.serial
+@pytest.mark.timeout(60)
+async def test_real_run_log_grows_while_following_then_ends(
+    real_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shown: list[int] = []  # the line count after each batch the log view published
+    publish = LogView._publish
+
+    def spy(self: LogView, *args: Any) -> None:
+        publish(self, *args)
+        shown.append(self.line_count)
+
+    monkeypatch.setattr(LogView, "_publish", spy)
+    run_id = real_client.submit(RunRequest(selection=("chatty",)))
+    app = RunApp(real_client, run_id)
+    app.clock = time.time
+    seen: list[int] = []
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        log = screen.query_one(LogView)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            await pilot.pause(0.1)
+            seen.append(log.line_count)
+            if screen.run is not None and screen.run.finished and not log.live:
+                break
+        await settle(pilot, 76)
+        assert screen.run is not None and screen.run.status == "success", screen.run
+        assert log.follow
+        assert log.line_count == 76
+        assert log.visible_text()[-1] == "chatty done"
+        # It grew while the step ran and we followed: batches on the way up to 76.
+        growing = sorted(set(n for n in shown if 0 < n < 76))
+        assert len(growing) >= 2, (shown, seen)
+        assert screen.query_one("#log-panel").border_title == "chatty · attempt 1 · success"
+
+
+async def test_follow_toggle_shows_in_the_title_and_palette_lists_actions(tmp_path: Path) -> None:
+    app = RunApp(running_run(tmp_path), "4f2a")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot, 5)
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        panel = screen.query_one("#log-panel")
+        assert panel.border_title == "trained_model · attempt 1 · following"
+        assert "▼ live" in str(panel.border_subtitle)
+        await pilot.press("f")
+        await pilot.pause()
+        assert panel.border_title == "trained_model · attempt 1 · paused"
+        assert "⏸" in str(panel.border_subtitle)
+        await pilot.press("G")
+        await pilot.pause()
+        assert panel.border_title.endswith("following")
+
+        provider = RunCommands(screen)
+        names = [str(hit.display) async for hit in provider.discover()]
+        assert "Cancel run" in names and "Search log" in names
+        assert "Re-run failed steps" not in names  # the run is still going

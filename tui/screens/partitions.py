@@ -1,0 +1,406 @@
+"""The partitions screen: the matrix of a group's partitioned assets, live, with backfills.
+
+Rows are the assets of the asset's group that share its partitions definition; columns are the
+keys. Unpartitioned assets that read every key are listed below the matrix. The screen polls
+`client.partitions` off the event loop and hands each row to the matrix, which repaints only the
+cells that changed, so a running backfill fills in as it goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.markup import escape
+from textual.screen import ModalScreen, Screen
+from textual.timer import Timer
+from textual.widgets import Footer, Static
+from textual.worker import Worker, WorkerState
+
+from engine.client import RunRequest
+from engine.errors import EngineError
+from tui.screens.backfill import BackfillDialog, clock_now, report_error, span
+from tui.widgets.partition_matrix import GLYPHS, PartitionMatrix, status_glyph
+
+_NOUN = {"daily": "day", "hourly": "hour", "static": "key"}
+_RUN_SEARCH = 200  # recent runs searched for a cell's latest run
+_COLOURS = {
+    "materialized": "$success",
+    "stale": "$warning",
+    "failed": "$error",
+    "running": "$accent",
+    "missing": "dim",
+}
+
+
+@dataclass(frozen=True)
+class MatrixLayout:
+    """What the matrix shows, read once from the manifest."""
+
+    group: str
+    rows: list[str]
+    keys: list[str]
+    kind: str
+    description: str
+    downstream: list[str] = field(default_factory=list)
+
+
+def _asset_name(term: str) -> str:
+    """`orders*`, `+orders` and `*orders*` all mean the asset `orders` here."""
+    return term.strip().strip("*+")
+
+
+def read_layout(client: Any, target: str) -> MatrixLayout:
+    """Resolve `target` (an asset, or `group:NAME`) to the matrix's rows and keys.
+
+    Raises:
+        EngineError: the asset does not exist or is not partitioned.
+    """
+    manifest = client.load()
+    name = _asset_name(target)
+    if name.startswith("group:"):
+        group = name[len("group:") :]
+        members = [n for n, s in manifest.assets.items() if s.group == group and s.partitions]
+        if not members:
+            raise EngineError(f"group {group!r} has no partitioned asset", title="Not partitioned")
+        name = members[0]
+    spec = manifest.assets.get(name)
+    if spec is None:
+        raise EngineError(f"unknown asset {name!r}", title="Unknown asset")
+    pdef = spec.partitions_def
+    if pdef is None or spec.partitions is None:
+        raise EngineError(f"asset {name!r} is not partitioned", title="Not partitioned")
+    rows = [
+        n
+        for n, s in manifest.assets.items()
+        if s.group == spec.group and s.partitions == spec.partitions
+    ]
+    below = manifest.downstream()
+    downstream = list(
+        dict.fromkeys(
+            d for row in rows for d in below.get(row, ()) if manifest.assets[d].partitions is None
+        )
+    )
+    return MatrixLayout(
+        group=spec.group,
+        rows=rows,
+        keys=list(pdef.keys()),
+        kind=str(spec.partitions.get("kind", "static")),
+        description=pdef.describe(),
+        downstream=downstream,
+    )
+
+
+def read_states(client: Any, rows: list[str], downstream: list[str]) -> dict[str, list[Any]]:
+    """Every row's partition states, and the single state of each unpartitioned downstream."""
+    return {name: list(client.partitions(name)) for name in [*rows, *downstream]}
+
+
+def latest_run_of(client: Any, asset: str, key: str, fallback: str | None) -> str | None:
+    """The newest run that had a step for `asset` at partition `key`.
+
+    The cell's state only names the run of its newest materialization; a failed or running key
+    has a newer run than that, so recent runs are searched first.
+    """
+    for run in client.runs(limit=_RUN_SEARCH):
+        if run.partition == key and any(step.key == asset for step in run.steps):
+            return str(run.id)
+    return fallback
+
+
+class PartitionsScreen(Screen[None]):
+    """One group's partition matrix: select keys, backfill them, watch them fill in."""
+
+    CSS_PATH = "partitions.tcss"
+    AUTO_FOCUS = "PartitionMatrix"
+    BINDINGS = [
+        Binding("b", "backfill", "Backfill", tooltip="Backfill the selected keys"),
+        Binding("m", "materialize", "Materialize", tooltip="Materialize the cursor's key"),
+        Binding("enter", "open_run", "Open run", tooltip="Open the cell's latest run"),
+        Binding("escape", "back", "Back"),
+    ]
+    POLL_SECONDS = 0.75
+    """How often the statuses are re-read."""
+
+    def __init__(self, asset: str) -> None:
+        """
+        Args:
+            asset: The asset whose group is shown (or `group:NAME`); the cursor starts on it.
+        """
+        super().__init__()
+        self.asset = asset
+        self.layout_info: MatrixLayout | None = None
+        """The rows and keys, once read from the manifest."""
+        self.polls = 0
+        """How many status polls have been applied (tests wait on it)."""
+        self._downstream: dict[str, Any] = {}
+        self._poll_timer: Timer | None = None
+        self._last_poll_error: str | None = None
+
+    @property
+    def client(self) -> Any:
+        return self.app.client  # type: ignore[attr-defined]
+
+    def compose(self) -> ComposeResult:
+        yield Static(f" Partitions  {escape(self.asset)}", id="partitions-title")
+        yield PartitionMatrix(id="partitions-matrix")
+        yield Static("", id="partitions-downstream")
+        yield Static("", id="partitions-cursor")
+        yield Static("", id="partitions-selection")
+        legend = "  ".join(f"[{_COLOURS[s]}]{g}[/] {s}" for s, g in GLYPHS.items())
+        yield Static(f" {legend}  · not loaded", id="partitions-legend")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load_layout()
+
+    @property
+    def matrix(self) -> PartitionMatrix:
+        return self.query_one(PartitionMatrix)
+
+    # --- loading and polling -----------------------------------------------------------------
+
+    @work(exclusive=True, group="partitions-layout", exit_on_error=False)
+    async def load_layout(self) -> None:
+        try:
+            info = await asyncio.to_thread(read_layout, self.client, self.asset)
+        except Exception as exc:  # noqa: BLE001 - every failure is shown, none crashes the UI
+            report_error(self, exc)
+            self.query_one("#partitions-title", Static).update(
+                f" Partitions  {escape(self.asset)}  [$error]{escape(_message(exc))}[/]"
+            )
+            return
+        self._apply_layout(info)
+        self.matrix.move_to_row(_asset_name(self.asset))
+        self.refresh_bindings()
+        self.poll()
+
+    def _apply_layout(self, info: MatrixLayout) -> None:
+        self.layout_info = info
+        self.matrix.set_layout(info.rows, info.keys, info.kind)
+        count = f"{len(info.keys):,} {_NOUN.get(info.kind, 'key')}s"
+        self.query_one("#partitions-title", Static).update(
+            f" [b]Partitions[/]  group [b]{escape(info.group)}[/]  {escape(info.description)}"
+            f"  {count}"
+        )
+
+    @work(exclusive=True, group="partitions-poll", exit_on_error=False)
+    async def poll(self) -> None:
+        """Read every row's states and apply them; re-arms itself, so polls never overlap."""
+        info = self.layout_info
+        try:
+            if info is not None and self._visible():
+                states = await asyncio.to_thread(
+                    read_states, self.client, info.rows, info.downstream
+                )
+                self._apply_states(info, states)
+                self._last_poll_error = None
+        except Exception as exc:  # noqa: BLE001
+            # One toast per distinct error: a poll that keeps failing must not flood the screen.
+            if _message(exc) != self._last_poll_error:
+                self._last_poll_error = _message(exc)
+                report_error(self, exc)
+        finally:
+            # One timer at a time, however often poll() is also called directly.
+            if self._poll_timer is not None:
+                self._poll_timer.stop()
+            if self.is_attached:
+                self._poll_timer = self.set_timer(self.POLL_SECONDS, self.poll)
+
+    def _visible(self) -> bool:
+        # A modal (the backfill dialog) leaves the matrix on screen; another screen hides it.
+        top = self.app.screen
+        return top is self or isinstance(top, ModalScreen)
+
+    def _apply_states(self, info: MatrixLayout, states: dict[str, list[Any]]) -> None:
+        matrix = self.matrix
+        keys = [s.key for s in states.get(info.rows[0], [])] if info.rows else []
+        if keys and keys != matrix.keys:
+            # An open-ended definition gained a key (a new day ended): widen the matrix.
+            info = MatrixLayout(
+                info.group, info.rows, keys, info.kind, info.description, info.downstream
+            )
+            self._apply_layout(info)
+        for row in info.rows:
+            matrix.set_states(row, states.get(row, []))
+        self._downstream = {name: (states.get(name) or [None])[0] for name in info.downstream}
+        self.polls += 1
+        self._show_downstream(info)
+        self._show_cursor()
+        self._show_selection()
+
+    # --- info lines --------------------------------------------------------------------------
+
+    def _show_downstream(self, info: MatrixLayout) -> None:
+        noun = _NOUN.get(info.kind, "key")
+        lines = []
+        for name in info.downstream:
+            state = self._downstream.get(name)
+            status = getattr(state, "status", None)
+            lines.append(
+                f" {name}  {_coloured(status)} {status or '…'}"
+                f"  [dim](unpartitioned, depends on every {noun})[/]"
+            )
+        widget = self.query_one("#partitions-downstream", Static)
+        widget.update("\n".join(lines))
+        widget.display = bool(lines)
+
+    def _show_cursor(self) -> None:
+        matrix = self.matrix
+        asset, keys = matrix.cursor_asset, matrix.cursor_keys
+        if asset is None or not keys:
+            return
+        now = clock_now(self)
+        # Static keys are user strings: escape them, and asset names, before adding markup.
+        name, first, last = escape(asset), escape(keys[0]), escape(keys[-1])
+        if len(keys) == 1:
+            state = matrix.state_at(asset, keys[0])
+            status = getattr(state, "status", None)
+            text = f" {name}  {first}  {_coloured(status)} {status or 'loading…'}"
+            at = getattr(state, "materialized_at", None)
+            if at is not None:
+                text += f"  [dim]last materialized {span(now - at)} ago[/]"
+            if getattr(state, "run_id", None):
+                text += f"  [dim]run {escape(str(state.run_id))}[/]"
+            if getattr(state, "reason", None):
+                text += f"  ({escape(str(state.reason))})"
+        else:
+            counts = Counter(matrix.status_of(asset, k) or "unknown" for k in keys)
+            parts = "  ".join(
+                f"{status_glyph(s)} {counts[s]}" for s in [*GLYPHS, "unknown"] if counts[s]
+            )
+            text = f" {name}  {first} … {last} ({len(keys)} keys)  {parts}"
+        self.query_one("#partitions-cursor", Static).update(text)
+
+    def _show_selection(self) -> None:
+        matrix = self.matrix
+        first, last = matrix.key_window
+        window = f"keys {first + 1:,}–{last + 1:,} of {len(matrix.keys):,}"
+        top, bottom = matrix.row_window
+        if bottom - top + 1 < len(matrix.rows):
+            window += f" · rows {top + 1}–{bottom + 1} of {len(matrix.rows)}"
+        window = f"[dim]{window}  by {matrix.grouping}[/]"
+        rows = escape(", ".join(matrix.selected_rows))
+        ranged = [escape(k) for k in matrix.range_keys]
+        marked = [escape(k) for k in matrix.marked_keys]
+        if ranged and not marked:
+            text = f"selected {ranged[0]} … {ranged[-1]} ({len(ranged)} keys) of {rows}"
+        elif marked:
+            keys = [escape(k) for k in matrix.selected_keys]
+            shown = ", ".join(keys[:4]) + (f", … +{len(keys) - 4}" if len(keys) > 4 else "")
+            text = f"selected {len(keys)} keys ({shown}) of {rows}"
+        else:
+            text = "[dim]⇧←/→ range · space mark · ⇧↑/↓ rows · g group[/]"
+        self.query_one("#partitions-selection", Static).update(f" {text}   {window}")
+
+    @on(PartitionMatrix.SelectionChanged)
+    def _selection_changed(self, _event: PartitionMatrix.SelectionChanged) -> None:
+        self._show_cursor()
+        self._show_selection()
+        self.refresh_bindings()
+
+    # --- actions -----------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("backfill", "materialize", "open_run"):
+            return True if self.layout_info is not None else None
+        return True
+
+    def action_back(self) -> None:
+        # The first escape drops a selection; the next one leaves.
+        if self.layout_info is not None and self.matrix.has_selection:
+            self.matrix.clear_selection()
+        else:
+            self.dismiss()
+
+    def action_backfill(self) -> None:
+        matrix = self.matrix
+        keys = matrix.selected_keys
+        if not keys:
+            return
+        contiguous = matrix.keys.index(keys[-1]) - matrix.keys.index(keys[0]) + 1 == len(keys)
+        dialog = BackfillDialog(
+            list(matrix.selected_rows),
+            keys[0],
+            keys[-1],
+            keys=None if contiguous else keys,
+        )
+
+        def started(backfill_id: str | None) -> None:
+            if backfill_id:
+                matrix.clear_selection()
+                self.poll()
+
+        self.app.push_screen(dialog, started)
+
+    def action_materialize(self) -> None:
+        matrix = self.matrix
+        asset, keys = matrix.cursor_asset, matrix.cursor_keys
+        if asset is None or not keys:
+            return
+        if len(keys) != 1:
+            self.notify(
+                f"this cell groups {len(keys)} keys: press g to ungroup, or b to backfill them",
+                severity="warning",
+            )
+            return
+        self.materialize(asset, keys[0])
+
+    @work(exclusive=True, group="partitions-materialize", exit_on_error=False)
+    async def materialize(self, asset: str, key: str) -> None:
+        request = RunRequest(selection=(asset,), partition=key)
+        try:
+            run_id = await asyncio.to_thread(self.client.submit, request)
+        except Exception as exc:  # noqa: BLE001
+            report_error(self, exc)
+            return
+        self.notify(f"materializing {asset} {key}: run {run_id}")
+        self.poll()
+
+    def action_open_run(self) -> None:
+        matrix = self.matrix
+        asset, key = matrix.cursor_asset, matrix.cursor_key
+        if asset is None or key is None:
+            self.notify("put the cursor on a single key (g to ungroup)", severity="warning")
+            return
+        state = matrix.state_at(asset, key)
+        self.open_run(asset, key, getattr(state, "run_id", None))
+
+    @work(exclusive=True, group="partitions-open-run", exit_on_error=False)
+    async def open_run(self, asset: str, key: str, fallback: str | None) -> None:
+        try:
+            run_id = await asyncio.to_thread(latest_run_of, self.client, asset, key, fallback)
+        except Exception as exc:  # noqa: BLE001
+            report_error(self, exc)
+            return
+        if run_id is None:
+            self.notify(f"{asset} {key} has never run", severity="warning")
+            return
+        try:
+            from tui.screens.run import RunScreen  # owned by another screen; may not exist yet
+        except ImportError:
+            self.notify(f"run {run_id}: the run screen is not available", severity="warning")
+            return
+        self.app.push_screen(RunScreen(run_id, step=asset))
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            report_error(self, event.worker.error)
+
+
+def _coloured(status: str | None) -> str:
+    """The status's glyph in its colour (the glyph alone still says it)."""
+    return f"[{_COLOURS.get(status or '', 'dim')}]{status_glyph(status)}[/]"
+
+
+def _message(exc: BaseException) -> str:
+    return exc.msg if isinstance(exc, EngineError) else (str(exc) or type(exc).__name__)
+
+
+__all__ = ["MatrixLayout", "PartitionsScreen", "latest_run_of", "read_layout", "read_states"]
