@@ -214,7 +214,10 @@ class RunsTable(DataTable[object]):
         if run.started_at is not None:
             took = (end if end is not None else self.clock()) - run.started_at
         total = len(run.steps)
-        done = sum(1 for st in run.steps if st.status in FINISHED_STEP)
+        # While it runs: how far along it is; once finished: how much of it succeeded (as
+        # `dagtop runs` counts), so a failed run never reads "1/1".
+        counted = FINISHED_STEP if not run.finished else {"success"}
+        done = sum(1 for st in run.steps if st.status in counted)
         steps = Text(f"{done}/{total}")
         if run.status == "running":
             steps = Text(progress_bar(done, total), STYLES["running"]) + " " + steps
