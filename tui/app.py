@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,7 @@ class DagtopApp(App[None]):
         Binding("B", "backfills", "Backfills", show=True),
         Binding("S", "automation", "Schedules", show=True, tooltip="Schedules & sensors"),
         Binding("escape", "back", "Back", show=True),
+        Binding("exclamation_mark", "open_failure", "Last failure", show=False, key_display="!"),
     ]
 
     def __init__(
@@ -66,6 +68,12 @@ class DagtopApp(App[None]):
         self._unsubscribe: Callable[[], None] | None = None
         self._since = time.time()
         self._stamps: dict[str, tuple[object, ...]] = {}
+        self.opened_at = time.time()
+        self.bell_on_failure = os.environ.get("DAGTOP_BELL", "1") != "0"
+        """Ring the terminal bell when a run fails (DAGTOP_BELL=0 turns it off)."""
+        self.last_failure: tuple[str, str | None] | None = None
+        """The newest failed run seen while the UI is open, and its failed step."""
+        self._announced: set[str] = set()
 
     def on_mount(self) -> None:
         from tui.screens.home import HomeScreen
@@ -86,6 +94,8 @@ class DagtopApp(App[None]):
         """Hand the change to every open screen: covered ones stay current too."""
         if getattr(message, "forwarded", False):
             return  # one of ours, bubbling back up from a screen
+        if message.kind == "run" and message.ref:
+            self.check_failure(message.ref)
         for screen in self.screen_stack[1:]:
             copy = EngineChanged(message.kind, message.ref)
             copy.forwarded = True  # type: ignore[attr-defined]
@@ -104,8 +114,40 @@ class DagtopApp(App[None]):
         changed = [run for run in runs if self._stamps.get(run.id) != _stamp(run)]
         for run in changed:
             self._stamps[run.id] = _stamp(run)
+            self._announce_failure(run)
         if changed:
             self.post_message(EngineChanged("run", changed[-1].id))
+
+    # --- failures -----------------------------------------------------------------------------
+
+    @work(group="failures", exit_on_error=False)
+    async def check_failure(self, run_id: str) -> None:
+        run = await asyncio.to_thread(self.client.run, run_id)
+        self._announce_failure(run)
+
+    def _announce_failure(self, run: RunView) -> None:
+        """A toast and the bell for a run that failed while the UI is open; `!` opens it."""
+        if run.status != "failed" or run.id in self._announced:
+            return
+        if (run.ended_at or 0) < self.opened_at:
+            return  # history, not news
+        self._announced.add(run.id)
+        step = next((s for s in run.steps if s.status == "failed"), None)
+        self.last_failure = (run.id, step.key if step else None)
+        what = f"{step.key}: {step.error}" if step and step.error else run.target
+        self.notify(f"{what}\npress ! to open it", title=f"run {run.id[:6]} failed",
+                    severity="error", timeout=10)  # fmt: skip
+        if self.bell_on_failure:
+            self.bell()
+
+    def action_open_failure(self) -> None:
+        if self.last_failure is None:
+            self.notify("no run has failed since dagtop opened")
+            return
+        from tui.screens.run import RunScreen
+
+        run_id, step = self.last_failure
+        self.push_screen(RunScreen(run_id, step=step))
 
     # --- navigation ---------------------------------------------------------------------------
 

@@ -91,3 +91,21 @@ async def test_a_broken_file_shows_its_error_and_edits_reload(client: Client) ->
         await pilot.pause(0.2)  # the rebuilt tree lays its lines out on the next refresh
         tree.move_cursor(tree.find(NodeRef("broken", "typo.py", "typo.py")))
         await until(lambda: "Syntax error in typo.py" in plain(error.content), pilot)
+
+
+async def test_a_failure_rings_the_bell_and_is_one_key_away(client: Client) -> None:
+    from engine.client import RunRequest
+    from tui.screens.run import RunScreen
+
+    app = DagtopApp(client, mode="embedded")
+    rings: list[bool] = []
+    app.bell = lambda: rings.append(True)  # type: ignore[method-assign]
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(lambda: isinstance(app.screen, HomeScreen), pilot)
+        # The report needs days of revenue that do not exist yet: it fails, with a reason.
+        run_id = client.submit(RunRequest(selection=("revenue_report",)))
+        await until(lambda: app.last_failure is not None, pilot, timeout=60)
+        assert app.last_failure == (run_id, "revenue_report")
+        assert rings == [True]
+        await pilot.press("exclamation_mark")
+        await until(lambda: isinstance(app.screen, RunScreen), pilot)
