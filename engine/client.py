@@ -614,9 +614,25 @@ class Client:
             ]
 
     def node_statuses(self, pipeline: str | None = None) -> dict[str, NodeStatus]:
-        """The latest step status of every asset, or of one task pipeline's tasks."""
+        """The latest step status of every asset, or of one task pipeline's tasks. An asset
+        whose latest step succeeded but whose value is out of date reads "stale", with why."""
+        import dataclasses
+
         with self._read() as s:
-            return node_statuses(s, pipeline)
+            found = node_statuses(s, pipeline)
+            if pipeline is not None:
+                return found
+            from engine.lineage import Staleness
+
+            staleness = Staleness(s, self.load())
+            for key, node in found.items():
+                if node.status == "success" and key in staleness.manifest.assets:
+                    why = staleness.reasons(key, node.partition)
+                    if why:
+                        found[key] = dataclasses.replace(
+                            node, status="stale", reason=", ".join(why)
+                        )
+            return found
 
     def describe(self) -> dict[str, Any]:
         """Every definition as plain data (what `dagtop list --json` prints)."""

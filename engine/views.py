@@ -121,10 +121,11 @@ class NodeStatus:
     """The latest step of an asset or task: what colors its node in the UI."""
 
     key: str
-    status: str
+    status: str  # a step status, or "stale" for a success whose value is out of date
     run_id: str
     partition: str | None
     at: float | None
+    reason: str | None = None  # why it is stale ("upstream raw_digits newer", "code changed")
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,3 +109,25 @@ async def test_a_failure_rings_the_bell_and_is_one_key_away(client: Client) -> N
         assert rings == [True]
         await pilot.press("exclamation_mark")
         await until(lambda: isinstance(app.screen, RunScreen), pilot)
+
+
+async def test_a_stale_node_says_why_under_the_graph(client: Client) -> None:
+    # revenue for a day, then orders for that day again: revenue is now older than its input.
+    client.materialize(["orders", "revenue"], partition="2025-01-30")
+    client.materialize(["orders"], partition="2025-01-30")
+    assert client.node_statuses()["revenue"].status == "stale"
+    app = DagtopApp(client, mode="embedded")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(lambda: isinstance(app.screen, HomeScreen), pilot)
+        home = app.screen
+        assert isinstance(home, HomeScreen)
+        await until(lambda: home.manifest is not None and home.graph_shown is not None, pilot, 30)
+        tree = home.pipelines
+        tree.move_cursor(tree.find(NodeRef("asset", "orders", "daily_sales.py", "sales")))
+        await until(lambda: home.graph_shown == ("group", "sales"), pilot)
+        await until(lambda: home.dag.statuses.get("revenue") == "stale", pilot, timeout=30)
+        home.dag.focus()
+        home.dag.select("revenue")
+        await pilot.pause()
+        subtitle = str(home.query_one("#graph-pane").border_subtitle)
+        assert "◧ revenue [2025-01-30] stale: upstream orders newer" in subtitle

@@ -29,6 +29,7 @@ from textual.worker import Worker, WorkerState
 from engine.client import NodeStatus, RunRequest, RunView
 from engine.errors import EngineError
 from tui.messages import EngineChanged
+from tui.widgets import glyph
 from tui.widgets.dag import DagLayout, DagNode, DagView, layout_dag
 from tui.widgets.pipelines_tree import AutomationList, NodeRef, PipelinesTree
 from tui.widgets.runs_table import PAGE, RunsTable
@@ -505,7 +506,19 @@ class HomeScreen(Screen[None]):
         ref = self._last_ref = self._node_ref(event.key)
         if ref is not None and ref.graph:
             self.pipelines.select_leaf(ref.kind, ref.graph, event.key)
+        self._describe_node(ref)
         self.refresh_bindings()
+
+    def _describe_node(self, ref: NodeRef | None) -> None:
+        """The selected node's latest state under the graph, with why it is stale if it is."""
+        status = self.node_status(ref)
+        text = ""
+        if ref is not None and status is not None:
+            where = f" [{status.partition}]" if status.partition else ""
+            text = f"{glyph(status.status)} {ref.name}{where} {status.status}"
+            if status.reason:
+                text += f": {status.reason}"
+        self.query_one("#graph-pane").border_subtitle = text
 
     @on(DagView.NodeActivated)
     def _dag_activated(self, event: DagView.NodeActivated) -> None:
