@@ -324,7 +324,8 @@ def test_retry_delay_zero_retries_at_once(tmp_path: Path) -> None:
 
     assert (view.status, step(view, "flaky_now").attempts) == ("success", 2)
     first, second = attempt_starts(client, view.id, "flaky_now")
-    assert second - first < 0.6, f"the retry waited {second - first:.2f} s"
+    # The bug this guards against waited a whole second; anything well below is "at once".
+    assert second - first < 0.9, f"the retry waited {second - first:.2f} s"
 
 
 # --- failure propagation and checks -----------------------------------------------------------
