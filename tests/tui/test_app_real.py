@@ -131,3 +131,28 @@ async def test_a_stale_node_says_why_under_the_graph(client: Client) -> None:
         await pilot.pause()
         subtitle = str(home.query_one("#graph-pane").border_subtitle)
         assert "◧ revenue [2025-01-30] stale: upstream orders newer" in subtitle
+
+
+async def test_c_on_a_running_run_cancels_it_for_real(client: Client) -> None:
+    from engine.client import RunRequest
+    from tui.screens.confirm import ConfirmScreen
+    from tui.screens.run import RunScreen
+
+    (client.paths.pipelines / "slow.py").write_text(
+        "import time\n\nfrom engine import asset\n\n\n@asset\ndef slow():\n"
+        "    time.sleep(60)\n    return 1\n"
+    )
+    client.engine.reload()
+    run_id = client.submit(RunRequest(selection=("slow",)))
+    app = DagtopApp(client, mode="embedded")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(lambda: isinstance(app.screen, HomeScreen), pilot)
+        await until(lambda: client.run(run_id).steps[0].status == "running", pilot, timeout=30)
+        app.push_screen(RunScreen(run_id))
+        await until(lambda: isinstance(app.screen, RunScreen), pilot)
+        await until(lambda: app.screen.run is not None, pilot)  # type: ignore[attr-defined]
+        await pilot.press("c")
+        await until(lambda: isinstance(app.screen, ConfirmScreen), pilot)
+        await pilot.press("y")
+        await until(lambda: client.run(run_id).status == "canceled", pilot, timeout=15)
+        assert client.run(run_id).steps[0].status == "canceled"

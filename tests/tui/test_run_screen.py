@@ -21,7 +21,8 @@ from textual.widgets import DataTable, Input
 
 from engine.client import AttemptView, Client, RunRequest, RunView, SampleView, StepView
 from engine.errors import RunNotFound
-from tui.screens.run import ConfirmCancel, RunCommands, RunScreen, default_step
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.run import RunCommands, RunScreen, default_step
 from tui.widgets.log_view import LogView
 
 T0 = 1_750_000_000.0  # 2025-06-15 15:06:40 UTC
@@ -313,7 +314,7 @@ async def test_cancel_asks_first_then_reaches_the_facade(tmp_path: Path) -> None
         assert app.screen.check_action("rerun", ()) is False
         await pilot.press("c")
         await pilot.pause()
-        assert isinstance(app.screen, ConfirmCancel)
+        assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")  # keep running
         await pilot.pause()
         assert client.cancels == []

@@ -21,13 +21,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Button, DataTable, Footer, Input, Label, Static
+from textual.widgets import DataTable, Footer, Input, Label, Static
 from textual.worker import Worker, WorkerState
 
 from engine.client import AttemptView, RunView, SampleView, StepView
 from engine.errors import EngineError, RunNotFound
+from tui.screens.confirm import ConfirmScreen
 from tui.widgets import STYLES, glyph
 from tui.widgets.log_view import LogView
 from tui.widgets.resources import ResourceGauge, format_bytes
@@ -87,41 +88,6 @@ class _Snapshot:
     run: RunView
     attempts: list[AttemptView]
     samples: dict[int, list[SampleView]] = field(default_factory=dict)
-
-
-class ConfirmCancel(ModalScreen[bool]):
-    """Ask before stopping a run's steps."""
-
-    CSS_PATH = "run.tcss"
-    BINDINGS = [
-        Binding("y", "answer(True)", "Yes", show=True),
-        Binding("n,escape", "answer(False)", "No", show=True),
-    ]
-
-    def __init__(self, run_id: str) -> None:
-        super().__init__()
-        self.run_id = run_id
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="confirm-box"):
-            yield Label(f"Cancel run {self.run_id}?", id="confirm-question")
-            yield Label(
-                "Queued steps are canceled and running ones stopped (SIGTERM, then SIGKILL).",
-                id="confirm-detail",
-            )
-            with Horizontal(id="confirm-buttons"):
-                yield Button("Keep running", id="confirm-no")
-                yield Button("Cancel run", id="confirm-yes", variant="error")
-
-    def on_mount(self) -> None:
-        self.query_one("#confirm-no", Button).focus()
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "confirm-yes")
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
 
 
 class RunCommands(Provider):
@@ -666,7 +632,13 @@ class RunScreen(Screen[None]):
             if yes:
                 self._cancel(run_id)
 
-        self.app.push_screen(ConfirmCancel(run_id[:8]), answered)
+        question = (
+            f"Cancel run {run_id[:8]}? Queued steps are canceled and running ones stopped "
+            "(SIGTERM, then SIGKILL)."
+        )
+        self.app.push_screen(
+            ConfirmScreen("Cancel run", question, yes="Cancel run", no="Keep running"), answered
+        )
 
     @work(exclusive=True, group="run-command", exit_on_error=False)
     async def _cancel(self, run_id: str) -> None:
@@ -704,4 +676,4 @@ def _cell_text(value: object) -> str:
     return value.plain if isinstance(value, Text) else str(value)
 
 
-__all__ = ["ConfirmCancel", "RunScreen", "default_step", "fmt_duration", "fmt_elapsed"]
+__all__ = ["RunScreen", "default_step", "fmt_duration", "fmt_elapsed"]
