@@ -127,10 +127,11 @@ async def test_a_stale_node_says_why_under_the_graph(client: Client) -> None:
         await until(lambda: home.graph_shown == ("group", "sales"), pilot)
         await until(lambda: home.dag.statuses.get("revenue") == "stale", pilot, timeout=30)
         home.dag.focus()
+        await until(lambda: home.dag.has_focus, pilot)
         home.dag.select("revenue")
-        await pilot.pause()
-        subtitle = str(home.query_one("#graph-pane").border_subtitle)
-        assert "◧ revenue [2025-01-30] stale: upstream orders newer" in subtitle
+        pane = home.query_one("#graph-pane")
+        expected = "◧ revenue [2025-01-30] stale: upstream orders newer"
+        await until(lambda: expected in str(pane.border_subtitle), pilot)
 
 
 async def test_c_on_a_running_run_cancels_it_for_real(client: Client) -> None:
