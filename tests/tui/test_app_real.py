@@ -87,7 +87,7 @@ async def test_a_broken_file_shows_its_error_and_edits_reload(client: Client) ->
 
         # Breaking another file while the UI runs: the engine reloads, the tree follows.
         (client.paths.pipelines / "typo.py").write_text("def oops(:\n    pass\n")
-        await until(lambda: "✗ typo.py" in [str(n.label) for n in tree._walk(tree.root)], pilot, 30)
+        await until(lambda: "✗ typo.py" in [str(n.label) for n in tree._walk(tree.root)], pilot, 60)
         await pilot.pause(0.2)  # the rebuilt tree lays its lines out on the next refresh
         tree.move_cursor(tree.find(NodeRef("broken", "typo.py", "typo.py")))
         await until(lambda: "Syntax error in typo.py" in plain(error.content), pilot)
