@@ -165,6 +165,8 @@ def run_views(s: Any, runs: Sequence[Any]) -> list[RunView]:
             )
             for c in checks_by_run[r.id]
         )
+        # Indexed once per run: a run of n steps must not cost n scans of its n values.
+        metadata = {m.asset: json.loads(m.metadata_json or "{}") for m in reversed(mats[r.id])}
         views.append(
             RunView(
                 id=r.id,
@@ -192,14 +194,7 @@ def run_views(s: Any, runs: Sequence[Any]) -> list[RunView]:
                         started_at=st.started_at,
                         ended_at=st.ended_at,
                         upstream=tuple(json.loads(st.upstream)),
-                        metadata=next(
-                            (
-                                json.loads(m.metadata_json or "{}")
-                                for m in mats[r.id]
-                                if m.asset == st.key
-                            ),
-                            None,
-                        ),
+                        metadata=metadata.get(st.key),
                     )
                     for st in steps[r.id]
                 ),

@@ -607,14 +607,14 @@ def run_case(b: Bench, case: Case, tools: list[str], repeat: int) -> dict[tuple[
                 continue
             try:
                 measures[tool] = case.tools[tool](b)
-            except BenchError as exc:
-                print(f"  {case.name} · {TITLES[tool]}: set-up failed: {exc}", flush=True)
+            except Exception as exc:  # a broken case must not end the run
+                print(f"  {case.name} · {TITLES[tool]}: set-up failed: {_why(exc)}", flush=True)
         for i in range(case.repeat or repeat):
             for tool, measure in list(measures.items()):
                 try:
                     values = measure()
-                except BenchError as exc:
-                    print(f"  {case.name} · {TITLES[tool]}: failed: {exc}", flush=True)
+                except Exception as exc:  # a broken case must not end the run
+                    print(f"  {case.name} · {TITLES[tool]}: failed: {_why(exc)}", flush=True)
                     del measures[tool]  # a broken set-up would fail every time
                     continue
                 b.loads.append(os.getloadavg()[0])
@@ -623,6 +623,10 @@ def run_case(b: Bench, case: Case, tools: list[str], repeat: int) -> dict[tuple[
                 shown = "  ".join(f"{k} {_fmt(k, v)}" for k, v in values.items())
                 print(f"  {case.name} · {TITLES[tool]:<7} #{i + 1}  {shown}", flush=True)
     return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def _why(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
 
 
 # --- the table and the goals ------------------------------------------------------------------
@@ -668,14 +672,16 @@ def _fmt(key: str, value: float | None, unit: str | None = None) -> str:
 
 
 def table(results: dict[tuple[str, str], float], s: Sizes, tools: list[str]) -> list[list[str]]:
-    out = [["case", *(TITLES[t] for t in tools), "Dagster / dagtop"]]
+    with_ratio = "dagtop" in tools and "dagster" in tools
+    out = [["case", *(TITLES[t] for t in tools), *(["Dagster / dagtop"] if with_ratio else [])]]
     for row in rows(s):
         cells = [results.get((row.key, t)) for t in tools]
         if all(c is None for c in cells):
             continue
         ours, theirs = results.get((row.key, "dagtop")), results.get((row.key, "dagster"))
         ratio = f"{theirs / ours:,.1f}x" if ours and theirs and row.key not in FLOORS else ""
-        out.append([row.label, *(_fmt(row.key, c, row.unit) for c in cells), ratio])
+        cells_text = [_fmt(row.key, c, row.unit) for c in cells]
+        out.append([row.label, *cells_text, *([ratio] if with_ratio else [])])
     return out
 
 
@@ -797,7 +803,7 @@ def print_text(grid: list[list[str]], marks: list[tuple[str, str, str]], header:
                         enumerate(zip(r, widths, strict=True))))  # fmt: skip
         if n == 0:
             print("  ".join("-" * w for w in widths))
-    print("\nGoals:")
+    print("\nGoals:" if marks else "\nGoals: none measured in this run")
     for mark, label, shown in marks:
         print(f"  {mark} {label}: {shown}")
 
@@ -831,7 +837,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="measurements per tool and case")
     parser.add_argument("--quick", action="store_true", help="small pipelines, one repeat")
-    parser.add_argument("--only", help="comma-separated cases: " + ",".join(c.name for c in CASES))
+    parser.add_argument(
+        "--only",
+        help="comma-separated cases: " + ",".join(c.name for c in CASES) + " (fanout: with memory)",
+    )
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated tools")
     parser.add_argument(
         "--write",
