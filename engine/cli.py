@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from engine.client import Client, RunView, iso
+from engine.client import Client, RunView, iso, render_lineage
 from engine.errors import EngineError
 from engine.units import format_bytes, format_duration
 
@@ -283,35 +283,8 @@ def lineage(
         _emit_json(root.to_json())
         return
 
-    def show(node: Any, lead: str, indent: str) -> None:
-        print(lead + _lineage_line(node, downstream))
-        for i, child in enumerate(node.children):
-            last = i == len(node.children) - 1
-            branch, rest = ("└── ", "    ") if last else ("├── ", "│   ")
-            show(child, indent + branch, indent + rest)
-
-    show(root, "", "")
-
-
-def _lineage_line(node: Any, downstream: bool) -> str:
-    name = node.asset + (f" [{node.partition}]" if node.partition else "")
-    if node.materialization_id is None:
-        return f"{name}  never materialized"
-    when = datetime.fromtimestamp(node.created_at).strftime("%Y-%m-%d %H:%M:%S")
-    parts = [name, f"run {node.run_id}", when, f"code {(node.code_version or '?')[:8]}"]
-    if node.code_changed:
-        parts[-1] += " (changed since)"
-    if node.params:
-        parts.append("params " + " ".join(f"{k}={v}" for k, v in node.params.items()))
-    if node.replaced:
-        parts.append("replaced by a newer value")
-    if node.stale:
-        parts.append("stale: " + ", ".join(node.stale))
-    if downstream and node.consumed is False:
-        parts.append("built from an older value")
-    if node.repeat:
-        parts.append("(shown above)")
-    return "  ".join(parts)
+    for line in render_lineage(root, downstream):
+        print(line)
 
 
 @app.command("run")

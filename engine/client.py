@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from engine import loader
 from engine.config import Config, Paths, load_config, resolve_paths
 from engine.errors import EngineError, NoEngine, StorageError
-from engine.lineage import LineageNode, StaleState
+from engine.lineage import LineageNode, StaleState, render_lineage
 from engine.manifest import Manifest
 from engine.plan import RunRequest
 from engine.views import (
@@ -725,4 +725,5 @@ __all__ = [
     "StaleState",
     "StepView",
     "iso",
+    "render_lineage",
 ]

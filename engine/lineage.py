@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from engine.errors import EngineError, PartitionError
@@ -409,3 +410,39 @@ def downstream_lineage(
         return build.node(name, key, mat, tuple(children), consumed=consumed)
 
     return visit(asset, partition, current(asset, partition), None)
+
+
+def render_lineage(root: LineageNode, downstream: bool = False) -> list[str]:
+    """A lineage tree as text lines, one node a line (`dagtop lineage` and the UI show it)."""
+    lines: list[str] = []
+
+    def show(node: LineageNode, lead: str, indent: str) -> None:
+        lines.append(lead + _line(node, downstream))
+        for i, child in enumerate(node.children):
+            last = i == len(node.children) - 1
+            branch, rest = ("└── ", "    ") if last else ("├── ", "│   ")
+            show(child, indent + branch, indent + rest)
+
+    show(root, "", "")
+    return lines
+
+
+def _line(node: LineageNode, downstream: bool) -> str:
+    name = node.asset + (f" [{node.partition}]" if node.partition else "")
+    if node.materialization_id is None:
+        return f"{name}  never materialized"
+    when = datetime.fromtimestamp(node.created_at or 0).strftime("%Y-%m-%d %H:%M:%S")
+    parts = [name, f"run {node.run_id}", when, f"code {(node.code_version or '?')[:8]}"]
+    if node.code_changed:
+        parts[-1] += " (changed since)"
+    if node.params:
+        parts.append("params " + " ".join(f"{k}={v}" for k, v in node.params.items()))
+    if node.replaced:
+        parts.append("replaced by a newer value")
+    if node.stale:
+        parts.append("stale: " + ", ".join(node.stale))
+    if downstream and node.consumed is False:
+        parts.append("built from an older value")
+    if node.repeat:
+        parts.append("(shown above)")
+    return "  ".join(parts)

@@ -157,3 +157,26 @@ async def test_c_on_a_running_run_cancels_it_for_real(client: Client) -> None:
         await pilot.press("y")
         await until(lambda: client.run(run_id).status == "canceled", pilot, timeout=15)
         assert client.run(run_id).steps[0].status == "canceled"
+
+
+async def test_i_shows_the_lineage_of_the_selected_asset(client: Client) -> None:
+    from tui.screens.lineage import LineageScreen
+
+    client.materialize(["orders", "revenue"], partition="2025-01-29")
+    app = DagtopApp(client, mode="embedded")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(lambda: isinstance(app.screen, HomeScreen), pilot)
+        home = app.screen
+        assert isinstance(home, HomeScreen)
+        await until(lambda: home.manifest is not None and home.graph_shown is not None, pilot, 30)
+        tree = home.pipelines
+        tree.move_cursor(tree.find(NodeRef("asset", "revenue", "daily_sales.py", "sales")))
+        await until(lambda: home.asset_statuses.get("revenue") is not None, pilot, 30)
+        tree.focus()
+        await pilot.press("i")
+        await until(lambda: isinstance(app.screen, LineageScreen), pilot)
+        text = app.screen.query_one("#lineage-text", Static)
+        await until(lambda: "└── orders [2025-01-29]" in plain(text.content), pilot)
+        assert plain(text.content).startswith("revenue [2025-01-29]")
+        await pilot.press("d")
+        await until(lambda: "revenue_report" in plain(text.content), pilot)

@@ -159,6 +159,7 @@ class HomeScreen(Screen[None]):
         Binding("slash", "filter", "Filter", show=True, key_display="/"),
         Binding("t", "toggle", "Toggle", show=True),
         Binding("p", "partitions", "Partitions", show=True),
+        Binding("i", "lineage", "Lineage", show=True),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("ctrl+r", "reload", "Reload pipelines", show=False),
     ]
@@ -594,6 +595,8 @@ class HomeScreen(Screen[None]):
             enabled = ref is not None and ref.graph is not None
         elif action in ("partitions", "backfill"):
             enabled = self._partitioned(ref)
+        elif action == "lineage":
+            enabled = ref is not None and ref.kind == "asset"
         elif action == "rerun":
             enabled = run is not None and run.status in ("failed", "canceled")
         elif action == "cancel_run":
@@ -736,6 +739,16 @@ class HomeScreen(Screen[None]):
             self.notify("the run screen is not available yet", severity="warning")
             return
         self.app.push_screen(RunScreen(run_id, step=step))
+
+    def action_lineage(self) -> None:
+        """How the selected asset's current value was produced (d flips to what depends on it)."""
+        ref = self.selected_ref
+        if ref is None or ref.kind != "asset":
+            return
+        from tui.screens.lineage import LineageScreen
+
+        status = self.node_status(ref)
+        self.app.push_screen(LineageScreen(ref.name, status.partition if status else None))
 
     def action_partitions(self) -> None:
         ref = self.selected_ref
