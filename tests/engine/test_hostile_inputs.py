@@ -591,7 +591,7 @@ def test_safe_key_is_one_harmless_path_component(key: str) -> None:
     # A hashed name keeps a readable prefix, leading "-" included (harmless: the engine only
     # ever uses it inside an absolute path).
     assert name not in (".", "..") and not name.startswith(".") and not name.endswith(".")
-    base = "/home/user/.dagtop/values/asset"
+    base = "/srv/dagtop/.dagtop/values/asset"
     assert os.path.dirname(os.path.normpath(os.path.join(base, name))) == base
 
 
@@ -623,7 +623,7 @@ def _prepare(home: Path, key: str, params: dict[str, object]) -> launch.Launch:
 @example("a b", "\x00")
 @given(hostile_text.filter(lambda k: bool(k) and "\x00" not in k), hostile_text)
 def test_the_paths_a_launch_builds_stay_in_the_home_folder(key: str, value: str) -> None:
-    home = Path("/home/user/project/.dagtop")
+    home = Path("/srv/dagtop/project/.dagtop")
     built = _prepare(home, key, {"path": value, value: key})
     assert built.spec is not None
     stem = built.spec["output_stem"]
@@ -637,7 +637,7 @@ def test_the_paths_a_launch_builds_stay_in_the_home_folder(key: str, value: str)
 @settings(max_examples=200, deadline=None)
 @given(hostile_text, st.integers(min_value=1, max_value=10**6))
 def test_log_paths_stay_in_their_runs_log_folder(key: str, attempt: int) -> None:
-    home = Path("/home/user/project/.dagtop")
+    home = Path("/srv/dagtop/project/.dagtop")
     paths = Paths(home=home, pipelines=home.parent / "pipelines")
     run_id = uuid.uuid4().hex[:12]
     path = launch.log_path_for(paths, run_id, key, attempt)
@@ -647,7 +647,7 @@ def test_log_paths_stay_in_their_runs_log_folder(key: str, attempt: int) -> None
 
 
 def test_a_launch_environment_can_be_passed_to_exec() -> None:
-    env = launch._step_env("r", "k", 1, "a\x00b", Path("/home/user/project/.dagtop"))
+    env = launch._step_env("r", "k", 1, "a\x00b", Path("/srv/dagtop/project/.dagtop"))
     assert all("\x00" not in k + v for k, v in env.items())
 
 

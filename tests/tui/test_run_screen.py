@@ -115,7 +115,7 @@ TRAIN_LOG = """\
 allocating the confusion matrix cache
 15:06:47.500 ERROR   worker ran out of memory while caching predictions
 Traceback (most recent call last):
-  File "/home/me/project/pipelines/ml_training.py", line 88, in trained_model
+  File "/srv/ml-project/pipelines/ml_training.py", line 88, in trained_model
     cache = np.zeros((n, n, 64))
             ^^^^^^^^^^^^^^^^^^^^
 MemoryError: Unable to allocate 2.1 GiB for an array with shape (1437, 1437, 64)
