@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +19,15 @@ import psutil
 import pytest
 from sqlmodel import select
 
-from engine.client import Client, RunView, StepView
+from engine.client import Client
 from engine.storage.db import read_scope
 from engine.storage.models import Materialization, StepAttempt
+from tests.engine.test_executor import alive, make_project, step, wait_until
 
 pytestmark = pytest.mark.serial
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pipelines"
 DAGTOP = Path(sys.executable).with_name("dagtop")
-
-
-def make_project(root: Path, *fixtures: str, config: str = "max_workers = 4\n") -> Client:
-    """A project folder with copies of the given fixture modules; a Client on it."""
-    pipelines = root / "project" / "pipelines"
-    pipelines.mkdir(parents=True)
-    for name in fixtures:
-        shutil.copy(FIXTURES / f"{name}.py", pipelines / f"{name}.py")
-    (root / "project" / "dagtop.toml").write_text(config)
-    return Client(home=root / "home", pipelines=pipelines)
 
 
 def dagtop(client: Client, *args: str) -> list[str]:
@@ -52,10 +41,6 @@ def dagtop(client: Client, *args: str) -> list[str]:
     ]
 
 
-def step(view: RunView, key: str) -> StepView:
-    return next(s for s in view.steps if s.key == key)
-
-
 def all_rows(client: Client, model: Any) -> list[Any]:
     with read_scope(client.db) as s:
         return list(s.exec(select(model).order_by(model.id)).all())
@@ -65,24 +50,6 @@ def stored_value(client: Client, asset: str) -> Any:
     [mat] = [m for m in all_rows(client, Materialization) if m.asset == asset and m.value_path]
     with open(mat.value_path, "rb") as fh:
         return pickle.load(fh)
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie (our init may never reap orphans)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.mark.timeout(60)
