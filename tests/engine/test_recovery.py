@@ -26,7 +26,6 @@ from tests.engine.test_executor import alive, make_project, step, wait_until
 
 pytestmark = pytest.mark.serial
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pipelines"
 DAGTOP = Path(sys.executable).with_name("dagtop")
 
 
