@@ -44,6 +44,7 @@ MAX_RETRY_DELAY = 300.0
 CANCEL_POLL = 0.5
 SAMPLE_FLUSH = 1.0
 CANCEL_GRACE = 3.0
+NOT_RETRIED = frozenset({"type"})  # worker error kinds a retry cannot change
 
 
 @dataclass
@@ -628,9 +629,12 @@ class Coordinator:
             error = "the worker exited without reporting a result"
         else:
             status = StepStatus.SUCCESS
+        # A value of the wrong type will be of the wrong type again: retrying only wastes time.
+        retry = kinds.get("error", {}).get("kind") not in NOT_RETRIED
         self._record_end(
-            run, st, live.attempt_id, status, error, returncode, stats, now, live=live, traceback=tb
-        )
+            run, st, live.attempt_id, status, error, returncode, stats, now, live=live,
+            traceback=tb, retry=retry,
+        )  # fmt: skip
 
     def _record_end(
         self,

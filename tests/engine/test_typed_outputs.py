@@ -174,3 +174,17 @@ def test_a_value_of_the_wrong_type_fails_its_step_before_anything_downstream_see
     assert status == "failed" and error is not None
     assert error.startswith("output of asset 'report' does not match its type: expected Report,")
     assert "total" in error
+
+
+@pytest.mark.serial
+def test_a_type_failure_is_not_retried(tmp_path: Path) -> None:
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "retrying.py").write_text(
+        "from engine import asset\n\n\n@asset(retries=3, retry_delay=0)\n"
+        "def wrong() -> dict:\n    return [1]\n"
+    )
+    view = Client(home=tmp_path / "home", pipelines=pipelines).materialize(["wrong"])
+    (step,) = view.steps
+    assert step.status == "failed" and step.attempts == 1, (step.status, step.attempts)
+    assert step.error is not None and "does not match its type" in step.error
