@@ -110,7 +110,7 @@ class Engine:
             )
         self.started_at = time.time()
         reconcile(self.db)
-        sweep_values(self.db, self.paths, set())
+        sweep_values(self.db, self.paths)
         self.reload(initial=True)
         self._spawn(self.coordinator.serve, self._stop, name="dagtop-coordinator")
         self._spawn(self._housekeeping, name="dagtop-housekeeping")

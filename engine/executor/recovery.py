@@ -112,21 +112,34 @@ def reconcile(db: SAEngine, now: float | None = None) -> list[str]:
     return resumable
 
 
-def sweep_values(db: SAEngine, paths: Paths, active_runs: set[str]) -> int:
-    """Delete value files no materialization references (left by a crash mid-record)."""
-    with session_scope(db) as s:
-        referenced = repo.referenced_values(s)
-    removed = 0
+def sweep_values(db: SAEngine, paths: Paths) -> int:
+    """Delete value files no materialization references (left by a crash mid-record).
+
+    Another process (a CLI running in-process) may be writing and recording values right now,
+    so the order matters: list the files first, then read which runs are still going and which
+    values are recorded. A file listed before that read belongs to a run that is either still
+    going (left alone) or finished, in which case its record, if it has one, is already there.
+    """
     if not paths.values.is_dir():
         return 0
-    for dirpath, _dirs, files in os.walk(paths.values):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            run_id = name.split(".", 1)[0]
-            if path in referenced or run_id in active_runs:
-                continue
-            if name.startswith(".tmp-") and time.time() - os.path.getmtime(path) < 3600:
-                continue  # a worker may be writing it right now
-            Path(path).unlink(missing_ok=True)
-            removed += 1
+    listed = [
+        (os.path.join(dirpath, name), name)
+        for dirpath, _dirs, files in os.walk(paths.values)
+        for name in files
+    ]
+    with session_scope(db) as s:
+        active = {r.id for r in repo.active_runs(s)}
+        referenced = repo.referenced_values(s)
+    removed = 0
+    for path, name in listed:
+        if name.startswith(".tmp-"):
+            try:
+                if time.time() - os.path.getmtime(path) < 3600:
+                    continue  # a worker may be writing it right now
+            except FileNotFoundError:
+                continue  # it was renamed into place meanwhile
+        elif path in referenced or name.split(".", 1)[0] in active:
+            continue
+        Path(path).unlink(missing_ok=True)
+        removed += 1
     return removed

@@ -153,3 +153,26 @@ def test_database_url_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     client = Client(home=tmp_path / "home", pipelines=tmp_path)
     assert client.runs() == []
     assert target.is_file()
+
+
+def test_the_value_sweep_spares_running_runs_and_recorded_values(db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from engine.config import Paths
+    from engine.executor.recovery import sweep_values
+
+    paths = Paths(home=tmp_path / "home", pipelines=tmp_path / "pipelines")
+    folder = paths.values / "a" / "_"
+    folder.mkdir(parents=True)
+    running, done, recorded = (folder / f"{rid}.1.pkl" for rid in ("run1", "done1", "rec1"))
+    for path in (running, done, recorded):
+        path.write_bytes(b"x")
+    with session_scope(db) as s:
+        repo.add_run(s, _run("run1", 1.0, status="running"), [])
+        repo.add_run(s, _run("done1", 1.0, status="failed"), [])
+        repo.add_run(s, _run("rec1", 1.0, status="success"), [])
+        repo.add_materialization(
+            s, Materialization(asset="a", run_id="rec1", created_at=1.0, value_path=str(recorded))
+        )
+    # A run in another process may be writing its value right now: only the finished run's
+    # unrecorded file goes.
+    assert sweep_values(db, paths) == 1
+    assert running.exists() and recorded.exists() and not done.exists()
