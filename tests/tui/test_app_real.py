@@ -17,7 +17,7 @@ from textual.widgets import ContentSwitcher, Static
 
 from engine.client import Client
 from tests.tui.fakes import BROKEN, EXAMPLES
-from tests.tui.test_home import until
+from tests.tui.waits import until
 from tui.app import DagtopApp
 from tui.screens.confirm import PromptScreen
 from tui.screens.home import HomeScreen

@@ -15,6 +15,7 @@ from textual.app import App
 from textual.screen import Screen
 
 from engine.errors import EngineError, RunNotFound
+from tests.tui.waits import polled_screen, until
 from tui.screens.automation import AutomationScreen, relative
 
 NOW = 1_738_000_000.0  # 2025-01-27 17:46:40 UTC
@@ -136,20 +137,8 @@ def fake() -> FakeClient:
     return FakeClient()
 
 
-async def until(predicate: Callable[[], bool], pilot: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(0.02)
-
-
 async def ready(app: App[Any], pilot: Any) -> AutomationScreen:
-    await until(lambda: isinstance(app.screen, AutomationScreen), pilot)
-    screen = app.screen
-    assert isinstance(screen, AutomationScreen)
-    await until(lambda: screen.polls > 0, pilot)
-    return screen
+    return await polled_screen(app, pilot, AutomationScreen)
 
 
 def cell(screen: AutomationScreen, table: str, row: str, column: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from textual.screen import Screen
 
 from engine.client import Client
 from engine.errors import EngineError
+from tests.tui.waits import polled_screen, until
 from tui.screens.backfills import BackfillsScreen, key_range, progress_bar
 from tui.screens.confirm import ConfirmScreen
 
@@ -126,20 +126,8 @@ def fake(manifest: Any) -> FakeClient:
     return FakeClient(manifest)
 
 
-async def until(predicate: Callable[[], bool], pilot: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(0.02)
-
-
 async def ready(app: App[Any], pilot: Any) -> BackfillsScreen:
-    await until(lambda: isinstance(app.screen, BackfillsScreen), pilot)
-    screen = app.screen
-    assert isinstance(screen, BackfillsScreen)
-    await until(lambda: screen.polls > 0, pilot)
-    return screen
+    return await polled_screen(app, pilot, BackfillsScreen)
 
 
 def cell(screen: BackfillsScreen, row: str, column: str) -> str:

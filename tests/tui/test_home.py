@@ -13,6 +13,7 @@ from textual.widgets import ContentSwitcher, Static
 from engine.client import RunRequest
 from engine.errors import SelectionError
 from tests.tui.fakes import NOW, FakeClient, FakeEngine, run, step
+from tests.tui.waits import until
 from tui.app import DagtopApp
 from tui.commands import DagtopCommands
 from tui.messages import EngineChanged
@@ -20,17 +21,6 @@ from tui.screens.confirm import ConfirmScreen, PromptScreen, QuitScreen
 from tui.screens.help import HelpScreen
 from tui.screens.home import HomeScreen
 from tui.widgets.pipelines_tree import NodeRef
-
-
-async def until(predicate: Callable[[], bool], pilot: Any, timeout: float = 10.0) -> None:
-    """Let the app run until `predicate` holds (workers finish on their own time)."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await pilot.pause(0.02)
 
 
 def home_of(app: DagtopApp) -> HomeScreen:

@@ -17,6 +17,7 @@ from textual.widgets import Button, Input, Static
 
 from engine.client import Client, RunRequest
 from engine.errors import EngineError
+from tests.tui.waits import polled_screen, until
 from tui.screens.backfill import BackfillDialog
 from tui.screens.partitions import PartitionsScreen
 from tui.widgets.partition_matrix import build_columns
@@ -215,20 +216,8 @@ def fake(manifest: Any) -> FakeClient:
     return FakeClient(manifest, sales_statuses())
 
 
-async def until(predicate: Callable[[], bool], pilot: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(0.02)
-
-
 async def loaded(app: App[Any], pilot: Any) -> PartitionsScreen:
-    await until(lambda: isinstance(app.screen, PartitionsScreen), pilot)
-    screen = app.screen
-    assert isinstance(screen, PartitionsScreen)
-    await until(lambda: screen.polls > 0, pilot)
-    return screen
+    return await polled_screen(app, pilot, PartitionsScreen)
 
 
 def text_of(screen: Screen[Any], selector: str) -> str:
