@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +15,8 @@ from textual.app import App
 from textual.screen import Screen
 
 from engine.errors import EngineError, RunNotFound
+from engine.scheduler import ScheduleStatus  # the real shapes client.schedules() returns
+from engine.sensors import SensorStatus
 from tests.tui.waits import polled_screen, until
 from tui.screens.automation import AutomationScreen, relative
 
@@ -24,37 +26,6 @@ TICK_ERROR = "unknown asset 'revenu' (did you mean 'revenue'?)\nmore detail"
 
 def at(seconds_from_now: float) -> datetime:
     return datetime.fromtimestamp(NOW + seconds_from_now, UTC)
-
-
-@dataclass(frozen=True)
-class ScheduleStatus:
-    """The shape `client.schedules()` returns."""
-
-    name: str
-    cron: str
-    target: str
-    enabled: bool
-    catchup: bool
-    next_tick: datetime | None
-    last_tick: datetime | None
-    last_run_id: str | None
-    last_status: str | None
-    last_reason: str | None
-
-
-@dataclass(frozen=True)
-class SensorStatus:
-    """The shape `client.sensors()` returns."""
-
-    name: str
-    path: str
-    pattern: str
-    target: str
-    enabled: bool
-    files_seen: int
-    last_file: str | None
-    last_seen_at: float | None
-    last_run_id: str | None
 
 
 class FakeClient:
