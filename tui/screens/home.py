@@ -748,6 +748,10 @@ class HomeScreen(Screen[None]):
         from tui.screens.lineage import LineageScreen
 
         status = self.node_status(ref)
+        if status is None and self._partitioned(ref):
+            # Which partition's lineage? None exists yet: say so rather than ask for a key.
+            self.notify(f"{ref.name} has never been materialized: no lineage yet")
+            return
         self.app.push_screen(LineageScreen(ref.name, status.partition if status else None))
 
     def action_partitions(self) -> None:
