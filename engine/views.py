@@ -107,6 +107,8 @@ class AttemptView:
     peak_rss_bytes: int | None
     cpu_seconds: float | None
     log_path: str
+    host: str | None = None
+    worker: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +221,8 @@ def attempt_view(a: Any) -> AttemptView:
         peak_rss_bytes=a.peak_rss_bytes,
         cpu_seconds=a.cpu_seconds,
         log_path=a.log_path,
+        host=a.host,
+        worker=a.worker,
     )
 
 

@@ -445,6 +445,7 @@ class Coordinator:
                 log_path=str(log_path),
                 started_at=now,
                 host=os.uname().nodename,
+                worker="local",
             )
             s.add(row)
             s.add(att)

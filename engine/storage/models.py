@@ -69,7 +69,8 @@ class StepAttempt(SQLModel, table=True):
     status: str = "running"
     pid: int | None = None
     pid_create_time: float | None = None
-    host: str | None = None
+    host: str | None = None  # the machine the attempt ran on
+    worker: str | None = None  # "local", or the address of the executor worker that ran it
     log_path: str
     started_at: float
     ended_at: float | None = None
