@@ -154,10 +154,10 @@ class _Progress:
         self.client, self.quiet = client, quiet
         self.shown: set[tuple[str, int, str]] = set()
 
-    def __call__(self, run_id: str) -> None:
+    def __call__(self, run: str | RunView) -> None:
         if self.quiet:
             return
-        view = self.client.run(run_id)
+        view = run if isinstance(run, RunView) else self.client.run(run)
         for st in view.steps:
             if st.status in ("queued", "running"):
                 continue
@@ -356,13 +356,14 @@ def backfill(
             raise EngineError("name what to backfill: an asset, group:NAME, or *")
         keys = [k.strip() for k in partitions.split(",") if k.strip()] if partitions else None
         backfill_id = client.backfill(selection, keys, first, last, max_parallel)
-    engine_up = client.daemon() is not None
     if no_wait:
         info = client.backfill_progress(backfill_id)
-    elif engine_up:
-        info = _watch_backfill(client, backfill_id, as_json)
     else:
-        info = client.run_backfill_here(backfill_id, None if as_json else _progress_line)
+        info = client.follow_backfill(backfill_id, None if as_json else _progress_line)
+        if info is None and client.daemon() is not None:
+            info = _watch_backfill(client, backfill_id, as_json)
+        elif info is None:
+            info = client.run_backfill_here(backfill_id, None if as_json else _progress_line)
         if not as_json:
             sys.stdout.write("\n")
     _print_backfill(info, as_json)
@@ -376,8 +377,6 @@ def _watch_backfill(client: Client, backfill_id: str, quiet: bool) -> dict[str, 
         if not quiet:
             _progress_line(info)
         if info["status"] != "running":
-            if not quiet:
-                sys.stdout.write("\n")
             return info
         time.sleep(0.25)
 

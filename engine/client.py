@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine import loader
+from engine import ipc, loader
 from engine.config import Config, Paths, load_config, resolve_paths
 from engine.errors import EngineError, NoEngine, StorageError
 from engine.lineage import LineageNode, StaleState, render_lineage
@@ -134,10 +134,41 @@ class Client:
             return None
         return holder
 
+    def _local_engine(
+        self, kind: str, payload: dict[str, Any], follow: bool = False
+    ) -> tuple[Any, Iterator[dict[str, Any]]] | None:
+        """Ask the engine listening on this home's socket; None when none listens there.
+
+        Returns its result and, with `follow`, the updates it pushes afterwards.
+
+        Raises:
+            EngineError: the engine refused, or went away before answering.
+        """
+        if self.engine is not None or not ipc.available(self.paths.home):
+            return None
+        answers = ipc.request(
+            self.paths.home, {"op": "command", "kind": kind, "payload": payload, "follow": follow}
+        )
+        try:
+            first = next(answers)
+        except ipc.Unavailable:
+            return None  # a dead engine's socket file: use the database
+        except (ipc.Closed, StopIteration, OSError, ValueError):
+            raise EngineError(
+                f"the engine went away before answering {kind!r}; check `dagtop runs`",
+                title="No answer",
+            ) from None
+        if "error" in first:
+            raise EngineError(first["error"], title="Engine refused")
+        return first.get("result"), answers
+
     def _command(self, kind: str, payload: dict[str, Any], timeout: float = 15.0) -> Any:
         """Ask the engine that holds the lease to do something, and wait for its answer."""
         from engine.storage import repo
 
+        answer = self._local_engine(kind, payload)
+        if answer is not None:
+            return answer[0]
         with self._write() as s:
             cmd_id = repo.add_command(s, kind, payload, time.time()).id or 0
         deadline = time.monotonic() + timeout
@@ -227,6 +258,8 @@ class Client:
         imports storage and plans (a cold `dagtop materialize` saves the server's start-up)."""
         import os
 
+        if self.engine is None and ipc.available(self.paths.home):
+            return  # a local engine runs the steps with its own server
         if self._warm_server is None and os.environ.get("DAGTOP_FORKSERVER", "1") != "0":
             from engine.executor.forkserver import ForkServer
 
@@ -235,7 +268,32 @@ class Client:
             except OSError:
                 self._warm_server = None
 
-    def _run_now(self, request: RunRequest, on_change: Callable[[str], None] | None) -> RunView:
+    def _run_on_local_engine(
+        self, request: RunRequest, on_change: Callable[[Any], None] | None
+    ) -> RunView | None:
+        """Hand the run to the engine on this home's socket and follow what it pushes: no
+        storage import, no manifest load, no polling. None when no engine listens there.
+
+        `on_change` gets each pushed RunView (the in-process paths give it the run id)."""
+        answer = self._local_engine("run", _request_payload(request), follow=True)
+        if answer is None:
+            return None
+        result, updates = answer
+        view: RunView | None = None
+        try:
+            for update in updates:
+                if "view" in update:
+                    view = RunView.from_wire(update["view"])
+                    if on_change is not None:
+                        on_change(view)
+        except (ipc.Closed, OSError, ValueError):
+            pass  # the engine stopped while the run went on: follow it in the database
+        if view is not None and view.finished:
+            return view
+        return self.wait(result["run_id"], on_change)
+
+    def _run_now(self, request: RunRequest, on_change: Callable[[Any], None] | None) -> RunView:
+        self._validate(request)
         if self.engine is not None or self.daemon() is not None:
             # An engine is up: its executor runs it (so limits and pools hold across runs).
             try:
@@ -267,8 +325,7 @@ class Client:
         request = RunRequest(
             selection=tuple(selection), partition=partition, params=dict(params or {})
         )
-        self._validate(request)
-        return self._run_now(request, on_change)
+        return self._run_on_local_engine(request, on_change) or self._run_now(request, on_change)
 
     def run_pipeline(
         self,
@@ -278,8 +335,7 @@ class Client:
     ) -> RunView:
         """Run a task pipeline now and wait for it to finish."""
         request = RunRequest(pipeline=name, params=dict(params or {}))
-        self._validate(request)
-        return self._run_now(request, on_change)
+        return self._run_on_local_engine(request, on_change) or self._run_now(request, on_change)
 
     def _validate(self, request: RunRequest) -> None:
         from engine.plan import plan
@@ -384,6 +440,9 @@ class Client:
             except InvalidPartitionKey as exc:
                 raise PartitionError(str(exc)) from None
         payload = {"selection": list(selection), "keys": list(keys), "max_parallel": max_parallel}
+        answer = self._local_engine("backfill", payload)
+        if answer is not None:
+            return answer[0]["backfill_id"]  # type: ignore[no-any-return]
         if self.engine is not None:
             return self.engine.backfill(list(selection), list(keys), max_parallel)  # type: ignore[no-any-return]
         if self.daemon() is not None:
@@ -405,6 +464,25 @@ class Client:
         with self._write() as s:
             fn = bf.cancel_backfill if action == "cancel" else bf.resume_backfill
             return fn(s, backfill_id, time.time())
+
+    def follow_backfill(
+        self, backfill_id: str, on_progress: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any] | None:
+        """Follow a backfill that the engine on this home's socket runs, until it ends; None
+        when no engine listens there (or it stopped before the backfill ended)."""
+        answer = self._local_engine("follow_backfill", {"backfill_id": backfill_id}, follow=True)
+        if answer is None:
+            return None
+        info: dict[str, Any] | None = None
+        try:
+            for update in answer[1]:
+                if "backfill" in update:
+                    info = update["backfill"]
+                    if on_progress is not None:
+                        on_progress(info)
+        except (ipc.Closed, OSError, ValueError):
+            return None
+        return info
 
     def backfill_progress(self, backfill_id: str) -> dict[str, Any]:
         from engine.backfill import progress

@@ -91,6 +91,19 @@ class RunView:
             "checks": [asdict(c) for c in self.checks],
         }
 
+    def to_wire(self) -> dict[str, Any]:
+        """Every field as JSON, times kept as epoch floats (for the engine's socket)."""
+        return asdict(self)
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> RunView:
+        fields = dict(data)
+        fields["steps"] = tuple(
+            StepView(**{**st, "upstream": tuple(st["upstream"])}) for st in data["steps"]
+        )
+        fields["checks"] = tuple(CheckView(**c) for c in data["checks"])
+        return cls(**fields)
+
 
 @dataclass(frozen=True, slots=True)
 class AttemptView:

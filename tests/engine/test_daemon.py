@@ -244,3 +244,64 @@ def test_a_backfill_can_be_canceled_and_resumed(project: Path) -> None:
         assert info["status"] == "success" and info["counts"] == {"success": 12}  # type: ignore[index]
     finally:
         engine.stop()
+
+
+def _importtime_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+
+
+def test_with_a_daemon_up_materialize_goes_through_its_socket_without_storage(
+    project: Path, start_daemon: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    daemon = start_daemon()
+    home = project / "home"
+    wait_for(lambda: (home / "engine.sock").exists())
+    cli = subprocess.run(dagtop(project, "materialize", "slow"), capture_output=True, text=True,
+                         env=_importtime_env(), timeout=60)  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert "✓ slow" in cli.stdout and "success" in cli.stdout.splitlines()[-1]
+    # The daemon ran it, and this process never imported storage nor started steps itself.
+    imported = {line.split("|")[-1].strip() for line in cli.stderr.splitlines() if "|" in line}
+    assert "sqlalchemy" not in imported and "engine.executor.forkserver" not in imported
+    assert daemon.poll() is None
+
+
+def test_a_daemon_refuses_a_bad_selection_in_one_line(
+    project: Path, start_daemon: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    start_daemon()
+    wait_for(lambda: (project / "home" / "engine.sock").exists())
+    cli = subprocess.run(dagtop(project, "materialize", "nope"), capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert cli.returncode == 2
+    assert cli.stderr.startswith("dagtop: error:") and "nope" in cli.stderr
+    assert len(cli.stderr.strip().splitlines()) == 1
+
+
+def test_a_backfill_is_followed_through_the_daemons_socket(
+    project: Path, start_daemon: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    start_daemon()
+    wait_for(lambda: (project / "home" / "engine.sock").exists())
+    cli = subprocess.run(
+        dagtop(project, "backfill", "orders", "--from", "2025-01-01", "--to", "2025-01-04",
+               "--json"),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert '"status": "success"' in cli.stdout and '"total": 4' in cli.stdout
+
+
+def test_a_dead_daemons_socket_file_is_ignored(
+    project: Path, start_daemon: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    daemon = start_daemon()
+    sock = project / "home" / "engine.sock"
+    wait_for(sock.exists)
+    os.killpg(daemon.pid, signal.SIGKILL)
+    daemon.wait()
+    assert sock.exists()  # kill -9 leaves it behind
+    cli = subprocess.run(dagtop(project, "materialize", "slow"), capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert "success" in cli.stdout.splitlines()[-1]
