@@ -3,32 +3,77 @@
     from engine import asset, check, CheckResult, DailyPartitions, Pipeline, task, shell
 
 Importing this package stays cheap (no database, no UI): every step's worker process
-imports it before running user code.
+imports it before running user code. The names load on first use (PEP 562), so a command
+that never touches definitions (`dagtop materialize` handed to a running daemon) does not
+pay for importing them.
 """
 
 from __future__ import annotations
 
-from engine.context import StepContext, build_context
-from engine.definitions import (
-    AssetDef,
-    CheckDef,
-    CheckResult,
-    Pipeline,
-    TaskDef,
-    asset,
-    check,
-    file_sensor,
-    schedule,
-    shell,
-    task,
-)
-from engine.iomanager import IOManager, JsonIO, PickleIO
-from engine.partitions import (
-    DailyPartitions,
-    HourlyPartitions,
-    PartitionsDefinition,
-    StaticPartitions,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_HOMES = {
+    "engine.context": ("StepContext", "build_context"),
+    "engine.definitions": (
+        "AssetDef",
+        "CheckDef",
+        "CheckResult",
+        "Pipeline",
+        "TaskDef",
+        "asset",
+        "check",
+        "file_sensor",
+        "schedule",
+        "shell",
+        "task",
+    ),
+    "engine.iomanager": ("IOManager", "JsonIO", "PickleIO"),
+    "engine.partitions": (
+        "DailyPartitions",
+        "HourlyPartitions",
+        "PartitionsDefinition",
+        "StaticPartitions",
+    ),
+}
+_WHERE = {name: module for module, names in _HOMES.items() for name in names}
+
+if TYPE_CHECKING:
+    from engine.context import StepContext, build_context
+    from engine.definitions import (
+        AssetDef,
+        CheckDef,
+        CheckResult,
+        Pipeline,
+        TaskDef,
+        asset,
+        check,
+        file_sensor,
+        schedule,
+        shell,
+        task,
+    )
+    from engine.iomanager import IOManager, JsonIO, PickleIO
+    from engine.partitions import (
+        DailyPartitions,
+        HourlyPartitions,
+        PartitionsDefinition,
+        StaticPartitions,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
 
 __all__ = [
     "AssetDef",

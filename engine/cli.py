@@ -13,21 +13,13 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any, NoReturn
 
-import typer
+import click
 
-from engine.client import Client, RunView, iso, render_lineage
+from engine.client import Client, RunView, iso
 from engine.errors import EngineError
 from engine.units import format_bytes, format_duration
-
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    help="dagtop: pipelines and assets, run and watched from the terminal.",
-)
 
 GLYPHS = {
     "success": "✓",
@@ -40,8 +32,11 @@ GLYPHS = {
 }
 
 
-def _client(ctx: typer.Context) -> Client:
-    return ctx.obj  # type: ignore[no-any-return]
+def _exit(code: int) -> NoReturn:
+    raise SystemExit(code)
+
+
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON")
 
 
 def _emit_json(data: Any) -> None:
@@ -62,17 +57,26 @@ def _parse_params(items: list[str] | None) -> dict[str, Any]:
     return params
 
 
-@app.callback(invoke_without_command=True)
-def main_options(
-    ctx: typer.Context,
-    home: Annotated[
-        Path | None, typer.Option(help="Home folder for history and values [default: ./.dagtop]")
-    ] = None,
-    pipelines: Annotated[
-        Path | None, typer.Option(help="Folder of pipeline files [default: ./pipelines]")
-    ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log the engine's work")] = False,
-) -> None:
+# click, not a heavier layer over it: each `dagtop` command is a short process, and its start
+# counts (a run handed to a running daemon is done in about the time the import takes).
+@click.group(
+    invoke_without_command=True,
+    help="dagtop: pipelines and assets, run and watched from the terminal.",
+    context_settings={"help_option_names": ["--help", "-h"]},
+)
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path),
+    help="Home folder for history and values [default: ./.dagtop]",
+)
+@click.option(
+    "--pipelines",
+    type=click.Path(path_type=Path),
+    help="Folder of pipeline files [default: ./pipelines]",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Log the engine's work")
+@click.pass_context
+def app(ctx: click.Context, home: Path | None, pipelines: Path | None, verbose: bool) -> None:
     if verbose:
         import logging
 
@@ -87,7 +91,7 @@ def _open_tui(client: Client) -> None:
         from tui.app import run_app
     except ImportError:
         sys.stderr.write("dagtop: the terminal UI is not available; see `dagtop --help`\n")
-        raise typer.Exit(2) from None
+        _exit(2)
     run_app(client)
 
 
@@ -95,9 +99,11 @@ def _open_tui(client: Client) -> None:
 
 
 @app.command()
-def check(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+@_JSON
+@click.pass_obj
+def check(client: Client, as_json: bool) -> None:
     """Load and validate every pipeline file; exit 1 if any is broken."""
-    manifest = _client(ctx).load(force=True)
+    manifest = client.load(force=True)
     if as_json:
         _emit_json(
             {
@@ -129,15 +135,17 @@ def check(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] =
             f"{len(manifest.assets)} assets, {len(manifest.pipelines)} task pipelines"
         )
     if not manifest.ok:
-        raise typer.Exit(1)
+        _exit(1)
 
 
 @app.command("list")
-def list_(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+@_JSON
+@click.pass_obj
+def list_(client: Client, as_json: bool) -> None:
     """Assets, task pipelines, schedules and sensors."""
     from engine.listing import print_definitions
 
-    data = _client(ctx).describe()
+    data = client.describe()
     if as_json:
         _emit_json(data)
     else:
@@ -193,29 +201,35 @@ def _finish_run(view: RunView, as_json: bool) -> None:
             f"{GLYPHS.get(view.status, '?')} run {view.id} {view.status} in {format_duration(took)}"
         )
     if view.status != "success":
-        raise typer.Exit(1)
+        _exit(1)
+
+
+_PARAM = click.option(
+    "--param", multiple=True, metavar="KEY=VALUE", help="Run parameter KEY=VALUE (repeatable)"
+)
 
 
 @app.command()
+@click.argument("selection", nargs=-1)
+@click.option("--partition", help="Partition key to materialize")
+@_PARAM
+@click.option("--from-failure", help="Re-run a run's failed and skipped steps")
+@click.option("--stale", is_flag=True, help="Only what is missing or stale, in order")
+@_JSON
+@click.pass_obj
 def materialize(
-    ctx: typer.Context,
-    selection: Annotated[
-        list[str] | None, typer.Argument(help="Assets: name, +name, *name, name*, group:NAME, *")
-    ] = None,
-    partition: Annotated[str | None, typer.Option(help="Partition key to materialize")] = None,
-    param: Annotated[
-        list[str] | None, typer.Option(help="Run parameter KEY=VALUE (repeatable)")
-    ] = None,
-    from_failure: Annotated[
-        str | None, typer.Option("--from-failure", help="Re-run a run's failed and skipped steps")
-    ] = None,
-    stale: Annotated[
-        bool, typer.Option("--stale", help="Only what is missing or stale, in order")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    client: Client,
+    selection: tuple[str, ...],
+    partition: str | None,
+    param: tuple[str, ...],
+    from_failure: str | None,
+    stale: bool,
+    as_json: bool,
 ) -> None:
-    """Materialize assets now and wait for the result."""
-    client = _client(ctx)
+    """Materialize assets now and wait for the result.
+
+    SELECTION: assets by name, +name, *name, name*, group:NAME, or *.
+    """
     client.prewarm()
     progress = _Progress(client, as_json)
     if from_failure:
@@ -236,7 +250,7 @@ def materialize(
 
 def _materialize_stale(
     client: Client,
-    selection: list[str] | None,
+    selection: tuple[str, ...],
     partition: str | None,
     params: dict[str, Any],
     progress: _Progress,
@@ -250,7 +264,7 @@ def _materialize_stale(
     if as_json:
         _emit_json({"states": [st.to_json() for st in states], "run": view and view.to_json()})
         if view is not None and view.status != "success":
-            raise typer.Exit(1)
+            _exit(1)
     elif view is None:
         print("nothing is stale")
     else:
@@ -268,81 +282,96 @@ def _print_due(states: list[Any]) -> None:
 
 
 @app.command()
+@click.argument("asset")
+@click.option("--partition", help="Its partition key")
+@click.option("--downstream", is_flag=True, help="What depends on it, instead of what made it")
+@_JSON
+@click.pass_obj
 def lineage(
-    ctx: typer.Context,
-    asset: Annotated[str, typer.Argument(help="The asset")],
-    partition: Annotated[str | None, typer.Option(help="Its partition key")] = None,
-    downstream: Annotated[
-        bool, typer.Option("--downstream", help="What depends on it, instead of what made it")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    client: Client, asset: str, partition: str | None, downstream: bool, as_json: bool
 ) -> None:
     """How an asset's value was produced: the materializations it consumed, back to the roots."""
-    root = _client(ctx).lineage(asset, partition, downstream=downstream)
+    root = client.lineage(asset, partition, downstream=downstream)
     if as_json:
         _emit_json(root.to_json())
         return
+
+    from engine.client import render_lineage
 
     for line in render_lineage(root, downstream):
         print(line)
 
 
 @app.command("run")
-def run_(
-    ctx: typer.Context,
-    pipeline: Annotated[str, typer.Argument(help="The task pipeline to run")],
-    param: Annotated[list[str] | None, typer.Option(help="Run parameter KEY=VALUE")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
+@click.argument("pipeline")
+@_PARAM
+@_JSON
+@click.pass_obj
+def run_(client: Client, pipeline: str, param: tuple[str, ...], as_json: bool) -> None:
     """Run a task pipeline now and wait for the result."""
-    client = _client(ctx)
     client.prewarm()
     view = client.run_pipeline(pipeline, _parse_params(param), on_change=_Progress(client, as_json))
     _finish_run(view, as_json)
 
 
 @app.command()
-def cancel(ctx: typer.Context, run_id: Annotated[str, typer.Argument()]) -> None:
+@click.argument("run_id")
+@click.pass_obj
+def cancel(client: Client, run_id: str) -> None:
     """Cancel a run: queued steps are dropped, running ones stopped."""
-    view = _client(ctx).cancel(run_id)
+    view = client.cancel(run_id)
     print(f"{GLYPHS.get(view.status, '?')} run {view.id} {view.status}")
     if view.status not in ("canceled", "success", "failed"):
-        raise typer.Exit(1)
+        _exit(1)
 
 
 # --- the engine, backfills, partitions ---------------------------------------------------------
 
 
 @app.command()
-def daemon(ctx: typer.Context) -> None:
+@click.pass_obj
+def daemon(client: Client) -> None:
     """Run schedules, sensors and queued runs with no UI, until Ctrl-C or SIGTERM."""
     import logging
 
-    client = _client(ctx)
     client._ensure_home()
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=logging.INFO, format=fmt)
     handler = logging.FileHandler(client.paths.home / "daemon.log")
     handler.setFormatter(logging.Formatter(fmt))
     logging.getLogger().addHandler(handler)
-    raise typer.Exit(client.serve_forever())
+    _exit(client.serve_forever())
 
 
 @app.command()
+@click.argument("selection", nargs=-1)
+@click.option("--from", "first", help="First partition key")
+@click.option("--to", "last", help="Last partition key (inclusive)")
+@click.option("--partitions", help="Keys, comma-separated")
+@click.option(
+    "--max-parallel", type=click.IntRange(min=1), default=4, show_default=True, help="Runs at once"
+)
+@click.option("--resume", help="Resume a canceled or failed backfill")
+@click.option("--cancel", "cancel_id", help="Cancel a backfill")
+@click.option("--no-wait", is_flag=True, help="Return once recorded")
+@_JSON
+@click.pass_obj
 def backfill(
-    ctx: typer.Context,
-    selection: Annotated[list[str] | None, typer.Argument(help="Assets to backfill")] = None,
-    first: Annotated[str | None, typer.Option("--from", help="First partition key")] = None,
-    last: Annotated[str | None, typer.Option("--to", help="Last partition key (inclusive)")] = None,
-    partitions: Annotated[str | None, typer.Option(help="Keys, comma-separated")] = None,
-    max_parallel: Annotated[int, typer.Option(min=1, help="Runs at once")] = 4,
-    resume: Annotated[str | None, typer.Option(help="Resume a canceled or failed backfill")] = None,
-    cancel_id: Annotated[str | None, typer.Option("--cancel", help="Cancel a backfill")] = None,
-    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once recorded")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    client: Client,
+    selection: tuple[str, ...],
+    first: str | None,
+    last: str | None,
+    partitions: str | None,
+    max_parallel: int,
+    resume: str | None,
+    cancel_id: str | None,
+    no_wait: bool,
+    as_json: bool,
 ) -> None:  # fmt: skip
-    """Materialize a range of partitions: one run per key, a few at a time."""
-    client = _client(ctx)
+    """Materialize a range of partitions: one run per key, a few at a time.
+
+    SELECTION: the assets to backfill.
+    """
     if cancel_id or resume:
         backfill_id = client.backfill_action(
             "cancel" if cancel_id else "resume", cancel_id or resume or ""
@@ -368,7 +397,7 @@ def backfill(
             sys.stdout.write("\n")
     _print_backfill(info, as_json)
     if info["status"] not in ("success", "running"):
-        raise typer.Exit(1)
+        _exit(1)
 
 
 def _watch_backfill(client: Client, backfill_id: str, quiet: bool) -> dict[str, Any]:
@@ -405,11 +434,11 @@ def _print_backfill(info: dict[str, Any], as_json: bool) -> None:
 
 
 @app.command("backfills")
-def backfills_(
-    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False
-) -> None:
+@_JSON
+@click.pass_obj
+def backfills_(client: Client, as_json: bool) -> None:
     """Recent backfills and their progress."""
-    infos = _client(ctx).backfills()
+    infos = client.backfills()
     if as_json:
         _emit_json(infos)
         return
@@ -418,13 +447,12 @@ def backfills_(
 
 
 @app.command("partitions")
-def partitions_(
-    ctx: typer.Context,
-    asset: Annotated[str, typer.Argument(help="A partitioned asset")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
-    """The status of every partition of an asset."""
-    states = _client(ctx).partitions(asset)
+@click.argument("asset")
+@_JSON
+@click.pass_obj
+def partitions_(client: Client, asset: str, as_json: bool) -> None:
+    """The status of every partition of an asset (ASSET: a partitioned asset)."""
+    states = client.partitions(asset)
     if as_json:
         _emit_json(
             [
@@ -444,44 +472,43 @@ def partitions_(
     print("  ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
 
-def _toggle(ctx: typer.Context, kind: str, state: str, name: str) -> None:
+def _toggle(client: Client, kind: str, state: str, name: str) -> None:
     if state not in ("on", "off"):
         raise EngineError(f"say `dagtop {kind} on NAME` or `dagtop {kind} off NAME`")
-    _client(ctx).set_enabled(kind, name, state == "on")
+    client.set_enabled(kind, name, state == "on")
     print(f"{kind} {name} is {state}")
 
 
 @app.command("schedule")
-def schedule_(
-    ctx: typer.Context,
-    state: Annotated[str, typer.Argument(help="on or off")],
-    name: Annotated[str, typer.Argument(help="The schedule's name")],
-) -> None:
+@click.argument("state", metavar="on|off")
+@click.argument("name")
+@click.pass_obj
+def schedule_(client: Client, state: str, name: str) -> None:
     """Turn a schedule on or off (kept across restarts)."""
-    _toggle(ctx, "schedule", state, name)
+    _toggle(client, "schedule", state, name)
 
 
 @app.command("sensor")
-def sensor_(
-    ctx: typer.Context,
-    state: Annotated[str, typer.Argument(help="on or off")],
-    name: Annotated[str, typer.Argument(help="The sensor's name")],
-) -> None:
+@click.argument("state", metavar="on|off")
+@click.argument("name")
+@click.pass_obj
+def sensor_(client: Client, state: str, name: str) -> None:
     """Turn a file sensor on or off (kept across restarts)."""
-    _toggle(ctx, "sensor", state, name)
+    _toggle(client, "sensor", state, name)
 
 
 # --- history ----------------------------------------------------------------------------------
 
 
 @app.command()
-def runs(
-    ctx: typer.Context,
-    limit: Annotated[int, typer.Option(min=1, help="How many runs")] = 20,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs"
+)
+@_JSON
+@click.pass_obj
+def runs(client: Client, limit: int, as_json: bool) -> None:  # fmt: skip
     """Recent runs, newest first."""
-    views = _client(ctx).runs(limit)
+    views = client.runs(limit)
     if as_json:
         _emit_json([v.to_json() for v in views])
         return
@@ -497,16 +524,12 @@ def runs(
 
 
 @app.command()
-def logs(
-    ctx: typer.Context,
-    run_id: Annotated[str, typer.Argument()],
-    step: Annotated[str | None, typer.Argument(help="Asset or task name")] = None,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing as lines arrive")
-    ] = False,
-) -> None:
-    """Print a run's step logs (every attempt, in order)."""
-    client = _client(ctx)
+@click.argument("run_id")
+@click.argument("step", required=False)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing as lines arrive")
+@click.pass_obj
+def logs(client: Client, run_id: str, step: str | None, follow: bool) -> None:
+    """Print a run's step logs (every attempt, in order); STEP: one asset or task."""
     printed: dict[Path, int] = {}
     while True:
         refs = client.logs(run_id, step)
@@ -535,7 +558,7 @@ def logs(
 def main() -> None:
     code: int = 0
     try:
-        app()
+        app(prog_name="dagtop")
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if isinstance(exc.code, str):

@@ -15,11 +15,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine import ipc, loader
+from engine import ipc
 from engine.config import Config, Paths, load_config, resolve_paths
 from engine.errors import EngineError, NoEngine, StorageError
-from engine.lineage import LineageNode, StaleState, render_lineage
-from engine.manifest import Manifest
 from engine.plan import RunRequest
 from engine.views import (
     AttemptView,
@@ -38,6 +36,9 @@ from engine.views import (
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine as SAEngine
+
+    from engine.lineage import LineageNode, StaleState, render_lineage
+    from engine.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class Client:
                     title="No pipelines",
                 )
             self._ensure_home()
+            from engine import loader
+
             self._manifest = loader.load(
                 self.paths.pipelines, cache_dir=self.paths.home, timeout=self.config.load_timeout
             )
@@ -805,3 +808,12 @@ __all__ = [
     "iso",
     "render_lineage",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Lineage's types load on first use: most commands never need them.
+    if name in ("LineageNode", "StaleState", "render_lineage"):
+        from engine import lineage
+
+        return getattr(lineage, name)
+    raise AttributeError(f"module 'engine.client' has no attribute {name!r}")

@@ -15,12 +15,10 @@ by its mode, only by its owner.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import socket
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,6 +48,9 @@ def socket_path(home: Path) -> Path:
     path = home / SOCKET_NAME
     if len(os.fsencode(path)) <= _MAX_PATH:
         return path
+    import hashlib
+    import tempfile
+
     digest = hashlib.sha256(os.fsencode(home.resolve())).hexdigest()[:24]
     return Path(tempfile.gettempdir()) / f"dagtop-{os.getuid()}" / f"{digest}.sock"
 

@@ -10,11 +10,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import PartitionError, SelectionError
-from engine.manifest import Manifest
-from engine.partitions import InvalidPartitionKey
-from engine.selection import resolve
 
 if TYPE_CHECKING:
+    from engine.manifest import Manifest
     from engine.storage.models import Run, Step
 
 
@@ -63,6 +61,8 @@ def validate_partition(manifest: Manifest, names: list[str], partition: str | No
     for name in partitioned:
         pdef = manifest.assets[name].partitions_def
         assert pdef is not None
+        from engine.partitions import InvalidPartitionKey
+
         try:
             pdef.validate_key(partition)
         except InvalidPartitionKey as exc:
@@ -107,6 +107,8 @@ def plan(
         ]
         kind, target, selection = "pipeline", pipeline.name, json.dumps(pipeline.name)
     else:
+        from engine.selection import resolve
+
         names = resolve(manifest, request.selection)
         validate_partition(manifest, names, request.partition)
         chosen = set(names)

@@ -81,9 +81,13 @@ def _child(
 
 
 def serve(sock: socket.socket) -> None:
-    # Warm up: everything a worker imports before user code.
-    import engine  # noqa: F401
+    # Warm up: everything a worker imports before user code, including the whole authoring
+    # API (the package loads its names on first use).
+    import engine
     import engine.executor.worker  # noqa: F401
+
+    for name in engine.__all__:
+        getattr(engine, name)
 
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)

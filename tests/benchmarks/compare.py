@@ -834,6 +834,10 @@ def write_docs(block: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Every tool runs as installed, with its bytecode cache: pip precompiled Dagster's and
+    # Luigi's, and dagtop's (editable) source writes its own on first import. A shell that
+    # forbids writing bytecode would make only dagtop recompile itself on every command.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="measurements per tool and case")
     parser.add_argument("--quick", action="store_true", help="small pipelines, one repeat")
