@@ -99,26 +99,30 @@ class SocketServer:
             ).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rwb") as stream:
+        try:
+            with conn, conn.makefile("rwb") as stream:
+                self._exchange(stream)
+        except OSError:
+            pass  # the caller went away (even while the stream flushed on close): carry on
 
-            def send(message: dict[str, Any]) -> None:
-                stream.write(json.dumps(message, default=str).encode() + b"\n")
-                stream.flush()
+    def _exchange(self, stream: Any) -> None:
+        def send(message: dict[str, Any]) -> None:
+            stream.write(json.dumps(message, default=str).encode() + b"\n")
+            stream.flush()
 
-            try:
-                line = stream.readline()
-                if not line:
-                    return
-                request = json.loads(line)
-                if not isinstance(request, dict):
-                    raise ValueError("a request is a JSON object")
-                self._handler(request, send)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the caller went away: whatever it asked for carries on
-            except Exception as exc:  # noqa: BLE001 - answer, never kill the engine
-                log.debug("socket request failed", exc_info=True)
-                with contextlib.suppress(OSError):
-                    send({"error": f"{type(exc).__name__}: {exc}"})
+        try:
+            line = stream.readline()
+            if not line:
+                return
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("a request is a JSON object")
+            self._handler(request, send)
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - answer, never kill the engine
+            log.debug("socket request failed", exc_info=True)
+            send({"error": f"{type(exc).__name__}: {exc}"})
 
     def close(self) -> None:
         self._closing.set()

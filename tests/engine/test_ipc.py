@@ -88,3 +88,31 @@ def test_many_callers_at_once(tmp_path: Path) -> None:
     finally:
         server.close()
     assert results == [50] * 16
+
+
+def test_a_caller_that_hangs_up_mid_stream_breaks_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crashes: list[Any] = []
+    monkeypatch.setattr(threading, "excepthook", crashes.append)
+    done = threading.Event()
+
+    def chatty(request: dict[str, Any], send: ipc.Send) -> None:
+        try:
+            for i in range(10_000):
+                send({"i": i, "pad": "x" * 1000})
+        finally:
+            done.set()
+
+    server = ipc.SocketServer(ipc.socket_path(tmp_path), chatty)
+    server.start()
+    try:
+        answers = ipc.request(tmp_path, {})
+        assert next(answers)["i"] == 0
+        answers.close()  # hang up with the engine still writing
+        assert done.wait(10)
+        server._handler = _echo
+        assert list(ipc.request(tmp_path, {"n": 2})) == [{"i": 0}, {"i": 1}]
+    finally:
+        server.close()
+    assert crashes == []
