@@ -172,7 +172,7 @@ class Engine:
             self.scheduler.shutdown()
         self.coordinator.draining = True
         deadline = time.monotonic() + grace
-        while self.coordinator._live and time.monotonic() < deadline:
+        while self.coordinator.steps_running and time.monotonic() < deadline:
             time.sleep(0.05)
         self._stop.set()
         self._wake.set()
@@ -255,7 +255,10 @@ class Engine:
                 log.exception("engine listener failed")
 
     def _run_changed(self, run_id: str) -> None:
-        self._wake.set()
+        # Called on the coordinator's thread for every step change; admission only has new
+        # room once a run has ended, so only then is housekeeping woken early.
+        if not self.coordinator.is_active(run_id):
+            self._wake.set()
         self._emit(EngineEvent("run", run_id))
 
     # --- backfills ----------------------------------------------------------------------------

@@ -155,6 +155,14 @@ class Coordinator:
     def busy(self) -> bool:
         return bool(self._runs or self._inbox)
 
+    @property
+    def steps_running(self) -> int:
+        """Attempts whose process is alive right now."""
+        return len(self._live)
+
+    def is_active(self, run_id: str) -> bool:
+        return run_id in self._runs
+
     def active_run_ids(self) -> list[str]:
         return list(self._runs)
 
