@@ -469,3 +469,25 @@ async def test_follow_toggle_shows_in_the_title_and_palette_lists_actions(tmp_pa
         names = [str(hit.display) async for hit in provider.discover()]
         assert "Cancel run" in names and "Search log" in names
         assert "Re-run failed steps" not in names  # the run is still going
+
+
+async def test_polling_an_unchanged_run_leaves_the_footer_alone(tmp_path: Path) -> None:
+    # Textual rebuilds the whole footer on every bindings refresh: done on every poll, that
+    # cost a full re-layout twice a second while a run was active (and slowed the live log).
+    client = running_run(tmp_path)
+    app = RunApp(client, "4f2a")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot, 5)
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        refreshed: list[object] = []
+        screen.bindings_updated_signal.subscribe(screen, refreshed.append)
+        reads = client.reads
+        while client.reads < reads + 3:  # three more polls of the same, still running run
+            await pilot.pause(0.1)
+        await pilot.pause()
+        assert refreshed == []
+        await pilot.press("slash")
+        await pilot.press(*"INFO", "enter")  # a search: n/N become available
+        await pilot.pause()
+        assert refreshed

@@ -38,6 +38,10 @@ POLL_ACTIVE = 0.5  # seconds between reads of the run while it is active
 REASON_WIDTH = 60  # a failure reason longer than this is cut in the table (shown in full below)
 ACTIVE = frozenset({"queued", "running"})
 STEP_ACTIVE = frozenset({"queued", "running", "retrying"})
+FOOTER_DEPENDS_ON = (
+    "cancel_run", "rerun", "prev_attempt", "next_attempt", "next_match", "prev_match"
+)  # fmt: skip
+"""The actions `check_action` may hide or dim; the footer changes only when one of them does."""
 
 
 def fmt_clock(ts: float | None) -> str:
@@ -173,6 +177,7 @@ class RunScreen(Screen[None]):
         self._timer: Timer | None = None
         self._error: str | None = None
         self._last_error_note: str | None = None
+        self._bindings_state: tuple[bool | None, ...] | None = None
 
     # --- wiring ---------------------------------------------------------------------------------
 
@@ -304,19 +309,27 @@ class RunScreen(Screen[None]):
         self._render_steps()
         self._render_timeline()
         self._render_log()
-        self.refresh_bindings()
+        self._refresh_bindings_if_changed()
+
+    def _refresh_bindings_if_changed(self) -> None:
+        """Refresh the footer only when an action's availability changed: Textual rebuilds the
+        whole footer on every `refresh_bindings`, and an active run is re-read twice a second."""
+        state = tuple(self.check_action(action, ()) for action in FOOTER_DEPENDS_ON)
+        if state != self._bindings_state:
+            self._bindings_state = state
+            self.refresh_bindings()
 
     def _render_header(self) -> None:
         title = self.query_one("#run-title", Static)
         hints = self.query_one("#run-hints", Static)
         run = self.run
         if self._error is not None:
-            title.update(Text(f" Run {self.run_id}  {self._error}", style="bold red"))
-            hints.update("")
+            _update(title, Text(f" Run {self.run_id}  {self._error}", style="bold red"))
+            _update(hints, "")
             return
         if run is None:
-            title.update(Text(f" Run {self.run_id}  loading…", style="dim"))
-            hints.update("")
+            _update(title, Text(f" Run {self.run_id}  loading…", style="dim"))
+            _update(hints, "")
             return
         out = Text(" ")
         out.append(f"Run {run.id[:8]}", "bold")
@@ -333,7 +346,7 @@ class RunScreen(Screen[None]):
             out.append(f" {fmt_elapsed(self.now() - start)}")
         elif run.ended_at is not None:
             out.append(f" in {fmt_elapsed(run.ended_at - start)}")
-        title.update(out)
+        _update(title, out)
         parts = Text()
         if status in ACTIVE:
             parts.append("c", "bold")
@@ -341,7 +354,7 @@ class RunScreen(Screen[None]):
         if status in ("failed", "canceled"):
             parts.append("r", "bold")
             parts.append(" Re-run failed ")
-        hints.update(parts)
+        _update(hints, parts)
 
     def _step_cells(self, s: StepView, reason_width: int = REASON_WIDTH) -> dict[str, Any]:
         now = self.now()
@@ -456,7 +469,7 @@ class RunScreen(Screen[None]):
         if self.step is None:
             panel.border_title = "Log"
             panel.border_subtitle = ""
-            info.update("")
+            _update(info, "")
             return
         parts = [self.step]
         if attempt is not None:
@@ -483,11 +496,11 @@ class RunScreen(Screen[None]):
         panel.border_subtitle = "  ".join(sub)
         error = attempt.error if attempt is not None else (step.error if step else None)
         if error and (attempt is None or attempt.status != "success"):
-            info.update(Text(f"{glyph('failed')} {short_reason(error, 200)}", style="red"))
+            _update(info, Text(f"{glyph('failed')} {short_reason(error, 200)}", style="red"))
         elif attempt is not None and attempt.pid is not None and attempt.status in STEP_ACTIVE:
-            info.update(Text(f"pid {attempt.pid}", style="dim"))
+            _update(info, Text(f"pid {attempt.pid}", style="dim"))
         else:
-            info.update("")
+            _update(info, "")
 
     def _render_resources(self, attempt: AttemptView | None) -> None:
         samples = self._samples.get(attempt.id, []) if attempt is not None else []
@@ -656,6 +669,13 @@ class RunScreen(Screen[None]):
         self.attempt_no = None  # show the new attempts as they start
         self.notify(f"Re-running the failed steps of run {run_id[:8]}", timeout=2)
         self.load()
+
+
+def _update(widget: Static, content: Any) -> None:
+    """Show `content` in `widget` only if it changed: every `update` lays the whole screen out
+    again, and the log titles are re-rendered several times a second while a log streams."""
+    if widget.content != content:
+        widget.update(content)
 
 
 def _pick_attempt(
