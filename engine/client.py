@@ -97,7 +97,7 @@ class Client:
         from engine.storage.db import database_url, open_db
 
         self._ensure_home()
-        return open_db(database_url(self.paths.home))
+        return open_db(database_url(self.paths.home, self.config.database_url))
 
     def _read(self) -> Any:
         from engine.storage.db import read_scope
@@ -188,7 +188,8 @@ class Client:
         # Withdraw it, so an engine that wakes up later does not act on a request whose
         # sender has given up (and told its user so).
         with self._write() as s:
-            cmd = repo.get_command(s, cmd_id)
+            # Locked, so an engine taking it right now either finishes first or skips it.
+            cmd = repo.get_command(s, cmd_id, for_update=True)
             if cmd is not None and cmd.status == "pending":
                 cmd.status = "abandoned"
                 s.add(cmd)

@@ -6,6 +6,7 @@ from `[tool.dagtop]` in its `pyproject.toml`; `dagtop.toml` wins when both exist
     max_workers = 4            # steps running at once (default: number of cores)
     load_timeout = 30          # seconds one pipeline file's import may take
     timezone = "Europe/Paris"  # for cron schedules (default: the machine's local zone)
+    database_url = "postgresql+psycopg://dagtop@db-host/dagtop"  # DAGTOP_DATABASE_URL wins
 
     [pools]
     gpu = 1                    # steps with pool="gpu" run one at a time
@@ -64,6 +65,7 @@ class Config:
     timezone: str | None = None
     alerts: dict[str, dict[str, object]] = field(default_factory=dict)  # event -> hook
     alert_window: float = 300.0
+    database_url: str | None = None  # a SQLAlchemy URL; None is the home folder's SQLite file
     source: str | None = None
 
 
@@ -98,7 +100,7 @@ def load_config(project: Path) -> Config:
         env_workers = os.environ.get("DAGTOP_MAX_WORKERS")
         return Config(max_workers=int(env_workers)) if env_workers else Config()
     src = source or "config"
-    known = {"max_workers", "pools", "load_timeout", "timezone", "alerts"}
+    known = {"max_workers", "pools", "load_timeout", "timezone", "alerts", "database_url"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{src}: unknown setting {sorted(unknown)[0]!r} (known: {sorted(known)})")
@@ -118,6 +120,9 @@ def load_config(project: Path) -> Config:
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ConfigError(f"{src}: unknown timezone {tz!r}") from exc
     alerts, window = _alerts(src, data.get("alerts", {}))
+    url = data.get("database_url")
+    if url is not None and (not isinstance(url, str) or "://" not in url):
+        raise ConfigError(f"{src}: database_url must be a SQLAlchemy URL, got {url!r}")
     workers = data.get("max_workers", os.environ.get("DAGTOP_MAX_WORKERS") or os.cpu_count() or 2)
     return Config(
         max_workers=_positive_int(
@@ -128,6 +133,7 @@ def load_config(project: Path) -> Config:
         timezone=tz,
         alerts=alerts,
         alert_window=window,
+        database_url=url,
         source=source,
     )
 

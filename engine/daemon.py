@@ -77,7 +77,7 @@ class Engine:
         self.paths = paths
         self.config = config
         self.kind = kind
-        self.db = db if db is not None else open_db(database_url(paths.home))
+        self.db = db if db is not None else open_db(database_url(paths.home, config.database_url))
         self.me = lease.my_id(kind)
         self._manifest: Manifest | None = None
         self._manifest_lock = threading.Lock()

@@ -3,10 +3,12 @@ cheap to compare, and turned into ISO strings only at the edges (JSON, the UI)."
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
+# Byte counts and nanosecond times overflow PostgreSQL's 32-bit INTEGER; on SQLite every
+# integer is 64 bits whatever its declared type, so BIGINT changes nothing there.
+BIG = BigInteger
 
 
 class Meta(SQLModel, table=True):
@@ -53,7 +55,7 @@ class Step(SQLModel, table=True):
     ended_at: float | None = None
     exit_code: int | None = None
     error: str | None = Field(default=None, sa_column=Column(Text))
-    peak_rss_bytes: int | None = None
+    peak_rss_bytes: int | None = Field(default=None, sa_type=BIG)
     cpu_seconds: float | None = None
     log_path: str | None = None
 
@@ -78,11 +80,11 @@ class StepAttempt(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text))
     traceback: str | None = Field(default=None, sa_column=Column(Text))
     output_path: str | None = None
-    peak_rss_bytes: int | None = None
+    peak_rss_bytes: int | None = Field(default=None, sa_type=BIG)
     peak_cpu_percent: float | None = None
     cpu_seconds: float | None = None
-    read_bytes: int | None = None
-    write_bytes: int | None = None
+    read_bytes: int | None = Field(default=None, sa_type=BIG)
+    write_bytes: int | None = Field(default=None, sa_type=BIG)
     peak_threads: int | None = None
 
 
@@ -110,7 +112,7 @@ class Materialization(SQLModel, table=True):
     code_version: str | None = None
     inputs_json: str = "[]"  # ids of the upstream materializations it consumed
     value_path: str | None = None  # None once a newer materialization replaced the value
-    value_size: int | None = None
+    value_size: int | None = Field(default=None, sa_type=BIG)
 
 
 class CheckRecord(SQLModel, table=True):
@@ -133,9 +135,9 @@ class ResourceSample(SQLModel, table=True):
     t: float
     cpu_percent: float
     cpu_seconds: float
-    rss_bytes: int
-    read_bytes: int = 0
-    write_bytes: int = 0
+    rss_bytes: int = Field(sa_type=BIG)
+    read_bytes: int = Field(default=0, sa_type=BIG)
+    write_bytes: int = Field(default=0, sa_type=BIG)
     threads: int = 0
     children: int = 0
 
@@ -160,8 +162,8 @@ class SensorFile(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     sensor: str = Field(index=True)
     path: str
-    size: int
-    mtime_ns: int
+    size: int = Field(sa_type=BIG)
+    mtime_ns: int = Field(sa_type=BIG)
     run_id: str | None = None
     seen_at: float
 

@@ -299,8 +299,15 @@ def checks_of_runs(session: Session, run_ids: Iterable[str]) -> dict[str, list[C
 # --- lease -----------------------------------------------------------------------------------
 
 
-def get_lease(session: Session, name: str) -> Lease | None:
-    return session.get(Lease, name)
+def get_lease(session: Session, name: str, for_update: bool = False) -> Lease | None:
+    """The lease row; `for_update` locks it until commit (PostgreSQL: engines race for it)."""
+    return session.get(Lease, name, with_for_update=for_update or None)
+
+
+def add_lease(session: Session, lease: Lease) -> None:
+    """Insert the lease row; the flush raises IntegrityError if another engine just did."""
+    session.add(lease)
+    session.flush()
 
 
 # --- backfills --------------------------------------------------------------------------------
@@ -366,8 +373,8 @@ def add_command(session: Session, kind: str, payload: dict[str, Any], now: float
     return cmd
 
 
-def get_command(session: Session, command_id: int) -> Command | None:
-    return session.get(Command, command_id)
+def get_command(session: Session, command_id: int, for_update: bool = False) -> Command | None:
+    return session.get(Command, command_id, with_for_update=for_update or None)
 
 
 def queued_runs(session: Session, limit: int = 500) -> Sequence[Run]:
@@ -380,8 +387,18 @@ def queued_runs(session: Session, limit: int = 500) -> Sequence[Run]:
 
 
 def take_commands(session: Session, now: float, limit: int = 50) -> Sequence[Command]:
+    """Mark up to `limit` pending commands taken and return them; each is taken exactly once.
+
+    On PostgreSQL the rows are locked and rows another engine has locked are skipped, so
+    engines sharing the database never take the same command; SQLite renders no FOR UPDATE,
+    and its write lock (BEGIN IMMEDIATE) already lets one taker in at a time.
+    """
     cmds = session.exec(
-        select(Command).where(Command.status == "pending").order_by(col(Command.id)).limit(limit)
+        select(Command)
+        .where(Command.status == "pending")
+        .order_by(col(Command.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
     ).all()
     for cmd in cmds:
         cmd.status = "taken"

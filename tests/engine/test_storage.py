@@ -1,5 +1,6 @@
-"""Storage on a temp SQLite file: schema, versioning, WAL, the repository's queries, and the
-status chokepoint."""
+"""Storage on both backends (a temp SQLite file, a throwaway PostgreSQL database): WAL, the
+repository's queries, concurrent writers, and the status chokepoint. Schema versions are in
+test_migrations.py."""
 
 from __future__ import annotations
 
@@ -13,34 +14,23 @@ from engine.errors import RunNotFound, StorageError
 from engine.status import IllegalTransition, RunStatus, StepStatus, transition_run, transition_step
 from engine.storage import repo
 from engine.storage.db import open_db, read_scope, session_scope
-from engine.storage.models import SCHEMA_VERSION, Materialization, Meta, Run, Step
+from engine.storage.models import Materialization, Run, Step
 
 
 @pytest.fixture
-def db(tmp_path: Path):  # type: ignore[no-untyped-def]
-    return open_db(f"sqlite:///{tmp_path / 'dagtop.db'}")
+def db(db_url: str):  # type: ignore[no-untyped-def]
+    return open_db(db_url)
 
 
 def _run(run_id: str, created: float, status: str = "queued") -> Run:
     return Run(id=run_id, kind="assets", target="a", created_at=created, status=status)
 
 
-def test_a_new_database_is_in_wal_mode_with_a_busy_timeout(db) -> None:  # type: ignore[no-untyped-def]
+def test_a_new_sqlite_database_is_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
+    db = open_db(f"sqlite:///{tmp_path / 'dagtop.db'}")
     with db.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
-
-
-def test_the_schema_version_is_stored_and_a_newer_database_is_refused(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'dagtop.db'}"
-    db = open_db(url)
-    with session_scope(db) as s:
-        row = s.get(Meta, "schema_version")
-        assert row is not None and int(row.value) == SCHEMA_VERSION
-        row.value = str(SCHEMA_VERSION + 1)
-        s.add(row)
-    with pytest.raises(StorageError, match="newer dagtop"):
-        open_db(url)
 
 
 def test_an_unusable_database_path_is_a_storage_error(tmp_path: Path) -> None:
@@ -153,6 +143,33 @@ def test_database_url_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     client = Client(home=tmp_path / "home", pipelines=tmp_path)
     assert client.runs() == []
     assert target.is_file()
+
+
+def test_the_project_config_names_the_database_and_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str
+) -> None:
+    from engine.client import Client
+
+    monkeypatch.delenv("DAGTOP_DATABASE_URL", raising=False)
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "dagtop.toml").write_text(f"database_url = {db_url!r}\n")
+    with session_scope(open_db(db_url)) as s:
+        repo.add_run(s, _run("configured1", 1.0), [])
+    client = Client(home=tmp_path / "home", pipelines=tmp_path / "pipelines")
+    assert [r.id for r in client.runs()] == ["configured1"]
+    assert not (tmp_path / "home" / "dagtop.db").exists()
+    monkeypatch.setenv("DAGTOP_DATABASE_URL", f"sqlite:///{tmp_path / 'env.db'}")
+    client = Client(home=tmp_path / "home", pipelines=tmp_path / "pipelines")
+    assert client.runs() == []
+
+
+def test_a_database_url_that_is_not_a_url_is_a_config_error(tmp_path: Path) -> None:
+    from engine.config import load_config
+    from engine.errors import ConfigError
+
+    (tmp_path / "dagtop.toml").write_text('database_url = "history.db"\n')
+    with pytest.raises(ConfigError, match="database_url"):
+        load_config(tmp_path)
 
 
 def test_the_value_sweep_spares_running_runs_and_recorded_values(db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
