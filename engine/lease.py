@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 
 from engine.executor.recovery import process_alive
 from engine.storage import repo
@@ -63,17 +65,36 @@ def _alive(row: Lease, now: float) -> bool:
 def try_acquire(db: SAEngine, me: str, now: float | None = None) -> Holder | None:
     """Take the lease if free, expired or ours; returns None on success, else the live holder."""
     now = time.time() if now is None else now
-    with session_scope(db) as s:
-        row = repo.get_lease(s, NAME)
-        if row is not None and row.holder != me and _alive(row, now):
-            return _holder(row)
-        if row is None:
-            row = Lease(name=NAME, holder=me, pid=os.getpid(), heartbeat_at=now, acquired_at=now)
-        else:
-            if row.holder != me:
-                row.acquired_at = now
-            row.holder, row.pid, row.heartbeat_at = me, os.getpid(), now
-        s.add(row)
+    try:
+        with session_scope(db) as s:
+            return acquire(s, me, now)
+    except IntegrityError:
+        # Another engine inserted the first lease row between our read and our insert: it
+        # holds the lease now, and the next read (which waits for its commit) says so.
+        with session_scope(db) as s:
+            return acquire(s, me, now)
+
+
+def acquire(s: Session, me: str, now: float) -> Holder | None:
+    """try_acquire inside the caller's transaction (the row stays locked until it ends).
+
+    Raises:
+        IntegrityError: another engine created the lease row concurrently.
+    """
+    # Locked (on PostgreSQL) from this read to the commit, so two engines that find the same
+    # expired lease cannot both take it: the second reads the first's row once it commits.
+    row = repo.get_lease(s, NAME, for_update=True)
+    if row is not None and row.holder != me and _alive(row, now):
+        return _holder(row)
+    if row is None:
+        repo.add_lease(
+            s, Lease(name=NAME, holder=me, pid=os.getpid(), heartbeat_at=now, acquired_at=now)
+        )
+        return None
+    if row.holder != me:
+        row.acquired_at = now
+    row.holder, row.pid, row.heartbeat_at = me, os.getpid(), now
+    s.add(row)
     return None
 
 
@@ -81,7 +102,7 @@ def heartbeat(db: SAEngine, me: str, now: float | None = None) -> bool:
     """Renew the lease; False when another engine took it (ours had expired)."""
     now = time.time() if now is None else now
     with session_scope(db) as s:
-        row = repo.get_lease(s, NAME)
+        row = repo.get_lease(s, NAME, for_update=True)
         if row is None or row.holder != me:
             return False
         row.heartbeat_at = now
@@ -91,7 +112,7 @@ def heartbeat(db: SAEngine, me: str, now: float | None = None) -> bool:
 
 def release(db: SAEngine, me: str) -> None:
     with session_scope(db) as s:
-        row = repo.get_lease(s, NAME)
+        row = repo.get_lease(s, NAME, for_update=True)
         if row is not None and row.holder == me:
             s.delete(row)
 

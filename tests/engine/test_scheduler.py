@@ -30,6 +30,7 @@ from engine.scheduler import Scheduler, _first_from  # noqa: E402
 from engine.storage import repo  # noqa: E402
 from engine.storage.db import open_db, read_scope, session_scope  # noqa: E402
 from engine.storage.models import Materialization, Run, ScheduleTick  # noqa: E402
+from tests.postgres import BACKENDS, database_for  # noqa: E402
 
 PIPELINE = """
 from engine import DailyPartitions, Pipeline, asset, schedule, task
@@ -125,8 +126,8 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Manifest:
 
 
 @pytest.fixture
-def env(tmp_path: Path, manifest: Manifest) -> Iterator[Env]:
-    db = open_db(f"sqlite:///{tmp_path}/db.sqlite")
+def env(request: pytest.FixtureRequest, tmp_path: Path, manifest: Manifest) -> Iterator[Env]:
+    db = open_db(database_for(request, tmp_path))
     yield Env(db=db, full=manifest, clock=FakeClock(utc(2025, 1, 5, 12)))
     db.dispose()
 
@@ -390,6 +391,7 @@ def test_a_planning_error_rolls_back_the_run_and_records_a_failed_tick(env: Env)
     assert env.started == []
 
 
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
 def test_two_schedulers_on_one_database_take_each_tick_once(env: Env) -> None:
     name = "report_hourly"
     env.clock.now = utc(2025, 1, 5, 12, 30)

@@ -26,6 +26,7 @@ from engine.plan import record
 from engine.sensors import SensorRunner, name_matches
 from engine.storage.db import open_db, read_scope, session_scope
 from engine.storage.models import Run, SensorFile, Step, Toggle
+from tests.postgres import BACKENDS, database_for
 
 SETTLE = 0.2
 QUIET = SETTLE * 3  # long enough for a settled candidate to be claimed if it were one
@@ -97,13 +98,13 @@ class Project:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Iterator[Project]:
+def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]:
     (tmp_path / "flow.py").write_text(PIPELINE)
     for name in ("inbox", "anybox", "tree", "badbox", "taskbox"):
         (tmp_path / name).mkdir()
     manifest = load(tmp_path)
     assert manifest.ok, manifest.errors
-    db = open_db(f"sqlite:///{tmp_path}/db.sqlite")
+    db = open_db(database_for(request, tmp_path))
     proj = Project(root=tmp_path, manifest=manifest, db=db)
     yield proj
     for runner in proj.runners:
@@ -303,6 +304,7 @@ def test_files_dropped_while_stopped_run_once_after_a_restart(project: Project) 
     assert len(project.started) == 3 and len(project.runs()) == 3
 
 
+@pytest.mark.parametrize("project", BACKENDS, indirect=True)
 def test_poll_without_the_threads_and_a_version_claimed_elsewhere(
     project: Project, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -335,6 +337,7 @@ def test_poll_without_the_threads_and_a_version_claimed_elsewhere(
     assert any("claimed elsewhere" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("project", BACKENDS, indirect=True)
 def test_two_runners_on_one_database_start_each_file_once(project: Project) -> None:
     project.runner()
     project.runner()
