@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import click
 
+from engine import cli_db
 from engine.client import Client, RunView, iso
 from engine.errors import EngineError
 from engine.units import format_bytes, format_duration
@@ -553,6 +554,9 @@ def logs(client: Client, run_id: str, step: str | None, follow: bool) -> None:
         if not follow or client.run(run_id).finished:
             break
         time.sleep(0.25)
+
+
+app.add_command(cli_db.db)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,15 @@ if TYPE_CHECKING:
     from engine.manifest import Manifest
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaChange:
+    """What `dagtop db migrate` did: the revision found (None: a new database) and now."""
+
+    found: str | None
+    now: str
+    had_stamp: bool  # False: a database from before migrations, stamped now
 
 
 class Client:
@@ -108,6 +118,54 @@ class Client:
         from engine.storage.db import session_scope
 
         return session_scope(self.db)
+
+    def database_url(self, url: str | None = None) -> str:
+        """`url`, or the configured database: DAGTOP_DATABASE_URL, the config, the home's."""
+        from engine.storage.db import database_url
+
+        if url:
+            return url
+        self._ensure_home()
+        return database_url(self.paths.home, self.config.database_url)
+
+    def migrate_db(self, url: str | None = None) -> SchemaChange:
+        """Create or upgrade the database's schema to this dagtop's (`dagtop db migrate`)."""
+        from sqlalchemy.exc import OperationalError
+
+        from engine.storage.db import (
+            HEAD,
+            connect,
+            display_url,
+            ensure_schema,
+            first_line,
+            revision,
+        )
+
+        target = self.database_url(url)
+        db = connect(target)
+        try:
+            stamped = revision(db)
+            found, now = (HEAD, HEAD) if stamped == HEAD else ensure_schema(db, upgrade=True)
+        except OperationalError as exc:
+            where = display_url(target)
+            raise StorageError(f"cannot open database {where}: {first_line(exc)}") from exc
+        finally:
+            db.dispose()
+        return SchemaChange(found=found, now=now, had_stamp=stamped is not None)
+
+    def export_db(self, path: Path, url: str | None = None) -> dict[str, int]:
+        """Write the database's history to a JSON-lines file; rows per table."""
+        from engine.storage import transfer
+        from engine.storage.db import open_db
+
+        return transfer.export(open_db(self.database_url(url)), path)
+
+    def import_db(self, path: Path, url: str | None = None) -> dict[str, int]:
+        """Load an export into the database, which must have no history; rows per table."""
+        from engine.storage import transfer
+        from engine.storage.db import open_db
+
+        return transfer.import_(open_db(self.database_url(url), upgrade=True), path)
 
     # --- which engine runs things -------------------------------------------------------------
 
@@ -734,9 +792,9 @@ class Client:
         (SQLModel costs ~0.35 s to import) and nothing can be stale."""
         import os
 
-        return (
-            bool(os.environ.get("DAGTOP_DATABASE_URL")) or (self.paths.home / "dagtop.db").exists()
-        )
+        if os.environ.get("DAGTOP_DATABASE_URL") or self.config.database_url:
+            return True
+        return (self.paths.home / "dagtop.db").exists()
 
     def serve_forever(self) -> int:
         """Run this project's engine headless until SIGINT or SIGTERM (`dagtop daemon`)."""

@@ -134,8 +134,15 @@ def open_db(url: str, upgrade: bool | None = None) -> SAEngine:
         if revision(engine) != HEAD:
             ensure_schema(engine, upgrade)
     except OperationalError as exc:
-        raise StorageError(f"cannot open database {display_url(url)}: {exc.orig}") from exc
+        raise StorageError(f"cannot open database {display_url(url)}: {first_line(exc)}") from exc
     return engine
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a driver's error (PostgreSQL's add hints on further lines)."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
 
 
 def revision(engine: SAEngine) -> str | None:
