@@ -3,8 +3,33 @@ cheap to compare, and turned into ISO strings only at the edges (JSON, the UI)."
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, String, Text, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+
+
+class CleanText(TypeDecorator[str]):
+    """Free text (errors, tracebacks, log messages) in a form every backend stores.
+
+    A step's error may hold anything its code raised: a lone surrogate (a str Python allows and
+    UTF-8 cannot encode) is written as its escape, and so is NUL on PostgreSQL, which refuses it
+    in text. Keys and names never pass through here: they are validated where they are made.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is None or (value.isascii() and "\x00" not in value):
+            return value
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value.replace("\x00", "\\x00") if dialect.name == "postgresql" else value
+
+
+class CleanString(CleanText):
+    impl = String
+
 
 # Byte counts and nanosecond times overflow PostgreSQL's 32-bit INTEGER; on SQLite every
 # integer is 64 bits whatever its declared type, so BIGINT changes nothing there.
@@ -35,7 +60,7 @@ class Run(SQLModel, table=True):
     updated_at: float = 0.0
     owner: str | None = None  # "pid:create_time" of the process coordinating it
     cancel_requested: bool = False
-    error: str | None = None
+    error: str | None = Field(default=None, sa_type=CleanString)
 
 
 class Step(SQLModel, table=True):
@@ -54,7 +79,7 @@ class Step(SQLModel, table=True):
     started_at: float | None = None
     ended_at: float | None = None
     exit_code: int | None = None
-    error: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(CleanText))
     peak_rss_bytes: int | None = Field(default=None, sa_type=BIG)
     cpu_seconds: float | None = None
     log_path: str | None = None
@@ -77,8 +102,8 @@ class StepAttempt(SQLModel, table=True):
     started_at: float
     ended_at: float | None = None
     exit_code: int | None = None
-    error: str | None = Field(default=None, sa_column=Column(Text))
-    traceback: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(CleanText))
+    traceback: str | None = Field(default=None, sa_column=Column(CleanText))
     output_path: str | None = None
     peak_rss_bytes: int | None = Field(default=None, sa_type=BIG)
     peak_cpu_percent: float | None = None
@@ -95,8 +120,8 @@ class Event(SQLModel, table=True):
     attempt: int | None = None
     ts: float
     kind: str
-    message: str | None = Field(default=None, sa_column=Column(Text))
-    data: str | None = Field(default=None, sa_column=Column(Text))
+    message: str | None = Field(default=None, sa_column=Column(CleanText))
+    data: str | None = Field(default=None, sa_column=Column(CleanText))
 
 
 class Materialization(SQLModel, table=True):
@@ -123,9 +148,9 @@ class CheckRecord(SQLModel, table=True):
     name: str
     passed: bool
     blocking: bool = False
-    description: str | None = None
+    description: str | None = Field(default=None, sa_type=CleanString)
     metadata_json: str = "{}"
-    error: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(CleanText))
     created_at: float
 
 
@@ -150,7 +175,7 @@ class ScheduleTick(SQLModel, table=True):
     tick_time: float
     run_id: str | None = None
     status: str = "started"  # started | skipped | failed
-    reason: str | None = None
+    reason: str | None = Field(default=None, sa_type=CleanString)
     created_at: float
 
 
@@ -198,8 +223,8 @@ class Command(SQLModel, table=True):
     created_at: float
     taken_at: float | None = None
     done_at: float | None = None
-    result: str | None = Field(default=None, sa_column=Column(Text))
-    error: str | None = None
+    result: str | None = Field(default=None, sa_column=Column(CleanText))
+    error: str | None = Field(default=None, sa_type=CleanString)
 
 
 class Lease(SQLModel, table=True):

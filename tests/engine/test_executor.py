@@ -25,6 +25,7 @@ from sqlmodel import select
 from engine.client import Client, RunView, StepView
 from engine.storage.db import read_scope
 from engine.storage.models import Materialization, StepAttempt
+from tests.postgres import BACKENDS, database_for
 
 pytestmark = pytest.mark.serial
 
@@ -42,6 +43,12 @@ def make_project(root: Path, *fixtures: str, config: str = "max_workers = 4\n") 
         shutil.copy(FIXTURES / f"{name}.py", pipelines / f"{name}.py")
     (root / "project" / "dagtop.toml").write_text(config)
     return Client(home=root / "home", pipelines=pipelines)
+
+
+@pytest.fixture
+def db_setting(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A dagtop.toml line naming this test's database (SQLite unless parametrized)."""
+    return f"database_url = {database_for(request, tmp_path)!r}\n"
 
 
 def step(view: RunView, key: str) -> StepView:
@@ -296,8 +303,9 @@ def test_shell_task_exit_code(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_retries_with_growing_backoff(tmp_path: Path) -> None:
-    client = make_project(tmp_path, "retries")
+@pytest.mark.parametrize("db_setting", BACKENDS, indirect=True)
+def test_retries_with_growing_backoff(tmp_path: Path, db_setting: str) -> None:
+    client = make_project(tmp_path, "retries", config="max_workers = 4\n" + db_setting)
 
     view = client.materialize(["flaky"])
 
@@ -314,6 +322,7 @@ def test_retries_with_growing_backoff(tmp_path: Path) -> None:
     first_gap, second_gap = starts[1] - starts[0], starts[2] - starts[1]
     assert first_gap >= 0.2 and second_gap >= 0.4, (first_gap, second_gap)
     assert second_gap > first_gap
+    assert not (tmp_path / "home" / "dagtop.db").exists()  # the configured database was used
 
 
 @pytest.mark.timeout(60)
@@ -326,6 +335,24 @@ def test_retry_delay_zero_retries_at_once(tmp_path: Path) -> None:
     first, second = attempt_starts(client, view.id, "flaky_now")
     # The bug this guards against waited a whole second; anything well below is "at once".
     assert second - first < 0.9, f"the retry waited {second - first:.2f} s"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("db_setting", BACKENDS, indirect=True)
+def test_an_error_no_database_can_store_as_is_is_recorded_escaped(
+    tmp_path: Path, db_setting: str
+) -> None:
+    client = make_project(tmp_path, config=db_setting)
+    (client.paths.pipelines / "odd.py").write_text(
+        "from engine import asset\n\n\n@asset\ndef odd(context):\n"
+        "    context.log.warning('warn\\x00ing \\ud800')\n"
+        "    raise ValueError('bad\\x00byte \\ud800')\n"
+    )
+    view = client.materialize(["odd"])
+    assert (view.status, step(view, "odd").status) == ("failed", "failed")
+    error = step(view, "odd").error or ""
+    assert "ValueError: bad" in error and "byte \\ud800" in error
+    assert "\x00" not in error or "sqlite" in db_setting  # PostgreSQL refuses NUL in text
 
 
 # --- failure propagation and checks -----------------------------------------------------------
@@ -503,8 +530,9 @@ def test_custom_io_manager_loads_the_value_downstream(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_partitioned_inputs(tmp_path: Path) -> None:
-    client = make_project(tmp_path, "partitioned")
+@pytest.mark.parametrize("db_setting", BACKENDS, indirect=True)
+def test_partitioned_inputs(tmp_path: Path, db_setting: str) -> None:
+    client = make_project(tmp_path, "partitioned", config="max_workers = 4\n" + db_setting)
 
     assert client.materialize(["sales"], partition="north").status == "success"
     view = client.materialize(["sales", "doubled"], partition="south")
@@ -513,6 +541,7 @@ def test_partitioned_inputs(tmp_path: Path) -> None:
 
     assert stored_value(client, "doubled", "south") == {"partition": "south", "value": 40}
     assert stored_value(client, "total") == {"north": 10, "south": 20}
+    assert not (tmp_path / "home" / "dagtop.db").exists()  # the configured database was used
 
 
 # --- logs -------------------------------------------------------------------------------------
