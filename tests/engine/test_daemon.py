@@ -16,6 +16,7 @@ import pytest
 
 from engine.client import Client
 from engine.config import load_config, resolve_paths
+from tests.postgres import BACKENDS, database_for
 
 pytestmark = pytest.mark.serial
 
@@ -60,11 +61,14 @@ def wait_for(what: Callable[[], object], timeout: float = 20.0, every: float = 0
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
+def project(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     pipelines = tmp_path / "pipelines"
     pipelines.mkdir()
     (pipelines / "sales.py").write_text(PIPELINE)
-    (tmp_path / "dagtop.toml").write_text("max_workers = 8\n")
+    config = "max_workers = 8\n"
+    if getattr(request, "param", "sqlite") != "sqlite":  # every process finds it in the config
+        config += f"database_url = {database_for(request, tmp_path)!r}\n"
+    (tmp_path / "dagtop.toml").write_text(config)
     return tmp_path
 
 
@@ -98,6 +102,7 @@ def start_daemon(project: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]
                 proc.wait()
 
 
+@pytest.mark.parametrize("project", BACKENDS, indirect=True)
 def test_a_second_daemon_on_the_same_home_says_so_and_exits_non_zero(
     project: Path, start_daemon: Callable[[], subprocess.Popen[bytes]]
 ) -> None:
@@ -122,6 +127,7 @@ def test_the_daemon_stops_cleanly_on_sigterm(
     assert client.daemon() is None  # the lease is released
 
 
+@pytest.mark.parametrize("project", BACKENDS, indirect=True)
 def test_materialize_from_another_terminal_runs_on_the_daemon(
     project: Path, start_daemon: Callable[[], subprocess.Popen[bytes]]
 ) -> None:
@@ -135,6 +141,8 @@ def test_materialize_from_another_terminal_runs_on_the_daemon(
     out, _ = cli.communicate(timeout=30)
     assert cli.returncode == 0
     assert '"status": "success"' in out
+    configured = "database_url" in (project / "dagtop.toml").read_text()
+    assert (project / "home" / "dagtop.db").exists() != configured
 
 
 def _owner(client: Client, run_id: str) -> str | None:
