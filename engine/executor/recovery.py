@@ -57,7 +57,12 @@ def reconcile(db: SAEngine, now: float | None = None) -> list[str]:
     now = time.time() if now is None else now
     resumable: list[str] = []
     with session_scope(db) as s:
-        runs = [r for r in repo.active_runs(s) if not owner_alive(r.owner)]
+        runs = [
+            r
+            for r in repo.active_runs(s)
+            # A queued run no engine has taken yet has nothing to repair: it just waits.
+            if not (r.status == RunStatus.QUEUED and r.owner is None) and not owner_alive(r.owner)
+        ]
         for run in runs:
             steps = {st.key: st for st in repo.steps_of(s, [run.id])[run.id]}
             interrupted: dict[str, int] = {}

@@ -21,7 +21,7 @@ from sqlmodel import select
 
 from engine.client import Client
 from engine.storage.db import read_scope
-from engine.storage.models import Materialization, StepAttempt
+from engine.storage.models import Event, Materialization, StepAttempt
 from tests.engine.test_executor import alive, make_project, step, wait_until
 
 pytestmark = pytest.mark.serial
@@ -133,3 +133,12 @@ def test_cli_rerun_from_failure_reuses_stored_upstream_values(tmp_path: Path) ->
     assert [m.asset for m in all_rows(client, Materialization)].count("base") == 1
     assert stored_value(client, "after_flag") == 43
     assert os.path.getsize(client.logs(failed.id, "needs_flag")[0].path) > 0
+
+
+def test_a_fresh_run_is_not_reported_as_recovered(tmp_path: Path) -> None:
+    client = make_project(tmp_path, "parallel")
+    view = client.materialize(["*"])
+    assert view.status == "success"
+    with read_scope(client.db) as s:
+        kinds = [e.kind for e in s.exec(select(Event).where(Event.run_id == view.id)).all()]
+    assert "recovered" not in kinds
