@@ -31,7 +31,7 @@ from engine.plan import RunRequest, record
 from engine.run_control import requeue_failed
 from engine.status import RunStatus
 from engine.storage import repo
-from engine.storage.db import session_scope
+from engine.storage.db import read_scope, session_scope
 from engine.watcher import PipelineWatcher, keep_last_good
 
 log = logging.getLogger(__name__)
@@ -358,6 +358,11 @@ class Engine:
             active.add(run.id)
 
     def _serve_commands(self) -> None:
+        # Most ticks find none (this machine's commands come over the socket): check with a
+        # read before taking SQLite's one write lock.
+        with read_scope(self.db) as s:
+            if not repo.has_pending_commands(s):
+                return
         with session_scope(self.db) as s:
             commands = repo.take_commands(s, time.time())
         for cmd in commands:

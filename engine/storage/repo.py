@@ -386,6 +386,12 @@ def queued_runs(session: Session, limit: int = 500) -> Sequence[Run]:
     ).all()
 
 
+def has_pending_commands(session: Session) -> bool:
+    """Whether any command waits (a read: cheaper than the write transaction that takes)."""
+    found = session.exec(select(Command.id).where(Command.status == "pending").limit(1)).first()
+    return found is not None
+
+
 def take_commands(session: Session, now: float, limit: int = 50) -> Sequence[Command]:
     """Mark up to `limit` pending commands taken and return them; each is taken exactly once.
 
