@@ -14,13 +14,22 @@ from `[tool.dagtop]` in its `pyproject.toml`; `dagtop.toml` wins when both exist
     [alerts]
     on_failure = "notify-send dagtop \"$DAGTOP_STEP failed\""  # default hook for every step
     window = 300               # at most one alert per step and event in this many seconds
+
+Past one machine (see the README):
+
+    executor = "dask"                      # "local" (default) or "dask"
+    dask_scheduler = "tcp://10.0.0.5:8786" # the Dask scheduler steps are sent to
+    values_dir = "/shared/dagtop-values"   # or an fsspec URL ("s3://bucket/values")
+
+`DAGTOP_EXECUTOR=dask://HOST:PORT` (or `local`) in the environment overrides both executor
+settings.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +75,12 @@ class Config:
     alerts: dict[str, dict[str, object]] = field(default_factory=dict)  # event -> hook
     alert_window: float = 300.0
     database_url: str | None = None  # a SQLAlchemy URL; None is the home folder's SQLite file
+    executor: str = "local"
+    """"local" (subprocesses on this machine) or "dask" (subprocesses on Dask workers)."""
+    dask_scheduler: str | None = None
+    """The Dask scheduler's address (`tcp://HOST:PORT`) when `executor` is "dask"."""
+    values_dir: str | None = None
+    """Where asset values are stored: a folder or an fsspec URL; None is the home's values."""
     source: str | None = None
 
 
@@ -98,9 +113,13 @@ def load_config(project: Path) -> Config:
         break
     if not data:
         env_workers = os.environ.get("DAGTOP_MAX_WORKERS")
-        return Config(max_workers=int(env_workers)) if env_workers else Config()
+        config = Config(max_workers=int(env_workers)) if env_workers else Config()
+        return replace(config, **_executor("config", {}))
     src = source or "config"
-    known = {"max_workers", "pools", "load_timeout", "timezone", "alerts", "database_url"}
+    known = {
+        "max_workers", "pools", "load_timeout", "timezone", "alerts", "database_url",
+        "executor", "dask_scheduler", "values_dir",
+    }  # fmt: skip
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{src}: unknown setting {sorted(unknown)[0]!r} (known: {sorted(known)})")
@@ -134,8 +153,50 @@ def load_config(project: Path) -> Config:
         alerts=alerts,
         alert_window=window,
         database_url=url,
+        values_dir=_values_dir(src, data.get("values_dir"), project),
         source=source,
+        **_executor(src, data),
     )
+
+
+def _values_dir(src: str, raw: Any, project: Path) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw.strip():
+        raise ConfigError(f"{src}: values_dir must be a folder or a URL, got {raw!r}")
+    if "://" in raw:
+        return raw.rstrip("/")
+    return str((project / Path(raw).expanduser()).resolve())
+
+
+def _executor(src: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The executor settings; DAGTOP_EXECUTOR (`local` or `dask://HOST:PORT`) wins."""
+    env = os.environ.get("DAGTOP_EXECUTOR", "").strip()
+    if env:
+        if env == "local":
+            return {"executor": "local", "dask_scheduler": None}
+        if env.startswith("dask://"):
+            return {"executor": "dask", "dask_scheduler": _address("DAGTOP_EXECUTOR", env[7:])}
+        raise ConfigError(f"DAGTOP_EXECUTOR must be `local` or `dask://HOST:PORT`, got {env!r}")
+    kind = data.get("executor", "local")
+    if kind not in ("local", "dask"):
+        raise ConfigError(f'{src}: executor must be "local" or "dask", got {kind!r}')
+    address = data.get("dask_scheduler")
+    if kind == "dask":
+        if not isinstance(address, str):
+            raise ConfigError(f'{src}: executor = "dask" needs dask_scheduler = "tcp://HOST:PORT"')
+        return {"executor": "dask", "dask_scheduler": _address(f"{src}: dask_scheduler", address)}
+    return {"executor": "local", "dask_scheduler": None}
+
+
+def _address(what: str, raw: str) -> str:
+    """`tcp://HOST:PORT` from `HOST:PORT` or `tcp://HOST:PORT`."""
+    address = raw if "://" in raw else f"tcp://{raw}"
+    scheme, _, rest = address.partition("://")
+    host, _, port = rest.rpartition(":")
+    if scheme not in ("tcp", "tls") or not host or not port.isdigit() or "/" in rest:
+        raise ConfigError(f"{what}: {raw!r} is not a scheduler address like tcp://HOST:PORT")
+    return address
 
 
 def _alerts(src: str, raw: Any) -> tuple[dict[str, dict[str, object]], float]:

@@ -112,7 +112,7 @@ class Engine:
             )
         self.started_at = time.time()
         reconcile(self.db)
-        sweep_values(self.db, self.paths)
+        sweep_values(self.db, self.paths, self.config.values_dir)
         self.reload(initial=True)
         self._spawn(self.coordinator.serve, self._stop, name="dagtop-coordinator")
         self._spawn(self._housekeeping, name="dagtop-housekeeping")

@@ -1,11 +1,14 @@
 """How asset and task values are written to and read from disk.
 
 Every write goes to a temp file in the same folder and is renamed into place, so a crash never
-leaves a half-written value where a later step would load it.
+leaves a half-written value where a later step would load it. A value's location is a path, or
+an fsspec URL (`s3://...`, `file://...`) when the project's `values_dir` is one, so that steps
+on other machines can reach it; fsspec is imported only for URLs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -63,8 +66,15 @@ def resolve(io: Any) -> IOManager:
     raise ValueError(f"an io manager needs dump(value, fh) and load(fh) methods, got {io!r}")
 
 
-def store(io: IOManager, value: Any, path: Path) -> int:
-    """Write `value` to `path` atomically; returns its size in bytes."""
+def is_url(location: str | Path) -> bool:
+    return "://" in str(location)
+
+
+def store(io: IOManager, value: Any, path: str | Path) -> int:
+    """Write `value` to `path` (a path or a URL) atomically; returns its size in bytes."""
+    if is_url(path):
+        return _store_url(io, value, str(path))
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
     try:
@@ -79,6 +89,43 @@ def store(io: IOManager, value: Any, path: Path) -> int:
     return path.stat().st_size
 
 
-def load(io: IOManager, path: Path) -> Any:
-    with path.open("rb") as fh:
+def load(io: IOManager, path: str | Path) -> Any:
+    if is_url(path):
+        import fsspec
+
+        with fsspec.open(str(path), "rb") as fh:
+            return io.load(fh)
+    with Path(path).open("rb") as fh:
         return io.load(fh)
+
+
+def remove(path: str | Path) -> None:
+    """Delete a stored value; a value already gone is not an error."""
+    if not is_url(path):
+        Path(path).unlink(missing_ok=True)
+        return
+    import fsspec
+
+    fs, target = fsspec.core.url_to_fs(str(path))
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(target)
+
+
+def _store_url(io: IOManager, value: Any, url: str) -> int:
+    import fsspec
+
+    fs, target = fsspec.core.url_to_fs(url)
+    parent = target.rsplit("/", 1)[0]
+    fs.makedirs(parent, exist_ok=True)
+    # A temp name, then a move: a reader never sees half a value (on object stores the
+    # upload itself is already all-or-nothing).
+    tmp = f"{parent}/.tmp-{os.getpid()}-{os.urandom(4).hex()}.part"
+    try:
+        with fs.open(tmp, "wb") as fh:
+            io.dump(value, fh)
+        fs.mv(tmp, target)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm(tmp)
+        raise
+    return int(fs.size(target))

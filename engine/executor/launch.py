@@ -131,8 +131,12 @@ def prepare(
     run: Any,
     key: str,
     attempt: int,
+    values: str | None = None,
 ) -> Launch:
     """Build the launch of attempt `attempt` of step `key` of `run`.
+
+    `values` is where values are stored (the config's `values_dir`: a folder every executor
+    worker can reach, or an fsspec URL); None keeps them in the home folder.
 
     Raises:
         InputMissing: an upstream value is not stored.
@@ -146,7 +150,7 @@ def prepare(
         aspec = manifest.assets[key]
         partition = run.partition if aspec.partitions is not None else None
         inputs, ids = asset_inputs(session, manifest, aspec, partition)
-        part_dir = paths.values / key / (safe_key(partition) if partition else "_")
+        part_dir = f"{values or paths.values}/{key}/{safe_key(partition) if partition else '_'}"
         spec = {
             "kind": "asset",
             "key": key,
@@ -159,7 +163,7 @@ def prepare(
             "params": params,
             "home": str(paths.home),
             "inputs": inputs,
-            "output_stem": str(part_dir / f"{run.id}.{attempt}"),
+            "output_stem": f"{part_dir}/{run.id}.{attempt}",
             "checks": [
                 {"file": c.file, "name": c.name, "blocking": c.blocking}
                 for c in manifest.checks.get(key, [])
@@ -205,7 +209,12 @@ def prepare(
         "params": params,
         "home": str(paths.home),
         "inputs": task_inputs(session, run.id, task),
-        "output_stem": str(spec_dir / "values" / f"{key}.{attempt}"),
+        # "@tasks" cannot be an asset's name, so the value sweep can tell these apart.
+        "output_stem": (
+            f"{values}/@tasks/{run.id}/{key}.{attempt}"
+            if values
+            else str(spec_dir / "values" / f"{key}.{attempt}")
+        ),
     }
     return Launch(
         argv=worker,

@@ -70,7 +70,10 @@ def reconcile(db: SAEngine, now: float | None = None) -> list[str]:
                 if att.error == ENGINE_STOPPED:
                     interrupted[att.key] = interrupted.get(att.key, 0) + 1
             for att in repo.running_attempts(s, run.id):
-                if process_alive(att.pid, att.pid_create_time) and att.pid is not None:
+                # A step on a Dask worker has a pid on another machine; its task stops it
+                # when this engine's Dask client goes away.
+                here = att.worker in (None, "local")
+                if here and process_alive(att.pid, att.pid_create_time) and att.pid is not None:
                     log.warning(
                         "[run %s] killing orphaned step %s (pid %d)", run.id, att.key, att.pid
                     )
@@ -117,21 +120,26 @@ def reconcile(db: SAEngine, now: float | None = None) -> list[str]:
     return resumable
 
 
-def sweep_values(db: SAEngine, paths: Paths) -> int:
+def sweep_values(db: SAEngine, paths: Paths, values_dir: str | None = None) -> int:
     """Delete value files no materialization references (left by a crash mid-record).
+
+    `values_dir` is the project's own values folder when it has one; a URL is not swept.
 
     Another process (a CLI running in-process) may be writing and recording values right now,
     so the order matters: list the files first, then read which runs are still going and which
     values are recorded. A file listed before that read belongs to a run that is either still
     going (left alone) or finished, in which case its record, if it has one, is already there.
     """
-    if not paths.values.is_dir():
+    if values_dir is not None and "://" in values_dir:
         return 0
-    listed = [
-        (os.path.join(dirpath, name), name)
-        for dirpath, _dirs, files in os.walk(paths.values)
-        for name in files
-    ]
+    root = Path(values_dir) if values_dir else paths.values
+    if not root.is_dir():
+        return 0
+    listed = []
+    for dirpath, dirs, files in os.walk(root):
+        if dirpath == str(root) and "@tasks" in dirs:
+            dirs.remove("@tasks")  # task values: referenced by attempts, kept with their runs
+        listed.extend((os.path.join(dirpath, name), name) for name in files)
     with session_scope(db) as s:
         active = {r.id for r in repo.active_runs(s)}
         referenced = repo.referenced_values(s)

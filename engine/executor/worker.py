@@ -127,9 +127,9 @@ def _load_inputs(spec: dict[str, Any]) -> dict[str, Any]:
         try:
             io = _input_io(spec, src)
             if src["mode"] == "single":
-                values[name] = iomanager.load(io, Path(src["path"]))
+                values[name] = iomanager.load(io, src["path"])
             else:
-                values[name] = {k: iomanager.load(io, Path(p)) for k, p in src["items"].items()}
+                values[name] = {k: iomanager.load(io, p) for k, p in src["items"].items()}
         except StepFailure:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -167,7 +167,7 @@ def _check_type(fn: Any, value: Any, what: str, log: logging.Logger) -> None:
 def _store(io: Any, value: Any, stem: str, what: str) -> tuple[str, int]:
     from engine import iomanager
 
-    path = Path(f"{stem}.{getattr(io, 'extension', 'bin')}")
+    path = f"{stem}.{getattr(io, 'extension', 'bin')}"  # a path, or a URL (values_dir)
     try:
         size = iomanager.store(io, value, path)
     except Exception as exc:  # noqa: BLE001
