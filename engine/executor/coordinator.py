@@ -5,6 +5,10 @@ each attempt, waits on the attempts' event pipes and exit notifications (pidfds)
 selector, and records every transition in storage before and after the process runs, so a crash
 at any instant leaves a history that `recovery.reconcile` can repair. Every attempt ends in
 exactly one terminal state.
+
+With `executor = "dask"` the attempts run on Dask workers instead (`dask_executor.py`): each is
+a `RemoteAttempt` whose pipe the same selector watches, delivering the events, samples, placement
+and end that a local attempt's pipe, monitor and pidfd would.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from typing import Any
 
 from sqlalchemy.engine import Engine as SAEngine
 
+from engine import iomanager
 from engine.alerts import Alert, Alerter
 from engine.config import Config, Paths
+from engine.errors import EngineError
 from engine.executor import launch as launching
 from engine.executor.forkserver import ForkServer
 from engine.executor.monitor import Monitor, Sample, TreeStats, describe_exit, stop_tree
@@ -86,6 +92,7 @@ class _Live:
     buf: bytes = b""
     events: list[dict[str, Any]] = field(default_factory=list)
     canceled: bool = False
+    remote: Any = None  # a dask_executor.RemoteAttempt when it runs on a Dask worker
 
 
 def _owner_id() -> str:
@@ -139,6 +146,22 @@ class Coordinator:
             self._sel.register(forkserver.fileno(), selectors.EVENT_READ, ("forkserver", None))
         self._orphan_exits: list[int] = []
         self.alerter: Alerter | None = None
+        self._dask: Any = None
+        if config.executor == "dask":
+            self._dask = self._dask_executor()  # now: an unreachable cluster is a user error
+
+    def _dask_executor(self) -> Any:
+        """The connection to the Dask cluster (opened on first use after a close).
+
+        Raises:
+            ExecutorError: distributed is missing or the scheduler cannot be reached.
+        """
+        if self._dask is None:
+            from engine.executor.dask_executor import DaskExecutor
+
+            assert self.config.dask_scheduler is not None
+            self._dask = DaskExecutor(self.config.dask_scheduler)
+        return self._dask
 
     # --- API (any thread) ---------------------------------------------------------------------
 
@@ -181,6 +204,7 @@ class Coordinator:
                 self.step_once()
         finally:
             self._monitor.stop()
+            self._close_dask()
 
     def _pending(self, run_ids: set[str]) -> bool:
         return any(rid in self._inbox for rid in run_ids)
@@ -227,6 +251,8 @@ class Coordinator:
                     pass
             elif what == "events":
                 self._read_events(self._live[attempt_id])
+            elif what == "remote":
+                self._remote_messages(self._live[attempt_id])
             elif what == "exit":
                 live = self._live[attempt_id]
                 if live.popen is not None:
@@ -315,6 +341,9 @@ class Coordinator:
             for live in self._live.values():
                 if live.run_id == run.id and not live.canceled:
                     live.canceled = True
+                    if live.remote is not None:
+                        live.remote.cancel()
+                        continue
                     threading.Thread(
                         target=stop_tree, args=(live.pid, CANCEL_GRACE), daemon=True
                     ).start()
@@ -432,7 +461,9 @@ class Coordinator:
         with session_scope(self.db) as s:
             run_row = repo.find_run(s, run.id)
             try:
-                launch = launching.prepare(s, manifest, self.paths, run_row, st.key, attempt_no)
+                launch = launching.prepare(
+                    s, manifest, self.paths, run_row, st.key, attempt_no, self.config.values_dir
+                )
             except launching.InputMissing as exc:
                 error = str(exc)
             except KeyError:
@@ -452,8 +483,9 @@ class Coordinator:
                 attempt=attempt_no,
                 log_path=str(log_path),
                 started_at=now,
-                host=os.uname().nodename,
-                worker="local",
+                # A Dask attempt's place is known once a worker starts it (_placed).
+                host=None if self._dask else os.uname().nodename,
+                worker=None if self._dask else "local",
             )
             s.add(row)
             s.add(att)
@@ -469,6 +501,9 @@ class Coordinator:
             self._record_end(
                 run, st, attempt_id, StepStatus.FAILED, error, None, TreeStats(), now, retry=False
             )
+            return
+        if self._dask is not None:
+            self._start_remote(run, st, launch, attempt_id, now)
             return
         spec_path = self.paths.runs / run.id / f"{safe_key(st.key)}.{attempt_no}.json"
         try:
@@ -499,19 +534,79 @@ class Coordinator:
         log.info("[run %s] step %s attempt %d started (pid %d)", run.id, st.key, attempt_no, pid)
         self._changed(run.id)
 
+    def _start_remote(
+        self, run: _Run, st: _Step, launch: launching.Launch, attempt_id: int, now: float
+    ) -> None:
+        try:
+            remote = self._dask_executor().submit(attempt_id, launch)
+        except EngineError as exc:  # no worker offers the step's pool
+            self._record_end(
+                run, st, attempt_id, StepStatus.FAILED, exc.msg, None, TreeStats(), now,
+                retry=False,
+            )  # fmt: skip
+            return
+        except Exception as exc:  # noqa: BLE001 - the cluster failed us: the step fails
+            error = f"could not send the step to Dask: {type(exc).__name__}: {exc}"
+            self._record_end(run, st, attempt_id, StepStatus.FAILED, error, None, TreeStats(), now)
+            return
+        live = _Live(
+            run.id, st.key, st.attempts, attempt_id, 0, None, None, None, launch, now,
+            remote=remote,
+        )  # fmt: skip
+        self._live[attempt_id] = live
+        self._sel.register(remote.fileno(), selectors.EVENT_READ, ("remote", attempt_id))
+        log.info("[run %s] step %s attempt %d sent to Dask", run.id, st.key, st.attempts)
+        self._changed(run.id)
+
+    def _remote_messages(self, live: _Live) -> None:
+        for msg in live.remote.drain():
+            if "placed" in msg:
+                self._placed(live, msg["placed"])
+            if msg.get("events"):
+                self._parse_events(live, msg["events"])
+            for x in msg.get("samples") or ():
+                self._samples.append(_sample_row(live.attempt_id, Sample(*x)))
+            if "end" in msg:
+                end = msg["end"]
+                self._finish(live, end.get("code"), end.get("cpu"))
+                return
+
+    def _placed(self, live: _Live, where: dict[str, Any]) -> None:
+        with session_scope(self.db) as s:
+            att = repo.attempt(s, live.attempt_id)
+            assert att is not None
+            att.host, att.worker = where["host"], where["worker"]
+            att.pid, att.pid_create_time = where["pid"], where.get("create_time")
+            s.add(att)
+        log.info(
+            "[run %s] step %s attempt %d started on %s (%s, pid %d)",
+            live.run_id, live.key, live.attempt, where["worker"], where["host"], where["pid"],
+        )  # fmt: skip
+        self._changed(live.run_id)
+
+    def _close_dask(self) -> None:
+        if self._dask is not None and not any(live.remote for live in self._live.values()):
+            self._dask.close()
+            self._dask = None
+
     # --- watching and finishing ---------------------------------------------------------------
 
     def _read_events(self, live: _Live) -> None:
         assert live.events_fd is not None
+        chunk = b""
         try:
-            while chunk := os.read(live.events_fd, 65536):
-                live.buf += chunk
+            while data := os.read(live.events_fd, 65536):
+                chunk += data
         except BlockingIOError:
             pass
         else:  # EOF: the worker closed its end (it exited, or is about to)
             self._sel.unregister(live.events_fd)
             os.close(live.events_fd)
             live.events_fd = None
+        self._parse_events(live, chunk)
+
+    def _parse_events(self, live: _Live, chunk: bytes) -> None:
+        live.buf += chunk
         *lines, live.buf = live.buf.split(b"\n")
         for line in lines:
             if not line.strip():
@@ -566,7 +661,7 @@ class Coordinator:
         self._server = None
         self.use_forkserver = False
         for live in self._live.values():
-            if live.popen is None and live.pidfd is None and _HAS_PIDFD:
+            if live.popen is None and live.pidfd is None and live.remote is None and _HAS_PIDFD:
                 try:
                     live.pidfd = os.pidfd_open(live.pid)
                 except ProcessLookupError:
@@ -581,7 +676,11 @@ class Coordinator:
         except OSError:
             self._drop_forkserver()
             return
-        by_pid = {live.pid: live for live in self._live.values() if live.popen is None}
+        by_pid = {
+            live.pid: live
+            for live in self._live.values()
+            if live.popen is None and live.remote is None
+        }
         for report in exits:
             live = by_pid.get(report["exit"])
             if live is not None:
@@ -597,6 +696,7 @@ class Coordinator:
             self._sel.unregister(self._server.fileno())
             self._server.close()
             self._server = None
+        self._close_dask()
 
     def _finish(self, live: _Live, returncode: int | None, cpu: float | None) -> None:
         if live.events_fd is not None:
@@ -608,7 +708,12 @@ class Coordinator:
             self._sel.unregister(live.pidfd)
             os.close(live.pidfd)
         del self._live[live.attempt_id]
-        stats = self._monitor.unwatch(str(live.attempt_id))
+        if live.remote is not None:
+            self._sel.unregister(live.remote.fileno())
+            live.remote.close()
+            stats = live.remote.stats or TreeStats()  # measured by the worker's monitor
+        else:
+            stats = self._monitor.unwatch(str(live.attempt_id))
         if cpu is not None:
             # A step shorter than the sampling interval is seen once at best; the kernel's CPU
             # accounting of the reaped process (and the children it waited for) is exact.
@@ -626,6 +731,8 @@ class Coordinator:
             status, error = StepStatus.CANCELED, "canceled by user"
         elif stats.violation:
             error = stats.violation
+        elif live.remote is not None and live.remote.error:
+            error = live.remote.error  # e.g. its Dask worker was lost
         elif "error" in kinds:
             error, tb = kinds["error"]["message"], kinds["error"].get("traceback")
         elif returncode is None and "finished" not in kinds:
@@ -720,7 +827,7 @@ class Coordinator:
             repo.touch_runs(s, [run.id], now)
         st.status = new_status
         for path in stale_values:
-            Path(path).unlink(missing_ok=True)
+            iomanager.remove(path)  # a path, or a URL when values_dir is one
         self._alert(run, st, new_status, error, log_path=live.launch.log_path if live else None)
         log.info(
             "[run %s] step %s attempt %d %s%s",

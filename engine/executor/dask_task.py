@@ -1,0 +1,282 @@
+"""One step attempt on a Dask worker: the usual step subprocess, monitored there, streamed back.
+
+`run_attempt` is the Dask task the coordinator submits (see `dask_executor.py`). It starts the
+attempt exactly as the local executor does (`python -m engine.executor.worker SPEC FD`, or the
+shell command, in a session of its own, stdout and stderr to a log file), watches it with the
+same psutil `Monitor` and the step's memory limit and timeout, and sends what the coordinator
+needs while it runs, a few batches a second, on a `distributed.Queue` named for the attempt:
+new log bytes, event lines, one resource sample a second, and at the end the exit status and
+the attempt's resource totals. The coordinator sets a per-attempt `distributed.Event` to cancel.
+
+Dask reruns a task whose worker died (up to `distributed.scheduler.allowed-failures` times).
+A step must never run twice behind the coordinator's back, so the first run claims the attempt
+with another Event, and a rerun that finds the claim starts nothing and returns `superseded`:
+the coordinator then fails the attempt ("dask worker ... lost") and its retry policy decides.
+
+Runs inside Dask workers: no storage, no UI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from engine.executor.monitor import Monitor, Sample, stop_tree
+
+BATCH_INTERVAL = 0.1
+"""Seconds between looks at the step's output (a batch is sent only when there is news)."""
+HEARTBEAT = 1.0
+CANCEL_POLL = 0.5
+CANCEL_GRACE = 3.0
+LOG_CHUNK = 1 << 20
+"""At most this many log bytes per batch: a step printing 100 MB streams, it does not stall."""
+
+# Run before the step's own command: make the step die with the Dask worker process (Linux's
+# parent-death signal; the task's thread, which forked it, waits for it to the end), then
+# become the command. With -S this costs a few milliseconds.
+_GUARD = """\
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+except (AttributeError, OSError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    os._exit(70)  # the worker died before we could tie ourselves to it
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+
+
+def run_attempt(payload: dict[str, Any]) -> dict[str, Any]:
+    """The Dask task: run one attempt and return its end (also sent on the queue)."""
+    from distributed import Event, Queue, get_worker
+
+    worker = get_worker()
+    claim = Event(payload["claim"])
+    if claim.is_set():
+        return {"superseded": True, "worker": worker.address}
+    claim.set()
+    queue = Queue(payload["queue"])
+    cancel = Event(payload["cancel"])
+    try:
+        return _Attempt(payload, worker, queue, cancel).run()
+    finally:
+        with contextlib.suppress(Exception):
+            queue.close()  # this worker's reference; the coordinator holds its own
+
+
+class _Attempt:
+    def __init__(self, payload: dict[str, Any], worker: Any, queue: Any, cancel: Any) -> None:
+        self.payload = payload
+        self.worker = worker
+        self.queue = queue
+        self.cancel = cancel
+        self.samples: list[list[float]] = []
+        self.last_sample = 0.0
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.orphaned = False
+
+    def run(self) -> dict[str, Any]:
+        tmp = tempfile.mkdtemp(prefix="dagtop-attempt-")
+        try:
+            try:
+                proc, events_fd, log_path = self._spawn(Path(tmp))
+            except Exception as exc:  # noqa: BLE001 - the attempt fails; the worker lives on
+                end = {"code": None, "cpu": None, "stats": None}
+                end["error"] = f"could not start the step on dask worker {self.worker.address}: "
+                end["error"] += f"{type(exc).__name__}: {exc}"
+                self._put({"end": end})
+                return {"end": end}
+            return self._follow(proc, events_fd, log_path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _spawn(self, tmp: Path) -> tuple[subprocess.Popen[bytes], int | None, Path]:
+        p = self.payload
+        log_path = tmp / "step.log"
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        read_fd = write_fd = None
+        try:
+            if p["spec"] is None:
+                os.write(log_fd, f"$ {p['argv'][-1]}\n".encode())
+                argv = list(p["argv"])
+            else:
+                spec_path = tmp / "spec.json"
+                spec_path.write_text(json.dumps(p["spec"]))
+                read_fd, write_fd = os.pipe()
+                # This machine's interpreter, not the coordinator's.
+                argv = [sys.executable, "-u", "-m", "engine.executor.worker"]
+                argv += [str(spec_path), str(write_fd)]
+            env = dict(os.environ)
+            env.update(p["env"])
+            proc = subprocess.Popen(
+                [sys.executable, "-S", "-c", _GUARD, str(os.getpid()), *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                cwd=p["cwd"] if os.path.isdir(p["cwd"]) else str(tmp),
+                env=env,
+                pass_fds=(write_fd,) if write_fd is not None else (),
+                start_new_session=True,
+            )
+        except BaseException:
+            if read_fd is not None:
+                os.close(read_fd)
+            raise
+        finally:
+            os.close(log_fd)
+            if write_fd is not None:
+                os.close(write_fd)
+        return proc, read_fd, log_path
+
+    def _on_sample(self, _key: str, x: Sample) -> None:
+        # The monitor's thread: keep one sample a second, as the local coordinator stores.
+        if x.t - self.last_sample >= 1.0:
+            self.last_sample = x.t
+            with self.lock:
+                self.samples.append(
+                    [x.t, x.cpu_percent, x.cpu_seconds, x.rss_bytes, x.read_bytes,
+                     x.write_bytes, x.threads, x.children]
+                )  # fmt: skip
+
+    def _follow(
+        self, proc: subprocess.Popen[bytes], events_fd: int | None, log_path: Path
+    ) -> dict[str, Any]:
+        p = self.payload
+        monitor = Monitor(interval=0.2, on_sample=self._on_sample)
+        monitor.start()
+        key = str(p["attempt"])
+        monitor.watch(key, proc.pid, memory_limit=p["memory_limit"], timeout=p["timeout"])
+        try:
+            created: float | None = psutil.Process(proc.pid).create_time()
+        except psutil.Error:  # it may already be gone
+            created = None
+        placed = {
+            "host": socket.gethostname(),
+            "worker": self.worker.address,
+            "pid": proc.pid,
+            "create_time": created,
+        }
+        self._put({"placed": placed})
+        if events_fd is not None:
+            os.set_blocking(events_fd, False)
+        code: int | None = None
+        cpu: float | None = None
+        last_put = last_cancel_poll = time.monotonic()
+        # Wake for an event or the exit at once (a pidfd), else a few times a second for the log.
+        exit_fd = _pidfd(proc.pid)
+        with open(log_path, "rb") as log_fh:
+            while True:
+                waits = [
+                    fd for fd in (events_fd, exit_fd if code is None else None) if fd is not None
+                ]
+                if waits:
+                    select.select(waits, [], [], BATCH_INTERVAL)
+                else:
+                    time.sleep(BATCH_INTERVAL)
+                batch: dict[str, Any] = {}
+                events, events_fd = _read_available(events_fd)
+                if events:
+                    batch["events"] = events
+                if code is None:
+                    code, cpu = _poll_exit(proc)
+                chunk = log_fh.read(LOG_CHUNK)
+                if chunk:
+                    batch["log"] = chunk
+                with self.lock:
+                    if self.samples:
+                        batch["samples"], self.samples = self.samples, []
+                now = time.monotonic()
+                if batch or now - last_put >= HEARTBEAT:
+                    self._put(batch)
+                    last_put = now
+                if code is not None and events_fd is None and len(chunk) < LOG_CHUNK:
+                    break
+                if now - last_cancel_poll >= CANCEL_POLL:
+                    last_cancel_poll = now
+                    self._maybe_stop(proc.pid)
+        if exit_fd is not None:
+            os.close(exit_fd)
+        stats = monitor.unwatch(key)
+        monitor.stop()
+        if cpu is not None:
+            stats.cpu_seconds = max(stats.cpu_seconds, cpu)
+        with self.lock:
+            tail = self.samples
+        end = {"code": code, "cpu": cpu, "stats": asdict(stats)}
+        self._put({"samples": tail, "end": end} if tail else {"end": end})
+        return {"end": end}
+
+    def _maybe_stop(self, pid: int) -> None:
+        if self.stopping:
+            return
+        try:
+            wanted = self.cancel.is_set() or self.orphaned or self._released()
+        except Exception:  # noqa: BLE001 - the scheduler is gone: nobody is listening
+            wanted = True
+        if wanted:
+            self.stopping = True
+            threading.Thread(target=stop_tree, args=(pid, CANCEL_GRACE), daemon=True).start()
+
+    def _released(self) -> bool:
+        """The coordinator let go of the task (its engine died, or it canceled the future)."""
+        state = getattr(self.worker, "state", None)
+        tasks = getattr(state, "tasks", None)
+        if tasks is None:
+            return False
+        ts = tasks.get(self.payload["key"])
+        return ts is None or ts.state in ("cancelled", "released", "forgotten")
+
+    def _put(self, batch: dict[str, Any]) -> None:
+        batch["a"] = self.payload["key"]
+        try:
+            self.queue.put(batch)
+        except Exception:  # noqa: BLE001 - the coordinator released the queue: stop the step
+            self.orphaned = True
+
+
+def _read_available(fd: int | None) -> tuple[bytes, int | None]:
+    """What the events pipe holds now; the fd becomes None at EOF (it is closed)."""
+    if fd is None:
+        return b"", None
+    data = b""
+    try:
+        while chunk := os.read(fd, 65536):
+            data += chunk
+    except BlockingIOError:
+        return data, fd
+    os.close(fd)
+    return data, None
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux 5.3+: the loop's timeout finds the exit
+        return None
+
+
+def _poll_exit(proc: subprocess.Popen[bytes]) -> tuple[int | None, float | None]:
+    """(exit code, CPU seconds) once the step's process exited, else (None, None)."""
+    try:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+    except ChildProcessError:
+        return proc.wait(), None
+    if pid == 0:
+        return None, None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
