@@ -1,0 +1,323 @@
+"""The Dask executor end to end: a real LocalCluster (two worker processes) plus one worker with
+a `gpu` resource, real step subprocesses on the workers, real SQLite here.
+
+One cluster serves the whole module (starting one costs seconds). Each test makes its own
+project under tmp_path whose `dagtop.toml` points at the cluster, and drives the engine through
+`engine.client.Client` in this process. Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from sqlmodel import select  # noqa: E402
+
+from engine.client import Client, RunView  # noqa: E402
+from engine.storage.db import read_scope  # noqa: E402
+from engine.storage.models import Event  # noqa: E402
+from tests.engine.test_executor import alive, attempts_of, step, wait_until  # noqa: E402
+
+pytestmark = [pytest.mark.serial, pytest.mark.timeout(120)]
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures" / "pipelines"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[str, Any]]:
+    """(scheduler address, a Dask client). Three workers: two plain, one offering gpu=1; each
+    has a nanny that restarts it when a test kills it."""
+    with distributed.LocalCluster(
+        n_workers=2,
+        processes=True,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as local:
+        address = local.scheduler_address
+        gpu = subprocess.Popen(
+            [Path(sys.executable).with_name("dask"), "worker", address, "--nthreads", "1",
+             "--resources", "gpu=1", "--host", "127.0.0.1", "--no-dashboard",
+             # its HTTP server (metrics) listens even without a dashboard: keep it on loopback
+             "--dashboard-address", "127.0.0.1:0",
+             "--name", "gpu-worker"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        try:
+            with distributed.Client(address, set_as_default=False) as client:
+                client.wait_for_workers(3, timeout=60)
+                yield address, client
+        finally:
+            gpu.terminate()
+            gpu.wait(timeout=10)
+
+
+def make_project(root: Path, address: str, *fixtures: str, extra: str = "") -> Client:
+    pipelines = root / "project" / "pipelines"
+    pipelines.mkdir(parents=True)
+    for name in fixtures:
+        shutil.copy(FIXTURES / f"{name}.py", pipelines / f"{name}.py")
+    (root / "project" / "dagtop.toml").write_text(
+        f'max_workers = 4\nexecutor = "dask"\ndask_scheduler = "{address}"\n{extra}'
+    )
+    return Client(home=root / "home", pipelines=pipelines)
+
+
+def in_background(
+    client: Client, fn: Any, *args: Any, **kwargs: Any
+) -> tuple[threading.Thread, list[Any]]:
+    """Run `fn` in a thread; the list receives its result (or exception)."""
+    client.db  # noqa: B018 - open storage here first: two threads must not both create it
+    out: list[Any] = []
+
+    def target() -> None:
+        try:
+            out.append(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            out.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def finished(thread: threading.Thread, out: list[Any]) -> RunView:
+    thread.join(timeout=90)
+    assert not thread.is_alive(), "the run never ended"
+    assert not isinstance(out[0], BaseException), out[0]
+    return out[0]  # type: ignore[no-any-return]
+
+
+def placed(client: Client, key: str, out: list[Any], attempt: int = 1) -> Any:
+    """The attempt once a Dask worker started it (its worker and pid are recorded)."""
+
+    def look() -> Any:
+        if out:
+            raise AssertionError(f"the run ended before {key} started: {out[0]!r}")
+        rows = [a for a in attempts_of(client, key) if a.attempt == attempt]
+        return rows[0] if rows and rows[0].worker and rows[0].pid else None
+
+    return wait_until(look, 60, f"{key} attempt {attempt} to start on a worker")
+
+
+# --- the examples -------------------------------------------------------------------------------
+
+
+def test_example_pipelines_run_on_the_cluster(cluster: tuple[str, Any], tmp_path: Path) -> None:
+    address, _ = cluster
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "pipelines", project / "pipelines",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    (project / "dagtop.toml").write_text(
+        f'max_workers = 4\nexecutor = "dask"\ndask_scheduler = "{address}"\n'
+    )
+    client = Client(home=tmp_path / "home", pipelines=project / "pipelines")
+
+    training = client.materialize(["group:training"])
+    sales = client.materialize(["orders", "revenue"], partition="2025-01-05")
+    tasks = client.run_pipeline("training_tasks")
+
+    for view in (training, sales, tasks):
+        assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+        for attempt in client.attempts(view.id):
+            assert attempt.worker is not None and attempt.worker.startswith("tcp://127.0.0.1:")
+            assert attempt.host == socket.gethostname()
+            assert attempt.peak_rss_bytes, f"{attempt.key}: the worker's monitor measured nothing"
+    evaluation = Path(step(training, "evaluation").log_path or "").read_text()
+    assert evaluation.strip(), "the step's output never reached its log file here"
+
+
+# --- streaming, limits, cancel ------------------------------------------------------------------
+
+
+def test_logs_events_and_samples_arrive_while_the_step_runs(
+    cluster: tuple[str, Any], tmp_path: Path
+) -> None:
+    client = make_project(tmp_path, cluster[0], "remote")
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    thread, out = in_background(
+        client, client.materialize, ["talker", "listener"], params={"flags": str(flags)}
+    )
+
+    attempt = placed(client, "talker", out)
+    log_path = Path(attempt.log_path)
+    wait_until(lambda: log_path.exists() and "line 2" in log_path.read_text(), 30, "live log")
+    wait_until(lambda: client.samples(attempt.id or 0), 30, "a live resource sample")
+    running = [a for a in attempts_of(client, "talker") if a.attempt == 1][0]
+    assert running.status == "running" and running.ended_at is None
+    (flags / "go").touch()
+    view = finished(thread, out)
+
+    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+    text = log_path.read_text()
+    assert text.index("line 0") < text.index("line 1") < text.index("line 2")
+    assert "halfway there" in text
+    with read_scope(client.db) as s:
+        events = s.exec(select(Event).where(Event.run_id == view.id)).all()
+        assert any(e.kind == "log" and e.message == "halfway there" for e in events)
+
+
+def test_limits_hold_on_the_worker(cluster: tuple[str, Any], tmp_path: Path) -> None:
+    client = make_project(tmp_path, cluster[0], "remote")
+
+    view = client.materialize(["too_slow"])
+
+    assert step(view, "too_slow").error == "timed out after 1 s"
+
+
+def test_cancel_stops_the_remote_step_and_its_children(
+    cluster: tuple[str, Any], tmp_path: Path
+) -> None:
+    client = make_project(tmp_path, cluster[0], "remote")
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    thread, out = in_background(
+        client, client.materialize, ["stubborn"], params={"flags": str(flags)}
+    )
+    attempt = placed(client, "stubborn", out)
+    child = int(wait_until(lambda: (flags / "child.pid").exists() and
+                           (flags / "child.pid").read_text(), 30, "the child"))  # fmt: skip
+
+    client.request_cancel(attempt.run_id)
+    view = finished(thread, out)
+
+    assert view.status == "canceled"
+    assert step(view, "stubborn").status == "canceled"
+    assert not alive(attempt.pid) and not alive(child)
+
+
+# --- losing a worker ----------------------------------------------------------------------------
+
+
+def test_a_killed_worker_fails_the_attempt_and_the_retry_runs_elsewhere(
+    cluster: tuple[str, Any], tmp_path: Path
+) -> None:
+    _, dask = cluster
+    client = make_project(tmp_path, cluster[0], "remote")
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    thread, out = in_background(
+        client, client.materialize, ["victim"], params={"flags": str(flags)}
+    )
+    first = placed(client, "victim", out)
+    starts = flags / "starts.txt"
+    wait_until(lambda: starts.exists() and starts.read_text().startswith("1 "), 30, "attempt 1")
+    worker_pids = dask.run(os.getpid)
+
+    os.kill(worker_pids[first.worker], signal.SIGKILL)
+    view = finished(thread, out)
+
+    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+    one, two = attempts_of(client, "victim")
+    assert one.status == "failed"
+    assert one.error == f"dask worker {first.worker} lost"
+    assert two.status == "success" and two.worker not in (None, first.worker)
+    # Dask reran the lost task elsewhere, but the step itself ran once per attempt.
+    lines = starts.read_text().splitlines()
+    assert [line.split()[0] for line in lines] == ["1", "2"]
+    wait_until(lambda: not alive(first.pid), 10, "the lost worker's step to die with it")
+    dask.wait_for_workers(3, timeout=60)  # its nanny restarts it for the tests that follow
+
+
+# --- placement ----------------------------------------------------------------------------------
+
+
+def test_a_pooled_step_runs_on_the_worker_with_that_resource(
+    cluster: tuple[str, Any], tmp_path: Path
+) -> None:
+    client = make_project(tmp_path, cluster[0], "remote", extra="[pools]\ngpu = 1\n")
+
+    view = client.materialize(["on_gpu"])
+
+    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+    workers = cluster[1].scheduler_info()["workers"]
+    gpu = [a for a, w in workers.items() if w.get("resources", {}).get("gpu")]
+    assert [a.worker for a in client.attempts(view.id)] == gpu
+
+
+def test_a_pool_no_worker_offers_fails_at_once(cluster: tuple[str, Any], tmp_path: Path) -> None:
+    client = make_project(tmp_path, cluster[0], "remote")
+
+    view = client.materialize(["on_tpu"])
+
+    assert view.status == "failed", [(s.key, s.status, s.error) for s in view.steps]
+    assert "no dask worker offers the resource 'tpu'" in (step(view, "on_tpu").error or "")
+
+
+# --- values -------------------------------------------------------------------------------------
+
+
+def test_values_through_an_fsspec_url(cluster: tuple[str, Any], tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    client = make_project(tmp_path, cluster[0], "remote", extra=f'values_dir = "file://{shared}"\n')
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    (flags / "go").touch()
+
+    view = client.materialize(["talker", "listener"], params={"flags": str(flags)})
+
+    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+    stored = sorted(p.relative_to(shared).parts[0] for p in shared.rglob("*.pkl"))
+    assert stored == ["listener", "talker"]
+    assert not (tmp_path / "home" / "values").exists()
+
+
+# --- the cluster itself, and user errors --------------------------------------------------------
+
+
+def test_nothing_listens_beyond_loopback(cluster: tuple[str, Any]) -> None:
+    ours = {p.pid for p in psutil.Process().children(recursive=True)} | {os.getpid()}
+    listening = [
+        c
+        for c in psutil.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in ours
+    ]
+    assert listening, "found no listening sockets: the check would prove nothing"
+    assert {c.laddr.ip for c in listening} <= {"127.0.0.1"}, listening
+
+
+@pytest.mark.parametrize(
+    ("executor", "says"),
+    [
+        ("dask://127.0.0.1:1", "cannot reach the Dask scheduler at tcp://127.0.0.1:1"),
+        ("dask://nowhere", "is not a scheduler address like tcp://HOST:PORT"),
+    ],
+)
+def test_a_bad_scheduler_is_one_line_and_an_exit_code(
+    tmp_path: Path, executor: str, says: str
+) -> None:
+    (tmp_path / "pipelines").mkdir()
+    shutil.copy(FIXTURES / "parallel.py", tmp_path / "pipelines" / "parallel.py")
+    env = {**os.environ, "DAGTOP_EXECUTOR": executor}
+    done = subprocess.run(
+        [Path(sys.executable).with_name("dagtop"), "materialize", "source"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert done.returncode != 0
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_the_local_executor_never_imports_distributed() -> None:
+    code = (
+        "import sys, engine.client, engine.executor.coordinator, engine.daemon\n"
+        "assert 'distributed' not in sys.modules and 'dask' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
