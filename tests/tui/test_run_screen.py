@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from textual.app import App
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, Label
 
 from engine.client import AttemptView, Client, RunRequest, RunView, SampleView, StepView
 from engine.errors import RunNotFound
@@ -282,6 +282,26 @@ async def test_failed_step_shows_reason_and_its_last_attempt(tmp_path: Path) -> 
         await pilot.press("r")  # re-run failed
         await app.workers.wait_for_complete()
         assert client.reruns == ["4f2a9c1e77b0"]
+
+
+async def test_the_log_header_says_where_the_attempt_ran(tmp_path: Path) -> None:
+    client = running_run(tmp_path)
+    client._attempts = [
+        replace(a, host="gpu-box", worker="tcp://10.0.0.7:40211") for a in client._attempts
+    ]
+    app = RunApp(client, "4f2a")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot, 5)
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        info = str(screen.query_one("#log-info", Label).render())
+        assert info == "pid 4242 on gpu-box (tcp://10.0.0.7:40211)"
+
+        await pilot.press("tab", "up", "up")  # raw_digits: finished, on the same worker
+        await settle(pilot)
+        assert screen.step == "raw_digits"
+        info = str(screen.query_one("#log-info", Label).render())
+        assert info == "ran on gpu-box (tcp://10.0.0.7:40211)"
 
 
 async def test_selecting_a_step_switches_the_log(tmp_path: Path) -> None:

@@ -70,6 +70,14 @@ def short_reason(reason: str | None, width: int = REASON_WIDTH) -> str:
     return first if len(first) <= width else first[: width - 1] + "…"
 
 
+def placement(attempt: AttemptView) -> str:
+    """Where an attempt ran: "on HOST (WORKER)", the worker being "local" or a Dask worker's
+    address; "" when that was not recorded."""
+    if not attempt.host:
+        return ""
+    return f"on {attempt.host} ({attempt.worker})" if attempt.worker else f"on {attempt.host}"
+
+
 def default_step(run: RunView, wanted: str | None) -> str | None:
     """The step to show first: the asked one, else the first failed, else running, else last."""
     keys = [s.key for s in run.steps]
@@ -498,7 +506,9 @@ class RunScreen(Screen[None]):
         if error and (attempt is None or attempt.status != "success"):
             _update(info, Text(f"{glyph('failed')} {short_reason(error, 200)}", style="red"))
         elif attempt is not None and attempt.pid is not None and attempt.status in STEP_ACTIVE:
-            _update(info, Text(f"pid {attempt.pid}", style="dim"))
+            _update(info, Text(f"pid {attempt.pid} {placement(attempt)}".rstrip(), style="dim"))
+        elif attempt is not None and placement(attempt):
+            _update(info, Text(f"ran {placement(attempt)}", style="dim"))
         else:
             _update(info, "")
 
