@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -76,9 +78,11 @@ class Client:
     def _ensure_home(self) -> None:
         try:
             self.paths.home.mkdir(parents=True, exist_ok=True)
-            probe = self.paths.home / ".write-test"
+            # A name of this process and thread's own: several processes (a daemon, CLIs, the
+            # UI) and threads check the same home at once.
+            probe = self.paths.home / f".write-test-{os.getpid()}-{threading.get_ident()}"
             probe.write_text("")
-            probe.unlink()
+            probe.unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot use home folder {self.paths.home}: {exc.strerror}") from exc
 
@@ -318,8 +322,6 @@ class Client:
     def prewarm(self) -> None:
         """Start the step fork server now, so it warms up on another core while this process
         imports storage and plans (a cold `dagtop materialize` saves the server's start-up)."""
-        import os
-
         if self.engine is None and ipc.available(self.paths.home):
             return  # a local engine runs the steps with its own server
         if self._warm_server is None and os.environ.get("DAGTOP_FORKSERVER", "1") != "0":
@@ -790,8 +792,6 @@ class Client:
     def _has_history(self) -> bool:
         """Whether there is a database to read: without one, `dagtop list` needs no storage
         (SQLModel costs ~0.35 s to import) and nothing can be stale."""
-        import os
-
         if os.environ.get("DAGTOP_DATABASE_URL") or self.config.database_url:
             return True
         return (self.paths.home / "dagtop.db").exists()

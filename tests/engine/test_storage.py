@@ -193,3 +193,30 @@ def test_the_value_sweep_spares_running_runs_and_recorded_values(db, tmp_path: P
     # unrecorded file goes.
     assert sweep_values(db, paths) == 1
     assert running.exists() and recorded.exists() and not done.exists()
+
+
+def test_many_processes_and_threads_may_check_one_home_at_once(tmp_path: Path) -> None:
+    import threading
+
+    from engine.client import Client
+
+    home = tmp_path / "home"
+    errors: list[Exception] = []
+    start = threading.Barrier(8)
+
+    def check() -> None:
+        client = Client(home, tmp_path / "pipelines")
+        start.wait()
+        for _ in range(200):
+            try:
+                client._ensure_home()
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+    threads = [threading.Thread(target=check) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [p.name for p in home.iterdir()] == []  # no probe left behind
