@@ -26,8 +26,7 @@ from tui.widgets.pipelines_tree import NodeRef
 pytestmark = pytest.mark.serial
 
 
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[Client]:
+def _embedded(tmp_path: Path) -> Iterator[Client]:
     pipelines = tmp_path / "pipelines"
     shutil.copytree(EXAMPLES, pipelines, ignore=shutil.ignore_patterns("__pycache__"))
     (pipelines / "broken_feature.py").write_text(BROKEN)
@@ -35,6 +34,18 @@ def client(tmp_path: Path) -> Iterator[Client]:
     client.start_engine(kind="tui")
     yield client
     client.engine.stop(grace=1.0)
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[Client]:
+    yield from _embedded(tmp_path)
+
+
+@pytest.fixture
+def pg_client(tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
+    """The same, with its history in a PostgreSQL database of its own."""
+    monkeypatch.setenv("DAGTOP_DATABASE_URL", pg_url)
+    yield from _embedded(tmp_path)
 
 
 def plain(renderable: object) -> str:
@@ -180,3 +191,33 @@ async def test_i_shows_the_lineage_of_the_selected_asset(client: Client) -> None
         assert plain(text.content).startswith("revenue [2025-01-29]")
         await pilot.press("d")
         await until(lambda: "revenue_report" in plain(text.content), pilot)
+
+
+async def test_the_ui_works_unchanged_on_a_postgresql_home_and_says_where_steps_ran(
+    pg_client: Client,
+) -> None:
+    import os
+
+    from engine.client import RunRequest
+    from tui.screens.run import RunScreen
+
+    client = pg_client
+    assert client.db.dialect.name == "postgresql"
+    app = DagtopApp(client, mode="embedded")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(lambda: isinstance(app.screen, HomeScreen), pilot)
+        home = app.screen
+        assert isinstance(home, HomeScreen)
+        await until(lambda: home.manifest is not None and home.graph_shown is not None, pilot, 30)
+        run_id = client.submit(RunRequest(selection=("orders",), partition="2025-01-15"))
+        await until(lambda: run_id in home.runs_table.runs, pilot, 30)
+        await until(lambda: home.runs_table.get_cell(run_id, "status").plain == "✓", pilot, 60)
+        app.push_screen(RunScreen(run_id))
+        await until(lambda: isinstance(app.screen, RunScreen), pilot)
+        shown = f"ran on {os.uname().nodename} (local)"
+
+        def says_where() -> bool:
+            found = app.screen.query("#log-info")
+            return bool(found) and shown in plain(found.first(Static).content)
+
+        await until(says_where, pilot, 30)
