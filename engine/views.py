@@ -36,6 +36,8 @@ class StepView:
     ended_at: float | None
     upstream: tuple[str, ...]
     metadata: dict[str, Any] | None = None  # what the step's materialization recorded
+    host: str | None = None  # where its latest attempt ran
+    worker: str | None = None  # "local", or the executor worker's address
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -165,6 +167,7 @@ def run_views(s: Any, runs: Sequence[Any]) -> list[RunView]:
     steps = repo.steps_of(s, [r.id for r in runs])
     mats = repo.materializations_of_runs(s, [r.id for r in runs])
     checks_by_run = repo.checks_of_runs(s, [r.id for r in runs])
+    placed = repo.placements_of_runs(s, [r.id for r in runs])
     views = []
     for r in runs:
         checks = tuple(
@@ -210,6 +213,8 @@ def run_views(s: Any, runs: Sequence[Any]) -> list[RunView]:
                         ended_at=st.ended_at,
                         upstream=tuple(json.loads(st.upstream)),
                         metadata=metadata.get(st.key),
+                        host=placed.get((r.id, st.key), (None, None))[0],
+                        worker=placed.get((r.id, st.key), (None, None))[1],
                     )
                     for st in steps[r.id]
                 ),

@@ -110,6 +110,24 @@ def attempts_of(session: Session, run_id: str) -> Sequence[StepAttempt]:
     ).all()
 
 
+def placements_of_runs(
+    session: Session, run_ids: Iterable[str]
+) -> dict[tuple[str, str], tuple[str | None, str | None]]:
+    """Where each step of these runs last ran: (run id, step key) -> (host, worker)."""
+    ids = list(run_ids)
+    out: dict[tuple[str, str], tuple[str | None, str | None]] = {}
+    if not ids:
+        return out
+    rows = session.exec(
+        select(StepAttempt.run_id, StepAttempt.key, StepAttempt.host, StepAttempt.worker)
+        .where(col(StepAttempt.run_id).in_(ids))
+        .order_by(col(StepAttempt.id))
+    )
+    for run_id, key, host, worker in rows:
+        out[(run_id, key)] = (host, worker)  # the latest attempt wins
+    return out
+
+
 def attempt(session: Session, attempt_id: int) -> StepAttempt | None:
     return session.get(StepAttempt, attempt_id)
 

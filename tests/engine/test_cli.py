@@ -116,6 +116,7 @@ def test_materialize_json_runs_and_logs_round_trip(project: Path) -> None:
     for step in data["steps"]:
         assert step["status"] == "success" and step["attempts"] == 1 and step["exit_code"] == 0
         assert Path(step["log_path"]).is_file()
+        assert (step["host"], step["worker"]) == (os.uname().nodename, "local")
     listing = json.loads(run(project, "runs", "--json").stdout)
     assert listing[0]["id"] == data["id"]
     logs = run(project, "logs", data["id"][:6], "readings")
