@@ -767,6 +767,11 @@ class Client:
             from engine.lineage import Staleness
 
             staleness = Staleness(s, self.load())
+            staleness.preload(
+                key
+                for key, node in found.items()
+                if node.status == "success" and key in staleness.manifest.assets
+            )
             for key, node in found.items():
                 if node.status == "success" and key in staleness.manifest.assets:
                     why = staleness.reasons(key, node.partition)

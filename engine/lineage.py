@@ -131,7 +131,8 @@ def _upstream_keys(
 
 
 class Staleness:
-    """Staleness of asset partitions over one session, memoized (one query per asset)."""
+    """Staleness of asset partitions over one session, memoized (one query per asset, or one
+    for many after `preload`)."""
 
     def __init__(self, session: Any, manifest: Manifest) -> None:
         self.session = session
@@ -147,6 +148,25 @@ class Staleness:
         if found is None:
             found = self._latest[asset] = repo.latest_per_partition(self.session, asset)
         return found
+
+    def preload(self, assets: Iterable[str]) -> None:
+        """Read the current materializations of `assets` and of everything upstream of them
+        (what `reasons` may look at) in one query, rather than one per asset as it goes."""
+        from engine.storage import repo
+
+        wanted: set[str] = set()
+        todo = list(assets)
+        while todo:
+            name = todo.pop()
+            if name in wanted:
+                continue
+            wanted.add(name)
+            spec = self.manifest.assets.get(name)
+            if spec is not None:
+                todo.extend(up for up in spec.upstream if up in self.manifest.assets)
+        unread = wanted - set(self._latest)
+        if unread:
+            self._latest.update(repo.latest_per_partition_of(self.session, unread))
 
     def reasons(self, asset: str, key: str | None) -> tuple[str, ...]:
         """Why the current value of `asset` [key] is stale; empty when it is current or was
@@ -208,9 +228,11 @@ def stale_states(
     first is what "in order" means.
     """
     ev = Staleness(session, manifest)
+    ordered = toposort(manifest, names)
+    ev.preload(ordered)
     due: set[str] = set()
     out = []
-    for name in toposort(manifest, names):
+    for name in ordered:
         spec = manifest.assets[name]
         key = partition if spec.partitions is not None else None
         if ev.latest(name).get(key) is None:
@@ -230,6 +252,7 @@ def stale_states(
 def asset_staleness(session: Any, manifest: Manifest) -> dict[str, AssetStaleness]:
     """Per asset, whether it (or how many of its partitions) is stale, for `dagtop list`."""
     ev = Staleness(session, manifest)
+    ev.preload(manifest.assets)
     out = {}
     for name in toposort(manifest, manifest.assets):  # upstreams first: shallow recursion
         spec = manifest.assets[name]

@@ -36,6 +36,7 @@ def partition_states(session: Any, manifest: Manifest, asset: str) -> list[Parti
     pdef = spec.partitions_def
     keys: list[str | None] = list(pdef.keys()) if pdef is not None else [None]
     staleness = Staleness(session, manifest)
+    staleness.preload([asset])
     mats = staleness.latest(asset)
     steps = repo.partition_states(session, asset)
     out = []
