@@ -18,11 +18,13 @@ import pytest
 from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Label
+from textual.widgets._footer import FooterKey
 
 from engine.client import AttemptView, Client, RunRequest, RunView, SampleView, StepView
 from engine.errors import RunNotFound
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.run import RunCommands, RunScreen, default_step
+from tui.widgets.footer import KeyFooter
 from tui.widgets.log_view import LogView
 
 T0 = 1_750_000_000.0  # 2025-06-15 15:06:40 UTC
@@ -511,3 +513,34 @@ async def test_polling_an_unchanged_run_leaves_the_footer_alone(tmp_path: Path) 
         await pilot.press(*"INFO", "enter")  # a search: n/N become available
         await pilot.pause()
         assert refreshed
+
+
+async def test_the_footer_dims_its_keys_in_place_and_rebuilds_only_for_other_keys(
+    tmp_path: Path,
+) -> None:
+    # Textual's Footer remounts every key on each focus change (~20-170 ms a time).
+    app = RunApp(failed_run(tmp_path), "4f2a")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot, 13)
+        footer = app.screen.query_one(KeyFooter)
+
+        def keys() -> dict[str, FooterKey]:
+            return {key.action: key for key in footer.query(FooterKey)}
+
+        before = keys()
+        assert before["next_attempt"].has_class("-disabled")  # the last attempt is shown
+        assert not before["prev_attempt"].has_class("-disabled")
+        await pilot.press("tab")  # the focus moves, the keys stay
+        await pilot.press("left_square_bracket")  # attempt 2 of 3: `]` applies now
+        await settle(pilot)
+        after = keys()
+        assert after.keys() == before.keys()
+        assert all(after[action] is key for action, key in before.items())
+        assert not after["next_attempt"].has_class("-disabled")
+        assert not after["next_attempt"]._disabled
+
+        await pilot.press("slash", *"INFO", "enter")  # a search: n and N join the keys
+        deadline = time.monotonic() + 5
+        while "next_match" not in keys() and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        assert {"next_match", "prev_match"} <= keys().keys()

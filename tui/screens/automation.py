@@ -14,12 +14,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
 from engine.errors import EngineError
 from tui.screens.backfill import clock_now, report_error, span
 from tui.screens.backfills import sync_table
+from tui.widgets.footer import KeyFooter
 
 RUN_GLYPHS = {
     "success": "✓",
@@ -191,7 +192,7 @@ class AutomationScreen(Screen[None]):
                 table.add_column(label, key=key)
             yield table
             yield Static("", id=f"{kind}s-note", classes="automation-note")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         for note in self.query(".automation-note"):

@@ -12,10 +12,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
 from tui.screens.backfill import clock_now, report_error, span
+from tui.widgets.footer import KeyFooter
 
 STATUS_GLYPHS = {"running": "◐", "success": "✓", "failed": "✗", "canceled": "■"}
 STATUS_STYLES = {"running": "yellow", "success": "green", "failed": "red", "canceled": "dim"}
@@ -136,7 +137,7 @@ class BackfillsScreen(Screen[None]):
             " No backfills yet: open a partition matrix, select keys, press b.",
             id="backfills-empty",
         )
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.poll()

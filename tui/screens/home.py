@@ -23,7 +23,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.events import DescendantFocus
 from textual.screen import Screen
-from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Label, Static, Tree
+from textual.widgets import ContentSwitcher, DataTable, Input, Label, Static, Tree
 from textual.worker import Worker, WorkerState
 
 from engine.client import NodeStatus, RunRequest, RunView
@@ -31,6 +31,7 @@ from engine.errors import EngineError
 from tui.messages import EngineChanged
 from tui.widgets import glyph
 from tui.widgets.dag import DagLayout, DagNode, DagView, layout_dag
+from tui.widgets.footer import KeyFooter
 from tui.widgets.pipelines_tree import AutomationList, NodeRef, PipelinesTree
 from tui.widgets.runs_table import PAGE, RunsTable
 from tui.widgets.status_bar import StatusBar, tilde
@@ -209,7 +210,7 @@ class HomeScreen(Screen[None]):
                 with Vertical(id="runs-pane"):
                     yield self.filter_input
                     yield self.runs_table
-        yield Footer(compact=True)
+        yield KeyFooter(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#left").border_title = "Pipelines"

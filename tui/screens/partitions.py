@@ -19,12 +19,13 @@ from textual.binding import Binding
 from textual.markup import escape
 from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from engine.client import RunRequest
 from engine.errors import EngineError
 from tui.screens.backfill import BackfillDialog, clock_now, report_error, span
+from tui.widgets.footer import KeyFooter
 from tui.widgets.partition_matrix import GLYPHS, PartitionMatrix, status_glyph
 
 _NOUN = {"daily": "day", "hourly": "hour", "static": "key"}
@@ -154,7 +155,7 @@ class PartitionsScreen(Screen[None]):
         yield Static("", id="partitions-selection")
         legend = "  ".join(f"[{_COLOURS[s]}]{g}[/] {s}" for s, g in GLYPHS.items())
         yield Static(f" {legend}  · not loaded", id="partitions-legend")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.load_layout()

@@ -23,13 +23,14 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Input, Label, Static
+from textual.widgets import DataTable, Input, Label, Static
 from textual.worker import Worker, WorkerState
 
 from engine.client import AttemptView, RunView, SampleView, StepView
 from engine.errors import EngineError, RunNotFound
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets import STYLES, glyph
+from tui.widgets.footer import KeyFooter
 from tui.widgets.log_view import LogView
 from tui.widgets.resources import ResourceGauge, format_bytes
 from tui.widgets.timeline import Lane, Segment, Timeline
@@ -216,7 +217,7 @@ class RunScreen(Screen[None]):
                 yield ResourceGauge("RSS", "bytes", id="rss")
             yield LogView(id="log")
             yield Input(placeholder="search the log (enter: find, esc: close)", id="search")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#steps", DataTable)
