@@ -683,10 +683,11 @@ class RunScreen(Screen[None]):
 
 
 def _update(widget: Static, content: Any) -> None:
-    """Show `content` in `widget` only if it changed: every `update` lays the whole screen out
-    again, and the log titles are re-rendered several times a second while a log streams."""
+    """Show `content` in `widget` only if it changed: an `update` lays the whole screen out
+    again, and the log titles are re-rendered several times a second while a log streams.
+    A widget whose size the CSS fixes (no `auto` width or height) is only repainted."""
     if widget.content != content:
-        widget.update(content)
+        widget.update(content, layout=widget.styles.auto_dimensions)
 
 
 def _pick_attempt(

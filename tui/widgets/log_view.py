@@ -704,7 +704,7 @@ class LogView(ScrollView, can_focus=True):
         self._kinds.clear()
         self._wrap_rows = array("Q")
         self._match = None
-        self.virtual_size = Size(0, 0)
+        self._set_virtual_size(Size(0, 0))
         self._pinning = True
         try:
             self.scroll_to(0, 0, animate=False, force=True)
@@ -718,12 +718,29 @@ class LogView(ScrollView, can_focus=True):
         if self.wrap:
             self._extend_wrap_rows()
             rows = self._wrap_rows[-1] if self._wrap_rows else 0
-            self.virtual_size = Size(self.scrollable_content_region.width, rows)
+            self._set_virtual_size(Size(self.scrollable_content_region.width, rows))
         else:
             width = index.longest
             if width > MAX_LINE_BYTES:
                 width = MAX_LINE_BYTES + 24  # room for "… (1.2 GiB line)"
-            self.virtual_size = Size(width, lines)
+            self._set_virtual_size(Size(width, lines))
+
+    def _set_virtual_size(self, size: Size) -> None:
+        """Grow (or shrink) the scrollable area without laying the screen out again.
+
+        Setting `virtual_size` makes Textual re-lay out the whole screen, several times a
+        second while a log streams in. Unless the view sizes itself to its content (an `auto`
+        width or height), only its scrollbars depend on it: update them (which asks for a
+        layout by itself if one appears or goes) and repaint the view.
+        """
+        if size == self.virtual_size:
+            return
+        if self.styles.auto_dimensions or not self.is_mounted:
+            self.virtual_size = size
+            return
+        self.set_reactive(LogView.virtual_size, size)
+        self._scroll_update(size)
+        self.refresh()
 
     def _extend_wrap_rows(self) -> None:
         width = max(1, self.scrollable_content_region.width)

@@ -82,7 +82,11 @@ class ResourceGauge(Horizontal):
     def _show(self) -> None:
         # One sample would draw a full bar (Sparkline's way to show a single value): wait for two.
         self.query_one(Sparkline).data = list(self.values) if len(self.values) > 1 else []
-        self.query_one(".gauge--value", Label).update(self.text())
+        value = self.query_one(".gauge--value", Label)
+        text, shown = self.text(), str(value.content)
+        if text != shown:
+            # As wide as before (`612 MiB` -> `615 MiB`): a repaint, not a layout of the screen.
+            value.update(text, layout=len(text) != len(shown))
 
 
 __all__ = ["ResourceGauge", "format_bytes", "format_percent"]
