@@ -190,8 +190,11 @@ def load_file(
     # that wrote it (by its code's filename), so nothing is counted twice or in the wrong file.
     # Definitions made by code outside the pipeline files (a factory in a helper module)
     # belong to the file whose import made them.
+    real_of: dict[str, str] = {}  # resolving a path costs a few stat calls: once per file
     for item in d._registry.reset():
-        owner = os.path.realpath(item.file)
+        owner = real_of.get(item.file)
+        if owner is None:
+            owner = real_of[item.file] = os.path.realpath(item.file)
         owned.setdefault(owner if owner in pipeline_paths else real, []).append(item)
     result: dict[str, Any] = {
         "file": file,

@@ -176,7 +176,8 @@ def _graph_errors(
 
 
 def _cycles(m: Manifest, add: Any) -> None:
-    graph = {name: set(spec.upstream) & set(m.assets) for name, spec in m.assets.items()}
+    known = m.assets.keys()
+    graph = {name: known & set(spec.upstream) for name, spec in m.assets.items()}
     try:
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as exc:
