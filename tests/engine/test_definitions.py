@@ -6,6 +6,8 @@ resolved against a manifest loaded from a small pipelines folder.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -225,6 +227,36 @@ def test_code_version_follows_the_source() -> None:
 
     assert len(one.code_version) == 12
     assert one.code_version != two.code_version
+
+
+def test_code_version_hashes_the_text_getsource_gives() -> None:
+    """Versions recorded while the hash came from inspect.getsource stay valid."""
+
+    @asset(
+        group="g",
+        retries=1,
+    )
+    def decorated(x):
+        y = x + 1  # a comment
+        return y
+
+    @asset
+    def with_sql():
+        return """
+SELECT 1
+FROM t
+"""
+
+    @asset
+    def nested():
+        def inner():
+            return 2
+
+        return inner()
+
+    for defn in (decorated, with_sql, nested):
+        source = inspect.getsource(defn.fn)
+        assert defn.code_version == hashlib.sha256(source.encode()).hexdigest()[:12], source
 
 
 # --- checks ------------------------------------------------------------------------------------

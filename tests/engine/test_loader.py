@@ -1090,3 +1090,65 @@ def test_the_manifest_round_trips_through_a_dict_and_json(tmp_path: Path) -> Non
     assert m.assets and m.errors and m.pipelines and m.schedules and m.sensors and m.checks
     assert Manifest.from_dict(m.to_dict()) == m
     assert Manifest.from_dict(json.loads(json.dumps(m.to_dict()))) == m
+
+
+# --- code versions ------------------------------------------------------------------------------
+
+VERSIONED = '''
+    from engine import asset
+
+
+    @asset(
+        group="sql",
+    )
+    def report(good_asset):
+        return f"""
+    SELECT {good_asset}
+    FROM events
+    """
+
+
+    @asset
+    def model():
+        # A comment above the last line.
+        return "model"
+
+
+    @asset(code_version="v3")
+    def pinned():
+        return "pinned"
+'''
+
+
+def versions(m: Manifest) -> dict[str, str]:
+    assert m.errors == {}
+    return {name: spec.code_version for name, spec in m.assets.items()}
+
+
+def test_code_versions_are_the_same_in_every_loader_process(tmp_path: Path) -> None:
+    first = versions(load_files(tmp_path, {"versioned.py": VERSIONED}))
+    again = versions(load(tmp_path / "pipelines"))  # no cache: another child imports it again
+    assert again == first
+    assert len({first["good_asset"], first["report"], first["model"]}) == 3
+
+
+def test_editing_a_body_changes_its_version_and_moving_a_function_does_not(
+    tmp_path: Path,
+) -> None:
+    before = versions(load_files(tmp_path, {"versioned.py": VERSIONED}))
+    # The last lines of `report` are a string at column 0: where a function ends comes from
+    # its code, not from indentation.
+    edited = VERSIONED.replace("FROM events", "FROM events_v2")
+    after = versions(load_files(tmp_path, {"versioned.py": edited}))
+    assert after["report"] != before["report"]
+    assert after["model"] == before["model"]  # one line further down, otherwise the same
+    edited = edited.replace('return "model"', 'return "model v2"')
+    last = versions(load_files(tmp_path, {"versioned.py": edited}))
+    assert last["model"] != before["model"]
+    assert last["report"] == after["report"]
+
+
+def test_a_code_version_given_to_the_decorator_wins_over_the_source(tmp_path: Path) -> None:
+    assert versions(load_files(tmp_path, {"versioned.py": VERSIONED}))["pinned"] == "v3"
+    edited = VERSIONED.replace('return "pinned"', 'return "pinned, edited"')
+    assert versions(load_files(tmp_path, {"versioned.py": edited}))["pinned"] == "v3"
