@@ -15,8 +15,9 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from inspect import CO_VARARGS, CO_VARKEYWORDS
 from pathlib import Path
-from types import CodeType
+from types import CodeType, FunctionType
 from typing import Any, overload
 
 from engine.errors import DefinitionError
@@ -64,23 +65,50 @@ def _fn_location(fn: Callable[..., Any]) -> tuple[str, int]:
     return code.co_filename, code.co_firstlineno
 
 
-def _inputs_of(fn: Callable[..., Any], what: str) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
-    """Split a function's parameters into (takes_context, required inputs, optional inputs)."""
+def _parameters(fn: Callable[..., Any], what: str) -> list[tuple[str, bool, bool]]:
+    """(name, has a default, is *args or **kwargs) for each parameter of `fn`, in order."""
+    code = getattr(fn, "__code__", None)
+    plain = not hasattr(fn, "__wrapped__") and not hasattr(fn, "__signature__")
+    if type(fn) is FunctionType and plain and code is not None:
+        # Read from the code object: the same answer as inspect.signature for a plain
+        # function, at a tenth of its cost, which adds up over a module of many assets.
+        n_pos = code.co_argcount
+        names = code.co_varnames
+        first_default = n_pos - len(fn.__defaults__ or ())
+        kw_defaults = fn.__kwdefaults__ or {}
+        params = [(names[i], i >= first_default, False) for i in range(n_pos)]
+        if code.co_flags & CO_VARARGS:
+            params.append(("*", False, True))
+        kwonly = names[n_pos : n_pos + code.co_kwonlyargcount]
+        params += [(name, name in kw_defaults, False) for name in kwonly]
+        if code.co_flags & CO_VARKEYWORDS:
+            params.append(("**", False, True))
+        return params
     try:
-        params = list(inspect.signature(fn).parameters.values())
+        signature = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
         raise DefinitionError(f"{what}: cannot read the signature of {fn!r}: {exc}") from exc
-    takes_context = bool(params) and params[0].name == CONTEXT_PARAM
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return [
+        (p.name, p.default is not p.empty, p.kind in variadic)
+        for p in signature.parameters.values()
+    ]
+
+
+def _inputs_of(fn: Callable[..., Any], what: str) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
+    """Split a function's parameters into (takes_context, required inputs, optional inputs)."""
+    params = _parameters(fn, what)
+    takes_context = bool(params) and params[0][0] == CONTEXT_PARAM
     if takes_context:
         params = params[1:]
     required: list[str] = []
     optional: list[str] = []
-    for p in params:
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+    for name, has_default, variadic in params:
+        if variadic:
             raise DefinitionError(f"{what}: *args and **kwargs are not supported")
-        if p.name == CONTEXT_PARAM:
+        if name == CONTEXT_PARAM:
             raise DefinitionError(f"{what}: `context` must be the first parameter")
-        (required if p.default is p.empty else optional).append(p.name)
+        (optional if has_default else required).append(name)
     return takes_context, tuple(required), tuple(optional)
 
 

@@ -6,6 +6,7 @@ resolved against a manifest loaded from a small pipelines folder.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import textwrap
@@ -142,6 +143,33 @@ def test_params_with_defaults_are_optional_inputs() -> None:
 
     assert model.inputs == ("features", "labels")
     assert model.optional_inputs == ("weights", "seed")
+
+
+def test_keyword_only_and_positional_only_params_are_inputs() -> None:
+    @asset
+    def scaled(context, raw, /, weights=None, *, offset, scale=2):
+        return raw
+
+    assert scaled.takes_context is True
+    assert scaled.inputs == ("raw", "offset")
+    assert scaled.optional_inputs == ("weights", "scale")
+
+
+def test_a_wrapped_function_has_the_inputs_of_the_function_it_wraps() -> None:
+    def logged(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    @asset
+    @logged
+    def cleaned(raw, limit=10):
+        return raw[:limit]
+
+    assert (cleaned.inputs, cleaned.optional_inputs) == (("raw",), ("limit",))
+    assert cleaned([1, 2, 3], limit=2) == [1, 2]
 
 
 def test_deps_by_name_or_asset_def() -> None:
