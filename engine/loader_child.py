@@ -9,16 +9,18 @@ protocol. The parent enforces the time limit per file and kills this process if 
 
 from __future__ import annotations
 
+import importlib
 import json
+import linecache
 import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from engine import definitions as d
 from engine.errors import DefinitionError
-from engine.modules import import_pipeline_module, module_name_for
+from engine.modules import NAMESPACE, import_pipeline_module, module_name_for
 
 
 def _user_line(tb: traceback.StackSummary, path: str) -> int | None:
@@ -29,7 +31,6 @@ def _user_line(tb: traceback.StackSummary, path: str) -> int | None:
 def _trim_traceback(exc: BaseException) -> str:
     """The traceback from the user's code down, without the loader's or importlib's frames."""
     frames = traceback.extract_tb(exc.__traceback__)
-    import importlib
 
     here = str(Path(__file__).parent) + os.sep
     machinery = os.path.dirname(importlib.__file__) + os.sep
@@ -232,22 +233,68 @@ def load_file(
     return result
 
 
-def main() -> None:
-    root = Path(sys.argv[1]).resolve()
-    request = json.loads(sys.stdin.read())
-    files = request["files"]
-    # Results go to the original stdout; the user's prints are sent to stderr.
-    out = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    sys.stdin = open(os.devnull)  # noqa: SIM115 - user code must not wait on our protocol
+def become_fresh(root: Path) -> None:
+    """Make a child forked from the engine's side what user code would find in a fresh
+    `python -m engine.loader_child ROOT` (see `main`): a session of its own, the working folder
+    and `sys.path` of that command, no terminal, no bytecode written, and no module of the
+    pipelines folder left over from its parent (a test process may have imported one)."""
+    os.setsid()
+    os.chdir(root.parent)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    # The parent's stream objects may write elsewhere than fds 0-2 (a test's capture).
+    sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
+    sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+    sys.argv = [__file__, str(root)]
+    # What `python -m` puts first, then PYTHONPATH as it is now (it may have changed since this
+    # process started: a missing package made available is a reason to load again).
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path[:0] = [str(root.parent), *(p for p in extra if p not in sys.path)]
+    sys.dont_write_bytecode = True
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"  # and for whatever the imports start
+    inside = str(root) + os.sep
+    for name, module in list(sys.modules.items()):
+        if (
+            name == NAMESPACE
+            or name.startswith(NAMESPACE + ".")
+            or ((getattr(module, "__file__", None) or "").startswith(inside))
+        ):
+            del sys.modules[name]
+    importlib.invalidate_caches()
+    linecache.clearcache()
+    d._registry.reset()
+    d._pipeline_stack.clear()
+
+
+def serve(root: Path, files: list[str], every: list[str], out: TextIO) -> None:
+    """Import `files` one by one, writing `{"start": file}` and then its result to `out`.
+
+    Args:
+        root: The pipelines folder, absolute.
+        files: The relative paths to import, in order.
+        every: Every pipeline file of the folder, so definitions go to the file that wrote them.
+        out: The result channel (line-buffered text), never the user's stdout.
+    """
     owned: dict[str, list[Any]] = {}
-    pipeline_paths = {os.path.realpath(root / f) for f in request["all"]}
+    pipeline_paths = {os.path.realpath(root / f) for f in every}
     for file in files:
         out.write(json.dumps({"start": file}) + "\n")
         result = load_file(root, file, owned, pipeline_paths)
         out.write(json.dumps(result, default=str) + "\n")
     out.close()
+
+
+def main() -> None:
+    root = Path(sys.argv[1]).resolve()
+    request = json.loads(sys.stdin.read())
+    # Results go to the original stdout; the user's prints are sent to stderr.
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    sys.stdin = open(os.devnull)  # noqa: SIM115 - user code must not wait on our protocol
+    serve(root, request["files"], request["all"], out)
     # Threads a module started (even non-daemon ones) must not keep the loader waiting.
     os._exit(0)
 

@@ -11,7 +11,9 @@ import contextlib
 import json
 import re
 import signal
+import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,6 +128,25 @@ def time_limit(seconds: float) -> Iterator[None]:
             signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.01))
 
 
+@pytest.fixture(params=["fork", "spawn"])
+def start_method(request: pytest.FixtureRequest) -> Iterator[str]:
+    """How the loader starts its child: forked from this process (a command line's way), or
+    as a new interpreter because another thread runs here (the TUI's and the daemon's way)."""
+    if request.param == "fork":
+        if threading.active_count() != 1:
+            pytest.skip("a thread left running by an earlier test: the loader cannot fork")
+        yield "fork"
+        return
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)
+    thread.start()
+    try:
+        yield "spawn"
+    finally:
+        stop.set()
+        thread.join()
+
+
 # --- errors at import --------------------------------------------------------------------------
 
 
@@ -224,7 +245,7 @@ def test_traceback_keeps_user_frames_when_the_path_mentions_importlib(tmp_path: 
 
 
 def test_hanging_imports_time_out_and_the_files_after_them_still_load(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start_method: str
 ) -> None:
     calls = spy_children(monkeypatch)
     files = {
@@ -246,7 +267,7 @@ def test_hanging_imports_time_out_and_the_files_after_them_still_load(
 
 
 def test_imports_that_kill_the_process_are_crashes_and_the_rest_loads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start_method: str
 ) -> None:
     calls = spy_children(monkeypatch)
     files = {
@@ -264,7 +285,9 @@ def test_imports_that_kill_the_process_are_crashes_and_the_rest_loads(
     assert [c[0] for c in calls] == ["a_first.py", "c_segfaults.py", "d_after.py"]
 
 
-def test_a_module_leaving_a_thread_running_does_not_hang_the_loader(tmp_path: Path) -> None:
+def test_a_module_leaving_a_thread_running_does_not_hang_the_loader(
+    tmp_path: Path, start_method: str
+) -> None:
     threads = """
         import threading
         import time
@@ -283,7 +306,9 @@ def test_a_module_leaving_a_thread_running_does_not_hang_the_loader(tmp_path: Pa
     assert_good_loaded(m)
 
 
-def test_printing_at_import_does_not_corrupt_the_protocol(tmp_path: Path) -> None:
+def test_printing_at_import_does_not_corrupt_the_protocol(
+    tmp_path: Path, start_method: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     noisy = """
         import os
         import sys
@@ -305,6 +330,8 @@ def test_printing_at_import_does_not_corrupt_the_protocol(tmp_path: Path) -> Non
             return 1
     """
     m = load_files(tmp_path, {"noisy.py": noisy, "z_after.py": asset_file("after_noise")})
+    out, err = capfd.readouterr()
+    assert "hello" not in out + err and "fd 1" not in out + err  # never on the caller's terminal
     assert m.errors == {}
     assert m.assets["noisy_asset"].file == "noisy.py"
     assert "after_noise" in m.assets
@@ -960,7 +987,7 @@ def test_a_cache_with_malformed_results_is_ignored(tmp_path: Path) -> None:
 
 
 def test_an_import_error_is_retried_once_the_missing_module_exists(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start_method: str
 ) -> None:
     needs = """
         import extra_dep_for_dagtop_tests
@@ -1125,7 +1152,9 @@ def versions(m: Manifest) -> dict[str, str]:
     return {name: spec.code_version for name, spec in m.assets.items()}
 
 
-def test_code_versions_are_the_same_in_every_loader_process(tmp_path: Path) -> None:
+def test_code_versions_are_the_same_in_every_loader_process(
+    tmp_path: Path, start_method: str
+) -> None:
     first = versions(load_files(tmp_path, {"versioned.py": VERSIONED}))
     again = versions(load(tmp_path / "pipelines"))  # no cache: another child imports it again
     assert again == first
@@ -1152,3 +1181,27 @@ def test_a_code_version_given_to_the_decorator_wins_over_the_source(tmp_path: Pa
     assert versions(load_files(tmp_path, {"versioned.py": VERSIONED}))["pinned"] == "v3"
     edited = VERSIONED.replace('return "pinned"', 'return "pinned, edited"')
     assert versions(load_files(tmp_path, {"versioned.py": edited}))["pinned"] == "v3"
+
+
+def test_a_module_of_the_folder_imported_here_is_imported_afresh_by_the_loader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start_method: str
+) -> None:
+    from engine.modules import import_pipeline_module
+
+    named = """
+        from _names import NAME
+
+        from engine import asset
+
+
+        @asset(name=NAME)
+        def named():
+            return 1
+    """
+    root = write(tmp_path / "pipelines", {"named.py": named, "_names.py": "NAME = 'first'\n"})
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "modules", dict(sys.modules))
+    import_pipeline_module(root.resolve(), "named.py")  # as engine.testing does in a user's test
+    assert sys.modules["_names"].NAME == "first"
+    (root / "_names.py").write_text("NAME = 'second'\n")
+    assert set(load(root).assets) == {"second"}
