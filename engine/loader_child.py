@@ -9,6 +9,7 @@ protocol. The parent enforces the time limit per file and kills this process if 
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import json
 import linecache
@@ -247,6 +248,8 @@ def become_fresh(root: Path) -> None:
     # The parent's stream objects may write elsewhere than fds 0-2 (a test's capture).
     sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
     sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+    if faulthandler.is_enabled():  # a crash report goes where the child's stderr goes
+        faulthandler.enable(sys.stderr)
     sys.argv = [__file__, str(root)]
     # What `python -m` puts first, then PYTHONPATH as it is now (it may have changed since this
     # process started: a missing package made available is a reason to load again).
