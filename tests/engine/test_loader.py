@@ -1152,11 +1152,16 @@ def versions(m: Manifest) -> dict[str, str]:
     return {name: spec.code_version for name, spec in m.assets.items()}
 
 
-def test_code_versions_are_the_same_in_every_loader_process(
-    tmp_path: Path, start_method: str
-) -> None:
+def test_code_versions_are_the_same_in_every_loader_process(tmp_path: Path) -> None:
     first = versions(load_files(tmp_path, {"versioned.py": VERSIONED}))
-    again = versions(load(tmp_path / "pipelines"))  # no cache: another child imports it again
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)
+    thread.start()  # so the loader starts a new interpreter instead of forking this process
+    try:
+        again = versions(load(tmp_path / "pipelines"))  # and no cache
+    finally:
+        stop.set()
+        thread.join()
     assert again == first
     assert len({first["good_asset"], first["report"], first["model"]}) == 3
 
