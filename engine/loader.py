@@ -244,7 +244,7 @@ def _fork_child(root: Path, files: list[str], every: list[str]) -> _Child:
         return _Child(pid, read)
     try:
         os.close(read)
-        loader_child.become_fresh(root)
+        loader_child.become_fresh(root, write)
         loader_child.serve(root, files, every, os.fdopen(write, "w", buffering=1))
     finally:
         # Never return into the parent's code; threads an import started must not keep us.

@@ -9,6 +9,7 @@ protocol. The parent enforces the time limit per file and kills this process if 
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import importlib
 import json
@@ -234,16 +235,24 @@ def load_file(
     return result
 
 
-def become_fresh(root: Path) -> None:
+def become_fresh(root: Path, channel: int) -> None:
     """Make a child forked from the engine's side what user code would find in a fresh
     `python -m engine.loader_child ROOT` (see `main`): a session of its own, the working folder
-    and `sys.path` of that command, no terminal, no bytecode written, and no module of the
-    pipelines folder left over from its parent (a test process may have imported one)."""
+    and `sys.path` of that command, no terminal, no bytecode written, no module of the
+    pipelines folder left over from its parent (a test process may have imported one), and no
+    file descriptor of the parent's but `channel`, the result channel."""
     os.setsid()
     os.chdir(root.parent)
+    # Every other inherited descriptor (a database, a socket, a pipe to another process)
+    # becomes /dev/null: user code writing to any number it finds reaches nothing of ours.
+    # Replaced rather than closed, so a number is never reused while the parent's object
+    # for it still exists.
     null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in (channel, null):
+            with contextlib.suppress(OSError):  # the listing's own, already closed
+                os.dup2(null, fd)
     os.close(null)
     # The parent's stream objects may write elsewhere than fds 0-2 (a test's capture).
     sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import signal
 import sys
@@ -1210,3 +1211,27 @@ def test_a_module_of_the_folder_imported_here_is_imported_afresh_by_the_loader(
     assert sys.modules["_names"].NAME == "first"
     (root / "_names.py").write_text("NAME = 'second'\n")
     assert set(load(root).assets) == {"second"}
+
+
+def test_user_code_cannot_write_to_the_callers_descriptors(
+    tmp_path: Path, start_method: str
+) -> None:
+    scribbler = """
+        import os
+
+        for fd in range(3, 1024):
+            try:
+                os.write(fd, b"scribbled\\n")
+            except OSError:
+                pass
+    """
+    read, write = os.pipe()  # stands for the caller's database, sockets and pipes
+    os.set_blocking(read, False)
+    try:
+        m = load_files(tmp_path, {"scribbler.py": scribbler})
+        with pytest.raises(BlockingIOError):
+            os.read(read, 100)
+    finally:
+        os.close(read)
+        os.close(write)
+    assert_good_loaded(m)
