@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,11 +62,22 @@ def display_url(url: str) -> str:
 
 def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     # WAL lets the UI read while the engine writes; NORMAL is durable across a process crash
     # and loses at most the last transaction on power loss, which reconcile then repairs.
-    cur.execute("PRAGMA journal_mode=WAL")
+    # Turning a new database to WAL needs it alone for a moment, and SQLite answers "locked"
+    # at once, without its busy wait, while another connection is creating the schema: retry
+    # within the busy timeout. (Once in WAL, the mode is kept in the file and this is a no-op.)
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
