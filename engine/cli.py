@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -157,24 +158,64 @@ def list_(client: Client, as_json: bool) -> None:
 
 
 class _Progress:
-    """Prints each step once as it finishes (unless --json)."""
+    """Prints each step once as it finishes (unless --json).
+
+    In-process, the coordinator calls it on its own thread at every change of the run; reading
+    the whole run each time would make a run of n steps cost n² reads and slow it down. So it
+    reads at most every `REFRESH` seconds, a timer catches the last change of a burst, and
+    `done` prints whatever the final view adds. Views a daemon pushes cost nothing to read.
+    """
+
+    REFRESH = 0.25
 
     def __init__(self, client: Client, quiet: bool) -> None:
         self.client, self.quiet = client, quiet
         self.shown: set[tuple[str, int, str]] = set()
+        self._lock = threading.Lock()
+        self._read_at = float("-inf")  # the first change is read at once
+        self._timer: threading.Timer | None = None
 
     def __call__(self, run: str | RunView) -> None:
         if self.quiet:
             return
-        view = run if isinstance(run, RunView) else self.client.run(run)
-        for st in view.steps:
-            if st.status in ("queued", "running"):
-                continue
-            mark = (st.key, st.attempts, st.status)
-            if mark in self.shown:
-                continue
-            self.shown.add(mark)
-            print(_step_line(st), flush=True)
+        if isinstance(run, RunView):
+            self._print(run)
+            return
+        with self._lock:
+            wait = self._read_at + self.REFRESH - time.monotonic()
+            if wait > 0:
+                if self._timer is None:
+                    self._timer = threading.Timer(wait, self._trailing, args=(run,))
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+            self._read_at = time.monotonic()
+        self._print(self.client.run(run))
+
+    def _trailing(self, run_id: str) -> None:
+        with self._lock:
+            self._timer = None
+            self._read_at = time.monotonic()
+        self._print(self.client.run(run_id))
+
+    def done(self, view: RunView) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if not self.quiet:
+            self._print(view)
+
+    def _print(self, view: RunView) -> None:
+        with self._lock:
+            for st in view.steps:
+                if st.status in ("queued", "running"):
+                    continue
+                mark = (st.key, st.attempts, st.status)
+                if mark in self.shown:
+                    continue
+                self.shown.add(mark)
+                print(_step_line(st), flush=True)
 
 
 def _step_line(st: Any) -> str:
@@ -246,6 +287,7 @@ def materialize(
         view = client.materialize(
             selection, partition=partition, params=_parse_params(param), on_change=progress
         )
+    progress.done(view)
     _finish_run(view, as_json)
 
 
@@ -269,6 +311,7 @@ def _materialize_stale(
     elif view is None:
         print("nothing is stale")
     else:
+        progress.done(view)
         _finish_run(view, as_json)
 
 
@@ -311,7 +354,9 @@ def lineage(
 def run_(client: Client, pipeline: str, param: tuple[str, ...], as_json: bool) -> None:
     """Run a task pipeline now and wait for the result."""
     client.prewarm()
-    view = client.run_pipeline(pipeline, _parse_params(param), on_change=_Progress(client, as_json))
+    progress = _Progress(client, as_json)
+    view = client.run_pipeline(pipeline, _parse_params(param), on_change=progress)
+    progress.done(view)
     _finish_run(view, as_json)
 
 

@@ -168,3 +168,33 @@ def test_the_tui_is_not_needed_for_help(project: Path) -> None:
     assert result.returncode == 0 and "materialize" in result.stdout
     env = {k: v for k, v in os.environ.items() if k != "TERM"}
     assert subprocess.run([DAGTOP, "--help"], env=env, capture_output=True).returncode == 0
+
+
+def test_a_finished_step_is_printed_while_the_next_one_still_runs(tmp_path: Path) -> None:
+    (tmp_path / "pipelines").mkdir()
+    flag = tmp_path / "release"
+    (tmp_path / "pipelines" / "slow.py").write_text(
+        "import pathlib, time\n"
+        "from engine import asset\n\n\n"
+        "@asset\ndef fast():\n    return 1\n\n\n"
+        "@asset\ndef slow(fast):\n"
+        f"    while not pathlib.Path({str(flag)!r}).exists():\n"
+        "        time.sleep(0.05)\n"
+        "    return fast\n"
+    )
+    cli = subprocess.Popen(
+        [DAGTOP, "--home", str(tmp_path / "home"), "--pipelines", str(tmp_path / "pipelines"),
+         "materialize", "*"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert cli.stdout is not None
+        first = cli.stdout.readline()  # `slow` waits for the flag: this line comes before
+        assert first.startswith("✓ fast")
+    finally:
+        flag.write_text("")
+    out, err = cli.communicate(timeout=60)
+    assert cli.returncode == 0, err
+    lines = out.splitlines()
+    assert [line.split()[1] for line in lines[:-1]] == ["slow"]
+    assert lines[-1].startswith("✓ run")
