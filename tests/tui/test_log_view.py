@@ -18,7 +18,8 @@ from rich.style import Style
 from textual.app import App, ComposeResult
 
 from tui.widgets import log_view
-from tui.widgets.log_view import Kind, LineIndex, LogView, clean, preview_index
+from tui.widgets.log_index import Kind, LineIndex, clean, preview_index
+from tui.widgets.log_view import LogView
 
 GiB = 1 << 30
 MiB = 1 << 20
