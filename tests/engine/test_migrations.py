@@ -132,21 +132,28 @@ def test_postgresql_is_upgraded_only_on_purpose(pg_url: str) -> None:
     assert revision(open_db(pg_url)) == HEAD
 
 
-def test_engines_opening_a_new_database_at_once_create_it_once(db_url: str) -> None:
+def open_at_once(url: str, engines: int = 4) -> list[BaseException]:
+    """Open `url` from `engines` threads at the same moment; the errors they met."""
     errors: list[BaseException] = []
+    start = threading.Barrier(engines)
 
     def open_it() -> None:
+        start.wait()
         try:
-            open_db(db_url)
-        except BaseException as exc:  # noqa: BLE001
+            open_db(url)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
             errors.append(exc)
 
-    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    threads = [threading.Thread(target=open_it) for _ in range(engines)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert errors == []
+    return errors
+
+
+def test_engines_opening_a_new_database_at_once_create_it_once(db_url: str) -> None:
+    assert open_at_once(db_url) == []
     assert revision(open_db(db_url)) == HEAD
 
 
@@ -166,19 +173,5 @@ def test_opening_an_up_to_date_database_does_not_import_alembic(db_url: str) -> 
 def test_new_sqlite_files_opened_by_many_threads_at_once_never_say_locked(tmp_path: Path) -> None:
     # Switching a new file to WAL answers "locked" at once (no busy wait) while another
     # connection creates the schema; a few percent of such races failed before the retry.
-    errors: list[BaseException] = []
-    for i in range(60):
-        url = f"sqlite:///{tmp_path / f'{i}.db'}"
-
-        def open_it(url: str = url) -> None:
-            try:
-                open_db(url)
-            except BaseException as exc:  # noqa: BLE001
-                errors.append(exc)
-
-        threads = [threading.Thread(target=open_it) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+    errors = [e for i in range(60) for e in open_at_once(f"sqlite:///{tmp_path / f'{i}.db'}")]
     assert errors == []
