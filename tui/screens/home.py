@@ -11,7 +11,6 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,9 +28,10 @@ from textual.widget import Widget
 from textual.widgets import ContentSwitcher, DataTable, Input, Label, Static, Tree
 from textual.worker import Worker, WorkerState
 
-from engine.client import NodeStatus, RunRequest, RunView
+from engine.client import NodeStatus, RunView
 from engine.errors import EngineError
 from tui.messages import EngineChanged
+from tui.screens.home_actions import HomeActions
 from tui.widgets import glyph
 from tui.widgets.dag import DagLayout, DagNode, DagView, layout_dag
 from tui.widgets.footer import KeyFooter
@@ -165,7 +165,7 @@ def _read_source(path: Path) -> str | None:
         return None
 
 
-class HomeScreen(Screen[None]):
+class HomeScreen(HomeActions, Screen[None]):
     """Pipelines tree, graph (or a broken file's error), schedules and sensors, recent runs."""
 
     CSS_PATH = "home.tcss"
@@ -607,227 +607,7 @@ class HomeScreen(Screen[None]):
         spec = self.manifest.assets.get(ref.name)
         return spec is not None and spec.partitions is not None
 
-    # --- actions ------------------------------------------------------------------------------
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if not hasattr(self, "runs_table"):
-            return True
-        ref = self.selected_ref
-        run = self.runs_table.selected_run
-        enabled: bool
-        if action == "materialize":
-            enabled = ref is not None and ref.kind in ("asset", "group", "pipeline", "task")
-        elif action == "materialize_group":
-            enabled = ref is not None and ref.graph is not None
-        elif action in ("partitions", "backfill"):
-            enabled = self._partitioned(ref)
-        elif action == "lineage":
-            enabled = ref is not None and ref.kind == "asset"
-        elif action == "rerun":
-            enabled = run is not None and run.status in ("failed", "canceled")
-        elif action == "cancel_run":
-            enabled = run is not None and not run.finished
-        elif action == "logs":
-            enabled = (self.runs_table.has_focus and run is not None) or (
-                self.node_status(ref) is not None
-            )
-        elif action == "toggle":
-            enabled = self.automation.has_focus and self.automation.selected is not None
-        else:
-            return True
-        return True if enabled else None
-
-    def action_materialize(self) -> None:
-        ref = self.selected_ref
-        if ref is None or self.manifest is None:
-            return
-        if ref.kind == "asset":
-            self._materialize((ref.name,), [ref.name])
-        elif ref.kind == "group":
-            self.action_materialize_group()
-        elif ref.kind in ("pipeline", "task") and ref.graph is not None:
-            self.submit(RunRequest(pipeline=ref.graph))
-
-    def action_materialize_group(self) -> None:
-        ref = self.selected_ref
-        if ref is None or ref.graph is None or self.manifest is None:
-            return
-        if ref.graph_kind == "pipeline":
-            self.submit(RunRequest(pipeline=ref.graph))
-            return
-        names = [a.name for a in self.manifest.assets.values() if a.group == ref.graph]
-        self._materialize((f"group:{ref.graph}",), names)
-
-    def _materialize(self, selection: tuple[str, ...], names: Sequence[str]) -> None:
-        assert self.manifest is not None
-        partitioned = [n for n in names if self.manifest.assets[n].partitions is not None]
-        if not partitioned:
-            self.submit(RunRequest(selection=selection))
-            return
-        from tui.screens.confirm import PromptScreen
-
-        def chosen(key: str | None) -> None:
-            if key:
-                self.submit(RunRequest(selection=selection, partition=key))
-
-        prompt = PromptScreen(
-            "Materialize",
-            f"Partition key of {', '.join(partitioned)}:",
-            value=self._latest_key(partitioned[0]),
-            placeholder="e.g. 2025-01-31",
-        )
-        self.app.push_screen(prompt, chosen)
-
-    def _latest_key(self, asset: str) -> str:
-        status = self.asset_statuses.get(asset)
-        if status is not None and status.partition:
-            return status.partition
-        assert self.manifest is not None
-        try:
-            pdef = self.manifest.assets[asset].partitions_def
-            keys = pdef.keys() if pdef is not None else []
-        except Exception:  # noqa: BLE001 - a prefill is a convenience, never an error
-            return ""
-        return keys[-1] if keys else ""
-
-    @work(group="submit", exit_on_error=False)
-    async def submit(self, request: RunRequest) -> None:
-        try:
-            run_id = await asyncio.to_thread(self.dagtop.client.submit, request)
-        except EngineError as exc:
-            self.notify(exc.msg, title=exc.title, severity="error")
-            return
-        what = request.pipeline or ", ".join(request.selection)
-        if request.partition:
-            what += f" [{request.partition}]"
-        self.notify(f"run {run_id[:6]}: {what}", title="Run queued")
-        self.request_refresh()
-
-    def action_rerun(self) -> None:
-        run = self.runs_table.selected_run
-        if run is not None:
-            self._rerun(run.id)
-
-    @work(group="submit", exit_on_error=False)
-    async def _rerun(self, run_id: str) -> None:
-        try:
-            full = await asyncio.to_thread(self.dagtop.client.rerun, run_id)
-        except EngineError as exc:
-            self.notify(exc.msg, title=exc.title, severity="error")
-            return
-        self.notify(f"run {full[:6]}: failed steps queued again", title="Re-run")
-        self.request_refresh()
-
-    def action_cancel_run(self) -> None:
-        run = self.runs_table.selected_run
-        if run is None or run.finished:
-            return
-        from tui.screens.confirm import ConfirmScreen
-
-        def confirmed(yes: bool | None) -> None:
-            if yes:
-                self._cancel(run.id)
-
-        question = f"Cancel run {run.id[:6]} ({run.target})?\nRunning steps are stopped."
-        self.app.push_screen(ConfirmScreen("Cancel run", question, yes="Cancel run"), confirmed)
-
-    @work(group="submit", exit_on_error=False)
-    async def _cancel(self, run_id: str) -> None:
-        try:
-            await asyncio.to_thread(self.dagtop.client.request_cancel, run_id)
-        except EngineError as exc:
-            self.notify(exc.msg, title=exc.title, severity="error")
-            return
-        self.notify(f"run {run_id[:6]}: cancel requested", title="Cancel")
-        self.request_refresh()
-
-    def action_logs(self) -> None:
-        run = self.runs_table.selected_run
-        if self.runs_table.has_focus and run is not None:
-            self.open_run(run.id)
-            return
-        status = self.node_status(self.selected_ref)
-        if status is not None and self.selected_ref is not None:
-            self.open_run(status.run_id, step=self.selected_ref.name)
-
-    def open_node(self, ref: NodeRef) -> None:
-        """Enter on an asset or task: its latest step."""
-        status = self.node_status(ref)
-        if status is None:
-            self.notify(f"{ref.name} has never run: press m to run it", title="No runs yet")
-            return
-        self.open_run(status.run_id, step=ref.name)
-
-    def open_run(self, run_id: str, step: str | None = None) -> None:
-        try:
-            from tui.screens.run import RunScreen
-        except ImportError:
-            self.notify("the run screen is not available yet", severity="warning")
-            return
-        self.app.push_screen(RunScreen(run_id, step=step))
-
-    def action_lineage(self) -> None:
-        """How the selected asset's current value was produced (d flips to what depends on it)."""
-        ref = self.selected_ref
-        if ref is None or ref.kind != "asset":
-            return
-        from tui.screens.lineage import LineageScreen
-
-        status = self.node_status(ref)
-        if status is None and self._partitioned(ref):
-            # Which partition's lineage? None exists yet: say so rather than ask for a key.
-            self.notify(f"{ref.name} has never been materialized: no lineage yet")
-            return
-        self.app.push_screen(LineageScreen(ref.name, status.partition if status else None))
-
-    def action_partitions(self) -> None:
-        ref = self.selected_ref
-        if not self._partitioned(ref) or ref is None:
-            return
-        try:
-            from tui.screens.partitions import PartitionsScreen
-        except ImportError:
-            self.notify("the partitions screen is not available yet", severity="warning")
-            return
-        self.app.push_screen(PartitionsScreen(ref.name))
-
-    def action_backfill(self) -> None:
-        ref = self.selected_ref
-        if not self._partitioned(ref) or ref is None:
-            return
-        try:
-            from tui.screens.backfill import BackfillDialog
-        except ImportError:
-            self.notify("the backfill dialog is not available yet", severity="warning")
-            return
-
-        def started(backfill_id: str | None) -> None:
-            if backfill_id:
-                self.notify(f"backfill {backfill_id[:6]} started", title="Backfill")
-                self.request_refresh()
-
-        self.app.push_screen(BackfillDialog([ref.name], None, None), started)
-
-    def action_toggle(self) -> None:
-        selected = self.automation.selected
-        if selected is None:
-            return
-        if not hasattr(self.dagtop.client, "set_enabled"):
-            self.notify("turning schedules and sensors on and off is not available yet",
-                        severity="warning")  # fmt: skip
-            return
-        kind, name = selected
-        self._toggle(kind, name, not self.automation.is_enabled(kind, name))
-
-    @work(group="submit", exit_on_error=False)
-    async def _toggle(self, kind: str, name: str, enabled: bool) -> None:
-        try:
-            await asyncio.to_thread(self.dagtop.client.set_enabled, kind, name, enabled)
-        except EngineError as exc:
-            self.notify(exc.msg, title=exc.title, severity="error")
-            return
-        self.automation.set_enabled(kind, name, enabled, self.dagtop.clock())
-        self.notify(f"{kind} {name} {'on' if enabled else 'off'}", title="Automation")
+    # --- the runs filter ------------------------------------------------------------------------
 
     def action_filter(self) -> None:
         self.filter_input.add_class("shown")
