@@ -18,12 +18,13 @@ from typing import ClassVar
 from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker
 
 from engine.client import Client, RunView
 from engine.errors import EngineError
 from tui.commands import DagtopCommands
 from tui.messages import EngineChanged
+from tui.screens.backfill import report_worker_failure
 
 log = logging.getLogger(__name__)
 
@@ -231,15 +232,7 @@ class DagtopApp(App[None]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Report a failed app-level worker (screens report their own the same way)."""
-        if event.state != WorkerState.ERROR:
-            return
-        error = event.worker.error
-        log.error("worker %s failed", event.worker.name, exc_info=error)
-        if isinstance(error, EngineError):
-            self.notify(error.msg, title=error.title, severity="error")
-        else:
-            self.notify(f"{type(error).__name__}: {error}", title="Unexpected error",
-                        severity="error")  # fmt: skip
+        report_worker_failure(self, event)
 
 
 def _stamp(run: RunView) -> tuple[object, ...]:

@@ -8,6 +8,7 @@ backfill the engine would refuse is never submitted. "missing and failed" is com
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,8 +22,11 @@ from textual.dom import DOMNode
 from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
+from textual.worker import Worker, WorkerState
 
 from engine.errors import EngineError
+
+log = logging.getLogger(__name__)
 
 TODO_STATUSES = frozenset({"missing", "failed"})
 """What "missing and failed" backfills."""
@@ -34,6 +38,15 @@ def report_error(node: Widget, exc: BaseException) -> None:
         node.notify(exc.msg, title=exc.title, severity="error")
     else:
         node.notify(str(exc) or type(exc).__name__, title=type(exc).__name__, severity="error")
+
+
+def report_worker_failure(node: Widget, event: Worker.StateChanged) -> None:
+    """Log and show a worker's unexpected failure (a toast, never a crash); other states pass."""
+    error = event.worker.error
+    if event.state != WorkerState.ERROR or error is None:
+        return
+    log.error("worker %s failed", event.worker.name, exc_info=error)
+    report_error(node, error)
 
 
 def span(seconds: float) -> str:
@@ -366,4 +379,11 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-__all__ = ["BackfillDialog", "clock_now", "downstream_of", "report_error", "span"]
+__all__ = [
+    "BackfillDialog",
+    "clock_now",
+    "downstream_of",
+    "report_error",
+    "report_worker_failure",
+    "span",
+]

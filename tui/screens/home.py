@@ -26,11 +26,12 @@ from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import ContentSwitcher, DataTable, Input, Label, Static, Tree
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker
 
 from engine.client import NodeStatus, RunView
 from engine.errors import EngineError
 from tui.messages import EngineChanged
+from tui.screens.backfill import report_worker_failure
 from tui.screens.home_actions import HomeActions
 from tui.widgets import glyph
 from tui.widgets.dag import DagLayout, DagNode, DagView, layout_dag
@@ -647,15 +648,7 @@ class HomeScreen(HomeActions, Screen[None]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """The one place a worker's unexpected failure is reported (never a crash)."""
-        if event.state != WorkerState.ERROR:
-            return
-        error = event.worker.error
-        log.error("worker %s failed", event.worker.name, exc_info=error)
-        if isinstance(error, EngineError):
-            self.notify(error.msg, title=error.title, severity="error")
-        else:
-            self.notify(f"{type(error).__name__}: {error}", title="Unexpected error",
-                        severity="error")  # fmt: skip
+        report_worker_failure(self, event)
 
 
 __all__ = ["HomeScreen", "error_renderable", "graph_nodes"]
