@@ -45,6 +45,7 @@ class EngineEvent:
 
     kind: str
     ref: str | None = None
+    ended: bool = False  # for a run: this change ended it
 
 
 class Engine:
@@ -116,6 +117,7 @@ class Engine:
         self.reload(initial=True)
         self._spawn(self.coordinator.serve, self._stop, name="dagtop-coordinator")
         self._spawn(self._housekeeping, name="dagtop-housekeeping")
+        self._listen()  # runs can be taken from here on; schedules and sensors start next
         if self._want_schedules:
             from engine.scheduler import Scheduler
 
@@ -135,7 +137,6 @@ class Engine:
         if self._want_watch and self.paths.pipelines.is_dir():
             self.watcher = PipelineWatcher(self.paths.pipelines, self.reload)
             self.watcher.start()
-        self._listen()
         log.info("engine started (%s) for %s", self.kind, self.paths.home)
 
     def _listen(self) -> None:
@@ -257,9 +258,10 @@ class Engine:
     def _run_changed(self, run_id: str) -> None:
         # Called on the coordinator's thread for every step change; admission only has new
         # room once a run has ended, so only then is housekeeping woken early.
-        if not self.coordinator.is_active(run_id):
+        ended = not self.coordinator.is_active(run_id)
+        if ended:
             self._wake.set()
-        self._emit(EngineEvent("run", run_id))
+        self._emit(EngineEvent("run", run_id, ended))
 
     # --- backfills ----------------------------------------------------------------------------
 

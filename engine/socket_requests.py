@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 # A follower re-reads at least this often, should a change event ever be missed.
 REFRESH = 1.0
+COALESCE = 0.1  # seconds of further changes gathered before the run is read again
 BACKFILL_REFRESH = 0.25
 
 
@@ -65,7 +66,15 @@ class SocketRequests:
         return changed, self.engine.subscribe(on_event)
 
     def _follow_run(self, run_id: str, send: Send) -> None:
-        changed, unsubscribe = self._changes(("run",), run_id)
+        changed, ended = threading.Event(), threading.Event()
+
+        def on_event(event: EngineEvent) -> None:
+            if event.kind == "run" and event.ref == run_id:
+                if event.ended:
+                    ended.set()
+                changed.set()
+
+        unsubscribe = self.engine.subscribe(on_event)
         try:
             last = None
             while self.engine.running:
@@ -78,6 +87,9 @@ class SocketRequests:
                 if view.finished:
                     return
                 changed.wait(REFRESH)
+                # A run changes a few times per step: reading the whole run at each change would
+                # cost n² for n steps. Gather a burst, unless the change ended the run.
+                ended.wait(COALESCE)
                 changed.clear()
         finally:
             unsubscribe()
