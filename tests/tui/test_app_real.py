@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from textual.pilot import Pilot
 from textual.widgets import ContentSwitcher, Static
 
 from engine.client import Client
@@ -48,6 +49,15 @@ def pg_client(tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> I
     yield from _embedded(tmp_path)
 
 
+async def home_with_graph(app: DagtopApp, pilot: Pilot[None]) -> HomeScreen:
+    """The home screen, once it has loaded the pipelines and shows a graph."""
+    await until(lambda: isinstance(app.screen, HomeScreen), pilot)
+    home = app.screen
+    assert isinstance(home, HomeScreen)
+    await until(lambda: home.manifest is not None and home.graph_shown is not None, pilot, 30)
+    return home
+
+
 def plain(renderable: object) -> str:
     console = Console(width=120, record=True, color_system=None, file=io.StringIO())
     console.print(renderable)
@@ -57,10 +67,7 @@ def plain(renderable: object) -> str:
 async def test_m_on_an_asset_runs_it_and_its_node_turns_green(client: Client) -> None:
     app = DagtopApp(client, mode="embedded")
     async with app.run_test(size=(160, 48)) as pilot:
-        await until(lambda: isinstance(app.screen, HomeScreen), pilot)
-        home = app.screen
-        assert isinstance(home, HomeScreen)
-        await until(lambda: home.manifest is not None and home.graph_shown is not None, pilot, 30)
+        home = await home_with_graph(app, pilot)
         tree = home.pipelines
         tree.move_cursor(tree.find(NodeRef("asset", "orders", "daily_sales.py", "sales")))
         await until(lambda: home.graph_shown == ("group", "sales"), pilot)
@@ -129,10 +136,7 @@ async def test_a_stale_node_says_why_under_the_graph(client: Client) -> None:
     assert client.node_statuses()["revenue"].status == "stale"
     app = DagtopApp(client, mode="embedded")
     async with app.run_test(size=(160, 48)) as pilot:
-        await until(lambda: isinstance(app.screen, HomeScreen), pilot)
-        home = app.screen
-        assert isinstance(home, HomeScreen)
-        await until(lambda: home.manifest is not None and home.graph_shown is not None, pilot, 30)
+        home = await home_with_graph(app, pilot)
         tree = home.pipelines
         tree.move_cursor(tree.find(NodeRef("asset", "orders", "daily_sales.py", "sales")))
         await until(lambda: home.graph_shown == ("group", "sales"), pilot)
@@ -176,10 +180,7 @@ async def test_i_shows_the_lineage_of_the_selected_asset(client: Client) -> None
     client.materialize(["orders", "revenue"], partition="2025-01-29")
     app = DagtopApp(client, mode="embedded")
     async with app.run_test(size=(160, 48)) as pilot:
-        await until(lambda: isinstance(app.screen, HomeScreen), pilot)
-        home = app.screen
-        assert isinstance(home, HomeScreen)
-        await until(lambda: home.manifest is not None and home.graph_shown is not None, pilot, 30)
+        home = await home_with_graph(app, pilot)
         tree = home.pipelines
         tree.move_cursor(tree.find(NodeRef("asset", "revenue", "daily_sales.py", "sales")))
         await until(lambda: home.asset_statuses.get("revenue") is not None, pilot, 30)
@@ -205,10 +206,7 @@ async def test_the_ui_works_unchanged_on_a_postgresql_home_and_says_where_steps_
     assert client.db.dialect.name == "postgresql"
     app = DagtopApp(client, mode="embedded")
     async with app.run_test(size=(160, 48)) as pilot:
-        await until(lambda: isinstance(app.screen, HomeScreen), pilot)
-        home = app.screen
-        assert isinstance(home, HomeScreen)
-        await until(lambda: home.manifest is not None and home.graph_shown is not None, pilot, 30)
+        home = await home_with_graph(app, pilot)
         run_id = client.submit(RunRequest(selection=("orders",), partition="2025-01-15"))
         await until(lambda: run_id in home.runs_table.runs, pilot, 30)
         await until(lambda: home.runs_table.get_cell(run_id, "status").plain == "✓", pilot, 60)
