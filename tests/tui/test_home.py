@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from textual import events
 from textual.widgets import ContentSwitcher, Static
 
 from engine.client import RunRequest
@@ -398,3 +399,26 @@ def test_snapshot_broken_file(
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(160, 48), run_before=before)
+
+
+async def test_keys_typed_in_one_burst_after_slash_go_to_the_filter(
+    fake_client: FakeClient, clock: Callable[[], float]
+) -> None:
+    """A fast typist (or a paste) sends "/train" in one read: the letters after "/" belong to
+    the filter, never to the runs table's keys (t toggles, r re-runs, i opens lineage)."""
+    app = make_app(fake_client, clock)
+    async with app.run_test(size=(160, 48)) as pilot:
+        home = await ready(app, pilot)
+        table = home.runs_table
+        table.focus()
+        table.move_cursor(row=table.get_row_index("77b0c3d4e5f6"))  # a failure: r would act
+        await pilot.pause()
+        for char in "/train":
+            app.post_message(events.Key("slash" if char == "/" else char, char))
+        await until(lambda: home.filter_input.value == "train", pilot)
+        assert home.filter_input.has_focus
+        assert fake_client.reruns == [] and fake_client.toggles == []
+        assert app.screen is home
+        # "/" typed inside the filter is text, not the binding.
+        await pilot.press("slash")
+        assert home.filter_input.value == "train/"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual import events
 from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Label
@@ -22,6 +23,7 @@ from textual.widgets._footer import FooterKey
 
 from engine.client import AttemptView, Client, RunRequest, RunView, SampleView, StepView
 from engine.errors import RunNotFound
+from tests.tui.waits import until
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.run import RunCommands, RunScreen, default_step
 from tui.widgets.footer import KeyFooter
@@ -350,7 +352,8 @@ async def test_cancel_asks_first_then_reaches_the_facade(tmp_path: Path) -> None
 
 
 async def test_search_from_the_screen_and_escape(tmp_path: Path) -> None:
-    app = RunApp(failed_run(tmp_path), "4f2a")
+    client = failed_run(tmp_path)
+    app = RunApp(client, "4f2a")
     async with app.run_test(size=(160, 48)) as pilot:
         await settle(pilot, 13)
         screen = app.screen
@@ -369,7 +372,15 @@ async def test_search_from_the_screen_and_escape(tmp_path: Path) -> None:
         assert not search.display and log.has_focus
         assert screen.check_action("next_match", ()) is True
         assert "/fitting" in str(screen.query_one("#log-panel").border_subtitle)
-        await pilot.press("escape")
+        # Typed in one burst (fast, or pasted), the letters after "/" are still the term:
+        # on this failed run, "r" reaching the screen would re-run it.
+        for char in "/error":
+            app.post_message(events.Key("slash" if char == "/" else char, char))
+        await until(lambda: search.value == "error", pilot)
+        assert search.has_focus and client.reruns == []
+        await pilot.press("slash")  # in the box "/" is text
+        assert search.value == "error/"
+        await pilot.press("escape", "escape")
         await pilot.pause()
         assert not isinstance(app.screen, RunScreen)  # escape went back
 

@@ -181,7 +181,10 @@ class HomeScreen(HomeActions, Screen[None]):
         Binding("r", "rerun", "Re-run failed", show=True),
         Binding("c", "cancel_run", "Cancel", show=True),
         Binding("l", "logs", "Logs", show=True),
-        Binding("slash", "filter", "Filter", show=True, key_display="/"),
+        # Priority: handled as the app reads the key, so the keys typed right after it in the
+        # same burst (a fast typist, a paste) already go to the filter, never to the bindings
+        # of the widget that had the focus (t, r, i act on the selection).
+        Binding("slash", "filter", "Filter", show=True, key_display="/", priority=True),
         Binding("t", "toggle", "Toggle", show=True),
         Binding("p", "partitions", "Partitions", show=True),
         Binding("i", "lineage", "Lineage", show=True),
@@ -612,7 +615,7 @@ class HomeScreen(HomeActions, Screen[None]):
 
     def action_filter(self) -> None:
         self.filter_input.add_class("shown")
-        self.filter_input.focus()
+        self.set_focus(self.filter_input)  # now, not after the keys already queued
 
     def action_clear_filter(self) -> None:
         if not self.filter_input.has_class("shown"):

@@ -63,6 +63,9 @@ class HomeActions:
             )
         elif action == "toggle":
             enabled = self.automation.has_focus and self.automation.selected is not None
+        elif action == "filter":
+            # In the filter itself "/" is text: False lets the key through to the input.
+            return not self.filter_input.has_focus
         else:
             return True
         return True if enabled else None

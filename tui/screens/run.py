@@ -151,7 +151,9 @@ class RunScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back", show=True),
         Binding("f", "toggle_follow", "Follow", show=True),
-        Binding("slash", "search", "Search", show=True, key_display="/"),
+        # Priority, like the home screen's filter: the keys typed right after "/" in one burst
+        # go to the search box, never to this screen's keys (r re-runs, c cancels).
+        Binding("slash", "search", "Search", show=True, key_display="/", priority=True),
         Binding("n", "next_match", "Next", show=True),
         Binding("N", "prev_match", "Prev", show=True, key_display="N"),
         Binding("g", "log_top", "Top", show=True),
@@ -590,6 +592,8 @@ class RunScreen(Screen[None]):
             return True if shown.attempt < max(tries) else None
         if action in ("next_match", "prev_match"):
             return bool(self.query_one("#log", LogView).search_term)
+        if action == "search":
+            return not self.query_one("#search", Input).has_focus  # there "/" is text
         return True
 
     def action_back(self) -> None:
@@ -606,7 +610,7 @@ class RunScreen(Screen[None]):
         search = self.query_one("#search", Input)
         search.display = True
         search.value = self.query_one("#log", LogView).search_term
-        search.focus()
+        self.set_focus(search)  # now, not after the keys already queued
 
     def action_next_match(self) -> None:
         self.query_one("#log", LogView).next_match()
