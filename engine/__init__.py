@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _HOMES = {
+    "engine.backfill_policy": ("BackfillPolicy",),
     "engine.context": ("StepContext", "build_context"),
     "engine.definitions": (
         "AssetDef",
@@ -39,6 +40,7 @@ _HOMES = {
 _WHERE = {name: module for module, names in _HOMES.items() for name in names}
 
 if TYPE_CHECKING:
+    from engine.backfill_policy import BackfillPolicy
     from engine.context import StepContext, build_context
     from engine.definitions import (
         AssetDef,
@@ -77,6 +79,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AssetDef",
+    "BackfillPolicy",
     "CheckDef",
     "CheckResult",
     "DailyPartitions",

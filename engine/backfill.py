@@ -1,4 +1,5 @@
-"""Backfills: one run per partition key, a limit on how many run at once, cancel and resume.
+"""Backfills: one run per partition key (or per range, for assets with a BackfillPolicy), a
+limit on how many run at once, cancel and resume.
 
 Every run is recorded up front (queued) in the same transaction as the backfill, so a crash
 at any moment loses nothing: the next engine finds the queued runs and continues.
@@ -38,22 +39,25 @@ def create_backfill(
         raise EngineError("a backfill needs at least one partition key")
     if max_parallel < 1:
         raise EngineError("--max-parallel must be at least 1")
+    from engine.backfill_policy import range_text
+
     now = time.time() if now is None else now
+    runs = run_keys(manifest, selection, keys)
     backfill_id = uuid.uuid4().hex[:12]
     session.add(
         Backfill(
             id=backfill_id,
             selection=json.dumps(list(selection)),
-            partitions=json.dumps(list(keys)),
+            partitions=json.dumps([key for run in runs for key in run]),
             max_parallel=max_parallel,
             created_at=now,
         )
     )
     session.flush()
-    for i, key in enumerate(keys):
+    for i, run in enumerate(runs):
         request = RunRequest(
             selection=tuple(selection),
-            partition=key,
+            partition=range_text(run[0], run[-1]),
             trigger="backfill",
             trigger_ref=backfill_id,
             backfill_id=backfill_id,
@@ -61,6 +65,45 @@ def create_backfill(
         # A microsecond apart, so the queue runs the keys in order.
         record(session, manifest, request, now + i * 1e-6)
     return backfill_id
+
+
+def run_keys(manifest: Manifest, selection: list[str], keys: list[str]) -> list[list[str]]:
+    """The keys of each run of the backfill: one per run, or ranges of consecutive keys in
+    order when the partitioned assets selected have a BackfillPolicy.
+
+    Raises:
+        SelectionError, PartitionError: the selection is invalid, or mixes the two kinds.
+    """
+    from engine.backfill_policy import chunks
+    from engine.errors import PartitionError
+    from engine.selection import resolve
+
+    specs = [manifest.assets[n] for n in resolve(manifest, selection)]
+    partitioned = [spec for spec in specs if spec.partitions is not None]
+    ranged = [spec for spec in partitioned if spec.ranged]
+    if not ranged:
+        return [[key] for key in keys]
+    if len(ranged) < len(partitioned):
+        single = next(spec for spec in partitioned if not spec.ranged)
+        raise PartitionError(
+            f"asset {ranged[0].name!r} backfills ranges (its BackfillPolicy) and "
+            f"{single.name!r} one partition per run: backfill them separately"
+        )
+    pdef = ranged[0].partitions_def
+    assert pdef is not None
+    order = pdef.keys()
+    known = set(order)
+    unknown = [key for key in keys if key not in known]
+    if unknown:
+        from engine.partitions import InvalidPartitionKey
+
+        try:
+            pdef.validate_key(unknown[0])  # says why in one line
+        except InvalidPartitionKey as exc:
+            raise PartitionError(str(exc)) from None
+        raise PartitionError(f"partition {unknown[0]!r} does not exist")
+    limits = [spec.partitions_per_run for spec in ranged if spec.partitions_per_run]
+    return chunks(keys, order, min(limits) if limits else None)
 
 
 def cancel_backfill(session: Any, backfill_id: str, now: float) -> str:
@@ -118,12 +161,13 @@ def advance_backfills(session: Any, now: float) -> list[str]:
 
 
 def progress(session: Any, backfill_id: str) -> dict[str, Any]:
-    """Counts of the backfill's runs by status, plus its own row as plain data."""
+    """Counts of the backfill's partitions by the status of the run that covers them, plus
+    its own row as plain data."""
     backfill = repo.find_backfill(session, backfill_id)
+    keys = json.loads(backfill.partitions)
     counts: dict[str, int] = {}
     for run in repo.runs_of_backfill(session, backfill.id):
-        counts[run.status] = counts.get(run.status, 0) + 1
-    keys = json.loads(backfill.partitions)
+        counts[run.status] = counts.get(run.status, 0) + _covers(run.partition, keys)
     return {
         "id": backfill.id,
         "status": backfill.status,
@@ -135,3 +179,17 @@ def progress(session: Any, backfill_id: str) -> dict[str, Any]:
         "created_at": backfill.created_at,
         "ended_at": backfill.ended_at,
     }
+
+
+def _covers(partition: str | None, keys: list[str]) -> int:
+    """How many of the backfill's keys a run covers: one, or its range's (the runs of a
+    ranged backfill are cut from its keys in order, so a range spans them without gaps)."""
+    from engine.backfill_policy import RANGE_SEP
+
+    if partition is None or partition in keys or RANGE_SEP not in partition:
+        return 1
+    first, last = partition.split(RANGE_SEP, 1)
+    try:
+        return keys.index(last) - keys.index(first) + 1
+    except ValueError:
+        return 1

@@ -15,7 +15,10 @@ class StepContext:
 
     Attributes:
         log: A logger whose lines land in the step's log file with time and level.
-        partition: The partition key being materialized, or None.
+        partition: The partition key being materialized, or None (also for a range of more
+            than one key).
+        partition_keys: Every partition key this step materializes, in order: the range of
+            an asset with a `BackfillPolicy`, else `[partition]` (empty if unpartitioned).
         run_id: The run's id.
         attempt: 1 for the first attempt, 2 for the first retry, ...
         params: Run parameters (`--param K=V`; a sensor run has `path`).
@@ -34,6 +37,7 @@ class StepContext:
     home: Path
     metadata: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
+    partition_keys: list[str] = field(default_factory=list)
     _on_metadata: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
 
     def add_metadata(self, data: dict[str, Any]) -> None:
@@ -53,6 +57,7 @@ def build_context(
     key: str = "test",
     home: Path | None = None,
     resources: dict[str, Any] | None = None,
+    partition_keys: list[str] | None = None,
 ) -> StepContext:
     """A context for calling one asset or task function directly in a unit test.
 
@@ -69,4 +74,5 @@ def build_context(
         key=key,
         home=Path(home) if home is not None else Path(tempfile.mkdtemp(prefix="dagtop-test-")),
         resources=dict(resources or {}),
+        partition_keys=list(partition_keys or ([partition] if partition is not None else [])),
     )

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import CodeType, FunctionType
 from typing import Any, overload
 
+from engine.backfill_policy import BackfillPolicy
 from engine.errors import DefinitionError
 from engine.partitions import PartitionsDefinition
 from engine.units import parse_size
@@ -165,6 +166,20 @@ def _check_retries(what: str, retries: int, retry_delay: float) -> None:
         raise DefinitionError(f"{what}: retry_delay must be seconds >= 0, got {retry_delay!r}")
 
 
+def _check_backfill_policy(
+    what: str, policy: object, partitions: PartitionsDefinition | None
+) -> None:
+    if policy is None:
+        return
+    if not isinstance(policy, BackfillPolicy):
+        raise DefinitionError(
+            f"{what}: backfill_policy must be BackfillPolicy.single_run() or "
+            f".multi_run(n), got {policy!r}"
+        )
+    if partitions is None:
+        raise DefinitionError(f"{what}: backfill_policy needs partitions= (it splits their runs)")
+
+
 def hook_spec(hook: Any, what: str) -> dict[str, Any] | None:
     """The plain-data form of a hook given to `on_failure=` and friends (at definition time).
 
@@ -243,6 +258,7 @@ class AssetDef:
     hooks: dict[str, dict[str, Any]] = field(default_factory=dict)
     pinned_version: str | None = None
     """The `code_version=` given, which replaces the hash of the source."""
+    backfill_policy: BackfillPolicy | None = None
 
     @cached_property
     def code_version(self) -> str:
@@ -273,6 +289,7 @@ def asset(
     name: str | None = None,
     group: str | None = None,
     partitions: PartitionsDefinition | None = None,
+    backfill_policy: BackfillPolicy | None = None,
     deps: Iterable[str | AssetDef] = (),
     retries: int = 0,
     retry_delay: float = 1.0,
@@ -296,6 +313,7 @@ def asset(
     name: str | None = None,
     group: str | None = None,
     partitions: PartitionsDefinition | None = None,
+    backfill_policy: BackfillPolicy | None = None,
     deps: Iterable[str | AssetDef] = (),
     retries: int = 0,
     retry_delay: float = 1.0,
@@ -319,6 +337,9 @@ def asset(
         name: The asset's name (default: the function's name).
         group: A group shown together in the UI and selectable as `group:NAME`.
         partitions: A `DailyPartitions`, `HourlyPartitions` or `StaticPartitions`.
+        backfill_policy: `BackfillPolicy.single_run()` to backfill a range in one run (or
+            `multi_run(n)`: runs of n partitions). The function is then always called with a
+            range: `context.partition_keys` lists it and it returns `{key: value}`.
         deps: Upstream assets that must run first but whose values are not passed in.
         retries: Extra attempts after a failure.
         retry_delay: Seconds before the first retry; doubles each attempt (capped).
@@ -351,6 +372,7 @@ def asset(
         if partitions is not None and not isinstance(partitions, PartitionsDefinition):
             raise DefinitionError(f"{what}: partitions must be a PartitionsDefinition")
         _check_retries(what, retries, retry_delay)
+        _check_backfill_policy(what, backfill_policy, partitions)
         takes_context, required, optional = _inputs_of(func, what)
         dep_names = tuple(d.name if isinstance(d, AssetDef) else str(d) for d in deps)
         file, line = _fn_location(func)
@@ -359,6 +381,7 @@ def asset(
             fn=func,
             group=group or "default",
             partitions=partitions,
+            backfill_policy=backfill_policy,
             inputs=required,
             optional_inputs=optional,
             deps=dep_names,

@@ -101,6 +101,9 @@ def describe(item: Any, module: str) -> tuple[str, dict[str, Any]]:
             "io": _io_label(item.io),
             "code_version": item.code_version,
             "hooks": item.hooks,
+            "partitions_per_run": (
+                item.backfill_policy.max_partitions_per_run if item.backfill_policy else 1
+            ),
         }
     if isinstance(item, d.CheckDef):
         return "checks", {

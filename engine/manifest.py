@@ -46,6 +46,13 @@ class AssetSpec:
     io: str
     code_version: str
     hooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # event -> hook
+    # Its BackfillPolicy: 1 is a run per partition (the default), None no limit.
+    partitions_per_run: int | None = 1
+
+    @property
+    def ranged(self) -> bool:
+        """Called with a range of partitions (`context.partition_keys`), returning {key: value}."""
+        return self.partitions is not None and self.partitions_per_run != 1
 
     @property
     def upstream(self) -> tuple[str, ...]:

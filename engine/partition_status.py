@@ -38,7 +38,7 @@ def partition_states(session: Any, manifest: Manifest, asset: str) -> list[Parti
     staleness = Staleness(session, manifest)
     staleness.preload([asset])
     mats = staleness.latest(asset)
-    steps = repo.partition_states(session, asset)
+    steps = _per_key(repo.partition_states(session, asset), pdef)
     out = []
     for key in keys:
         mat = mats.get(key)
@@ -63,4 +63,26 @@ def partition_states(session: Any, manifest: Manifest, asset: str) -> list[Parti
                 reason=reason,
             )
         )
+    return out
+
+
+def _per_key(
+    steps: dict[str | None, tuple[str, float]], pdef: Any
+) -> dict[str | None, tuple[str, float]]:
+    """Spread the steps of ranged runs (`FIRST...LAST`) over their keys; per key, the
+    newest step wins."""
+    from engine.backfill_policy import is_range, keys_of
+    from engine.partitions import InvalidPartitionKey
+
+    if pdef is None or not any(is_range(text) for text in steps):
+        return steps
+    out: dict[str | None, tuple[str, float]] = {}
+    for text, state in steps.items():
+        try:
+            keys: list[str | None] = list(keys_of(pdef, text)) if is_range(text) else [text]
+        except InvalidPartitionKey:
+            keys = [text]  # a range from an older definition: shown nowhere
+        for key in keys:
+            if key not in out or out[key][1] <= state[1]:
+                out[key] = state
     return out

@@ -58,14 +58,25 @@ def validate_partition(manifest: Manifest, names: list[str], partition: str | No
         raise PartitionError(
             f"--partition {partition!r} given, but none of {', '.join(names)} is partitioned"
         )
-    for name in partitioned:
-        pdef = manifest.assets[name].partitions_def
-        assert pdef is not None
-        from engine.partitions import InvalidPartitionKey
+    from engine.backfill_policy import is_range, keys_of
+    from engine.partitions import InvalidPartitionKey
 
+    for name in partitioned:
+        spec = manifest.assets[name]
+        pdef = spec.partitions_def
+        assert pdef is not None
         try:
-            pdef.validate_key(partition)
+            if spec.ranged:
+                keys_of(pdef, partition)  # one key, or FIRST...LAST
+            else:
+                pdef.validate_key(partition)
         except InvalidPartitionKey as exc:
+            if is_range(partition) and not spec.ranged:
+                raise PartitionError(
+                    f"asset {name!r} materializes one partition per run: a range needs "
+                    "@asset(backfill_policy=BackfillPolicy.single_run()), or use "
+                    "`dagtop backfill`"
+                ) from None
             raise PartitionError(f"asset {name!r}: {exc}") from None
 
 

@@ -22,7 +22,7 @@ import tempfile
 import types
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +222,10 @@ def materialize(
         if reason is not None:
             result.skipped[name] = reason
             continue
+        if _ranged(defn) and keys:
+            _materialize_range(defn, keys, checks, stored, result, raise_on_error, multi, params,
+                               resources, run_id, root, found, given)  # fmt: skip
+            continue
         run_keys: list[str | None] = list(keys) if defn.partitions is not None else [None]
         for key in run_keys:
             kwargs = _inputs(defn, key, found, stored, given)
@@ -250,6 +254,54 @@ def materialize(
     return result
 
 
+def _ranged(defn: AssetDef) -> bool:
+    return defn.backfill_policy is not None and defn.backfill_policy.ranged
+
+
+def _materialize_range(
+    defn: AssetDef,
+    keys: list[str],
+    checks: list[CheckDef],
+    stored: dict[tuple[str, str | None], Any],
+    result: MaterializeResult,
+    raise_on_error: bool,
+    multi: bool,
+    params: dict[str, Any] | None,
+    resources: dict[str, Any] | None,
+    run_id: str,
+    root: Path,
+    found: dict[str, AssetDef],
+    given: dict[str, Any],
+) -> None:
+    """An asset with a BackfillPolicy: called once for all the keys, as a ranged run calls it;
+    it returns {key: value}, and each key is stored and read back on its own."""
+    from engine.backfill_policy import range_values
+
+    name = defn.name
+    ctx = build_context(
+        partition=keys[0] if len(keys) == 1 else None, params=params, run_id=run_id, key=name,
+        home=root, resources=resources, partition_keys=keys,
+    )  # fmt: skip
+    try:
+        kwargs = _inputs(defn, keys, found, stored, given)
+        value = defn.fn(ctx, **kwargs) if defn.takes_context else defn.fn(**kwargs)
+        check_output(defn.fn, value, f"asset {name!r}", ctx.log)
+        parts = range_values(value, keys, f"asset {name!r}")
+        for key, part in parts.items():
+            stored[(name, key)] = _round_trip(defn, part, root, key, run_id)
+    except Exception as exc:
+        if raise_on_error:
+            raise
+        result.failures[name] = exc
+        return
+    result.values[name] = dict(parts) if multi else parts[keys[0]]
+    result.metadata[name] = dict(ctx.metadata)
+    for c in checks:
+        if c.asset == name:
+            outcome = _run_check(c, value, ctx, None)
+            result.checks += [replace(outcome, partition=key) for key in keys]
+
+
 def _skip_reason(
     defn: AssetDef, result: MaterializeResult, found: dict[str, AssetDef]
 ) -> str | None:
@@ -268,18 +320,21 @@ def _skip_reason(
 
 def _inputs(
     defn: AssetDef,
-    key: str | None,
+    key: str | list[str] | None,
     found: dict[str, AssetDef],
     stored: dict[tuple[str, str | None], Any],
     given: dict[str, Any],
 ) -> dict[str, Any]:
-    """Each input's value, as the engine resolves it (see launch.asset_inputs)."""
+    """Each input's value, as the engine resolves it (see launch.asset_inputs); `key` is a
+    list for a ranged asset."""
     kwargs: dict[str, Any] = {}
     for up in (*defn.inputs, *defn.optional_inputs):
         if up in found:
             updef = found[up]
             if updef.partitions is None:
                 kwargs[up] = stored[(up, None)]
+            elif updef.partitions == defn.partitions and isinstance(key, list):
+                kwargs[up] = {k: stored[(up, k)] for k in key}
             elif updef.partitions == defn.partitions and key is not None:
                 kwargs[up] = stored[(up, key)]
             else:

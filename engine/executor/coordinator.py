@@ -852,35 +852,38 @@ class Coordinator:
         spec = live.launch.spec or {}
         if spec.get("kind") != "asset":
             return []
-        output = next((e for e in events if e["e"] == "output"), None)
+        # One output per partition key for a ranged asset; else one (or none: no value).
+        outputs = [e for e in events if e["e"] == "output"] or [{}]
         metadata: dict[str, Any] = {}
         for e in events:
             if e["e"] == "metadata":
                 metadata.update(e.get("data") or {})
-        stale = repo.add_materialization(
-            s,
-            Materialization(
-                asset=live.key,
-                partition=live.launch.partition,
-                run_id=run.id,
-                attempt_id=attempt_id,
-                created_at=now,
-                metadata_json=json.dumps(metadata, default=repr),
-                code_version=live.launch.code_version,
-                inputs_json=json.dumps(live.launch.input_ids),
-                value_path=output["path"] if output else None,
-                value_size=output.get("size") if output else None,
-            ),
-        )
+        stale: list[str] = []
+        for output in outputs:
+            stale += repo.add_materialization(
+                s,
+                Materialization(
+                    asset=live.key,
+                    partition=output.get("partition", live.launch.partition),
+                    run_id=run.id,
+                    attempt_id=attempt_id,
+                    created_at=now,
+                    metadata_json=json.dumps(metadata, default=repr),
+                    code_version=live.launch.code_version,
+                    inputs_json=json.dumps(live.launch.input_ids),
+                    value_path=output.get("path"),
+                    value_size=output.get("size"),
+                ),
+            )
         records = []
         for e in events:
             if e["e"] != "check":
                 continue
-            records.append(
+            records += [
                 CheckRecord(
                     run_id=run.id,
                     asset=live.key,
-                    partition=live.launch.partition,
+                    partition=output.get("partition", live.launch.partition),
                     name=e["name"],
                     passed=bool(e["passed"]),
                     blocking=bool(e.get("blocking")),
@@ -889,7 +892,8 @@ class Coordinator:
                     error=e.get("error"),
                     created_at=now,
                 )
-            )
+                for output in outputs
+            ]
             if e.get("blocking") and not e["passed"]:
                 run.blocked[live.key] = f"blocking check {e['name']} on {live.key} failed"
         repo.add_check_records(s, records)

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from engine.backfill_policy import keys_of
 from engine.config import Paths
 from engine.manifest import AssetSpec, Manifest, TaskSpec
 from engine.partitions import safe_key
@@ -51,9 +52,16 @@ def _single(mat_path: str, io: str, up: AssetSpec | None = None) -> dict[str, An
 
 
 def asset_inputs(
-    session: Session, manifest: Manifest, spec: AssetSpec, partition: str | None
+    session: Session,
+    manifest: Manifest,
+    spec: AssetSpec,
+    partition: str | None,
+    keys: list[str] | None = None,
 ) -> tuple[dict[str, Any], list[int]]:
-    """Value files for each upstream input of an asset, and the materializations they are."""
+    """Value files for each upstream input of an asset, and the materializations they are.
+
+    `keys` is the range a ranged asset is called with: an upstream partitioned alike comes
+    as {key: value} over exactly those keys."""
     inputs: dict[str, Any] = {}
     ids: list[int] = []
     for name in (*spec.inputs, *spec.optional_inputs):
@@ -63,7 +71,20 @@ def asset_inputs(
                 continue
             raise InputMissing(f"upstream asset {name!r} is no longer defined")
         same_partitions = up.partitions is not None and up.partitions == spec.partitions
-        if up.partitions is None or (same_partitions and partition is not None):
+        if keys is not None and same_partitions:
+            mats = repo.latest_per_partition(session, name)
+            items = {k: mats[k].value_path for k in keys if k in mats and mats[k].value_path}
+            missing = [k for k in keys if k not in items]
+            if missing and name not in spec.optional_inputs:
+                more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+                raise InputMissing(
+                    f"upstream {name!r} has no stored value for partition "
+                    f"{', '.join(missing[:3])}{more}: materialize it first (or select +{spec.name})"
+                )
+            if not missing:
+                inputs[name] = _partitions(items, up)
+                ids.extend(mats[k].id or 0 for k in keys)
+        elif up.partitions is None or (same_partitions and partition is not None):
             key = partition if up.partitions is not None else None
             mat = repo.latest_materialization(session, name, key)
             if mat is None or mat.value_path is None:
@@ -81,15 +102,13 @@ def asset_inputs(
             # partition of its upstream as {key: value}.
             mats = repo.latest_per_partition(session, name)
             items = {k: m.value_path for k, m in mats.items() if k is not None and m.value_path}
-            inputs[name] = {
-                "mode": "partitions",
-                "items": items,
-                "io": up.io,
-                "file": up.file,
-                "asset": up.name,
-            }
+            inputs[name] = _partitions(items, up)
             ids.extend(m.id or 0 for m in mats.values())
     return inputs, ids
+
+
+def _partitions(items: dict[str, str], up: AssetSpec) -> dict[str, Any]:
+    return {"mode": "partitions", "items": items, "io": up.io, "file": up.file, "asset": up.name}
 
 
 def task_inputs(session: Session, run_id: str, task: TaskSpec) -> dict[str, Any]:
@@ -149,8 +168,12 @@ def prepare(
     if run.kind == "assets":
         aspec = manifest.assets[key]
         partition = run.partition if aspec.partitions is not None else None
-        inputs, ids = asset_inputs(session, manifest, aspec, partition)
-        part_dir = f"{values or paths.values}/{key}/{safe_key(partition) if partition else '_'}"
+        keys = None
+        if aspec.ranged and partition is not None and aspec.partitions_def is not None:
+            keys = keys_of(aspec.partitions_def, partition)
+        inputs, ids = asset_inputs(session, manifest, aspec, partition, keys)
+        base = f"{values or paths.values}/{key}"
+        part_dir = f"{base}/{safe_key(partition) if partition else '_'}"
         spec = {
             "kind": "asset",
             "key": key,
@@ -164,6 +187,15 @@ def prepare(
             "home": str(paths.home),
             "inputs": inputs,
             "output_stem": f"{part_dir}/{run.id}.{attempt}",
+            # A ranged asset: the keys it is called with, and where each key's value goes.
+            **(
+                {
+                    "partitions": keys,
+                    "output_stems": {k: f"{base}/{safe_key(k)}/{run.id}.{attempt}" for k in keys},
+                }
+                if keys is not None
+                else {}
+            ),
             "checks": [
                 {"file": c.file, "name": c.name, "blocking": c.blocking}
                 for c in manifest.checks.get(key, [])

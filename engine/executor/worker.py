@@ -227,9 +227,15 @@ def run(spec: dict[str, Any], reporter: Reporter) -> None:
     key = spec["key"]
     log = _setup_logging(key)
     log.addHandler(_WarningsToEvents(reporter))
+    partition = spec.get("partition")
+    keys = spec.get("partitions")  # a ranged asset's keys, even just one
+    if keys is not None:
+        partition = keys[0] if len(keys) == 1 else None
+    partition_keys = list(keys) if keys is not None else [partition] if partition else []
     ctx = StepContext(
         log=log,
-        partition=spec.get("partition"),
+        partition=partition,
+        partition_keys=partition_keys,
         run_id=spec["run_id"],
         attempt=spec["attempt"],
         params=spec.get("params") or {},
@@ -264,8 +270,19 @@ def run(spec: dict[str, Any], reporter: Reporter) -> None:
     value = _call(fn, ctx, takes_context, kwargs, what)
     if spec["kind"] == "asset":
         _check_type(fn, value, what, log)  # before storing: downstream never sees a bad value
-    path, size = _store(io, value, spec["output_stem"], what)
-    reporter.send("output", path=path, size=size)
+    if keys is not None:
+        from engine.backfill_policy import RangeOutputError, range_values
+
+        try:
+            parts = range_values(value, keys, what)
+        except RangeOutputError as exc:
+            raise StepFailure("output", str(exc)) from None
+        for key_, part in parts.items():
+            path, size = _store(io, part, spec["output_stems"][key_], what)
+            reporter.send("output", path=path, size=size, partition=key_)
+    else:
+        path, size = _store(io, value, spec["output_stem"], what)
+        reporter.send("output", path=path, size=size)
     if spec["kind"] == "asset":
         _run_checks(spec, value, ctx, reporter)
 

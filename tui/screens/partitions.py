@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from textual.timer import Timer
 from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
+from engine.backfill_policy import covers
 from engine.client import RunRequest
 from engine.errors import EngineError
 from tui.screens.backfill import BackfillDialog, clock_now, report_error, span
@@ -102,14 +104,18 @@ def read_states(client: Any, rows: list[str], downstream: list[str]) -> dict[str
     return {name: list(client.partitions(name)) for name in [*rows, *downstream]}
 
 
-def latest_run_of(client: Any, asset: str, key: str, fallback: str | None) -> str | None:
-    """The newest run that had a step for `asset` at partition `key`.
+def latest_run_of(
+    client: Any, asset: str, key: str, fallback: str | None, keys: Sequence[str] = ()
+) -> str | None:
+    """The newest run that had a step for `asset` at partition `key` (alone, or in a range
+    of `keys`, the asset's keys in order).
 
     The cell's state only names the run of its newest materialization; a failed or running key
     has a newer run than that, so recent runs are searched first.
     """
+    position = {k: i for i, k in enumerate(keys)}
     for run in client.runs(limit=_RUN_SEARCH):
-        if run.partition == key and any(step.key == asset for step in run.steps):
+        if covers(run.partition, key, position) and any(step.key == asset for step in run.steps):
             return str(run.id)
     return fallback
 
@@ -375,7 +381,8 @@ class PartitionsScreen(Screen[None]):
     @work(exclusive=True, group="partitions-open-run", exit_on_error=False)
     async def open_run(self, asset: str, key: str, fallback: str | None) -> None:
         try:
-            run_id = await asyncio.to_thread(latest_run_of, self.client, asset, key, fallback)
+            keys = self.layout_info.keys if self.layout_info is not None else []
+            run_id = await asyncio.to_thread(latest_run_of, self.client, asset, key, fallback, keys)
         except Exception as exc:  # noqa: BLE001
             report_error(self, exc)
             return
