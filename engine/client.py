@@ -576,16 +576,22 @@ class Client:
             sensors=False,
             watch=False,
         )
+        # Read the progress when the engine says something changed (a backfill of one run
+        # ends a few milliseconds after it starts), and at least every 0.2 s.
+        changed = threading.Event()
+        unsubscribe = engine.subscribe(lambda _event: changed.set())
         engine.start()
         try:
             while True:
+                changed.clear()
                 info = self.backfill_progress(backfill_id)
                 if on_progress is not None:
                     on_progress(info)
                 if info["status"] != "running":
                     return info
-                time.sleep(0.2)
+                changed.wait(0.2)
         finally:
+            unsubscribe()
             engine.stop()
 
     # --- partitions, schedules, sensors -------------------------------------------------------

@@ -40,7 +40,7 @@ def dagtop_fanout(n: int) -> str:
 def dagtop_partitioned() -> str:
     return _join(
         [
-            "from engine import DailyPartitions, asset",
+            "from engine import BackfillPolicy, DailyPartitions, asset",
             "",
             f'days = DailyPartitions(start="{PARTITION_START}")',
             "",
@@ -48,6 +48,11 @@ def dagtop_partitioned() -> str:
             "@asset(partitions=days)",
             "def daily(context):",
             "    return context.partition",
+            "",
+            "",
+            "@asset(partitions=days, backfill_policy=BackfillPolicy.single_run())",
+            "def daily_range(context):",
+            "    return {key: key for key in context.partition_keys}",
         ]
     )
 

@@ -493,19 +493,23 @@ def _day(n: int) -> str:
     return (date.fromisoformat(gen.PARTITION_START) + timedelta(days=n)).isoformat()
 
 
-# dagtop and Luigi backfill one run (or task) per partition: their one number fills both
-# backfill rows. Dagster is measured both ways its CLI allows.
+# dagtop and Dagster are measured both ways: the whole range in one run (an asset with
+# BackfillPolicy.single_run()) and a run per day. Luigi's one number fills both rows.
 
 
 def backfill_dagtop(b: Bench) -> Measure:
     n = b.sizes.partitions
     project = b.dagtop_project("backfill", gen.dagtop_partitioned())
     b.dagtop_ready(project)
-    cmd = b.dagtop(project, "backfill", "daily", "--from", _day(0), "--to", _day(n - 1))
+    days = ["--from", _day(0), "--to", _day(n - 1)]
+    per_day = b.dagtop(project, "backfill", "daily", *days)
+    one_run = b.dagtop(project, "backfill", "daily_range", *days)
 
     def measure() -> dict[str, float]:
-        seconds = run(cmd, timeout=60 + 10 * n, cwd=project).seconds
-        return {"backfill": seconds, "backfill_runs": seconds}
+        return {
+            "backfill": run(one_run, timeout=60 + 10 * n, cwd=project).seconds,
+            "backfill_runs": run(per_day, timeout=60 + 10 * n, cwd=project).seconds,
+        }
 
     return measure
 
@@ -650,8 +654,8 @@ def rows(s: Sizes) -> list[Row]:
         Row("fanout_total", f"{s.fanout}-step fan-out, total", "s"),
         Row("fanout_step", f"{s.fanout}-step fan-out, per step (total / {s.fanout})", "ms"),
         Row("memory", f"peak orchestrator RSS, {s.fanout}-step fan-out", "MB"),
-        Row("backfill", f"{s.partitions}-day backfill (Dagster: one run for the range)", "s"),
-        Row("backfill_runs", f"{s.partitions}-day backfill (Dagster: a run per day)", "s"),
+        Row("backfill", f"{s.partitions}-day backfill in one run (`single_run()` policy)", "s"),
+        Row("backfill_runs", f"{s.partitions}-day backfill, a run per day", "s"),
         Row("load_fresh", f"load {s.assets:,} asset definitions, no cache", "s"),
         Row("load_cached", f"load {s.assets:,} asset definitions, cached", "s"),
         Row("spawn", "floor: spawn `python -c pass`", "ms"),
@@ -742,8 +746,8 @@ def goals(s: Sizes) -> list[Goal]:
     ]  # fmt: skip
     for key, what in [
         ("cold3", "3-asset chain, cold CLI"),
-        ("backfill", f"{s.partitions}-day backfill vs. Dagster's single-run range"),
-        ("backfill_runs", f"{s.partitions}-day backfill vs. Dagster's run per day"),
+        ("backfill", f"{s.partitions}-day backfill in one run vs. Dagster's"),
+        ("backfill_runs", f"{s.partitions}-day backfill, a run per day vs. Dagster's"),
         ("load_fresh", f"load {s.assets:,} definitions, no cache"),
         ("load_cached", f"load {s.assets:,} definitions, cached"),
         ("import", "`import` of the tool"),
