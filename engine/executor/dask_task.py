@@ -8,6 +8,11 @@ needs while it runs, a few batches a second, on a `distributed.Queue` named for 
 new log bytes, event lines, one resource sample a second, and at the end the exit status and
 the attempt's resource totals. The coordinator sets a per-attempt `distributed.Event` to cancel.
 
+A step dies with its Dask worker, even of SIGKILL, and so do the processes it started: the step
+itself through Linux's parent-death signal, and its whole tree through a small sentinel process
+beside it, which does nothing until the worker is gone and then kills the step's session,
+process group and descendants with the local executor's `kill_tree`.
+
 Dask reruns a task whose worker died (up to `distributed.scheduler.allowed-failures` times).
 A step must never run twice behind the coordinator's back, so the first run claims the attempt
 with another Event, and a rerun that finds the claim starts nothing and returns `superseded`:
@@ -35,7 +40,7 @@ from typing import Any
 
 import psutil
 
-from engine.executor.monitor import Monitor, Sample, stop_tree
+from engine.executor.monitor import Monitor, Sample, kill_tree, stop_tree
 
 BATCH_INTERVAL = 0.1
 """Seconds between looks at the step's output (a batch is sent only when there is news)."""
@@ -57,6 +62,35 @@ except (AttributeError, OSError):
 if os.getppid() != int(sys.argv[1]):
     os._exit(70)  # the worker died before we could tie ourselves to it
 os.execvp(sys.argv[2], sys.argv[2:])
+"""
+
+# Run beside the step, in a session of its own (so the step's monitor does not count it): wait
+# for the Dask worker process to die, then kill what is left of the step's tree. The parent-death
+# signal above reaches only the step's own process; its children would live on as orphans. The
+# worker kills this sentinel once the step has ended. Arguments: worker pid, step pid, the step's
+# create time (0 if unknown). Its imports wait for the worker's death: most attempts never need
+# them.
+_SENTINEL = """\
+import ctypes, os, signal, sys, time
+worker, step, born = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    wait = signal.sigtimedwait
+except (AttributeError, OSError):
+    wait = lambda _sigs, timeout: time.sleep(timeout / 10)
+while os.getppid() == worker:  # a stray SIGTERM only makes it look again
+    wait({signal.SIGTERM}, 5.0)
+import site
+site.main()
+import psutil
+from engine.executor.monitor import kill_tree
+try:
+    if born and abs(psutil.Process(step).create_time() - born) > 0.01:
+        sys.exit(0)  # the step's pid names another process: nothing of the step is left
+except psutil.NoSuchProcess:
+    pass  # the step is gone, maybe not its session: kill_tree finds that by session id
+kill_tree(step)
 """
 
 
@@ -89,6 +123,9 @@ class _Attempt:
         self.lock = threading.Lock()
         self.stopping = False
         self.orphaned = False
+        self.sentinel: subprocess.Popen[bytes] | None = None
+        self.created: float | None = None
+        """The step process's create time, which tells it from a later process given its pid."""
 
     def run(self) -> dict[str, Any]:
         tmp = tempfile.mkdtemp(prefix="dagtop-attempt-")
@@ -103,6 +140,9 @@ class _Attempt:
                 return {"end": end}
             return self._follow(proc, events_fd, log_path)
         finally:
+            if self.sentinel is not None:
+                self.sentinel.kill()  # the step ended: nothing for it to guard any more
+                self.sentinel.wait()
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _spawn(self, tmp: Path) -> tuple[subprocess.Popen[bytes], int | None, Path]:
@@ -141,6 +181,25 @@ class _Attempt:
             os.close(log_fd)
             if write_fd is not None:
                 os.close(write_fd)
+        try:
+            self.created = psutil.Process(proc.pid).create_time()
+        except psutil.Error:  # it may already be gone
+            self.created = None
+        try:
+            self.sentinel = subprocess.Popen(
+                [sys.executable, "-S", "-c", _SENTINEL, str(os.getpid()), str(proc.pid),
+                 str(self.created or 0)],
+                stdin=subprocess.DEVNULL,
+                cwd="/",  # not the worker's folder: `engine` must be the installed one
+                start_new_session=True,  # out of the step's tree, and of the worker's group
+            )  # fmt: skip
+        except BaseException:
+            # A step that could outlive its worker's death with its children must not run.
+            kill_tree(proc.pid)
+            proc.wait()
+            if read_fd is not None:
+                os.close(read_fd)
+            raise
         return proc, read_fd, log_path
 
     def _on_sample(self, _key: str, x: Sample) -> None:
@@ -161,15 +220,11 @@ class _Attempt:
         monitor.start()
         key = str(p["attempt"])
         monitor.watch(key, proc.pid, memory_limit=p["memory_limit"], timeout=p["timeout"])
-        try:
-            created: float | None = psutil.Process(proc.pid).create_time()
-        except psutil.Error:  # it may already be gone
-            created = None
         placed = {
             "host": socket.gethostname(),
             "worker": self.worker.address,
             "pid": proc.pid,
-            "create_time": created,
+            "create_time": self.created,
         }
         self._put({"placed": placed})
         if events_fd is not None:

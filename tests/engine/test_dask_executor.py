@@ -204,7 +204,7 @@ def test_cancel_stops_the_remote_step_and_its_children(
 # --- losing a worker ----------------------------------------------------------------------------
 
 
-def test_a_killed_worker_fails_the_attempt_and_the_retry_runs_elsewhere(
+def test_a_killed_worker_fails_the_attempt_its_processes_die_and_the_retry_runs_elsewhere(
     cluster: tuple[str, Any], tmp_path: Path
 ) -> None:
     _, dask = cluster
@@ -217,6 +217,9 @@ def test_a_killed_worker_fails_the_attempt_and_the_retry_runs_elsewhere(
     first = placed(client, "victim", out)
     starts = flags / "starts.txt"
     wait_until(lambda: starts.exists() and starts.read_text().startswith("1 "), 30, "attempt 1")
+    child_pid = flags / "child.pid"
+    child = int(wait_until(lambda: child_pid.exists() and child_pid.read_text(), 30, "the child"))
+    assert alive(child)
     worker_pids = dask.run(os.getpid)
 
     os.kill(worker_pids[first.worker], signal.SIGKILL)
@@ -231,6 +234,7 @@ def test_a_killed_worker_fails_the_attempt_and_the_retry_runs_elsewhere(
     lines = starts.read_text().splitlines()
     assert [line.split()[0] for line in lines] == ["1", "2"]
     wait_until(lambda: not alive(first.pid), 10, "the lost worker's step to die with it")
+    wait_until(lambda: not alive(child), 10, "the step's own child to die with it")
     dask.wait_for_workers(3, timeout=60)  # its nanny restarts it for the tests that follow
 
 
