@@ -68,3 +68,9 @@ class NoEngine(EngineError):
     """No engine is running to hand a request to."""
 
     title = "No engine"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name if it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -29,7 +29,7 @@ import uuid
 from collections import deque
 from typing import Any
 
-from engine.errors import ExecutorError
+from engine.errors import ExecutorError, first_line
 from engine.executor import dask_task
 from engine.executor.launch import Launch
 from engine.executor.monitor import Sample, TreeStats
@@ -60,7 +60,7 @@ class DaskExecutor:
                 address, timeout=timeout, set_as_default=False, name="dagtop"
             )
         except Exception as exc:  # noqa: BLE001 - every way to fail here is "cannot reach it"
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = first_line(exc)
             raise ExecutorError(
                 f"cannot reach the Dask scheduler at {address}: {reason}", title="Dask"
             ) from None
@@ -143,7 +143,7 @@ class DaskExecutor:
         except Exception as exc:  # noqa: BLE001 - the scheduler went away, or worse
             if self._stop.is_set():
                 return
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = first_line(exc)
             self.lost = f"lost the Dask scheduler at {self.address}: {reason}"
             log.warning("%s", self.lost)
             for attempt in list(self.attempts.values()):
