@@ -25,6 +25,7 @@ from engine.config import Config, Paths
 from engine.errors import EngineBusy, EngineError
 from engine.executor.coordinator import Coordinator
 from engine.executor.recovery import owner_alive, reconcile, sweep_values
+from engine.iomanager import is_url
 from engine.ipc import SocketServer, socket_path
 from engine.manifest import Manifest
 from engine.plan import RunRequest, record
@@ -113,7 +114,17 @@ class Engine:
             )
         self.started_at = time.time()
         reconcile(self.db)
-        sweep_values(self.db, self.paths, self.config.values_dir)
+        values = self.config.values_dir
+        if values is not None and is_url(values):
+            # A remote store may answer slowly, or not at all: the start does not wait for it.
+            threading.Thread(
+                target=sweep_values,
+                args=(self.db, self.paths, values),
+                name="dagtop-value-sweep",
+                daemon=True,
+            ).start()
+        else:
+            sweep_values(self.db, self.paths, values)
         self.reload(initial=True)
         self._spawn(self.coordinator.serve, self._stop, name="dagtop-coordinator")
         self._spawn(self._housekeeping, name="dagtop-housekeeping")

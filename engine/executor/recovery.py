@@ -9,16 +9,23 @@ materialization references (a crash between the rename and the record) are delet
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 from sqlalchemy.engine import Engine as SAEngine
 
+from engine import iomanager
 from engine.config import Paths
+from engine.errors import first_line
 from engine.executor.monitor import kill_tree
+from engine.iomanager import is_url
 from engine.status import RunStatus, StepStatus, transition_run, transition_step
 from engine.storage import repo
 from engine.storage.db import session_scope
@@ -120,39 +127,123 @@ def reconcile(db: SAEngine, now: float | None = None) -> list[str]:
     return resumable
 
 
+TMP_AGE = 3600.0
+"""A `.tmp-` value file younger than this (seconds) may still be being written: it stays."""
+
+
 def sweep_values(db: SAEngine, paths: Paths, values_dir: str | None = None) -> int:
     """Delete value files no materialization references (left by a crash mid-record).
 
-    `values_dir` is the project's own values folder when it has one; a URL is not swept.
+    `values_dir` is the project's own values folder or fsspec URL when it has one; a URL is
+    swept through fsspec. Task values (under `@tasks`) are referenced by attempts and stay.
+    The sweep is housekeeping: when it fails (an unreachable URL, fsspec or its backend not
+    installed) it says so in one warning and removes nothing more, and never raises.
 
     Another process (a CLI running in-process) may be writing and recording values right now,
     so the order matters: list the files first, then read which runs are still going and which
     values are recorded. A file listed before that read belongs to a run that is either still
     going (left alone) or finished, in which case its record, if it has one, is already there.
     """
-    if values_dir is not None and "://" in values_dir:
+    where = values_dir or str(paths.values)
+    try:
+        return _sweep(db, where, url=values_dir is not None and is_url(values_dir))
+    except Exception as exc:  # noqa: BLE001 - see above: one line, not a traceback
+        log.warning("value sweep of %s failed: %s: %s", where, type(exc).__name__, first_line(exc))
         return 0
-    root = Path(values_dir) if values_dir else paths.values
+
+
+def _sweep(db: SAEngine, where: str, url: bool) -> int:
+    listed = _list_url(where) if url else _list_folder(Path(where))
+    if not listed:
+        return 0
+    with session_scope(db) as s:
+        active = {r.id for r in repo.active_runs(s)}
+        referenced = repo.referenced_values(s)
+    recorded = set(referenced)
+    if url:
+        # A record may spell a URL another way (file:/x, file:///x, or the bare path from when
+        # values_dir was a folder): compare the paths too. Keeping a file too many is harmless.
+        recorded |= {_strip_protocol(p) for p in referenced}
+    removed = 0
+    for value in listed:
+        if value.name.startswith(".tmp-"):
+            try:
+                age = value.age()
+            except FileNotFoundError:
+                continue  # it was renamed into place meanwhile
+            if age is None or age < TMP_AGE:
+                continue  # a worker may be writing it right now
+        elif {value.location, value.path} & recorded or value.name.split(".", 1)[0] in active:
+            continue
+        iomanager.remove(value.location)
+        removed += 1
+    if removed:
+        log.info("value sweep removed %d unrecorded value file(s) from %s", removed, where)
+    return removed
+
+
+@dataclass(frozen=True)
+class _Listed:
+    """One stored value file the sweep found."""
+
+    location: str
+    """How a record names it: a path, or a URL under values_dir."""
+    path: str
+    """The file system's own path for it (the same as `location` for a folder)."""
+    name: str
+    age: Callable[[], float | None]
+    """Seconds since it was last written; None if the file system cannot tell."""
+
+
+def _list_folder(root: Path) -> list[_Listed]:
     if not root.is_dir():
-        return 0
+        return []
     listed = []
     for dirpath, dirs, files in os.walk(root):
         if dirpath == str(root) and "@tasks" in dirs:
             dirs.remove("@tasks")  # task values: referenced by attempts, kept with their runs
-        listed.extend((os.path.join(dirpath, name), name) for name in files)
-    with session_scope(db) as s:
-        active = {r.id for r in repo.active_runs(s)}
-        referenced = repo.referenced_values(s)
-    removed = 0
-    for path, name in listed:
-        if name.startswith(".tmp-"):
-            try:
-                if time.time() - os.path.getmtime(path) < 3600:
-                    continue  # a worker may be writing it right now
-            except FileNotFoundError:
-                continue  # it was renamed into place meanwhile
-        elif path in referenced or name.split(".", 1)[0] in active:
-            continue
-        Path(path).unlink(missing_ok=True)
-        removed += 1
-    return removed
+        for name in files:
+            path = os.path.join(dirpath, name)
+            listed.append(_Listed(path, path, name, functools.partial(_file_age, path)))
+    return listed
+
+
+def _file_age(path: str) -> float:
+    return time.time() - os.path.getmtime(path)
+
+
+def _list_url(url: str) -> list[_Listed]:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    root = root.rstrip("/")
+    # Not fs.exists(): some file systems answer False for a store they cannot reach.
+    try:
+        found = fs.find(root, withdirs=False)
+    except FileNotFoundError:
+        return []
+    listed = []
+    for path in found:
+        rel = path[len(root) :].lstrip("/") if path.startswith(root) else ""
+        if not rel or rel.startswith("@tasks/"):
+            continue  # outside the values (cannot be), or a task's value: see _list_folder
+        age = functools.partial(_url_age, fs, path)
+        listed.append(_Listed(f"{url}/{rel}", path, rel.rsplit("/", 1)[-1], age))
+    return listed
+
+
+def _url_age(fs: Any, path: str) -> float | None:
+    try:
+        return time.time() - fs.modified(path).timestamp()
+    except (NotImplementedError, AttributeError, TypeError):
+        return None
+
+
+def _strip_protocol(location: str) -> str:
+    """`location` as its file system spells a path (itself if that cannot be told)."""
+    import fsspec
+
+    try:
+        return str(fsspec.core.strip_protocol(location))
+    except (ImportError, ValueError):  # another protocol, whose backend is not installed
+        return location

@@ -3,6 +3,7 @@ survive a kill -9, and hot reload. Real daemons, real subprocesses, real SQLite.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -250,6 +251,30 @@ def test_a_backfill_can_be_canceled_and_resumed(project: Path) -> None:
             timeout=60,
         )
         assert info["status"] == "success" and info["counts"] == {"success": 12}  # type: ignore[index]
+    finally:
+        engine.stop()
+
+
+def test_an_unreachable_values_url_is_one_warning_not_a_failed_start(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from engine.daemon import Engine
+
+    pytest.importorskip("fsspec")
+    values = "ftp://127.0.0.1:1/values"  # nothing listens on port 1: refused at once
+    (project / "dagtop.toml").write_text(f'max_workers = 8\nvalues_dir = "{values}"\n')
+    paths = resolve_paths(project / "home", project / "pipelines")
+    caplog.set_level(logging.WARNING, logger="engine.executor.recovery")
+    engine = Engine(paths, load_config(paths.project), schedules=False, sensors=False, watch=False)
+
+    engine.start()
+    try:
+        assert engine.running
+        records = wait_for(lambda: [r for r in caplog.records if "value sweep" in r.getMessage()])
+        [record] = records  # type: ignore[misc]
+        message = record.getMessage()
+        assert record.levelno == logging.WARNING and record.exc_info is None
+        assert "\n" not in message and values in message and "ConnectionRefusedError" in message
     finally:
         engine.stop()
 

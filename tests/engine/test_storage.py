@@ -195,6 +195,47 @@ def test_the_value_sweep_spares_running_runs_and_recorded_values(db, tmp_path: P
     assert running.exists() and recorded.exists() and not done.exists()
 
 
+def test_the_value_sweep_covers_values_at_a_url(db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import time
+
+    from engine.config import Paths
+    from engine.executor.recovery import TMP_AGE, sweep_values
+
+    pytest.importorskip("fsspec")
+    paths = Paths(home=tmp_path / "home", pipelines=tmp_path / "pipelines")
+    shared = tmp_path / "shared"
+    url = f"file://{shared}"
+    folder = shared / "a" / "_"
+    for sub in (folder, shared / "b" / "_", shared / "@tasks" / "done1"):
+        sub.mkdir(parents=True)
+    running, done, recorded = (folder / f"{rid}.1.pkl" for rid in ("run1", "done1", "rec1"))
+    respelled = shared / "b" / "_" / "rec2.1.pkl"
+    task_value = shared / "@tasks" / "done1" / "t.1.pkl"
+    stale, fresh = folder / ".tmp-1-aa.part", folder / ".tmp-2-bb.part"
+    for path in (running, done, recorded, respelled, task_value, stale, fresh):
+        path.write_bytes(b"x")
+    long_ago = time.time() - TMP_AGE - 60
+    os.utime(stale, (long_ago, long_ago))
+    with session_scope(db) as s:
+        repo.add_run(s, _run("run1", 1.0, status="running"), [])
+        for rid in ("done1", "rec1", "rec2"):
+            repo.add_run(s, _run(rid, 1.0, status="success" if rid != "done1" else "failed"), [])
+        # The second record spells its URL another way than the sweep's listing does.
+        for rid, where in (("rec1", f"{url}/a/_/rec1.1.pkl"), ("rec2", f"file:{respelled}")):
+            asset = where.split("/")[-3]
+            repo.add_materialization(
+                s, Materialization(asset=asset, run_id=rid, created_at=1.0, value_path=where)
+            )
+
+    removed = sweep_values(db, paths, url)
+
+    assert not done.exists() and not stale.exists()
+    for kept in (running, recorded, respelled, task_value, fresh):
+        assert kept.exists(), kept
+    assert removed == 2
+
+
 def test_many_processes_and_threads_may_check_one_home_at_once(tmp_path: Path) -> None:
     import threading
 
