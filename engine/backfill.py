@@ -39,7 +39,7 @@ def create_backfill(
         raise EngineError("a backfill needs at least one partition key")
     if max_parallel < 1:
         raise EngineError("--max-parallel must be at least 1")
-    from engine.backfill_policy import range_text
+    from engine.backfill_policy import range_text, run_keys
 
     now = time.time() if now is None else now
     runs = run_keys(manifest, selection, keys)
@@ -65,45 +65,6 @@ def create_backfill(
         # A microsecond apart, so the queue runs the keys in order.
         record(session, manifest, request, now + i * 1e-6)
     return backfill_id
-
-
-def run_keys(manifest: Manifest, selection: list[str], keys: list[str]) -> list[list[str]]:
-    """The keys of each run of the backfill: one per run, or ranges of consecutive keys in
-    order when the partitioned assets selected have a BackfillPolicy.
-
-    Raises:
-        SelectionError, PartitionError: the selection is invalid, or mixes the two kinds.
-    """
-    from engine.backfill_policy import chunks
-    from engine.errors import PartitionError
-    from engine.selection import resolve
-
-    specs = [manifest.assets[n] for n in resolve(manifest, selection)]
-    partitioned = [spec for spec in specs if spec.partitions is not None]
-    ranged = [spec for spec in partitioned if spec.ranged]
-    if not ranged:
-        return [[key] for key in keys]
-    if len(ranged) < len(partitioned):
-        single = next(spec for spec in partitioned if not spec.ranged)
-        raise PartitionError(
-            f"asset {ranged[0].name!r} backfills ranges (its BackfillPolicy) and "
-            f"{single.name!r} one partition per run: backfill them separately"
-        )
-    pdef = ranged[0].partitions_def
-    assert pdef is not None
-    order = pdef.keys()
-    known = set(order)
-    unknown = [key for key in keys if key not in known]
-    if unknown:
-        from engine.partitions import InvalidPartitionKey
-
-        try:
-            pdef.validate_key(unknown[0])  # says why in one line
-        except InvalidPartitionKey as exc:
-            raise PartitionError(str(exc)) from None
-        raise PartitionError(f"partition {unknown[0]!r} does not exist")
-    limits = [spec.partitions_per_run for spec in ranged if spec.partitions_per_run]
-    return chunks(keys, order, min(limits) if limits else None)
 
 
 def cancel_backfill(session: Any, backfill_id: str, now: float) -> str:

@@ -219,3 +219,47 @@ async def test_the_ui_works_unchanged_on_a_postgresql_home_and_says_where_steps_
             return bool(found) and shown in plain(found.first(Static).content)
 
         await until(says_where, pilot, 30)
+
+
+RANGED = """
+from engine import BackfillPolicy, DailyPartitions, asset
+
+days = DailyPartitions(start="2025-01-01", end="2025-02-01")
+
+
+@asset(group="ranged", partitions=days, backfill_policy=BackfillPolicy.single_run())
+def monthly_load(context):
+    return {day: day for day in context.partition_keys}
+"""
+
+
+async def test_the_backfill_dialog_counts_runs_by_the_assets_backfill_policy(
+    client: Client,
+) -> None:
+    from tui.screens.backfill import BackfillDialog
+
+    (client.paths.pipelines / "ranged.py").write_text(RANGED)
+    client.engine.reload()
+    app = DagtopApp(client, mode="embedded")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await home_with_graph(app, pilot)
+
+        def summary() -> str:
+            found = app.screen.query("#backfill-summary")
+            return plain(found.first(Static).render()) if found else ""
+
+        # A policy of one run: 31 days are one run of one step.
+        app.push_screen(BackfillDialog(["monthly_load"], "2025-01-01", "2025-01-31"))
+        await until(lambda: "→ 1 runs, 1 steps" in summary(), pilot, 20)
+        await pilot.click("#backfill-start")
+        await until(lambda: client.backfills() and client.backfills()[0]["status"] == "success",
+                    pilot, 60)  # fmt: skip
+        assert client.backfills()[0]["total"] == 31
+        assert [r.partition for r in client.runs() if r.target == "monthly_load"] == [
+            "2025-01-01...2025-01-31"
+        ]
+
+        # Mixed with an asset that runs a partition at a time: said in the dialog, no Start.
+        app.push_screen(BackfillDialog(["monthly_load", "orders"], "2025-01-01", "2025-01-03"))
+        await until(lambda: "'orders' one partition per run" in summary(), pilot, 20)
+        assert app.screen.query_one("#backfill-start").disabled

@@ -19,11 +19,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.dom import DOMNode
+from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
 from textual.worker import Worker, WorkerState
 
+from engine.backfill_policy import run_keys
 from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -147,6 +149,8 @@ class BackfillDialog(ModalScreen[str | None]):
         self.keys = list(keys) if keys is not None else None
         self.planned_keys: list[str] = []
         """The keys Start would submit (after the "only" filter)."""
+        self.planned_runs = 0
+        """How many runs they make (fewer than keys for assets with a backfill policy)."""
         self._form: _FormData | None = None  # read once on mount
         self._submitting = False
 
@@ -301,8 +305,19 @@ class BackfillDialog(ModalScreen[str | None]):
                 for k in keys
                 if any(form.statuses[a].get(k, "missing") in TODO_STATUSES for a in partitioned)
             ]
+        runs: list[list[str]] = []
+        policy_problem = None
+        if ok and keys:
+            try:  # one run per key, or ranges for assets with a backfill policy
+                runs = run_keys(form.manifest, assets, keys)
+            except EngineError as exc:
+                policy_problem = exc.msg
+        ok = ok and policy_problem is None
         self.planned_keys = keys if ok else []
-        if not ok:
+        self.planned_runs = len(runs)
+        if policy_problem is not None:
+            summary.update(f"[$error]→ {escape(policy_problem)}[/]")
+        elif not ok:
             summary.update("[$error]→ fix the fields above[/]")
         elif not keys:
             summary.update(f"→ nothing to do: all {in_range} keys are materialized or running")
@@ -310,7 +325,7 @@ class BackfillDialog(ModalScreen[str | None]):
             skipped = in_range - len(keys)
             note = f"  [dim]({skipped} done keys skipped)[/]" if skipped else ""
             summary.update(
-                f"→ [b]{len(keys)}[/] runs, [b]{len(keys) * len(assets)}[/] steps"
+                f"→ [b]{len(runs)}[/] runs, [b]{len(runs) * len(assets)}[/] steps"
                 f"  [dim]({', '.join(assets)})[/]{note}"
             )
         can_start = ok and bool(keys) and not self._submitting
@@ -369,7 +384,7 @@ class BackfillDialog(ModalScreen[str | None]):
             self._show_error(_describe(exc))
             self.validate_form()
             return
-        self.app.notify(f"backfill {backfill_id} started ({len(keys)} runs)")
+        self.app.notify(f"backfill {backfill_id} started ({self.planned_runs} runs)")
         self.dismiss(str(backfill_id))
 
 
