@@ -1,21 +1,36 @@
-"""A stand-in for `engine.client.Client` with fixed data, for fast and deterministic UI tests.
+"""Stand-ins for `engine.client.Client` with fixed data, for fast and deterministic UI tests.
 
-It holds a real manifest (the example pipelines plus one broken file, loaded once by the real
-loader) and runs built from the real view classes, with fixed ids and times. It records what
-the UI asks of it (submits, cancels, re-runs, toggles) so tests can assert on that.
+`FakeClient` holds a real manifest (the example pipelines plus one broken file, loaded once by
+the real loader) and runs built from the real view classes, with fixed ids and times.
+`PartitionsClient` serves the partitions matrix, the backfill dialog and the backfills list
+over a manifest and statuses its test file gives it. Both record what the UI asks of them
+(submits, cancels, re-runs, toggles, backfills) so tests can assert on that. `Host` is the bare
+app that shows one screen over such a client, with a frozen clock.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from engine.client import CheckView, MachineView, NodeStatus, RunRequest, RunView, StepView
+from textual.app import App
+from textual.screen import Screen
+
+from engine.client import (
+    CheckView,
+    Client,
+    MachineView,
+    NodeStatus,
+    RunRequest,
+    RunView,
+    StepView,
+)
 from engine.config import Paths
 from engine.errors import EngineError, RunNotFound
 from engine.manifest import Manifest
@@ -23,7 +38,9 @@ from engine.manifest import Manifest
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "pipelines"
 NOW = 1_738_251_727.0
-"""2025-01-30 15:42:07 UTC: the frozen clock of every fake-driven test."""
+"""2025-01-30 15:42:07 UTC: the frozen clock of the tests of the whole app over `FakeClient`."""
+SCREEN_NOW = 1_738_000_000.0
+"""2025-01-27 17:46:40 UTC: the frozen clock of the tests that host a single screen."""
 
 BROKEN = '''"""A pipeline file with a mistake in it."""
 
@@ -44,6 +61,16 @@ def build_manifest(folder: Path) -> Manifest:
     shutil.copytree(EXAMPLES, pipelines, ignore=shutil.ignore_patterns("__pycache__"))
     (pipelines / "broken_feature.py").write_text(BROKEN)
     return loader.load(pipelines, cache_dir=folder / "home", timeout=60)
+
+
+def load_pipeline(folder: Path, name: str, source: str) -> Manifest:
+    """Write one pipeline file into `folder` and load it through the real client."""
+    pipelines = folder / "pipelines"
+    pipelines.mkdir(parents=True, exist_ok=True)
+    (pipelines / name).write_text(source)
+    manifest = Client(home=folder / "home", pipelines=pipelines).load()
+    assert manifest.ok, manifest.errors
+    return manifest
 
 
 def step(
@@ -253,3 +280,129 @@ class FakeClient:
 
     def daemon(self) -> Any:
         return None
+
+
+# --- one screen at a time ---------------------------------------------------------------------
+
+
+class Host(App[None]):
+    """A bare app that pushes one screen, with a client and a frozen clock (not the app's
+    styles, so a snapshot changes only when its screen does)."""
+
+    def __init__(
+        self, client: Any, make_screen: Callable[[], Screen[Any]], now: float = SCREEN_NOW
+    ) -> None:
+        super().__init__()
+        self.client = client
+        self.clock = lambda: now
+        self._make_screen = make_screen
+
+    def on_mount(self) -> None:
+        self.push_screen(self._make_screen())
+
+
+@dataclass(frozen=True)
+class State:
+    """Shaped like engine.partition_status.PartitionState (what `client.partitions` returns)."""
+
+    key: str | None
+    status: str
+    materialized_at: float | None = None
+    run_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class FakeStep:
+    key: str
+
+
+@dataclass(frozen=True)
+class FakeRun:
+    id: str
+    partition: str | None
+    steps: tuple[FakeStep, ...]
+
+
+class PartitionsClient:
+    """The slice of `engine.client.Client` that the partitions matrix, the backfill dialog and
+    the backfills list use: partition statuses by asset and key (a key not given is missing),
+    and the backfills to list, as the test file gives them."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        statuses: dict[str, dict[str | None, str]] | None = None,
+        backfills: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.statuses = {} if statuses is None else statuses
+        self.items = [] if backfills is None else backfills
+        self.engine = None
+        self.submitted: list[RunRequest] = []
+        self.backfills_started: list[dict[str, Any]] = []
+        self.backfill_error: EngineError | None = None
+        self.list_error: Exception | None = None
+        self.actions: list[tuple[str, str]] = []
+        self.partition_calls = 0
+        self.recent_runs: list[FakeRun] = []
+
+    def load(self, force: bool = False) -> Manifest:
+        return self.manifest
+
+    def partitions(self, asset: str) -> list[State]:
+        self.partition_calls += 1
+        pdef = self.manifest.assets[asset].partitions_def
+        keys: list[str | None] = list(pdef.keys()) if pdef is not None else [None]
+        mine = self.statuses.get(asset, {})
+        out = []
+        for key in keys:
+            status = mine.get(key, "missing")
+            done = status in ("materialized", "stale")
+            out.append(
+                State(
+                    key=key,
+                    status=status,
+                    materialized_at=SCREEN_NOW - 3600 if done else None,
+                    run_id="r-" + (key or "all") if done else None,
+                    reason="upstream orders newer" if status == "stale" else None,
+                )
+            )
+        return out
+
+    def submit(self, request: RunRequest) -> str:
+        self.submitted.append(request)
+        return "run-0001"
+
+    def backfill(
+        self,
+        selection: list[str],
+        keys: list[str] | None = None,
+        first: str | None = None,
+        last: str | None = None,
+        max_parallel: int = 4,
+    ) -> str:
+        if self.backfill_error is not None:
+            raise self.backfill_error
+        self.backfills_started.append(
+            {
+                "selection": list(selection),
+                "keys": keys,
+                "first": first,
+                "last": last,
+                "max_parallel": max_parallel,
+            }
+        )
+        return "bf0001"
+
+    def backfills(self, limit: int = 20) -> list[dict[str, Any]]:
+        if self.list_error is not None:
+            raise self.list_error
+        return [dict(item) for item in self.items[:limit]]
+
+    def backfill_action(self, action: str, backfill_id: str) -> str:
+        self.actions.append((action, backfill_id))
+        return backfill_id
+
+    def runs(self, limit: int = 50, offset: int = 0) -> list[FakeRun]:
+        return self.recent_runs[:limit]

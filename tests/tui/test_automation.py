@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,15 +11,15 @@ from typing import Any
 
 import pytest
 from textual.app import App
-from textual.screen import Screen
 
 from engine.errors import EngineError, RunNotFound
 from engine.scheduler import ScheduleStatus  # the real shapes client.schedules() returns
 from engine.sensors import SensorStatus
-from tests.tui.waits import polled_screen, until
+from tests.tui.fakes import SCREEN_NOW as NOW
+from tests.tui.fakes import Host
+from tests.tui.waits import poll_quickly, polled_screen, until
 from tui.screens.automation import AutomationScreen, relative
 
-NOW = 1_738_000_000.0  # 2025-01-27 17:46:40 UTC
 TICK_ERROR = "unknown asset 'revenu' (did you mean 'revenue'?)\nmore detail"
 
 
@@ -84,23 +83,7 @@ class OldClient:
         raise AssertionError("nothing to toggle")
 
 
-class Host(App[None]):
-    def __init__(self, client: Any, make_screen: Callable[[], Screen[Any]]) -> None:
-        super().__init__()
-        self.client = client
-        self.clock = lambda: NOW
-        self._make_screen = make_screen
-
-    def on_mount(self) -> None:
-        self.push_screen(self._make_screen())
-
-
-@pytest.fixture(autouse=True)
-def quick_polls(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Poll ten times a second, so tests see changes sooner; snapshots poll once and hold
-    still, so a refresh landing mid-capture cannot change the picture."""
-    still = request.node.name.startswith("test_snapshot")
-    monkeypatch.setattr(AutomationScreen, "POLL_SECONDS", 60.0 if still else 0.1)
+quick_polls = poll_quickly(AutomationScreen)
 
 
 @pytest.fixture

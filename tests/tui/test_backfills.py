@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from textual.app import App
-from textual.screen import Screen
 
-from engine.client import Client
 from engine.errors import EngineError
-from tests.tui.waits import polled_screen, until
+from engine.manifest import Manifest
+from tests.tui.fakes import SCREEN_NOW as NOW
+from tests.tui.fakes import Host, PartitionsClient, load_pipeline
+from tests.tui.waits import poll_quickly, polled_screen, until
 from tui.screens.backfills import BackfillsScreen, key_range, progress_bar
 from tui.screens.confirm import ConfirmScreen
-
-NOW = 1_738_000_000.0
 
 PIPELINE = """
 from engine import DailyPartitions, asset
@@ -56,74 +53,33 @@ def backfill(
     }
 
 
-class FakeClient:
-    def __init__(self, manifest: Any) -> None:
-        self.manifest = manifest
-        self.engine = None
-        self.items = [
-            backfill(
-                "b3running0001",
-                "running",
-                {"success": 12, "failed": 1, "running": 4, "queued": 14},
-                days(1, 31),
-                selection=("orders*",),
-                age=42,
-            ),
-            backfill("b2failed00001", "failed", {"success": 3, "failed": 2}, days(1, 5), took=61),
-            backfill(
-                "b1success0001", "success", {"success": 2}, ["2025-01-03", "2025-01-09"], took=4
-            ),
-        ]
-        self.actions: list[tuple[str, str]] = []
-        self.error: Exception | None = None
-
-    def load(self, force: bool = False) -> Any:
-        return self.manifest
-
-    def partitions(self, asset: str) -> list[Any]:
-        return []
-
-    def backfills(self, limit: int = 20) -> list[dict[str, Any]]:
-        if self.error is not None:
-            raise self.error
-        return [dict(item) for item in self.items[:limit]]
-
-    def backfill_action(self, action: str, backfill_id: str) -> str:
-        self.actions.append((action, backfill_id))
-        return backfill_id
-
-
-class Host(App[None]):
-    def __init__(self, client: Any, make_screen: Callable[[], Screen[Any]]) -> None:
-        super().__init__()
-        self.client = client
-        self.clock = lambda: NOW
-        self._make_screen = make_screen
-
-    def on_mount(self) -> None:
-        self.push_screen(self._make_screen())
+def sample_backfills() -> list[dict[str, Any]]:
+    """A running backfill, a failed one and a finished one, newest first."""
+    return [
+        backfill(
+            "b3running0001",
+            "running",
+            {"success": 12, "failed": 1, "running": 4, "queued": 14},
+            days(1, 31),
+            selection=("orders*",),
+            age=42,
+        ),
+        backfill("b2failed00001", "failed", {"success": 3, "failed": 2}, days(1, 5), took=61),
+        backfill("b1success0001", "success", {"success": 2}, ["2025-01-03", "2025-01-09"], took=4),
+    ]
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    root = tmp_path_factory.mktemp("backfills")
-    pipes = root / "pipelines"
-    pipes.mkdir()
-    (pipes / "sales.py").write_text(PIPELINE)
-    return Client(home=root / "home", pipelines=Path(pipes)).load()
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Manifest:
+    return load_pipeline(tmp_path_factory.mktemp("backfills"), "sales.py", PIPELINE)
 
 
-@pytest.fixture(autouse=True)
-def quick_polls(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Poll ten times a second, so tests see changes sooner; snapshots poll once and hold
-    still, so a refresh landing mid-capture cannot change the picture."""
-    still = request.node.name.startswith("test_snapshot")
-    monkeypatch.setattr(BackfillsScreen, "POLL_SECONDS", 60.0 if still else 0.1)
+quick_polls = poll_quickly(BackfillsScreen)
 
 
 @pytest.fixture
-def fake(manifest: Any) -> FakeClient:
-    return FakeClient(manifest)
+def fake(manifest: Manifest) -> PartitionsClient:
+    return PartitionsClient(manifest, backfills=sample_backfills())
 
 
 async def ready(app: App[Any], pilot: Any) -> BackfillsScreen:
@@ -143,7 +99,7 @@ def test_progress_bar_and_key_range() -> None:
     assert key_range(["2025-01-03"]) == "2025-01-03"
 
 
-async def test_rows_show_status_progress_and_update_live(fake: FakeClient) -> None:
+async def test_rows_show_status_progress_and_update_live(fake: PartitionsClient) -> None:
     app = Host(fake, BackfillsScreen)
     async with app.run_test(size=(160, 48)) as pilot:
         screen = await ready(app, pilot)
@@ -166,7 +122,7 @@ async def test_rows_show_status_progress_and_update_live(fake: FakeClient) -> No
         assert screen.row_statuses()[0] == "running" and screen.table.row_count == 4
 
 
-async def test_cancel_asks_first(fake: FakeClient) -> None:
+async def test_cancel_asks_first(fake: PartitionsClient) -> None:
     app = Host(fake, BackfillsScreen)
     async with app.run_test(size=(160, 48)) as pilot:
         await ready(app, pilot)
@@ -182,7 +138,7 @@ async def test_cancel_asks_first(fake: FakeClient) -> None:
         assert fake.actions == [("cancel", "b3running0001")]
 
 
-async def test_resume_applies_to_failed_and_canceled_only(fake: FakeClient) -> None:
+async def test_resume_applies_to_failed_and_canceled_only(fake: PartitionsClient) -> None:
     app = Host(fake, BackfillsScreen)
     async with app.run_test(size=(160, 48)) as pilot:
         screen = await ready(app, pilot)
@@ -196,7 +152,7 @@ async def test_resume_applies_to_failed_and_canceled_only(fake: FakeClient) -> N
         assert screen.check_action("cancel_backfill", ()) is None
 
 
-async def test_enter_opens_the_matrix_of_the_first_asset(fake: FakeClient) -> None:
+async def test_enter_opens_the_matrix_of_the_first_asset(fake: PartitionsClient) -> None:
     from tui.screens.partitions import PartitionsScreen
 
     app = Host(fake, BackfillsScreen)
@@ -212,14 +168,14 @@ async def test_enter_opens_the_matrix_of_the_first_asset(fake: FakeClient) -> No
         await until(lambda: isinstance(app.screen, BackfillsScreen), pilot)
 
 
-async def test_empty_list_and_failing_reads(fake: FakeClient) -> None:
+async def test_empty_list_and_failing_reads(fake: PartitionsClient) -> None:
     fake.items = []
     app = Host(fake, BackfillsScreen)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await ready(app, pilot)
         assert screen.query_one("#backfills-empty").display
         await pilot.press("c", "r", "enter")  # nothing selected: nothing happens
-        fake.error = EngineError("database is locked", title="Storage error")
+        fake.list_error = EngineError("database is locked", title="Storage error")
         await until(lambda: bool(app._notifications), pilot)
         await pilot.pause(0.5)  # several polls fail: still one toast
         assert [n.message for n in app._notifications] == ["database is locked"]
@@ -227,7 +183,9 @@ async def test_empty_list_and_failing_reads(fake: FakeClient) -> None:
 
 
 @pytest.mark.parametrize("size", [(160, 48), (100, 30)], ids=["160x48", "100x30"])
-def test_snapshot_backfills(snap_compare: Any, fake: FakeClient, size: tuple[int, int]) -> None:
+def test_snapshot_backfills(
+    snap_compare: Any, fake: PartitionsClient, size: tuple[int, int]
+) -> None:
     async def run(pilot: Any) -> None:
         await ready(pilot.app, pilot)
         await pilot.pause(0.1)  # let the table lay out its columns

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +15,12 @@ from textual.widgets import Button, Input, Static
 
 from engine.client import Client, RunRequest
 from engine.errors import EngineError
-from tests.tui.waits import polled_screen, until
+from engine.manifest import Manifest
+from tests.tui.fakes import FakeRun, FakeStep, Host, PartitionsClient, State, load_pipeline
+from tests.tui.waits import poll_quickly, polled_screen, until
 from tui.screens.backfill import BackfillDialog
 from tui.screens.partitions import PartitionsScreen
 from tui.widgets.partition_matrix import build_columns
-
-NOW = 1_738_000_000.0  # 2025-01-27 17:46 UTC: a fixed clock for stable snapshots
 
 PIPELINE = """
 from engine import DailyPartitions, HourlyPartitions, StaticPartitions, asset, schedule
@@ -66,120 +64,9 @@ schedule("@daily", target="group:sales", name="nightly_sales")
 """
 
 
-@dataclass(frozen=True)
-class State:
-    """Shaped like engine.partition_status.PartitionState (what `client.partitions` returns)."""
-
-    key: str | None
-    status: str
-    materialized_at: float | None = None
-    run_id: str | None = None
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class FakeStep:
-    key: str
-
-
-@dataclass(frozen=True)
-class FakeRun:
-    id: str
-    partition: str | None
-    steps: tuple[FakeStep, ...]
-
-
-class FakeClient:
-    """The slice of engine.client.Client these screens use, with fixed data."""
-
-    def __init__(self, manifest: Any, statuses: dict[str, dict[str | None, str]]) -> None:
-        self.manifest = manifest
-        self.statuses = statuses
-        self.engine = None
-        self.submitted: list[RunRequest] = []
-        self.backfills_started: list[dict[str, Any]] = []
-        self.backfill_error: EngineError | None = None
-        self.partition_calls = 0
-        self.recent_runs: list[FakeRun] = []
-
-    def load(self, force: bool = False) -> Any:
-        return self.manifest
-
-    def partitions(self, asset: str) -> list[State]:
-        self.partition_calls += 1
-        pdef = self.manifest.assets[asset].partitions_def
-        keys: list[str | None] = list(pdef.keys()) if pdef is not None else [None]
-        mine = self.statuses.get(asset, {})
-        out = []
-        for key in keys:
-            status = mine.get(key, "missing")
-            done = status in ("materialized", "stale")
-            out.append(
-                State(
-                    key=key,
-                    status=status,
-                    materialized_at=NOW - 3600 if done else None,
-                    run_id="r-" + (key or "all") if done else None,
-                    reason="upstream orders newer" if status == "stale" else None,
-                )
-            )
-        return out
-
-    def submit(self, request: RunRequest) -> str:
-        self.submitted.append(request)
-        return "run-0001"
-
-    def backfill(
-        self,
-        selection: list[str],
-        keys: list[str] | None = None,
-        first: str | None = None,
-        last: str | None = None,
-        max_parallel: int = 4,
-    ) -> str:
-        if self.backfill_error is not None:
-            raise self.backfill_error
-        self.backfills_started.append(
-            {
-                "selection": list(selection),
-                "keys": keys,
-                "first": first,
-                "last": last,
-                "max_parallel": max_parallel,
-            }
-        )
-        return "bf0001"
-
-    def runs(self, limit: int = 50, offset: int = 0) -> list[FakeRun]:
-        return self.recent_runs[:limit]
-
-
-class Host(App[None]):
-    """A bare app that pushes one screen, with a client and a frozen clock."""
-
-    def __init__(self, client: Any, make_screen: Callable[[], Screen[Any]]) -> None:
-        super().__init__()
-        self.client = client
-        self.clock = lambda: NOW
-        self._make_screen = make_screen
-
-    def on_mount(self) -> None:
-        self.push_screen(self._make_screen())
-
-
-def write_pipeline(folder: Path) -> Path:
-    pipes = folder / "pipelines"
-    pipes.mkdir(parents=True, exist_ok=True)
-    (pipes / "shop.py").write_text(PIPELINE)
-    return pipes
-
-
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    root = tmp_path_factory.mktemp("partitions")
-    loaded = Client(home=root / "home", pipelines=write_pipeline(root)).load()
-    assert loaded.ok, loaded.errors
-    return loaded
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Manifest:
+    return load_pipeline(tmp_path_factory.mktemp("partitions"), "shop.py", PIPELINE)
 
 
 def sales_statuses() -> dict[str, dict[str | None, str]]:
@@ -203,17 +90,12 @@ def no_blink(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Input, "__init__", init)
 
 
-@pytest.fixture(autouse=True)
-def quick_polls(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Poll ten times a second, so tests see changes sooner; snapshots poll once and hold
-    still, so a refresh landing mid-capture cannot change the picture."""
-    still = request.node.name.startswith("test_snapshot")
-    monkeypatch.setattr(PartitionsScreen, "POLL_SECONDS", 60.0 if still else 0.1)
+quick_polls = poll_quickly(PartitionsScreen)
 
 
 @pytest.fixture
-def fake(manifest: Any) -> FakeClient:
-    return FakeClient(manifest, sales_statuses())
+def fake(manifest: Manifest) -> PartitionsClient:
+    return PartitionsClient(manifest, sales_statuses())
 
 
 async def loaded(app: App[Any], pilot: Any) -> PartitionsScreen:
@@ -227,7 +109,7 @@ def text_of(screen: Screen[Any], selector: str) -> str:
 # --- the matrix ------------------------------------------------------------------------------
 
 
-async def test_matrix_shows_group_rows_keys_and_statuses(fake: FakeClient) -> None:
+async def test_matrix_shows_group_rows_keys_and_statuses(fake: PartitionsClient) -> None:
     app = Host(fake, lambda: PartitionsScreen("revenue"))
     async with app.run_test(size=(160, 48)) as pilot:
         screen = await loaded(app, pilot)
@@ -249,7 +131,9 @@ async def test_matrix_shows_group_rows_keys_and_statuses(fake: FakeClient) -> No
         assert "✗" in lines[3] and "◧" in lines[3] and "□" in lines[3] and "■" in lines[3]
 
 
-async def test_shift_arrows_select_a_range_and_b_prefills_the_dialog(fake: FakeClient) -> None:
+async def test_shift_arrows_select_a_range_and_b_prefills_the_dialog(
+    fake: PartitionsClient,
+) -> None:
     app = Host(fake, lambda: PartitionsScreen("orders"))
     async with app.run_test(size=(160, 48)) as pilot:
         screen = await loaded(app, pilot)
@@ -284,7 +168,7 @@ async def test_shift_arrows_select_a_range_and_b_prefills_the_dialog(fake: FakeC
         assert not matrix.has_selection  # a started backfill clears the selection
 
 
-async def test_marks_rows_and_downstream_make_the_backfill(fake: FakeClient) -> None:
+async def test_marks_rows_and_downstream_make_the_backfill(fake: PartitionsClient) -> None:
     app = Host(fake, lambda: PartitionsScreen("orders"))
     async with app.run_test(size=(160, 48)) as pilot:
         screen = await loaded(app, pilot)
@@ -330,7 +214,7 @@ async def retype(pilot: Any, selector: str, text: str, keys: bool = False) -> No
     await pilot.pause()
 
 
-async def test_invalid_keys_are_refused_inline(fake: FakeClient) -> None:
+async def test_invalid_keys_are_refused_inline(fake: PartitionsClient) -> None:
     app = Host(fake, lambda: PartitionsScreen("orders"))
     async with app.run_test(size=(160, 48)) as pilot:
         dialog = await open_dialog(app, pilot, "shift+left")
@@ -369,7 +253,7 @@ async def test_invalid_keys_are_refused_inline(fake: FakeClient) -> None:
         assert [n.message for n in app._notifications] == ["backfill bf0001 started (12 runs)"]
 
 
-async def test_engine_refusal_is_shown_in_the_dialog(fake: FakeClient) -> None:
+async def test_engine_refusal_is_shown_in_the_dialog(fake: PartitionsClient) -> None:
     fake.backfill_error = EngineError("another backfill holds these keys", title="Engine refused")
     app = Host(fake, lambda: PartitionsScreen("orders"))
     async with app.run_test(size=(100, 30)) as pilot:
@@ -385,7 +269,7 @@ async def test_engine_refusal_is_shown_in_the_dialog(fake: FakeClient) -> None:
         assert isinstance(app.screen, PartitionsScreen)
 
 
-async def test_nothing_to_do_disables_start(fake: FakeClient) -> None:
+async def test_nothing_to_do_disables_start(fake: PartitionsClient) -> None:
     app = Host(fake, lambda: PartitionsScreen("orders"))
     async with app.run_test(size=(160, 48)) as pilot:
         await loaded(app, pilot)
@@ -396,7 +280,7 @@ async def test_nothing_to_do_disables_start(fake: FakeClient) -> None:
         assert dialog.query_one("#backfill-start", Button).disabled
 
 
-async def test_dialog_without_a_range_offers_every_key(fake: FakeClient) -> None:
+async def test_dialog_without_a_range_offers_every_key(fake: PartitionsClient) -> None:
     """The home screen opens the dialog with no range: From/To cover every key."""
     app = Host(fake, lambda: BackfillDialog(["revenue"], None, None))
     async with app.run_test(size=(100, 30)) as pilot:
@@ -409,7 +293,7 @@ async def test_dialog_without_a_range_offers_every_key(fake: FakeClient) -> None
         assert "25 done keys skipped" in text_of(dialog, "#backfill-summary")
 
 
-async def test_grouping_by_week_and_month_shows_the_worst_status(fake: FakeClient) -> None:
+async def test_grouping_by_week_and_month_shows_the_worst_status(fake: PartitionsClient) -> None:
     app = Host(fake, lambda: PartitionsScreen("revenue"))
     async with app.run_test(size=(160, 48)) as pilot:
         screen = await loaded(app, pilot)
@@ -432,7 +316,7 @@ async def test_grouping_by_week_and_month_shows_the_worst_status(fake: FakeClien
         assert matrix.grouping == "day" and len(matrix.columns) == 31
 
 
-async def test_m_materializes_the_cursor_cell(fake: FakeClient) -> None:
+async def test_m_materializes_the_cursor_cell(fake: PartitionsClient) -> None:
     app = Host(fake, lambda: PartitionsScreen("revenue"))
     async with app.run_test(size=(160, 48)) as pilot:
         await loaded(app, pilot)
@@ -441,7 +325,7 @@ async def test_m_materializes_the_cursor_cell(fake: FakeClient) -> None:
         assert fake.submitted == [RunRequest(selection=("revenue",), partition="2025-01-29")]
 
 
-async def test_enter_opens_the_latest_run_or_says_why_not(fake: FakeClient) -> None:
+async def test_enter_opens_the_latest_run_or_says_why_not(fake: PartitionsClient) -> None:
     fake.recent_runs = [FakeRun("r-newest", "2025-01-26", (FakeStep("revenue"),))]
     app = Host(fake, lambda: PartitionsScreen("revenue"))
     async with app.run_test(size=(160, 48)) as pilot:
@@ -459,7 +343,7 @@ async def test_enter_opens_the_latest_run_or_says_why_not(fake: FakeClient) -> N
             assert type(app.screen).__name__ == "RunScreen"
 
 
-async def test_polls_stay_one_chain(fake: FakeClient) -> None:
+async def test_polls_stay_one_chain(fake: PartitionsClient) -> None:
     """Extra polls (after m or a backfill) must not start extra refresh loops."""
     app = Host(fake, lambda: PartitionsScreen("orders"))
     async with app.run_test(size=(160, 48)) as pilot:
@@ -474,7 +358,7 @@ async def test_polls_stay_one_chain(fake: FakeClient) -> None:
         assert 3 <= screen.polls - before <= 14
 
 
-async def test_errors_from_the_client_become_toasts(fake: FakeClient) -> None:
+async def test_errors_from_the_client_become_toasts(fake: PartitionsClient) -> None:
     def broken(asset: str) -> list[State]:
         raise EngineError("database is locked", title="Storage error")
 
@@ -488,7 +372,7 @@ async def test_errors_from_the_client_become_toasts(fake: FakeClient) -> None:
         assert isinstance(app.screen, PartitionsScreen)
 
 
-async def test_unknown_or_unpartitioned_asset_is_reported(fake: FakeClient) -> None:
+async def test_unknown_or_unpartitioned_asset_is_reported(fake: PartitionsClient) -> None:
     app = Host(fake, lambda: PartitionsScreen("revenue_report"))
     async with app.run_test(size=(100, 30)) as pilot:
         await until(lambda: bool(app._notifications), pilot)
@@ -498,7 +382,7 @@ async def test_unknown_or_unpartitioned_asset_is_reported(fake: FakeClient) -> N
         assert not isinstance(app.screen, PartitionsScreen)
 
 
-async def test_static_partitions_show_truncated_keys(fake: FakeClient) -> None:
+async def test_static_partitions_show_truncated_keys(fake: PartitionsClient) -> None:
     app = Host(fake, lambda: PartitionsScreen("stores"))
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await loaded(app, pilot)
@@ -517,7 +401,7 @@ async def test_static_partitions_show_truncated_keys(fake: FakeClient) -> None:
 # --- thousands of keys ----------------------------------------------------------------------
 
 
-async def test_two_thousand_hourly_keys_mount_fast_and_page(fake: FakeClient) -> None:
+async def test_two_thousand_hourly_keys_mount_fast_and_page(fake: PartitionsClient) -> None:
     app = Host(fake, lambda: PartitionsScreen("clicks"))
     started = time.perf_counter()
     async with app.run_test(size=(160, 48)) as pilot:
@@ -576,7 +460,7 @@ def _range_selected(pilot: Any) -> Any:
 
 @pytest.mark.parametrize("size", [(160, 48), (100, 30)], ids=["160x48", "100x30"])
 def test_snapshot_matrix_with_range(
-    snap_compare: Any, fake: FakeClient, size: tuple[int, int]
+    snap_compare: Any, fake: PartitionsClient, size: tuple[int, int]
 ) -> None:
     app = Host(fake, lambda: PartitionsScreen("orders"))
     assert snap_compare(app, terminal_size=size, run_before=_range_selected(None))
@@ -584,7 +468,7 @@ def test_snapshot_matrix_with_range(
 
 @pytest.mark.parametrize("size", [(160, 48), (100, 30)], ids=["160x48", "100x30"])
 def test_snapshot_backfill_dialog(
-    snap_compare: Any, fake: FakeClient, size: tuple[int, int]
+    snap_compare: Any, fake: PartitionsClient, size: tuple[int, int]
 ) -> None:
     async def run(pilot: Any) -> None:
         await _range_selected(None)(pilot)
@@ -597,7 +481,7 @@ def test_snapshot_backfill_dialog(
     assert snap_compare(app, terminal_size=size, run_before=run)
 
 
-def test_snapshot_backfill_dialog_invalid_key(snap_compare: Any, fake: FakeClient) -> None:
+def test_snapshot_backfill_dialog_invalid_key(snap_compare: Any, fake: PartitionsClient) -> None:
     async def run(pilot: Any) -> None:
         await open_dialog(pilot.app, pilot, "shift+left", "shift+left")
         await retype(pilot, "#backfill-to", "2025-02-30", keys=True)
@@ -606,7 +490,7 @@ def test_snapshot_backfill_dialog_invalid_key(snap_compare: Any, fake: FakeClien
     assert snap_compare(app, terminal_size=(100, 30), run_before=run)
 
 
-def test_snapshot_hourly_grouped_by_day(snap_compare: Any, fake: FakeClient) -> None:
+def test_snapshot_hourly_grouped_by_day(snap_compare: Any, fake: PartitionsClient) -> None:
     async def run(pilot: Any) -> None:
         await loaded(pilot.app, pilot)
         await pilot.press("g")

@@ -1,4 +1,5 @@
-"""Waiting in Pilot tests: let the app run until something holds, never a fixed sleep."""
+"""Waiting in Pilot tests: let the app run until something holds, never a fixed sleep; and
+screens that poll often enough for that to be quick."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import pytest
 from textual.app import App
 from textual.screen import Screen
 
@@ -28,3 +30,17 @@ async def polled_screen(app: App[Any], pilot: Any, kind: type[S]) -> S:
     assert isinstance(screen, kind)
     await until(lambda: screen.polls > 0, pilot)  # type: ignore[attr-defined]
     return screen
+
+
+def poll_quickly(*screens: type[Screen[Any]]) -> Any:
+    """An autouse fixture for a test module (assign it to a name there): `screens` poll ten
+    times a second, so tests see changes sooner; snapshots poll once and hold still, so a
+    refresh landing mid-capture cannot change the picture."""
+
+    @pytest.fixture(autouse=True)
+    def polls(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+        still = request.node.name.startswith("test_snapshot")
+        for screen in screens:
+            monkeypatch.setattr(screen, "POLL_SECONDS", 60.0 if still else 0.1)
+
+    return polls
