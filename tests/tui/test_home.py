@@ -61,17 +61,23 @@ def plain(renderable: Any) -> str:
     return console.export_text()
 
 
-def make_app(fake: FakeClient, clock: Callable[[], float], mode: str = "offline") -> DagtopApp:
-    return DagtopApp(fake, mode=mode, clock=clock)  # type: ignore[arg-type]
+@pytest.fixture
+def app(fake_client: FakeClient, clock: Callable[[], float]) -> DagtopApp:
+    """The real app over the fake client, offline (read-only, no engine to listen to)."""
+    return DagtopApp(fake_client, mode="offline", clock=clock)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def embedded_app(fake_client: FakeClient, clock: Callable[[], float]) -> DagtopApp:
+    """The real app as it runs beside an engine: the fake's engine is the one it listens to."""
+    fake_client.engine = FakeEngine()
+    return DagtopApp(fake_client, mode="embedded", clock=clock)  # type: ignore[arg-type]
 
 
 # --- the tree, the graph and the error pane ---------------------------------------------------
 
 
-async def test_tree_graph_and_broken_file(
-    fake_client: FakeClient, clock: Callable[[], float]
-) -> None:
-    app = make_app(fake_client, clock)
+async def test_tree_graph_and_broken_file(app: DagtopApp) -> None:
     async with app.run_test(size=(160, 48)) as pilot:
         home = await ready(app, pilot)
         shown = labels(home)
@@ -118,10 +124,7 @@ async def test_tree_graph_and_broken_file(
 # --- actions ----------------------------------------------------------------------------------
 
 
-async def test_m_materializes_the_selection(
-    fake_client: FakeClient, clock: Callable[[], float]
-) -> None:
-    app = make_app(fake_client, clock)
+async def test_m_materializes_the_selection(app: DagtopApp, fake_client: FakeClient) -> None:
     async with app.run_test(size=(160, 48)) as pilot:
         home = await ready(app, pilot)
         # An asset node in the graph, then its whole group with M.
@@ -170,13 +173,12 @@ async def test_m_materializes_the_selection(
 
 
 async def test_runs_pane_cancel_rerun_filter_and_open(
-    fake_client: FakeClient, clock: Callable[[], float], monkeypatch: pytest.MonkeyPatch
+    app: DagtopApp, fake_client: FakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     opened: list[tuple[str, str | None]] = []
     monkeypatch.setattr(
         HomeScreen, "open_run", lambda self, rid, step=None: opened.append((rid, step))
     )
-    app = make_app(fake_client, clock)
     async with app.run_test(size=(160, 48)) as pilot:
         home = await ready(app, pilot)
         table = home.runs_table
@@ -240,9 +242,8 @@ async def test_runs_pane_cancel_rerun_filter_and_open(
 
 
 async def test_engine_changes_recolour_without_relayout(
-    fake_client: FakeClient, clock: Callable[[], float]
+    app: DagtopApp, fake_client: FakeClient
 ) -> None:
-    app = make_app(fake_client, clock)
     async with app.run_test(size=(160, 48)) as pilot:
         home = await ready(app, pilot)
         home.show_graph("group", "training")
@@ -265,8 +266,7 @@ async def test_engine_changes_recolour_without_relayout(
 # --- help, palette, quitting ------------------------------------------------------------------
 
 
-async def test_help_and_palette(fake_client: FakeClient, clock: Callable[[], float]) -> None:
-    app = make_app(fake_client, clock)
+async def test_help_and_palette(app: DagtopApp, fake_client: FakeClient) -> None:
     async with app.run_test(size=(160, 48)) as pilot:
         home = await ready(app, pilot)
         await pilot.press("question_mark")
@@ -299,10 +299,9 @@ async def test_help_and_palette(fake_client: FakeClient, clock: Callable[[], flo
 
 
 async def test_quit_with_runs_in_flight_asks(
-    fake_client: FakeClient, clock: Callable[[], float]
+    embedded_app: DagtopApp, fake_client: FakeClient
 ) -> None:
-    fake_client.engine = FakeEngine()
-    app = make_app(fake_client, clock, mode="embedded")
+    app = embedded_app
     exits: list[bool] = []
     app.exit = lambda *args, **kwargs: exits.append(True)  # type: ignore[method-assign]
     async with app.run_test(size=(160, 48)) as pilot:
@@ -327,21 +326,17 @@ async def test_quit_with_runs_in_flight_asks(
 
 
 async def test_quit_with_nothing_in_flight_just_quits(
-    fake_client: FakeClient, clock: Callable[[], float]
+    embedded_app: DagtopApp, fake_client: FakeClient
 ) -> None:
-    fake_client.engine = FakeEngine()
+    app = embedded_app
     fake_client.runs_list = [r for r in fake_client.runs_list if r.finished]
-    app = make_app(fake_client, clock, mode="embedded")
     async with app.run_test(size=(160, 48)) as pilot:
         await ready(app, pilot)
         await pilot.press("q")
         await until(lambda: not app.is_running, pilot)
 
 
-async def test_a_narrow_terminal_still_works(
-    fake_client: FakeClient, clock: Callable[[], float]
-) -> None:
-    app = make_app(fake_client, clock)
+async def test_a_narrow_terminal_still_works(app: DagtopApp, fake_client: FakeClient) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         home = await ready(app, pilot)
         assert home.status_bar.render().plain.endswith("15:42:07 ")
@@ -368,11 +363,7 @@ async def _settle(pilot: Any) -> None:
 
 
 @pytest.mark.parametrize("size", [(160, 48), (100, 30)])
-def test_snapshot_home(
-    snap_compare: Any, fake_client: FakeClient, clock: Callable[[], float], size: tuple[int, int]
-) -> None:
-    app = make_app(fake_client, clock)
-
+def test_snapshot_home(snap_compare: Any, app: DagtopApp, size: tuple[int, int]) -> None:
     async def before(pilot: Any) -> None:
         await _settle(pilot)
         home = home_of(pilot.app)
@@ -384,11 +375,7 @@ def test_snapshot_home(
     assert snap_compare(app, terminal_size=size, run_before=before)
 
 
-def test_snapshot_broken_file(
-    snap_compare: Any, fake_client: FakeClient, clock: Callable[[], float]
-) -> None:
-    app = make_app(fake_client, clock)
-
+def test_snapshot_broken_file(snap_compare: Any, app: DagtopApp) -> None:
     async def before(pilot: Any) -> None:
         await _settle(pilot)
         home = home_of(pilot.app)
