@@ -2,27 +2,26 @@
 
 The fake implements the part of `engine.client.Client` the screen reads (run, attempts,
 samples, request_cancel, rerun) with the facade's own view classes and fixed times; the app's
-clock is frozen, and TZ is UTC, so every snapshot is stable.
+clock is frozen, and TZ is UTC (conftest.py), so every snapshot is stable.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from textual import events
-from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Label
 from textual.widgets._footer import FooterKey
 
 from engine.client import AttemptView, Client, RunRequest, RunView, SampleView, StepView
 from engine.errors import RunNotFound
+from tests.tui.fakes import Host
 from tests.tui.waits import until
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.run import RunCommands, RunScreen, default_step
@@ -31,19 +30,6 @@ from tui.widgets.log_view import LogView
 
 T0 = 1_750_000_000.0  # 2025-06-15 15:06:40 UTC
 MiB = 1 << 20
-
-
-@pytest.fixture(autouse=True)
-def utc() -> Iterator[None]:
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    yield
-    if old is None:
-        os.environ.pop("TZ", None)
-    else:
-        os.environ["TZ"] = old
-    time.tzset()
 
 
 # --- a fake facade ----------------------------------------------------------------------------
@@ -197,22 +183,15 @@ def running_run(tmp: Path) -> FakeClient:
     return client
 
 
-class RunApp(App[None]):
-    """Just enough app to push the run screen: the facade and a frozen clock (not the app's
-    styles, so the snapshots change only when this screen does)."""
+class RunApp(Host):
+    """A host for the run screen of one run (its name is the title in the snapshots)."""
 
     def __init__(self, client: Any, run_id: str, step: str | None = None, now: float = T0 + 9):
-        super().__init__()
-        self.client = client
-        self.clock: Callable[[], float] = lambda: now
-        self.run_id, self.step = run_id, step
-
-    def on_mount(self) -> None:
-        self.push_screen(RunScreen(self.run_id, self.step))
+        super().__init__(client, lambda: RunScreen(run_id, step), now)
 
 
-async def settle(pilot: Pilot[None], lines: int = 1) -> None:
-    """Wait until the run is shown and its log read."""
+async def settle(pilot: Pilot[None], lines: int = 1) -> RunScreen:
+    """Wait until the run is shown and its log read; the run screen."""
     app = pilot.app
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
@@ -223,6 +202,9 @@ async def settle(pilot: Pilot[None], lines: int = 1) -> None:
             if log.line_count >= lines and not log._source.scanning:
                 break
     await pilot.pause()
+    screen = app.screen
+    assert isinstance(screen, RunScreen)
+    return screen
 
 
 # --- snapshots --------------------------------------------------------------------------------
@@ -257,9 +239,7 @@ async def test_failed_step_shows_reason_and_its_last_attempt(tmp_path: Path) -> 
     client = failed_run(tmp_path)
     app = RunApp(client, "4f2a")
     async with app.run_test(size=(160, 48)) as pilot:
-        await settle(pilot, 13)
-        screen = app.screen
-        assert isinstance(screen, RunScreen)
+        screen = await settle(pilot, 13)
         assert screen.step == "trained_model"
         table = screen.query_one("#steps", DataTable)
         assert "memory limit exceeded" in str(table.get_cell("trained_model", "reason"))
@@ -295,9 +275,7 @@ async def test_the_log_header_says_where_the_attempt_ran(tmp_path: Path) -> None
     ]
     app = RunApp(client, "4f2a")
     async with app.run_test(size=(160, 48)) as pilot:
-        await settle(pilot, 5)
-        screen = app.screen
-        assert isinstance(screen, RunScreen)
+        screen = await settle(pilot, 5)
         info = str(screen.query_one("#log-info", Label).render())
         assert info == "pid 4242 on gpu-box (tcp://10.0.0.7:40211)"
 
@@ -311,9 +289,7 @@ async def test_the_log_header_says_where_the_attempt_ran(tmp_path: Path) -> None
 async def test_selecting_a_step_switches_the_log(tmp_path: Path) -> None:
     app = RunApp(failed_run(tmp_path), "4f2a")
     async with app.run_test(size=(160, 48)) as pilot:
-        await settle(pilot, 13)
-        screen = app.screen
-        assert isinstance(screen, RunScreen)
+        screen = await settle(pilot, 13)
         await pilot.press("tab")
         assert screen.query_one("#steps", DataTable).has_focus
         await pilot.press("up", "up")  # raw_digits
@@ -355,9 +331,7 @@ async def test_search_from_the_screen_and_escape(tmp_path: Path) -> None:
     client = failed_run(tmp_path)
     app = RunApp(client, "4f2a")
     async with app.run_test(size=(160, 48)) as pilot:
-        await settle(pilot, 13)
-        screen = app.screen
-        assert isinstance(screen, RunScreen)
+        screen = await settle(pilot, 13)
         log = screen.query_one(LogView)
         search = screen.query_one("#search", Input)
         await pilot.press("slash", "x", "escape")  # escape first closes the search box
@@ -484,9 +458,7 @@ async def test_real_run_log_grows_while_following_then_ends(
 async def test_follow_toggle_shows_in_the_title_and_palette_lists_actions(tmp_path: Path) -> None:
     app = RunApp(running_run(tmp_path), "4f2a")
     async with app.run_test(size=(160, 48)) as pilot:
-        await settle(pilot, 5)
-        screen = app.screen
-        assert isinstance(screen, RunScreen)
+        screen = await settle(pilot, 5)
         panel = screen.query_one("#log-panel")
         assert panel.border_title == "trained_model · attempt 1 · following"
         assert "▼ live" in str(panel.border_subtitle)
@@ -510,9 +482,7 @@ async def test_polling_an_unchanged_run_leaves_the_footer_alone(tmp_path: Path) 
     client = running_run(tmp_path)
     app = RunApp(client, "4f2a")
     async with app.run_test(size=(160, 48)) as pilot:
-        await settle(pilot, 5)
-        screen = app.screen
-        assert isinstance(screen, RunScreen)
+        screen = await settle(pilot, 5)
         refreshed: list[object] = []
         screen.bindings_updated_signal.subscribe(screen, refreshed.append)
         reads = client.reads
