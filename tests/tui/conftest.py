@@ -1,10 +1,10 @@
-"""Fixtures of the home-screen tests: a fake client over a real manifest, a frozen clock."""
+"""Fixtures of the UI tests: local times in UTC, the example pipelines' manifest, a fake client
+over it and a frozen clock."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -36,8 +36,3 @@ def clock() -> Callable[[], float]:
 @pytest.fixture
 def fake_client(examples_manifest: Manifest) -> FakeClient:
     return FakeClient(examples_manifest)
-
-
-@pytest.fixture
-def examples_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "pipelines"

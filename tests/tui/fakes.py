@@ -53,14 +53,19 @@ def features_v2(no_such_upstream_asset):
 '''
 
 
+def copy_examples(folder: Path) -> Path:
+    """The example pipelines plus a broken file, copied to `folder`/pipelines."""
+    pipelines = folder / "pipelines"
+    shutil.copytree(EXAMPLES, pipelines, ignore=shutil.ignore_patterns("__pycache__"))
+    (pipelines / "broken_feature.py").write_text(BROKEN)
+    return pipelines
+
+
 def build_manifest(folder: Path) -> Manifest:
     """Copy the example pipelines (and a broken file) into `folder` and load them for real."""
     from engine import loader
 
-    pipelines = folder / "pipelines"
-    shutil.copytree(EXAMPLES, pipelines, ignore=shutil.ignore_patterns("__pycache__"))
-    (pipelines / "broken_feature.py").write_text(BROKEN)
-    return loader.load(pipelines, cache_dir=folder / "home", timeout=60)
+    return loader.load(copy_examples(folder), cache_dir=folder / "home", timeout=60)
 
 
 def load_pipeline(folder: Path, name: str, source: str) -> Manifest:

@@ -6,18 +6,16 @@ would and watch the real engine's results arrive through the real event path.
 
 from __future__ import annotations
 
-import io
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import ContentSwitcher, Static
 
 from engine.client import Client
-from tests.tui.fakes import BROKEN, EXAMPLES
+from tests.tui.fakes import copy_examples
+from tests.tui.reading import labels, plain
 from tests.tui.waits import until
 from tui.app import DagtopApp
 from tui.screens.confirm import PromptScreen
@@ -28,10 +26,7 @@ pytestmark = pytest.mark.serial
 
 
 def _embedded(tmp_path: Path) -> Iterator[Client]:
-    pipelines = tmp_path / "pipelines"
-    shutil.copytree(EXAMPLES, pipelines, ignore=shutil.ignore_patterns("__pycache__"))
-    (pipelines / "broken_feature.py").write_text(BROKEN)
-    client = Client(home=tmp_path / "home", pipelines=pipelines)
+    client = Client(home=tmp_path / "home", pipelines=copy_examples(tmp_path))
     client.start_engine(kind="tui")
     yield client
     client.engine.stop(grace=1.0)
@@ -58,19 +53,18 @@ async def home_with_graph(app: DagtopApp, pilot: Pilot[None]) -> HomeScreen:
     return home
 
 
-def plain(renderable: object) -> str:
-    console = Console(width=120, record=True, color_system=None, file=io.StringIO())
-    console.print(renderable)
-    return console.export_text()
+async def show_orders(home: HomeScreen, pilot: Pilot[None]) -> None:
+    """Put the tree's cursor on the orders asset and wait for the sales graph."""
+    tree = home.pipelines
+    tree.move_cursor(tree.find(NodeRef("asset", "orders", "daily_sales.py", "sales")))
+    await until(lambda: home.graph_shown == ("group", "sales"), pilot)
 
 
 async def test_m_on_an_asset_runs_it_and_its_node_turns_green(client: Client) -> None:
     app = DagtopApp(client, mode="embedded")
     async with app.run_test(size=(160, 48)) as pilot:
         home = await home_with_graph(app, pilot)
-        tree = home.pipelines
-        tree.move_cursor(tree.find(NodeRef("asset", "orders", "daily_sales.py", "sales")))
-        await until(lambda: home.graph_shown == ("group", "sales"), pilot)
+        await show_orders(home, pilot)
         home.dag.focus()
         home.dag.select("orders")
         await pilot.pause()
@@ -78,7 +72,7 @@ async def test_m_on_an_asset_runs_it_and_its_node_turns_green(client: Client) ->
         await until(lambda: isinstance(app.screen, PromptScreen), pilot)
         await pilot.press("enter")  # the prefilled key: the last day of the partitions
         await until(lambda: home.dag.statuses.get("orders") == "success", pilot, timeout=60)
-        assert "✓ orders ▦" in [str(n.label) for n in tree._walk(tree.root)]
+        assert "✓ orders ▦" in labels(home)
         # (the engine's scheduler may start its own runs beside ours)
         run = next(r for r in home.runs_table.runs.values() if r.target == "orders")
         assert run.partition == "2025-01-31"
@@ -93,8 +87,7 @@ async def test_a_broken_file_shows_its_error_and_edits_reload(client: Client) ->
         home = app.screen
         assert isinstance(home, HomeScreen)
         await until(lambda: home.manifest is not None, pilot, 30)
-        labels = [str(n.label) for n in home.pipelines._walk(home.pipelines.root)]
-        assert labels[-1] == "✗ broken_feature.py"
+        assert labels(home)[-1] == "✗ broken_feature.py"
         tree = home.pipelines
         tree.move_cursor(tree.find(NodeRef("broken", "broken_feature.py", "broken_feature.py")))
         pane = home.query_one("#graph-pane", ContentSwitcher)
@@ -105,7 +98,7 @@ async def test_a_broken_file_shows_its_error_and_edits_reload(client: Client) ->
 
         # Breaking another file while the UI runs: the engine reloads, the tree follows.
         (client.paths.pipelines / "typo.py").write_text("def oops(:\n    pass\n")
-        await until(lambda: "✗ typo.py" in [str(n.label) for n in tree._walk(tree.root)], pilot, 60)
+        await until(lambda: "✗ typo.py" in labels(home), pilot, 60)
         await pilot.pause(0.2)  # the rebuilt tree lays its lines out on the next refresh
         tree.move_cursor(tree.find(NodeRef("broken", "typo.py", "typo.py")))
         await until(lambda: "Syntax error in typo.py" in plain(error.content), pilot)
@@ -137,9 +130,7 @@ async def test_a_stale_node_says_why_under_the_graph(client: Client) -> None:
     app = DagtopApp(client, mode="embedded")
     async with app.run_test(size=(160, 48)) as pilot:
         home = await home_with_graph(app, pilot)
-        tree = home.pipelines
-        tree.move_cursor(tree.find(NodeRef("asset", "orders", "daily_sales.py", "sales")))
-        await until(lambda: home.graph_shown == ("group", "sales"), pilot)
+        await show_orders(home, pilot)
         await until(lambda: home.dag.statuses.get("revenue") == "stale", pilot, timeout=30)
         home.dag.focus()
         await until(lambda: home.dag.has_focus, pilot)

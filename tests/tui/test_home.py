@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from rich.console import Console
 from textual import events
 from textual.widgets import ContentSwitcher, Static
 
 from engine.client import RunRequest
 from engine.errors import SelectionError
 from tests.tui.fakes import NOW, FakeClient, FakeEngine, run, step
+from tests.tui.reading import labels, plain
 from tests.tui.waits import until
 from tui.app import DagtopApp
 from tui.commands import DagtopCommands
@@ -49,16 +48,6 @@ async def ready(app: DagtopApp, pilot: Any) -> HomeScreen:
     await until(lambda: is_ready(app), pilot)
     await pilot.pause()
     return home_of(app)
-
-
-def labels(home: HomeScreen) -> list[str]:
-    return [str(node.label) for node in home.pipelines._walk(home.pipelines.root)]
-
-
-def plain(renderable: Any) -> str:
-    console = Console(width=120, record=True, color_system=None, file=io.StringIO())
-    console.print(renderable)
-    return console.export_text()
 
 
 @pytest.fixture
@@ -389,11 +378,10 @@ def test_snapshot_broken_file(snap_compare: Any, app: DagtopApp) -> None:
 
 
 async def test_keys_typed_in_one_burst_after_slash_go_to_the_filter(
-    fake_client: FakeClient, clock: Callable[[], float]
+    app: DagtopApp, fake_client: FakeClient
 ) -> None:
     """A fast typist (or a paste) sends "/train" in one read: the letters after "/" belong to
     the filter, never to the runs table's keys (t toggles, r re-runs, i opens lineage)."""
-    app = make_app(fake_client, clock)
     async with app.run_test(size=(160, 48)) as pilot:
         home = await ready(app, pilot)
         table = home.runs_table
