@@ -95,6 +95,17 @@ def in_background(
     return thread, out
 
 
+def materialize_in_background(
+    client: Client, keys: list[str], root: Path
+) -> tuple[Path, threading.Thread, list[Any]]:
+    """Materialize `keys` in a thread, their steps handed a new folder of flags under `root`
+    (the files the steps wait for and leave behind); the folder, the thread and its result."""
+    flags = root / "flags"
+    flags.mkdir()
+    thread, out = in_background(client, client.materialize, keys, params={"flags": str(flags)})
+    return flags, thread, out
+
+
 def finished(thread: threading.Thread, out: list[Any]) -> RunView:
     thread.join(timeout=90)
     assert not thread.is_alive(), "the run never ended"
@@ -148,11 +159,7 @@ def test_logs_events_and_samples_arrive_while_the_step_runs(
     cluster: tuple[str, Any], tmp_path: Path
 ) -> None:
     client = make_project(tmp_path, cluster[0], "remote")
-    flags = tmp_path / "flags"
-    flags.mkdir()
-    thread, out = in_background(
-        client, client.materialize, ["talker", "listener"], params={"flags": str(flags)}
-    )
+    flags, thread, out = materialize_in_background(client, ["talker", "listener"], tmp_path)
 
     attempt = placed(client, "talker", out)
     log_path = Path(attempt.log_path)
@@ -184,11 +191,7 @@ def test_cancel_stops_the_remote_step_and_its_children(
     cluster: tuple[str, Any], tmp_path: Path
 ) -> None:
     client = make_project(tmp_path, cluster[0], "remote")
-    flags = tmp_path / "flags"
-    flags.mkdir()
-    thread, out = in_background(
-        client, client.materialize, ["stubborn"], params={"flags": str(flags)}
-    )
+    flags, thread, out = materialize_in_background(client, ["stubborn"], tmp_path)
     attempt = placed(client, "stubborn", out)
     child = int(wait_until(lambda: (flags / "child.pid").exists() and
                            (flags / "child.pid").read_text(), 30, "the child"))  # fmt: skip
@@ -209,11 +212,7 @@ def test_a_killed_worker_fails_the_attempt_its_processes_die_and_the_retry_runs_
 ) -> None:
     _, dask = cluster
     client = make_project(tmp_path, cluster[0], "remote")
-    flags = tmp_path / "flags"
-    flags.mkdir()
-    thread, out = in_background(
-        client, client.materialize, ["victim"], params={"flags": str(flags)}
-    )
+    flags, thread, out = materialize_in_background(client, ["victim"], tmp_path)
     first = placed(client, "victim", out)
     starts = flags / "starts.txt"
     wait_until(lambda: starts.exists() and starts.read_text().startswith("1 "), 30, "attempt 1")

@@ -46,6 +46,15 @@ def ready():
     os.write(1, f"{role} {os.getpid()}\\n".encode())
 """
 
+# A root and a child that both ignore SIGTERM: only SIGKILL ends them.
+IGNORES_SIGTERM = """
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if role == "root":
+    spawn("child")
+ready()
+time.sleep(60)
+"""
+
 
 class Tree:
     """A step-like process tree, with the pids its processes report as they get ready."""
@@ -318,14 +327,7 @@ def test_timeout_terminates_the_tree(monitor: Monitor) -> None:
 
 
 def test_timeout_sigkills_what_ignores_sigterm_after_grace(monitor: Monitor) -> None:
-    code = """
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if role == "root":
-        spawn("child")
-    ready()
-    time.sleep(60)
-    """
-    with tree(code) as step:
+    with tree(IGNORES_SIGTERM) as step:
         child = step.wait_ready(2)["child"]
         started = time.monotonic()
         monitor.watch("stubborn", step.pid, timeout=0.3, grace=0.5)
@@ -363,14 +365,7 @@ def test_stop_tree_kills_grandchildren_including_a_setsid_one() -> None:
 
 
 def test_kill_tree_kills_at_once() -> None:
-    code = """
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if role == "root":
-        spawn("child")
-    ready()
-    time.sleep(60)
-    """
-    with tree(code) as step:
+    with tree(IGNORES_SIGTERM) as step:
         child = step.wait_ready(2)["child"]
         kill_tree(step.pid)
         assert step.proc.wait(timeout=1) == -signal.SIGKILL
