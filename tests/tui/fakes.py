@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -68,14 +69,30 @@ def build_manifest(folder: Path) -> Manifest:
     return loader.load(copy_examples(folder), cache_dir=folder / "home", timeout=60)
 
 
-def load_pipeline(folder: Path, name: str, source: str) -> Manifest:
-    """Write one pipeline file into `folder` and load it through the real client."""
+def pipeline_client(folder: Path, name: str, source: str) -> Client:
+    """A real client over one pipeline file, written to `folder`/pipelines."""
     pipelines = folder / "pipelines"
     pipelines.mkdir(parents=True, exist_ok=True)
     (pipelines / name).write_text(source)
-    manifest = Client(home=folder / "home", pipelines=pipelines).load()
+    return Client(home=folder / "home", pipelines=pipelines)
+
+
+def load_pipeline(folder: Path, name: str, source: str) -> Manifest:
+    """Write one pipeline file into `folder` and load it through the real client."""
+    manifest = pipeline_client(folder, name, source).load()
     assert manifest.ok, manifest.errors
     return manifest
+
+
+@contextmanager
+def engine_running(folder: Path, name: str, source: str) -> Iterator[Client]:
+    """A real client over one pipeline file in `folder`, its engine started and then stopped."""
+    client = pipeline_client(folder, name, source)
+    engine = client.start_engine()
+    try:
+        yield client
+    finally:
+        engine.stop()
 
 
 def step(

@@ -16,7 +16,7 @@ from engine.errors import EngineError, RunNotFound
 from engine.scheduler import ScheduleStatus  # the real shapes client.schedules() returns
 from engine.sensors import SensorStatus
 from tests.tui.fakes import SCREEN_NOW as NOW
-from tests.tui.fakes import Host
+from tests.tui.fakes import Host, engine_running
 from tests.tui.waits import poll_quickly, polled_screen, until
 from tui.screens.automation import AutomationScreen, relative
 
@@ -201,14 +201,8 @@ file_sensor("inbox", path="inbox", pattern="*.csv", target="orders")
 
 @pytest.mark.serial
 async def test_real_engine_lists_and_toggles(tmp_path: Path) -> None:
-    from engine.client import Client
-
-    pipes = tmp_path / "pipelines"
-    (pipes / "inbox").mkdir(parents=True)
-    (pipes / "shop.py").write_text(REAL_PIPELINE)
-    client = Client(home=tmp_path / "home", pipelines=pipes)
-    client.start_engine()
-    try:
+    (tmp_path / "pipelines" / "inbox").mkdir(parents=True)  # what the sensor watches
+    with engine_running(tmp_path, "shop.py", REAL_PIPELINE) as client:
         app = Host(client, AutomationScreen)
         app.clock = time.time
         async with app.run_test(size=(160, 48)) as pilot:
@@ -221,5 +215,3 @@ async def test_real_engine_lists_and_toggles(tmp_path: Path) -> None:
             await until(lambda: not screen.schedules["nightly"].enabled, pilot, timeout=10)
             assert cell(screen, "schedules-table", "nightly", "enabled") == "○ off"
             assert cell(screen, "schedules-table", "nightly", "next") == "– (off)"
-    finally:
-        client.engine.stop()

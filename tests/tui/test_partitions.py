@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,15 @@ from textual.widgets import Button, Input, Static
 from engine.client import Client, RunRequest
 from engine.errors import EngineError
 from engine.manifest import Manifest
-from tests.tui.fakes import FakeRun, FakeStep, Host, PartitionsClient, State, load_pipeline
+from tests.tui.fakes import (
+    FakeRun,
+    FakeStep,
+    Host,
+    PartitionsClient,
+    State,
+    engine_running,
+    load_pipeline,
+)
 from tests.tui.waits import poll_quickly, polled_screen, until
 from tui.screens.backfill import BackfillDialog
 from tui.screens.partitions import PartitionsScreen
@@ -522,18 +531,13 @@ def revenue(context, orders):
 
 
 @pytest.fixture
-def real_client(tmp_path: Path) -> Any:
-    pipes = tmp_path / "pipelines"
-    pipes.mkdir()
-    (pipes / "shop.py").write_text(REAL_PIPELINE)
-    client = Client(home=tmp_path / "home", pipelines=pipes)
-    client.start_engine()
-    yield client
-    client.engine.stop()
+def real_client(tmp_path: Path) -> Iterator[Client]:
+    with engine_running(tmp_path, "shop.py", REAL_PIPELINE) as client:
+        yield client
 
 
 @pytest.mark.serial
-async def test_real_backfill_from_the_matrix_fills_it_in(real_client: Any) -> None:
+async def test_real_backfill_from_the_matrix_fills_it_in(real_client: Client) -> None:
     from tui.screens.backfills import BackfillsScreen
 
     app = Host(real_client, lambda: PartitionsScreen("orders"))
