@@ -127,6 +127,9 @@ class Engine:
             sweep_values(self.db, self.paths, values)
         self.reload(initial=True)
         self._spawn(self.coordinator.serve, self._stop, name="dagtop-coordinator")
+        # The first pass at once, not a beat later: the runs already queued (a backfill the
+        # CLI runs here, a daemon restarted mid-backfill) start now.
+        self._wake.set()
         self._spawn(self._housekeeping, name="dagtop-housekeeping")
         self._listen()  # runs can be taken from here on; schedules and sensors start next
         if self._want_schedules:
