@@ -23,20 +23,20 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine as SAEngine
 
 from engine import iomanager
-from engine.alerts import Alert, Alerter
+from engine.alerts import Alerter
 from engine.config import Config, Paths
 from engine.errors import EngineError
 from engine.executor import launch as launching
 from engine.executor.forkserver import ForkServer
-from engine.executor.monitor import Monitor, Sample, TreeStats, describe_exit, stop_tree
+from engine.executor.monitor import Monitor, Sample, TreeStats, stop_tree
 from engine.executor.recovery import owner_alive
+from engine.executor.state import LiveAttempt, RunState, StepState, Updates
 from engine.manifest import Manifest
 from engine.partitions import safe_key
 from engine.status import RunStatus, StepStatus, transition_run, transition_step
@@ -50,49 +50,6 @@ MAX_RETRY_DELAY = 300.0
 CANCEL_POLL = 0.5
 SAMPLE_FLUSH = 1.0
 CANCEL_GRACE = 3.0
-NOT_RETRIED = frozenset({"type"})  # worker error kinds a retry cannot change
-
-
-@dataclass
-class _Step:
-    id: int
-    key: str
-    upstream: list[str]
-    status: StepStatus
-    attempts: int
-    max_attempts: int
-    retry_at: float | None
-
-
-@dataclass
-class _Run:
-    id: str
-    steps: dict[str, _Step]
-    partition: str | None
-    schedule: str | None  # the schedule that started it, for its alert hooks
-    pipeline: str | None  # the task pipeline's name, or None for an asset run
-    canceling: bool = False
-    blocked: dict[str, str] = field(default_factory=dict)  # asset -> failed blocking check
-
-
-@dataclass
-class _Live:
-    """A running attempt."""
-
-    run_id: str
-    key: str
-    attempt: int
-    attempt_id: int
-    pid: int
-    popen: subprocess.Popen[bytes] | None  # None when the fork server is its parent
-    events_fd: int | None
-    pidfd: int | None
-    launch: launching.Launch
-    started: float
-    buf: bytes = b""
-    events: list[dict[str, Any]] = field(default_factory=list)
-    canceled: bool = False
-    remote: Any = None  # a dask_executor.RemoteAttempt when it runs on a Dask worker
 
 
 def _owner_id() -> str:
@@ -127,8 +84,8 @@ class Coordinator:
         self.manifest = manifest
         self.on_change = on_change
         self.owner = _owner_id()
-        self._runs: dict[str, _Run] = {}
-        self._live: dict[int, _Live] = {}
+        self._runs: dict[str, RunState] = {}
+        self._live: dict[int, LiveAttempt] = {}
         self._inbox: deque[str] = deque()
         self._samples: deque[dict[str, Any]] = deque()
         self._sel = selectors.DefaultSelector()
@@ -299,25 +256,7 @@ class Coordinator:
             run.owner = self.owner
             run.updated_at = now
             s.add(run)
-            state = _Run(
-                id=run.id,
-                pipeline=json.loads(run.selection) if run.kind == "pipeline" else None,
-                partition=run.partition,
-                schedule=run.trigger_ref if run.trigger == "schedule" else None,
-                canceling=run.cancel_requested,
-                steps={
-                    st.key: _Step(
-                        id=st.id or 0,
-                        key=st.key,
-                        upstream=json.loads(st.upstream),
-                        status=StepStatus(st.status),
-                        attempts=st.attempts,
-                        max_attempts=st.max_attempts,
-                        retry_at=st.retry_at,
-                    )
-                    for st in steps
-                },
-            )
+            state = RunState.from_rows(run, steps)
         self._runs[run_id] = state
         log.info("[run %s] started (%d steps)", run_id, len(state.steps))
         self._changed(run_id)
@@ -331,9 +270,9 @@ class Coordinator:
                 run.canceling = True
                 log.info("[run %s] cancel requested", run_id)
 
-    def _advance(self, run: _Run, now: float) -> None:
+    def _advance(self, run: RunState, now: float) -> None:
         """Settle what follows from the current state: skips, cancels, the run's end."""
-        updates: dict[str, tuple[StepStatus, str | None]] = {}
+        updates: Updates = {}
         if run.canceling:
             for st in run.steps.values():
                 if st.status in (StepStatus.QUEUED, StepStatus.RETRYING):
@@ -354,7 +293,7 @@ class Coordinator:
                 status = updates.get(st.key, (st.status, None))[0]
                 if status != StepStatus.QUEUED:
                     continue
-                reason = self._skip_reason(run, st, updates)
+                reason = run.skip_reason(st, updates)
                 if reason:
                     updates[st.key] = (StepStatus.SKIPPED, reason)
                     changed = True
@@ -365,22 +304,7 @@ class Coordinator:
         ):
             self._end_run(run, now)
 
-    def _skip_reason(
-        self, run: _Run, st: _Step, pending: dict[str, tuple[StepStatus, str | None]]
-    ) -> str | None:
-        for up in st.upstream:
-            up_status = pending.get(up, (run.steps[up].status, None))[0]
-            if up_status == StepStatus.FAILED:
-                return f"upstream {up} failed"
-            if up_status in (StepStatus.SKIPPED, StepStatus.CANCELED):
-                return f"upstream {up} {up_status.value}"
-            if up in run.blocked:
-                return run.blocked[up]
-        return None
-
-    def _set_steps(
-        self, run: _Run, updates: dict[str, tuple[StepStatus, str | None]], now: float
-    ) -> None:
+    def _set_steps(self, run: RunState, updates: Updates, now: float) -> None:
         with session_scope(self.db) as s:
             for key, (status, reason) in updates.items():
                 row = repo.step(s, run.id, key)
@@ -400,14 +324,8 @@ class Coordinator:
             repo.touch_runs(s, [run.id], now)
         self._changed(run.id)
 
-    def _end_run(self, run: _Run, now: float) -> None:
-        statuses = [st.status for st in run.steps.values()]
-        if run.canceling or StepStatus.CANCELED in statuses:
-            final = RunStatus.CANCELED
-        elif all(s == StepStatus.SUCCESS for s in statuses) and not run.blocked:
-            final = RunStatus.SUCCESS
-        else:
-            final = RunStatus.FAILED
+    def _end_run(self, run: RunState, now: float) -> None:
+        final = run.final_status()
         with session_scope(self.db) as s:
             row = repo.find_run(s, run.id)
             transition_run(row, final)
@@ -433,10 +351,10 @@ class Coordinator:
             for st in run.steps.values():
                 if len(self._live) >= self.config.max_workers:
                     return
-                if not self._ready(run, st, now):
+                if not run.ready(st, now):
                     continue
                 manifest = manifest or self.manifest()
-                pool = _definition(manifest, run, st.key, "pool")
+                pool = run.definition(manifest, st.key, "pool")
                 if pool is not None:
                     limit = self.config.pools.get(pool, 1)
                     if in_pools.get(pool, 0) >= limit:
@@ -444,17 +362,7 @@ class Coordinator:
                     in_pools[pool] = in_pools.get(pool, 0) + 1
                 self._start(run, st, manifest, now)
 
-    def _ready(self, run: _Run, st: _Step, now: float) -> bool:
-        if st.status == StepStatus.RETRYING:
-            if st.retry_at is not None and st.retry_at > now:
-                return False
-        elif st.status != StepStatus.QUEUED:
-            return False
-        return all(run.steps[up].status == StepStatus.SUCCESS for up in st.upstream) and not any(
-            up in run.blocked for up in st.upstream
-        )
-
-    def _start(self, run: _Run, st: _Step, manifest: Manifest, now: float) -> None:
+    def _start(self, run: RunState, st: StepState, manifest: Manifest, now: float) -> None:
         attempt_no = st.attempts + 1
         error: str | None = None
         launch: launching.Launch | None = None
@@ -513,7 +421,7 @@ class Coordinator:
             self._record_end(run, st, attempt_id, StepStatus.FAILED, error, None, TreeStats(), now)
             return
         pidfd = os.pidfd_open(pid) if _HAS_PIDFD and popen is not None else None
-        live = _Live(
+        live = LiveAttempt(
             run.id, st.key, attempt_no, attempt_id, pid, popen, events_fd, pidfd, launch, now
         )
         self._live[attempt_id] = live
@@ -535,7 +443,7 @@ class Coordinator:
         self._changed(run.id)
 
     def _start_remote(
-        self, run: _Run, st: _Step, launch: launching.Launch, attempt_id: int, now: float
+        self, run: RunState, st: StepState, launch: launching.Launch, attempt_id: int, now: float
     ) -> None:
         try:
             remote = self._dask_executor().submit(attempt_id, launch)
@@ -549,7 +457,7 @@ class Coordinator:
             error = f"could not send the step to Dask: {type(exc).__name__}: {exc}"
             self._record_end(run, st, attempt_id, StepStatus.FAILED, error, None, TreeStats(), now)
             return
-        live = _Live(
+        live = LiveAttempt(
             run.id, st.key, st.attempts, attempt_id, 0, None, None, None, launch, now,
             remote=remote,
         )  # fmt: skip
@@ -558,7 +466,7 @@ class Coordinator:
         log.info("[run %s] step %s attempt %d sent to Dask", run.id, st.key, st.attempts)
         self._changed(run.id)
 
-    def _remote_messages(self, live: _Live) -> None:
+    def _remote_messages(self, live: LiveAttempt) -> None:
         for msg in live.remote.drain():
             if "placed" in msg:
                 self._placed(live, msg["placed"])
@@ -571,7 +479,7 @@ class Coordinator:
                 self._finish(live, end.get("code"), end.get("cpu"))
                 return
 
-    def _placed(self, live: _Live, where: dict[str, Any]) -> None:
+    def _placed(self, live: LiveAttempt, where: dict[str, Any]) -> None:
         with session_scope(self.db) as s:
             att = repo.attempt(s, live.attempt_id)
             assert att is not None
@@ -591,7 +499,7 @@ class Coordinator:
 
     # --- watching and finishing ---------------------------------------------------------------
 
-    def _read_events(self, live: _Live) -> None:
+    def _read_events(self, live: LiveAttempt) -> None:
         assert live.events_fd is not None
         chunk = b""
         try:
@@ -605,16 +513,9 @@ class Coordinator:
             live.events_fd = None
         self._parse_events(live, chunk)
 
-    def _parse_events(self, live: _Live, chunk: bytes) -> None:
-        live.buf += chunk
-        *lines, live.buf = live.buf.split(b"\n")
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                live.events.append(json.loads(line))
-            except ValueError:
-                log.warning("[run %s] step %s sent a malformed event", live.run_id, live.key)
+    def _parse_events(self, live: LiveAttempt, chunk: bytes) -> None:
+        for _ in range(live.feed(chunk)):
+            log.warning("[run %s] step %s sent a malformed event", live.run_id, live.key)
 
     def _spawn(
         self, launch: launching.Launch, spec_path: Path, attempt_id: int
@@ -698,7 +599,7 @@ class Coordinator:
             self._server = None
         self._close_dask()
 
-    def _finish(self, live: _Live, returncode: int | None, cpu: float | None) -> None:
+    def _finish(self, live: LiveAttempt, returncode: int | None, cpu: float | None) -> None:
         if live.events_fd is not None:
             self._read_events(live)
             if live.events_fd is not None:
@@ -725,37 +626,16 @@ class Coordinator:
         now = time.time()
         run = self._runs[live.run_id]
         st = run.steps[live.key]
-        kinds = {e["e"]: e for e in live.events}
-        status, error, tb = StepStatus.FAILED, None, None
-        if live.canceled:
-            status, error = StepStatus.CANCELED, "canceled by user"
-        elif stats.violation:
-            error = stats.violation
-        elif live.remote is not None and live.remote.error:
-            error = live.remote.error  # e.g. its Dask worker was lost
-        elif "error" in kinds:
-            error, tb = kinds["error"]["message"], kinds["error"].get("traceback")
-        elif returncode is None and "finished" not in kinds:
-            error = "the worker's exit status was lost (its fork server died)"
-        elif returncode is not None and returncode != 0:
-            error = describe_exit(returncode)
-            if live.launch.spec is None:
-                error = f"command {error}"
-        elif live.launch.spec is not None and "finished" not in kinds:
-            error = "the worker exited without reporting a result"
-        else:
-            status = StepStatus.SUCCESS
-        # A value of the wrong type will be of the wrong type again: retrying only wastes time.
-        retry = kinds.get("error", {}).get("kind") not in NOT_RETRIED
+        end = live.ending(returncode, stats)
         self._record_end(
-            run, st, live.attempt_id, status, error, returncode, stats, now, live=live,
-            traceback=tb, retry=retry,
+            run, st, live.attempt_id, end.status, end.error, returncode, stats, now, live=live,
+            traceback=end.traceback, retry=end.retry,
         )  # fmt: skip
 
     def _record_end(
         self,
-        run: _Run,
-        st: _Step,
+        run: RunState,
+        st: StepState,
         attempt_id: int,
         status: StepStatus,
         error: str | None,
@@ -763,7 +643,7 @@ class Coordinator:
         stats: TreeStats,
         now: float,
         *,
-        live: _Live | None = None,
+        live: LiveAttempt | None = None,
         traceback: str | None = None,
         retry: bool = True,
     ) -> None:
@@ -798,7 +678,7 @@ class Coordinator:
             row.peak_rss_bytes = max(row.peak_rss_bytes or 0, stats.peak_rss_bytes) or None
             row.cpu_seconds = (row.cpu_seconds or 0.0) + stats.cpu_seconds
             if retrying:
-                base = _definition(self.manifest(), run, st.key, "retry_delay")
+                base = run.definition(self.manifest(), st.key, "retry_delay")
                 base = 1.0 if base is None else base
                 delay = min(base * 2 ** (st.attempts - 1), MAX_RETRY_DELAY)
                 row.retry_at = now + delay
@@ -843,8 +723,8 @@ class Coordinator:
     def _record_outputs(
         self,
         s: Any,
-        run: _Run,
-        live: _Live,
+        run: RunState,
+        live: LiveAttempt,
         attempt_id: int,
         events: list[dict[str, Any]],
         now: float,
@@ -902,38 +782,19 @@ class Coordinator:
     # --- alerts -------------------------------------------------------------------------------
 
     def _alert(
-        self, run: _Run, st: _Step, status: StepStatus, error: str | None, log_path: Path | None
+        self,
+        run: RunState,
+        st: StepState,
+        status: StepStatus,
+        error: str | None,
+        log_path: Path | None,
     ) -> None:
-        event = {
-            StepStatus.FAILED: "on_failure",
-            StepStatus.RETRYING: "on_retry",
-            StepStatus.SUCCESS: "on_success",
-        }.get(status)
-        if event is None:
-            return
-        manifest = self.manifest()
-        hooks: list[dict[str, Any]] = []
-        for source in (
-            _definition(manifest, run, st.key, "hooks"),
-            manifest.pipelines[run.pipeline].hooks if run.pipeline in manifest.pipelines else None,
-            manifest.schedules[run.schedule].hooks if run.schedule in manifest.schedules else None,
-        ):
-            if source and event in source and source[event] not in hooks:
-                hooks.append(source[event])
-        if not hooks and event in self.config.alerts:
-            hooks.append(self.config.alerts[event])  # the project-wide default
-        if not hooks:
+        found = run.alert_for(self.manifest, self.config.alerts, st, status, error, log_path)
+        if found is None:
             return
         if self.alerter is None:
             self.alerter = Alerter(window=self.config.alert_window)
-        self.alerter.notify(
-            hooks,
-            Alert(
-                event=event, run_id=run.id, step=st.key, status=status.value,
-                attempt=st.attempts, error=error, log_path=str(log_path) if log_path else None,
-                partition=run.partition, pipeline=run.pipeline,
-            ),
-        )  # fmt: skip
+        self.alerter.notify(*found)
 
     # --- samples ------------------------------------------------------------------------------
 
@@ -965,16 +826,6 @@ class Coordinator:
                 self.on_change(run_id)
             except Exception:  # noqa: BLE001 - a listener must never stop the executor
                 log.exception("on_change listener failed")
-
-
-def _definition(manifest: Manifest, run: _Run, key: str, attr: str) -> Any:
-    """An attribute of the step's current definition (None when it is gone)."""
-    if run.pipeline is None:
-        spec: Any = manifest.assets.get(key)
-    else:
-        pipeline = manifest.pipelines.get(run.pipeline)
-        spec = pipeline.tasks.get(key) if pipeline else None
-    return getattr(spec, attr, None)
 
 
 def _reap(proc: subprocess.Popen[bytes]) -> tuple[int, float | None]:
