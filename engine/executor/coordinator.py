@@ -9,12 +9,14 @@ exactly one terminal state.
 With `executor = "dask"` the attempts run on Dask workers instead (`dask_executor.py`): each is
 a `RemoteAttempt` whose pipe the same selector watches, delivering the events, samples, placement
 and end that a local attempt's pipe, monitor and pidfd would.
+
+This module is the loop and its decisions. The state it decides from, and the rules that read
+only that state, are in `state.py`; every write to storage is in `recording.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import selectors
@@ -28,27 +30,23 @@ from typing import Any
 
 from sqlalchemy.engine import Engine as SAEngine
 
-from engine import iomanager
 from engine.alerts import Alerter
 from engine.config import Config, Paths
 from engine.errors import EngineError
 from engine.executor import launch as launching
+from engine.executor import recording
 from engine.executor.forkserver import ForkServer
 from engine.executor.monitor import Monitor, Sample, TreeStats, stop_tree
-from engine.executor.recovery import owner_alive
 from engine.executor.state import LiveAttempt, RunState, StepState, Updates
 from engine.manifest import Manifest
 from engine.partitions import safe_key
-from engine.status import RunStatus, StepStatus, transition_run, transition_step
+from engine.status import StepStatus
 from engine.storage import repo
-from engine.storage.db import read_scope, session_scope
-from engine.storage.models import CheckRecord, Materialization, StepAttempt
+from engine.storage.db import read_scope
 
 log = logging.getLogger(__name__)
 
-MAX_RETRY_DELAY = 300.0
 CANCEL_POLL = 0.5
-SAMPLE_FLUSH = 1.0
 CANCEL_GRACE = 3.0
 
 
@@ -87,15 +85,13 @@ class Coordinator:
         self._runs: dict[str, RunState] = {}
         self._live: dict[int, LiveAttempt] = {}
         self._inbox: deque[str] = deque()
-        self._samples: deque[dict[str, Any]] = deque()
+        self._samples = recording.LiveSamples()
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
-        self._monitor = Monitor(interval=0.2, on_sample=self._on_sample)
+        self._monitor = Monitor(interval=0.2, on_sample=self._samples.on_sample)
         self._last_cancel_poll = 0.0
-        self._last_flush = 0.0
-        self._last_live_sample: dict[int, float] = {}
         self.draining = False  # when set, no new step starts (graceful shutdown)
         self.use_forkserver = os.environ.get("DAGTOP_FORKSERVER", "1") != "0"
         self._server: ForkServer | None = forkserver  # may be started early by the caller
@@ -243,20 +239,9 @@ class Coordinator:
     def _adopt(self, run_id: str, now: float) -> None:
         if run_id in self._runs:
             return
-        with session_scope(self.db) as s:
-            run = repo.find_run(s, run_id)
-            if RunStatus(run.status).finished:
-                return
-            if run.owner and run.owner != self.owner and owner_alive(run.owner):
-                return  # another live engine is executing it
-            steps = repo.steps_of(s, [run.id])[run.id]
-            if run.status == RunStatus.QUEUED:
-                transition_run(run, RunStatus.RUNNING)
-                run.started_at = run.started_at or now
-            run.owner = self.owner
-            run.updated_at = now
-            s.add(run)
-            state = RunState.from_rows(run, steps)
+        state = recording.claim_run(self.db, run_id, self.owner, now)
+        if state is None:
+            return
         self._runs[run_id] = state
         log.info("[run %s] started (%d steps)", run_id, len(state.steps))
         self._changed(run_id)
@@ -305,34 +290,12 @@ class Coordinator:
             self._end_run(run, now)
 
     def _set_steps(self, run: RunState, updates: Updates, now: float) -> None:
-        with session_scope(self.db) as s:
-            for key, (status, reason) in updates.items():
-                row = repo.step(s, run.id, key)
-                assert row is not None
-                transition_step(row, status)
-                row.error = reason
-                row.ended_at = now
-                s.add(row)
-                run.steps[key].status = status
-            repo.add_events(
-                s,
-                [
-                    {"run_id": run.id, "step_key": k, "ts": now, "kind": st.value, "message": r}
-                    for k, (st, r) in updates.items()
-                ],
-            )
-            repo.touch_runs(s, [run.id], now)
+        recording.record_steps(self.db, run, updates, now)
         self._changed(run.id)
 
     def _end_run(self, run: RunState, now: float) -> None:
         final = run.final_status()
-        with session_scope(self.db) as s:
-            row = repo.find_run(s, run.id)
-            transition_run(row, final)
-            row.ended_at = now
-            row.updated_at = now
-            row.owner = None
-            s.add(row)
+        recording.record_run_end(self.db, run.id, final, now)
         del self._runs[run.id]
         log.info("[run %s] %s", run.id, final.value)
         self._changed(run.id)
@@ -363,52 +326,17 @@ class Coordinator:
                 self._start(run, st, manifest, now)
 
     def _start(self, run: RunState, st: StepState, manifest: Manifest, now: float) -> None:
-        attempt_no = st.attempts + 1
-        error: str | None = None
-        launch: launching.Launch | None = None
-        with session_scope(self.db) as s:
-            run_row = repo.find_run(s, run.id)
-            try:
-                launch = launching.prepare(
-                    s, manifest, self.paths, run_row, st.key, attempt_no, self.config.values_dir
-                )
-            except launching.InputMissing as exc:
-                error = str(exc)
-            except KeyError:
-                error = f"{st.key!r} is no longer defined in the pipelines"
-            row = repo.step(s, run.id, st.key)
-            assert row is not None
-            transition_step(row, StepStatus.RUNNING)
-            row.attempts = attempt_no
-            row.started_at = row.started_at or now
-            row.retry_at = None
-            log_path = launching.log_path_for(self.paths, run.id, st.key, attempt_no)
-            row.log_path = str(log_path)
-            att = StepAttempt(
-                step_id=st.id,
-                run_id=run.id,
-                key=st.key,
-                attempt=attempt_no,
-                log_path=str(log_path),
-                started_at=now,
-                # A Dask attempt's place is known once a worker starts it (_placed).
-                host=None if self._dask else os.uname().nodename,
-                worker=None if self._dask else "local",
-            )
-            s.add(row)
-            s.add(att)
-            s.flush()
-            attempt_id = att.id or 0
-            repo.touch_runs(s, [run.id], now)
-        st.status, st.attempts = StepStatus.RUNNING, attempt_no
+        started = recording.record_start(
+            self.db, manifest, self.paths, self.config.values_dir, run, st, now,
+            remote=self._dask is not None,
+        )  # fmt: skip
+        attempt_no, attempt_id, launch = st.attempts, started.attempt_id, started.launch
         if launch is None:
             # Nothing to run: the step fails before a process exists (and may not retry:
             # a missing input will still be missing in a second).
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            log_path.write_text(f"dagtop: step not started: {error}\n")
-            self._record_end(
-                run, st, attempt_id, StepStatus.FAILED, error, None, TreeStats(), now, retry=False
-            )
+            started.log_path.parent.mkdir(parents=True, exist_ok=True)
+            started.log_path.write_text(f"dagtop: step not started: {started.error}\n")
+            self._fail_unstarted(run, st, attempt_id, started.error, now, retry=False)
             return
         if self._dask is not None:
             self._start_remote(run, st, launch, attempt_id, now)
@@ -418,7 +346,7 @@ class Coordinator:
             pid, popen, events_fd = self._spawn(launch, spec_path, attempt_id)
         except Exception as exc:  # noqa: BLE001 - whatever it is, the step fails, not the engine
             error = f"could not start the step: {type(exc).__name__}: {exc}"
-            self._record_end(run, st, attempt_id, StepStatus.FAILED, error, None, TreeStats(), now)
+            self._fail_unstarted(run, st, attempt_id, error, now)
             return
         pidfd = os.pidfd_open(pid) if _HAS_PIDFD and popen is not None else None
         live = LiveAttempt(
@@ -433,12 +361,7 @@ class Coordinator:
         self._monitor.watch(
             str(attempt_id), pid, memory_limit=launch.memory_limit, timeout=launch.timeout
         )
-        create_time = _create_time(pid)
-        with session_scope(self.db) as s:
-            att_row = repo.attempt(s, attempt_id)
-            assert att_row is not None
-            att_row.pid, att_row.pid_create_time = pid, create_time
-            s.add(att_row)
+        recording.record_pid(self.db, attempt_id, pid, _create_time(pid))
         log.info("[run %s] step %s attempt %d started (pid %d)", run.id, st.key, attempt_no, pid)
         self._changed(run.id)
 
@@ -448,14 +371,11 @@ class Coordinator:
         try:
             remote = self._dask_executor().submit(attempt_id, launch)
         except EngineError as exc:  # no worker offers the step's pool
-            self._record_end(
-                run, st, attempt_id, StepStatus.FAILED, exc.msg, None, TreeStats(), now,
-                retry=False,
-            )  # fmt: skip
+            self._fail_unstarted(run, st, attempt_id, exc.msg, now, retry=False)
             return
         except Exception as exc:  # noqa: BLE001 - the cluster failed us: the step fails
             error = f"could not send the step to Dask: {type(exc).__name__}: {exc}"
-            self._record_end(run, st, attempt_id, StepStatus.FAILED, error, None, TreeStats(), now)
+            self._fail_unstarted(run, st, attempt_id, error, now)
             return
         live = LiveAttempt(
             run.id, st.key, st.attempts, attempt_id, 0, None, None, None, launch, now,
@@ -473,19 +393,14 @@ class Coordinator:
             if msg.get("events"):
                 self._parse_events(live, msg["events"])
             for x in msg.get("samples") or ():
-                self._samples.append(_sample_row(live.attempt_id, Sample(*x)))
+                self._samples.add(live.attempt_id, Sample(*x))
             if "end" in msg:
                 end = msg["end"]
                 self._finish(live, end.get("code"), end.get("cpu"))
                 return
 
     def _placed(self, live: LiveAttempt, where: dict[str, Any]) -> None:
-        with session_scope(self.db) as s:
-            att = repo.attempt(s, live.attempt_id)
-            assert att is not None
-            att.host, att.worker = where["host"], where["worker"]
-            att.pid, att.pid_create_time = where["pid"], where.get("create_time")
-            s.add(att)
+        recording.record_placement(self.db, live.attempt_id, where)
         log.info(
             "[run %s] step %s attempt %d started on %s (%s, pid %d)",
             live.run_id, live.key, live.attempt, where["worker"], where["host"], where["pid"],
@@ -622,7 +537,7 @@ class Coordinator:
         for event in live.events:
             if event["e"] in ("finished", "error") and event.get("peak_rss"):
                 stats.peak_rss_bytes = max(stats.peak_rss_bytes, int(event["peak_rss"]))
-        self._last_live_sample.pop(live.attempt_id, None)
+        self._samples.forget(live.attempt_id)
         now = time.time()
         run = self._runs[live.run_id]
         st = run.steps[live.key]
@@ -647,68 +562,18 @@ class Coordinator:
         traceback: str | None = None,
         retry: bool = True,
     ) -> None:
-        retrying = (
-            status == StepStatus.FAILED
-            and retry
-            and st.attempts < st.max_attempts
-            and not run.canceling
-        )
-        stale_values: list[str] = []
-        events = live.events if live else []
-        with session_scope(self.db) as s:
-            att = repo.attempt(s, attempt_id)
-            row = repo.step(s, run.id, st.key)
-            assert att is not None and row is not None
-            att.status = status.value
-            att.ended_at, att.exit_code, att.error, att.traceback = (
-                now,
-                returncode,
-                error,
-                traceback,
-            )
-            att.peak_rss_bytes, att.peak_cpu_percent = stats.peak_rss_bytes, stats.peak_cpu_percent
-            att.cpu_seconds, att.peak_threads = stats.cpu_seconds, stats.peak_threads
-            att.read_bytes, att.write_bytes = stats.read_bytes, stats.write_bytes
-            output = next((e for e in events if e["e"] == "output"), None)
-            if output:
-                att.output_path = output["path"]
-            new_status = StepStatus.RETRYING if retrying else status
-            transition_step(row, new_status)
-            row.exit_code, row.error = returncode, error
-            row.peak_rss_bytes = max(row.peak_rss_bytes or 0, stats.peak_rss_bytes) or None
-            row.cpu_seconds = (row.cpu_seconds or 0.0) + stats.cpu_seconds
-            if retrying:
-                base = run.definition(self.manifest(), st.key, "retry_delay")
-                base = 1.0 if base is None else base
-                delay = min(base * 2 ** (st.attempts - 1), MAX_RETRY_DELAY)
-                row.retry_at = now + delay
-                st.retry_at = row.retry_at
-            else:
-                row.ended_at = now
-            if status == StepStatus.SUCCESS and live is not None and live.launch.spec is not None:
-                stale_values = self._record_outputs(s, run, live, attempt_id, events, now)
-            s.add(att)
-            s.add(row)
-            repo.add_events(s, [_event_row(run.id, st.key, st.attempts, e) for e in events])
-            repo.add_events(
-                s,
-                [
-                    {
-                        "run_id": run.id,
-                        "step_key": st.key,
-                        "attempt": st.attempts,
-                        "ts": now,
-                        "kind": new_status.value,
-                        "message": error,
-                    }
-                ],
-            )
-            repo.replace_samples(s, attempt_id, [_sample_row(attempt_id, x) for x in stats.samples])
-            repo.touch_runs(s, [run.id], now)
-        st.status = new_status
-        for path in stale_values:
-            iomanager.remove(path)  # a path, or a URL when values_dir is one
-        self._alert(run, st, new_status, error, log_path=live.launch.log_path if live else None)
+        new_status = recording.record_end(
+            self.db, self.manifest, run, st, attempt_id, status, error, returncode, stats, now,
+            live=live, traceback=traceback, retry=retry,
+        )  # fmt: skip
+        found = run.alert_for(
+            self.manifest, self.config.alerts, st, new_status, error,
+            log_path=live.launch.log_path if live else None,
+        )  # fmt: skip
+        if found is not None:
+            if self.alerter is None:
+                self.alerter = Alerter(window=self.config.alert_window)
+            self.alerter.notify(*found)
         log.info(
             "[run %s] step %s attempt %d %s%s",
             run.id,
@@ -720,105 +585,23 @@ class Coordinator:
         self._changed(run.id)
         self.wake()
 
-    def _record_outputs(
-        self,
-        s: Any,
-        run: RunState,
-        live: LiveAttempt,
-        attempt_id: int,
-        events: list[dict[str, Any]],
-        now: float,
-    ) -> list[str]:
-        spec = live.launch.spec or {}
-        if spec.get("kind") != "asset":
-            return []
-        # One output per partition key for a ranged asset; else one (or none: no value).
-        outputs = [e for e in events if e["e"] == "output"] or [{}]
-        metadata: dict[str, Any] = {}
-        for e in events:
-            if e["e"] == "metadata":
-                metadata.update(e.get("data") or {})
-        stale: list[str] = []
-        for output in outputs:
-            stale += repo.add_materialization(
-                s,
-                Materialization(
-                    asset=live.key,
-                    partition=output.get("partition", live.launch.partition),
-                    run_id=run.id,
-                    attempt_id=attempt_id,
-                    created_at=now,
-                    metadata_json=json.dumps(metadata, default=repr),
-                    code_version=live.launch.code_version,
-                    inputs_json=json.dumps(live.launch.input_ids),
-                    value_path=output.get("path"),
-                    value_size=output.get("size"),
-                ),
-            )
-        records = []
-        for e in events:
-            if e["e"] != "check":
-                continue
-            records += [
-                CheckRecord(
-                    run_id=run.id,
-                    asset=live.key,
-                    partition=output.get("partition", live.launch.partition),
-                    name=e["name"],
-                    passed=bool(e["passed"]),
-                    blocking=bool(e.get("blocking")),
-                    description=e.get("description"),
-                    metadata_json=json.dumps(e.get("metadata") or {}, default=repr),
-                    error=e.get("error"),
-                    created_at=now,
-                )
-                for output in outputs
-            ]
-            if e.get("blocking") and not e["passed"]:
-                run.blocked[live.key] = f"blocking check {e['name']} on {live.key} failed"
-        repo.add_check_records(s, records)
-        return stale
-
-    # --- alerts -------------------------------------------------------------------------------
-
-    def _alert(
+    def _fail_unstarted(
         self,
         run: RunState,
         st: StepState,
-        status: StepStatus,
+        attempt_id: int,
         error: str | None,
-        log_path: Path | None,
+        now: float,
+        *,
+        retry: bool = True,
     ) -> None:
-        found = run.alert_for(self.manifest, self.config.alerts, st, status, error, log_path)
-        if found is None:
-            return
-        if self.alerter is None:
-            self.alerter = Alerter(window=self.config.alert_window)
-        self.alerter.notify(*found)
-
-    # --- samples ------------------------------------------------------------------------------
-
-    def _on_sample(self, key: str, sample: Sample) -> None:
-        # Called on the monitor thread: only queue it; the loop writes in batches.
-        attempt_id = int(key)
-        last = self._last_live_sample.get(attempt_id, 0.0)
-        if sample.t - last >= 1.0:
-            self._last_live_sample[attempt_id] = sample.t
-            self._samples.append(_sample_row(attempt_id, sample))
+        """The attempt ends before anything of it ran."""
+        self._record_end(
+            run, st, attempt_id, StepStatus.FAILED, error, None, TreeStats(), now, retry=retry
+        )
 
     def _flush_samples(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self._samples or (not force and now - self._last_flush < SAMPLE_FLUSH):
-            return
-        self._last_flush = now
-        rows = []
-        while self._samples:
-            rows.append(self._samples.popleft())
-        live_ids = set(self._live)
-        rows = [r for r in rows if r["attempt_id"] in live_ids]
-        if rows:
-            with session_scope(self.db) as s:
-                repo.add_samples(s, rows)
+        self._samples.flush(self.db, self._live, force)
 
     def _changed(self, run_id: str) -> None:
         if self.on_change is not None:
@@ -850,33 +633,6 @@ def _create_time(pid: int) -> float | None:
         return psutil.Process(pid).create_time()
     except psutil.Error:
         return None
-
-
-def _event_row(run_id: str, key: str, attempt: int, e: dict[str, Any]) -> dict[str, Any]:
-    data = {k: v for k, v in e.items() if k not in ("e", "t", "message")}
-    return {
-        "run_id": run_id,
-        "step_key": key,
-        "attempt": attempt,
-        "ts": e.get("t", time.time()),
-        "kind": e["e"],
-        "message": e.get("message"),
-        "data": json.dumps(data, default=repr),
-    }
-
-
-def _sample_row(attempt_id: int, x: Sample) -> dict[str, Any]:
-    return {
-        "attempt_id": attempt_id,
-        "t": x.t,
-        "cpu_percent": x.cpu_percent,
-        "cpu_seconds": x.cpu_seconds,
-        "rss_bytes": x.rss_bytes,
-        "read_bytes": x.read_bytes,
-        "write_bytes": x.write_bytes,
-        "threads": x.threads,
-        "children": x.children,
-    }
 
 
 _HAS_PIDFD = hasattr(os, "pidfd_open")

@@ -1,0 +1,387 @@
+"""What the coordinator writes to storage as it executes runs.
+
+A run: `claim_run` takes it over (running, owned by this engine), `record_steps` settles the
+steps that end without running (skipped, canceled) and `record_run_end` its final status.
+
+An attempt, from its start to its end: `record_start` marks the step running and creates the
+attempt row, preparing its launch in the same transaction; `record_pid` and `record_placement`
+say where it runs; `record_end` settles it in exactly one terminal state (the attempt and step
+rows, the events it sent, its downsampled resource series, on success its materialization and
+check records, and a retry's backoff when it failed and may run again). `LiveSamples` carries
+the monitor's samples of running attempts to storage in batches.
+
+The coordinator decides what happens and when (with the rules in `state.py`); these functions
+take the database and the state they need explicitly and never reach into the coordinator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine as SAEngine
+
+from engine import iomanager
+from engine.config import Paths
+from engine.executor import launch as launching
+from engine.executor.monitor import Sample, TreeStats
+from engine.executor.recovery import owner_alive
+from engine.executor.state import LiveAttempt, RunState, StepState, Updates
+from engine.manifest import Manifest
+from engine.status import RunStatus, StepStatus, transition_run, transition_step
+from engine.storage import repo
+from engine.storage.db import session_scope
+from engine.storage.models import CheckRecord, Materialization, StepAttempt
+
+MAX_RETRY_DELAY = 300.0
+SAMPLE_FLUSH = 1.0
+
+
+def claim_run(db: SAEngine, run_id: str, owner: str, now: float) -> RunState | None:
+    """Mark the run as executed by `owner` (and running, if it was queued); returns its state.
+
+    None when it has finished, or another live engine is executing it.
+    """
+    with session_scope(db) as s:
+        run = repo.find_run(s, run_id)
+        if RunStatus(run.status).finished:
+            return None
+        if run.owner and run.owner != owner and owner_alive(run.owner):
+            return None  # another live engine is executing it
+        steps = repo.steps_of(s, [run.id])[run.id]
+        if run.status == RunStatus.QUEUED:
+            transition_run(run, RunStatus.RUNNING)
+            run.started_at = run.started_at or now
+        run.owner = owner
+        run.updated_at = now
+        s.add(run)
+        return RunState.from_rows(run, steps)
+
+
+def record_steps(db: SAEngine, run: RunState, updates: Updates, now: float) -> None:
+    """Settle steps that end without running (skipped, canceled), each with its reason."""
+    with session_scope(db) as s:
+        for key, (status, reason) in updates.items():
+            row = repo.step(s, run.id, key)
+            assert row is not None
+            transition_step(row, status)
+            row.error = reason
+            row.ended_at = now
+            s.add(row)
+            run.steps[key].status = status
+        repo.add_events(
+            s,
+            [
+                {"run_id": run.id, "step_key": k, "ts": now, "kind": st.value, "message": r}
+                for k, (st, r) in updates.items()
+            ],
+        )
+        repo.touch_runs(s, [run.id], now)
+
+
+def record_run_end(db: SAEngine, run_id: str, final: RunStatus, now: float) -> None:
+    """The run's end: its final status, and no engine owns it any more."""
+    with session_scope(db) as s:
+        row = repo.find_run(s, run_id)
+        transition_run(row, final)
+        row.ended_at = now
+        row.updated_at = now
+        row.owner = None
+        s.add(row)
+
+
+@dataclass
+class Started:
+    """An attempt's row, written; `launch` is None when there is nothing to run (`error` says
+    why)."""
+
+    attempt_id: int
+    launch: launching.Launch | None
+    error: str | None
+    log_path: Path
+
+
+def record_start(
+    db: SAEngine,
+    manifest: Manifest,
+    paths: Paths,
+    values_dir: str | None,
+    run: RunState,
+    st: StepState,
+    now: float,
+    *,
+    remote: bool,
+) -> Started:
+    """Mark the step running and create its next attempt's row, preparing what it will run."""
+    attempt_no = st.attempts + 1
+    error: str | None = None
+    launch: launching.Launch | None = None
+    with session_scope(db) as s:
+        run_row = repo.find_run(s, run.id)
+        try:
+            launch = launching.prepare(s, manifest, paths, run_row, st.key, attempt_no, values_dir)
+        except launching.InputMissing as exc:
+            error = str(exc)
+        except KeyError:
+            error = f"{st.key!r} is no longer defined in the pipelines"
+        row = repo.step(s, run.id, st.key)
+        assert row is not None
+        transition_step(row, StepStatus.RUNNING)
+        row.attempts = attempt_no
+        row.started_at = row.started_at or now
+        row.retry_at = None
+        log_path = launching.log_path_for(paths, run.id, st.key, attempt_no)
+        row.log_path = str(log_path)
+        att = StepAttempt(
+            step_id=st.id,
+            run_id=run.id,
+            key=st.key,
+            attempt=attempt_no,
+            log_path=str(log_path),
+            started_at=now,
+            # A Dask attempt's place is known once a worker starts it (record_placement).
+            host=None if remote else os.uname().nodename,
+            worker=None if remote else "local",
+        )
+        s.add(row)
+        s.add(att)
+        s.flush()
+        attempt_id = att.id or 0
+        repo.touch_runs(s, [run.id], now)
+    st.status, st.attempts = StepStatus.RUNNING, attempt_no
+    return Started(attempt_id, launch, error, log_path)
+
+
+def record_pid(db: SAEngine, attempt_id: int, pid: int, create_time: float | None) -> None:
+    """The local attempt's process, so that recovery can tell it from a reused pid."""
+    with session_scope(db) as s:
+        att = repo.attempt(s, attempt_id)
+        assert att is not None
+        att.pid, att.pid_create_time = pid, create_time
+        s.add(att)
+
+
+def record_placement(db: SAEngine, attempt_id: int, where: dict[str, Any]) -> None:
+    """Where a Dask worker started the attempt: host, worker address, pid."""
+    with session_scope(db) as s:
+        att = repo.attempt(s, attempt_id)
+        assert att is not None
+        att.host, att.worker = where["host"], where["worker"]
+        att.pid, att.pid_create_time = where["pid"], where.get("create_time")
+        s.add(att)
+
+
+def record_end(
+    db: SAEngine,
+    manifest: Callable[[], Manifest],
+    run: RunState,
+    st: StepState,
+    attempt_id: int,
+    status: StepStatus,
+    error: str | None,
+    returncode: int | None,
+    stats: TreeStats,
+    now: float,
+    *,
+    live: LiveAttempt | None = None,
+    traceback: str | None = None,
+    retry: bool = True,
+) -> StepStatus:
+    """Settle the attempt; returns the step's new status (RETRYING when it will run again)."""
+    retrying = (
+        status == StepStatus.FAILED
+        and retry
+        and st.attempts < st.max_attempts
+        and not run.canceling
+    )
+    stale_values: list[str] = []
+    events = live.events if live else []
+    with session_scope(db) as s:
+        att = repo.attempt(s, attempt_id)
+        row = repo.step(s, run.id, st.key)
+        assert att is not None and row is not None
+        att.status = status.value
+        att.ended_at, att.exit_code, att.error, att.traceback = (
+            now,
+            returncode,
+            error,
+            traceback,
+        )
+        att.peak_rss_bytes, att.peak_cpu_percent = stats.peak_rss_bytes, stats.peak_cpu_percent
+        att.cpu_seconds, att.peak_threads = stats.cpu_seconds, stats.peak_threads
+        att.read_bytes, att.write_bytes = stats.read_bytes, stats.write_bytes
+        output = next((e for e in events if e["e"] == "output"), None)
+        if output:
+            att.output_path = output["path"]
+        new_status = StepStatus.RETRYING if retrying else status
+        transition_step(row, new_status)
+        row.exit_code, row.error = returncode, error
+        row.peak_rss_bytes = max(row.peak_rss_bytes or 0, stats.peak_rss_bytes) or None
+        row.cpu_seconds = (row.cpu_seconds or 0.0) + stats.cpu_seconds
+        if retrying:
+            base = run.definition(manifest(), st.key, "retry_delay")
+            base = 1.0 if base is None else base
+            delay = min(base * 2 ** (st.attempts - 1), MAX_RETRY_DELAY)
+            row.retry_at = now + delay
+            st.retry_at = row.retry_at
+        else:
+            row.ended_at = now
+        if status == StepStatus.SUCCESS and live is not None and live.launch.spec is not None:
+            stale_values = _record_outputs(s, run, live, attempt_id, events, now)
+        s.add(att)
+        s.add(row)
+        repo.add_events(s, [_event_row(run.id, st.key, st.attempts, e) for e in events])
+        repo.add_events(
+            s,
+            [
+                {
+                    "run_id": run.id,
+                    "step_key": st.key,
+                    "attempt": st.attempts,
+                    "ts": now,
+                    "kind": new_status.value,
+                    "message": error,
+                }
+            ],
+        )
+        repo.replace_samples(s, attempt_id, [_sample_row(attempt_id, x) for x in stats.samples])
+        repo.touch_runs(s, [run.id], now)
+    st.status = new_status
+    for path in stale_values:
+        iomanager.remove(path)  # a path, or a URL when values_dir is one
+    return new_status
+
+
+def _record_outputs(
+    s: Any,
+    run: RunState,
+    live: LiveAttempt,
+    attempt_id: int,
+    events: list[dict[str, Any]],
+    now: float,
+) -> list[str]:
+    """An asset's materialization and check records (one each per key of a partition range);
+    returns the value paths it made stale."""
+    spec = live.launch.spec or {}
+    if spec.get("kind") != "asset":
+        return []
+    # One output per partition key for a ranged asset; else one (or none: no value).
+    outputs = [e for e in events if e["e"] == "output"] or [{}]
+    metadata: dict[str, Any] = {}
+    for e in events:
+        if e["e"] == "metadata":
+            metadata.update(e.get("data") or {})
+    stale: list[str] = []
+    for output in outputs:
+        stale += repo.add_materialization(
+            s,
+            Materialization(
+                asset=live.key,
+                partition=output.get("partition", live.launch.partition),
+                run_id=run.id,
+                attempt_id=attempt_id,
+                created_at=now,
+                metadata_json=json.dumps(metadata, default=repr),
+                code_version=live.launch.code_version,
+                inputs_json=json.dumps(live.launch.input_ids),
+                value_path=output.get("path"),
+                value_size=output.get("size"),
+            ),
+        )
+    records = []
+    for e in events:
+        if e["e"] != "check":
+            continue
+        records += [
+            CheckRecord(
+                run_id=run.id,
+                asset=live.key,
+                partition=output.get("partition", live.launch.partition),
+                name=e["name"],
+                passed=bool(e["passed"]),
+                blocking=bool(e.get("blocking")),
+                description=e.get("description"),
+                metadata_json=json.dumps(e.get("metadata") or {}, default=repr),
+                error=e.get("error"),
+                created_at=now,
+            )
+            for output in outputs
+        ]
+        if e.get("blocking") and not e["passed"]:
+            run.blocked[live.key] = f"blocking check {e['name']} on {live.key} failed"
+    repo.add_check_records(s, records)
+    return stale
+
+
+class LiveSamples:
+    """Samples of running attempts on their way to storage: at most one a second per attempt
+    from the local monitor, written in batches at most once a second."""
+
+    def __init__(self) -> None:
+        self._rows: deque[dict[str, Any]] = deque()
+        self._last: dict[int, float] = {}
+        self._last_flush = 0.0
+
+    def on_sample(self, key: str, sample: Sample) -> None:
+        # Called on the monitor thread: only queue it; the loop writes in batches.
+        attempt_id = int(key)
+        last = self._last.get(attempt_id, 0.0)
+        if sample.t - last >= 1.0:
+            self._last[attempt_id] = sample.t
+            self._rows.append(_sample_row(attempt_id, sample))
+
+    def add(self, attempt_id: int, sample: Sample) -> None:
+        """A sample a Dask worker already thinned out."""
+        self._rows.append(_sample_row(attempt_id, sample))
+
+    def forget(self, attempt_id: int) -> None:
+        """The attempt ended: its series replaces its live samples."""
+        self._last.pop(attempt_id, None)
+
+    def flush(self, db: SAEngine, live_ids: Iterable[int], force: bool = False) -> None:
+        """Write what is queued for attempts still running (now, or once a second)."""
+        now = time.monotonic()
+        if not self._rows or (not force and now - self._last_flush < SAMPLE_FLUSH):
+            return
+        self._last_flush = now
+        rows = []
+        while self._rows:
+            rows.append(self._rows.popleft())
+        live = set(live_ids)
+        rows = [r for r in rows if r["attempt_id"] in live]
+        if rows:
+            with session_scope(db) as s:
+                repo.add_samples(s, rows)
+
+
+def _event_row(run_id: str, key: str, attempt: int, e: dict[str, Any]) -> dict[str, Any]:
+    data = {k: v for k, v in e.items() if k not in ("e", "t", "message")}
+    return {
+        "run_id": run_id,
+        "step_key": key,
+        "attempt": attempt,
+        "ts": e.get("t", time.time()),
+        "kind": e["e"],
+        "message": e.get("message"),
+        "data": json.dumps(data, default=repr),
+    }
+
+
+def _sample_row(attempt_id: int, x: Sample) -> dict[str, Any]:
+    return {
+        "attempt_id": attempt_id,
+        "t": x.t,
+        "cpu_percent": x.cpu_percent,
+        "cpu_seconds": x.cpu_seconds,
+        "rss_bytes": x.rss_bytes,
+        "read_bytes": x.read_bytes,
+        "write_bytes": x.write_bytes,
+        "threads": x.threads,
+        "children": x.children,
+    }
