@@ -11,7 +11,8 @@ a `RemoteAttempt` whose pipe the same selector watches, delivering the events, s
 and end that a local attempt's pipe, monitor and pidfd would.
 
 This module is the loop and its decisions. The state it decides from, and the rules that read
-only that state, are in `state.py`; every write to storage is in `recording.py`.
+only that state, are in `state.py`; every write to storage is in `recording.py`; starting a
+local process (from the fork server or not) and reaping it are in `local.py`.
 """
 
 from __future__ import annotations
@@ -20,12 +21,10 @@ import contextlib
 import logging
 import os
 import selectors
-import subprocess
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine as SAEngine
@@ -36,6 +35,7 @@ from engine.errors import EngineError
 from engine.executor import launch as launching
 from engine.executor import recording
 from engine.executor.forkserver import ForkServer
+from engine.executor.local import HAS_PIDFD, LocalProcesses, create_time, reap
 from engine.executor.monitor import Monitor, Sample, TreeStats, stop_tree
 from engine.executor.state import LiveAttempt, RunState, StepState, Updates
 from engine.manifest import Manifest
@@ -93,11 +93,9 @@ class Coordinator:
         self._monitor = Monitor(interval=0.2, on_sample=self._samples.on_sample)
         self._last_cancel_poll = 0.0
         self.draining = False  # when set, no new step starts (graceful shutdown)
-        self.use_forkserver = os.environ.get("DAGTOP_FORKSERVER", "1") != "0"
-        self._server: ForkServer | None = forkserver  # may be started early by the caller
-        if forkserver is not None:
-            self._sel.register(forkserver.fileno(), selectors.EVENT_READ, ("forkserver", None))
         self._orphan_exits: list[int] = []
+        # The fork server may have been started early by the caller.
+        self._local = LocalProcesses(paths.project, self._sel, forkserver, self._watch_orphans)
         self.alerter: Alerter | None = None
         self._dask: Any = None
         if config.executor == "dask":
@@ -209,12 +207,12 @@ class Coordinator:
             elif what == "exit":
                 live = self._live[attempt_id]
                 if live.popen is not None:
-                    self._finish(live, *_reap(live.popen))
+                    self._finish(live, *reap(live.popen))
                 else:  # its fork server died: the exit status is lost, the events are not
                     self._finish(live, None, None)
             elif what == "forkserver":
                 self._forkserver_exits()
-        if not _HAS_PIDFD:
+        if not HAS_PIDFD:
             for live in list(self._live.values()):
                 if live.popen is not None and live.popen.poll() is not None:
                     self._finish(live)
@@ -226,7 +224,7 @@ class Coordinator:
 
     def _wait_time(self, now: float, cap: float) -> float:
         wait = cap
-        if not _HAS_PIDFD and self._live:
+        if not HAS_PIDFD and self._live:
             wait = min(wait, 0.02)
         for run in self._runs.values():
             for st in run.steps.values():
@@ -343,12 +341,12 @@ class Coordinator:
             return
         spec_path = self.paths.runs / run.id / f"{safe_key(st.key)}.{attempt_no}.json"
         try:
-            pid, popen, events_fd = self._spawn(launch, spec_path, attempt_id)
+            pid, popen, events_fd = self._local.spawn(launch, spec_path, attempt_id)
         except Exception as exc:  # noqa: BLE001 - whatever it is, the step fails, not the engine
             error = f"could not start the step: {type(exc).__name__}: {exc}"
             self._fail_unstarted(run, st, attempt_id, error, now)
             return
-        pidfd = os.pidfd_open(pid) if _HAS_PIDFD and popen is not None else None
+        pidfd = os.pidfd_open(pid) if HAS_PIDFD and popen is not None else None
         live = LiveAttempt(
             run.id, st.key, attempt_no, attempt_id, pid, popen, events_fd, pidfd, launch, now
         )
@@ -361,7 +359,7 @@ class Coordinator:
         self._monitor.watch(
             str(attempt_id), pid, memory_limit=launch.memory_limit, timeout=launch.timeout
         )
-        recording.record_pid(self.db, attempt_id, pid, _create_time(pid))
+        recording.record_pid(self.db, attempt_id, pid, create_time(pid))
         log.info("[run %s] step %s attempt %d started (pid %d)", run.id, st.key, attempt_no, pid)
         self._changed(run.id)
 
@@ -432,52 +430,10 @@ class Coordinator:
         for _ in range(live.feed(chunk)):
             log.warning("[run %s] step %s sent a malformed event", live.run_id, live.key)
 
-    def _spawn(
-        self, launch: launching.Launch, spec_path: Path, attempt_id: int
-    ) -> tuple[int, subprocess.Popen[bytes] | None, int | None]:
-        """Start an attempt: forked from the warm server when possible, else a new interpreter."""
-        server = self._forkserver() if launch.spec is not None else None
-        if server is not None:
-            log_fd, read_fd, write_fd = launching.open_io(launch, spec_path)
-            assert read_fd is not None and write_fd is not None
-            try:
-                pid = server.spawn(
-                    attempt_id, str(spec_path), launch.cwd, launch.env, log_fd, write_fd
-                )
-                return pid, None, read_fd
-            except OSError as exc:
-                log.warning("fork server failed (%s); starting workers as new processes", exc)
-                self._drop_forkserver()
-                os.close(read_fd)
-            finally:
-                os.close(log_fd)
-                os.close(write_fd)
-        popen, events_fd = launching.spawn(launch, spec_path)
-        return popen.pid, popen, events_fd
-
-    def _forkserver(self) -> ForkServer | None:
-        if not self.use_forkserver:
-            return None
-        if self._server is None:
-            try:
-                self._server = ForkServer(cwd=str(self.paths.project))
-            except OSError as exc:
-                log.warning("cannot start the fork server: %s", exc)
-                self.use_forkserver = False
-                return None
-            self._sel.register(self._server.fileno(), selectors.EVENT_READ, ("forkserver", None))
-        return self._server
-
-    def _drop_forkserver(self) -> None:
-        """The server is gone: watch its orphaned workers by pidfd, and stop using it."""
-        if self._server is None:
-            return
-        self._sel.unregister(self._server.fileno())
-        self._server.close()
-        self._server = None
-        self.use_forkserver = False
+    def _watch_orphans(self) -> None:
+        """The fork server is gone: watch its orphaned workers by pidfd."""
         for live in self._live.values():
-            if live.popen is None and live.pidfd is None and live.remote is None and _HAS_PIDFD:
+            if live.popen is None and live.pidfd is None and live.remote is None and HAS_PIDFD:
                 try:
                     live.pidfd = os.pidfd_open(live.pid)
                 except ProcessLookupError:
@@ -486,12 +442,7 @@ class Coordinator:
                 self._sel.register(live.pidfd, selectors.EVENT_READ, ("exit", live.attempt_id))
 
     def _forkserver_exits(self) -> None:
-        assert self._server is not None
-        try:
-            exits = self._server.read_exits()
-        except OSError:
-            self._drop_forkserver()
-            return
+        exits = self._local.exits()
         by_pid = {
             live.pid: live
             for live in self._live.values()
@@ -508,10 +459,7 @@ class Coordinator:
         if self.alerter is not None:
             self.alerter.drain(timeout=self.alerter.timeout + 1)
             self.alerter.stop()
-        if self._server is not None:
-            self._sel.unregister(self._server.fileno())
-            self._server.close()
-            self._server = None
+        self._local.close()
         self._close_dask()
 
     def _finish(self, live: LiveAttempt, returncode: int | None, cpu: float | None) -> None:
@@ -609,30 +557,3 @@ class Coordinator:
                 self.on_change(run_id)
             except Exception:  # noqa: BLE001 - a listener must never stop the executor
                 log.exception("on_change listener failed")
-
-
-def _reap(proc: subprocess.Popen[bytes]) -> tuple[int, float | None]:
-    """Wait for the process; returns its exit code and CPU seconds (None if unknown).
-
-    The kernel's ru_maxrss is not used: it counts the engine's pages shared before exec.
-    """
-    if proc.returncode is None:
-        try:
-            _pid, status, usage = os.wait4(proc.pid, 0)
-        except ChildProcessError:
-            return proc.wait(), None
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        return proc.returncode, usage.ru_utime + usage.ru_stime
-    return proc.returncode, None
-
-
-def _create_time(pid: int) -> float | None:
-    import psutil
-
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
-
-
-_HAS_PIDFD = hasattr(os, "pidfd_open")
