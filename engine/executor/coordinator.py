@@ -37,7 +37,7 @@ from engine.executor import recording
 from engine.executor.forkserver import ForkServer
 from engine.executor.local import HAS_PIDFD, LocalProcesses, create_time, reap
 from engine.executor.monitor import Monitor, Sample, TreeStats, stop_tree
-from engine.executor.state import LiveAttempt, RunState, StepState, Updates
+from engine.executor.state import Ending, LiveAttempt, RunState, StepState, Updates
 from engine.manifest import Manifest
 from engine.partitions import safe_key
 from engine.status import StepStatus
@@ -490,30 +490,16 @@ class Coordinator:
         run = self._runs[live.run_id]
         st = run.steps[live.key]
         end = live.ending(returncode, stats)
-        self._record_end(
-            run, st, live.attempt_id, end.status, end.error, returncode, stats, now, live=live,
-            traceback=end.traceback, retry=end.retry,
-        )  # fmt: skip
+        self._record_end(run, st, live.attempt_id, end, returncode, stats, now, live)
 
     def _record_end(
-        self,
-        run: RunState,
-        st: StepState,
-        attempt_id: int,
-        status: StepStatus,
-        error: str | None,
-        returncode: int | None,
-        stats: TreeStats,
-        now: float,
-        *,
-        live: LiveAttempt | None = None,
-        traceback: str | None = None,
-        retry: bool = True,
-    ) -> None:
+        self, run: RunState, st: StepState, attempt_id: int, end: Ending,
+        returncode: int | None, stats: TreeStats, now: float, live: LiveAttempt | None = None,
+    ) -> None:  # fmt: skip
         new_status = recording.record_end(
-            self.db, self.manifest, run, st, attempt_id, status, error, returncode, stats, now,
-            live=live, traceback=traceback, retry=retry,
-        )  # fmt: skip
+            self.db, self.manifest, run, st, attempt_id, end, returncode, stats, now, live
+        )
+        error = end.error
         found = run.alert_for(
             self.manifest, self.config.alerts, st, new_status, error,
             log_path=live.launch.log_path if live else None,
@@ -544,9 +530,8 @@ class Coordinator:
         retry: bool = True,
     ) -> None:
         """The attempt ends before anything of it ran."""
-        self._record_end(
-            run, st, attempt_id, StepStatus.FAILED, error, None, TreeStats(), now, retry=retry
-        )
+        end = Ending(StepStatus.FAILED, error, None, retry)
+        self._record_end(run, st, attempt_id, end, None, TreeStats(), now)
 
     def _flush_samples(self, force: bool = False) -> None:
         self._samples.flush(self.db, self._live, force)

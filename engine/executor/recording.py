@@ -32,7 +32,7 @@ from engine.config import Paths
 from engine.executor import launch as launching
 from engine.executor.monitor import Sample, TreeStats
 from engine.executor.recovery import owner_alive
-from engine.executor.state import LiveAttempt, RunState, StepState, Updates
+from engine.executor.state import Ending, LiveAttempt, RunState, StepState, Updates
 from engine.manifest import Manifest
 from engine.status import RunStatus, StepStatus, transition_run, transition_step
 from engine.storage import repo
@@ -183,20 +183,20 @@ def record_end(
     run: RunState,
     st: StepState,
     attempt_id: int,
-    status: StepStatus,
-    error: str | None,
+    end: Ending,
     returncode: int | None,
     stats: TreeStats,
     now: float,
-    *,
     live: LiveAttempt | None = None,
-    traceback: str | None = None,
-    retry: bool = True,
 ) -> StepStatus:
-    """Settle the attempt; returns the step's new status (RETRYING when it will run again)."""
+    """Settle the attempt; returns the step's new status (RETRYING when it will run again).
+
+    `live` is None when the attempt ended before anything of it ran.
+    """
+    status, error = end.status, end.error
     retrying = (
         status == StepStatus.FAILED
-        and retry
+        and end.retry
         and st.attempts < st.max_attempts
         and not run.canceling
     )
@@ -211,7 +211,7 @@ def record_end(
             now,
             returncode,
             error,
-            traceback,
+            end.traceback,
         )
         att.peak_rss_bytes, att.peak_cpu_percent = stats.peak_rss_bytes, stats.peak_cpu_percent
         att.cpu_seconds, att.peak_threads = stats.cpu_seconds, stats.peak_threads
