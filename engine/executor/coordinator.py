@@ -215,7 +215,7 @@ class Coordinator:
         if not HAS_PIDFD:
             for live in list(self._live.values()):
                 if live.popen is not None and live.popen.poll() is not None:
-                    self._finish(live)
+                    self._finish(live, *reap(live.popen))
         while self._orphan_exits:
             attempt_id = self._orphan_exits.pop()
             if attempt_id in self._live:

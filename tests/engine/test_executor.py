@@ -135,6 +135,24 @@ def test_fan_out_branches_run_at_the_same_time(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_without_pidfd_exits_are_polled_and_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the kernel has no pidfd (macOS, Linux before 5.3) the coordinator polls its
+    directly spawned steps; the same run must come out the same."""
+    import engine.executor.coordinator as coordinator
+
+    monkeypatch.setattr(coordinator, "HAS_PIDFD", False)
+    monkeypatch.setenv("DAGTOP_FORKSERVER", "0")  # steps are the coordinator's own children
+    client = make_project(tmp_path, "parallel")
+
+    view = client.materialize(["source", "left", "right"])
+
+    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+    assert all(a.exit_code == 0 and a.cpu_seconds for a in attempts_of(client, "left"))
+
+
+@pytest.mark.timeout(60)
 def test_a_pool_of_one_runs_its_steps_one_at_a_time(tmp_path: Path) -> None:
     client = make_project(tmp_path, "parallel", config="max_workers = 4\n[pools]\ngpu = 1\n")
 
