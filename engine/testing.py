@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import definitions, iomanager
+from engine.backfill_policy import range_values
 from engine.context import build_context
 from engine.definitions import AssetDef, CheckDef, CheckResult
 from engine.errors import PartitionError
@@ -222,84 +223,44 @@ def materialize(
         if reason is not None:
             result.skipped[name] = reason
             continue
-        if _ranged(defn) and keys:
-            _materialize_range(defn, keys, checks, stored, result, raise_on_error, multi, params,
-                               resources, run_id, root, found, given)  # fmt: skip
-            continue
-        run_keys: list[str | None] = list(keys) if defn.partitions is not None else [None]
-        for key in run_keys:
-            kwargs = _inputs(defn, key, found, stored, given)
+        ranged = _ranged(defn) and bool(keys)
+        # What each call of the function covers: the whole range for an asset with a
+        # BackfillPolicy, else one key per call (none for an unpartitioned asset).
+        calls = [keys] if ranged else [[k] for k in keys] if defn.partitions else [[]]
+        for call_keys in calls:
+            key = call_keys[0] if len(call_keys) == 1 else None
+            kwargs = _inputs(defn, call_keys if ranged else key, found, stored, given)
             ctx = build_context(
                 partition=key, params=params, run_id=run_id, key=name, home=root,
-                resources=resources,
+                resources=resources, partition_keys=call_keys,
             )  # fmt: skip
             try:
                 value = defn.fn(ctx, **kwargs) if defn.takes_context else defn.fn(**kwargs)
                 check_output(defn.fn, value, f"asset {name!r}", ctx.log)
-                stored[(name, key)] = _round_trip(defn, value, root, key, run_id)
+                parts = range_values(value, keys, f"asset {name!r}") if ranged else {key: value}
+                for k, part in parts.items():
+                    stored[(name, k)] = _round_trip(defn, part, root, k, run_id)
             except Exception as exc:
                 if raise_on_error:
                     raise
                 result.failures[name] = exc
                 break
-            if multi and key is not None:
-                result.values.setdefault(name, {})[key] = value
-                result.metadata.setdefault(name, {})[key] = dict(ctx.metadata)
-            else:
-                result.values[name] = value
-                result.metadata[name] = dict(ctx.metadata)
+            for k, part in parts.items():
+                if multi and k is not None:
+                    result.values.setdefault(name, {})[k] = part
+                    result.metadata.setdefault(name, {})[k] = dict(ctx.metadata)
+                else:
+                    result.values[name] = part
+                    result.metadata[name] = dict(ctx.metadata)
             for c in checks:
                 if c.asset == name:
-                    result.checks.append(_run_check(c, value, ctx, key))
+                    outcome = _run_check(c, value, ctx, key)
+                    result.checks += [replace(outcome, partition=k) for k in parts]
     return result
 
 
 def _ranged(defn: AssetDef) -> bool:
     return defn.backfill_policy is not None and defn.backfill_policy.ranged
-
-
-def _materialize_range(
-    defn: AssetDef,
-    keys: list[str],
-    checks: list[CheckDef],
-    stored: dict[tuple[str, str | None], Any],
-    result: MaterializeResult,
-    raise_on_error: bool,
-    multi: bool,
-    params: dict[str, Any] | None,
-    resources: dict[str, Any] | None,
-    run_id: str,
-    root: Path,
-    found: dict[str, AssetDef],
-    given: dict[str, Any],
-) -> None:
-    """An asset with a BackfillPolicy: called once for all the keys, as a ranged run calls it;
-    it returns {key: value}, and each key is stored and read back on its own."""
-    from engine.backfill_policy import range_values
-
-    name = defn.name
-    ctx = build_context(
-        partition=keys[0] if len(keys) == 1 else None, params=params, run_id=run_id, key=name,
-        home=root, resources=resources, partition_keys=keys,
-    )  # fmt: skip
-    try:
-        kwargs = _inputs(defn, keys, found, stored, given)
-        value = defn.fn(ctx, **kwargs) if defn.takes_context else defn.fn(**kwargs)
-        check_output(defn.fn, value, f"asset {name!r}", ctx.log)
-        parts = range_values(value, keys, f"asset {name!r}")
-        for key, part in parts.items():
-            stored[(name, key)] = _round_trip(defn, part, root, key, run_id)
-    except Exception as exc:
-        if raise_on_error:
-            raise
-        result.failures[name] = exc
-        return
-    result.values[name] = dict(parts) if multi else parts[keys[0]]
-    result.metadata[name] = dict(ctx.metadata)
-    for c in checks:
-        if c.asset == name:
-            outcome = _run_check(c, value, ctx, None)
-            result.checks += [replace(outcome, partition=key) for key in keys]
 
 
 def _skip_reason(
