@@ -277,8 +277,17 @@ def run(spec: dict[str, Any], reporter: Reporter) -> None:
             parts = range_values(value, keys, what)
         except RangeOutputError as exc:
             raise StepFailure("output", str(exc)) from None
-        for key_, part in parts.items():
-            path, size = _store(io, part, spec["output_stems"][key_], what)
+        done: list[tuple[str, str, int]] = []
+        try:
+            for key_, part in parts.items():
+                done.append((key_, *_store(io, part, spec["output_stems"][key_], what)))
+        except StepFailure:
+            # All keys or none: a failed attempt leaves no value without its record.
+            for _key, path, _size in done:
+                with contextlib.suppress(Exception):
+                    iomanager.remove(path)
+            raise
+        for key_, path, size in done:
             reporter.send("output", path=path, size=size, partition=key_)
     else:
         path, size = _store(io, value, spec["output_stem"], what)

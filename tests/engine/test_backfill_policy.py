@@ -63,6 +63,12 @@ PIPELINE = """
     @asset(partitions=days, backfill_policy=BackfillPolicy.single_run())
     def one_short(context):
         return {day: 1 for day in context.partition_keys[1:]}
+
+
+    @asset(partitions=days, backfill_policy=BackfillPolicy.single_run())
+    def third_unstorable(context):
+        # The first two keys store fine; the third cannot be pickled.
+        return {day: (lambda: 1) if i == 2 else i for i, day in enumerate(context.partition_keys)}
 """
 
 
@@ -226,6 +232,20 @@ def test_a_ranged_asset_returning_the_wrong_shape_fails_and_stores_nothing(
     assert [states[d] for d in days(1, 4)] == ["failed"] * 4  # the range's failure, per key
     with client._read() as s:
         assert repo.latest_per_partition(s, name) == {}
+
+
+def test_a_key_that_cannot_be_stored_fails_the_range_and_leaves_no_value_behind(
+    client: Client, tmp_path: Path
+) -> None:
+    info = backfill(client, ["third_unstorable"], days(1, 4))
+    assert info["status"] == "failed"
+    error = client.run(client.runs()[0].id).steps[0].error or ""
+    assert "could not be stored" in error
+    # All keys or none: the two values stored before the failure were removed with it.
+    values = tmp_path / "home" / "values" / "third_unstorable"
+    assert [p for p in values.rglob("*") if p.is_file()] == []
+    with client._read() as s:
+        assert repo.latest_per_partition(s, "third_unstorable") == {}
 
 
 def test_the_cli_runs_a_single_run_backfill_and_says_so_in_one_line_when_mixed(
