@@ -468,8 +468,10 @@ class Soak:
             first = date(2024, 1, 1) + timedelta(days=self.rng.randrange(330))
             # Long enough (a second or so per key, two at a time) that a cancel lands mid-way.
             last = first + timedelta(days=self.rng.randint(6, 30))
+            # A run per day, or ranges of up to 5 days (daily_range's backfill policy).
+            assets = ["daily", "daily_sum"] if self.rng.random() < 0.7 else ["daily_range"]
             started = self.run_cli(
-                "backfill", "daily", "daily_sum", "--from", first.isoformat(), "--to",
+                "backfill", *assets, "--from", first.isoformat(), "--to",
                 last.isoformat(), "--max-parallel", "2", "--no-wait", "--json",
             )  # fmt: skip
             record: dict[str, Any] = {"from": str(first), "to": str(last), "actions": []}

@@ -9,6 +9,7 @@ behaviour can be predicted from what the soak passed it:
   fail every attempt, fail only the first attempt, sleep past its timeout, blow its memory
   limit, exit without reporting, or print a lot; `chaos_report` depends on it;
 - `daily` / `daily_sum`: daily partitions for backfills (random sleeps, ~10% random failures);
+- `daily_range`: the same backfilled in runs of up to 5 days (a backfill policy);
 - `ingest`: the target of the `drops` file sensor on `<project>/inbox`;
 - `soak_tasks`: a small Airflow-style pipeline with a shell step.
 """
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 from engine import (
+    BackfillPolicy,
     CheckResult,
     DailyPartitions,
     Pipeline,
@@ -107,6 +109,21 @@ def daily(context):
 @asset(group="soak", partitions=days)
 def daily_sum(daily):
     return daily["n"] * 2
+
+
+@asset(
+    group="soak", partitions=days, backfill_policy=BackfillPolicy.multi_run(5), retries=1,
+    retry_delay=0.1,
+)  # fmt: skip
+def daily_range(context):
+    """Runs of up to 5 days, each one call: a kill -9 or a failure lands mid-range."""
+    first = context.partition_keys[0]
+    rng = random.Random(f"{first}:{context.run_id}:{context.attempt}")
+    for _day in context.partition_keys:
+        time.sleep(rng.uniform(0.05, 0.3))
+    if rng.random() < 0.1:
+        raise RuntimeError(f"daily_range from {first}: random failure")
+    return {day: {"day": day, "n": rng.randint(0, 1000)} for day in context.partition_keys}
 
 
 @asset(group="soak")
