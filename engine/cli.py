@@ -430,6 +430,8 @@ def backfill(
         if not selection:
             raise EngineError("name what to backfill: an asset, group:NAME, or *")
         keys = [k.strip() for k in partitions.split(",") if k.strip()] if partitions else None
+        if not no_wait:
+            client.prewarm()  # a small backfill runs here, as `materialize` does
         backfill_id = client.backfill(selection, keys, first, last, max_parallel)
     if no_wait:
         info = client.backfill_progress(backfill_id)

@@ -564,7 +564,17 @@ class Client:
     def run_backfill_here(
         self, backfill_id: str, on_progress: Callable[[dict[str, Any]], None] | None = None
     ) -> dict[str, Any]:
-        """Execute a backfill in this process (no engine is running) until it finishes."""
+        """Execute a backfill in this process (no engine is running) until it finishes.
+
+        When all its runs may start at once (a backfill in ranges is often one run), they run
+        as `materialize` runs them, on this process's coordinator; otherwise an engine starts
+        here, whose admission keeps the backfill's limit."""
+        small = self._startable_at_once(backfill_id)
+        if small is not None:
+            return self._run_backfill_runs(backfill_id, small, on_progress)
+        if self._warm_server is not None:
+            self._warm_server.close()  # the engine starts its own
+            self._warm_server = None
         from engine.daemon import Engine
 
         engine = Engine(
@@ -593,6 +603,39 @@ class Client:
         finally:
             unsubscribe()
             engine.stop()
+
+    def _startable_at_once(self, backfill_id: str) -> list[str] | None:
+        """The backfill's runs, if every one left is queued, unowned and within its limit."""
+        from engine.storage import repo
+
+        with self._read() as s:
+            backfill = repo.find_backfill(s, backfill_id)
+            left = [r for r in repo.runs_of_backfill(s, backfill.id) if r.status != "success"]
+            if backfill.status != "running" or backfill.cancel_requested:
+                return None
+            if len(left) > backfill.max_parallel:
+                return None
+            if any(r.status != "queued" or r.owner for r in left):
+                return None  # a run to recover or being canceled: the engine's path
+            return [r.id for r in left]
+
+    def _run_backfill_runs(
+        self,
+        backfill_id: str,
+        run_ids: list[str],
+        on_progress: Callable[[dict[str, Any]], None] | None,
+    ) -> dict[str, Any]:
+        from engine.backfill import advance_backfills
+
+        if on_progress is not None:
+            on_progress(self.backfill_progress(backfill_id))
+        self.execute(run_ids)
+        with self._write() as s:
+            advance_backfills(s, time.time())  # success, failed or canceled, as an engine would
+        info = self.backfill_progress(backfill_id)
+        if on_progress is not None:
+            on_progress(info)
+        return info
 
     # --- partitions, schedules, sensors -------------------------------------------------------
 
