@@ -35,9 +35,11 @@ def test_quick_mode_measures_every_case(
     written: list[str] = []
     monkeypatch.setattr(ui, "write_docs", written.append)
     assert ui.main(["--quick"]) == 0
-    table = capsys.readouterr().out.split("--quick sizes.", 1)[1]
+    out = capsys.readouterr().out
+    assert "--quick sizes." in out, out
+    table = out.split("--quick sizes.", 1)[1]
     rows = [line for line in table.splitlines()[3:] if line.strip()]
-    assert len(rows) == len(CASES)
+    assert len(rows) == len(CASES), out  # the whole output, to see what came in between
     for row, case in zip(rows, CASES, strict=True):
-        assert case in row
+        assert case in row, out
     assert written == []  # a quick run never rewrites docs/benchmarks.md
