@@ -36,6 +36,11 @@ class BackfillPolicy:
 
     max_partitions_per_run: int | None = 1
 
+    def __post_init__(self) -> None:
+        n = self.max_partitions_per_run
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"max_partitions_per_run must be a whole number >= 1, got {n!r}")
+
     @classmethod
     def single_run(cls) -> BackfillPolicy:
         """Every backfill of the asset is one run over the whole range."""
@@ -44,15 +49,6 @@ class BackfillPolicy:
     @classmethod
     def multi_run(cls, max_partitions_per_run: int = 1) -> BackfillPolicy:
         """Runs of at most `max_partitions_per_run` consecutive partitions each."""
-        if (
-            isinstance(max_partitions_per_run, bool)
-            or not isinstance(max_partitions_per_run, int)
-            or max_partitions_per_run < 1
-        ):
-            raise ValueError(
-                "max_partitions_per_run must be a whole number >= 1, "
-                f"got {max_partitions_per_run!r}"
-            )
         return cls(max_partitions_per_run)
 
     @property

@@ -131,8 +131,11 @@ def test_a_run_covers_its_key_or_every_key_of_its_range() -> None:
 
 
 def test_policies_are_checked_where_they_are_declared() -> None:
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="whole number >= 1"):
+            BackfillPolicy.multi_run(bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="whole number >= 1"):
-        BackfillPolicy.multi_run(0)
+        BackfillPolicy(max_partitions_per_run=0)
     with pytest.raises(DefinitionError, match="needs partitions="):
         asset(name="x", backfill_policy=BackfillPolicy.single_run())(lambda: 1)
     with pytest.raises(DefinitionError, match="must be BackfillPolicy"):
