@@ -21,6 +21,7 @@ from engine.errors import EngineError
 from tui.screens.backfill import clock_now, report_error, span
 from tui.screens.backfills import sync_table
 from tui.widgets.footer import KeyFooter
+from tui.widgets.table import Table
 
 RUN_GLYPHS = {
     "success": "✓",
@@ -186,7 +187,7 @@ class AutomationScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(" [b]Automation[/]  schedules and sensors", id="automation-heading")
         for kind, columns in (("schedule", SCHEDULE_COLUMNS), ("sensor", SENSOR_COLUMNS)):
-            table: DataTable[Any] = DataTable(id=f"{kind}s-table", cursor_type="row")
+            table: DataTable[Any] = Table(id=f"{kind}s-table", cursor_type="row")
             table.border_title = f"{kind.title()}s"
             for key, label in columns:
                 table.add_column(label, key=key)

@@ -17,6 +17,7 @@ from textual.worker import Worker, WorkerState
 
 from tui.screens.backfill import clock_now, report_error, span
 from tui.widgets.footer import KeyFooter
+from tui.widgets.table import Table
 
 STATUS_GLYPHS = {"running": "◐", "success": "✓", "failed": "✗", "canceled": "■"}
 STATUS_STYLES = {"running": "yellow", "success": "green", "failed": "red", "canceled": "dim"}
@@ -129,7 +130,7 @@ class BackfillsScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(" [b]Backfills[/]", id="backfills-title")
-        table: DataTable[Any] = DataTable(id="backfills-table", cursor_type="row")
+        table: DataTable[Any] = Table(id="backfills-table", cursor_type="row")
         for key, label in COLUMNS:
             table.add_column(label, key=key)
         yield table

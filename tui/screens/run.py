@@ -35,6 +35,7 @@ from tui.widgets import STYLES, glyph
 from tui.widgets.footer import KeyFooter
 from tui.widgets.log_view import LogView
 from tui.widgets.resources import ResourceGauge, format_bytes
+from tui.widgets.table import Table
 from tui.widgets.timeline import Lane, Segment, Timeline
 
 POLL_ACTIVE = 0.5  # seconds between reads of the run while it is active
@@ -210,7 +211,7 @@ class RunScreen(Screen[None]):
             yield Static(id="run-title")
             yield Static(id="run-hints")
         with Horizontal(id="run-top"):
-            table: DataTable[Any] = DataTable(id="steps", cursor_type="row", zebra_stripes=False)
+            table: DataTable[Any] = Table(id="steps", cursor_type="row", zebra_stripes=False)
             table.border_title = "Steps"
             yield table
             with VerticalScroll(id="timeline-box") as box:

@@ -9,11 +9,11 @@ from typing import ClassVar
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.message import Message
-from textual.widgets import DataTable
-from textual.widgets.data_table import RowDoesNotExist, RowKey
+from textual.widgets.data_table import RowDoesNotExist
 
 from engine.client import RunView
 from tui.widgets import IN_FLIGHT, STYLES, glyph, shorten
+from tui.widgets.table import Table
 
 PAGE = 200
 """Rows shown at first, and added each time the cursor reaches the bottom."""
@@ -65,7 +65,7 @@ class _RunId(str):
         return cell
 
 
-class RunsTable(DataTable[object]):
+class RunsTable(Table):
     """The runs pane: glyph, id, target (+ partition), trigger, start, duration, steps."""
 
     HELP_TITLE = "Runs"
@@ -105,18 +105,6 @@ class RunsTable(DataTable[object]):
     def on_mount(self) -> None:
         for key, label in COLUMNS:
             self.add_column(label, key=key)
-
-    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
-        # Textual (8.2) measures new rows when the app is next idle and widens their columns,
-        # but keeps the lines it painted before under the same cache key: a paint between
-        # adding the first page and that idle (a busy machine) stayed on screen with every
-        # column cut to its header, ids of two cells, until something else changed. A new
-        # key when a column widened paints them again.
-        widths = [column.content_width for column in self.ordered_columns]
-        super()._update_dimensions(new_rows)
-        if widths != [column.content_width for column in self.ordered_columns]:
-            self._update_count += 1
-            self.refresh()
 
     # --- data ---------------------------------------------------------------------------------
 
