@@ -414,7 +414,8 @@ def backfill(
     no_wait: bool,
     as_json: bool,
 ) -> None:  # fmt: skip
-    """Materialize a range of partitions: one run per key, a few at a time.
+    """Materialize a range of partitions: one run per key, a few at a time (or one run per
+    range, for assets with a backfill policy).
 
     SELECTION: the assets to backfill.
     """
