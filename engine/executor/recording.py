@@ -277,23 +277,26 @@ def _record_outputs(
     for e in events:
         if e["e"] == "metadata":
             metadata.update(e.get("data") or {})
-    stale: list[str] = []
-    for output in outputs:
-        stale += repo.add_materialization(
-            s,
+    metadata_json = json.dumps(metadata, default=repr)
+    inputs_json = json.dumps(live.launch.input_ids)
+    stale = repo.add_materializations(
+        s,
+        [
             Materialization(
                 asset=live.key,
                 partition=output.get("partition", live.launch.partition),
                 run_id=run.id,
                 attempt_id=attempt_id,
                 created_at=now,
-                metadata_json=json.dumps(metadata, default=repr),
+                metadata_json=metadata_json,
                 code_version=live.launch.code_version,
-                inputs_json=json.dumps(live.launch.input_ids),
+                inputs_json=inputs_json,
                 value_path=output.get("path"),
                 value_size=output.get("size"),
-            ),
-        )
+            )
+            for output in outputs
+        ],
+    )
     records = []
     for e in events:
         if e["e"] != "check":
