@@ -303,6 +303,11 @@ class Client:
                 self.request_cancel(run_id)
             coordinator.run_until_complete(set(run_ids))
             raise
+        finally:
+            # The command exits right after: a webhook still queued on the alerts thread
+            # would be lost with it. (The fork server is left to exit with this process:
+            # waiting for it would add its interpreter's teardown to every command.)
+            coordinator.send_alerts()
 
     def wait(
         self, run_id: str, on_change: Callable[[str], None] | None = None, poll: float = 0.05

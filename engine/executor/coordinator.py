@@ -456,11 +456,17 @@ class Coordinator:
     def close(self) -> None:
         """Release the fork server and the selector (running steps are not touched), and send
         the alerts still queued (each hook has its own time limit)."""
+        self.send_alerts()
+        self._local.close()
+        self._close_dask()
+
+    def send_alerts(self) -> None:
+        """Send the alerts still queued and stop the alerts thread: a command that ran the
+        steps itself calls this before it exits, or a webhook would be lost with it."""
         if self.alerter is not None:
             self.alerter.drain(timeout=self.alerter.timeout + 1)
             self.alerter.stop()
-        self._local.close()
-        self._close_dask()
+            self.alerter = None
 
     def _finish(self, live: LiveAttempt, returncode: int | None, cpu: float | None) -> None:
         if live.events_fd is not None:

@@ -4,6 +4,8 @@ function; hooks that hang or fail never affect the run; repeated failures do not
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -106,6 +108,34 @@ def test_a_webhook_gets_a_json_post_on_retry_and_success(
     assert received[1]["run_id"] == view.id
 
 
+def test_the_command_line_sends_its_alerts_before_it_exits(
+    tmp_path: Path, webhook: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """`dagtop materialize` runs the step in the command and exits when the run ends: the
+    webhook queued on the alerts thread must be posted first, not lost with the process."""
+    url, received = webhook
+    project(
+        tmp_path,
+        f"""
+        from engine import asset
+
+        @asset(on_failure="{url}")
+        def boom():
+            raise RuntimeError("boom")
+        """,
+    )
+    dagtop = str(Path(sys.executable).with_name("dagtop"))
+    done = subprocess.run(
+        [dagtop, "--home", str(tmp_path / "home"), "--pipelines", str(tmp_path / "pipelines"),
+         "materialize", "boom"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    # Posted before the command returned: nothing is waited for here.
+    assert [a["event"] for a in received] == ["on_failure"]
+    assert received[0]["error"] == "RuntimeError: boom"
+
+
 def test_a_python_hook_runs_in_a_child_process(tmp_path: Path) -> None:
     out = tmp_path / "called.json"
     client = project(
@@ -199,6 +229,7 @@ def test_repeated_failures_do_not_flood() -> None:
         assert fail()
         alerter.drain()
     finally:
+        alerter.stop()
         alerts._SEND["shell"] = original
     assert [a.suppressed for a in sent] == [0, 2]
 
