@@ -168,19 +168,13 @@ class DagtopApp(App[None]):
             self.pop_screen()
 
     def action_backfills(self) -> None:
-        try:
-            from tui.screens.backfills import BackfillsScreen
-        except ImportError:
-            self.notify("the backfills screen is not available yet", severity="warning")
-            return
+        from tui.screens.backfills import BackfillsScreen
+
         self.push_screen(BackfillsScreen())
 
     def action_automation(self) -> None:
-        try:
-            from tui.screens.automation import AutomationScreen
-        except ImportError:
-            self.notify("the schedules & sensors screen is not available yet", severity="warning")
-            return
+        from tui.screens.automation import AutomationScreen
+
         self.push_screen(AutomationScreen())
 
     # --- quitting -----------------------------------------------------------------------------

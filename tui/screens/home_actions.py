@@ -192,11 +192,8 @@ class HomeActions:
         self.open_run(status.run_id, step=ref.name)
 
     def open_run(self, run_id: str, step: str | None = None) -> None:
-        try:
-            from tui.screens.run import RunScreen
-        except ImportError:
-            self.notify("the run screen is not available yet", severity="warning")
-            return
+        from tui.screens.run import RunScreen
+
         self.app.push_screen(RunScreen(run_id, step=step))
 
     def action_lineage(self) -> None:
@@ -217,22 +214,15 @@ class HomeActions:
         ref = self.selected_ref
         if not self._partitioned(ref) or ref is None:
             return
-        try:
-            from tui.screens.partitions import PartitionsScreen
-        except ImportError:
-            self.notify("the partitions screen is not available yet", severity="warning")
-            return
+        from tui.screens.partitions import PartitionsScreen
+
         self.app.push_screen(PartitionsScreen(ref.name))
 
     def action_backfill(self) -> None:
         ref = self.selected_ref
         if not self._partitioned(ref) or ref is None:
             return
-        try:
-            from tui.screens.backfill import BackfillDialog
-        except ImportError:
-            self.notify("the backfill dialog is not available yet", severity="warning")
-            return
+        from tui.screens.backfill import BackfillDialog
 
         def started(backfill_id: str | None) -> None:
             if backfill_id:
@@ -244,10 +234,6 @@ class HomeActions:
     def action_toggle(self) -> None:
         selected = self.automation.selected
         if selected is None:
-            return
-        if not hasattr(self.dagtop.client, "set_enabled"):
-            self.notify("turning schedules and sensors on and off is not available yet",
-                        severity="warning")  # fmt: skip
             return
         kind, name = selected
         self._toggle(kind, name, not self.automation.is_enabled(kind, name))

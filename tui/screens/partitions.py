@@ -389,11 +389,8 @@ class PartitionsScreen(Screen[None]):
         if run_id is None:
             self.notify(f"{asset} {key} has never run", severity="warning")
             return
-        try:
-            from tui.screens.run import RunScreen  # owned by another screen; may not exist yet
-        except ImportError:
-            self.notify(f"run {run_id}: the run screen is not available", severity="warning")
-            return
+        from tui.screens.run import RunScreen
+
         self.app.push_screen(RunScreen(run_id, step=asset))
 
     @on(Worker.StateChanged)
