@@ -126,9 +126,10 @@ def progress(session: Any, backfill_id: str) -> dict[str, Any]:
     its own row as plain data."""
     backfill = repo.find_backfill(session, backfill_id)
     keys = json.loads(backfill.partitions)
+    position = {key: i for i, key in enumerate(keys)}
     counts: dict[str, int] = {}
     for run in repo.runs_of_backfill(session, backfill.id):
-        counts[run.status] = counts.get(run.status, 0) + _covers(run.partition, keys)
+        counts[run.status] = counts.get(run.status, 0) + _covers(run.partition, position)
     return {
         "id": backfill.id,
         "status": backfill.status,
@@ -142,15 +143,15 @@ def progress(session: Any, backfill_id: str) -> dict[str, Any]:
     }
 
 
-def _covers(partition: str | None, keys: list[str]) -> int:
-    """How many of the backfill's keys a run covers: one, or its range's (the runs of a
-    ranged backfill are cut from its keys in order, so a range spans them without gaps)."""
+def _covers(partition: str | None, position: dict[str, int]) -> int:
+    """How many of the backfill's keys (and their places) a run covers: one, or its range's
+    (the runs of a ranged backfill are cut from its keys in order, so a range spans them
+    without gaps)."""
     from engine.backfill_policy import RANGE_SEP
 
-    if partition is None or partition in keys or RANGE_SEP not in partition:
+    if partition is None or partition in position or RANGE_SEP not in partition:
         return 1
     first, last = partition.split(RANGE_SEP, 1)
-    try:
-        return keys.index(last) - keys.index(first) + 1
-    except ValueError:
+    if first not in position or last not in position:
         return 1
+    return position[last] - position[first] + 1
