@@ -14,9 +14,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _HOMES = {
-    "engine.backfill_policy": ("BackfillPolicy",),
-    "engine.context": ("StepContext", "build_context"),
-    "engine.definitions": (
+    "engine.authoring.backfill_policy": ("BackfillPolicy",),
+    "engine.authoring.context": ("StepContext", "build_context"),
+    "engine.authoring.definitions": (
         "AssetDef",
         "CheckDef",
         "CheckResult",
@@ -29,8 +29,8 @@ _HOMES = {
         "shell",
         "task",
     ),
-    "engine.iomanager": ("IOManager", "JsonIO", "PickleIO"),
-    "engine.partitions": (
+    "engine.authoring.iomanager": ("IOManager", "JsonIO", "PickleIO"),
+    "engine.authoring.partitions": (
         "DailyPartitions",
         "HourlyPartitions",
         "PartitionsDefinition",
@@ -40,9 +40,9 @@ _HOMES = {
 _WHERE = {name: module for module, names in _HOMES.items() for name in names}
 
 if TYPE_CHECKING:
-    from engine.backfill_policy import BackfillPolicy
-    from engine.context import StepContext, build_context
-    from engine.definitions import (
+    from engine.authoring.backfill_policy import BackfillPolicy
+    from engine.authoring.context import StepContext, build_context
+    from engine.authoring.definitions import (
         AssetDef,
         CheckDef,
         CheckResult,
@@ -55,8 +55,8 @@ if TYPE_CHECKING:
         shell,
         task,
     )
-    from engine.iomanager import IOManager, JsonIO, PickleIO
-    from engine.partitions import (
+    from engine.authoring.iomanager import IOManager, JsonIO, PickleIO
+    from engine.authoring.partitions import (
         DailyPartitions,
         HourlyPartitions,
         PartitionsDefinition,

@@ -18,11 +18,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine import ipc
-from engine.config import Config, Paths, load_config, resolve_paths
 from engine.errors import EngineError, NoEngine, StorageError
-from engine.plan import RunRequest
-from engine.views import (
+from engine.history.plan import RunRequest
+from engine.history.views import (
     AttemptView,
     CheckView,
     LogRef,
@@ -36,12 +34,14 @@ from engine.views import (
     node_statuses,
     run_views,
 )
+from engine.loading.config import Config, Paths, load_config, resolve_paths
+from engine.service import ipc
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine as SAEngine
 
-    from engine.lineage import LineageNode, StaleState, render_lineage
-    from engine.manifest import Manifest
+    from engine.history.lineage import LineageNode, StaleState, render_lineage
+    from engine.loading.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class Client:
                     title="No pipelines",
                 )
             self._ensure_home()
-            from engine import loader
+            from engine.loading import loader
 
             self._manifest = loader.load(
                 self.paths.pipelines, cache_dir=self.paths.home, timeout=self.config.load_timeout
@@ -183,7 +183,7 @@ class Client:
         Raises:
             EngineBusy: another live engine (a daemon) holds this home folder.
         """
-        from engine.daemon import Engine
+        from engine.service.daemon import Engine
 
         engine = Engine(self.paths, self.config, kind=kind, db=self.db)
         engine.start()
@@ -192,7 +192,7 @@ class Client:
 
     def daemon(self) -> Any:
         """The live engine holding this home's lease in another process, or None."""
-        from engine import lease
+        from engine.service import lease
 
         holder = lease.live_holder(self.db)
         if holder is None or (self.engine is not None and holder.holder == self.engine.me):
@@ -263,7 +263,7 @@ class Client:
 
     def create_run(self, request: RunRequest) -> str:
         """Plan `request` and record its run and steps; returns the run id (nothing runs yet)."""
-        from engine.plan import record
+        from engine.history.plan import record
 
         manifest = self.load()
         with self._write() as s:
@@ -407,7 +407,7 @@ class Client:
         return self._run_on_local_engine(request, on_change) or self._run_now(request, on_change)
 
     def _validate(self, request: RunRequest) -> None:
-        from engine.plan import plan
+        from engine.history.plan import plan
 
         plan(self.load(), request)  # raises SelectionError / PartitionError; writes nothing
 
@@ -419,7 +419,7 @@ class Client:
         An interrupted run (its engine died) is resumed the same way.
         """
         from engine.executor.recovery import reconcile
-        from engine.run_control import requeue_failed
+        from engine.history.run_control import requeue_failed
 
         if self.engine is not None or self.daemon() is not None:
             if self.engine is not None:
@@ -490,7 +490,7 @@ class Client:
         Raises:
             SelectionError, PartitionError: nothing is recorded.
         """
-        from engine.selection import resolve
+        from engine.loading.selection import resolve
 
         manifest = self.load()
         if keys is None:
@@ -501,8 +501,8 @@ class Client:
             pdef = next((p for p in pdefs if p is not None), None)
             if pdef is None:
                 raise EngineError(f"none of {', '.join(names)} is partitioned: nothing to backfill")
+            from engine.authoring.partitions import InvalidPartitionKey
             from engine.errors import PartitionError
-            from engine.partitions import InvalidPartitionKey
 
             try:
                 keys = pdef.keys_between(first, last)
@@ -516,14 +516,14 @@ class Client:
             return self.engine.backfill(list(selection), list(keys), max_parallel)  # type: ignore[no-any-return]
         if self.daemon() is not None:
             return self._command("backfill", payload)["backfill_id"]  # type: ignore[no-any-return]
-        from engine.backfill import create_backfill
+        from engine.automation.backfill import create_backfill
 
         with self._write() as s:
             return create_backfill(s, manifest, list(selection), list(keys), max_parallel)
 
     def backfill_action(self, action: str, backfill_id: str) -> str:
         """`cancel` or `resume` a backfill; returns its full id."""
-        from engine import backfill as bf
+        from engine.automation import backfill as bf
 
         if self.engine is not None:
             fn = self.engine.cancel_backfill if action == "cancel" else self.engine.resume_backfill
@@ -554,13 +554,13 @@ class Client:
         return info
 
     def backfill_progress(self, backfill_id: str) -> dict[str, Any]:
-        from engine.backfill import progress
+        from engine.automation.backfill import progress
 
         with self._read() as s:
             return progress(s, backfill_id)
 
     def backfills(self, limit: int = 20) -> list[dict[str, Any]]:
-        from engine.backfill import progress
+        from engine.automation.backfill import progress
         from engine.storage import repo
 
         with self._read() as s:
@@ -580,7 +580,7 @@ class Client:
         if self._warm_server is not None:
             self._warm_server.close()  # the engine starts its own
             self._warm_server = None
-        from engine.daemon import Engine
+        from engine.service.daemon import Engine
 
         engine = Engine(
             self.paths,
@@ -630,7 +630,7 @@ class Client:
         run_ids: list[str],
         on_progress: Callable[[dict[str, Any]], None] | None,
     ) -> dict[str, Any]:
-        from engine.backfill import advance_backfills
+        from engine.automation.backfill import advance_backfills
 
         if on_progress is not None:
             on_progress(self.backfill_progress(backfill_id))
@@ -645,10 +645,9 @@ class Client:
     # --- partitions, schedules, sensors -------------------------------------------------------
 
     def partitions(self, asset: str) -> list[Any]:
-        """The status of every partition of `asset` (see engine.partition_status)."""
-        from engine.errors import SelectionError
-        from engine.partition_status import partition_states
-        from engine.validate import suggest
+        """The status of every partition of `asset` (see engine.history.partition_status)."""
+        from engine.errors import SelectionError, suggest
+        from engine.history.partition_status import partition_states
 
         manifest = self.load()
         if asset not in manifest.assets:
@@ -663,14 +662,14 @@ class Client:
     ) -> LineageNode:
         """How the current value of `asset` [partition] was produced: the materializations it
         consumed, back to the roots; or, with `downstream`, the assets that depend on it and
-        their newest materializations (see engine.lineage).
+        their newest materializations (see engine.history.lineage).
 
         Raises:
             SelectionError: no such asset.
             PartitionError: the key is missing, not needed, or invalid.
             EngineError: (upstream) the asset partition was never materialized.
         """
-        from engine.lineage import downstream_lineage, upstream_lineage
+        from engine.history.lineage import downstream_lineage, upstream_lineage
 
         manifest = self.load()
         self._known_asset(manifest, asset)
@@ -685,9 +684,9 @@ class Client:
         Raises:
             SelectionError, PartitionError: as for `materialize`.
         """
-        from engine.lineage import stale_states
-        from engine.plan import validate_partition
-        from engine.selection import resolve
+        from engine.history.lineage import stale_states
+        from engine.history.plan import validate_partition
+        from engine.loading.selection import resolve
 
         manifest = self.load()
         names = resolve(manifest, selection)
@@ -720,8 +719,7 @@ class Client:
     @staticmethod
     def _known_asset(manifest: Manifest, asset: str) -> None:
         if asset not in manifest.assets:
-            from engine.errors import SelectionError
-            from engine.validate import suggest
+            from engine.errors import SelectionError, suggest
 
             raise SelectionError(f"unknown asset {asset!r}" + suggest(asset, manifest.assets))
 
@@ -729,7 +727,7 @@ class Client:
         """Every schedule's status: next and last tick, last run, on/off (ScheduleStatus)."""
         if self.engine is not None and self.engine.scheduler is not None:
             return self.engine.scheduler.status()  # type: ignore[no-any-return]
-        from engine.scheduler import statuses
+        from engine.automation.scheduler import statuses
 
         return statuses(self.db, self.load(), self.config.timezone)
 
@@ -737,7 +735,7 @@ class Client:
         """Every file sensor's status: files seen, last file, on/off (SensorStatus)."""
         if self.engine is not None and self.engine.sensors is not None:
             return self.engine.sensors.status()  # type: ignore[no-any-return]
-        from engine.sensors import statuses
+        from engine.automation.sensors import statuses
 
         return statuses(self.db, self.load())
 
@@ -753,8 +751,8 @@ class Client:
         if self.daemon() is not None:
             self._command("toggle", {"kind": kind, "name": name, "enabled": enabled})
             return
+        from engine.errors import suggest
         from engine.storage import repo
-        from engine.validate import suggest
 
         manifest = self.load()
         names = manifest.schedules if kind == "schedule" else manifest.sensors
@@ -818,7 +816,7 @@ class Client:
             found = node_statuses(s, pipeline)
             if pipeline is not None:
                 return found
-            from engine.lineage import Staleness
+            from engine.history.lineage import Staleness
 
             staleness = Staleness(s, self.load())
             staleness.preload(
@@ -837,12 +835,12 @@ class Client:
 
     def describe(self) -> dict[str, Any]:
         """Every definition as plain data (what `dagtop list --json` prints)."""
-        from engine.listing import describe_definitions
+        from engine.loading.describe import describe_definitions
 
         manifest = self.load()
         staleness = None
         if self._has_history():
-            from engine.lineage import asset_staleness
+            from engine.history.lineage import asset_staleness
 
             with self._read() as s:
                 staleness = asset_staleness(s, manifest)
@@ -857,7 +855,7 @@ class Client:
 
     def serve_forever(self) -> int:
         """Run this project's engine headless until SIGINT or SIGTERM (`dagtop daemon`)."""
-        from engine.daemon import run_daemon
+        from engine.service.daemon import run_daemon
 
         return run_daemon(self.paths, self.config)
 
@@ -886,7 +884,7 @@ class Client:
             attempts = repo.attempts_of(s, run.id)
             keys = [st.key for st in repo.steps_of(s, [run.id])[run.id]]
         if step is not None and step not in keys:
-            from engine.validate import suggest
+            from engine.errors import suggest
 
             raise EngineError(
                 f"run {run.id} has no step {step!r}" + suggest(step, keys), title="Unknown step"
@@ -931,7 +929,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # Lineage's types load on first use: most commands never need them.
     if name in ("LineageNode", "StaleState", "render_lineage"):
-        from engine import lineage
+        from engine.history import lineage
 
         return getattr(lineage, name)
     raise AttributeError(f"module 'engine.client' has no attribute {name!r}")

@@ -6,6 +6,8 @@ modal. Tracebacks of user code travel as data (in load errors and step errors), 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class EngineError(Exception):
     """Base of every error a user can cause; `msg` is one line that says what to do."""
@@ -74,3 +76,11 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, or its type's name if it has none."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def suggest(name: str, candidates: Iterable[str]) -> str:
+    """ " (did you mean a, b?)" for the candidates closest to a mistyped `name`, else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(close)}?)" if close else ""

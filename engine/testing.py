@@ -26,13 +26,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engine import definitions, iomanager
-from engine.backfill_policy import range_values
-from engine.context import build_context
-from engine.definitions import AssetDef, CheckDef, CheckResult
+from engine.authoring import definitions, iomanager
+from engine.authoring.backfill_policy import range_values
+from engine.authoring.context import build_context
+from engine.authoring.definitions import AssetDef, CheckDef, CheckResult
+from engine.authoring.output_types import OutputTypeError, check_output
+from engine.authoring.partitions import InvalidPartitionKey, safe_key
 from engine.errors import PartitionError
-from engine.output_types import OutputTypeError, check_output
-from engine.partitions import InvalidPartitionKey, safe_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,7 @@ def load_module(path: str | Path) -> types.ModuleType:
     """Import a pipeline file as dagtop does (as `dagtop_pipelines.<name>`, with its folder on
     the path for its helpers), for a test. Its definitions are the module's attributes.
     """
-    from engine.modules import import_pipeline_module
+    from engine.loading.modules import import_pipeline_module
 
     path = Path(path).resolve()
     # The registry is how the loader collects definitions; a test holds them as attributes.

@@ -29,17 +29,17 @@ from typing import Any
 
 from sqlalchemy.engine import Engine as SAEngine
 
-from engine.alerts import Alerter
-from engine.config import Config, Paths
+from engine.authoring.partitions import safe_key
 from engine.errors import EngineError
 from engine.executor import launch as launching
 from engine.executor import recording
+from engine.executor.alerts import Alerter
 from engine.executor.forkserver import ForkServer
 from engine.executor.local import HAS_PIDFD, LocalProcesses, create_time, reap
 from engine.executor.monitor import Monitor, Sample, TreeStats, stop_tree
 from engine.executor.state import Ending, LiveAttempt, RunState, StepState, Updates
-from engine.manifest import Manifest
-from engine.partitions import safe_key
+from engine.loading.config import Config, Paths
+from engine.loading.manifest import Manifest
 from engine.status import StepStatus
 from engine.storage import repo
 from engine.storage.db import read_scope

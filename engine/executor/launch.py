@@ -17,10 +17,10 @@ from typing import Any
 
 from sqlmodel import Session
 
-from engine.backfill_policy import keys_of
-from engine.config import Paths
-from engine.manifest import AssetSpec, Manifest, TaskSpec
-from engine.partitions import safe_key
+from engine.authoring.backfill_policy import keys_of
+from engine.authoring.partitions import safe_key
+from engine.loading.config import Paths
+from engine.loading.manifest import AssetSpec, Manifest, TaskSpec
 from engine.storage import repo
 
 

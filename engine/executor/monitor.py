@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 
 import psutil
 
+from engine.processes import describe_exit
 from engine.units import format_bytes
 
 logger = logging.getLogger(__name__)
@@ -40,13 +41,6 @@ _HAS_IO_COUNTERS = hasattr(psutil.Process, "io_counters")
 
 # How often stop_tree looks whether the tree is gone while it waits for the grace period.
 _POLL_SECONDS = 0.05
-
-_EXIT_WORDS = {
-    signal.SIGSEGV: "segmentation fault (SIGSEGV)",
-    signal.SIGABRT: "aborted (SIGABRT)",
-    signal.SIGKILL: "killed by SIGKILL",
-    signal.SIGTERM: "terminated by SIGTERM",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,18 +77,6 @@ class TreeStats:
     """At most ``max_samples`` samples spread evenly over the step's whole run."""
     violation: str | None = None
     """Why the monitor killed the tree, if it did."""
-
-
-def describe_exit(returncode: int) -> str:
-    """A human reason for a process's exit status as `subprocess` reports it."""
-    if returncode >= 0:
-        return f"exited with code {returncode}"
-    try:
-        sig = signal.Signals(-returncode)
-    except ValueError:
-        # Real-time signals have no name in the enum.
-        return f"killed by signal {-returncode}"
-    return _EXIT_WORDS.get(sig, f"killed by {sig.name}")
 
 
 def stop_tree(pid: int, grace: float = 5.0) -> None:

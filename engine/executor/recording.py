@@ -27,13 +27,13 @@ from typing import Any
 
 from sqlalchemy.engine import Engine as SAEngine
 
-from engine import iomanager
-from engine.config import Paths
+from engine.authoring import iomanager
 from engine.executor import launch as launching
 from engine.executor.monitor import Sample, TreeStats
 from engine.executor.recovery import owner_alive
 from engine.executor.state import Ending, LiveAttempt, RunState, StepState, Updates
-from engine.manifest import Manifest
+from engine.loading.config import Paths
+from engine.loading.manifest import Manifest
 from engine.status import RunStatus, StepStatus, transition_run, transition_step
 from engine.storage import repo
 from engine.storage.db import session_scope

@@ -21,11 +21,11 @@ from typing import Any
 import psutil
 from sqlalchemy.engine import Engine as SAEngine
 
-from engine import iomanager
-from engine.config import Paths
+from engine.authoring import iomanager
+from engine.authoring.iomanager import is_url
 from engine.errors import first_line
 from engine.executor.monitor import kill_tree
-from engine.iomanager import is_url
+from engine.loading.config import Paths
 from engine.status import RunStatus, StepStatus, transition_run, transition_step
 from engine.storage import repo
 from engine.storage.db import session_scope

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.alerts import Alert
+from engine.executor.alerts import Alert
 from engine.executor.monitor import TreeStats, describe_exit
 from engine.status import RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from engine.executor.launch import Launch
-    from engine.manifest import Manifest
+    from engine.loading.manifest import Manifest
     from engine.storage.models import Run, Step
 
 NOT_RETRIED = frozenset({"type"})  # worker error kinds a retry cannot change

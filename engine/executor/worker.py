@@ -89,8 +89,8 @@ def _find(items: list[Any], cls: type, name: str, attr: str = "name") -> Any:
 
 
 def _import(spec: dict[str, Any], module_file: str) -> list[Any]:
-    from engine import definitions
-    from engine.modules import import_pipeline_module
+    from engine.authoring import definitions
+    from engine.loading.modules import import_pipeline_module
 
     definitions._registry.reset()
     try:
@@ -106,8 +106,8 @@ def _import(spec: dict[str, Any], module_file: str) -> list[Any]:
 
 def _input_io(spec: dict[str, Any], src: dict[str, Any]) -> Any:
     """The IO manager that stored an input: a built-in by name, or the upstream's own object."""
-    from engine import iomanager
-    from engine.definitions import AssetDef
+    from engine.authoring import iomanager
+    from engine.authoring.definitions import AssetDef
 
     if src["io"] in iomanager.BUILTIN:
         return iomanager.BUILTIN[src["io"]]
@@ -120,7 +120,7 @@ def _input_io(spec: dict[str, Any], src: dict[str, Any]) -> Any:
 
 
 def _load_inputs(spec: dict[str, Any]) -> dict[str, Any]:
-    from engine import iomanager
+    from engine.authoring import iomanager
 
     values: dict[str, Any] = {}
     for name, src in spec["inputs"].items():
@@ -156,7 +156,7 @@ def _call(fn: Any, ctx: Any, takes_context: bool, kwargs: dict[str, Any], what: 
 
 
 def _check_type(fn: Any, value: Any, what: str, log: logging.Logger) -> None:
-    from engine.output_types import OutputTypeError, check_output
+    from engine.authoring.output_types import OutputTypeError, check_output
 
     try:
         check_output(fn, value, what, log)
@@ -165,7 +165,7 @@ def _check_type(fn: Any, value: Any, what: str, log: logging.Logger) -> None:
 
 
 def _store(io: Any, value: Any, stem: str, what: str) -> tuple[str, int]:
-    from engine import iomanager
+    from engine.authoring import iomanager
 
     path = f"{stem}.{getattr(io, 'extension', 'bin')}"  # a path, or a URL (values_dir)
     try:
@@ -180,7 +180,7 @@ def _store(io: Any, value: Any, stem: str, what: str) -> tuple[str, int]:
 
 
 def _run_checks(spec: dict[str, Any], value: Any, ctx: Any, reporter: Reporter) -> None:
-    from engine.definitions import CheckDef, CheckResult
+    from engine.authoring.definitions import CheckDef, CheckResult
 
     by_file: dict[str, list[Any]] = {}
     for c in spec.get("checks", []):
@@ -220,9 +220,9 @@ def _run_checks(spec: dict[str, Any], value: Any, ctx: Any, reporter: Reporter) 
 
 
 def run(spec: dict[str, Any], reporter: Reporter) -> None:
-    from engine import iomanager
-    from engine.context import StepContext
-    from engine.definitions import AssetDef, Pipeline
+    from engine.authoring import iomanager
+    from engine.authoring.context import StepContext
+    from engine.authoring.definitions import AssetDef, Pipeline
 
     key = spec["key"]
     log = _setup_logging(key)
@@ -271,7 +271,7 @@ def run(spec: dict[str, Any], reporter: Reporter) -> None:
     if spec["kind"] == "asset":
         _check_type(fn, value, what, log)  # before storing: downstream never sees a bad value
     if keys is not None:
-        from engine.backfill_policy import RangeOutputError, range_values
+        from engine.authoring.backfill_policy import RangeOutputError, range_values
 
         try:
             parts = range_values(value, keys, what)

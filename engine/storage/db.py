@@ -25,13 +25,7 @@ from sqlmodel import Session, SQLModel, create_engine
 
 from engine.errors import StorageError
 from engine.storage import models
-from engine.storage.models import Meta
-
-# The newest migration in engine/storage/migrations/versions (a test keeps them in step).
-HEAD = "0002"
-# dagtop releases from before migrations read only `meta.schema_version` and refuse anything
-# above 1: a database this dagtop has touched says 2, so they never write into it.
-LEGACY_SCHEMA_VERSION = "2"
+from engine.storage.models import HEAD, LEGACY_SCHEMA_VERSION, Meta
 
 BUSY_TIMEOUT_MS = 30_000
 # Writes begin with BEGIN IMMEDIATE, reads with a plain (deferred) BEGIN; see open_db.

@@ -8,6 +8,13 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+# The schema revision these tables are: the newest migration in engine/storage/migrations/versions
+# (a test keeps them in step).
+HEAD = "0002"
+# dagtop releases from before migrations read only `meta.schema_version` and refuse anything
+# above 1: a database this dagtop has touched says 2, so they never write into it.
+LEGACY_SCHEMA_VERSION = "2"
+
 
 class CleanText(TypeDecorator[str]):
     """Free text (errors, tracebacks, log messages) in a form every backend stores.

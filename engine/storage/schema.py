@@ -16,8 +16,7 @@ from sqlalchemy import inspect, update
 from sqlalchemy.engine import Connection
 
 from engine.errors import StorageError
-from engine.storage.db import HEAD, LEGACY_SCHEMA_VERSION
-from engine.storage.models import Meta
+from engine.storage.models import HEAD, LEGACY_SCHEMA_VERSION, Meta
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 

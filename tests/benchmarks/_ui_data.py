@@ -78,7 +78,7 @@ def chatty():
 def seed_history(client: Any, runs: int, seed: int = 7, chunk: int = 2_500) -> int:
     """Record `runs` finished runs over the last 30 days (most succeed, some fail, a few are
     canceled), with a materialization for every step that succeeded. Returns the step count."""
-    from engine.plan import RunRequest, plan
+    from engine.history.plan import RunRequest, plan
     from engine.status import RunStatus, StepStatus, transition_run, transition_step
     from engine.storage import repo
     from engine.storage.db import session_scope
@@ -168,7 +168,7 @@ def seed_history(client: Any, runs: int, seed: int = 7, chunk: int = 2_500) -> i
 def seed_finished_attempt(client: Any, asset: str) -> tuple[str, Path]:
     """Record one finished run of `asset` with one attempt; returns (run id, its log path)."""
     from engine.executor.launch import log_path_for
-    from engine.plan import RunRequest, plan
+    from engine.history.plan import RunRequest, plan
     from engine.status import RunStatus, StepStatus, transition_run, transition_step
     from engine.storage import repo
     from engine.storage.db import session_scope

@@ -58,7 +58,7 @@ PACKAGES = {"dagster": "dagster", "luigi": "luigi"}  # tool -> PyPI distribution
 SAMPLE_EVERY = 0.05  # seconds between memory samples
 # Processes that belong to the orchestrator itself (not steps), by a piece of their command line.
 HELPERS = {
-    "dagtop": ("engine.executor.forkserver", "engine.loader_child"),
+    "dagtop": ("engine.executor.forkserver", "engine.loading.loader_child"),
     "dagster": ("multiprocessing.resource_tracker",),
     "luigi": (),
 }

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from engine.alerts import Alert, Alerter
 from engine.client import Client
 from engine.errors import DefinitionError
+from engine.executor.alerts import Alert, Alerter
 
 pytestmark = pytest.mark.serial
 
@@ -212,7 +212,7 @@ def test_repeated_failures_do_not_flood() -> None:
     alerter = Alerter(window=60, clock=lambda: now[0])
     sent: list[Alert] = []
     hook = {"kind": "shell", "command": "true"}
-    import engine.alerts as alerts
+    import engine.executor.alerts as alerts
 
     original = alerts._SEND["shell"]
     alerts._SEND["shell"] = lambda _hook, alert, _timeout: sent.append(alert)
@@ -235,7 +235,7 @@ def test_repeated_failures_do_not_flood() -> None:
 
 
 def test_a_lambda_hook_is_a_definition_error() -> None:
-    from engine.definitions import asset
+    from engine.authoring.definitions import asset
 
     def value() -> int:
         return 1

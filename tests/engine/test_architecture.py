@@ -21,7 +21,13 @@ def _modules_after(code: str) -> set[str]:
 
 @pytest.mark.parametrize(
     "module",
-    ["engine", "engine.cli", "engine.client", "engine.executor.coordinator", "engine.loader"],
+    [
+        "engine",
+        "engine.cli.main",
+        "engine.client",
+        "engine.executor.coordinator",
+        "engine.loading.loader",
+    ],
 )
 def test_engine_never_imports_the_ui(module: str) -> None:
     loaded = _modules_after(f"import {module}")
@@ -36,5 +42,5 @@ def test_a_worker_imports_neither_storage_nor_psutil() -> None:
 
 
 def test_check_and_list_do_not_import_storage() -> None:
-    loaded = _modules_after("import engine.cli, engine.listing")
+    loaded = _modules_after("import engine.cli.main, engine.cli.listing")
     assert "sqlmodel" not in loaded

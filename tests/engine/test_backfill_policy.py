@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from engine import BackfillPolicy, DailyPartitions, StaticPartitions, asset
-from engine.backfill_policy import chunks, covers, keys_of, range_text
+from engine.authoring.backfill_policy import chunks, covers, keys_of, range_text
 from engine.client import Client
 from engine.errors import DefinitionError, PartitionError
 from engine.storage import repo

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine.client import Client
-from engine.config import load_config, resolve_paths
+from engine.loading.config import load_config, resolve_paths
 from tests.postgres import BACKENDS, database_for
 
 pytestmark = pytest.mark.serial
@@ -204,7 +204,7 @@ def test_a_backfill_honors_its_limit_and_survives_a_kill_9_of_the_daemon(
 
 
 def test_hot_reload_of_an_edited_a_broken_and_a_deleted_file(project: Path) -> None:
-    from engine.daemon import Engine
+    from engine.service.daemon import Engine
 
     paths = resolve_paths(project / "home", project / "pipelines")
     engine = Engine(paths, load_config(paths.project), schedules=False, sensors=False)
@@ -227,7 +227,7 @@ def test_hot_reload_of_an_edited_a_broken_and_a_deleted_file(project: Path) -> N
 
 
 def test_a_backfill_can_be_canceled_and_resumed(project: Path) -> None:
-    from engine.daemon import Engine
+    from engine.service.daemon import Engine
 
     paths = resolve_paths(project / "home", project / "pipelines")
     engine = Engine(paths, load_config(paths.project), schedules=False, sensors=False, watch=False)
@@ -258,7 +258,7 @@ def test_a_backfill_can_be_canceled_and_resumed(project: Path) -> None:
 def test_an_unreachable_values_url_is_one_warning_not_a_failed_start(
     project: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from engine.daemon import Engine
+    from engine.service.daemon import Engine
 
     pytest.importorskip("fsspec")
     values = "ftp://127.0.0.1:1/values"  # nothing listens on port 1: refused at once

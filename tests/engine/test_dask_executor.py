@@ -320,7 +320,7 @@ def test_a_bad_scheduler_is_one_line_and_an_exit_code(
 
 def test_the_local_executor_never_imports_distributed() -> None:
     code = (
-        "import sys, engine.client, engine.executor.coordinator, engine.daemon\n"
+        "import sys, engine.client, engine.executor.coordinator, engine.service.daemon\n"
         "assert 'distributed' not in sys.modules and 'dask' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)

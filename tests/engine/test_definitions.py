@@ -1,4 +1,4 @@
-"""Tests for the authoring API (engine.definitions) in-process, and for asset selections.
+"""Tests for the authoring API (engine.authoring.definitions) in-process, and for asset selections.
 
 Decorators only describe: they build definition objects and register them. Selections are
 resolved against a manifest loaded from a small pipelines folder.
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import definitions as d
-from engine.definitions import (
+from engine.authoring import definitions as d
+from engine.authoring.definitions import (
     AssetDef,
     CheckDef,
     Pipeline,
@@ -32,9 +32,9 @@ from engine.definitions import (
     task,
 )
 from engine.errors import DefinitionError, SelectionError
-from engine.loader import load
-from engine.manifest import Manifest
-from engine.selection import resolve
+from engine.loading.loader import load
+from engine.loading.manifest import Manifest
+from engine.loading.selection import resolve
 
 
 @pytest.fixture(autouse=True)

@@ -81,7 +81,7 @@ def test_check_is_clean(project: Path) -> None:
 def test_examples_do_not_import_heavy_libraries_at_top_level(project: Path) -> None:
     # The rule the examples teach: loading a pipeline file must not pay for sklearn or numpy.
     code = (
-        "import sys; from engine.modules import import_pipeline_module as imp; "
+        "import sys; from engine.loading.modules import import_pipeline_module as imp; "
         "from pathlib import Path; root = Path(sys.argv[1]); "
         "[imp(root, f) for f in sys.argv[2:]]; "
         "print(sorted(m for m in ('sklearn', 'numpy') if m in sys.modules))"

@@ -3,7 +3,7 @@ partition keys and params everywhere a string becomes a path, an environment var
 command-line argument.
 
 Properties:
-- `engine.loader.load` never raises, never hangs and leaves no process behind, whatever the
+- `engine.loading.loader.load` never raises, never hangs and leaves no process behind, whatever the
   files do; every discovered file is either loaded or has exactly one FileError; the files that
   should load do, with all of their assets; a second load from the cache says the same.
 - `safe_key`, `launch.log_path_for` and the value path `launch.prepare` builds stay inside the
@@ -40,11 +40,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from engine import loader
-from engine.config import Paths
+from engine.authoring.partitions import StaticPartitions, safe_key
 from engine.executor import launch
-from engine.manifest import AssetSpec, Manifest
-from engine.partitions import StaticPartitions, safe_key
+from engine.loading import loader
+from engine.loading.config import Paths
+from engine.loading.manifest import AssetSpec, Manifest
 
 pytestmark = pytest.mark.serial
 

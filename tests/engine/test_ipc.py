@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from engine import ipc
+from engine.service import ipc
 
 
 def _echo(request: dict[str, Any], send: ipc.Send) -> None:

@@ -155,7 +155,7 @@ def test_a_rematerialized_upstream_shows_in_lineage_and_makes_downstream_stale(
 
 
 def test_staleness_from_a_code_edit_picked_up_by_hot_reload(client: Client) -> None:
-    from engine.daemon import Engine
+    from engine.service.daemon import Engine
 
     engine = Engine(client.paths, client.config, schedules=False, sensors=False, db=client.db)
     engine.start()
@@ -346,7 +346,7 @@ VARIED = textwrap.dedent(
 def test_staleness_read_in_one_query_equals_one_query_per_asset(tmp_path: Path) -> None:
     import random
 
-    from engine.lineage import Staleness
+    from engine.history.lineage import Staleness
     from engine.storage import repo
     from engine.storage.db import read_scope, session_scope
     from engine.storage.models import Materialization

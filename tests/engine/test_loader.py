@@ -1,4 +1,5 @@
-"""Tests for engine.loader: pipeline files imported in real child processes, real files on disk.
+"""Tests for engine.loading.loader: pipeline files imported in real child processes, real files
+on disk.
 
 Every broken definition must become an error attributed to its file (never a crash of the
 loader), and the good files beside it must still load. Each test writes a small pipelines
@@ -21,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import loader
-from engine.loader import CACHE_NAME, load
-from engine.manifest import FileError, Manifest
+from engine.loading import loader
+from engine.loading.loader import CACHE_NAME, load
+from engine.loading.manifest import FileError, Manifest
 
 GOOD = """
     from engine import asset
@@ -1192,7 +1193,7 @@ def test_a_code_version_given_to_the_decorator_wins_over_the_source(tmp_path: Pa
 def test_a_module_of_the_folder_imported_here_is_imported_afresh_by_the_loader(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start_method: str
 ) -> None:
-    from engine.modules import import_pipeline_module
+    from engine.loading.modules import import_pipeline_module
 
     named = """
         from _names import NAME

@@ -1,4 +1,4 @@
-"""Tests for engine.partitions: daily, hourly and static partition definitions and safe_key."""
+"""Tests for engine.authoring.partitions: daily, hourly and static partitions, and safe_key."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.partitions import (
+from engine.authoring.partitions import (
     DailyPartitions,
     HourlyPartitions,
     InvalidPartitionKey,

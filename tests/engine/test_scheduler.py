@@ -21,12 +21,12 @@ _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 if _PROJECT_ROOT not in sys.path:
     sys.path.insert(0, _PROJECT_ROOT)
 
-from engine import plan  # noqa: E402
-from engine.cron import parse_cron  # noqa: E402
+from engine.authoring.cron import parse_cron  # noqa: E402
+from engine.automation.scheduler import Scheduler, _first_from  # noqa: E402
 from engine.errors import EngineError, PartitionError  # noqa: E402
-from engine.loader import load  # noqa: E402
-from engine.manifest import Manifest  # noqa: E402
-from engine.scheduler import Scheduler, _first_from  # noqa: E402
+from engine.history import plan  # noqa: E402
+from engine.loading.loader import load  # noqa: E402
+from engine.loading.manifest import Manifest  # noqa: E402
 from engine.storage import repo  # noqa: E402
 from engine.storage.db import open_db, read_scope, session_scope  # noqa: E402
 from engine.storage.models import Materialization, Run, ScheduleTick  # noqa: E402
@@ -296,7 +296,7 @@ def test_catchup_is_bounded_to_the_latest_ticks(env: Env, caplog: pytest.LogCapt
     env.clock.now = utc(2025, 1, 5, 1, 0, 10)
     assert len(sched.run_due(name)) == 1
     env.clock.now = utc(2025, 1, 6, 0, 30)  # ticks 02:00 .. 00:00 missed: 23
-    with caplog.at_level(logging.WARNING, logger="engine.scheduler"):
+    with caplog.at_level(logging.WARNING, logger="engine.automation.scheduler"):
         assert len(sched.run_due(name)) == 5
     assert "18 older ticks dropped" in caplog.text
     assert [s[11:16] for s in scheduled_for(env.runs(name))] == [

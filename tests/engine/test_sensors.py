@@ -18,12 +18,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import select
 
-import engine.sensors as sensors_mod
+import engine.automation.sensors as sensors_mod
+from engine.automation.sensors import SensorRunner, name_matches
 from engine.errors import EngineError
-from engine.loader import load
-from engine.manifest import Manifest
-from engine.plan import record
-from engine.sensors import SensorRunner, name_matches
+from engine.history.plan import record
+from engine.loading.loader import load
+from engine.loading.manifest import Manifest
 from engine.storage.db import open_db, read_scope, session_scope
 from engine.storage.models import Run, SensorFile, Step, Toggle
 from tests.postgres import BACKENDS, database_for
@@ -308,7 +308,7 @@ def test_files_dropped_while_stopped_run_once_after_a_restart(project: Project) 
 def test_poll_without_the_threads_and_a_version_claimed_elsewhere(
     project: Project, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="engine.sensors")
+    caplog.set_level(logging.INFO, logger="engine.automation.sensors")
     inbox = project.folder("inbox")
     for name in ("dup.csv", "a.csv", "b.csv"):
         (inbox / name).write_text(name)
@@ -434,7 +434,7 @@ def test_off_and_on_persist_and_files_dropped_while_off_run_when_on(project: Pro
 def test_a_target_that_cannot_be_planned_is_recorded_and_not_retried(
     project: Project, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="engine.sensors")
+    caplog.set_level(logging.INFO, logger="engine.automation.sensors")
     runner = project.runner()
     bad = project.folder("badbox") / "day.csv"
     bad.write_text("x")
@@ -456,7 +456,7 @@ def test_a_target_that_cannot_be_planned_is_recorded_and_not_retried(
 def test_a_vanished_folder_is_survived_and_rewatched_when_back(
     project: Project, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="engine.sensors")
+    caplog.set_level(logging.INFO, logger="engine.automation.sensors")
     runner = project.runner()
     box = project.folder("anybox")
     shutil.rmtree(box)

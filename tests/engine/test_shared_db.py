@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine as SAEngine
 
-from engine import lease
+from engine.service import lease
 from engine.storage import repo
 from engine.storage.db import open_db, read_scope, session_scope
 from engine.storage.models import Lease

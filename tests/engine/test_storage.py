@@ -164,8 +164,8 @@ def test_the_project_config_names_the_database_and_the_environment_wins(
 
 
 def test_a_database_url_that_is_not_a_url_is_a_config_error(tmp_path: Path) -> None:
-    from engine.config import load_config
     from engine.errors import ConfigError
+    from engine.loading.config import load_config
 
     (tmp_path / "dagtop.toml").write_text('database_url = "history.db"\n')
     with pytest.raises(ConfigError, match="database_url"):
@@ -173,8 +173,8 @@ def test_a_database_url_that_is_not_a_url_is_a_config_error(tmp_path: Path) -> N
 
 
 def test_the_value_sweep_spares_running_runs_and_recorded_values(db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from engine.config import Paths
     from engine.executor.recovery import sweep_values
+    from engine.loading.config import Paths
 
     paths = Paths(home=tmp_path / "home", pipelines=tmp_path / "pipelines")
     folder = paths.values / "a" / "_"
@@ -199,8 +199,8 @@ def test_the_value_sweep_covers_values_at_a_url(db, tmp_path: Path) -> None:  # 
     import os
     import time
 
-    from engine.config import Paths
     from engine.executor.recovery import TMP_AGE, sweep_values
+    from engine.loading.config import Paths
 
     pytest.importorskip("fsspec")
     paths = Paths(home=tmp_path / "home", pipelines=tmp_path / "pipelines")

@@ -8,7 +8,8 @@ from types import ModuleType
 
 import pytest
 
-from engine import build_context, definitions
+from engine import build_context
+from engine.authoring import definitions
 from engine.errors import PartitionError
 from engine.testing import OutputTypeError, load_module, materialize
 

@@ -13,8 +13,8 @@ from typing import Any, Literal, Optional
 import pydantic
 import pytest
 
+from engine.authoring.output_types import OutputTypeError, check_output, mismatch, type_name
 from engine.client import Client, RunView
-from engine.output_types import OutputTypeError, check_output, mismatch, type_name
 
 TYPED = textwrap.dedent(
     """

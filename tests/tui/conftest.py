@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from engine.manifest import Manifest
+from engine.loading.manifest import Manifest
 from tests.tui.fakes import NOW, FakeClient, build_manifest
 
 

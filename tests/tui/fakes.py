@@ -32,9 +32,9 @@ from engine.client import (
     RunView,
     StepView,
 )
-from engine.config import Paths
 from engine.errors import EngineError, RunNotFound
-from engine.manifest import Manifest
+from engine.loading.config import Paths
+from engine.loading.manifest import Manifest
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "pipelines"
@@ -64,7 +64,7 @@ def copy_examples(folder: Path) -> Path:
 
 def build_manifest(folder: Path) -> Manifest:
     """Copy the example pipelines (and a broken file) into `folder` and load them for real."""
-    from engine import loader
+    from engine.loading import loader
 
     return loader.load(copy_examples(folder), cache_dir=folder / "home", timeout=60)
 
@@ -325,7 +325,7 @@ class Host(App[None]):
 
 @dataclass(frozen=True)
 class State:
-    """Shaped like engine.partition_status.PartitionState (what `client.partitions` returns)."""
+    """Shaped like engine.history.partition_status.PartitionState (`client.partitions`)."""
 
     key: str | None
     status: str

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from textual.app import App
 
+from engine.automation.scheduler import ScheduleStatus  # the real shapes client.schedules() returns
+from engine.automation.sensors import SensorStatus
 from engine.errors import EngineError, RunNotFound
-from engine.scheduler import ScheduleStatus  # the real shapes client.schedules() returns
-from engine.sensors import SensorStatus
 from tests.tui.fakes import SCREEN_NOW as NOW
 from tests.tui.fakes import Host, engine_running
 from tests.tui.waits import poll_quickly, polled_screen, until

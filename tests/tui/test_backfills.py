@@ -8,7 +8,7 @@ import pytest
 from textual.app import App
 
 from engine.errors import EngineError
-from engine.manifest import Manifest
+from engine.loading.manifest import Manifest
 from tests.tui.fakes import SCREEN_NOW as NOW
 from tests.tui.fakes import Host, PartitionsClient, load_pipeline
 from tests.tui.waits import poll_quickly, polled_screen, until

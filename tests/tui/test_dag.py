@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from textual.app import App, ComposeResult
 
-from engine.manifest import Manifest
+from engine.loading.manifest import Manifest
 from tui.screens.home import graph_nodes
 from tui.widgets.dag import DagLayout, DagNode, DagView, layout_dag
 

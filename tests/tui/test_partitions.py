@@ -16,7 +16,7 @@ from textual.widgets import Button, Input, Static
 
 from engine.client import Client, RunRequest
 from engine.errors import EngineError
-from engine.manifest import Manifest
+from engine.loading.manifest import Manifest
 from tests.tui.fakes import (
     FakeRun,
     FakeStep,

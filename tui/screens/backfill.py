@@ -25,8 +25,8 @@ from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
 from textual.worker import Worker, WorkerState
 
-from engine.backfill_policy import run_keys
 from engine.errors import EngineError
+from engine.history.plan import run_keys
 
 log = logging.getLogger(__name__)
 

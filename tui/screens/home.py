@@ -30,6 +30,7 @@ from textual.worker import Worker
 
 from engine.client import NodeStatus, RunView
 from engine.errors import EngineError
+from tui.host import Host, host_of
 from tui.messages import EngineChanged
 from tui.screens.backfill import report_worker_failure
 from tui.screens.home_actions import HomeActions
@@ -42,8 +43,7 @@ from tui.widgets.status_bar import StatusBar, tilde
 
 if TYPE_CHECKING:
     # Types only: at run time the UI reaches the engine through engine.client alone.
-    from engine.manifest import FileError, Manifest
-    from tui.app import DagtopApp
+    from engine.loading.manifest import FileError, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +208,8 @@ class HomeScreen(HomeActions, Screen[None]):
         self._ticks = 0
 
     @property
-    def dagtop(self) -> DagtopApp:
-        return self.app  # type: ignore[return-value]
+    def dagtop(self) -> Host:
+        return host_of(self.app)
 
     # --- layout -------------------------------------------------------------------------------
 

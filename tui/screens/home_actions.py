@@ -19,8 +19,8 @@ from tui.widgets.pipelines_tree import AutomationList, NodeRef
 from tui.widgets.runs_table import RunsTable
 
 if TYPE_CHECKING:
-    from engine.manifest import Manifest
-    from tui.app import DagtopApp
+    from engine.loading.manifest import Manifest
+    from tui.host import Host
 
 
 class HomeActions:
@@ -32,7 +32,7 @@ class HomeActions:
     runs_table: RunsTable
     automation: AutomationList
     app: Any
-    dagtop: DagtopApp
+    dagtop: Host
     selected_ref: NodeRef | None
     notify: Any
     node_status: Any

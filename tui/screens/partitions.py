@@ -23,7 +23,7 @@ from textual.timer import Timer
 from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
-from engine.backfill_policy import covers
+from engine.authoring.backfill_policy import covers
 from engine.client import RunRequest
 from engine.errors import EngineError
 from tui.screens.backfill import BackfillDialog, clock_now, report_error, span

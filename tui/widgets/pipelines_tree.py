@@ -16,7 +16,7 @@ from textual.widgets.tree import TreeNode
 from tui.widgets import PARTITIONED, STYLES, shorten, status_text
 
 if TYPE_CHECKING:  # types only: at run time the UI reaches the engine through engine.client
-    from engine.manifest import Manifest
+    from engine.loading.manifest import Manifest
 
 
 @dataclass(frozen=True, slots=True)

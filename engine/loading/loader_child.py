@@ -1,6 +1,6 @@
 """The child side of the loader: import pipeline modules and describe what they define.
 
-Run as `python -m engine.loader_child ROOT` with `{"files": [...], "all": [...]}` on stdin:
+Run as `python -m engine.loading.loader_child ROOT` with `{"files": [...], "all": [...]}` on stdin:
 the relative paths to import, and every pipeline file of the folder. For
 each file it writes `{"start": file}` and then the file's result as JSON lines on the original
 stdout; anything the user's modules print goes to stderr instead, so it cannot corrupt the
@@ -20,9 +20,9 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine import definitions as d
+from engine.authoring import definitions as d
 from engine.errors import DefinitionError
-from engine.modules import NAMESPACE, import_pipeline_module, module_name_for
+from engine.loading.modules import NAMESPACE, import_pipeline_module, module_name_for
 
 
 def _user_line(tb: traceback.StackSummary, path: str) -> int | None:
@@ -240,8 +240,8 @@ def load_file(
 
 def become_fresh(root: Path, channel: int) -> None:
     """Make a child forked from the engine's side what user code would find in a fresh
-    `python -m engine.loader_child ROOT` (see `main`): a session of its own, the working folder
-    and `sys.path` of that command, no terminal, no bytecode written, no module of the
+    `python -m engine.loading.loader_child ROOT` (see `main`): a session of its own, the working
+    folder and `sys.path` of that command, no terminal, no bytecode written, no module of the
     pipelines folder left over from its parent (a test process may have imported one), and no
     file descriptor of the parent's but `channel`, the result channel."""
     os.setsid()

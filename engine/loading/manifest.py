@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.partitions import PartitionsDefinition
+from engine.authoring.partitions import PartitionsDefinition
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from engine.manifest import Manifest
+from engine.loading.manifest import Manifest
 
 log = logging.getLogger(__name__)
 

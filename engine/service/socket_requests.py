@@ -1,4 +1,4 @@
-"""What a running engine answers on its local socket (see `engine.ipc` for the transport).
+"""What a running engine answers on its local socket (see `engine.service.ipc` for the transport).
 
 One request kind: `{"op": "command", "kind": ..., "payload": ..., "follow": bool}` runs the
 same commands as the database command table (`Engine._command`) and answers `{"result": ...}`
@@ -16,13 +16,13 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import EngineError
-from engine.ipc import Send
+from engine.history.views import run_views
+from engine.service.ipc import Send
 from engine.storage import repo
 from engine.storage.db import read_scope
-from engine.views import run_views
 
 if TYPE_CHECKING:
-    from engine.daemon import Engine, EngineEvent
+    from engine.service.events import EngineEvent, EngineHandle
 
 # A follower re-reads at least this often, should a change event ever be missed.
 REFRESH = 1.0
@@ -31,7 +31,7 @@ BACKFILL_REFRESH = 0.25
 
 
 class SocketRequests:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: EngineHandle) -> None:
         self.engine = engine
 
     def handle(self, request: dict[str, Any], send: Send) -> None:
@@ -95,7 +95,7 @@ class SocketRequests:
             unsubscribe()
 
     def _follow_backfill(self, backfill_id: str, send: Send) -> None:
-        from engine.backfill import progress
+        from engine.automation.backfill import progress
 
         changed, unsubscribe = self._changes(("run", "backfill"), None)
         try:

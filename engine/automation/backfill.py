@@ -12,9 +12,9 @@ import uuid
 from typing import Any
 
 from engine.errors import EngineError
-from engine.manifest import Manifest
-from engine.plan import RunRequest, record
-from engine.run_control import cancel_unstarted, requeue_failed
+from engine.history.plan import RunRequest, record
+from engine.history.run_control import cancel_unstarted, requeue_failed
+from engine.loading.manifest import Manifest
 from engine.status import RunStatus
 from engine.storage import repo
 from engine.storage.models import Backfill
@@ -39,7 +39,8 @@ def create_backfill(
         raise EngineError("a backfill needs at least one partition key")
     if max_parallel < 1:
         raise EngineError("--max-parallel must be at least 1")
-    from engine.backfill_policy import range_text, run_keys
+    from engine.authoring.backfill_policy import range_text
+    from engine.history.plan import run_keys
 
     now = time.time() if now is None else now
     runs = run_keys(manifest, selection, keys)
@@ -147,7 +148,7 @@ def _covers(partition: str | None, position: dict[str, int]) -> int:
     """How many of the backfill's keys (and their places) a run covers: one, or its range's
     (the runs of a ranged backfill are cut from its keys in order, so a range spans them
     without gaps)."""
-    from engine.backfill_policy import RANGE_SEP
+    from engine.authoring.backfill_policy import RANGE_SEP
 
     if partition is None or partition in position or RANGE_SEP not in partition:
         return 1

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.manifest import Manifest
-    from engine.partitions import PartitionsDefinition
+    from engine.authoring.partitions import PartitionsDefinition
 
 RANGE_SEP = "..."
 
@@ -147,41 +146,3 @@ def chunks(keys: Sequence[str], order: Sequence[str], limit: int | None) -> list
             out.append([key])
         last = at
     return out
-
-
-def run_keys(manifest: Manifest, selection: Sequence[str], keys: Sequence[str]) -> list[list[str]]:
-    """The keys of each run of the backfill: one per run, or ranges of consecutive keys in
-    order when the partitioned assets selected have a BackfillPolicy.
-
-    Raises:
-        SelectionError, PartitionError: the selection is invalid, or mixes the two kinds.
-    """
-    from engine.errors import PartitionError
-    from engine.selection import resolve
-
-    specs = [manifest.assets[n] for n in resolve(manifest, selection)]
-    partitioned = [spec for spec in specs if spec.partitions is not None]
-    ranged = [spec for spec in partitioned if spec.ranged]
-    if not ranged:
-        return [[key] for key in keys]
-    if len(ranged) < len(partitioned):
-        single = next(spec for spec in partitioned if not spec.ranged)
-        raise PartitionError(
-            f"asset {ranged[0].name!r} backfills ranges (its BackfillPolicy) and "
-            f"{single.name!r} one partition per run: backfill them separately"
-        )
-    pdef = ranged[0].partitions_def
-    assert pdef is not None
-    order = pdef.keys()
-    known = set(order)
-    unknown = [key for key in keys if key not in known]
-    if unknown:
-        from engine.partitions import InvalidPartitionKey
-
-        try:
-            pdef.validate_key(unknown[0])  # says why in one line
-        except InvalidPartitionKey as exc:
-            raise PartitionError(str(exc)) from None
-        raise PartitionError(f"partition {unknown[0]!r} does not exist")
-    limits = [spec.partitions_per_run for spec in ranged if spec.partitions_per_run]
-    return chunks(keys, order, min(limits) if limits else None)

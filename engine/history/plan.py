@@ -6,13 +6,14 @@ import graphlib
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import PartitionError, SelectionError
 
 if TYPE_CHECKING:
-    from engine.manifest import Manifest
+    from engine.loading.manifest import Manifest
     from engine.storage.models import Run, Step
 
 
@@ -58,8 +59,8 @@ def validate_partition(manifest: Manifest, names: list[str], partition: str | No
         raise PartitionError(
             f"--partition {partition!r} given, but none of {', '.join(names)} is partitioned"
         )
-    from engine.backfill_policy import is_range, keys_of
-    from engine.partitions import InvalidPartitionKey
+    from engine.authoring.backfill_policy import is_range, keys_of
+    from engine.authoring.partitions import InvalidPartitionKey
 
     for name in partitioned:
         spec = manifest.assets[name]
@@ -96,7 +97,7 @@ def plan(
     if request.pipeline is not None:
         pipeline = manifest.pipelines.get(request.pipeline)
         if pipeline is None:
-            from engine.validate import suggest
+            from engine.errors import suggest
 
             hint = suggest(request.pipeline, manifest.pipelines)
             if request.pipeline in manifest.assets:
@@ -118,7 +119,7 @@ def plan(
         ]
         kind, target, selection = "pipeline", pipeline.name, json.dumps(pipeline.name)
     else:
-        from engine.selection import resolve
+        from engine.loading.selection import resolve
 
         names = resolve(manifest, request.selection)
         validate_partition(manifest, names, request.partition)
@@ -163,3 +164,41 @@ def record(session: Any, manifest: Manifest, request: RunRequest, now: float | N
     run, steps = plan(manifest, request, now)
     repo.add_run(session, run, steps)
     return run.id
+
+
+def run_keys(manifest: Manifest, selection: Sequence[str], keys: Sequence[str]) -> list[list[str]]:
+    """The keys of each run of the backfill: one per run, or ranges of consecutive keys in
+    order when the partitioned assets selected have a BackfillPolicy.
+
+    Raises:
+        SelectionError, PartitionError: the selection is invalid, or mixes the two kinds.
+    """
+    from engine.authoring.backfill_policy import chunks
+    from engine.loading.selection import resolve
+
+    specs = [manifest.assets[n] for n in resolve(manifest, selection)]
+    partitioned = [spec for spec in specs if spec.partitions is not None]
+    ranged = [spec for spec in partitioned if spec.ranged]
+    if not ranged:
+        return [[key] for key in keys]
+    if len(ranged) < len(partitioned):
+        single = next(spec for spec in partitioned if not spec.ranged)
+        raise PartitionError(
+            f"asset {ranged[0].name!r} backfills ranges (its BackfillPolicy) and "
+            f"{single.name!r} one partition per run: backfill them separately"
+        )
+    pdef = ranged[0].partitions_def
+    assert pdef is not None
+    order = pdef.keys()
+    known = set(order)
+    unknown = [key for key in keys if key not in known]
+    if unknown:
+        from engine.authoring.partitions import InvalidPartitionKey
+
+        try:
+            pdef.validate_key(unknown[0])  # says why in one line
+        except InvalidPartitionKey as exc:
+            raise PartitionError(str(exc)) from None
+        raise PartitionError(f"partition {unknown[0]!r} does not exist")
+    limits = [spec.partitions_per_run for spec in ranged if spec.partitions_per_run]
+    return chunks(keys, order, min(limits) if limits else None)

@@ -47,13 +47,12 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
-from engine.errors import EngineError
-from engine.manifest import Manifest, SensorSpec
-from engine.plan import RunRequest
+from engine.errors import EngineError, suggest
+from engine.history.plan import RunRequest
+from engine.loading.manifest import Manifest, SensorSpec
 from engine.storage import repo
 from engine.storage.db import read_scope, session_scope
 from engine.storage.models import SensorFile
-from engine.validate import suggest
 
 log = logging.getLogger(__name__)
 

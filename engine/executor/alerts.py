@@ -167,7 +167,7 @@ def _send_webhook(hook: dict[str, Any], alert: Alert, timeout: float) -> None:
 def _send_python(hook: dict[str, Any], alert: Alert, timeout: float) -> None:
     # User code never runs in the engine: the function runs in a child of its own.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.alerts", hook["path"], hook["qualname"]],
+        [sys.executable, "-m", "engine.executor.alerts", hook["path"], hook["qualname"]],
         env={**os.environ, **alert.env(), "DAGTOP_ALERT": json.dumps(asdict(alert))},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -197,7 +197,7 @@ _SEND: dict[str, Callable[[dict[str, Any], Alert, float], None]] = {
 
 
 def _call_python_hook() -> None:
-    """`python -m engine.alerts PATH QUALNAME`: import the file and call the hook."""
+    """`python -m engine.executor.alerts PATH QUALNAME`: import the file and call the hook."""
     import importlib.util
 
     path, qualname = sys.argv[1], sys.argv[2]

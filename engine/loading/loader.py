@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine import validate
-from engine.manifest import FileError, FileInfo, Manifest
-from engine.modules import module_name_for
+from engine.loading import validate
+from engine.loading.manifest import FileError, FileInfo, Manifest
+from engine.loading.modules import module_name_for
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def _start_child(root: Path, files: list[str], every: list[str]) -> _Child:
         return _fork_child(root, files, every)
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.loader_child", str(root)],
+        [sys.executable, "-m", "engine.loading.loader_child", str(root)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -233,7 +233,7 @@ def _start_child(root: Path, files: list[str], every: list[str]) -> _Child:
 
 
 def _fork_child(root: Path, files: list[str], every: list[str]) -> _Child:
-    from engine import loader_child
+    from engine.loading import loader_child
 
     read, write = os.pipe()
     for stream in (sys.stdout, sys.stderr):  # or the child would write our pending output too
@@ -301,7 +301,7 @@ def _run_child(
         if code is None:
             code = -9  # it answered everything but would not exit: killed below
         if current is not None:
-            from engine.executor.monitor import describe_exit
+            from engine.processes import describe_exit
 
             results[current] = _failure(
                 current, "crash", f"the import crashed the loader: {describe_exit(code)}"

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from engine.errors import SelectionError
-from engine.manifest import Manifest
-from engine.validate import suggest
+from engine.errors import SelectionError, suggest
+from engine.loading.manifest import Manifest
 
 
 def _walk(start: str, edges: dict[str, list[str]], depth: int | None) -> set[str]:

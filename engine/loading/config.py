@@ -200,7 +200,7 @@ def _address(what: str, raw: str) -> str:
 
 
 def _alerts(src: str, raw: Any) -> tuple[dict[str, dict[str, object]], float]:
-    from engine.definitions import hooks_of
+    from engine.authoring.definitions import hooks_of
     from engine.errors import DefinitionError
 
     if not isinstance(raw, dict):

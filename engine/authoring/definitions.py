@@ -20,9 +20,9 @@ from pathlib import Path
 from types import CodeType, FunctionType
 from typing import Any, overload
 
-from engine.backfill_policy import BackfillPolicy
+from engine.authoring.backfill_policy import BackfillPolicy
+from engine.authoring.partitions import PartitionsDefinition
 from engine.errors import DefinitionError
-from engine.partitions import PartitionsDefinition
 from engine.units import parse_size
 
 CONTEXT_PARAM = "context"
@@ -351,7 +351,7 @@ def asset(
         io: How the value is stored: "pickle" (default), "json", or an IO manager object.
         code_version: Overrides the hash of the function's source used for staleness.
         on_failure: A hook called when the step fails for good: a shell command, a webhook
-            URL, or a module-level function taking an `engine.alerts.Alert`.
+            URL, or a module-level function taking an `engine.executor.alerts.Alert`.
         on_retry: A hook called when an attempt fails and a retry is scheduled.
         on_success: A hook called when the step succeeds.
 

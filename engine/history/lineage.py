@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from engine.authoring.partitions import InvalidPartitionKey
 from engine.errors import EngineError, PartitionError
-from engine.manifest import AssetSpec, Manifest
-from engine.partitions import InvalidPartitionKey
-from engine.views import iso
+from engine.history.views import iso
+from engine.loading.manifest import AssetSpec, Manifest
 
 CODE_CHANGED = "code changed"
 

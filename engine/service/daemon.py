@@ -15,38 +15,30 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel import Session
 
-from engine import lease, loader
-from engine.config import Config, Paths
+from engine.authoring.iomanager import is_url
 from engine.errors import EngineBusy, EngineError
 from engine.executor.coordinator import Coordinator
 from engine.executor.recovery import owner_alive, reconcile, sweep_values
-from engine.iomanager import is_url
-from engine.ipc import SocketServer, socket_path
-from engine.manifest import Manifest
-from engine.plan import RunRequest, record
-from engine.run_control import requeue_failed
+from engine.history.plan import RunRequest, record
+from engine.history.run_control import requeue_failed
+from engine.loading import loader
+from engine.loading.config import Config, Paths
+from engine.loading.manifest import Manifest
+from engine.loading.watcher import PipelineWatcher, keep_last_good
+from engine.service import lease
+from engine.service.events import EngineEvent
+from engine.service.ipc import SocketServer, socket_path
 from engine.status import RunStatus
 from engine.storage import repo
 from engine.storage.db import read_scope, session_scope
-from engine.watcher import PipelineWatcher, keep_last_good
 
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING = 0.2
-
-
-@dataclass(frozen=True, slots=True)
-class EngineEvent:
-    """Something changed: `kind` is run | backfill | reload | schedule | sensor."""
-
-    kind: str
-    ref: str | None = None
-    ended: bool = False  # for a run: this change ended it
 
 
 class Engine:
@@ -133,7 +125,7 @@ class Engine:
         self._spawn(self._housekeeping, name="dagtop-housekeeping")
         self._listen()  # runs can be taken from here on; schedules and sensors start next
         if self._want_schedules:
-            from engine.scheduler import Scheduler
+            from engine.automation.scheduler import Scheduler
 
             self.scheduler = Scheduler(
                 self.db, self._record_run, self._start_run, timezone=self.config.timezone
@@ -141,7 +133,7 @@ class Engine:
             self.scheduler.sync(self.manifest())
             self.scheduler.start()
         if self._want_sensors:
-            from engine.sensors import SensorRunner
+            from engine.automation.sensors import SensorRunner
 
             self.sensors = SensorRunner(
                 self.db, self._record_run, self._start_run, settle=self._settle
@@ -156,7 +148,7 @@ class Engine:
     def _listen(self) -> None:
         """Answer commands from this machine on the home's socket (a shortcut past the
         database command table, which keeps working without it)."""
-        from engine.socket_requests import SocketRequests
+        from engine.service.socket_requests import SocketRequests
 
         server = SocketServer(socket_path(self.paths.home), SocketRequests(self).handle)
         try:
@@ -280,7 +272,7 @@ class Engine:
     # --- backfills ----------------------------------------------------------------------------
 
     def backfill(self, selection: list[str], keys: list[str], max_parallel: int = 4) -> str:
-        from engine.backfill import create_backfill
+        from engine.automation.backfill import create_backfill
 
         with session_scope(self.db) as s:
             backfill_id = create_backfill(s, self.manifest(), selection, keys, max_parallel)
@@ -289,7 +281,7 @@ class Engine:
         return backfill_id
 
     def cancel_backfill(self, backfill_id: str) -> str:
-        from engine.backfill import cancel_backfill
+        from engine.automation.backfill import cancel_backfill
 
         with session_scope(self.db) as s:
             full = cancel_backfill(s, backfill_id, time.time())
@@ -298,7 +290,7 @@ class Engine:
         return full
 
     def resume_backfill(self, backfill_id: str) -> str:
-        from engine.backfill import resume_backfill
+        from engine.automation.backfill import resume_backfill
 
         with session_scope(self.db) as s:
             full = resume_backfill(s, backfill_id, time.time())
@@ -338,7 +330,7 @@ class Engine:
 
     def _admit(self) -> None:
         """Hand queued runs to the coordinator, within the run and backfill limits."""
-        from engine.backfill import advance_backfills
+        from engine.automation.backfill import advance_backfills
 
         coordinator = self.coordinator
         if coordinator.draining:

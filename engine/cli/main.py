@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import click
 
-from engine import cli_db
+from engine.cli import db as cli_db
 from engine.client import Client, RunView, iso
 from engine.errors import EngineError
 from engine.units import format_bytes, format_duration
@@ -145,7 +145,7 @@ def check(client: Client, as_json: bool) -> None:
 @click.pass_obj
 def list_(client: Client, as_json: bool) -> None:
     """Assets, task pipelines, schedules and sensors."""
-    from engine.listing import print_definitions
+    from engine.cli.listing import print_definitions
 
     data = client.describe()
     if as_json:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, tzinfo
 from typing import Any
 
-from engine.definitions import CRON_ALIASES
+from engine.authoring.definitions import CRON_ALIASES
 
 
 class CronError(ValueError):

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from engine.lineage import Staleness
-from engine.manifest import Manifest
+from engine.history.lineage import Staleness
+from engine.loading.manifest import Manifest
 from engine.storage import repo
 
 ACTIVE_STEP = ("queued", "running", "retrying")
@@ -71,8 +71,8 @@ def _per_key(
 ) -> dict[str | None, tuple[str, float]]:
     """Spread the steps of ranged runs (`FIRST...LAST`) over their keys; per key, the
     newest step wins."""
-    from engine.backfill_policy import is_range, keys_of
-    from engine.partitions import InvalidPartitionKey
+    from engine.authoring.backfill_policy import is_range, keys_of
+    from engine.authoring.partitions import InvalidPartitionKey
 
     if pdef is None or not any(is_range(text) for text in steps):
         return steps

@@ -28,16 +28,15 @@ from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 
-from engine.cron import CronError, parse_cron
-from engine.errors import ConfigError, EngineError, SelectionError
-from engine.manifest import Manifest, ScheduleSpec
-from engine.partitions import PartitionsDefinition
-from engine.plan import RunRequest
-from engine.selection import resolve
+from engine.authoring.cron import CronError, parse_cron
+from engine.authoring.partitions import PartitionsDefinition
+from engine.errors import ConfigError, EngineError, SelectionError, suggest
+from engine.history.plan import RunRequest
+from engine.loading.manifest import Manifest, ScheduleSpec
+from engine.loading.selection import resolve
 from engine.storage import repo
 from engine.storage.db import read_scope, session_scope
 from engine.storage.models import ScheduleTick
-from engine.validate import suggest
 
 log = logging.getLogger(__name__)
 

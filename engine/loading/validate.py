@@ -9,14 +9,14 @@ until nothing changes, and every other file still loads.
 
 from __future__ import annotations
 
-import difflib
 import graphlib
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-from engine.manifest import (
+from engine.errors import suggest
+from engine.loading.manifest import (
     CheckSpec,
     FileError,
     FileInfo,
@@ -27,11 +27,6 @@ from engine.manifest import (
     TaskSpec,
     asset_from_dict,
 )
-
-
-def suggest(name: str, candidates: Any) -> str:
-    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
-    return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
 def build_manifest(
@@ -204,7 +199,7 @@ def _target_error(m: Manifest, target: dict[str, Any]) -> str | None:
             return f"pipeline {name!r} does not exist" + suggest(name, m.pipelines)
         return None
     from engine.errors import SelectionError
-    from engine.selection import resolve  # local: selection imports nothing heavy either
+    from engine.loading.selection import resolve  # local: selection imports nothing heavy either
 
     try:
         resolve(m, target["selection"])
@@ -214,7 +209,7 @@ def _target_error(m: Manifest, target: dict[str, Any]) -> str | None:
 
 
 def _schedule_errors(m: Manifest, s: ScheduleSpec, add: Any) -> None:
-    from engine.cron import CronError, parse_cron
+    from engine.authoring.cron import CronError, parse_cron
 
     try:
         parse_cron(s.cron)

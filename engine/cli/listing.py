@@ -1,0 +1,48 @@
+"""What `dagtop list` prints: the definitions (`engine.loading.describe`) as text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _target(t: dict[str, Any]) -> str:
+    return t["name"] if t["kind"] == "pipeline" else ", ".join(t["selection"])
+
+
+def print_definitions(data: dict[str, Any]) -> None:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for a in data["assets"]:
+        groups.setdefault(a["group"], []).append(a)
+    for group, assets in groups.items():
+        print(f"assets · {group}")
+        for a in assets:
+            extra = []
+            if a["partitions"]:
+                extra.append(a["partitions"])
+            if a["upstream"]:
+                extra.append("← " + ", ".join(a["upstream"]))
+            if a["checks"]:
+                extra.append("checks: " + ", ".join(c["name"] for c in a["checks"]))
+            if a.get("status") == "stale":
+                extra.append(f"◧ stale ({a['stale_reason']})")
+            if a["description"]:
+                extra.append("— " + a["description"].splitlines()[0])
+            print(f"  {a['name']:<24} {'  '.join(extra)}".rstrip())
+    for p in data["pipelines"]:
+        sched = f"  schedule {p['schedule']}" if p["schedule"] else ""
+        print(f"pipeline · {p['name']}{sched}")
+        for t in p["tasks"]:
+            up = "← " + ", ".join(t["upstream"]) if t["upstream"] else ""
+            print(f"  {t['id']:<24} {t['kind']:<7} {up}".rstrip())
+    if data["schedules"]:
+        print("schedules")
+        for s in data["schedules"]:
+            print(
+                f"  {s['name']:<24} {s['cron']:<12} → {_target(s['target'])}  next {s['next_tick']}"
+            )
+    if data["sensors"]:
+        print("sensors")
+        for s in data["sensors"]:
+            print(f"  {s['name']:<24} {s['path']}/{s['pattern']} → {_target(s['target'])}")
+    for e in data["errors"]:
+        print(f"✗ {e['file']}: {e['kind']}: {e['message']}")
