@@ -214,16 +214,23 @@ def hooks_of(what: str, **events: Any) -> dict[str, dict[str, Any]]:
 
 
 def _check_timeout(what: str, timeout: float | None) -> float | None:
-    if timeout is None:
-        return None
+    return None if timeout is None else _seconds(what, "timeout", timeout)
+
+
+def _seconds(what: str, arg: str, value: object) -> float:
+    """`value` as a positive, finite number of seconds.
+
+    Raises:
+        DefinitionError: it is not one.
+    """
     if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not math.isfinite(timeout)
-        or timeout <= 0
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
     ):
-        raise DefinitionError(f"{what}: timeout must be a number of seconds > 0, got {timeout!r}")
-    return float(timeout)
+        raise DefinitionError(f"{what}: {arg} must be a number of seconds > 0, got {value!r}")
+    return float(value)
 
 
 def _check_memory(what: str, memory_limit: int | str | None) -> int | None:
@@ -807,17 +814,37 @@ class SensorDef:
     recursive: bool
     file: str
     line: int
+    settle: float = 1.0
 
 
 def file_sensor(
-    name: str, path: str, target: Target, pattern: str = "*", recursive: bool = False
+    name: str,
+    path: str,
+    target: Target,
+    pattern: str = "*",
+    recursive: bool = False,
+    settle: float = 1.0,
 ) -> None:
     """Start one run of `target` for every new file under `path` matching `pattern`.
 
     The run's `context.params["path"]` is the file's absolute path. A relative `path` is
     resolved against the folder of the file that defines the sensor.
+
+    Args:
+        name: The sensor's name (`dagtop sensor on|off NAME`).
+        path: The folder to watch.
+        target: An asset name, a list of names or selections, or a Pipeline.
+        pattern: A glob the file's name must match.
+        recursive: Watch the folders under `path` too.
+        settle: Seconds a file must stay unchanged (size and modification time) before it
+            starts its run: longer than the longest pause of whatever writes the files, or a
+            run starts on a partial file (and another on the whole one).
+
+    Raises:
+        DefinitionError: `settle` is not a positive number of seconds.
     """
     file, line = _caller_location()
+    settle = _seconds(f"sensor {name!r}", "settle", settle)
     folder = Path(path)
     if not folder.is_absolute():
         folder = Path(file).parent / folder
@@ -830,6 +857,7 @@ def file_sensor(
             recursive=recursive,
             file=file,
             line=line,
+            settle=settle,
         )
     )
 

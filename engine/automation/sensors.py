@@ -2,10 +2,11 @@
 
 A watchdog Observer (one, shared by every sensor) reports created, modified and moved-in files;
 each matching file becomes a *candidate*. A settle thread claims a candidate once its (size,
-mtime_ns) has not changed for `settle` seconds, so a file still being written never starts a run
-early. Claiming is one transaction that inserts the cursor row (SensorFile, UNIQUE(sensor, path,
-size, mtime_ns)) and records the run; the unique constraint makes a file version start at most
-one run even with two engines or a crash between the commit and the hand-off to the executor.
+mtime_ns) has not changed for its sensor's `settle` seconds (`file_sensor(settle=...)`), so a
+file still being written never starts a run early. Claiming is one transaction that inserts
+the cursor row (SensorFile, UNIQUE(sensor, path, size, mtime_ns)) and records the run; the
+unique constraint makes a file version start at most one run even with two engines or a crash
+between the commit and the hand-off to the executor.
 Files that arrived while the engine was down (or while a sensor was off) are found by scanning
 the folder and looking them up in the cursor.
 
@@ -59,6 +60,9 @@ log = logging.getLogger(__name__)
 BATCH = 200  # files claimed per write transaction
 RESCAN_INTERVAL = 60.0  # seconds between safety-net rescans (lost inotify events, dead watches)
 MAX_BACKOFF = 60.0  # seconds, for a claim that failed on something other than a duplicate
+# The settle thread wakes every quarter of the shortest settle time, within these bounds: a
+# settled file waits at most a quarter of a second for its claim, and an idle tick costs nothing.
+MIN_TICK, MAX_TICK = 0.05, 0.25
 TEMP_SUFFIXES = (".tmp", ".part", ".crdownload")
 EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
@@ -225,13 +229,11 @@ class SensorRunner:
         db: SAEngine,
         record_run: Callable[[Session, RunRequest], str],
         start_run: Callable[[str], None],
-        settle: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
         self._record_run = record_run
         self._start_run = start_run
-        self._settle = settle
         self._clock = clock
         self._lock = threading.Lock()  # sensors, pending, last: short critical sections only
         self._sync_lock = threading.RLock()  # sync / set_enabled / start / stop / maintenance
@@ -578,8 +580,13 @@ class SensorRunner:
 
     # --- settling and claiming ----------------------------------------------------------------
 
+    def _settle_of(self, name: str) -> float:
+        """The sensor's settle time (caller holds `_lock`); 0 for a sensor that is gone."""
+        sensor = self._sensors.get(name)
+        return sensor.spec.settle if sensor is not None else 0.0
+
     def _settled(self) -> list[_Settled]:
-        """Pop the candidates whose version held still for `settle` seconds.
+        """Pop the candidates whose version held still for their sensor's settle time.
 
         Only candidates that are due get a stat: the event handler re-stats a file on every
         write, and any write moves its mtime, so the same (size, mtime_ns) at `since` and at
@@ -591,7 +598,7 @@ class SensorRunner:
             due = [
                 (key, cand)
                 for key, cand in self._pending.items()
-                if cand.not_before <= now and now - cand.since >= self._settle
+                if cand.not_before <= now and now - cand.since >= self._settle_of(key[0])
             ]
         if not due:
             return []
@@ -608,7 +615,7 @@ class SensorRunner:
                 if sig != cand.sig:
                     cand.sig, cand.since = sig, now  # still being written: start over
                     continue
-                if now - cand.since < self._settle:  # the handler saw a write meanwhile
+                if now - cand.since < sensor.spec.settle:  # the handler saw a write meanwhile
                     continue
                 del self._pending[(name, path)]
                 if self._last.get(name, {}).get(path) == sig or not _eligible(sensor.spec, path):
@@ -623,7 +630,8 @@ class SensorRunner:
                 cand = item.candidate
                 if backoff:
                     cand.tries += 1
-                    cand.not_before = now + min(self._settle * 2**cand.tries, MAX_BACKOFF)
+                    delay = self._settle_of(item.sensor) * 2**cand.tries
+                    cand.not_before = now + min(delay, MAX_BACKOFF)
                 self._pending.setdefault((item.sensor, item.path), cand)
 
     def _claim(self, sensor: str, items: list[_Settled]) -> list[str]:
@@ -721,10 +729,14 @@ class SensorRunner:
 
     # --- the settle thread --------------------------------------------------------------------
 
+    def _tick(self) -> float:
+        with self._lock:
+            shortest = min((s.spec.settle for s in self._sensors.values()), default=MAX_TICK * 4)
+        return min(max(shortest / 4, MIN_TICK), MAX_TICK)
+
     def _loop(self, stop_evt: threading.Event) -> None:
-        interval = max(self._settle / 4, 0.05)
         next_rescan = time.monotonic() + self.rescan_interval
-        while not stop_evt.wait(interval):
+        while not stop_evt.wait(self._tick()):
             try:
                 self._poll(stop_evt)
             except Exception:

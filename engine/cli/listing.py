@@ -45,6 +45,9 @@ def print_definitions(data: dict[str, Any]) -> None:
     if data["sensors"]:
         print("sensors")
         for s in data["sensors"]:
-            print(f"  {s['name']:<24} {s['path']}/{s['pattern']} → {_target(s['target'])}")
+            print(
+                f"  {s['name']:<24} {s['path']}/{s['pattern']} → {_target(s['target'])}"
+                f"  settle {s['settle']:g} s"
+            )
     for e in data["errors"]:
         print(f"{GLYPHS['failed']} {e['file']}: {e['kind']}: {e['message']}")
