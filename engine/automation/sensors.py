@@ -54,6 +54,7 @@ from engine.loading.manifest import Manifest, SensorSpec
 from engine.storage import repo
 from engine.storage.db import read_scope, session_scope
 from engine.storage.models import SensorFile
+from engine.units import control_character
 
 log = logging.getLogger(__name__)
 
@@ -451,14 +452,24 @@ class SensorRunner:
                 cand.sig, cand.since = sig, now
 
     def _encodable(self, path: str) -> bool:
+        """Whether the file's path can be a run's `path` param; said once per path if not.
+
+        A name with a control character is skipped too: the path is printed inside a line
+        (`dagtop lineage`, logs), where a newline would forge one.
+        """
         try:
             path.encode("utf-8")
         except UnicodeEncodeError:
-            if path not in self._bad_names:
-                self._bad_names.add(path)
-                log.warning("sensor ignores %r: its name is not valid UTF-8", path)
-            return False
-        return True
+            why = "its name is not valid UTF-8"
+        else:
+            found = control_character(path)
+            if found is None:
+                return True
+            why = f"its name contains a control character ({found})"
+        if path not in self._bad_names:
+            self._bad_names.add(path)
+            log.warning("sensor ignores %r: %s", path, why)
+        return False
 
     def _walk(self, spec: SensorSpec, top: str | None = None) -> Iterator[str]:
         """Every eligible file under `top` (default: the sensor's folder)."""

@@ -258,6 +258,30 @@ def test_odd_file_names_pass_through_intact(project: Project) -> None:
     assert sorted(project.paths()) == sorted(str(inbox / n) for n in names)
 
 
+def test_a_file_whose_name_holds_a_control_character_is_skipped_with_one_log_line(
+    project: Project, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its path would be the run's `path` param, printed in lineage and logs: a newline there
+    # could forge a line. Such a file starts nothing, is said once, and stops nothing else.
+    caplog.set_level(logging.INFO, logger="engine.automation.sensors")
+    monkeypatch.setattr(SensorRunner, "rescan_interval", SETTLE)  # rescans see them again
+    project.runner()
+    inbox = project.folder("inbox")
+    bad = ["line\nbreak.csv", "forged\n✓ 1.csv", "esc\x1b[2J.csv", "tab\there.csv", "cr\r.csv"]
+    for name in bad:
+        (inbox / name).write_text("x")
+    (inbox / "fine.csv").write_text("ok")
+    wait_for(lambda: project.started, what="a run for the file with a plain name")
+    time.sleep(SETTLE * 5)  # several rescans
+    assert project.paths() == [str(inbox / "fine.csv")]
+    assert [r.path for r in project.cursor()] == [str(inbox / "fine.csv")]
+    said = [r.getMessage() for r in caplog.records if "control character" in r.getMessage()]
+    assert len(said) == len(bad), said
+    assert all("\n" not in m and "\r" not in m and "\x1b" not in m for m in said), said
+    (inbox / "later.csv").write_text("the sensor still runs")
+    wait_for(lambda: len(project.started) == 2, what="a run for a later file")
+
+
 # --- versions and restarts --------------------------------------------------------------------
 
 
