@@ -436,7 +436,7 @@ class SensorRunner:
                         del last[p]
 
     def _candidate(self, name: str, spec: SensorSpec, path: str, sig: Sig | None = None) -> None:
-        if not _eligible(spec, path) or not self._encodable(path):
+        if not _eligible(spec, path) or not self._usable_name(path):
             return
         sig = sig or _stat_sig(path)
         if sig is None:
@@ -451,7 +451,7 @@ class SensorRunner:
             elif cand.sig != sig:
                 cand.sig, cand.since = sig, now
 
-    def _encodable(self, path: str) -> bool:
+    def _usable_name(self, path: str) -> bool:
         """Whether the file's path can be a run's `path` param; said once per path if not.
 
         A name with a control character is skipped too: the path is printed inside a line
@@ -503,7 +503,7 @@ class SensorRunner:
         found: dict[str, Sig] = {}
         for path in self._walk(spec):
             sig = _stat_sig(path)
-            if sig is not None and self._encodable(path):
+            if sig is not None and self._usable_name(path):
                 found[path] = sig
         with self._lock:
             last = self._last.setdefault(name, {})
