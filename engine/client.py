@@ -677,6 +677,8 @@ class Client:
                     on_progress(info)
                 if info["status"] != "running":
                     return info
+                if engine.failure is not None:  # its coordinator failed (a full disk, say)
+                    raise engine.failure
                 changed.wait(0.2)
         finally:
             unsubscribe()
