@@ -498,7 +498,7 @@ class Soak:
 
     # --- damaged copies of the database ---------------------------------------------------------
 
-    DAMAGES = ("pages", "truncated", "header", "empty")
+    DAMAGES = ("pages", "empty", "header", "truncated")  # the two that lost values first
 
     def _damager(self) -> None:
         """A few times during the load, a damaged copy of the live database (`_damage_round`)."""
