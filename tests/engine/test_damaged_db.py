@@ -8,6 +8,7 @@ UI refuse to start on it, and no value file is deleted because the database coul
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -308,6 +309,7 @@ def test_backup_and_restore_of_postgresql_say_what_to_use(project: Path, pg_url:
 # --- a full disk ---------------------------------------------------------------------------------
 
 
+@functools.cache
 def _namespaces() -> bool:
     """Whether this machine lets us mount a tmpfs in a user namespace of our own."""
     if not shutil.which("unshare"):
@@ -338,12 +340,13 @@ FILL = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(not _namespaces(), reason="no user namespaces to mount a small tmpfs in")
 @pytest.mark.parametrize("leave", [0, 40_000])
 def test_a_full_disk_is_one_line_that_says_so(project: Path, tmp_path: Path, leave: int) -> None:
     """The real error path: a home on a tiny tmpfs that fills up (ENOSPC from the kernel),
     with no room at all (SQLite cannot even map its shared memory to read) or a little (the
     run starts, and recording it fails)."""
+    if not _namespaces():
+        pytest.skip("no user namespaces to mount a small tmpfs in")
     disk = tmp_path / "disk"
     disk.mkdir()
     done = subprocess.run(
