@@ -171,6 +171,79 @@ class Client:
 
         return transfer.import_(open_db(self.database_url(url), upgrade=True), path)
 
+    def verify_db(self) -> None:
+        """Refuse a damaged database (SQLite's quick check), before anything acts on it.
+
+        Raises:
+            StorageError: the database is damaged; the message says how to restore it.
+        """
+        from engine.storage.db import verify
+
+        verify(self.db)
+
+    def check_db(self, url: str | None = None, quick: bool = False) -> Any:
+        """SQLite's integrity check of the database (`dagtop db check`), which is read as it is:
+        nothing is created or migrated. Returns a `Verdict` (path, ok, problems, size, runs).
+
+        Raises:
+            StorageError: there is no database file to check.
+        """
+        from engine.storage import backup
+        from engine.storage.db import display_url, open_db, sqlite_path
+
+        target = self.database_url(url)
+        path = sqlite_path(target)
+        if path is not None:
+            return backup.check(path, quick=quick)
+        # PostgreSQL checks its own pages: say whether it answers, at this dagtop's schema.
+        db = open_db(target, upgrade=False)
+        db.dispose()
+        return backup.Verdict(Path(display_url(target)), True, (), 0, None)
+
+    def backup_db(self, file: Path, url: str | None = None) -> int:
+        """Copy the SQLite database to a new `file` with SQLite's online backup API, safe while
+        an engine runs (`dagtop db backup`); returns the copy's size.
+
+        Raises:
+            StorageError: `file` exists, the database is PostgreSQL (use pg_dump), or damaged.
+        """
+        from engine.storage import backup
+        from engine.storage.db import open_db
+
+        db = open_db(self.database_url(url))
+        try:
+            return backup.backup(db, file)
+        finally:
+            db.dispose()
+
+    def restore_db(self, file: Path, url: str | None = None) -> Any:
+        """Replace the SQLite database with a copy of the backup `file`, setting the current one
+        aside (`dagtop db restore`). Returns a `Restored` (database, backup, set_aside, runs).
+
+        Raises:
+            StorageError: the database is PostgreSQL, in use, or the backup is not usable.
+        """
+        from engine.storage import backup
+        from engine.storage.db import sqlite_path
+
+        target = self.database_url(url)
+        path = sqlite_path(target)
+        if path is None:
+            raise StorageError(
+                "dagtop db restore replaces a SQLite file; restore PostgreSQL with pg_restore",
+                title="Not SQLite",
+            )
+        return backup.restore(path, file)
+
+    def close(self) -> None:
+        """On a clean exit: checkpoint the database's write-ahead log if this process wrote,
+        and close its connections (SQLite then removes the -wal and -shm files)."""
+        db = self.__dict__.get("db")  # never opened: nothing to do, and nothing to import
+        if db is not None:
+            from engine.storage.db import close
+
+            close(db)
+
     # --- which engine runs things -------------------------------------------------------------
 
     def attach(self, engine: Any) -> None:
@@ -604,6 +677,8 @@ class Client:
                     on_progress(info)
                 if info["status"] != "running":
                     return info
+                if engine.failure is not None:  # its coordinator failed (a full disk, say)
+                    raise engine.failure
                 changed.wait(0.2)
         finally:
             unsubscribe()

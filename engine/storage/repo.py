@@ -312,6 +312,21 @@ def referenced_values(session: Session) -> set[str]:
     }
 
 
+def recorded_attempts(session: Session, run_ids: Iterable[str]) -> dict[tuple[str, str, int], str]:
+    """The attempts of these runs that this database records: (run, step, attempt) -> status."""
+    ids = sorted(set(run_ids))
+    out: dict[tuple[str, str, int], str] = {}
+    for i in range(0, len(ids), ID_CHUNK):
+        rows = session.exec(
+            select(
+                StepAttempt.run_id, StepAttempt.key, StepAttempt.attempt, StepAttempt.status
+            ).where(col(StepAttempt.run_id).in_(ids[i : i + ID_CHUNK]))
+        )
+        for run_id, key, number, status in rows:
+            out[(run_id, key, number)] = status
+    return out
+
+
 def materialized_assets(session: Session) -> dict[str, tuple[float, str]]:
     """Per asset, the time and run of its newest materialization."""
     rows = session.exec(

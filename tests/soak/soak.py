@@ -19,6 +19,11 @@ What runs at the same time, against a throw-away project (tests/soak/soak_pipeli
 - kill -9 of the daemon's pid only (as a crash would: its workers and fork server are orphaned),
   at random moments during the first part of the soak (`--kill-until`), some while it starts,
   each followed by a restart; the rest of the soak runs on one daemon, whose memory is measured;
+- a damaged copy of the database a few times (`_damager`): the live database copied with
+  `dagtop db backup` while the daemon writes (the copy must pass `dagtop db check`), then
+  damaged (pages overwritten, cut short, a bad header, zero bytes), and `db check`, `runs` and
+  a `daemon` pointed at it with the real home must each fail in one line, the daemon without
+  starting or sweeping a value of the real home;
 - a reader process that reads state as the TUI does (`runs(limit=200)`, `runs_since`,
   `node_statuses`, `partitions`, `logs`, `attempts`, `backfills`), counting errors and keeping
   the TUI's incremental mirror of run statuses.
@@ -171,6 +176,7 @@ class Soak:
         self.cli_problems: list[str] = []
         self.descendants: dict[tuple[int, float], str] = {}
         self.notes: list[str] = []
+        self.damage_rounds: list[dict[str, Any]] = []
         self.t0 = 0.0
         self.load_end = 0.0
         self.final_phase: dict[str, Any] = {}
@@ -490,6 +496,78 @@ class Soak:
                     done = self.run_cli("backfill", "--resume", backfill_id, "--no-wait", "--json")
                     record["actions"].append(("resume", done.returncode, _tail(done.stderr)))
 
+    # --- damaged copies of the database ---------------------------------------------------------
+
+    DAMAGES = ("pages", "empty", "header", "truncated")  # the two that lost values first
+
+    def _damager(self) -> None:
+        """A few times during the load, a damaged copy of the live database (`_damage_round`)."""
+        gap = clamp(self.duration * 0.1, 5, 90)
+        n = 0
+        while not self.stop.wait(self.rng.uniform(gap * 0.5, gap)):
+            self._damage_round(self.DAMAGES[n % len(self.DAMAGES)], n)
+            n += 1
+
+    def _damage_round(self, kind: str, n: int) -> None:
+        folder = self.work / "damaged" / str(n)
+        folder.mkdir(parents=True)
+        copy = folder / "dagtop.db"
+        url = {"DAGTOP_DATABASE_URL": f"sqlite:///{copy}"}
+        record: dict[str, Any] = {"kind": kind, "problems": []}
+        self.damage_rounds.append(record)
+        problems: list[str] = record["problems"]
+
+        backup = self._dagtop(["db", "backup", str(copy)])  # online, while the daemon writes
+        if backup.returncode != 0:
+            problems.append(f"db backup failed: {_tail(backup.stderr)}")
+            return
+        check = self._dagtop(["db", "check"], url)
+        if check.returncode != 0 or not check.stdout.startswith("ok: "):
+            problems.append(f"the fresh backup fails db check: {_tail(check.stdout)}")
+        _damage(copy, kind)
+        if kind == "empty":
+            # A history shows beside it (its logs), so an empty file is a lost history.
+            (folder / "logs").mkdir()
+            (folder / "logs" / "step.1.log").write_text("a log of a run\n")
+        check = self._dagtop(["db", "check"], url)
+        if check.returncode != 1 or not check.stdout.startswith("damaged: "):
+            problems.append(f"db check of a {kind} copy: exit {check.returncode}, {check.stdout}")
+        for args in (["runs"], ["daemon"]):
+            # The daemon is pointed at the damaged copy with the real home and its values.
+            done = self._dagtop(args, url, timeout=60)
+            lines = done.stderr.strip().splitlines()
+            if done.returncode in (0, -9) or len(lines) != 1 or str(copy) not in done.stderr:
+                problems.append(
+                    f"`{args[0]}` on a {kind} copy: exit {done.returncode}, {_tail(done.stderr)}"
+                )
+            if "value sweep" in done.stderr or "Traceback" in done.stderr:
+                problems.append(f"`{args[0]}` on a {kind} copy: {_tail(done.stderr)}")
+        log(f"damaged copy #{n} ({kind}): {'ok' if not problems else problems[0]}")
+
+    def _dagtop(
+        self, args: list[str], env: dict[str, str] | None = None, timeout: float = 90.0
+    ) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                self.cli(*args), capture_output=True, text=True, timeout=timeout,
+                cwd=self.project, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
+                start_new_session=True,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired as exc:
+            return subprocess.CompletedProcess(exc.cmd, -9, "", f"hung for {timeout:g} s")
+
+    def _audit_damage(self, fig: dict[str, Any]) -> list[Failure]:
+        fig["damaged_copies"] = {
+            "rounds": len(self.damage_rounds),
+            "kinds": dict(Counter(r["kind"] for r in self.damage_rounds)),
+            "refused_in_one_line": sum(1 for r in self.damage_rounds if not r["problems"]),
+        }
+        return [
+            Failure("damaged copy", f"{r['kind']}: {problem}")
+            for r in self.damage_rounds
+            for problem in r["problems"]
+        ]
+
     # --- the whole thing ------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -515,7 +593,13 @@ class Soak:
         sampler.start()
         producers = [
             threading.Thread(target=fn, name=fn.__name__)
-            for fn in (self._killer, self._submitter, self._dropper, self._backfiller)
+            for fn in (
+                self._killer,
+                self._submitter,
+                self._dropper,
+                self._backfiller,
+                self._damager,
+            )
         ]
         for thread in producers:
             thread.start()
@@ -708,7 +792,10 @@ class Soak:
                 )
             )
 
-        # 10. orphans: every process a daemon started is gone
+        # 10. damaged copies of the database: refused in one line, nothing swept
+        fail += self._audit_damage(fig)
+
+        # 11. orphans: every process a daemon started is gone
         alive = []
         for (pid, ctime), cmd in self.descendants.items():
             with contextlib.suppress(psutil.Error):
@@ -1011,6 +1098,21 @@ class Soak:
         if not failures:
             print("all checks passed")
         print(f"work folder: {self.work}")
+
+
+def _damage(db: Path, kind: str) -> None:
+    """Damage a database file as storage fails: pages overwritten, cut short, a bad header,
+    or emptied."""
+    with db.open("r+b") as fh:
+        if kind == "pages":
+            fh.seek(8192)
+            fh.write(os.urandom(8192))
+        elif kind == "truncated":
+            fh.truncate(min(20_000, db.stat().st_size // 2))
+        elif kind == "header":
+            fh.write(b"not a database!\0")
+        else:
+            fh.truncate(0)
 
 
 def _expected(mode: str, run: sqlite3.Row, steps: dict[str, sqlite3.Row], interrupted: bool) -> str:
