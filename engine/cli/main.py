@@ -507,7 +507,7 @@ def partitions_(client: Client, asset: str, as_json: bool) -> None:
         _emit_json(
             [
                 {"key": p.key, "status": p.status, "materialized_at": iso(p.materialized_at),
-                 "run_id": p.run_id, "reason": p.reason}
+                 "run_id": p.run_id, "reason": p.reason, "failed_checks": list(p.failed_checks)}
                 for p in states
             ]
         )  # fmt: skip
@@ -515,6 +515,7 @@ def partitions_(client: Client, asset: str, as_json: bool) -> None:
     glyph = {"materialized": "■", "missing": "□", "stale": "◧", "failed": "✗", "running": "◐"}
     for p in states:
         why = f"  ({p.reason})" if p.reason else ""
+        why += "".join(f"  ✗ check {name}" for name in p.failed_checks)
         print(f"{glyph.get(p.status, '?')} {p.key or '(unpartitioned)':<24} {p.status}{why}")
     counts: dict[str, int] = {}
     for p in states:
