@@ -76,15 +76,10 @@ def every_key(spec: AssetSpec) -> tuple[str, ...]:
     from datetime import UTC, datetime
 
     pdef = spec.partitions_def
-    if pdef is None:
+    if pdef is None or spec.partitions is None:
         return ()
-    last = (
-        None
-        if spec.partitions.get("kind") == "static"
-        else pdef.last_complete_key(  # type: ignore[union-attr]
-            datetime.now(UTC)
-        )
-    )
+    static = spec.partitions.get("kind") == "static"
+    last = None if static else pdef.last_complete_key(datetime.now(UTC))
     return _every_key(json.dumps(spec.partitions, sort_keys=True), last)
 
 
