@@ -730,6 +730,22 @@ class Client:
         with self._read() as s:
             return partition_states(s, manifest, asset)
 
+    def partition_changes(self, assets: Sequence[str], cursor: Any = None) -> Any:
+        """The partition states of `assets` that may have changed since `cursor`, or all of
+        them without one (a `PartitionChanges`; see engine.history.partition_status): what the
+        partition matrix polls. Hand its `cursor` back at the next call.
+
+        Raises:
+            SelectionError: an unknown asset.
+        """
+        from engine.history.partition_status import partition_changes
+
+        manifest = self.load()
+        for asset in assets:
+            self._known_asset(manifest, asset)
+        with self._read() as s:
+            return partition_changes(s, manifest, list(assets), cursor)
+
     # --- lineage and staleness ----------------------------------------------------------------
 
     def lineage(
@@ -884,29 +900,37 @@ class Client:
 
     def node_statuses(self, pipeline: str | None = None) -> dict[str, NodeStatus]:
         """The latest step status of every asset, or of one task pipeline's tasks. An asset
-        whose latest step succeeded but whose value is out of date reads "stale", with why."""
+        whose latest step succeeded but whose value is out of date (or gone) reads "stale",
+        with why."""
         import dataclasses
 
+        manifest = self.load()
+        if pipeline is not None:
+            found = manifest.pipelines.get(pipeline)
+            keys = list(found.tasks) if found is not None else []
+        else:
+            keys = list(manifest.assets)
         with self._read() as s:
-            found = node_statuses(s, pipeline)
+            statuses = node_statuses(s, keys, pipeline)
             if pipeline is not None:
-                return found
-            from engine.history.lineage import Staleness
+                return statuses
+            from engine.history.lineage import VALUE_MISSING, Staleness
 
-            staleness = Staleness(s, self.load())
-            staleness.preload(
-                key
-                for key, node in found.items()
-                if node.status == "success" and key in staleness.manifest.assets
+            staleness = Staleness(s, manifest)
+            done = {k: n for k, n in statuses.items() if n.status == "success"}
+            staleness.preload_pairs(
+                (key, [node.partition if manifest.assets[key].partitions else None])
+                for key, node in done.items()
             )
-            for key, node in found.items():
-                if node.status == "success" and key in staleness.manifest.assets:
-                    why = staleness.reasons(key, node.partition)
-                    if why:
-                        found[key] = dataclasses.replace(
-                            node, status="stale", reason=", ".join(why)
-                        )
-            return found
+            for key, node in done.items():
+                part = node.partition if manifest.assets[key].partitions else None
+                mat = staleness.current(key, part)
+                why = staleness.reasons(key, part)
+                if mat is not None and not staleness.present(mat):
+                    why = (VALUE_MISSING,)
+                if why:
+                    statuses[key] = dataclasses.replace(node, status="stale", reason=", ".join(why))
+            return statuses
 
     def describe(self) -> dict[str, Any]:
         """Every definition as plain data (what `dagtop list --json` prints)."""

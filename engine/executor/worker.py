@@ -132,6 +132,13 @@ def _load_inputs(spec: dict[str, Any]) -> dict[str, Any]:
                 values[name] = {k: iomanager.load(io, p) for k, p in src["items"].items()}
         except StepFailure:
             raise
+        except FileNotFoundError as exc:
+            # Its value was recorded, but the file is gone (deleted, or a store that lost it).
+            raise StepFailure(
+                "input",
+                f"upstream {name!r} has no stored value: {exc.filename or 'its file'} is gone; "
+                "materialize it again",
+            ) from exc
         except Exception as exc:  # noqa: BLE001
             raise StepFailure(
                 "input", f"could not load input {name!r}: {type(exc).__name__}: {exc}"
