@@ -93,6 +93,8 @@ def _child(
 def serve(sock: socket.socket) -> None:
     # Warm up: everything a worker imports before user code, including the whole authoring
     # API (the package loads its names on first use).
+    import ctypes  # noqa: F401 - the worker makes itself a subreaper with it
+
     import engine
     import engine.executor.worker  # noqa: F401
 

@@ -3,19 +3,23 @@ log line from dagtop saying how and why. Real step processes, real SQLite, a rea
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from sqlmodel import select
 
 from engine.client import Client, RunView
 from engine.storage.db import read_scope
 from engine.storage.models import Event, StepAttempt
-from tests.engine.test_executor import make_project
+from tests.engine.test_executor import log_text, make_project
 
 pytestmark = pytest.mark.serial
 
@@ -110,3 +114,198 @@ def test_an_exit_while_the_next_step_starts_is_recorded_at_once_on_a_daemon(
     daemon: Client,
 ) -> None:
     assert_on_time(run_offsets(daemon))
+
+
+ORPHANED = """\
+import os
+import time
+from pathlib import Path
+
+from engine import asset
+
+
+@asset
+def outlives_its_server():
+    Path("running").write_text(str(os.getpid()))
+    time.sleep(1.5)
+    return 1
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
+def test_a_step_whose_fork_server_died_still_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pidfd: bool
+) -> None:
+    """The fork server dies while its child runs: the coordinator watches the orphan itself
+    (by pidfd, or by polling where the kernel has none) and records its end."""
+    import engine.executor.coordinator as coordinator
+
+    monkeypatch.setattr(coordinator, "HAS_PIDFD", pidfd and coordinator.HAS_PIDFD)
+    client = make_project(tmp_path)
+    (client.paths.pipelines / "orphaned.py").write_text(ORPHANED)
+    running = client.paths.project / "running"
+    outcome: dict[str, RunView] = {}
+    thread = threading.Thread(
+        target=lambda: outcome.update(view=client.materialize(["outlives_its_server"])),
+        daemon=True,
+    )
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not running.exists():
+        assert time.monotonic() < deadline, "the step never started"
+        time.sleep(0.02)
+    server = psutil.Process(int(running.read_text())).parent()
+    assert server is not None and "engine.executor.forkserver" in server.cmdline()
+    server.kill()
+
+    thread.join(timeout=20)
+
+    assert not thread.is_alive(), "the step's end was never noticed"
+    assert outcome["view"].status == "success", outcome["view"].steps
+
+
+# --- nothing a step starts outlives its attempt -----------------------------------------------
+
+
+def marked(marker: str) -> list[str]:
+    """Every process on the machine with `marker` on its command line (zombies are dead)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        if marker in cmdline and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(f"{proc.pid} {' '.join(cmdline)}")
+    return found
+
+
+def last_lines(view: RunView, key: str, n: int = 2) -> list[str]:
+    return log_text(view, key).splitlines()[-n:]
+
+
+@pytest.fixture
+def marker(tmp_path: Path) -> Iterator[str]:
+    marker = f"dagtop-test-leftover-{uuid.uuid4().hex}"
+    yield marker
+    for proc in psutil.process_iter(["cmdline"]):  # whatever a failing test left
+        if marker in (proc.info["cmdline"] or []):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+
+
+@pytest.mark.timeout(60)
+def test_a_step_that_succeeds_leaves_no_helper_running(tmp_path: Path, marker: str) -> None:
+    """Helpers in the step's group, in a session of their own, and orphaned at once."""
+    client = make_project(tmp_path, "leftovers")
+
+    view = client.materialize(["leaves_helpers"], params={"marker": marker})
+
+    assert marked(marker) == []
+    assert view.status == "success"
+    ended, last = last_lines(view, "leaves_helpers")
+    assert ended.startswith("dagtop: ended 3 leftover processes: "), ended
+    assert ended.count(" python") == 3, ended
+    assert last == "dagtop: step succeeded"
+
+
+@pytest.mark.timeout(60)
+def test_a_step_that_fails_leaves_no_helper_running(tmp_path: Path, marker: str) -> None:
+    client = make_project(tmp_path, "leftovers")
+
+    view = client.materialize(["fails_with_helpers"], params={"marker": marker})
+
+    assert marked(marker) == []
+    ended, last = last_lines(view, "fails_with_helpers")
+    assert ended.startswith("dagtop: ended 2 leftover processes: "), ended
+    assert last == "dagtop: step failed: RuntimeError: failed on purpose"
+
+
+@pytest.mark.timeout(60)
+def test_a_step_that_exits_without_a_result_leaves_no_helper(tmp_path: Path, marker: str) -> None:
+    client = make_project(tmp_path, "leftovers")
+
+    view = client.materialize(["exits_with_a_helper"], params={"marker": marker})
+
+    assert marked(marker) == []
+    ended, last = last_lines(view, "exits_with_a_helper")
+    assert ended.startswith("dagtop: ended 1 leftover process: "), ended
+    assert last == "dagtop: step failed: the worker exited without reporting a result"
+
+
+@pytest.mark.timeout(60)
+def test_a_helper_that_ignores_sigterm_is_killed_after_the_grace_period(
+    tmp_path: Path, marker: str
+) -> None:
+    client = make_project(tmp_path, "leftovers")
+
+    started = time.monotonic()
+    view = client.materialize(["succeeds_with_a_stubborn_helper"], params={"marker": marker})
+    took = time.monotonic() - started
+
+    assert marked(marker) == []
+    assert view.status == "success"
+    assert took < 15, f"took {took:.1f} s"
+    ended, last = last_lines(view, "succeeds_with_a_stubborn_helper")
+    assert ended.startswith("dagtop: ended 1 leftover process: "), ended
+    assert last == "dagtop: step succeeded"
+
+
+@pytest.mark.timeout(90)
+def test_materialize_returns_only_once_a_timed_out_steps_children_are_gone(
+    tmp_path: Path, marker: str
+) -> None:
+    """No daemon: the command runs the step itself, and its children ignore SIGTERM."""
+    client = make_project(tmp_path, "leftovers")
+    argv = [DAGTOP, "--home", str(client.paths.home), "--pipelines", str(client.paths.pipelines),
+            "materialize", "stubborn", "--param", f"marker={marker}"]  # fmt: skip
+
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+
+    assert marked(marker) == [], done.stdout + done.stderr
+    assert done.returncode == 1, done.stdout + done.stderr
+    view = client.runs(1)[0]
+    ended, last = last_lines(view, "stubborn")
+    assert ended.startswith("dagtop: ended 2 leftover processes: "), ended
+    assert last == "dagtop: step failed: timed out after 1 s"
+
+
+# --- the log says why the engine ended a step ----------------------------------------------------
+
+TALKER = """\
+import time
+
+from engine import asset
+
+
+@asset
+def talker():
+    print("working", flush=True)
+    time.sleep(1.0)
+    print("done, no newline", end="", flush=True)
+    return 1
+"""
+
+
+@pytest.mark.timeout(60)
+def test_dagtop_logs_and_follow_end_with_dagtops_line(tmp_path: Path) -> None:
+    client = make_project(tmp_path)
+    (client.paths.pipelines / "talk.py").write_text(TALKER)
+    cli = [DAGTOP, "--home", str(client.paths.home), "--pipelines", str(client.paths.pipelines)]
+    run = subprocess.Popen([*cli, "materialize", "talker"], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (client.paths.home / "dagtop.db").exists() or not client.runs(1):
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.05)
+        run_id = client.runs(1)[0].id
+        follow = subprocess.run(
+            [*cli, "logs", run_id, "talker", "--follow"], capture_output=True, text=True,
+            timeout=30,
+        )  # fmt: skip
+    finally:
+        assert run.wait(timeout=30) == 0
+    whole = subprocess.run(
+        [*cli, "logs", run_id, "talker"], capture_output=True, text=True, timeout=30
+    )
+
+    for out in (follow.stdout, whole.stdout):
+        assert out.endswith("working\ndone, no newline\ndagtop: step succeeded\n"), out
