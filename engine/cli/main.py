@@ -581,6 +581,8 @@ def logs(client: Client, run_id: str, step: str | None, follow: bool) -> None:
     """Print a run's step logs (every attempt, in order); STEP: one asset or task."""
     printed: dict[Path, int] = {}
     while True:
+        # Look before reading: a run seen finished has written every line, dagtop's last too.
+        finished = follow and client.run(run_id).finished
         refs = client.logs(run_id, step)
         several = step is None or len(refs) > 1
         for ref in refs:
@@ -599,7 +601,7 @@ def logs(client: Client, run_id: str, step: str | None, follow: bool) -> None:
             sys.stdout.write(chunk.decode("utf-8", errors="replace"))
             printed[ref.path] = offset + len(chunk)
         sys.stdout.flush()
-        if not follow or client.run(run_id).finished:
+        if not follow or finished:
             break
         time.sleep(0.25)
 
