@@ -31,7 +31,7 @@ from engine.client import Client, RunView  # noqa: E402
 from engine.storage.db import read_scope  # noqa: E402
 from engine.storage.models import Event  # noqa: E402
 from tests.engine.test_executor import alive, attempts_of, step, wait_until  # noqa: E402
-from tests.engine.test_exits import last_lines, marked  # noqa: E402
+from tests.engine.test_exits import forked_child_is_gone, last_lines, marked  # noqa: E402
 
 pytestmark = [pytest.mark.serial, pytest.mark.timeout(120)]
 
@@ -228,6 +228,15 @@ def test_nothing_a_remote_step_started_outlives_it(
     ended, last = last_lines(stubborn, "stubborn")
     assert ended.startswith("dagtop: ended 2 leftover processes: "), ended
     assert last == "dagtop: step failed: timed out after 1 s"
+
+
+def test_a_remote_step_ends_though_a_forked_copy_holds_its_pipes(
+    cluster: tuple[str, Any], tmp_path: Path
+) -> None:
+    """The end is sent when the step's process exits, not when its events pipe is closed by
+    every process that holds it; then the copy is ended."""
+    client = make_project(tmp_path, cluster[0], "leftovers")
+    forked_child_is_gone(client, tmp_path / "child.pid", "unused")
 
 
 # --- losing a worker ----------------------------------------------------------------------------

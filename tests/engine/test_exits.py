@@ -231,6 +231,33 @@ def test_a_step_that_exits_without_a_result_leaves_no_helper(tmp_path: Path, mar
     assert last == "dagtop: step failed: the worker exited without reporting a result"
 
 
+def forked_child_is_gone(client: Client, pidfile: Path, marker: str) -> RunView:
+    """Materialize `forks_a_child`; its forked copy must be gone when that returns."""
+    started = time.monotonic()
+    view = client.materialize(["forks_a_child"], params={"marker": marker, "pidfile": str(pidfile)})
+    took = time.monotonic() - started
+    child = psutil.Process(int(pidfile.read_text())) if pidfile.exists() else None
+    try:
+        assert child is None or not child.is_running() or child.status() == "zombie"
+    except psutil.NoSuchProcess:
+        pass
+    finally:
+        if child is not None:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+    assert took < 20, f"took {took:.1f} s"
+    ended, last = last_lines(view, "forks_a_child")
+    assert ended.startswith("dagtop: ended 1 leftover process: "), ended
+    assert last == "dagtop: step succeeded"
+    return view
+
+
+@pytest.mark.timeout(60)
+def test_a_forked_copy_of_the_step_holding_its_pipes_is_ended(tmp_path: Path, marker: str) -> None:
+    forked_child_is_gone(make_project(tmp_path, "leftovers"), tmp_path / "child.pid", marker)
+
+
 @pytest.mark.timeout(60)
 def test_a_helper_that_ignores_sigterm_is_killed_after_the_grace_period(
     tmp_path: Path, marker: str
