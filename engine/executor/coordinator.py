@@ -195,8 +195,10 @@ class Coordinator:
         wait = self._wait_time(now, timeout)
         for sel_key, _ in self._sel.select(wait):
             what, attempt_id = sel_key.data
-            if attempt_id is not None and attempt_id not in self._live:
-                continue  # finished earlier in this same batch
+            if attempt_id is not None and (
+                attempt_id not in self._live or self._live[attempt_id].exited is not None
+            ):
+                continue  # it exited earlier in this same batch (its descriptors are closed)
             if what == "wake":
                 try:
                     while os.read(self._wake_r, 4096):

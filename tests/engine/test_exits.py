@@ -19,7 +19,7 @@ from sqlmodel import select
 from engine.client import Client, RunView
 from engine.storage.db import read_scope
 from engine.storage.models import Event, StepAttempt
-from tests.engine.test_executor import log_text, make_project
+from tests.engine.test_executor import alive, log_text, make_project
 
 pytestmark = pytest.mark.serial
 
@@ -256,6 +256,44 @@ def forked_child_is_gone(client: Client, pidfile: Path, marker: str) -> RunView:
 @pytest.mark.timeout(60)
 def test_a_forked_copy_of_the_step_holding_its_pipes_is_ended(tmp_path: Path, marker: str) -> None:
     forked_child_is_gone(make_project(tmp_path, "leftovers"), tmp_path / "child.pid", marker)
+
+
+@pytest.mark.timeout(60)
+def test_an_exit_and_the_last_events_of_a_step_with_leftovers_in_one_wake_up(
+    tmp_path: Path, marker: str
+) -> None:
+    """While the coordinator does not look, one step exits, then another sends its last events
+    and exits leaving a helper: one wake-up then sees the fork server's socket (both exits) and,
+    after it, the second step's events pipe, of a step that has exited but is not over yet."""
+    from engine.executor.coordinator import Coordinator
+    from engine.history.plan import RunRequest
+
+    client = make_project(tmp_path, "leftovers")
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    keys = ("waits_for_go", "ends_after_it_with_a_helper")
+    params = {"marker": marker, "flags": str(flags)}
+    run_id = client.create_run(RunRequest(selection=keys, params=params))
+    coordinator = Coordinator(client.db, client.paths, client.config, client.load)
+    coordinator.submit(run_id)
+    deadline = time.monotonic() + 30
+    while not ((flags / "waits_for_go.pid").exists() and (flags / "second.started").exists()):
+        assert time.monotonic() < deadline, "the steps never started"
+        coordinator.step_once(timeout=0.05)
+    for _ in range(3):  # take the events both sent as they started
+        coordinator.step_once(timeout=0.05)
+    second = attempt(client, run_id, "ends_after_it_with_a_helper")
+
+    (flags / "go").touch()  # the coordinator is not looking now
+    while not (flags / "done.pid").exists() or alive(second.pid or 0):
+        assert time.monotonic() < deadline, "the steps never ended"
+        time.sleep(0.01)
+    time.sleep(0.2)  # for the fork server to reap it and report its exit
+    coordinator.run_until_complete({run_id})
+    coordinator.close()
+
+    assert client.run(run_id).status == "success"
+    assert marked(marker) == []
 
 
 @pytest.mark.timeout(60)
