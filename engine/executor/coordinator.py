@@ -515,7 +515,10 @@ class Coordinator:
             stats = live.remote.stats or TreeStats()  # measured by the worker's monitor
         else:
             key = str(live.attempt_id)
-            left = self._monitor.leftovers(key, *live.reported_children())
+            children, reported_at = live.reported_children()
+            # A worker (a subreaper) that left no child left nothing at all: no need to look.
+            if children != []:
+                left = self._monitor.leftovers(key, children or (), reported_at)
             stats = self._monitor.unwatch(key)
         if cpu is not None:
             # A step shorter than the sampling interval is seen once at best; the kernel's CPU

@@ -297,7 +297,9 @@ class _Attempt:
         SIGKILL) and say so in its log, before the attempt's end is sent."""
         self.ended_leftovers = True
         children, reported_at = _reported_children(events)
-        procs = monitor.leftovers(key, children, reported_at)
+        if children == []:
+            return  # the worker, a subreaper, had no child: nothing of the step is left
+        procs = monitor.leftovers(key, children or (), reported_at)
         if not procs:
             return
         own = {self.pid: self.created} if self.created else None
@@ -347,17 +349,20 @@ def _read_available(fd: int | None) -> tuple[bytes, int | None]:
     return data, None
 
 
-def _reported_children(events: bytes) -> tuple[list[int], float | None]:
-    """The children the worker named in its last event, and when it sent it."""
+def _reported_children(events: bytes) -> tuple[list[int] | None, float | None]:
+    """The children the worker named in its last event, and when it sent it; None when it
+    did not say."""
     for line in reversed(events.splitlines()):
         try:
             event = json.loads(line)
         except ValueError:
             continue  # the cut-off head of the tail, or a malformed line
         if isinstance(event, dict) and event.get("e") in ("finished", "error"):
-            children = [pid for pid in event.get("children") or () if isinstance(pid, int)]
-            return children, event.get("t")
-    return [], None
+            children = event.get("children")
+            if not isinstance(children, list):
+                return None, None
+            return [pid for pid in children if isinstance(pid, int)], event.get("t")
+    return None, None
 
 
 def _pidfd(pid: int) -> int | None:

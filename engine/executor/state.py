@@ -196,13 +196,16 @@ class LiveAttempt:
     """A `leftovers.Leftovers` being ended once its process exited; the attempt is over (and
     recorded) only when they are gone."""
 
-    def reported_children(self) -> tuple[list[int], float | None]:
-        """The children the worker named in its last event, and when it sent it."""
+    def reported_children(self) -> tuple[list[int] | None, float | None]:
+        """The children the worker named in its last event, and when it sent it; None when
+        it did not say (it died first, or could not tell)."""
         for event in reversed(self.events):
             if event["e"] in ("finished", "error"):
-                children = event.get("children") or []
-                return [int(pid) for pid in children if isinstance(pid, int)], event.get("t")
-        return [], None
+                children = event.get("children")
+                if not isinstance(children, list):
+                    return None, None
+                return [pid for pid in children if isinstance(pid, int)], event.get("t")
+        return None, None
 
     def feed(self, chunk: bytes) -> int:
         """Take more of the event stream; returns how many complete lines were not JSON."""

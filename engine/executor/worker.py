@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 _PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+_subreaper = False  # this process adopts its descendants' orphans
 
 
 class Reporter:
@@ -322,25 +323,37 @@ def _become_subreaper() -> None:
     a short-lived shell put in a session of its own would be nobody's. (The cost: such an
     orphan that exits stays a zombie under us until the step ends.)
     """
+    global _subreaper
     if not sys.platform.startswith("linux"):
         return
     try:
         import ctypes  # already imported by the fork server: free in its children
 
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        libc = ctypes.CDLL(None, use_errno=True)
+        _subreaper = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (ImportError, AttributeError, OSError):
         pass
 
 
-def _children() -> list[int]:
-    """The pids of our children now, from /proc ([] where it does not say)."""
+def _children() -> list[int] | None:
+    """The pids of our children now, from /proc; None where that cannot be known.
+
+    As a subreaper, no child means no descendant at all (an orphan would be our child): the
+    coordinator then need not look for leftovers. Not when a thread of the step still runs:
+    it could start a process between this look and our exit.
+    """
+    if not _subreaper:
+        return None
     pids: list[int] = []
     try:
-        for tid in os.listdir("/proc/self/task"):
+        tasks = os.listdir("/proc/self/task")
+        if len(tasks) > 1:
+            return None
+        for tid in tasks:
             with open(f"/proc/self/task/{tid}/children", "rb") as fh:
                 pids += [int(pid) for pid in fh.read().split()]
     except (OSError, ValueError):
-        pass
+        return None
     return pids
 
 
