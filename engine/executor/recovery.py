@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine as SAEngine
 from engine.authoring import iomanager
 from engine.authoring.iomanager import is_url
 from engine.errors import first_line
+from engine.executor.leftovers import append_lines, end_line
 from engine.executor.monitor import kill_tree
 from engine.loading.config import Paths
 from engine.status import RunStatus, StepStatus, transition_run, transition_step
@@ -87,6 +88,11 @@ def reconcile(db: SAEngine, now: float | None = None) -> list[str]:
                         "[run %s] killing orphaned step %s (pid %d)", run.id, att.key, att.pid
                     )
                     kill_tree(att.pid)
+                elif here and att.pid and not psutil.pid_exists(att.pid):
+                    # The step's process is gone, maybe not what it started: its session and
+                    # group keep its pid (no process reuses it while they hold it), so
+                    # whatever is in them is the step's.
+                    kill_tree(att.pid)
                 att.status = StepStatus.FAILED.value
                 att.error = ENGINE_STOPPED
                 att.ended_at = now
@@ -101,13 +107,23 @@ def reconcile(db: SAEngine, now: float | None = None) -> list[str]:
                 interrupted[att.key] = interrupted.get(att.key, 0) + 1
                 if interrupted[att.key] <= MAX_INTERRUPTIONS:
                     step.max_attempts = max(step.max_attempts, step.attempts + 1)
-                if step.attempts < step.max_attempts and not run.cancel_requested:
+                retry = step.attempts < step.max_attempts and not run.cancel_requested
+                if retry:
                     transition_step(step, StepStatus.RETRYING)
                     step.retry_at = now
                 else:
                     transition_step(step, StepStatus.FAILED)
                     step.ended_at = now
                 s.add(step)
+                append_lines(
+                    att.log_path,
+                    [
+                        end_line(
+                            "failed", ENGINE_STOPPED, att.attempt, step.max_attempts,
+                            0.0 if retry else None,
+                        )
+                    ],
+                )  # fmt: skip
             for step in steps.values():
                 # A step marked running with no attempt row cannot happen (one transaction
                 # writes both), but if storage says so, it is not running.

@@ -15,6 +15,8 @@ What runs at the same time, against a throw-away project (tests/soak/soak_pipeli
   the sensor's settle time between writes) or written as `.part` and renamed;
 - `chaos` runs that succeed, fail every attempt, fail once then succeed (retries), time out
   (`timeout=`), blow their memory limit (`memory_limit=`), exit without reporting, or print a lot;
+  or succeed leaving helper processes in their group, in a new session and orphaned, or time out
+  with children that ignore SIGTERM;
 - backfills of daily partitions started with `--no-wait`, canceled with `--cancel`, some resumed;
 - kill -9 of the daemon's pid only (as a crash would: its workers and fork server are orphaned),
   at random moments during the first part of the soak (`--kill-until`), some while it starts,
@@ -36,8 +38,10 @@ cursor row and exactly one run (`params.path` unique); every materialization tha
 "database is locked" anywhere (daemon logs, CLI stderr, reader errors); the daemon's RSS grew by
 at most 20% (first vs last minute of the last daemon, or first vs last 20% of it when it lived
 less than five minutes); plus what the CLIs reported vs what storage says, each chaos run's
-outcome vs its mode, schedule ticks without gaps, backfills finished, no orphaned processes, and
-the reader's mirror equal to storage. Exit status 1 when any check fails; the work folder (kept
+outcome vs its mode, schedule ticks without gaps, backfills finished, no orphaned processes (of
+the daemons' trees, and anywhere on the machine any process a step left behind), every finished
+attempt's log ending with dagtop's line saying how it ended, and the reader's mirror equal to
+storage. Exit status 1 when any check fails; the work folder (kept
 with --keep, or on failure) holds every log and `summary.json`.
 """
 
@@ -73,7 +77,10 @@ PIPELINE = HERE / "soak_pipeline.py"
 TERMINAL_RUN = {"success", "failed", "canceled"}
 TERMINAL_STEP = {"success", "failed", "skipped", "canceled"}
 TERMINAL_ATTEMPT = {"success", "failed", "canceled"}
-MODES = ("ok", "ok", "ok", "ok", "fail", "flaky", "timeout", "memory", "exit", "noisy")
+MODES = (
+    "ok", "ok", "ok", "ok", "fail", "flaky", "timeout", "memory", "exit", "noisy", "helpers",
+    "stubborn",
+)  # fmt: skip
 LOCKED = "database is locked"
 RSS_LIMIT = 0.20  # the daemon's RSS may grow by at most this fraction
 SENSOR_SETTLE = 1.0  # file_sensor's default settle time (soak_pipeline.py sets none)
@@ -807,6 +814,9 @@ class Soak:
         if alive:
             fail.append(Failure("orphans", f"{len(alive)} process(es) left: {alive[:5]}"))
 
+        # 11. what steps left behind was ended with their attempts, and every log says how
+        fail += self._audit_leftovers(attempts, fig)
+
         fig["daemons"] = [
             f"#{i.idx} pid {i.pid} lived {(i.ended or time.time()) - i.started:.1f} s, "
             f"{i.how or 'running'} ({i.exit_code})"
@@ -1084,6 +1094,42 @@ class Soak:
             fail.append(Failure("schedule", f"only {len(ticks)} tick(s) in a long soak"))
         return fail
 
+    def _audit_leftovers(self, attempts: list[sqlite3.Row], fig: dict[str, Any]) -> list[Failure]:
+        """No process a chaos step left behind (they carry the pipeline's marker on their
+        command line) is alive, wherever it ran: under a daemon, or in a CLI that ran its run
+        itself; and every finished attempt's log ends with dagtop's line saying how it ended."""
+        fail: list[Failure] = []
+        marker = f"dagtop-soak-leftover:{self.project}"
+        left = []
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            cmdline = proc.info["cmdline"] or []
+            if marker in cmdline and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                left.append(f"{proc.pid} (parent {proc.ppid()}) {' '.join(cmdline[:3])[:80]}")
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()  # one soak's leftovers must not outlive it either
+        ended = 0
+        unexplained: list[str] = []
+        for att in attempts:
+            if att["status"] not in TERMINAL_ATTEMPT or not att["log_path"]:
+                continue
+            lines = _read(Path(att["log_path"])).splitlines()
+            ended += sum(1 for line in lines if line.startswith("dagtop: ended "))
+            if not lines or not lines[-1].startswith("dagtop: step "):
+                last = lines[-1][:80] if lines else "(empty)"
+                unexplained.append(f"{att['run_id']}/{att['key']}.{att['attempt']}: {last!r}")
+        fig["leftovers"] = {
+            "alive_at_the_end": len(left),
+            "leftover_lines_in_logs": ended,
+            "logs_without_an_end_line": len(unexplained),
+        }
+        if left:
+            fail.append(Failure("leftovers", f"{len(left)} process(es) outlived their run: "
+                                             f"{left[:5]}"))  # fmt: skip
+        if unexplained:
+            fail.append(Failure("end lines", f"{len(unexplained)} attempt log(s) end without "
+                                             f"dagtop's line: {unexplained[:5]}"))  # fmt: skip
+        return fail
+
     def report(self, failures: list[Failure], fig: dict[str, Any]) -> None:
         fig["failures"] = [f"{f.check}: {f.detail}" for f in failures]
         (self.work / "summary.json").write_text(json.dumps(fig, indent=2, default=str))
@@ -1123,13 +1169,13 @@ def _expected(mode: str, run: sqlite3.Row, steps: dict[str, sqlite3.Row], interr
     status, error = run["status"], st["error"] or ""
     if run["cancel_requested"]:
         return ""
-    if mode in ("ok", "noisy"):
+    if mode in ("ok", "noisy", "helpers"):
         want, attempts, says = "success", 1, ""
     elif mode == "flaky":
         want, attempts, says = "success", 2, ""
     elif mode == "fail":
         want, attempts, says = "failed", 3, "planned failure"
-    elif mode == "timeout":
+    elif mode in ("timeout", "stubborn"):
         want, attempts, says = "failed", 3, "timed out after"
     elif mode == "memory":
         want, attempts, says = "failed", 3, "memory limit exceeded"
