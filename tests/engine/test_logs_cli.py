@@ -130,10 +130,11 @@ def test_tail_prints_the_last_lines_of_each_attempt(project: Path) -> None:
     run_id, log = materialized(project, "chatty")
     out = subprocess.run(dagtop(project, "logs", run_id, "chatty", "--tail", "2"),
                          capture_output=True, timeout=30, check=True).stdout  # fmt: skip
-    assert out == b"line 3\nline 4\n"
+    # Every log ends with dagtop's own line on how the attempt ended.
+    assert out == b"line 4\ndagtop: step succeeded\n"
     every = subprocess.run(dagtop(project, "logs", run_id, "-n", "1"),
                            capture_output=True, timeout=30, check=True).stdout  # fmt: skip
-    assert every.splitlines()[1:] == [b"line 4"] and b"==> chatty" in every
+    assert every.splitlines()[1:] == [b"dagtop: step succeeded"] and b"==> chatty" in every
     # Seeking from the end: the tail of a 2 GiB log costs what the tail is.
     grow(log, 2 << 30, b"\nsecond to last\n" + LAST)
     started = time.monotonic()
@@ -164,7 +165,8 @@ def test_follow_prints_lines_as_they_come_and_the_last_one_when_the_run_ends(
     assert [line for line in lines if line.startswith(b"tick")] == [
         f"tick {i}".encode() for i in range(6)
     ]
-    assert follow.stdout.endswith(b"no newline at the end")
+    # The step's last line had no newline; dagtop's end line still starts a line of its own.
+    assert follow.stdout.endswith(b"no newline at the end\ndagtop: step succeeded\n")
 
 
 @pytest.mark.parametrize(
