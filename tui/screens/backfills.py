@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
 from engine.units import GLYPHS, format_duration, glyph
-from tui.screens.backfill import clock_now, report_error, span
+from tui.feedback import clock_now, report_error, span
 from tui.widgets.footer import KeyFooter
 from tui.widgets.table import Table
 
