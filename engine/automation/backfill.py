@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.errors import EngineError
-from engine.history.plan import RunRequest, record
+from engine.history.plan import RunRequest, record, record_many
 from engine.history.run_control import cancel_unstarted
 from engine.loading.manifest import Manifest
 from engine.status import RunStatus, StepStatus
@@ -56,16 +56,13 @@ def create_backfill(
         )
     )
     session.flush()
-    for i, run in enumerate(runs):
-        request = RunRequest(
-            selection=tuple(selection),
-            partition=range_text(run[0], run[-1]),
-            trigger="backfill",
-            trigger_ref=backfill_id,
-            backfill_id=backfill_id,
-        )
-        # A microsecond apart, so the queue runs the keys in order.
-        record(session, manifest, request, now + i * 1e-6)
+    request = RunRequest(
+        selection=tuple(selection),
+        trigger="backfill",
+        trigger_ref=backfill_id,
+        backfill_id=backfill_id,
+    )
+    record_many(session, manifest, request, [range_text(run[0], run[-1]) for run in runs], now)
     return backfill_id
 
 
