@@ -390,10 +390,6 @@ def recent_backfills(session: Session, limit: int = 20) -> Sequence[Backfill]:
     ).all()
 
 
-def active_backfills(session: Session) -> Sequence[Backfill]:
-    return session.exec(select(Backfill).where(Backfill.status == "running")).all()
-
-
 def runs_of_backfill(session: Session, backfill_id: str) -> Sequence[Run]:
     """Every run of a backfill as a row: for tests and one-off tools only, never for a poll
     (a backfill of a year of hourly keys has 8,760 of them)."""
@@ -586,15 +582,6 @@ def add_command(session: Session, kind: str, payload: dict[str, Any], now: float
 
 def get_command(session: Session, command_id: int, for_update: bool = False) -> Command | None:
     return session.get(Command, command_id, with_for_update=for_update or None)
-
-
-def queued_runs(session: Session, limit: int = 500) -> Sequence[Run]:
-    return session.exec(
-        select(Run)
-        .where(Run.status == RunStatus.QUEUED.value)
-        .order_by(col(Run.created_at), col(Run.id))
-        .limit(limit)
-    ).all()
 
 
 def has_pending_commands(session: Session) -> bool:

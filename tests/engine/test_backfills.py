@@ -203,10 +203,10 @@ def test_the_progress_of_a_backfill_in_a_log_is_lines_not_carriage_returns(
 ) -> None:
     project = make_project(tmp_path)
     keys = days(12)
-    cli = subprocess.run(
+    cli = subprocess.run(  # stdout is a pipe, as in CI, not a terminal
         [DAGTOP, "--home", str(project / "home"), "--pipelines", str(project / "pipelines"),
          "backfill", "day", "report", "--partitions", ",".join(keys), "--max-parallel", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert cli.returncode == 0, cli.stderr
     out = cli.stdout
