@@ -1,4 +1,9 @@
-"""Human sizes and durations: parsing what users write, formatting what they read."""
+"""What people read and write: sizes, durations, status glyphs, text that fits on one line.
+
+The CLI and the UI both print through this module, so a number or a status reads the same in
+`dagtop runs` and on the screen. Standard library only and cheap to import: a step's worker
+and every command import it.
+"""
 
 from __future__ import annotations
 
@@ -54,27 +59,95 @@ def parse_size(value: int | float | str | None) -> int | None:
 
 
 def format_bytes(n: float | None) -> str:
-    """`1536` -> `1.5 KiB`; binary units because that is what limits are written in."""
+    """`1536` -> `1.5 KiB`, `641728512` -> `612.0 MiB`; `–` when unknown.
+
+    Binary units, because that is what limits are written in; one decimal, so a peak and the
+    limit it broke never print as the same number.
+    """
     if n is None:
         return "–"
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        if unit == "B" and abs(value) < 1024:
+            return f"{int(value)} B"
+        # Rounded before the comparison: 1023.97 KiB is `1.0 MiB`, never `1024.0 KiB`.
+        if round(abs(value), 1) < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
 
 
 def format_duration(seconds: float | None) -> str:
-    """`0.41` -> `0.41 s`, `75` -> `1m 15s`, `4000` -> `1h 6m`."""
+    """`0.41` -> `0.41 s`, `75` -> `1m 15s`, `4000` -> `1h 06m`; `–` when unknown.
+
+    Hundredths below 10 s, because a step takes tens of milliseconds; minutes and hours
+    without fractions beyond that.
+    """
     if seconds is None:
         return "–"
-    if seconds < 10:
+    seconds = max(float(seconds), 0.0)
+    if round(seconds, 2) < 10:
         return f"{seconds:.2f} s"
-    if seconds < 60:
+    if round(seconds, 1) < 60:
         return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
+    minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes}m {secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m"
+
+
+# --- status glyphs ------------------------------------------------------------------------------
+
+GLYPHS: dict[str, str] = {
+    # runs and steps
+    "success": "✓",
+    "failed": "✗",
+    "running": "◐",
+    "queued": "…",
+    "retrying": "↻",
+    "skipped": "⊘",
+    "canceled": "■",
+    "never": "·",  # never run; also a cell whose status is not known yet
+    # values (assets and partitions)
+    "materialized": "✓",  # its latest run made it: the same fact as a step's success
+    "stale": "◧",
+    "missing": "□",
+    # schedule ticks
+    "started": "▶",  # a tick that started a run whose status is not known yet
+}
+"""Status -> glyph, for the whole product (CLI and UI). One glyph has one meaning: `■` is
+canceled everywhere. The glyph alone must say it (colour-blind users, no-colour terminals)."""
+
+UNKNOWN_GLYPH = "?"
+"""An unknown status shows as `?`, never as a plausible state."""
+
+
+def glyph(status: str | None) -> str:
+    """The glyph of a status (`None` means never run)."""
+    return GLYPHS.get(status or "never", UNKNOWN_GLYPH)
+
+
+# --- one line of text ---------------------------------------------------------------------------
+
+# C0 and C1 controls (newline, carriage return, escape, ...), DEL, and the Unicode line and
+# paragraph separators: what breaks a line of output, moves the cursor or starts a terminal
+# escape sequence.
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def control_character(text: str) -> str | None:
+    """The first control character in `text`, escaped (`\\n`, `\\x1b`), or None if it has none.
+
+    Keys (partition keys, parameter names, the file names a sensor passes on) are printed one
+    per line; one holding a newline would break that output, or forge a line of it.
+    """
+    found = _CONTROL_RE.search(text)
+    return None if found is None else repr(found.group())[1:-1]
+
+
+def one_line(text: str) -> str:
+    """`text` with every control character escaped, for a value printed inside a line."""
+    if _CONTROL_RE.search(text) is None:
+        return text
+    return _CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], text)

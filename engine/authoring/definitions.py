@@ -23,7 +23,7 @@ from typing import Any, overload
 from engine.authoring.backfill_policy import BackfillPolicy
 from engine.authoring.partitions import PartitionsDefinition
 from engine.errors import DefinitionError
-from engine.units import parse_size
+from engine.units import control_character, parse_size
 
 CONTEXT_PARAM = "context"
 CRON_ALIASES = {
@@ -214,16 +214,35 @@ def hooks_of(what: str, **events: Any) -> dict[str, dict[str, Any]]:
 
 
 def _check_timeout(what: str, timeout: float | None) -> float | None:
-    if timeout is None:
-        return None
+    return None if timeout is None else _seconds(what, "timeout", timeout)
+
+
+def _seconds(what: str, arg: str, value: object) -> float:
+    """`value` as a positive, finite number of seconds.
+
+    Raises:
+        DefinitionError: it is not one.
+    """
     if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not math.isfinite(timeout)
-        or timeout <= 0
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
     ):
-        raise DefinitionError(f"{what}: timeout must be a number of seconds > 0, got {timeout!r}")
-    return float(timeout)
+        raise DefinitionError(f"{what}: {arg} must be a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+def _check_text(what: str, part: str, value: object) -> None:
+    """Refuse a name printed one per line (`dagtop list`, `runs`, the UI) that holds a control
+    character: a newline would forge a line there, an escape would drive the terminal.
+
+    Raises:
+        DefinitionError: it holds one.
+    """
+    found = control_character(value) if isinstance(value, str) else None
+    if found is not None:
+        raise DefinitionError(f"{what}: {part} contains a control character ({found})")
 
 
 def _check_memory(what: str, memory_limit: int | str | None) -> int | None:
@@ -371,6 +390,7 @@ def asset(
             raise DefinitionError(f"{what}: a name must be a Python identifier")
         if partitions is not None and not isinstance(partitions, PartitionsDefinition):
             raise DefinitionError(f"{what}: partitions must be a PartitionsDefinition")
+        _check_text(what, f"group {group!r}", group)
         _check_retries(what, retries, retry_delay)
         _check_backfill_policy(what, backfill_policy, partitions)
         takes_context, required, optional = _inputs_of(func, what)
@@ -456,6 +476,7 @@ def check(
     def wrap(func: Callable[..., Any]) -> CheckDef:
         check_name = name or func.__name__
         what = f"check {check_name!r}"
+        _check_text(what, "its name", check_name)
         takes_context, required, _ = _inputs_of(func, what)
         if required not in ((), (asset_name,)):
             raise DefinitionError(
@@ -783,6 +804,7 @@ def schedule(
     file, line = _caller_location()
     if name is None:
         name = _target_label(target).replace(":", "_").replace(" ", "") + "_schedule"
+    _check_text(f"schedule {name!r}", "its name", name)
     hooks = hooks_of(f"schedule {name!r}", on_failure=on_failure, on_success=on_success)
     _registry.add(
         ScheduleDef(
@@ -807,17 +829,40 @@ class SensorDef:
     recursive: bool
     file: str
     line: int
+    settle: float = 1.0
 
 
 def file_sensor(
-    name: str, path: str, target: Target, pattern: str = "*", recursive: bool = False
+    name: str,
+    path: str,
+    target: Target,
+    pattern: str = "*",
+    recursive: bool = False,
+    settle: float = 1.0,
 ) -> None:
     """Start one run of `target` for every new file under `path` matching `pattern`.
 
     The run's `context.params["path"]` is the file's absolute path. A relative `path` is
     resolved against the folder of the file that defines the sensor.
+
+    Args:
+        name: The sensor's name (`dagtop sensor on|off NAME`).
+        path: The folder to watch.
+        target: An asset name, a list of names or selections, or a Pipeline.
+        pattern: A glob the file's name must match.
+        recursive: Watch the folders under `path` too.
+        settle: Seconds a file must stay unchanged (size and modification time) before it
+            starts its run: longer than the longest pause of whatever writes the files, or a
+            run starts on a partial file (and another on the whole one).
+
+    Raises:
+        DefinitionError: `settle` is not a positive number of seconds, or the name or the
+            folder contains a control character.
     """
     file, line = _caller_location()
+    _check_text(f"sensor {name!r}", "its name", name)
+    _check_text(f"sensor {name!r}", f"folder {path!r}", path)
+    settle = _seconds(f"sensor {name!r}", "settle", settle)
     folder = Path(path)
     if not folder.is_absolute():
         folder = Path(file).parent / folder
@@ -830,6 +875,7 @@ def file_sensor(
             recursive=recursive,
             file=file,
             line=line,
+            settle=settle,
         )
     )
 

@@ -12,6 +12,8 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, ClassVar, Generic, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from engine.units import control_character
+
 __all__ = [
     "DailyPartitions",
     "HourlyPartitions",
@@ -40,6 +42,15 @@ _DESCRIBE_MAX_KEYS = 10
 
 class InvalidPartitionKey(ValueError):
     """A partition key that is malformed or names no existing partition of a definition."""
+
+
+def _check_text(key: str) -> None:
+    """Refuse a key with a control character, wherever it comes from (the command line, the
+    UI, a request): keys are printed one per line, and travel in file names and environment
+    variables, where NUL cannot."""
+    found = control_character(key)
+    if found is not None:
+        raise InvalidPartitionKey(f"partition key {key!r} contains a control character ({found})")
 
 
 class PartitionsDefinition(ABC):
@@ -343,6 +354,7 @@ class _TimePartitions(PartitionsDefinition, Generic[_P]):
             raise InvalidPartitionKey(
                 f"partition key must be a string, got {type(key).__name__} {key!r}"
             )
+        _check_text(key)
         period = self._parse_key(key)
         if period < self._first:
             raise InvalidPartitionKey(f"{key!r} is before the first partition {self.start!r}")
@@ -588,7 +600,8 @@ class StaticPartitions(PartitionsDefinition):
         keys: Unique non-empty strings, kept in the given order.
 
     Raises:
-        ValueError: If ``keys`` is not a sequence of non-empty strings or has a duplicate.
+        ValueError: If ``keys`` is not a sequence of non-empty strings, has a duplicate, or a
+            key contains a control character (a newline, NUL, ...).
     """
 
     partition_keys: tuple[str, ...]
@@ -605,9 +618,13 @@ class StaticPartitions(PartitionsDefinition):
         for key in keys:
             if not isinstance(key, str) or not key:
                 raise ValueError(f"StaticPartitions keys must be non-empty strings, got {key!r}")
-            if "\x00" in key:
-                # A key travels in environment variables and file names, where NUL cannot.
-                raise ValueError(f"StaticPartitions keys cannot contain NUL, got {key!r}")
+            found = control_character(key)
+            if found is not None:
+                # A key is printed one per line (`dagtop partitions`, `runs`), where a newline
+                # would forge a line, and travels in environment variables, where NUL cannot.
+                raise ValueError(
+                    f"StaticPartitions key {key!r} contains a control character ({found})"
+                )
             if key in index:
                 raise ValueError(f"StaticPartitions has a duplicate key {key!r}")
             index[key] = len(index)
@@ -625,6 +642,7 @@ class StaticPartitions(PartitionsDefinition):
         position = self._index.get(key)
         if position is not None:
             return position
+        _check_text(key)
         # Case-folded so that "EU" still suggests "eu" (plain difflib scores that pair as 0).
         folded = difflib.get_close_matches(
             key.casefold(), [k.casefold() for k in self.partition_keys], n=3

@@ -2,10 +2,11 @@
 
 A watchdog Observer (one, shared by every sensor) reports created, modified and moved-in files;
 each matching file becomes a *candidate*. A settle thread claims a candidate once its (size,
-mtime_ns) has not changed for `settle` seconds, so a file still being written never starts a run
-early. Claiming is one transaction that inserts the cursor row (SensorFile, UNIQUE(sensor, path,
-size, mtime_ns)) and records the run; the unique constraint makes a file version start at most
-one run even with two engines or a crash between the commit and the hand-off to the executor.
+mtime_ns) has not changed for its sensor's `settle` seconds (`file_sensor(settle=...)`), so a
+file still being written never starts a run early. Claiming is one transaction that inserts
+the cursor row (SensorFile, UNIQUE(sensor, path, size, mtime_ns)) and records the run; the
+unique constraint makes a file version start at most one run even with two engines or a crash
+between the commit and the hand-off to the executor.
 Files that arrived while the engine was down (or while a sensor was off) are found by scanning
 the folder and looking them up in the cursor.
 
@@ -53,12 +54,16 @@ from engine.loading.manifest import Manifest, SensorSpec
 from engine.storage import repo
 from engine.storage.db import read_scope, session_scope
 from engine.storage.models import SensorFile
+from engine.units import control_character
 
 log = logging.getLogger(__name__)
 
 BATCH = 200  # files claimed per write transaction
 RESCAN_INTERVAL = 60.0  # seconds between safety-net rescans (lost inotify events, dead watches)
 MAX_BACKOFF = 60.0  # seconds, for a claim that failed on something other than a duplicate
+# The settle thread wakes every quarter of the shortest settle time, within these bounds: a
+# settled file waits at most a quarter of a second for its claim, and an idle tick costs nothing.
+MIN_TICK, MAX_TICK = 0.05, 0.25
 TEMP_SUFFIXES = (".tmp", ".part", ".crdownload")
 EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
@@ -225,13 +230,11 @@ class SensorRunner:
         db: SAEngine,
         record_run: Callable[[Session, RunRequest], str],
         start_run: Callable[[str], None],
-        settle: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
         self._record_run = record_run
         self._start_run = start_run
-        self._settle = settle
         self._clock = clock
         self._lock = threading.Lock()  # sensors, pending, last: short critical sections only
         self._sync_lock = threading.RLock()  # sync / set_enabled / start / stop / maintenance
@@ -433,7 +436,7 @@ class SensorRunner:
                         del last[p]
 
     def _candidate(self, name: str, spec: SensorSpec, path: str, sig: Sig | None = None) -> None:
-        if not _eligible(spec, path) or not self._encodable(path):
+        if not _eligible(spec, path) or not self._usable_name(path):
             return
         sig = sig or _stat_sig(path)
         if sig is None:
@@ -448,15 +451,25 @@ class SensorRunner:
             elif cand.sig != sig:
                 cand.sig, cand.since = sig, now
 
-    def _encodable(self, path: str) -> bool:
+    def _usable_name(self, path: str) -> bool:
+        """Whether the file's path can be a run's `path` param; said once per path if not.
+
+        A name with a control character is skipped too: the path is printed inside a line
+        (`dagtop lineage`, logs), where a newline would forge one.
+        """
         try:
             path.encode("utf-8")
         except UnicodeEncodeError:
-            if path not in self._bad_names:
-                self._bad_names.add(path)
-                log.warning("sensor ignores %r: its name is not valid UTF-8", path)
-            return False
-        return True
+            why = "its name is not valid UTF-8"
+        else:
+            found = control_character(path)
+            if found is None:
+                return True
+            why = f"its name contains a control character ({found})"
+        if path not in self._bad_names:
+            self._bad_names.add(path)
+            log.warning("sensor ignores %r: %s", path, why)
+        return False
 
     def _walk(self, spec: SensorSpec, top: str | None = None) -> Iterator[str]:
         """Every eligible file under `top` (default: the sensor's folder)."""
@@ -490,7 +503,7 @@ class SensorRunner:
         found: dict[str, Sig] = {}
         for path in self._walk(spec):
             sig = _stat_sig(path)
-            if sig is not None and self._encodable(path):
+            if sig is not None and self._usable_name(path):
                 found[path] = sig
         with self._lock:
             last = self._last.setdefault(name, {})
@@ -578,8 +591,13 @@ class SensorRunner:
 
     # --- settling and claiming ----------------------------------------------------------------
 
+    def _settle_of(self, name: str) -> float:
+        """The sensor's settle time (caller holds `_lock`); 0 for a sensor that is gone."""
+        sensor = self._sensors.get(name)
+        return sensor.spec.settle if sensor is not None else 0.0
+
     def _settled(self) -> list[_Settled]:
-        """Pop the candidates whose version held still for `settle` seconds.
+        """Pop the candidates whose version held still for their sensor's settle time.
 
         Only candidates that are due get a stat: the event handler re-stats a file on every
         write, and any write moves its mtime, so the same (size, mtime_ns) at `since` and at
@@ -591,7 +609,7 @@ class SensorRunner:
             due = [
                 (key, cand)
                 for key, cand in self._pending.items()
-                if cand.not_before <= now and now - cand.since >= self._settle
+                if cand.not_before <= now and now - cand.since >= self._settle_of(key[0])
             ]
         if not due:
             return []
@@ -608,7 +626,7 @@ class SensorRunner:
                 if sig != cand.sig:
                     cand.sig, cand.since = sig, now  # still being written: start over
                     continue
-                if now - cand.since < self._settle:  # the handler saw a write meanwhile
+                if now - cand.since < sensor.spec.settle:  # the handler saw a write meanwhile
                     continue
                 del self._pending[(name, path)]
                 if self._last.get(name, {}).get(path) == sig or not _eligible(sensor.spec, path):
@@ -623,7 +641,8 @@ class SensorRunner:
                 cand = item.candidate
                 if backoff:
                     cand.tries += 1
-                    cand.not_before = now + min(self._settle * 2**cand.tries, MAX_BACKOFF)
+                    delay = self._settle_of(item.sensor) * 2**cand.tries
+                    cand.not_before = now + min(delay, MAX_BACKOFF)
                 self._pending.setdefault((item.sensor, item.path), cand)
 
     def _claim(self, sensor: str, items: list[_Settled]) -> list[str]:
@@ -721,10 +740,14 @@ class SensorRunner:
 
     # --- the settle thread --------------------------------------------------------------------
 
+    def _tick(self) -> float:
+        with self._lock:
+            shortest = min((s.spec.settle for s in self._sensors.values()), default=MAX_TICK * 4)
+        return min(max(shortest / 4, MIN_TICK), MAX_TICK)
+
     def _loop(self, stop_evt: threading.Event) -> None:
-        interval = max(self._settle / 4, 0.05)
         next_rescan = time.monotonic() + self.rescan_interval
-        while not stop_evt.wait(interval):
+        while not stop_evt.wait(self._tick()):
             try:
                 self._poll(stop_evt)
             except Exception:

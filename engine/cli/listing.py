@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.units import GLYPHS
+
 
 def _target(t: dict[str, Any]) -> str:
     return t["name"] if t["kind"] == "pipeline" else ", ".join(t["selection"])
@@ -24,7 +26,7 @@ def print_definitions(data: dict[str, Any]) -> None:
             if a["checks"]:
                 extra.append("checks: " + ", ".join(c["name"] for c in a["checks"]))
             if a.get("status") == "stale":
-                extra.append(f"◧ stale ({a['stale_reason']})")
+                extra.append(f"{GLYPHS['stale']} stale ({a['stale_reason']})")
             if a["description"]:
                 extra.append("— " + a["description"].splitlines()[0])
             print(f"  {a['name']:<24} {'  '.join(extra)}".rstrip())
@@ -43,6 +45,9 @@ def print_definitions(data: dict[str, Any]) -> None:
     if data["sensors"]:
         print("sensors")
         for s in data["sensors"]:
-            print(f"  {s['name']:<24} {s['path']}/{s['pattern']} → {_target(s['target'])}")
+            print(
+                f"  {s['name']:<24} {s['path']}/{s['pattern']} → {_target(s['target'])}"
+                f"  settle {s['settle']:g} s"
+            )
     for e in data["errors"]:
-        print(f"✗ {e['file']}: {e['kind']}: {e['message']}")
+        print(f"{GLYPHS['failed']} {e['file']}: {e['kind']}: {e['message']}")

@@ -22,17 +22,7 @@ import click
 from engine.cli import db as cli_db
 from engine.client import Client, RunView, iso
 from engine.errors import EngineError
-from engine.units import format_bytes, format_duration
-
-GLYPHS = {
-    "success": "✓",
-    "failed": "✗",
-    "running": "◐",
-    "queued": "…",
-    "retrying": "↻",
-    "skipped": "⊘",
-    "canceled": "■",
-}
+from engine.units import GLYPHS, format_bytes, format_duration, glyph
 
 
 def _exit(code: int) -> NoReturn:
@@ -128,10 +118,10 @@ def check(client: Client, as_json: bool) -> None:
         for rel in sorted(manifest.files):
             err = manifest.errors.get(rel)
             if err is None:
-                print(f"✓ {rel}")
+                print(f"{GLYPHS['success']} {rel}")
             else:
                 where = f":{err.line}" if err.line else ""
-                print(f"✗ {rel}{where}  {err.kind}: {err.message}")
+                print(f"{GLYPHS['failed']} {rel}{where}  {err.kind}: {err.message}")
         n_err = len(manifest.errors)
         print(
             f"{len(manifest.files) - n_err} file(s) ok, {n_err} broken; "
@@ -222,7 +212,7 @@ class _Progress:
 def _step_line(st: Any) -> str:
     took = (st.ended_at - st.started_at) if st.ended_at and st.started_at else None
     parts = [
-        f"{GLYPHS.get(st.status, '?')} {st.key:<24}",
+        f"{glyph(st.status)} {st.key:<24}",
         f"{st.status:<8}",
         f"try {st.attempts}/{st.max_attempts}",
         format_duration(took) if took is not None else "",
@@ -238,11 +228,9 @@ def _finish_run(view: RunView, as_json: bool) -> None:
     else:
         took = (view.ended_at or time.time()) - (view.started_at or view.created_at)
         for c in view.checks:
-            mark = "✓" if c.passed else "✗"
+            mark = GLYPHS["success" if c.passed else "failed"]
             print(f"  check {c.name} on {c.asset}: {mark}{' ' + c.error if c.error else ''}")
-        print(
-            f"{GLYPHS.get(view.status, '?')} run {view.id} {view.status} in {format_duration(took)}"
-        )
+        print(f"{glyph(view.status)} run {view.id} {view.status} in {format_duration(took)}")
     if view.status != "success":
         _exit(1)
 
@@ -320,7 +308,7 @@ def _print_due(states: list[Any]) -> None:
     due = [st for st in states if st.status != "current"]
     for st in due:
         where = f" [{st.partition}]" if st.partition else ""
-        mark = "□" if st.status == "missing" else "◧"
+        mark = GLYPHS["missing" if st.status == "missing" else "stale"]
         print(f"{mark} {st.asset + where:<24} {st.status}: {', '.join(st.reasons)}", flush=True)
     if due:
         print(f"materializing {len(due)} of {len(states)} asset(s)", flush=True)
@@ -367,7 +355,7 @@ def run_(client: Client, pipeline: str, param: tuple[str, ...], as_json: bool) -
 def cancel(client: Client, run_id: str) -> None:
     """Cancel a run: queued steps are dropped, running ones stopped."""
     view = client.cancel(run_id)
-    print(f"{GLYPHS.get(view.status, '?')} run {view.id} {view.status}")
+    print(f"{glyph(view.status)} run {view.id} {view.status}")
     if view.status not in ("canceled", "success", "failed"):
         _exit(1)
 
@@ -540,7 +528,7 @@ def _print_backfill(info: dict[str, Any], as_json: bool) -> None:
         _emit_json(info)
         return
     print(
-        f"{GLYPHS.get(info['status'], '?')} backfill {info['id']} {info['status']}: "
+        f"{glyph(info['status'])} backfill {info['id']} {info['status']}: "
         f"{info['counts'].get('success', 0)}/{info['total']} partitions of "
         f"{', '.join(info['selection'])}"
     )
@@ -575,10 +563,9 @@ def partitions_(client: Client, asset: str, as_json: bool) -> None:
             ]
         )  # fmt: skip
         return
-    glyph = {"materialized": "■", "missing": "□", "stale": "◧", "failed": "✗", "running": "◐"}
     for p in states:
         why = f"  ({p.reason})" if p.reason else ""
-        print(f"{glyph.get(p.status, '?')} {p.key or '(unpartitioned)':<24} {p.status}{why}")
+        print(f"{glyph(p.status)} {p.key or '(unpartitioned)':<24} {p.status}{why}")
     counts: dict[str, int] = {}
     for p in states:
         counts[p.status] = counts.get(p.status, 0) + 1
@@ -630,7 +617,7 @@ def runs(client: Client, limit: int, as_json: bool) -> None:  # fmt: skip
         took = (v.ended_at or time.time()) - v.started_at if v.started_at else None
         done = sum(1 for s in v.steps if s.status == "success")
         print(
-            f"{GLYPHS.get(v.status, '?')} {v.id}  {v.status:<8} {when}  "
+            f"{glyph(v.status)} {v.id}  {v.status:<8} {when}  "
             f"{format_duration(took):>8}  {done}/{len(v.steps)}  {v.trigger:<8} "
             f"{v.target}{' [' + v.partition + ']' if v.partition else ''}"
         )

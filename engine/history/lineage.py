@@ -29,6 +29,7 @@ from engine.authoring.partitions import InvalidPartitionKey
 from engine.errors import EngineError, PartitionError
 from engine.history.views import iso
 from engine.loading.manifest import AssetSpec, Manifest
+from engine.units import one_line
 
 CODE_CHANGED = "code changed"
 
@@ -459,7 +460,8 @@ def _line(node: LineageNode, downstream: bool) -> str:
     if node.code_changed:
         parts[-1] += " (changed since)"
     if node.params:
-        parts.append("params " + " ".join(f"{k}={v}" for k, v in node.params.items()))
+        # A value is data and may hold a newline: escaped, so the node stays one line.
+        parts.append("params " + " ".join(one_line(f"{k}={v}") for k, v in node.params.items()))
     if node.replaced:
         parts.append("replaced by a newer value")
     if node.stale:

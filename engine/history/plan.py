@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import PartitionError, SelectionError
+from engine.errors import EngineError, PartitionError, SelectionError
+from engine.units import control_character
 
 if TYPE_CHECKING:
     from engine.authoring.partitions import PartitionsDefinition
@@ -94,6 +95,23 @@ def validate_partition(
             raise PartitionError(f"asset {name!r}: {exc}") from None
 
 
+def check_params(params: dict[str, Any]) -> None:
+    """Refuse a parameter name with a control character: names are keys, printed inside one
+    line of text (`dagtop lineage`, the UI). Values are data and may hold anything; they are
+    escaped where they are printed.
+
+    Raises:
+        EngineError: a name contains one.
+    """
+    for name in params:
+        found = control_character(name) if isinstance(name, str) else None
+        if found is not None:
+            raise EngineError(
+                f"parameter name {name!r} contains a control character ({found})",
+                title="Bad parameter",
+            )
+
+
 def plan(
     manifest: Manifest, request: RunRequest, now: float | None = None
 ) -> tuple[Run, list[Step]]:
@@ -102,9 +120,11 @@ def plan(
     Raises:
         SelectionError: the selection or pipeline names nothing.
         PartitionError: the partition key does not fit the selected assets.
+        EngineError: a parameter name contains a control character.
     """
     from engine.storage.models import Run, Step  # storage costs ~0.3 s to import: only here
 
+    check_params(request.params)
     now = time.time() if now is None else now
     run_id = new_run_id()
     if request.pipeline is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,9 @@ class StepView:
     started_at: float | None
     ended_at: float | None
     upstream: tuple[str, ...]
-    metadata: dict[str, Any] | None = None  # what the step's materialization recorded
+    # What the step's materialization recorded; {} when it recorded nothing or made none (a
+    # `--json` step has the same keys and types whatever its state).
+    metadata: dict[str, Any] = field(default_factory=dict)
     host: str | None = None  # where its latest attempt ran
     worker: str | None = None  # "local", or the executor worker's address
 
@@ -212,7 +214,7 @@ def run_views(s: Any, runs: Sequence[Any]) -> list[RunView]:
                         started_at=st.started_at,
                         ended_at=st.ended_at,
                         upstream=tuple(json.loads(st.upstream)),
-                        metadata=metadata.get(st.key),
+                        metadata=metadata.get(st.key, {}),
                         host=placed.get((r.id, st.key), (None, None))[0],
                         worker=placed.get((r.id, st.key), (None, None))[1],
                     )

@@ -72,7 +72,13 @@ def describe_definitions(
             for s in m.schedules.values()
         ],
         "sensors": [
-            {"name": s.name, "path": s.path, "pattern": s.pattern, "target": s.target}
+            {
+                "name": s.name,
+                "path": s.path,
+                "pattern": s.pattern,
+                "target": s.target,
+                "settle": s.settle,
+            }
             for s in m.sensors.values()
         ],
         "errors": [

@@ -134,6 +134,7 @@ def describe(item: Any, module: str) -> tuple[str, dict[str, Any]]:
             "target": d.target_spec(item.target),
             "pattern": item.pattern,
             "recursive": item.recursive,
+            "settle": item.settle,
         }
     raise TypeError(f"unknown definition {item!r}")
 

@@ -128,6 +128,7 @@ class SensorSpec:
     target: dict[str, Any]
     pattern: str
     recursive: bool
+    settle: float = 1.0  # seconds a file must stay unchanged before it starts a run
 
 
 @dataclass(frozen=True, slots=True)

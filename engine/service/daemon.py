@@ -52,7 +52,6 @@ class Engine:
         schedules: Run the cron scheduler (off for tests that drive it directly).
         sensors: Run file sensors.
         watch: Reload pipelines when their files change.
-        sensor_settle: Seconds a dropped file must stay unchanged before it counts.
     """
 
     def __init__(
@@ -64,7 +63,6 @@ class Engine:
         schedules: bool = True,
         sensors: bool = True,
         watch: bool = True,
-        sensor_settle: float = 1.0,
     ) -> None:
         from engine.storage.db import database_url, open_db
 
@@ -85,7 +83,6 @@ class Engine:
         )
         self._admission = Admission(self.db, self.coordinator, limit=max(2, config.max_workers * 2))
         self._want_schedules, self._want_sensors, self._want_watch = schedules, sensors, watch
-        self._settle = sensor_settle
         self.scheduler: Any = None
         self.sensors: Any = None
         self.watcher: PipelineWatcher | None = None
@@ -136,9 +133,7 @@ class Engine:
         if self._want_sensors:
             from engine.automation.sensors import SensorRunner
 
-            self.sensors = SensorRunner(
-                self.db, self._record_run, self._start_run, settle=self._settle
-            )
+            self.sensors = SensorRunner(self.db, self._record_run, self._start_run)
             self.sensors.sync(self.manifest())
             self.sensors.start()
         if self._want_watch and self.paths.pipelines.is_dir():

@@ -10,6 +10,9 @@ Properties:
   home folder for any key; a real run of a StaticPartitions asset whose keys are hostile writes
   only inside the home folder and succeeds or fails with a clear one-line error.
 - `dagtop materialize --param ...` with hostile values never prints a traceback.
+- A key holding a control character (a static partition key, a key or a parameter name on the
+  command line, a group, schedule or sensor name) is refused with one line, so the text output
+  of `runs`, `partitions` and `lineage` keeps one line per item and cannot be spoofed.
 
 Known bugs are marked `xfail(strict=True)` with the reason; they pass the day the bug is fixed
 (and then fail as XPASS, so the mark gets removed).
@@ -45,6 +48,7 @@ from engine.executor import launch
 from engine.loading import loader
 from engine.loading.config import Paths
 from engine.loading.manifest import AssetSpec, Manifest
+from engine.units import control_character
 
 pytestmark = pytest.mark.serial
 
@@ -165,7 +169,7 @@ UNICODE_NAMES = ["données", "名前", "ñandú", "Ωmega", "straße", "день
 # Breakages that make the import itself fail, and those only cross-file validation sees.
 IMPORT_LEVEL = {
     "syntax", "raise", "sysexit", "keyboard", "exit", "bad_memory", "bad_timeout",
-    "bad_partitions", "bad_name", "close_fds",
+    "bad_partitions", "bad_name", "close_fds", "control_key",
 }  # fmt: skip
 VALIDATION_LEVEL = {
     "unknown_input", "cycle", "self_cycle", "duplicate", "bad_cron", "check_unknown",
@@ -230,9 +234,9 @@ def partitions_exprs(draw: st.DrawFn) -> str | None:
         zone = draw(st.sampled_from(ZONES))
         return f"HourlyPartitions(start={day.isoformat()!r}, timezone={zone!r})"
     if kind == "static":
-        # NUL is refused in a static key (it cannot travel in a file name or an environment
-        # variable): that case has a test of its own.
-        key_text = hostile_text.filter(lambda k: bool(k) and "\x00" not in k)
+        # A control character (NUL, a newline, ...) is refused in a static key: that case has
+        # tests of its own (and a breakage of its own below).
+        key_text = hostile_text.filter(lambda k: bool(k) and control_character(k) is None)
         keys = draw(st.lists(key_text, min_size=1, max_size=5, unique=True))
         return f"StaticPartitions({keys!r})"
     return None
@@ -329,6 +333,7 @@ def render(gf: GenFile, index: int) -> str:
         "keyboard": "raise KeyboardInterrupt\n",
         "exit": "os._exit(7)\n",
         "bad_partitions": "StaticPartitions(['same', 'same'])\n",
+        "control_key": "StaticPartitions(['fine', 'forged\\n✓ line'])\n",
         "bad_name": "asset(name='not an identifier')(lambda: 1)\n",
         "unknown_input": (
             ""
@@ -621,7 +626,7 @@ def _prepare(home: Path, key: str, params: dict[str, object]) -> launch.Launch:
 @example("../../../../etc", "../../etc")
 @example("/etc/passwd", "/etc/passwd")
 @example("a b", "\x00")
-@given(hostile_text.filter(lambda k: bool(k) and "\x00" not in k), hostile_text)
+@given(hostile_text.filter(lambda k: bool(k) and control_character(k) is None), hostile_text)
 def test_the_paths_a_launch_builds_stay_in_the_home_folder(key: str, value: str) -> None:
     home = Path("/srv/dagtop/project/.dagtop")
     built = _prepare(home, key, {"path": value, value: key})
@@ -651,9 +656,38 @@ def test_a_launch_environment_can_be_passed_to_exec() -> None:
     assert all("\x00" not in k + v for k, v in env.items())
 
 
-def test_a_nul_in_a_static_key_is_refused_where_it_is_written() -> None:
-    with pytest.raises(ValueError, match="NUL"):
-        StaticPartitions(["fine", "a\x00b"])
+# Keys that would break a line of `dagtop runs` or `partitions` (or forge one), start a terminal
+# escape sequence, or cannot travel in a file name or an environment variable (NUL).
+CONTROL_KEYS = [
+    "line\nbreak",
+    "forged\n✓ 0123456789ab  success",
+    "\r\n",
+    "tab\there",
+    "esc\x1b[2Jclear",
+    "a\x00b",
+    "del\x7f",
+    "c1\x85",
+    "para\u2029graph",
+]
+
+
+@pytest.mark.parametrize("key", CONTROL_KEYS, ids=lambda k: repr(k)[:20])
+def test_a_control_character_in_a_static_key_is_refused_where_it_is_written(key: str) -> None:
+    with pytest.raises(ValueError, match="control character") as caught:
+        StaticPartitions(["fine", key])
+    assert "\n" not in str(caught.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hostile_text.filter(bool))
+def test_a_static_key_is_refused_exactly_when_it_holds_a_control_character(key: str) -> None:
+    try:
+        StaticPartitions([key])
+    except ValueError as exc:
+        assert control_character(key) is not None, exc
+        assert "\n" not in str(exc)
+    else:
+        assert control_character(key) is None
 
 
 # --- real runs with hostile static keys -----------------------------------------------------------
@@ -664,14 +698,12 @@ RUN_KEYS = [
     "/etc/passwd",
     "x" * 10_000,
     "日本語 ☃",
-    "line\nbreak",
     "-rf",
     "CON",
     "nul.txt",
     "a\\..\\b",
     "~",
 ]
-NUL_KEY = "a\x00b"
 HOSTILE_PIPELINE = """\
 from engine import StaticPartitions, asset
 
@@ -746,13 +778,18 @@ def test_a_run_with_a_hostile_static_key_stays_in_the_home_folder(
     _check_run(root, client, key)
 
 
-def test_a_pipeline_with_a_nul_static_key_is_a_clear_load_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", CONTROL_KEYS[:3] + ["a\x00b"], ids=lambda k: repr(k)[:20])
+def test_a_pipeline_with_a_control_character_in_a_static_key_is_a_clear_load_error(
+    tmp_path: Path, key: str
+) -> None:
     from engine.client import Client
 
-    home, pipelines = _project(tmp_path, ["fine", NUL_KEY])
-    manifest = Client(home, pipelines).load()
+    home, pipelines = _project(tmp_path, ["fine", key])
+    manifest = Client(home, pipelines).load()  # through the real loader child
     (error,) = manifest.errors.values()
-    assert "NUL" in error.message and "hostile" not in manifest.assets
+    assert error.file == "hostile.py" and error.line == 6, error  # the @asset(...) line
+    assert "control character" in error.message and "\n" not in error.message
+    assert "hostile" not in manifest.assets
 
 
 # --- params through the command line --------------------------------------------------------------
@@ -867,5 +904,100 @@ def test_an_unknown_hostile_partition_is_one_line_and_exit_2(cli_project: Path) 
 
 
 def test_hostile_keys_get_distinct_folders_even_on_case_insensitive_disks() -> None:
-    keys = set([*RUN_KEYS, NUL_KEY, *HOSTILE, "con", "Con", "A", "a", "..", "..."])
+    keys = set([*RUN_KEYS, *CONTROL_KEYS, *HOSTILE, "con", "Con", "A", "a", "..", "..."])
     assert len({safe_key(k).casefold() for k in keys}) == len(keys)
+
+
+# --- control characters in keys -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["materialize", "hostile", "--partition=a\nb"],
+        ["materialize", "hostile", "--partition=-rf\x1b[2J"],
+        ["backfill", "hostile", "--partitions=-rf,forged\n✓ line"],
+        ["backfill", "hostile", "--from=-rf", "--to=a\rb"],
+        ["lineage", "hostile", "--partition=a\u2028b"],
+        ["materialize", "echo", "--param=a\nb=1"],
+        ["run", "nope", "--param=k\x1b[31m=1"],
+    ],
+    ids=["newline", "escape", "backfill-keys", "backfill-range", "lineage", "param", "run-param"],
+)
+def test_a_control_character_in_a_key_on_the_command_line_is_one_line_and_exit_2(
+    cli_project: Path, args: list[str]
+) -> None:
+    done = dagtop(cli_project, *args)
+    assert done.returncode == 2, done
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "control character" in line, line
+    assert control_character(line) is None
+
+
+def test_text_output_keeps_one_line_per_run_partition_and_lineage_node(cli_project: Path) -> None:
+    # A parameter's value may hold anything (a query, a JSON document): it is data, kept as
+    # given, and escaped where it is printed inside a line.
+    note = "line one\n✓ forged line\x1b[2J"
+    done = dagtop(cli_project, "materialize", "echo", f"--param=note={note}", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["params"]["note"] == note
+    lineage = dagtop(cli_project, "lineage", "echo")
+    assert lineage.returncode == 0, lineage.stderr
+    (line,) = lineage.stdout.splitlines()
+    assert "note=line one\\n✓ forged line\\x1b[2J" in line
+
+    for key in ("-rf", "../../etc"):
+        assert dagtop(cli_project, "materialize", "hostile", f"--partition={key}").returncode == 0
+    runs = json.loads(dagtop(cli_project, "runs", "--limit", "1000", "--json").stdout)
+    text = dagtop(cli_project, "runs", "--limit", "1000").stdout.splitlines()
+    assert len(text) == len(runs) and all(control_character(t) is None for t in text)
+    partitions = dagtop(cli_project, "partitions", "hostile").stdout.splitlines()
+    assert len(partitions) == 3 + 1  # a line per key, and the counts
+
+
+def test_a_static_key_that_would_forge_a_line_of_output_is_a_load_error(tmp_path: Path) -> None:
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "spoof.py").write_text(
+        "from engine import StaticPartitions, asset\n\n\n"
+        "@asset(partitions=StaticPartitions(['eu', 'us\\n✓ forged        materialized']))\n"
+        "def spoof():\n    return 1\n"
+    )
+    check = dagtop(tmp_path, "check")
+    assert check.returncode == 1
+    (line,) = [t for t in check.stdout.splitlines() if "spoof.py" in t]
+    assert line.startswith("✗ spoof.py:4 ") and "control character" in line, line
+    partitions = dagtop(tmp_path, "partitions", "spoof")
+    assert "forged" not in partitions.stdout
+    assert partitions.returncode == 2 and len(partitions.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "what"),
+    [
+        ("@asset(group='a\\nb')\ndef x():\n    return 1\n", "group"),
+        (
+            "@asset\ndef x():\n    return 1\n\n\nschedule('@daily', 'x', name='s\\x1b')\n",
+            "schedule",
+        ),
+        ("@asset\ndef x():\n    return 1\n\n\nfile_sensor('in\\nbox', '.', 'x')\n", "sensor"),
+        ("@asset\ndef x():\n    return 1\n\n\nfile_sensor('inbox', 'a\\rb', 'x')\n", "folder"),
+        (
+            "@asset\ndef x():\n    return 1\n\n\n"
+            "@check(asset='x', name='c\\nd')\ndef c(x):\n    return True\n",
+            "check",
+        ),
+    ],
+    ids=["group", "schedule", "sensor", "folder", "check"],
+)
+def test_a_name_that_is_printed_one_per_line_refuses_control_characters(
+    tmp_path: Path, code: str, what: str
+) -> None:
+    root = _write(
+        tmp_path / "pipelines",
+        {"names.py": "from engine import asset, check, file_sensor, schedule\n\n\n" + code},
+    )
+    manifest = _load(root)
+    error = manifest.errors["names.py"]
+    assert error.kind == "definition" and "control character" in error.message, error
+    assert what in error.message and "\n" not in error.message and error.line, error

@@ -443,10 +443,28 @@ def test_static_unknown_key_suggests_close_keys() -> None:
 
 
 def test_static_unknown_key_message_stays_short_and_one_line() -> None:
-    parts = StaticPartitions([f"k{i}" for i in range(100)] + ["new\nline"])
+    parts = StaticPartitions([f"k{i}" for i in range(100)] + ["right\u202eleft"])
+    with pytest.raises(InvalidPartitionKey) as excinfo:
+        parts.validate_key("zzzzzzzzzz")
+    assert "and 91 more" in error_message(excinfo)
     with pytest.raises(InvalidPartitionKey) as excinfo:
         parts.validate_key("zzzzzzzz\nzz")
-    assert "and 91 more" in error_message(excinfo)
+    assert "control character (\\n)" in error_message(excinfo)
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [StaticPartitions(["eu", "us"]), DailyPartitions("2025-01-01"), HourlyPartitions("2025-01-01")],
+    ids=["static", "daily", "hourly"],
+)
+def test_a_key_with_a_control_character_is_refused_by_every_kind(
+    parts: PartitionsDefinition,
+) -> None:
+    for key in ("eu\n", "2025-01-02\n", "2025-01-02-00:00\r", "\x1b[2J"):
+        with pytest.raises(InvalidPartitionKey, match="control character"):
+            parts.validate_key(key, now=FAR_FUTURE)
+        with pytest.raises(InvalidPartitionKey, match="control character"):
+            parts.keys_between(parts.keys(now=FAR_FUTURE)[0], key, now=FAR_FUTURE)
 
 
 # --- keys_between -------------------------------------------------------------------------------
@@ -783,7 +801,8 @@ def test_describe() -> None:
     assert StaticPartitions(["eu", "us", "apac"]).describe() == "StaticPartitions: eu, us, apac"
     many = StaticPartitions([f"k{i}" for i in range(25)])
     assert many.describe().endswith("k9 and 15 more")
-    assert StaticPartitions(["a\nb"]).describe() == "StaticPartitions: 'a\\nb'"
+    # A key cannot hold a control character; one that does not print as itself is escaped.
+    assert StaticPartitions(["a\u202eb"]).describe() == "StaticPartitions: 'a\\u202eb'"
 
 
 def test_repr_round_trips_through_the_constructor() -> None:

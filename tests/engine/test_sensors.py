@@ -31,7 +31,7 @@ from tests.postgres import BACKENDS, database_for
 SETTLE = 0.2
 QUIET = SETTLE * 3  # long enough for a settled candidate to be claimed if it were one
 
-PIPELINE = """
+PIPELINE = f"""
 from engine import DailyPartitions, Pipeline, asset, file_sensor, task
 
 
@@ -52,12 +52,12 @@ with Pipeline("load_tasks") as load_tasks:
         return context.params["path"]
 
 
-file_sensor("inbox", path="inbox", target="ingest", pattern="*.csv")
-file_sensor("anything", path="anybox", target=ingest)
-file_sensor("deep", path="tree", target="ingest", pattern="*.csv", recursive=True)
-file_sensor("shallow", path="tree", target="ingest", pattern="*.csv")
-file_sensor("partitioned", path="badbox", target="daily")
-file_sensor("tasks", path="taskbox", target=load_tasks)
+file_sensor("inbox", path="inbox", target="ingest", pattern="*.csv", settle={SETTLE})
+file_sensor("anything", path="anybox", target=ingest, settle={SETTLE})
+file_sensor("deep", path="tree", target="ingest", pattern="*.csv", recursive=True, settle={SETTLE})
+file_sensor("shallow", path="tree", target="ingest", pattern="*.csv", settle={SETTLE})
+file_sensor("partitioned", path="badbox", target="daily", settle={SETTLE})
+file_sensor("tasks", path="taskbox", target=load_tasks, settle={SETTLE})
 """
 
 
@@ -76,7 +76,7 @@ class Project:
         def record_run(session: Any, request: Any) -> str:
             return record(session, self.manifest, request)
 
-        runner = SensorRunner(self.db, record_run, self.started.append, settle=SETTLE)
+        runner = SensorRunner(self.db, record_run, self.started.append)
         self.runners.append(runner)
         if start:
             runner.start()
@@ -256,6 +256,30 @@ def test_odd_file_names_pass_through_intact(project: Project) -> None:
         (inbox / name).write_text(name)
     wait_for(lambda: len(project.started) >= len(names), what="one run per file")
     assert sorted(project.paths()) == sorted(str(inbox / n) for n in names)
+
+
+def test_a_file_whose_name_holds_a_control_character_is_skipped_with_one_log_line(
+    project: Project, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its path would be the run's `path` param, printed in lineage and logs: a newline there
+    # could forge a line. Such a file starts nothing, is said once, and stops nothing else.
+    caplog.set_level(logging.INFO, logger="engine.automation.sensors")
+    monkeypatch.setattr(SensorRunner, "rescan_interval", SETTLE)  # rescans see them again
+    project.runner()
+    inbox = project.folder("inbox")
+    bad = ["line\nbreak.csv", "forged\n✓ 1.csv", "esc\x1b[2J.csv", "tab\there.csv", "cr\r.csv"]
+    for name in bad:
+        (inbox / name).write_text("x")
+    (inbox / "fine.csv").write_text("ok")
+    wait_for(lambda: project.started, what="a run for the file with a plain name")
+    time.sleep(SETTLE * 5)  # several rescans
+    assert project.paths() == [str(inbox / "fine.csv")]
+    assert [r.path for r in project.cursor()] == [str(inbox / "fine.csv")]
+    said = [r.getMessage() for r in caplog.records if "control character" in r.getMessage()]
+    assert len(said) == len(bad), said
+    assert all("\n" not in m and "\r" not in m and "\x1b" not in m for m in said), said
+    (inbox / "later.csv").write_text("the sensor still runs")
+    wait_for(lambda: len(project.started) == 2, what="a run for a later file")
 
 
 # --- versions and restarts --------------------------------------------------------------------
@@ -493,3 +517,110 @@ def test_sync_follows_the_manifest_when_sensors_change(project: Project) -> None
     assert "anything" not in {s.name for s in runner.status()}
     with pytest.raises(EngineError):
         runner.set_enabled("anything", False)
+
+
+# --- settle time ------------------------------------------------------------------------------
+
+SLOW_COPY = """
+from engine import asset, file_sensor
+
+
+@asset
+def landed(context):
+    with open(context.params["path"]) as fh:
+        text = fh.read()
+    context.add_metadata({"text": text})
+    return text
+
+
+file_sensor("slow_copy", path="inbox", target="landed", settle=3)
+"""
+
+
+@pytest.mark.serial
+def test_a_copy_that_pauses_past_the_default_settle_starts_one_run_on_the_whole_file(
+    tmp_path: Path,
+) -> None:
+    from engine.client import Client
+    from engine.loading.config import load_config, resolve_paths
+    from engine.service.daemon import Engine
+
+    (tmp_path / "pipelines" / "inbox").mkdir(parents=True)
+    (tmp_path / "pipelines" / "copy.py").write_text(SLOW_COPY)
+    paths = resolve_paths(tmp_path / "home", tmp_path / "pipelines")
+    engine = Engine(paths, load_config(paths.project), schedules=False, watch=False)
+    engine.start()
+    try:
+        client = Client(tmp_path / "home", tmp_path / "pipelines")
+        client.attach(engine)
+        assert engine.manifest().sensors["slow_copy"].settle == 3.0
+        head, tail = "id,amount\n1,10\n", "2,20\n3,30\n"
+        with (tmp_path / "pipelines" / "inbox" / "orders.csv").open("w") as fh:
+            fh.write(head)
+            fh.flush()
+            time.sleep(1.5)  # longer than the default settle of 1 s, shorter than settle=3
+            fh.write(tail)
+        last_write = time.time()
+        runs = wait_for(
+            lambda: [r for r in client.runs(10) if r.finished], timeout=15, what="a finished run"
+        )
+        time.sleep(1.5)  # a second run, if the first half had started one, would be here by now
+        runs = client.runs(10)
+        assert len(runs) == 1, [(r.id, r.steps[0].metadata) for r in runs]
+        (run,) = runs
+        assert run.status == "success" and run.steps[0].metadata == {"text": head + tail}
+        # The sensor's own settle, not the default: no run before 3 s of quiet.
+        assert run.created_at - last_write >= 3.0 - 0.1
+    finally:
+        engine.stop()
+
+
+BAD_SETTLE = """from engine import asset, file_sensor
+
+
+@asset
+def landed():
+    return 1
+
+
+file_sensor("drops", path=".", target="landed", settle={settle})
+"""
+
+
+@pytest.mark.parametrize(
+    "settle", ["0", "-1", "'3'", "float('nan')", "float('inf')", "True", "None", "[1]"]
+)
+def test_a_bad_settle_is_a_load_error_naming_the_file_and_line(tmp_path: Path, settle: str) -> None:
+    (tmp_path / "drops.py").write_text(BAD_SETTLE.format(settle=settle))
+    manifest = load(tmp_path)  # through the real loader child
+    err = manifest.errors["drops.py"]
+    assert err.line == 9, err
+    assert "'drops'" in err.message and "settle" in err.message and "\n" not in err.message
+    assert "drops" not in manifest.sensors
+
+
+@pytest.mark.serial
+def test_list_shows_each_sensors_settle_time(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "pipelines" / "inbox").mkdir(parents=True)
+    (tmp_path / "pipelines" / "copy.py").write_text(
+        SLOW_COPY.replace("settle=3", "settle=2.5")
+        + 'file_sensor("quick", path="inbox", target="landed")\n'
+    )
+    (tmp_path / "pipelines" / "broken.py").write_text(BAD_SETTLE.format(settle="-1"))
+    base = [str(Path(sys.executable).with_name("dagtop")), "--home", str(tmp_path / "home"),
+            "--pipelines", str(tmp_path / "pipelines")]  # fmt: skip
+
+    def dagtop(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
+
+    data = json.loads(dagtop("list", "--json").stdout)
+    assert {s["name"]: s["settle"] for s in data["sensors"]} == {"slow_copy": 2.5, "quick": 1.0}
+    text = dagtop("list").stdout
+    assert "settle 2.5 s" in text and "settle 1 s" in text
+    check = dagtop("check")
+    assert check.returncode == 1
+    (line,) = [line for line in check.stdout.splitlines() if "broken.py" in line]
+    assert line.startswith("✗ broken.py:9 ") and "settle must be" in line, line

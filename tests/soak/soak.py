@@ -71,7 +71,7 @@ TERMINAL_ATTEMPT = {"success", "failed", "canceled"}
 MODES = ("ok", "ok", "ok", "ok", "fail", "flaky", "timeout", "memory", "exit", "noisy")
 LOCKED = "database is locked"
 RSS_LIMIT = 0.20  # the daemon's RSS may grow by at most this fraction
-SENSOR_SETTLE = 1.0  # the daemon's default settle time (engine.service.daemon.Engine)
+SENSOR_SETTLE = 1.0  # file_sensor's default settle time (soak_pipeline.py sets none)
 NAME_PARTS = [
     "orders", "report", "données", "日本語", "файл", "emoji🐍", "a b", "  spaced  ", "semi;colon",
     "quote'd", 'dq"x', "$HOME", "star*", "[brackets]", "per%cent", "tab\tin", "ñandú", "zero0",

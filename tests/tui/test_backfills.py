@@ -107,7 +107,7 @@ async def test_rows_show_status_progress_and_update_live(fake: PartitionsClient)
         assert cell(screen, "b3running0001", "status") == "◐ running"
         assert "12/31  ✗1 ◐4 …14" in cell(screen, "b3running0001", "progress")
         assert cell(screen, "b3running0001", "selection") == "orders*"
-        assert cell(screen, "b2failed00001", "took") == "1:01"
+        assert cell(screen, "b2failed00001", "took") == "1m 01s"
         fake.items[0] = backfill(
             "b3running0001", "success", {"success": 31}, days(1, 31), age=42, took=40
         )

@@ -137,7 +137,7 @@ async def test_matrix_shows_group_rows_keys_and_statuses(fake: PartitionsClient)
         lines = [matrix.render_line(y).text for y in range(4)]
         assert "Jan 2025" in lines[0]
         assert lines[1].split()[:3] == ["01", "02", "03"]
-        assert "✗" in lines[3] and "◧" in lines[3] and "□" in lines[3] and "■" in lines[3]
+        assert "✗" in lines[3] and "◧" in lines[3] and "□" in lines[3] and "✓" in lines[3]
 
 
 async def test_shift_arrows_select_a_range_and_b_prefills_the_dialog(

@@ -18,20 +18,17 @@ from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
 from engine.errors import EngineError
+from engine.units import glyph
 from tui.screens.backfill import clock_now, report_error, span
 from tui.screens.backfills import sync_table
 from tui.widgets.footer import KeyFooter
 from tui.widgets.table import Table
 
-RUN_GLYPHS = {
-    "success": "✓",
-    "failed": "✗",
-    "running": "◐",
-    "queued": "…",
-    "canceled": "■",
-    "skipped": "⊘",  # a tick that started nothing (its previous run was still going)
-    "started": "▶",  # a tick that started a run whose status is not known (yet)
-}
+# A tick's run, or "skipped" (a tick that started nothing: its previous run was still going)
+# or "started" (a tick that started a run whose status is not known yet).
+RUN_STATUSES = frozenset(
+    {"success", "failed", "running", "queued", "canceled", "skipped", "started"}
+)
 RUN_STYLES = {"success": "green", "failed": "red", "running": "yellow", "canceled": "dim"}
 _FINISHED = frozenset({"success", "failed", "canceled"})
 
@@ -121,8 +118,8 @@ def _render(column: str, value: str) -> Any:
         return Text(f"{'●' if on_ else '○'} {value}", style="green" if on_ else "dim")
     if column == "run":
         status = value.split(" ", 1)[0].rstrip(":")
-        if status in RUN_GLYPHS:
-            return Text(f"{RUN_GLYPHS[status]} {value}", style=RUN_STYLES.get(status, ""))
+        if status in RUN_STATUSES:
+            return Text(f"{glyph(status)} {value}", style=RUN_STYLES.get(status, ""))
         return Text(f"· {value}", style="dim")
     return Text(value)  # never markup: paths and file names may hold brackets
 

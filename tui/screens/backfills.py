@@ -15,11 +15,11 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
+from engine.units import GLYPHS, format_duration, glyph
 from tui.screens.backfill import clock_now, report_error, span
 from tui.widgets.footer import KeyFooter
 from tui.widgets.table import Table
 
-STATUS_GLYPHS = {"running": "◐", "success": "✓", "failed": "✗", "canceled": "■"}
 STATUS_STYLES = {"running": "yellow", "success": "green", "failed": "red", "canceled": "dim"}
 _PARTIAL = " ▏▎▍▌▋▊▉"
 # What matters most comes first, so a narrow terminal scrolls only the details off screen.
@@ -51,10 +51,8 @@ def progress_bar(counts: dict[str, int], total: int, width: int = 10) -> str:
     bar = "█" * full + (_PARTIAL[part] if part else "")
     bar += "·" * (width - len(bar))
     parts = [f"{bar}  {done}/{total}"]
-    tail = []
-    for glyph, n in (("✗", failed), ("■", canceled), ("◐", running), ("…", queued)):
-        if n:
-            tail.append(f"{glyph}{n}")
+    counted = {"failed": failed, "canceled": canceled, "running": running, "queued": queued}
+    tail = [f"{GLYPHS[status]}{n}" for status, n in counted.items() if n]
     if tail:
         parts.append(" ".join(tail))
     return "  ".join(parts)
@@ -80,12 +78,6 @@ def _info_range(info: dict[str, Any]) -> str:
     if keys is not None:
         return key_range(list(keys))
     return span_of(info.get("first"), info.get("last"), int(info.get("total", 0)))
-
-
-def _clock(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def sync_table(
@@ -211,18 +203,17 @@ class BackfillsScreen(Screen[None]):
             _info_range(info),
             ", ".join(info.get("selection", [])),
             f"{span(now - created)} ago",
-            _clock((ended or now) - created),
+            format_duration((ended or now) - created),
             str(info.get("max_parallel", "")),
         )
 
     def _render_cell(self, column: str, value: str) -> Any:
         if column == "status":
-            return Text(
-                f"{STATUS_GLYPHS.get(value, '?')} {value}", style=STATUS_STYLES.get(value, "")
-            )
+            return Text(f"{glyph(value)} {value}", style=STATUS_STYLES.get(value, ""))
         if column == "progress":
             bar, _, rest = value.partition("  ")
-            colour = "red" if "✗" in rest else "dim" if "■" in rest else "green"
+            failed, canceled = GLYPHS["failed"] in rest, GLYPHS["canceled"] in rest
+            colour = "red" if failed else "dim" if canceled else "green"
             return Text.assemble((bar, colour), "  ", rest)
         return Text(value)  # never markup: keys and asset names may hold brackets
 

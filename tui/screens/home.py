@@ -86,7 +86,7 @@ def error_renderable(error: FileError, source: str | None = None) -> RenderableT
     the source around the failing line."""
     kind = ERROR_KINDS.get(error.kind, error.kind.replace("-", " ").capitalize())
     where = f", line {error.line}" if error.line else ""
-    head = Text.assemble(("✗ ", "bold red"), (kind, "bold red"), f" in {error.file}{where}")
+    head = Text.assemble((f"{glyph('failed')} {kind}", "bold red"), f" in {error.file}{where}")
     parts: list[RenderableType] = [head, Text(error.message, "bold"), Text("")]
     if error.traceback:
         trace = Text()

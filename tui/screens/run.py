@@ -30,11 +30,12 @@ from textual.worker import Worker, WorkerState
 
 from engine.client import AttemptView, RunView, SampleView, StepView
 from engine.errors import EngineError, RunNotFound
+from engine.units import format_bytes, format_duration
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets import STYLES, glyph
 from tui.widgets.footer import KeyFooter
 from tui.widgets.log_view import LogView
-from tui.widgets.resources import ResourceGauge, format_bytes
+from tui.widgets.resources import ResourceGauge
 from tui.widgets.table import Table
 from tui.widgets.timeline import Lane, Segment, Timeline
 
@@ -50,21 +51,6 @@ FOOTER_DEPENDS_ON = (
 
 def fmt_clock(ts: float | None) -> str:
     return "–" if ts is None else time.strftime("%H:%M:%S", time.localtime(ts))
-
-
-def fmt_elapsed(seconds: float) -> str:
-    """0:09, 12:31, 1:02:03 (the header's running time)."""
-    total = max(0, int(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def fmt_duration(seconds: float | None) -> str:
-    """0.4 s, 12.3 s, 1:02, 1:02:03 (a step's time in the table)."""
-    if seconds is None:
-        return ""
-    return f"{seconds:.1f} s" if seconds < 60 else fmt_elapsed(seconds)
 
 
 def short_reason(reason: str | None, width: int = REASON_WIDTH) -> str:
@@ -360,9 +346,9 @@ class RunScreen(Screen[None]):
         out.append(f"{glyph(status)} {status}", STYLES.get(status, ""))
         start = run.started_at or run.created_at
         if status in ACTIVE:
-            out.append(f" {fmt_elapsed(self.now() - start)}")
+            out.append(f" {format_duration(self.now() - start)}")
         elif run.ended_at is not None:
-            out.append(f" in {fmt_elapsed(run.ended_at - start)}")
+            out.append(f" in {format_duration(run.ended_at - start)}")
         _update(title, out)
         parts = Text()
         if status in ACTIVE:
@@ -387,7 +373,7 @@ class RunScreen(Screen[None]):
             "glyph": Text(glyph(s.status), style=STYLES.get(s.status, "")),
             "step": s.key,
             "try": f"{s.attempts}/{s.max_attempts}" if s.attempts else "–",
-            "time": fmt_duration(elapsed),
+            "time": format_duration(elapsed) if elapsed is not None else "",
             "rss": format_bytes(peak_rss) if peak_rss else "",
             "cpu": f"{s.cpu_seconds:.1f} s" if s.cpu_seconds is not None else "",
             "reason": Text(
@@ -718,4 +704,4 @@ def _cell_text(value: object) -> str:
     return value.plain if isinstance(value, Text) else str(value)
 
 
-__all__ = ["RunScreen", "default_step", "fmt_duration", "fmt_elapsed"]
+__all__ = ["RunScreen", "default_step"]

@@ -1,25 +1,15 @@
-"""Widgets shared by dagtop's screens, and the one table of status glyphs they all use.
+"""Widgets shared by dagtop's screens, and the colours of the status glyphs they all use.
 
-The glyph alone must say what happened (colour-blind users, no-colour terminals); the colour,
-set by the `status-*` classes in app.tcss or the widgets' component classes, only repeats it.
+The glyphs are the product's own (`engine.units.GLYPHS`, the same in the CLI). The glyph alone
+must say what happened (colour-blind users, no-colour terminals); the colour, set by the
+`status-*` classes in app.tcss or the widgets' component classes, only repeats it.
 """
 
 from __future__ import annotations
 
 from rich.text import Text
 
-GLYPHS: dict[str, str] = {
-    "success": "✓",
-    "failed": "✗",
-    "running": "◐",
-    "queued": "…",
-    "retrying": "↻",
-    "skipped": "⊘",
-    "canceled": "■",
-    "stale": "◧",
-    "never": "·",
-}
-"""Status → glyph. Anything unknown shows as `?`, never as a plausible state."""
+from engine.units import GLYPHS, glyph
 
 STYLES: dict[str, str] = {
     "success": "green",
@@ -38,15 +28,9 @@ PARTITIONED = "▦"
 IN_FLIGHT = frozenset({"queued", "running", "retrying"})
 
 
-def glyph(status: str | None) -> str:
-    """The glyph of a run or step status (`None` means never run)."""
-    return GLYPHS.get(status or "never", "?")
-
-
 def status_text(status: str | None, text: str = "") -> Text:
     """`glyph text` as Rich Text, the glyph coloured by status."""
-    key = status or "never"
-    out = Text(GLYPHS.get(key, "?"), style=STYLES.get(key, ""))
+    out = Text(glyph(status), style=STYLES.get(status or "never", ""))
     if text:
         out.append(" ")
         out.append(text)

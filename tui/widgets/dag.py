@@ -29,7 +29,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tui.widgets import GLYPHS, PARTITIONED, shorten
+from tui.widgets import GLYPHS, PARTITIONED, STYLES, glyph, shorten
 
 MAX_LABEL = 28
 """Longest node name drawn in full; longer ones end with an ellipsis."""
@@ -455,7 +455,7 @@ class DagView(ScrollView, can_focus=True):
         "dag--edge",
         "dag--selected",
         "dag--check",
-        *(f"dag--{status}" for status in GLYPHS),
+        *(f"dag--{status}" for status in STYLES),
     }
 
     selected: reactive[str | None] = reactive(None, init=False)
@@ -589,13 +589,13 @@ class DagView(ScrollView, can_focus=True):
             status = self.statuses.get(key) or "never"
             rel = row - box.y
             if rel < 3:
-                style = self._style(status if status in GLYPHS else "failed")
+                style = self._style(status if status in STYLES else "failed")
                 if key == self.selected:
                     # Reverse when focused; only bold when another pane has the keys.
                     style += self._style("selected") if self.has_focus else Style(bold=True)
                 part = line[box.x : box.x + box.width]
                 if rel == 1:
-                    part = part[:2] + GLYPHS.get(status, "?") + part[3:]
+                    part = part[:2] + glyph(status) + part[3:]
                 segments.append(Segment(part, style))
                 x = box.x + box.width
             else:

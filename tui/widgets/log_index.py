@@ -125,13 +125,4 @@ def clean(raw: bytes) -> str:
     return _CONTROL.sub("", text)
 
 
-def human_size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if round(value, 1) < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-__all__ = ["Kind", "LineIndex", "clean", "human_size", "preview_index"]
+__all__ = ["Kind", "LineIndex", "clean", "preview_index"]

@@ -52,7 +52,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.worker import get_current_worker
 
-from tui.widgets.log_index import Kind, LineIndex, clean, human_size, preview_index
+from engine.units import format_bytes
+from tui.widgets.log_index import Kind, LineIndex, clean, preview_index
 
 CHUNK = 4 << 20  # bytes read per step of the indexer (each step holds the GIL ~5 ms at most)
 SMALL_FILE = 8 << 20  # files up to this size are indexed before the first paint
@@ -704,7 +705,7 @@ class LogView(ScrollView, can_focus=True):
         # Colours a program printed itself (ANSI escapes) are kept.
         text = Text.from_ansi(plain, no_wrap=True) if "\x1b" in plain else Text(plain, no_wrap=True)
         if length > len(raw):
-            text.append(f" … ({human_size(length)} line)", "italic")
+            text.append(f" … ({format_bytes(length)} line)", "italic")
         self._texts[i] = text
         return text
 

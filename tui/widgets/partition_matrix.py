@@ -21,16 +21,16 @@ from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
-GLYPHS: dict[str, str] = {
-    "materialized": "■",
-    "stale": "◧",
-    "failed": "✗",
-    "running": "◐",
-    "missing": "□",
-}
-"""Each status has a glyph of its own, so the matrix reads without colour."""
+from engine.units import GLYPHS as _PRODUCT_GLYPHS
 
-UNKNOWN_GLYPH = "·"
+GLYPHS: dict[str, str] = {
+    status: _PRODUCT_GLYPHS[status]
+    for status in ("materialized", "stale", "failed", "running", "missing")
+}
+"""A partition's statuses and their glyphs (the product's own, as in `dagtop partitions`):
+each has a glyph of its own, so the matrix reads without colour."""
+
+UNKNOWN_GLYPH = _PRODUCT_GLYPHS["never"]
 """A cell whose status has not been loaded yet."""
 
 # A grouped cell shows its worst key. A failure anywhere must stay visible in a month cell, and

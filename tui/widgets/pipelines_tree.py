@@ -13,7 +13,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Tree
 from textual.widgets.tree import TreeNode
 
-from tui.widgets import PARTITIONED, STYLES, shorten, status_text
+from tui.widgets import PARTITIONED, STYLES, glyph, shorten, status_text
 
 if TYPE_CHECKING:  # types only: at run time the UI reaches the engine through engine.client
     from engine.loading.manifest import Manifest
@@ -99,7 +99,7 @@ class PipelinesTree(Tree[NodeRef]):
     def _add_file(self, manifest: Manifest, file: str) -> None:
         error = manifest.errors.get(file)
         if error is not None:
-            label = Text("✗ ", STYLES["failed"]) + Text(file, "red")
+            label = Text(f"{glyph('failed')} ", STYLES["failed"]) + Text(file, "red")
             self.root.add_leaf(label, NodeRef("broken", file, file))
             return
         groups: dict[str, list[str]] = {}

@@ -9,21 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Label, Sparkline
 
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
-
-
-def format_bytes(n: float | None) -> str:
-    """1536 -> "1.5 KiB"; one decimal below 10 of a unit, none above; "–" when unknown."""
-    if n is None:
-        return "–"
-    value = float(n)
-    for unit in _UNITS:
-        if abs(value) < 1024 or unit == _UNITS[-1]:
-            if unit == "B":
-                return f"{int(value)} B"
-            return f"{value:.1f} {unit}" if abs(value) < 10 else f"{value:.0f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+from engine.units import format_bytes
 
 
 def format_percent(p: float | None) -> str:
@@ -60,7 +46,7 @@ class ResourceGauge(Horizontal):
         yield Label("–", classes="gauge--value")
 
     def text(self) -> str:
-        """The latest value, with the limit when one is known (`612 MiB / 2.0 GiB`)."""
+        """The latest value, with the limit when one is known (`612.0 MiB / 2.0 GiB`)."""
         if not self.values:
             return "–"
         fmt = format_bytes if self.unit == "bytes" else format_percent
@@ -85,8 +71,8 @@ class ResourceGauge(Horizontal):
         value = self.query_one(".gauge--value", Label)
         text, shown = self.text(), str(value.content)
         if text != shown:
-            # As wide as before (`612 MiB` -> `615 MiB`): a repaint, not a layout of the screen.
+            # As wide as before (`612.0 MiB` -> `615.3 MiB`): a repaint, not a layout.
             value.update(text, layout=len(text) != len(shown))
 
 
-__all__ = ["ResourceGauge", "format_bytes", "format_percent"]
+__all__ = ["ResourceGauge", "format_percent"]

@@ -12,6 +12,7 @@ from textual.message import Message
 from textual.widgets.data_table import RowDoesNotExist
 
 from engine.client import RunView
+from engine.units import format_duration
 from tui.widgets import IN_FLIGHT, STYLES, glyph, shorten
 from tui.widgets.table import Table
 
@@ -21,7 +22,7 @@ KEEP = 2_000
 """Runs kept in memory for filtering, beyond the rows shown."""
 TARGET_WIDTH = 48
 """Widest target (+ partition) cell; narrower panes get less (see `_fit`)."""
-OTHER_COLUMNS = 54
+OTHER_COLUMNS = 56
 """Cells the other columns take, padding included, when a run is running."""
 COLUMNS = (
     ("status", " "),
@@ -33,15 +34,6 @@ COLUMNS = (
     ("steps", "steps"),
 )
 FINISHED_STEP = frozenset({"success", "failed", "skipped", "canceled"})
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    seconds = max(int(seconds), 0)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def progress_bar(done: int, total: int, width: int = 6) -> str:
@@ -227,7 +219,7 @@ class RunsTable(Table):
             target,
             Text(run.trigger),
             Text(time.strftime("%H:%M:%S", time.localtime(start))),
-            Text(duration(took)),
+            Text(format_duration(took)),
             steps,
         )
 
@@ -248,4 +240,4 @@ class RunsTable(Table):
             self.post_message(self.OlderWanted(offset=len(self.runs), limit=PAGE))
 
 
-__all__ = ["RunsTable", "duration", "progress_bar"]
+__all__ = ["RunsTable", "progress_bar"]
