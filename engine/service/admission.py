@@ -93,6 +93,7 @@ class Admission:
         self._handed: dict[str, str | None] = {}  # run id -> its backfill, while in the coordinator
         self._seen: float | None = None  # the newest creation time read
         self._next_refresh = 0.0  # monotonic time of the next full re-read (0: next pass)
+        self._refresh_asked = False
         self._stale: set[str] = set()  # backfills to read again
         self._lock = threading.Lock()
         self._snapshots: dict[str, dict[str, Any]] = {}  # backfill id -> progress, for readers
@@ -107,7 +108,8 @@ class Admission:
 
     def refresh(self) -> None:
         """Read the whole queue again at the next pass (a run was re-queued)."""
-        self._next_refresh = 0.0
+        with self._lock:
+            self._refresh_asked = True
 
     def forget(self, backfill_id: str) -> None:
         """Read this backfill again at the next pass (it was resumed: it has new runs)."""
@@ -122,7 +124,8 @@ class Admission:
         changed: set[str] = set()
         with self._lock:
             stale, self._stale = self._stale, set()
-        full = time.monotonic() >= self._next_refresh
+            asked, self._refresh_asked = self._refresh_asked, False
+        full = asked or time.monotonic() >= self._next_refresh
         with read_scope(self._db) as s:
             self._sync_backfills(s, full, stale, changed)
             if full:
