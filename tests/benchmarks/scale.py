@@ -1,7 +1,8 @@
 """How dagtop's costs grow with the work: the cost of one unit (a backfilled key, ...) at each
 size, and its ratio across sizes, measured in one run.
 
-    python -m tests.benchmarks.scale [--only GROUP,...] [--sizes N,N,...] [--write | --no-write]
+    python -m tests.benchmarks.scale [--only GROUP,...] [--sizes N,N,...] [--repeat N]
+                                     [--write | --no-write]
 
 On demand, never in the test suite. Run it from the repository root with dagtop's own
 interpreter (`.venv/bin/python`). The cases come from small modules (`MODULES`), one per group
@@ -16,9 +17,11 @@ of cases; each module has:
 
 This module only collects, runs and prints: one table row per case and size, with the cost
 per unit, its ratio to the same case at the group's smallest size, its ratio to the group's
-floor, and the orchestrator's peak memory. A full run (every group at its default sizes)
-rewrites the section of docs/benchmarks.md between `<!-- scale:start -->` and
-`<!-- scale:end -->`; `--write` / `--no-write` override that.
+floor, and the orchestrator's peak memory. With `--repeat N` each case is measured N times (at
+most its `max_repeat`), in rounds through all the group's cases so that a burst of load from
+other work on these shared machines hits every size alike, and the median is kept. A full
+run (every group at its default sizes) rewrites the section of docs/benchmarks.md between
+`<!-- scale:start -->` and `<!-- scale:end -->`; `--write` / `--no-write` override that.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class Case:
     size: int
     unit: str  # what `size` counts, singular ("key", "run")
     measure: Callable[[Path], Result]
+    max_repeat: int | None = None  # measurements at most, whatever --repeat says
 
 
 @dataclass
@@ -189,12 +193,35 @@ def _measure_floor(module: Any, root: Path) -> Floor:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _measure(case: Case, root: Path, group: str) -> Result | str:
+    """One measurement of `case` in a fresh folder; the reason, if it failed."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{group}-", dir=root))
+    print(f"  {case.label} · {case.size:,} {case.unit}s ...", end="", flush=True)
+    start = time.perf_counter()
+    try:
+        result = case.measure(folder)
+    except Exception as exc:  # a broken case must not end the run
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f" failed: {why}", flush=True)
+        return why
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    per = result.seconds / case.size
+    print(f" {_fmt_time(per)}/{case.unit}, peak RSS {_fmt_rss(result.peak_rss)}"
+          + "".join(f", {k} {v}" for k, v in result.notes.items())
+          + f" ({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # as compare.py: every tool with its cache
     modules = load_modules()
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--only", help="comma-separated groups: " + ",".join(modules))
     parser.add_argument("--sizes", help="comma-separated sizes, for every group selected")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="measurements per case (median; default 1)"
+    )
     parser.add_argument(
         "--write",
         action=argparse.BooleanOptionalAction,
@@ -227,25 +254,29 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{group}", flush=True)
             before = _measure_floor(module, root)
             print(f"  floor: {before.label} = {_fmt_time(before.seconds)}", flush=True)
-            for case in module.cases(sizes or list(module.SIZES)):
-                folder = Path(tempfile.mkdtemp(prefix=f"{group}-", dir=root))
-                print(f"  {case.label} · {case.size:,} {case.unit}s ...", end="", flush=True)
-                start = time.perf_counter()
-                try:
-                    result = case.measure(folder)
-                except Exception as exc:  # a broken case must not end the run
-                    why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    rows.append(Row(case, None, why))
-                    print(f" failed: {why}", flush=True)
-                else:
-                    rows.append(Row(case, result))
-                    per = result.seconds / case.size
-                    print(f" {_fmt_time(per)}/{case.unit}, peak RSS {_fmt_rss(result.peak_rss)}"
-                          + "".join(f", {k} {v}" for k, v in result.notes.items())
-                          + f" ({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
-                finally:
+            cases = module.cases(sizes or list(module.SIZES))
+            results: dict[int, list[Result]] = {i: [] for i in range(len(cases))}
+            errors: dict[int, str] = {}
+            for round_ in range(max(1, args.repeat)):
+                for i, case in enumerate(cases):
+                    if i in errors or round_ >= (case.max_repeat or args.repeat):
+                        continue
+                    result = _measure(case, root, group)
                     loads.append(os.getloadavg()[0])
-                    shutil.rmtree(folder, ignore_errors=True)
+                    if isinstance(result, str):
+                        errors[i] = result
+                    else:
+                        results[i].append(result)
+            for i, case in enumerate(cases):
+                if i in errors:
+                    rows.append(Row(case, None, errors[i]))
+                    continue
+                seconds = statistics.median(r.seconds for r in results[i])
+                peak = max(r.peak_rss for r in results[i])
+                notes = results[i][-1].notes
+                if len(results[i]) > 1:
+                    notes = {**notes, "runs": str(len(results[i]))}
+                rows.append(Row(case, Result(seconds, peak, notes)))
             after = _measure_floor(module, root)
             print(f"  floor: {after.label} = {_fmt_time(after.seconds)}", flush=True)
             floors[group] = Floor(before.label, statistics.median([before.seconds, after.seconds]))
@@ -257,7 +288,12 @@ def main(argv: list[str] | None = None) -> int:
         "(median of before and after its cases)"
         for group, floor in floors.items()
     ]
-    header = f"{machine(loads)}."
+    repeat = max(1, args.repeat)
+    header = f"{machine(loads)}." + (
+        f" Median of {repeat} measurements (alternating rounds) where a case allows it."
+        if repeat > 1
+        else ""
+    )
     grid = table(rows, floors)
     print_text(grid, header, notes)
     full = not args.only and not args.sizes
