@@ -107,8 +107,9 @@ class ClientAPI(Protocol):
         max_parallel: int = 4,
     ) -> str: ...
 
-    def backfills(self, limit: int = 20) -> list[dict[str, Any]]:
-        """The newest backfills' progress (`engine.automation.backfill.progress`)."""
+    def backfills(self, limit: int = 20, with_keys: bool = True) -> list[dict[str, Any]]:
+        """The newest backfills' progress (`engine.automation.backfill.progress`); without
+        `with_keys`, each says its first and last key instead of listing every one."""
         ...
 
     def backfill_action(self, action: str, backfill_id: str) -> str: ...
