@@ -38,6 +38,19 @@ def report_error(node: Widget | App[Any], exc: BaseException) -> None:
         node.notify(str(exc) or type(exc).__name__, title=type(exc).__name__, severity="error")
 
 
+async def ask(
+    node: Widget, command: Callable[[], T], refused: type[Exception] = EngineError
+) -> T | None:
+    """Run `command`, a call to the engine, in a thread; an error of the `refused` kind is
+    shown as a toast, and the answer is None (others fail the worker, see
+    `report_worker_failure`)."""
+    try:
+        return await asyncio.to_thread(command)
+    except refused as exc:
+        report_error(node, exc)
+        return None
+
+
 def report_worker_failure(node: Widget | App[Any], event: Worker.StateChanged) -> None:
     """Log and show a worker's unexpected failure (a toast, never a crash); other states pass."""
     error = event.worker.error
@@ -134,6 +147,7 @@ class PolledScreen(Screen[None], Generic[T]):
 
 __all__ = [
     "PolledScreen",
+    "ask",
     "clock_now",
     "error_text",
     "report_error",

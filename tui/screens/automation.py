@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from textual.widgets import DataTable, Static
 from engine.errors import EngineError
 from engine.status import RunStatus
 from engine.units import GLYPHS, glyph
-from tui.feedback import PolledScreen, clock_now, report_error, span
+from tui.feedback import PolledScreen, ask, clock_now, span
 from tui.widgets import NEVER, STARTED
 from tui.widgets.footer import KeyFooter
 from tui.widgets.table import Table, sync_table
@@ -257,10 +256,13 @@ class AutomationScreen(PolledScreen[AutomationState]):
 
     @work(group="automation-toggle", exit_on_error=False)
     async def toggle(self, kind: str, name: str, enabled: bool) -> None:
-        try:
-            await asyncio.to_thread(self.client.set_enabled, kind, name, enabled)
-        except Exception as exc:  # noqa: BLE001
-            report_error(self, exc)
+        client = self.client
+
+        def toggle() -> bool:
+            client.set_enabled(kind, name, enabled)
+            return True
+
+        if await ask(self, toggle, refused=Exception) is None:
             return
         self.notify(f"{kind} {name} {'on' if enabled else 'off'}")
         self.poll()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -15,7 +14,7 @@ from textual.widgets import DataTable, Static
 
 from engine.status import BackfillStatus, RunStatus
 from engine.units import format_duration, glyph
-from tui.feedback import PolledScreen, clock_now, report_error, span
+from tui.feedback import PolledScreen, ask, clock_now, span
 from tui.widgets.footer import KeyFooter
 from tui.widgets.table import Table, sync_table
 
@@ -224,10 +223,8 @@ class BackfillsScreen(PolledScreen[list[dict[str, Any]]]):
 
     @work(group="backfills-act", exit_on_error=False)
     async def act(self, action: str, backfill_id: str) -> None:
-        try:
-            await asyncio.to_thread(self.client.backfill_action, action, backfill_id)
-        except Exception as exc:  # noqa: BLE001
-            report_error(self, exc)
+        command = partial(self.client.backfill_action, action, backfill_id)
+        if await ask(self, command, refused=Exception) is None:
             return
         self.notify(f"backfill {backfill_id}: {'canceling' if action == 'cancel' else 'resumed'}")
         self.poll()

@@ -7,8 +7,7 @@ read.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
@@ -17,9 +16,8 @@ from textual.screen import Screen
 from textual.widgets import Input
 
 from engine.client import NodeStatus, RunRequest
-from engine.errors import EngineError
 from engine.status import RunStatus
-from tui.feedback import report_error
+from tui.feedback import ask
 from tui.host import Host, host_of
 from tui.widgets.pipelines_tree import AutomationList, NodeRef
 from tui.widgets.runs_table import RunsTable
@@ -142,17 +140,9 @@ class HomeActions(Screen[None]):
             return ""
         return keys[-1] if keys else ""
 
-    async def _ask(self, command: Callable[[], T]) -> T | None:
-        """Run a command in a thread; the engine's refusal is a toast, and None."""
-        try:
-            return await asyncio.to_thread(command)
-        except EngineError as exc:
-            report_error(self, exc)
-            return None
-
     @work(group="submit", exit_on_error=False)
     async def submit(self, request: RunRequest) -> None:
-        run_id = await self._ask(partial(self.dagtop.client.submit, request))
+        run_id = await ask(self, partial(self.dagtop.client.submit, request))
         if run_id is None:
             return
         what = request.pipeline or ", ".join(request.selection)
@@ -168,7 +158,7 @@ class HomeActions(Screen[None]):
 
     @work(group="submit", exit_on_error=False)
     async def _rerun(self, run_id: str) -> None:
-        full = await self._ask(partial(self.dagtop.client.rerun, run_id))
+        full = await ask(self, partial(self.dagtop.client.rerun, run_id))
         if full is None:
             return
         self.notify(f"run {full[:6]}: failed steps queued again", title="Re-run")
@@ -189,7 +179,7 @@ class HomeActions(Screen[None]):
 
     @work(group="submit", exit_on_error=False)
     async def _cancel(self, run_id: str) -> None:
-        if await self._ask(partial(self.dagtop.client.request_cancel, run_id)) is None:
+        if await ask(self, partial(self.dagtop.client.request_cancel, run_id)) is None:
             return
         self.notify(f"run {run_id[:6]}: cancel requested", title="Cancel")
         self.request_refresh()
@@ -266,7 +256,7 @@ class HomeActions(Screen[None]):
             client.set_enabled(kind, name, enabled)
             return True
 
-        if await self._ask(toggle) is None:
+        if await ask(self, toggle) is None:
             return
         self.automation.set_enabled(kind, name, enabled, self.dagtop.clock())
         self.notify(f"{kind} {name} {'on' if enabled else 'off'}", title="Automation")

@@ -13,6 +13,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 from textual import on, work
@@ -25,7 +26,7 @@ from engine.authoring.backfill_policy import covers
 from engine.client import RunRequest
 from engine.errors import EngineError
 from engine.status import PartitionStatus
-from tui.feedback import PolledScreen, clock_now, error_text, report_error, span
+from tui.feedback import PolledScreen, ask, clock_now, error_text, report_error, span
 from tui.screens.backfill import BackfillDialog
 from tui.widgets import CHECK_FAILED
 from tui.widgets.footer import KeyFooter
@@ -360,10 +361,8 @@ class PartitionsScreen(PolledScreen[tuple["MatrixLayout", "PartitionChanges"]]):
     @work(exclusive=True, group="partitions-materialize", exit_on_error=False)
     async def materialize(self, asset: str, key: str) -> None:
         request = RunRequest(selection=(asset,), partition=key)
-        try:
-            run_id = await asyncio.to_thread(self.client.submit, request)
-        except Exception as exc:  # noqa: BLE001
-            report_error(self, exc)
+        run_id = await ask(self, partial(self.client.submit, request), refused=Exception)
+        if run_id is None:
             return
         self.notify(f"materializing {asset} {key}: run {run_id}")
         self.poll()
