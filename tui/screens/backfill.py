@@ -8,7 +8,7 @@ backfill the engine would refuse is never submitted. "missing and failed" is com
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
@@ -57,7 +57,7 @@ class _FormData:
     manifest: Manifest
     pdef: PartitionsDefinition
     downstream: list[str]
-    statuses: dict[str, dict[str | None, str]]  # partitioned asset -> key -> status
+    statuses: Mapping[str, Mapping[str | None, str]]  # partitioned asset -> key -> status
     all_keys: list[str]
 
 
