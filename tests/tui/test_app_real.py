@@ -29,9 +29,9 @@ pytestmark = pytest.mark.serial
 
 def _embedded(tmp_path: Path) -> Iterator[Client]:
     client = Client(home=tmp_path / "home", pipelines=copy_examples(tmp_path))
-    client.start_engine(kind="tui")
+    engine = client.start_engine(kind="tui")
     yield client
-    client.engine.stop(grace=1.0)
+    engine.stop(grace=1.0)
 
 
 @pytest.fixture
@@ -162,6 +162,7 @@ async def test_c_on_a_running_run_cancels_it_for_real(client: Client) -> None:
         "import time\n\nfrom engine import asset\n\n\n@asset\ndef slow():\n"
         "    time.sleep(60)\n    return 1\n"
     )
+    assert client.engine is not None
     client.engine.reload()
     run_id = client.submit(RunRequest(selection=("slow",)))
     app = DagtopApp(client, mode="embedded")
@@ -247,6 +248,7 @@ async def test_the_backfill_dialog_counts_runs_by_the_assets_backfill_policy(
     from tui.screens.backfill import BackfillDialog
 
     (client.paths.pipelines / "ranged.py").write_text(RANGED)
+    assert client.engine is not None
     client.engine.reload()
     app = DagtopApp(client, mode="embedded")
     async with app.run_test(size=(160, 48)) as pilot:
