@@ -219,3 +219,21 @@ def test_the_progress_of_a_backfill_in_a_log_is_lines_not_carriage_returns(
     assert 1 <= len(progress) <= 10, out
     assert all(line.startswith("  ") and "/12 finished" in line for line in progress), out
     assert progress[-1].startswith("  12/12 finished")
+
+
+def test_each_run_of_a_backfill_records_its_own_key_on_its_steps(tmp_path: Path) -> None:
+    # The runs are planned once and copied per key: a step copied with the first run's key
+    # made every key's newest step (what the matrix reads: running, failed) the first key's.
+    project = make_project(tmp_path)
+    client = Client(project / "home", project / "pipelines")
+    keys = days(3)
+    backfill_id = client.backfill(["day", "report"], keys=keys, max_parallel=1)
+    with client._read() as s:
+        runs = repo.runs_of_backfill(s, backfill_id)
+        steps = repo.steps_of(s, [run.id for run in runs])
+    assert sorted(run.partition or "" for run in runs) == keys
+    for run in runs:
+        assert {(st.key, st.partition) for st in steps[run.id]} == {
+            ("day", run.partition),
+            ("report", run.partition),
+        }
