@@ -44,16 +44,6 @@ def add_run(session: Session, run: Run, steps: Sequence[Step]) -> None:
         session.add(step)
 
 
-def insert_runs(
-    session: Session, runs: Sequence[dict[str, Any]], steps: Sequence[dict[str, Any]]
-) -> None:
-    """Insert many planned runs and their steps (rows as dicts) in bulk, through Core."""
-    for i in range(0, len(runs), ID_CHUNK):
-        session.execute(insert(Run), list(runs[i : i + ID_CHUNK]))
-    for i in range(0, len(steps), ID_CHUNK):
-        session.execute(insert(Step), list(steps[i : i + ID_CHUNK]))
-
-
 def find_run(session: Session, run_id: str) -> Run:
     """A run by id or by a unique id prefix (as git does for commits).
 
@@ -551,6 +541,16 @@ def detach_from_backfill(session: Session, run_ids: Iterable[str], now: float) -
             .where(col(Run.id).in_(ids[i : i + ID_CHUNK]))
             .values(backfill_id=None, updated_at=now)
         )
+
+
+def insert_runs(
+    session: Session, runs: Sequence[dict[str, Any]], steps: Sequence[dict[str, Any]]
+) -> None:
+    """Insert many planned runs and their steps (rows as dicts) in bulk, through Core."""
+    for i in range(0, len(runs), ID_CHUNK):
+        session.execute(insert(Run), list(runs[i : i + ID_CHUNK]))
+    for i in range(0, len(steps), ID_CHUNK):
+        session.execute(insert(Step), list(steps[i : i + ID_CHUNK]))
 
 
 # --- partitions -------------------------------------------------------------------------------
