@@ -172,6 +172,79 @@ class Client:
 
         return transfer.import_(open_db(self.database_url(url), upgrade=True), path)
 
+    def verify_db(self) -> None:
+        """Refuse a damaged database (SQLite's quick check), before anything acts on it.
+
+        Raises:
+            StorageError: the database is damaged; the message says how to restore it.
+        """
+        from engine.storage.db import verify
+
+        verify(self.db)
+
+    def check_db(self, url: str | None = None, quick: bool = False) -> Any:
+        """SQLite's integrity check of the database (`dagtop db check`), which is read as it is:
+        nothing is created or migrated. Returns a `Verdict` (path, ok, problems, size, runs).
+
+        Raises:
+            StorageError: there is no database file to check.
+        """
+        from engine.storage import backup
+        from engine.storage.db import display_url, open_db, sqlite_path
+
+        target = self.database_url(url)
+        path = sqlite_path(target)
+        if path is not None:
+            return backup.check(path, quick=quick)
+        # PostgreSQL checks its own pages: say whether it answers, at this dagtop's schema.
+        db = open_db(target, upgrade=False)
+        db.dispose()
+        return backup.Verdict(Path(display_url(target)), True, (), 0, None)
+
+    def backup_db(self, file: Path, url: str | None = None) -> int:
+        """Copy the SQLite database to a new `file` with SQLite's online backup API, safe while
+        an engine runs (`dagtop db backup`); returns the copy's size.
+
+        Raises:
+            StorageError: `file` exists, the database is PostgreSQL (use pg_dump), or damaged.
+        """
+        from engine.storage import backup
+        from engine.storage.db import open_db
+
+        db = open_db(self.database_url(url))
+        try:
+            return backup.backup(db, file)
+        finally:
+            db.dispose()
+
+    def restore_db(self, file: Path, url: str | None = None) -> Any:
+        """Replace the SQLite database with a copy of the backup `file`, setting the current one
+        aside (`dagtop db restore`). Returns a `Restored` (database, backup, set_aside, runs).
+
+        Raises:
+            StorageError: the database is PostgreSQL, in use, or the backup is not usable.
+        """
+        from engine.storage import backup
+        from engine.storage.db import sqlite_path
+
+        target = self.database_url(url)
+        path = sqlite_path(target)
+        if path is None:
+            raise StorageError(
+                "dagtop db restore replaces a SQLite file; restore PostgreSQL with pg_restore",
+                title="Not SQLite",
+            )
+        return backup.restore(path, file)
+
+    def close(self) -> None:
+        """On a clean exit: checkpoint the database's write-ahead log if this process wrote,
+        and close its connections (SQLite then removes the -wal and -shm files)."""
+        db = self.__dict__.get("db")  # never opened: nothing to do, and nothing to import
+        if db is not None:
+            from engine.storage.db import close
+
+            close(db)
+
     # --- which engine runs things -------------------------------------------------------------
 
     def attach(self, engine: Any) -> None:
@@ -615,6 +688,8 @@ class Client:
             for info in engine.follow_backfill(backfill_id):
                 if on_progress is not None:
                     on_progress(info)
+            if engine.failure is not None:  # its coordinator failed (a full disk, say)
+                raise engine.failure
             assert info is not None  # the engine runs until the backfill ends
             return info
         finally:
@@ -667,6 +742,22 @@ class Client:
             raise SelectionError(f"unknown asset {asset!r}" + suggest(asset, manifest.assets))
         with self._read() as s:
             return partition_states(s, manifest, asset)
+
+    def partition_changes(self, assets: Sequence[str], cursor: Any = None) -> Any:
+        """The partition states of `assets` that may have changed since `cursor`, or all of
+        them without one (a `PartitionChanges`; see engine.history.partition_status): what the
+        partition matrix polls. Hand its `cursor` back at the next call.
+
+        Raises:
+            SelectionError: an unknown asset.
+        """
+        from engine.history.partition_status import partition_changes
+
+        manifest = self.load()
+        for asset in assets:
+            self._known_asset(manifest, asset)
+        with self._read() as s:
+            return partition_changes(s, manifest, list(assets), cursor)
 
     # --- lineage and staleness ----------------------------------------------------------------
 
@@ -822,29 +913,37 @@ class Client:
 
     def node_statuses(self, pipeline: str | None = None) -> dict[str, NodeStatus]:
         """The latest step status of every asset, or of one task pipeline's tasks. An asset
-        whose latest step succeeded but whose value is out of date reads "stale", with why."""
+        whose latest step succeeded but whose value is out of date (or gone) reads "stale",
+        with why."""
         import dataclasses
 
+        manifest = self.load()
+        if pipeline is not None:
+            found = manifest.pipelines.get(pipeline)
+            keys = list(found.tasks) if found is not None else []
+        else:
+            keys = list(manifest.assets)
         with self._read() as s:
-            found = node_statuses(s, pipeline)
+            statuses = node_statuses(s, keys, pipeline)
             if pipeline is not None:
-                return found
-            from engine.history.lineage import Staleness
+                return statuses
+            from engine.history.lineage import VALUE_MISSING, Staleness
 
-            staleness = Staleness(s, self.load())
-            staleness.preload(
-                key
-                for key, node in found.items()
-                if node.status == "success" and key in staleness.manifest.assets
+            staleness = Staleness(s, manifest)
+            done = {k: n for k, n in statuses.items() if n.status == "success"}
+            staleness.preload_pairs(
+                (key, [node.partition if manifest.assets[key].partitions else None])
+                for key, node in done.items()
             )
-            for key, node in found.items():
-                if node.status == "success" and key in staleness.manifest.assets:
-                    why = staleness.reasons(key, node.partition)
-                    if why:
-                        found[key] = dataclasses.replace(
-                            node, status="stale", reason=", ".join(why)
-                        )
-            return found
+            for key, node in done.items():
+                part = node.partition if manifest.assets[key].partitions else None
+                mat = staleness.current(key, part)
+                why = staleness.reasons(key, part)
+                if mat is not None and not staleness.present(mat):
+                    why = (VALUE_MISSING,)
+                if why:
+                    statuses[key] = dataclasses.replace(node, status="stale", reason=", ".join(why))
+            return statuses
 
     def describe(self) -> dict[str, Any]:
         """Every definition as plain data (what `dagtop list --json` prints)."""

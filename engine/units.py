@@ -113,6 +113,7 @@ GLYPHS: dict[str, str] = {
     "materialized": "✓",  # its latest run made it: the same fact as a step's success
     "stale": "◧",
     "missing": "□",
+    "check-failed": "⊠",  # materialized (or stale), but its value failed a check
     # schedule ticks
     "started": "▶",  # a tick that started a run whose status is not known yet
 }

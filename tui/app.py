@@ -259,6 +259,9 @@ def run_app(client: Client) -> None:
 
     restore_logging = _log_to_file(client.paths.home / "ui.log")
     try:
+        # A damaged history is refused before the screen opens (the error is one line on the
+        # terminal): the UI would show what its damaged pages say, and its engine act on it.
+        client.verify_db()
         mode = "attached" if client.daemon() is not None else "embedded"
         if mode == "embedded":
             try:

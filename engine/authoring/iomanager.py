@@ -76,7 +76,9 @@ def store(io: IOManager, value: Any, path: str | Path) -> int:
         return _store_url(io, value, str(path))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+    # The temp name carries the value's (RUN.ATTEMPT.EXT), so the start-up sweep can tell a
+    # crashed write of a run it knows from a file that is not dagtop's.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as fh:
             io.dump(value, fh)
@@ -119,7 +121,8 @@ def _store_url(io: IOManager, value: Any, url: str) -> int:
     fs.makedirs(parent, exist_ok=True)
     # A temp name, then a move: a reader never sees half a value (on object stores the
     # upload itself is already all-or-nothing).
-    tmp = f"{parent}/.tmp-{os.getpid()}-{os.urandom(4).hex()}.part"
+    name = target.rsplit("/", 1)[-1]
+    tmp = f"{parent}/.tmp-{name}-{os.getpid()}-{os.urandom(4).hex()}.part"
     try:
         with fs.open(tmp, "wb") as fh:
             io.dump(value, fh)

@@ -27,6 +27,8 @@ def print_definitions(data: dict[str, Any]) -> None:
                 extra.append("checks: " + ", ".join(c["name"] for c in a["checks"]))
             if a.get("status") == "stale":
                 extra.append(f"{GLYPHS['stale']} stale ({a['stale_reason']})")
+            elif a.get("status") == "missing" and a.get("stale_reason"):
+                extra.append(f"{GLYPHS['missing']} missing ({a['stale_reason']})")
             if a["description"]:
                 extra.append("— " + a["description"].splitlines()[0])
             print(f"  {a['name']:<24} {'  '.join(extra)}".rstrip())

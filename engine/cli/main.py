@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TextIO
 import click
 
 from engine.cli import db as cli_db
+from engine.cli import logs as cli_logs
 from engine.client import Client, RunView, iso
 from engine.errors import EngineError
 from engine.units import GLYPHS, format_bytes, format_duration, glyph
@@ -75,6 +76,9 @@ def app(ctx: click.Context, home: Path | None, pipelines: Path | None, verbose: 
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     ctx.obj = Client(home=home, pipelines=pipelines)
+    # However the command ends (the process then leaves with os._exit, which closes nothing):
+    # checkpoint what it wrote, so no -wal and -shm files are left beside the database.
+    ctx.call_on_close(ctx.obj.close)
     if ctx.invoked_subcommand is None:
         _open_tui(ctx.obj)
 
@@ -558,13 +562,14 @@ def partitions_(client: Client, asset: str, as_json: bool) -> None:
         _emit_json(
             [
                 {"key": p.key, "status": p.status, "materialized_at": iso(p.materialized_at),
-                 "run_id": p.run_id, "reason": p.reason}
+                 "run_id": p.run_id, "reason": p.reason, "failed_checks": list(p.failed_checks)}
                 for p in states
             ]
         )  # fmt: skip
         return
     for p in states:
         why = f"  ({p.reason})" if p.reason else ""
+        why += "".join(f"  {glyph('failed')} check {name}" for name in p.failed_checks)
         print(f"{glyph(p.status)} {p.key or '(unpartitioned)':<24} {p.status}{why}")
     counts: dict[str, int] = {}
     for p in states:
@@ -623,38 +628,7 @@ def runs(client: Client, limit: int, as_json: bool) -> None:  # fmt: skip
         )
 
 
-@app.command()
-@click.argument("run_id")
-@click.argument("step", required=False)
-@click.option("--follow", "-f", is_flag=True, help="Keep printing as lines arrive")
-@click.pass_obj
-def logs(client: Client, run_id: str, step: str | None, follow: bool) -> None:
-    """Print a run's step logs (every attempt, in order); STEP: one asset or task."""
-    printed: dict[Path, int] = {}
-    while True:
-        refs = client.logs(run_id, step)
-        several = step is None or len(refs) > 1
-        for ref in refs:
-            offset = printed.get(ref.path)
-            if offset is None and several:
-                sys.stdout.write(f"==> {ref.key} (attempt {ref.attempt}, {ref.status}) <==\n")
-            offset = offset or 0
-            try:
-                with ref.path.open("rb") as fh:
-                    fh.seek(offset)
-                    chunk = fh.read()
-            except FileNotFoundError:
-                chunk = b""
-            if follow:  # hold back a partial last line until it is complete
-                chunk = chunk[: chunk.rfind(b"\n") + 1]
-            sys.stdout.write(chunk.decode("utf-8", errors="replace"))
-            printed[ref.path] = offset + len(chunk)
-        sys.stdout.flush()
-        if not follow or client.run(run_id).finished:
-            break
-        time.sleep(0.25)
-
-
+app.add_command(cli_logs.logs)
 app.add_command(cli_db.db)
 
 

@@ -25,6 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine as SAEngine
@@ -35,7 +36,8 @@ from engine.executor import launch as launching
 from engine.executor import recording
 from engine.executor.alerts import Alerter
 from engine.executor.forkserver import ForkServer
-from engine.executor.local import HAS_PIDFD, LocalProcesses, create_time, reap
+from engine.executor.leftovers import Leftovers
+from engine.executor.local import HAS_PIDFD, LocalProcesses, create_time, reap, still_running
 from engine.executor.monitor import Monitor, Sample, TreeStats, stop_tree
 from engine.executor.state import Ending, LiveAttempt, RunState, StepState, Updates
 from engine.loading.config import Config, Paths
@@ -176,6 +178,7 @@ class Coordinator:
         deadline = time.monotonic() + grace
         while self._live and time.monotonic() < deadline:
             self.step_once(timeout=0.1)
+        self._end_leftovers_now()
         self._flush_samples(force=True)
 
     def step_once(self, timeout: float = 0.5) -> None:
@@ -192,8 +195,10 @@ class Coordinator:
         wait = self._wait_time(now, timeout)
         for sel_key, _ in self._sel.select(wait):
             what, attempt_id = sel_key.data
-            if attempt_id is not None and attempt_id not in self._live:
-                continue  # finished earlier in this same batch
+            if attempt_id is not None and (
+                attempt_id not in self._live or self._live[attempt_id].exited is not None
+            ):
+                continue  # it exited earlier in this same batch (its descriptors are closed)
             if what == "wake":
                 try:
                     while os.read(self._wake_r, 4096):
@@ -213,18 +218,28 @@ class Coordinator:
             elif what == "forkserver":
                 self._forkserver_exits()
         if not HAS_PIDFD:
-            for live in list(self._live.values()):
-                if live.popen is not None and live.popen.poll() is not None:
-                    self._finish(live, *reap(live.popen))
+            self._poll_exits()
         while self._orphan_exits:
             attempt_id = self._orphan_exits.pop()
             if attempt_id in self._live:
                 self._finish(self._live[attempt_id], None, None)
+        self._poll_leftovers()
         self._flush_samples()
+
+    def _poll_exits(self) -> None:
+        """Without pidfds: look whether the processes nobody reports on have exited."""
+        for live in list(self._live.values()):
+            if live.exited is not None:
+                continue
+            if live.popen is not None:
+                if live.popen.poll() is not None:
+                    self._finish(live, *reap(live.popen))
+            elif live.orphaned and not still_running(live.pid, live.created):
+                self._finish(live, None, None)  # its exit status died with its fork server
 
     def _wait_time(self, now: float, cap: float) -> float:
         wait = cap
-        if not HAS_PIDFD and self._live:
+        if (not HAS_PIDFD and self._live) or self._ending():
             wait = min(wait, 0.02)
         for run in self._runs.values():
             for st in run.steps.values():
@@ -261,7 +276,7 @@ class Coordinator:
                 if st.status in (StepStatus.QUEUED, StepStatus.RETRYING):
                     updates[st.key] = (StepStatus.CANCELED, "canceled by user")
             for live in self._live.values():
-                if live.run_id == run.id and not live.canceled:
+                if live.run_id == run.id and not live.canceled and live.exited is None:
                     live.canceled = True
                     if live.remote is not None:
                         live.remote.cancel()
@@ -333,8 +348,9 @@ class Coordinator:
             # Nothing to run: the step fails before a process exists (and may not retry:
             # a missing input will still be missing in a second).
             started.log_path.parent.mkdir(parents=True, exist_ok=True)
-            started.log_path.write_text(f"dagtop: step not started: {started.error}\n")
-            self._fail_unstarted(run, st, attempt_id, started.error, now, retry=False)
+            self._fail_unstarted(
+                run, st, attempt_id, started.error, now, started.log_path, retry=False
+            )
             return
         if self._dask is not None:
             self._start_remote(run, st, launch, attempt_id, now)
@@ -344,12 +360,13 @@ class Coordinator:
             pid, popen, events_fd = self._local.spawn(launch, spec_path, attempt_id)
         except Exception as exc:  # noqa: BLE001 - whatever it is, the step fails, not the engine
             error = f"could not start the step: {type(exc).__name__}: {exc}"
-            self._fail_unstarted(run, st, attempt_id, error, now)
+            self._fail_unstarted(run, st, attempt_id, error, now, launch.log_path)
             return
         pidfd = os.pidfd_open(pid) if HAS_PIDFD and popen is not None else None
         live = LiveAttempt(
-            run.id, st.key, attempt_no, attempt_id, pid, popen, events_fd, pidfd, launch, now
-        )
+            run.id, st.key, attempt_no, attempt_id, pid, popen, events_fd, pidfd, launch, now,
+            created=create_time(pid),
+        )  # fmt: skip
         self._live[attempt_id] = live
         if events_fd is not None:
             os.set_blocking(events_fd, False)
@@ -359,7 +376,7 @@ class Coordinator:
         self._monitor.watch(
             str(attempt_id), pid, memory_limit=launch.memory_limit, timeout=launch.timeout
         )
-        recording.record_pid(self.db, attempt_id, pid, create_time(pid))
+        recording.record_pid(self.db, attempt_id, pid, live.created)
         log.info("[run %s] step %s attempt %d started (pid %d)", run.id, st.key, attempt_no, pid)
         self._changed(run.id)
 
@@ -369,11 +386,11 @@ class Coordinator:
         try:
             remote = self._dask_executor().submit(attempt_id, launch)
         except EngineError as exc:  # no worker offers the step's pool
-            self._fail_unstarted(run, st, attempt_id, exc.msg, now, retry=False)
+            self._fail_unstarted(run, st, attempt_id, exc.msg, now, launch.log_path, retry=False)
             return
         except Exception as exc:  # noqa: BLE001 - the cluster failed us: the step fails
             error = f"could not send the step to Dask: {type(exc).__name__}: {exc}"
-            self._fail_unstarted(run, st, attempt_id, error, now)
+            self._fail_unstarted(run, st, attempt_id, error, now, launch.log_path)
             return
         live = LiveAttempt(
             run.id, st.key, st.attempts, attempt_id, 0, None, None, None, launch, now,
@@ -431,9 +448,15 @@ class Coordinator:
             log.warning("[run %s] step %s sent a malformed event", live.run_id, live.key)
 
     def _watch_orphans(self) -> None:
-        """The fork server is gone: watch its orphaned workers by pidfd."""
+        """The fork server is gone: watch its orphaned workers ourselves, by pidfd, or where
+        there is none by looking at them at every turn of the loop."""
         for live in self._live.values():
-            if live.popen is None and live.pidfd is None and live.remote is None and HAS_PIDFD:
+            if live.popen is not None or live.remote is not None or live.exited is not None:
+                continue
+            if not HAS_PIDFD:
+                live.orphaned = True
+                continue
+            if live.pidfd is None:
                 try:
                     live.pidfd = os.pidfd_open(live.pid)
                 except ProcessLookupError:
@@ -446,7 +469,7 @@ class Coordinator:
         by_pid = {
             live.pid: live
             for live in self._live.values()
-            if live.popen is None and live.remote is None
+            if live.popen is None and live.remote is None and live.exited is None
         }
         for report in exits:
             live = by_pid.get(report["exit"])
@@ -455,7 +478,9 @@ class Coordinator:
 
     def close(self) -> None:
         """Release the fork server and the selector (running steps are not touched), and send
-        the alerts still queued (each hook has its own time limit)."""
+        the alerts still queued (each hook has its own time limit). What ended steps left
+        running is ended first, without waiting for the rest of its grace period."""
+        self._end_leftovers_now()
         self.send_alerts()
         self._local.close()
         self._close_dask()
@@ -469,21 +494,32 @@ class Coordinator:
             self.alerter = None
 
     def _finish(self, live: LiveAttempt, returncode: int | None, cpu: float | None) -> None:
+        """The attempt's own process exited (or its Dask task ended): end what it left running,
+        then record how it ended (at once when nothing was left)."""
+        if live.exited is not None:
+            return
         if live.events_fd is not None:
             self._read_events(live)
             if live.events_fd is not None:
                 self._sel.unregister(live.events_fd)
                 os.close(live.events_fd)
+                live.events_fd = None
         if live.pidfd is not None:
             self._sel.unregister(live.pidfd)
             os.close(live.pidfd)
-        del self._live[live.attempt_id]
+            live.pidfd = None
+        left: list[Any] = []
         if live.remote is not None:
             self._sel.unregister(live.remote.fileno())
             live.remote.close()
             stats = live.remote.stats or TreeStats()  # measured by the worker's monitor
         else:
-            stats = self._monitor.unwatch(str(live.attempt_id))
+            key = str(live.attempt_id)
+            children, reported_at = live.reported_children()
+            # A worker (a subreaper) that left no child left nothing at all: no need to look.
+            if children != []:
+                left = self._monitor.leftovers(key, children or (), reported_at)
+            stats = self._monitor.unwatch(key)
         if cpu is not None:
             # A step shorter than the sampling interval is seen once at best; the kernel's CPU
             # accounting of the reaped process (and the children it waited for) is exact.
@@ -492,19 +528,55 @@ class Coordinator:
             if event["e"] in ("finished", "error") and event.get("peak_rss"):
                 stats.peak_rss_bytes = max(stats.peak_rss_bytes, int(event["peak_rss"]))
         self._samples.forget(live.attempt_id)
-        now = time.time()
+        live.exited = (live.ending(returncode, stats), returncode, stats)
+        if left:
+            # The attempt is over when they are gone too: until then it keeps its slot.
+            own = {live.pid: live.created} if live.created else None
+            live.leftovers = Leftovers(left, sessions=own)
+            log.info(
+                "[run %s] step %s attempt %d left %d process(es) running: ending them",
+                live.run_id, live.key, live.attempt, len(left),
+            )  # fmt: skip
+            return
+        self._settle(live)
+
+    def _ending(self) -> bool:
+        return any(live.leftovers is not None for live in self._live.values())
+
+    def _poll_leftovers(self) -> None:
+        """Settle the attempts whose leftover processes are all gone now."""
+        for live in list(self._live.values()):
+            if live.leftovers is not None and live.leftovers.poll():
+                self._settle(live)
+
+    def _end_leftovers_now(self) -> None:
+        """SIGKILL what ended attempts left running, wait for it, and settle them: the
+        coordinator is stopping, and nobody else would (the command exits next)."""
+        for live in list(self._live.values()):
+            if live.leftovers is not None:
+                live.leftovers.kill_now()
+                live.leftovers.wait()
+                self._settle(live)
+
+    def _settle(self, live: LiveAttempt) -> None:
+        """Record the end of an attempt whose processes are all gone."""
+        assert live.exited is not None
+        end, returncode, stats = live.exited
+        del self._live[live.attempt_id]
+        lines = [live.leftovers.line()] if live.leftovers is not None else []
         run = self._runs[live.run_id]
         st = run.steps[live.key]
-        end = live.ending(returncode, stats)
-        self._record_end(run, st, live.attempt_id, end, returncode, stats, now, live)
+        self._record_end(run, st, live.attempt_id, end, returncode, stats, time.time(), live, lines)
 
     def _record_end(
         self, run: RunState, st: StepState, attempt_id: int, end: Ending,
         returncode: int | None, stats: TreeStats, now: float, live: LiveAttempt | None = None,
+        lines: list[str] | None = None, log_path: Path | None = None,
     ) -> None:  # fmt: skip
         new_status = recording.record_end(
-            self.db, self.manifest, run, st, attempt_id, end, returncode, stats, now, live
-        )
+            self.db, self.manifest, run, st, attempt_id, end, returncode, stats, now, live,
+            log_path=live.launch.log_path if live is not None else log_path, lines=lines or (),
+        )  # fmt: skip
         error = end.error
         found = run.alert_for(
             self.manifest, self.config.alerts, st, new_status, error,
@@ -532,12 +604,13 @@ class Coordinator:
         attempt_id: int,
         error: str | None,
         now: float,
+        log_path: Path,
         *,
         retry: bool = True,
     ) -> None:
         """The attempt ends before anything of it ran."""
         end = Ending(StepStatus.FAILED, error, None, retry)
-        self._record_end(run, st, attempt_id, end, None, TreeStats(), now)
+        self._record_end(run, st, attempt_id, end, None, TreeStats(), now, log_path=log_path)
 
     def _flush_samples(self, force: bool = False) -> None:
         self._samples.flush(self.db, self._live, force)

@@ -40,6 +40,7 @@ from typing import Any
 
 import psutil
 
+from engine.executor.leftovers import Leftovers, append_lines
 from engine.executor.monitor import Monitor, Sample, kill_tree, stop_tree
 
 BATCH_INTERVAL = 0.1
@@ -126,6 +127,8 @@ class _Attempt:
         self.sentinel: subprocess.Popen[bytes] | None = None
         self.created: float | None = None
         """The step process's create time, which tells it from a later process given its pid."""
+        self.pid = 0
+        self.ended_leftovers = False
 
     def run(self) -> dict[str, Any]:
         tmp = tempfile.mkdtemp(prefix="dagtop-attempt-")
@@ -181,6 +184,7 @@ class _Attempt:
             os.close(log_fd)
             if write_fd is not None:
                 os.close(write_fd)
+        self.pid = proc.pid
         try:
             self.created = psutil.Process(proc.pid).create_time()
         except psutil.Error:  # it may already be gone
@@ -231,6 +235,7 @@ class _Attempt:
             os.set_blocking(events_fd, False)
         code: int | None = None
         cpu: float | None = None
+        reported = b""  # the events' tail: the last one names the children the step left
         last_put = last_cancel_poll = time.monotonic()
         # Wake for an event or the exit at once (a pidfd), else a few times a second for the log.
         exit_fd = _pidfd(proc.pid)
@@ -245,10 +250,21 @@ class _Attempt:
                     time.sleep(BATCH_INTERVAL)
                 batch: dict[str, Any] = {}
                 events, events_fd = _read_available(events_fd)
-                if events:
-                    batch["events"] = events
                 if code is None:
                     code, cpu = _poll_exit(proc)
+                    if code is not None and events_fd is not None:
+                        # Every event is in the pipe by now. Don't wait for its end: a process
+                        # the step forked may hold it open until it is ended below.
+                        more, events_fd = _read_available(events_fd)
+                        events += more
+                        if events_fd is not None:
+                            os.close(events_fd)
+                            events_fd = None
+                if events:
+                    batch["events"] = events
+                    reported = (reported + events)[-(1 << 16) :]
+                if code is not None and not self.ended_leftovers:
+                    self._end_leftovers(monitor, key, reported, log_path)
                 chunk = log_fh.read(LOG_CHUNK)
                 if chunk:
                     batch["log"] = chunk
@@ -275,6 +291,21 @@ class _Attempt:
         end = {"code": code, "cpu": cpu, "stats": asdict(stats)}
         self._put({"samples": tail, "end": end} if tail else {"end": end})
         return {"end": end}
+
+    def _end_leftovers(self, monitor: Monitor, key: str, events: bytes, log_path: Path) -> None:
+        """The step's process exited: end what it left running (SIGTERM, a grace period,
+        SIGKILL) and say so in its log, before the attempt's end is sent."""
+        self.ended_leftovers = True
+        children, reported_at = _reported_children(events)
+        if children == []:
+            return  # the worker, a subreaper, had no child: nothing of the step is left
+        procs = monitor.leftovers(key, children or (), reported_at)
+        if not procs:
+            return
+        own = {self.pid: self.created} if self.created else None
+        left = Leftovers(procs, sessions=own)
+        left.wait()
+        append_lines(log_path, [left.line()])
 
     def _maybe_stop(self, pid: int) -> None:
         if self.stopping:
@@ -316,6 +347,22 @@ def _read_available(fd: int | None) -> tuple[bytes, int | None]:
         return data, fd
     os.close(fd)
     return data, None
+
+
+def _reported_children(events: bytes) -> tuple[list[int] | None, float | None]:
+    """The children the worker named in its last event, and when it sent it; None when it
+    did not say."""
+    for line in reversed(events.splitlines()):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # the cut-off head of the tail, or a malformed line
+        if isinstance(event, dict) and event.get("e") in ("finished", "error"):
+            children = event.get("children")
+            if not isinstance(children, list):
+                return None, None
+            return [pid for pid in children if isinstance(pid, int)], event.get("t")
+    return None, None
 
 
 def _pidfd(pid: int) -> int | None:

@@ -10,7 +10,11 @@ children and reports each exit status and CPU time back.
 The server holds no threads (forking a threaded process is unsafe) and never imports user code:
 each child imports the one pipeline module it runs, so an edited pipeline file is always
 picked up. Protocol: one JSON object per datagram on a SOCK_SEQPACKET socket pair; a request
-carries the log file and the events pipe as SCM_RIGHTS file descriptors.
+carries the log file, the events pipe and a reply pipe as SCM_RIGHTS file descriptors.
+
+The new child's pid comes back on that request's own reply pipe, and the socket carries only
+exit reports. So the coordinator, waiting for a pid, never reads an exit report: one read there
+would have to be handed on by hand, since the socket would not show readable for it again.
 """
 
 from __future__ import annotations
@@ -51,11 +55,17 @@ def _recv(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
 
 
 def _child(
-    req: dict[str, Any], log_fd: int, events_fd: int, sock: socket.socket, ready_w: int
+    req: dict[str, Any],
+    log_fd: int,
+    events_fd: int,
+    reply_fd: int,
+    sock: socket.socket,
+    ready_w: int,
 ) -> None:
     """In the forked child: become the step's process and never return."""
     code = 1
     try:
+        os.close(reply_fd)  # the server's to answer on; a pipe the step held would never end
         sock.close()
         os.setsid()
         # Only now may the coordinator see our pid: it signals our process group by it.
@@ -83,6 +93,8 @@ def _child(
 def serve(sock: socket.socket) -> None:
     # Warm up: everything a worker imports before user code, including the whole authoring
     # API (the package loads its names on first use).
+    import ctypes  # noqa: F401 - the worker makes itself a subreaper with it
+
     import engine
     import engine.executor.worker  # noqa: F401
 
@@ -113,7 +125,7 @@ def serve(sock: socket.socket) -> None:
             req, fds = _recv(sock)
             if req is None:
                 return  # the coordinator is gone
-            log_fd, events_fd = fds
+            log_fd, events_fd, reply_fd = fds
             sys.stdout.flush()
             sys.stderr.flush()
             ready_r, ready_w = os.pipe()
@@ -122,14 +134,16 @@ def serve(sock: socket.socket) -> None:
                 os.close(wake_r)
                 os.close(wake_w)
                 os.close(ready_r)
-                _child(req, log_fd, events_fd, sock, ready_w)
+                _child(req, log_fd, events_fd, reply_fd, sock, ready_w)
             os.close(ready_w)
             os.read(ready_r, 1)  # returns at once if the child died before setsid
             os.close(ready_r)
             os.close(log_fd)
             os.close(events_fd)
             children[pid] = req["id"]
-            sock.send(json.dumps({"id": req["id"], "pid": pid}).encode())
+            with contextlib.suppress(BrokenPipeError):
+                os.write(reply_fd, b"%d\n" % pid)
+            os.close(reply_fd)
             _reap(sock, children)
 
 
@@ -179,26 +193,35 @@ class ForkServer:
         )
         theirs.close()
         self.sock = ours
-        self.exits: list[dict[str, Any]] = []  # exit reports that arrived while waiting
 
     def spawn(self, req_id: int, spec: str, cwd: str, env: dict[str, str], log_fd: int,
               events_fd: int) -> int:  # fmt: skip
-        """Fork a worker; returns its pid. Raises OSError if the server is gone."""
-        _send_fds(self.sock, {"id": req_id, "spec": spec, "cwd": cwd, "env": env},
-                  [log_fd, events_fd])  # fmt: skip
-        while True:
-            msg = self.sock.recv(MAX_MSG)
-            if not msg:
-                raise ConnectionResetError("the fork server exited")
-            reply = json.loads(msg)
-            if "exit" in reply:
-                self.exits.append(reply)
-            elif reply.get("id") == req_id:
-                return int(reply["pid"])
+        """Fork a worker; returns its pid. Raises OSError if the server is gone.
+
+        Reads nothing from the socket: exit reports stay there for `read_exits`.
+        """
+        reply_r, reply_w = os.pipe()
+        try:
+            _send_fds(self.sock, {"id": req_id, "spec": spec, "cwd": cwd, "env": env},
+                      [log_fd, events_fd, reply_w])  # fmt: skip
+            os.close(reply_w)
+            reply_w = -1
+            answer = b""
+            # The server's copy is its only write end: a dead server is an EOF here.
+            while not answer.endswith(b"\n"):
+                chunk = os.read(reply_r, 32)
+                if not chunk:
+                    raise ConnectionResetError("the fork server exited")
+                answer += chunk
+            return int(answer)
+        finally:
+            os.close(reply_r)
+            if reply_w >= 0:
+                os.close(reply_w)
 
     def read_exits(self) -> list[dict[str, Any]]:
         """Exit reports available now (call when the socket is readable)."""
-        out, self.exits = self.exits, []
+        out: list[dict[str, Any]] = []
         while True:
             try:
                 msg = self.sock.recv(MAX_MSG, socket.MSG_DONTWAIT)

@@ -28,6 +28,20 @@ class InputMissing(Exception):
     """An upstream value the step needs is not stored."""
 
 
+def _gone(path: str | None) -> bool:
+    """A value recorded but no longer on disk (deleted by hand, say). A URL is taken on trust:
+    the worker says so clearly if it cannot read it."""
+    return bool(path) and "://" not in str(path) and not os.path.exists(str(path))
+
+
+def _value_gone(name: str, key: str | None, path: str, spec: AssetSpec) -> InputMissing:
+    where = f" partition {key}" if key is not None else ""
+    return InputMissing(
+        f"upstream {name!r}{where} has no stored value: its file {path} is gone; "
+        f"materialize it again (or select +{spec.name})"
+    )
+
+
 @dataclass
 class Launch:
     """What the coordinator needs to know about a step attempt it is about to start."""
@@ -81,7 +95,10 @@ def asset_inputs(
                     f"upstream {name!r} has no stored value for partition "
                     f"{', '.join(missing[:3])}{more}: materialize it first (or select +{spec.name})"
                 )
-            if not missing:
+            gone = next((k for k, path in items.items() if _gone(path)), None)
+            if gone is not None and name not in spec.optional_inputs:
+                raise _value_gone(name, gone, items[gone], spec)
+            if not missing and gone is None:
                 inputs[name] = _partitions(items, up)
                 ids.extend(mats[k].id or 0 for k in keys)
         elif up.partitions is None or (same_partitions and partition is not None):
@@ -95,13 +112,19 @@ def asset_inputs(
                     f"upstream {name!r} has no stored value{where}: materialize it first "
                     f"(or select +{spec.name})"
                 )
+            if _gone(mat.value_path):
+                if name in spec.optional_inputs:
+                    continue
+                raise _value_gone(name, key, mat.value_path, spec)
             inputs[name] = _single(mat.value_path, up.io, up)
             ids.append(mat.id or 0)
         else:
             # An unpartitioned (or differently partitioned) asset sees every materialized
             # partition of its upstream as {key: value}.
+            # A partition whose value file is gone is missing, as if never materialized.
             mats = repo.latest_per_partition(session, name)
-            items = {k: m.value_path for k, m in mats.items() if k is not None and m.value_path}
+            mats = {k: m for k, m in mats.items() if k is not None and not _gone(m.value_path)}
+            items = {k: m.value_path for k, m in mats.items() if m.value_path}
             inputs[name] = _partitions(items, up)
             ids.extend(m.id or 0 for m in mats.values())
     return inputs, ids

@@ -142,3 +142,19 @@ def create_time(pid: int) -> float | None:
         return psutil.Process(pid).create_time()
     except psutil.Error:
         return None
+
+
+def still_running(pid: int, created: float | None) -> bool:
+    """Whether the process that had `pid` and was created at `created` is still running (not
+    a zombie). A pid now naming a process born at another time is not it: pids are reused."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if created is not None and abs(proc.create_time() - created) > 0.01:
+            return False
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True

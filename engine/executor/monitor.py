@@ -42,6 +42,9 @@ _HAS_IO_COUNTERS = hasattr(psutil.Process, "io_counters")
 # How often stop_tree looks whether the tree is gone while it waits for the grace period.
 _POLL_SECONDS = 0.05
 
+# Create times are counted in clock ticks (10 ms): compare them with this much slack.
+_CLOCK_SLACK = 0.02
+
 
 @dataclass(frozen=True, slots=True)
 class Sample:
@@ -253,6 +256,8 @@ class _Watch:
     grace: float
     started: float
     """`time.monotonic()` at watch()."""
+    born: float
+    """The step's own process's create time (0.0 if it was gone before watch())."""
     stats: TreeStats
     series: _Downsampler
     members: dict[int, _Member] = field(default_factory=dict)
@@ -362,6 +367,7 @@ class Monitor:
             timeout=timeout,
             grace=grace,
             started=time.monotonic(),
+            born=born,
             stats=stats,
             series=_Downsampler(stats.samples, self.max_samples),
         )
@@ -392,6 +398,39 @@ class Monitor:
         if sample is not None:
             self._deliver(([(watch, sample)], []))
         return stats
+
+    def leftovers(
+        self, key: str, children: Iterable[int] = (), reported_at: float | None = None
+    ) -> list[psutil.Process]:
+        """The processes of `key`'s tree still alive once its step's own process has exited.
+
+        Looks for them as a round does (the step's session, and the sessions its processes
+        created), after adopting `children`: pids the step's process named as its children just
+        before it exited, at `reported_at`. Each is taken only if it was born while the step
+        ran, so a pid reused since is never taken for one of them. Call before `unwatch`.
+        Returns [] when `key` is not watched.
+        """
+        with self._lock:
+            watch = self._watches.get(key)
+            if watch is None:
+                return []
+            latest = (reported_at if reported_at is not None else time.time()) + _CLOCK_SLACK
+            owner = {pid: watch for pid in watch.members}
+            for pid in children:
+                if pid in watch.members or pid in watch.dead or pid <= 1:
+                    continue
+                try:
+                    born = psutil.Process(pid).create_time()
+                except psutil.Error:
+                    continue
+                if watch.born - _CLOCK_SLACK <= born <= latest:
+                    self._adopt(watch, pid, owner)
+            self._discover([watch])
+            return [
+                member.proc
+                for pid, member in watch.members.items()
+                if pid != watch.pid and _is_alive(member.proc)
+            ]
 
     def stats(self, key: str) -> TreeStats | None:
         """A snapshot of `key`'s stats so far, or None if it is not watched."""
@@ -474,13 +513,14 @@ class Monitor:
         # session exists, so this can't pick up a stranger.
         by_session: dict[int, _Watch] = {}
         owner: dict[int, _Watch] = {}
+        pids = psutil.pids()
+        listed = set(pids)
         for watch in watches:
-            if watch.own_session:
+            if watch.own_session and self._session_is_ours(watch, listed):
                 by_session[watch.pid] = watch
             for pid in watch.members:
                 by_session[pid] = watch
                 owner[pid] = watch
-        pids = psutil.pids()
         found: list[tuple[_Watch, int]] = []
         for pid in pids:
             try:
@@ -493,10 +533,9 @@ class Monitor:
                     found.append((watch, pid))
             elif sid == pid and pid not in self._leaders:
                 self._leaders[pid] = _parent_and_birth(pid)
-        alive = set(pids)
-        self._leaders = {pid: v for pid, v in self._leaders.items() if pid in alive}
+        self._leaders = {pid: v for pid, v in self._leaders.items() if pid in listed}
         for watch in watches:
-            watch.dead &= alive
+            watch.dead &= listed
         for watch, pid in found:
             self._adopt(watch, pid, owner)
         for watch in watches:
@@ -514,6 +553,21 @@ class Monitor:
                 # A parent is older than its child; a younger "parent" reused the pid.
                 if watch.members[ppid].create_time <= born and self._adopt(watch, pid, owner):
                     adopted = True
+
+    @staticmethod
+    def _session_is_ours(watch: _Watch, listed: set[int]) -> bool:
+        """Whether the session the step's process led may still hold the step's processes.
+
+        Once that process has exited, its pid (the session id) may be reused, but only after
+        every process of its session is gone: a process listed under that pid that is not
+        the step's own (a zombie not reaped yet) means the session id names a stranger's now.
+        """
+        if watch.pid in watch.members or watch.pid not in listed:
+            return True
+        try:
+            return abs(psutil.Process(watch.pid).create_time() - watch.born) < _CLOCK_SLACK
+        except psutil.Error:
+            return True  # gone in the meantime: its session id can't name another's yet
 
     def _adopt_children(self, watch: _Watch, owner: dict[int, _Watch]) -> None:
         """The slow way, for a step started without a session of its own."""

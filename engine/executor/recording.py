@@ -20,7 +20,7 @@ import json
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from sqlalchemy.engine import Engine as SAEngine
 
 from engine.authoring import iomanager
 from engine.executor import launch as launching
+from engine.executor.leftovers import append_lines, end_line
 from engine.executor.monitor import Sample, TreeStats
 from engine.executor.recovery import owner_alive
 from engine.executor.state import Ending, LiveAttempt, RunState, StepState, Updates
@@ -188,10 +189,14 @@ def record_end(
     stats: TreeStats,
     now: float,
     live: LiveAttempt | None = None,
+    log_path: Path | None = None,
+    lines: Sequence[str] = (),
 ) -> StepStatus:
     """Settle the attempt; returns the step's new status (RETRYING when it will run again).
 
-    `live` is None when the attempt ended before anything of it ran.
+    `live` is None when the attempt ended before anything of it ran. Before the record, the
+    attempt's log at `log_path` gets `lines` and then dagtop's last line, how the attempt ended
+    and why: first, so that whoever sees the end in storage finds the line in the log.
     """
     status, error = end.status, end.error
     retrying = (
@@ -200,6 +205,16 @@ def record_end(
         and st.attempts < st.max_attempts
         and not run.canceling
     )
+    delay: float | None = None
+    if retrying:
+        base = run.definition(manifest(), st.key, "retry_delay")
+        base = 1.0 if base is None else base
+        delay = min(base * 2 ** (st.attempts - 1), MAX_RETRY_DELAY)
+    if log_path is not None:
+        last = end_line(
+            status.value, error, st.attempts, st.max_attempts, delay, started=live is not None
+        )
+        append_lines(log_path, [*lines, last])
     stale_values: list[str] = []
     events = live.events if live else []
     with session_scope(db) as s:
@@ -224,10 +239,7 @@ def record_end(
         row.exit_code, row.error = returncode, error
         row.peak_rss_bytes = max(row.peak_rss_bytes or 0, stats.peak_rss_bytes) or None
         row.cpu_seconds = (row.cpu_seconds or 0.0) + stats.cpu_seconds
-        if retrying:
-            base = run.definition(manifest(), st.key, "retry_delay")
-            base = 1.0 if base is None else base
-            delay = min(base * 2 ** (st.attempts - 1), MAX_RETRY_DELAY)
+        if delay is not None:
             row.retry_at = now + delay
             st.retry_at = row.retry_at
         else:
@@ -364,7 +376,8 @@ class LiveSamples:
 
 
 def _event_row(run_id: str, key: str, attempt: int, e: dict[str, Any]) -> dict[str, Any]:
-    data = {k: v for k, v in e.items() if k not in ("e", "t", "message")}
+    # `children` is for the coordinator (what to end), not the history.
+    data = {k: v for k, v in e.items() if k not in ("e", "t", "message", "children")}
     return {
         "run_id": run_id,
         "step_key": key,

@@ -186,6 +186,26 @@ class LiveAttempt:
     events: list[dict[str, Any]] = field(default_factory=list)
     canceled: bool = False
     remote: Any = None  # a dask_executor.RemoteAttempt when it runs on a Dask worker
+    created: float | None = None
+    """The process's create time: with the pid, it names the process (pids are reused)."""
+    orphaned: bool = False
+    """Its fork server died: nobody reports its exit, the coordinator must look for it."""
+    exited: tuple[Ending, int | None, TreeStats] | None = None
+    """Once its own process is gone: how it ended, its exit status and resource totals."""
+    leftovers: Any = None
+    """A `leftovers.Leftovers` being ended once its process exited; the attempt is over (and
+    recorded) only when they are gone."""
+
+    def reported_children(self) -> tuple[list[int] | None, float | None]:
+        """The children the worker named in its last event, and when it sent it; None when
+        it did not say (it died first, or could not tell)."""
+        for event in reversed(self.events):
+            if event["e"] in ("finished", "error"):
+                children = event.get("children")
+                if not isinstance(children, list):
+                    return None, None
+                return [pid for pid in children if isinstance(pid, int)], event.get("t")
+        return None, None
 
     def feed(self, chunk: bytes) -> int:
         """Take more of the event stream; returns how many complete lines were not JSON."""

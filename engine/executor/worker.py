@@ -21,6 +21,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+_PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+_subreaper = False  # this process adopts its descendants' orphans
+
 
 class Reporter:
     """Writes events to the coordinator; a vanished coordinator must not fail the step."""
@@ -29,12 +32,16 @@ class Reporter:
         # User code may spawn processes; they must not hold our end of the pipe open.
         os.set_inheritable(fd, False)
         self._fh = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+        self.lost = False
+        """An event could not be sent: the coordinator is gone."""
 
     def send(self, event: str, **data: Any) -> None:
         data["e"] = event
         data["t"] = time.time()
-        with contextlib.suppress(BrokenPipeError, OSError, ValueError):
+        try:
             self._fh.write(json.dumps(data, default=repr) + "\n")
+        except (OSError, ValueError):  # BrokenPipeError: nobody reads the other end any more
+            self.lost = True
 
 
 class StepFailure(Exception):
@@ -132,6 +139,13 @@ def _load_inputs(spec: dict[str, Any]) -> dict[str, Any]:
                 values[name] = {k: iomanager.load(io, p) for k, p in src["items"].items()}
         except StepFailure:
             raise
+        except FileNotFoundError as exc:
+            # Its value was recorded, but the file is gone (deleted, or a store that lost it).
+            raise StepFailure(
+                "input",
+                f"upstream {name!r} has no stored value: {exc.filename or 'its file'} is gone; "
+                "materialize it again",
+            ) from exc
         except Exception as exc:  # noqa: BLE001
             raise StepFailure(
                 "input", f"could not load input {name!r}: {type(exc).__name__}: {exc}"
@@ -308,34 +322,101 @@ def _peak_rss() -> int | None:
     return None
 
 
+def _become_subreaper() -> None:
+    """Adopt the orphans of our descendants (Linux), instead of init.
+
+    A process the step started whose parent exited then stays in the step's tree, where the
+    monitor finds it and where `_children` names it at the end; without this, a helper that
+    a short-lived shell put in a session of its own would be nobody's. (The cost: such an
+    orphan that exits stays a zombie under us until the step ends.)
+    """
+    global _subreaper
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes  # already imported by the fork server: free in its children
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        _subreaper = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (ImportError, AttributeError, OSError):
+        pass
+
+
+def _children() -> list[int] | None:
+    """The pids of our children now, from /proc; None where that cannot be known.
+
+    As a subreaper, no child means no descendant at all (an orphan would be our child): the
+    coordinator then need not look for leftovers. Not when a thread of the step still runs:
+    it could start a process between this look and our exit.
+    """
+    if not _subreaper:
+        return None
+    pids: list[int] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+        if len(tasks) > 1:
+            return None
+        for tid in tasks:
+            with open(f"/proc/self/task/{tid}/children", "rb") as fh:
+                pids += [int(pid) for pid in fh.read().split()]
+    except (OSError, ValueError):
+        return None
+    return pids
+
+
+def _exit(reporter: Reporter, code: int) -> None:
+    """Exit now. When the coordinator is gone (it crashed), nobody will end what the step
+    left running: end it here first (SIGTERM, a grace period, SIGKILL)."""
+    if reporter.lost:
+        try:
+            import psutil
+
+            from engine.executor.leftovers import Leftovers
+
+            left = Leftovers(psutil.Process().children(recursive=True))
+            if left.procs:
+                left.wait()
+                sys.stderr.write(left.line() + "\n")
+                sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - exiting matters more
+            pass
+    os._exit(code)
+
+
 def main(spec_path: str | None = None, fd: int | None = None) -> None:
-    """Run one attempt and exit the process (never returns)."""
+    """Run one attempt and exit the process (never returns).
+
+    The last event (`finished` or `error`) names the children the step left (`children`):
+    the coordinator ends them, with the rest of what the step started, once we are gone.
+    """
     if spec_path is None or fd is None:
         spec_path, fd = sys.argv[1], int(sys.argv[2])
+    _become_subreaper()
     reporter = Reporter(fd)
     spec = json.loads(Path(spec_path).read_text())
     reporter.send("started", pid=os.getpid())
     try:
         run(spec, reporter)
     except StepFailure as exc:
+        # The traceback, then the coordinator's last line says why the step failed.
         if exc.tb:
             sys.stderr.write(exc.tb)
-        sys.stderr.write(f"dagtop: step failed: {exc.message}\n")
-        reporter.send(
-            "error", kind=exc.kind, message=exc.message, traceback=exc.tb, peak_rss=_peak_rss()
-        )
         sys.stderr.flush()
+        reporter.send(
+            "error", kind=exc.kind, message=exc.message, traceback=exc.tb, peak_rss=_peak_rss(),
+            children=_children(),
+        )  # fmt: skip
         code = 1
         cause = exc.__cause__
         if isinstance(cause, SystemExit) and isinstance(cause.code, int) and 0 < cause.code < 256:
             code = cause.code  # keep the user's exit code visible in the step row
-        os._exit(code)
-    reporter.send("finished", peak_rss=_peak_rss())
+        _exit(reporter, code)
     sys.stdout.flush()
     sys.stderr.flush()
+    reporter.send("finished", peak_rss=_peak_rss(), children=_children())
     # Skip interpreter teardown (atexit of user libraries, GC of big values): the result is
     # stored and reported; nothing else the process does can matter.
-    os._exit(0)
+    _exit(reporter, 0)
 
 
 if __name__ == "__main__":

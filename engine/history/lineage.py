@@ -20,6 +20,7 @@ without paying for SQLModel.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,10 +29,11 @@ from typing import Any
 from engine.authoring.partitions import InvalidPartitionKey
 from engine.errors import EngineError, PartitionError
 from engine.history.views import iso
-from engine.loading.manifest import AssetSpec, Manifest
+from engine.loading.manifest import Manifest
 from engine.units import one_line
 
 CODE_CHANGED = "code changed"
+VALUE_MISSING = "stored value missing"  # recorded, but its file is gone (deleted by hand, say)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,26 +122,21 @@ def _inputs_of(mat: Any) -> list[int]:
     return [int(i) for i in json.loads(mat.inputs_json or "[]") if i]
 
 
-def _upstream_keys(
-    spec: AssetSpec, up: AssetSpec, key: str | None, up_mats: dict[str | None, Any]
-) -> list[str | None]:
-    """The upstream partitions that the partition `key` of `spec` reads (as asset_inputs)."""
-    if up.partitions is None:
-        return [None]
-    if up.partitions == spec.partitions and key is not None:
-        return [key]
-    return list(up_mats)  # every materialized partition, seen as {key: value}
-
-
 class Staleness:
-    """Staleness of asset partitions over one session, memoized (one query per asset, or one
-    for many after `preload`)."""
+    """Staleness of asset partitions over one session, memoized.
+
+    Current values are read as they are needed: one partition at a time (`current`), the
+    partitions a read reports and what they depend on in a few queries (`preload_keys`), or
+    every partition of many assets in one query (`preload`).
+    """
 
     def __init__(self, session: Any, manifest: Manifest) -> None:
         self.session = session
         self.manifest = manifest
-        self._latest: dict[str, dict[str | None, Any]] = {}
+        self._latest: dict[str, dict[str | None, Any]] = {}  # every current value of an asset
+        self._some: dict[str, dict[str | None, Any]] = {}  # the partitions read one by one
         self._memo: dict[tuple[str, str | None], tuple[str, ...]] = {}
+        self._present: dict[str, bool] = {}
 
     def latest(self, asset: str) -> dict[str | None, Any]:
         """The current materialization of each partition of `asset`."""
@@ -149,6 +146,25 @@ class Staleness:
         if found is None:
             found = self._latest[asset] = repo.latest_per_partition(self.session, asset)
         return found
+
+    def current(self, asset: str, key: str | None) -> Any:
+        """The current materialization of one partition of `asset` (None: none)."""
+        found = self._latest.get(asset)
+        if found is not None:
+            return found.get(key)
+        some = self._some.setdefault(asset, {})
+        if key not in some:
+            self._load(asset, [key])
+        return some[key]
+
+    def _load(self, asset: str, keys: Iterable[str | None]) -> None:
+        from engine.storage import repo
+
+        some = self._some.setdefault(asset, {})
+        unread = [k for k in dict.fromkeys(keys) if k not in some]
+        if unread:
+            found = repo.current_materializations(self.session, asset, unread)
+            some.update({k: found.get(k) for k in unread})
 
     def preload(self, assets: Iterable[str]) -> None:
         """Read the current materializations of `assets` and of everything upstream of them
@@ -169,6 +185,55 @@ class Staleness:
         if unread:
             self._latest.update(repo.latest_per_partition_of(self.session, unread))
 
+    def preload_keys(self, asset: str, keys: Iterable[str | None]) -> None:
+        """Read what `reasons(asset, key)` looks at for each of `keys`, and nothing more: see
+        `preload_pairs`."""
+        self.preload_pairs([(asset, keys)])
+
+    def preload_pairs(self, pairs: Iterable[tuple[str, Iterable[str | None]]]) -> None:
+        """Read what `reasons(asset, key)` looks at for each asset and its keys in `pairs`:
+        those partitions of the asset and of its upstreams partitioned alike, the value of each
+        unpartitioned upstream, every value of an upstream partitioned otherwise. Unpartitioned
+        assets (one value each) are read together in one query."""
+        wanted: dict[str, set[str | None]] = {}
+        whole: set[str] = set()
+        todo = [(name, tuple(keys)) for name, keys in pairs]
+        while todo:
+            name, keys = todo.pop()
+            known = wanted.setdefault(name, set())
+            if set(keys) <= known and known:
+                continue
+            known.update(keys)
+            spec = self.manifest.assets.get(name)
+            if spec is None:
+                continue
+            for up_name in spec.upstream:
+                up = self.manifest.assets.get(up_name)
+                if up is None:
+                    continue
+                if up.partitions is None:
+                    todo.append((up_name, (None,)))
+                elif up.partitions == spec.partitions and None not in keys:
+                    todo.append((up_name, keys))
+                else:
+                    whole.add(up_name)
+        single = [n for n, keys in wanted.items() if keys == {None} and n not in self._latest]
+        self.preload([*whole, *single])
+        for name, keys in wanted.items():
+            if name not in self._latest:
+                self._load(name, keys)
+
+    def present(self, mat: Any) -> bool:
+        """Whether a current value's file is still there. A value in a `values_dir` URL is
+        taken on trust: asking a remote store about every value would cost a round trip each."""
+        path = mat.value_path
+        if not path or "://" in path:
+            return bool(path)
+        found = self._present.get(path)
+        if found is None:
+            found = self._present[path] = os.path.exists(path)
+        return found
+
     def reasons(self, asset: str, key: str | None) -> tuple[str, ...]:
         """Why the current value of `asset` [key] is stale; empty when it is current or was
         never materialized."""
@@ -178,7 +243,7 @@ class Staleness:
         return self._memo[memo_key]
 
     def _reasons(self, asset: str, key: str | None) -> tuple[str, ...]:
-        mat = self.latest(asset).get(key)
+        mat = self.current(asset, key)
         spec = self.manifest.assets.get(asset)
         if mat is None or spec is None:
             return ()
@@ -189,8 +254,11 @@ class Staleness:
             up = self.manifest.assets.get(name)
             if up is None:
                 continue
-            up_mats = self.latest(name)
-            read = [up_mats[k] for k in _upstream_keys(spec, up, key, up_mats) if k in up_mats]
+            if up.partitions is None or (up.partitions == spec.partitions and key is not None):
+                one = self.current(name, key if up.partitions is not None else None)
+                read = [one] if one is not None else []
+            else:  # every materialized partition, seen as {key: value}
+                read = list(self.latest(name).values())
             if any(m.created_at > mat.created_at for m in read):
                 out.append(f"upstream {name} newer")
             elif any(self.reasons(name, m.partition) for m in read):
@@ -230,14 +298,20 @@ def stale_states(
     """
     ev = Staleness(session, manifest)
     ordered = toposort(manifest, names)
-    ev.preload(ordered)
+    ev.preload_pairs(
+        (name, [partition if manifest.assets[name].partitions is not None else None])
+        for name in ordered
+    )
     due: set[str] = set()
     out = []
     for name in ordered:
         spec = manifest.assets[name]
         key = partition if spec.partitions is not None else None
-        if ev.latest(name).get(key) is None:
+        mat = ev.current(name, key)
+        if mat is None:
             state = StaleState(name, key, "missing", ("never materialized",))
+        elif not ev.present(mat):
+            state = StaleState(name, key, "missing", (VALUE_MISSING,))
         else:
             reasons = list(ev.reasons(name, key))
             for up in spec.upstream:
@@ -260,6 +334,11 @@ def asset_staleness(session: Any, manifest: Manifest) -> dict[str, AssetStalenes
         mats = ev.latest(name)
         if not mats:
             out[name] = AssetStaleness("missing")
+            continue
+        # An unpartitioned asset's one value is checked on disk; the partitions of the others
+        # are, by `dagtop partitions` (a stat per key would be most of this read).
+        if spec.partitions is None and None in mats and not ev.present(mats[None]):
+            out[name] = AssetStaleness("missing", VALUE_MISSING)
             continue
         stale = {key: ev.reasons(name, key) for key in mats}
         stale = {key: why for key, why in stale.items() if why}
@@ -321,7 +400,7 @@ class _Builder:
                 consumed=consumed, repeat=repeat, children=children,
             )  # fmt: skip
         run = self.runs.get(mat.run_id)
-        latest = self.ev.latest(asset).get(mat.partition)
+        latest = self.ev.current(asset, mat.partition)
         is_current = latest is not None and latest.id == mat.id
         return LineageNode(
             asset=asset,
@@ -400,7 +479,7 @@ def downstream_lineage(
     seen: set[tuple[str, str | None]] = set()
 
     def current(name: str, key: str | None) -> Any:
-        return build.ev.latest(name).get(key)
+        return build.ev.current(name, key)
 
     def visit(name: str, key: str | None, mat: Any, parent: tuple[str, Any] | None) -> LineageNode:
         consumed = None

@@ -163,6 +163,7 @@ def plan(
                 run_id=run_id,
                 key=key,
                 kind="asset",
+                partition=request.partition,
                 position=i,
                 upstream=json.dumps(graph[key]),
                 max_attempts=manifest.assets[key].retries + 1,

@@ -7,7 +7,7 @@ as long as it likes. The builders here take an open session from the facade.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -246,11 +246,12 @@ def attempt_view(a: Any) -> AttemptView:
     )
 
 
-def node_statuses(s: Any, pipeline: str | None) -> dict[str, NodeStatus]:
-    """The latest step of every asset (or of one task pipeline's tasks), keyed by name."""
+def node_statuses(s: Any, keys: Iterable[str], pipeline: str | None) -> dict[str, NodeStatus]:
+    """The latest step of each asset of `keys` (or of each task of the task pipeline
+    `pipeline`), keyed by name: one index seek per key, whatever the history holds."""
     from engine.storage import repo
 
-    steps = repo.latest_steps_by_key(s, "pipeline" if pipeline else "assets", pipeline)
+    steps = repo.newest_steps_of(s, keys, pipeline)
     runs = repo.runs_by_id(s, {st.run_id for st in steps})
     return {
         st.key: NodeStatus(

@@ -7,6 +7,8 @@ from `[tool.dagtop]` in its `pyproject.toml`; `dagtop.toml` wins when both exist
     load_timeout = 30          # seconds one pipeline file's import may take
     timezone = "Europe/Paris"  # for cron schedules (default: the machine's local zone)
     database_url = "postgresql+psycopg://dagtop@db-host/dagtop"  # DAGTOP_DATABASE_URL wins
+    backups = 3                # rolling backups of a SQLite history kept beside it (0: none)
+    backup_every = "1d"        # how often a running engine takes one ("12h", "30m", seconds)
 
     [pools]
     gpu = 1                    # steps with pool="gpu" run one at a time
@@ -28,6 +30,7 @@ settings.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -81,6 +84,10 @@ class Config:
     """The Dask scheduler's address (`tcp://HOST:PORT`) when `executor` is "dask"."""
     values_dir: str | None = None
     """Where asset values are stored: a folder or an fsspec URL; None is the home's values."""
+    backups: int = 3
+    """Rolling backups of a SQLite history that an engine keeps beside it; 0 turns them off."""
+    backup_every: float = 86_400.0
+    """Seconds between two rolling backups while an engine runs."""
     source: str | None = None
 
 
@@ -118,7 +125,7 @@ def load_config(project: Path) -> Config:
     src = source or "config"
     known = {
         "max_workers", "pools", "load_timeout", "timezone", "alerts", "database_url",
-        "executor", "dask_scheduler", "values_dir",
+        "executor", "dask_scheduler", "values_dir", "backups", "backup_every",
     }  # fmt: skip
     unknown = set(data) - known
     if unknown:
@@ -154,9 +161,37 @@ def load_config(project: Path) -> Config:
         alert_window=window,
         database_url=url,
         values_dir=_values_dir(src, data.get("values_dir"), project),
+        backups=_backups(src, data.get("backups", 3)),
+        backup_every=_interval(src, "backup_every", data.get("backup_every", 86_400.0)),
         source=source,
         **_executor(src, data),
     )
+
+
+def _backups(src: str, raw: Any) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+        raise ConfigError(f"{src}: backups must be a whole number >= 0 (0: none), got {raw!r}")
+    return raw
+
+
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+MIN_BACKUP_EVERY = 60.0
+
+
+def _interval(src: str, key: str, raw: Any) -> float:
+    """Seconds from `90`, `"90s"`, `"30m"`, `"12h"`, `"1d"` or `"1w"`."""
+    seconds: float | None = None
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        seconds = float(raw)
+    elif isinstance(raw, str) and (match := _INTERVAL.match(raw.lower())):
+        seconds = float(match.group(1)) * _SECONDS[match.group(2)]
+    if seconds is None or not seconds >= MIN_BACKUP_EVERY or seconds == float("inf"):
+        raise ConfigError(
+            f'{src}: {key} must be a duration of a minute or more ("1d", "12h", "30m" or '
+            f"seconds), got {raw!r}"
+        )
+    return seconds
 
 
 def _values_dir(src: str, raw: Any, project: Path) -> str | None:

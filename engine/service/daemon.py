@@ -34,11 +34,13 @@ from engine.service.admission import Admission
 from engine.service.events import EngineEvent
 from engine.service.ipc import SocketServer, socket_path
 from engine.storage import repo
-from engine.storage.db import read_scope, session_scope
+from engine.storage.db import close, read_scope, session_scope, sqlite_path, verify
 
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING = 0.2
+BACKUP_RETRY = 3600.0
+"""Seconds before a rolling backup that failed is tried again."""
 
 
 class Engine:
@@ -88,6 +90,8 @@ class Engine:
         self.watcher: PipelineWatcher | None = None
         self._socket: SocketServer | None = None
         self.started_at: float | None = None
+        self.failure: BaseException | None = None
+        """What stopped the engine on its own (its coordinator failed), if anything did."""
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -96,7 +100,10 @@ class Engine:
 
         Raises:
             EngineBusy: another live engine holds this home folder.
+            StorageError: the database is damaged (SQLite's quick check): nothing starts,
+                nothing is repaired or swept on what its damaged pages say.
         """
+        verify(self.db)
         holder = lease.try_acquire(self.db, self.me)
         if holder is not None:
             raise EngineBusy(
@@ -116,7 +123,7 @@ class Engine:
         else:
             sweep_values(self.db, self.paths, values)
         self.reload(initial=True)
-        self._spawn(self.coordinator.serve, self._stop, name="dagtop-coordinator")
+        self._spawn(self._coordinate, name="dagtop-coordinator")
         # The first pass at once, not a beat later: the runs already queued (a backfill the
         # CLI runs here, a daemon restarted mid-backfill) start now.
         self._wake.set()
@@ -139,7 +146,46 @@ class Engine:
         if self._want_watch and self.paths.pipelines.is_dir():
             self.watcher = PipelineWatcher(self.paths.pipelines, self.reload)
             self.watcher.start()
+        # Rolling backups are the long-lived engines' (a command's own lives for a backfill).
+        backups = self.config.backups > 0 and self.kind != "cli"
+        if backups and sqlite_path(str(self.db.url)) is not None:
+            self._spawn(self._rolling_backups, name="dagtop-backups")
         log.info("engine started (%s) for %s", self.kind, self.paths.home)
+
+    def _rolling_backups(self) -> None:
+        """Keep the newest `config.backups` copies of a SQLite history beside it, one every
+        `config.backup_every` (the first at once when the newest is older than that)."""
+        from engine.storage import backup
+
+        path = sqlite_path(str(self.db.url))
+        assert path is not None
+        while not self._stop.wait(backup.due_in(path, self.config.backup_every)):
+            try:
+                made = backup.rolling_backup(self.db, self.config.backups)
+                log.info("backed up the history to %s", made)
+                continue
+            except EngineError as exc:  # a damaged database is never copied over a backup
+                log.error("no backup taken: %s", exc.msg)
+            except Exception:  # noqa: BLE001 - keep the engine alive; the error is logged
+                log.exception("no backup taken")
+            if self._stop.wait(BACKUP_RETRY):
+                return
+
+    def _coordinate(self) -> None:
+        """The coordinator's loop. If it fails (the database's disk is full, say), the engine
+        stops rather than live on without it, its runs waiting forever; the next engine to
+        start recovers them."""
+        try:
+            self.coordinator.serve(self._stop)
+        except Exception as exc:
+            self.failure = exc
+            if isinstance(exc, EngineError):
+                # A command's own engine raises it to its user, who gets it once.
+                level = logging.INFO if self.kind == "cli" else logging.ERROR
+                log.log(level, "engine stopping: %s", exc.msg)
+            else:
+                log.exception("engine stopping: the coordinator failed")
+            threading.Thread(target=self.stop, name="dagtop-stop", daemon=True).start()
 
     def _listen(self) -> None:
         """Answer commands from this machine on the home's socket (a shortcut past the
@@ -183,6 +229,7 @@ class Engine:
         for thread in self._threads:
             thread.join(timeout=5)
         lease.release(self.db, self.me)
+        close(self.db)  # checkpoint: no -wal and -shm left beside the database
         log.info("engine stopped")
 
     @property
@@ -354,6 +401,7 @@ class Engine:
 
     def _housekeeping(self) -> None:
         last_beat = time.monotonic()
+        said: str | None = None  # the last error logged, so that a lasting one is said once
         while not self._stop.is_set():
             self._wake.wait(HOUSEKEEPING)
             self._wake.clear()
@@ -369,6 +417,11 @@ class Engine:
                         return
                 self._serve_commands()
                 self._admit()
+                said = None
+            except EngineError as exc:  # a full disk, say: one line, not one per tick
+                if exc.msg != said:
+                    log.error("housekeeping failed: %s", exc.msg)
+                said = exc.msg
             except Exception:  # noqa: BLE001 - keep the engine alive; the error is logged
                 log.exception("housekeeping failed")
 
@@ -463,14 +516,22 @@ def run_daemon(paths: Paths, config: Config) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     engine = Engine(paths, config, kind="daemon")
-    engine.start()
+    try:
+        engine.start()
+    except BaseException:
+        close(engine.db)  # refused (a damaged database, another engine): leave no -wal behind
+        raise
     try:
         while not stop.wait(0.5):
             if engine._lost_lease:
                 return 1
+            if engine.failure is not None:
+                break
     finally:
         engine.stop()
-    return 0
+    if isinstance(engine.failure, EngineError):
+        raise engine.failure  # one line on stderr, and a non-zero exit
+    return 0 if engine.failure is None else 1
 
 
 __all__ = ["Engine", "EngineBusy", "EngineEvent", "run_daemon"]

@@ -4,6 +4,13 @@ The schema is versioned with Alembic (`engine/storage/migrations`). Opening a da
 already at `HEAD` costs one query and never imports Alembic, which would add a tenth of a
 second or more to every command; a new database is created from the models and stamped (as
 Alembic's own docs advise), and only an older one goes through `engine.storage.schema`.
+
+Storage can fail: a SQLite file whose pages are damaged, that was cut short or that is full
+answers every query with a `StorageError` of one line that names the file, says what is wrong
+and what to do (the newest backup and the exact command that restores it), never with a
+driver traceback. A zero-byte file where a history was is refused, not taken for a new one.
+Backups (`backup`, `rolling_backup`, `restore`) use SQLite's online backup API, which is safe
+while an engine writes.
 """
 
 from __future__ import annotations
@@ -12,13 +19,14 @@ import contextvars
 import os
 import sqlite3
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, ExceptionContext, make_url
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel, create_engine
@@ -26,6 +34,7 @@ from sqlmodel import Session, SQLModel, create_engine
 from engine.errors import StorageError
 from engine.storage import models
 from engine.storage.models import HEAD, LEGACY_SCHEMA_VERSION, Meta
+from engine.units import format_bytes
 
 BUSY_TIMEOUT_MS = 30_000
 # Writes begin with BEGIN IMMEDIATE, reads with a plain (deferred) BEGIN; see open_db.
@@ -41,6 +50,20 @@ _alembic_version = Table(
 )
 
 
+# SQLite's primary result codes (https://sqlite.org/rescode.html) that say the file itself cannot
+# be used, as opposed to a query's or a lock's problem.
+SQLITE_READONLY, SQLITE_IOERR, SQLITE_CORRUPT = 8, 10, 11
+SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 13, 14, 26
+DAMAGED = (SQLITE_CORRUPT, SQLITE_NOTADB)
+FULL_BELOW = 1 << 20
+"""Bytes free under which a failed write is put down to a full disk."""
+
+_verified: weakref.WeakSet[SAEngine] = weakref.WeakSet()
+"""Engines whose database passed `verify` in this process (the UI and its engine check once)."""
+_wrote: weakref.WeakSet[SAEngine] = weakref.WeakSet()
+"""Engines that committed a transaction in this process: `close` checkpoints their WAL."""
+
+
 def database_url(home: Path, configured: str | None = None) -> str:
     """The database to use: DAGTOP_DATABASE_URL, else the project config's, else the home's."""
     return os.environ.get("DAGTOP_DATABASE_URL") or configured or f"sqlite:///{home / 'dagtop.db'}"
@@ -52,6 +75,109 @@ def display_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - a URL we cannot parse has nothing to hide we can find
         return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL; None for another database or an in-memory one."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[-1] if "///" in url else ""
+    return Path(path) if path and path != ":memory:" else None
+
+
+def unusable(path: Path, exc: BaseException) -> StorageError | None:
+    """The one-line error for a SQLite error that says the file itself cannot be used.
+
+    None for any other error (a constraint, a lock, a missing table): those are the caller's.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not isinstance(exc, sqlite3.Error) or code is None:
+        return None
+    code &= 0xFF  # the primary code of an extended one (SQLITE_IOERR_WRITE is 778)
+    detail = first_line(exc)
+    if code in DAMAGED:
+        return damaged(path, detail)
+    if code in (SQLITE_FULL, SQLITE_IOERR):
+        free = _free_space(path)
+        # A full disk shows as SQLITE_FULL when a write comes up short, but as a plain I/O
+        # error when SQLite cannot even grow its shared-memory file to read: ask the disk.
+        if code == SQLITE_FULL and free is not None and free >= FULL_BELOW:
+            return StorageError(
+                f"cannot write the history database {path}: {detail}, though its disk has "
+                f"{format_bytes(free)} free (a quota, or a file size limit?); lift the limit, "
+                "then run the command again",
+                title="Disk full",
+            )
+        if code == SQLITE_FULL or (free is not None and free < FULL_BELOW):
+            shown = f"; {format_bytes(free)} free" if free is not None else ""
+            return StorageError(
+                f"the disk of the history database {path} is full ({detail}{shown}); free some "
+                "space, then run the command again",
+                title="Disk full",
+            )
+        return StorageError(
+            f"cannot read or write the history database {path}: {detail}; check the disk "
+            "(`dmesg` says more), then run `dagtop db check`",
+            title="Disk error",
+        )
+    if code == SQLITE_CANTOPEN:
+        return StorageError(
+            f"cannot open the history database {path}: {detail}; check that its folder exists "
+            "and that you may write there",
+            title="Storage error",
+        )
+    if code == SQLITE_READONLY:
+        return StorageError(
+            f"cannot write the history database {path}: {detail}; check its permissions and "
+            "those of its folder",
+            title="Storage error",
+        )
+    return None
+
+
+def damaged(path: Path, what: str) -> StorageError:
+    """The error for a damaged history database: what is wrong, and how to get it back."""
+    return StorageError(
+        f"the history database {path} is damaged ({what}); {recovery_hint(path)}",
+        title="History database damaged",
+    )
+
+
+def recovery_hint(path: Path) -> str:
+    """What to do about a damaged database: restore its newest backup (the exact command),
+    or, with none, set it aside and start a new history."""
+    from engine.storage import backup  # the error path only
+
+    newest = backup.newest(path)
+    if newest is not None:
+        return (
+            f"restore its newest backup ({backup.describe_age(newest)}) with: "
+            f"{backup.restore_command(path, newest)}"
+        )
+    return (
+        f"it has no backup in {backup.folder(path)}: move it (with its -wal file, if any) "
+        "out of the way to start a new history; every value and log is kept"
+    )
+
+
+def _free_space(path: Path) -> int | None:
+    import shutil
+
+    try:
+        return shutil.disk_usage(path.parent).free
+    except OSError:
+        return None
+
+
+def _translate_errors(path: Path) -> Any:
+    """A `handle_error` listener: the file's own failures become one-line StorageErrors."""
+
+    def handle(ctx: ExceptionContext) -> None:
+        problem = unusable(path, ctx.original_exception)
+        if problem is not None:
+            raise problem from ctx.original_exception
+
+    return handle
 
 
 def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
@@ -83,10 +209,9 @@ def connect(url: str) -> SAEngine:
         StorageError: the URL is malformed or its driver is not installed.
     """
     is_sqlite = url.startswith("sqlite")
-    if is_sqlite:
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, Any] = {}
     if is_sqlite:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
@@ -100,6 +225,11 @@ def connect(url: str) -> SAEngine:
         raise StorageError(f"cannot open database {display_url(url)}: {exc}{hint}") from exc
     except Exception as exc:  # noqa: BLE001 - a malformed URL is a user error
         raise StorageError(f"cannot open database {display_url(url)!r}: {exc}") from exc
+    if path is not None:
+        # Every query, and the pragmas each new connection runs, go through here: a damaged,
+        # full or unreadable file is one line that says what to do, never a driver traceback.
+        event.listen(engine, "handle_error", _translate_errors(path))
+        event.listen(engine, "commit", lambda _conn: _wrote.add(engine))
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
         # SQLite's default deferred transactions can fail with "database is locked" when two
@@ -133,6 +263,9 @@ def open_db(url: str, upgrade: bool | None = None) -> SAEngine:
         StorageError: the database cannot be opened, was written by a newer dagtop, or needs
             a migration that `upgrade` does not allow.
     """
+    path = sqlite_path(url)
+    if path is not None:
+        refuse_lost_history(path)
     engine = connect(url)
     if upgrade is None:
         upgrade = engine.dialect.name == "sqlite"
@@ -142,6 +275,133 @@ def open_db(url: str, upgrade: bool | None = None) -> SAEngine:
     except OperationalError as exc:
         raise StorageError(f"cannot open database {display_url(url)}: {first_line(exc)}") from exc
     return engine
+
+
+def refuse_lost_history(path: Path) -> None:
+    """Refuse to start a new history where one was: an empty or missing database file whose
+    folder shows earlier runs.
+
+    SQLite takes a zero-byte file for a new, empty database, and so would dagtop, starting a
+    new history beside the values and logs of the old one. A file dagtop created is never
+    empty for longer than it takes to turn on WAL (which writes its first page at once), so
+    a zero-byte file beside a write-ahead log, backups, values or logs was cut short (a crash
+    mid-copy, a full disk, a truncating tool). A missing file is a deliberate fresh start,
+    unless its write-ahead log is still there: SQLite would take the log's pages for the new
+    database's.
+
+    Raises:
+        StorageError: the file is empty and the folder shows a history, or it is missing but
+            its write-ahead log is not.
+    """
+    wal = path.with_name(path.name + "-wal")
+    wal_size = _size(wal) or 0
+    size = _size(path)
+    if size or (size is None and not wal_size):
+        return
+    if size is None:
+        raise StorageError(
+            f"the history database {path} is missing, but its write-ahead log {wal} holds "
+            f"{format_bytes(wal_size)} of its history; {recovery_hint(path)}",
+            title="History database missing",
+        )
+    signs = _history_signs(path, wal_size)
+    if not signs:
+        return  # a new database, maybe being created by another process this instant
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:  # another process may be creating it right now
+        time.sleep(0.05)
+        if _size(path):
+            return
+    raise StorageError(
+        f"the history database {path} is empty (0 bytes), but {' and '.join(signs)} show there "
+        f"was a history: it was cut short (a crash, a full disk); {recovery_hint(path)}",
+        title="History database empty",
+    )
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+def _history_signs(path: Path, wal_size: int) -> list[str]:
+    """What in a database's folder shows that it held a history (cheap: stops at the first
+    file of each kind)."""
+    from engine.storage import backup
+
+    signs = []
+    if wal_size:
+        signs.append(f"its write-ahead log ({format_bytes(wal_size)})")
+    if backup.newest(path) is not None:
+        signs.append(f"its backups in {backup.folder(path)}")
+    for name in ("values", "logs"):
+        folder = path.parent / name
+        if _has_a_file(folder):
+            signs.append(f"the {name} in {folder}")
+    return signs
+
+
+def _has_a_file(folder: Path) -> bool:
+    return any(files for _dirpath, _dirs, files in os.walk(folder))  # stops at the first
+
+
+def verify(engine: SAEngine) -> None:
+    """Run SQLite's `quick_check` on the database, once per process and engine.
+
+    An engine starts only on a database that passes: recovery and the value sweep must never
+    act on what a damaged page says. The check reads every page (about 0.2 s per 100 MB) and
+    takes no write lock. PostgreSQL checks its own pages; nothing to do there.
+
+    Raises:
+        StorageError: the database is damaged (the message says how to restore it).
+    """
+    path = sqlite_path(str(engine.url))
+    if path is None or engine in _verified:
+        return
+    token = _immediate.set(False)
+    try:
+        with engine.connect() as conn:
+            # One problem is enough to refuse; the whole list is `dagtop db check`'s.
+            rows = [r for (r,) in conn.exec_driver_sql("PRAGMA quick_check(1)")]
+    finally:
+        _immediate.reset(token)
+    if rows != ["ok"]:
+        raise damaged(path, f"SQLite's quick check: {check_problem(rows)}")
+    _verified.add(engine)
+
+
+def check_problem(rows: list[str]) -> str:
+    """SQLite's first integrity-check finding on one line (it can span several)."""
+    words = " ".join(rows[:1]).replace("*** in database main ***", "").split()
+    return " ".join(words) or "no answer"
+
+
+def close(engine: SAEngine) -> None:
+    """On a clean exit: checkpoint the write-ahead log into the database (TRUNCATE) if this
+    process wrote, and close every pooled connection.
+
+    SQLite removes the `-wal` and `-shm` files when the last connection to the database
+    closes; a process that leaves without closing (the CLI ends with `os._exit`) leaves them
+    behind, the log as large as its last few megabytes of writes. Another process still
+    using the database keeps them, as it should: the checkpoint then waits for it at most a
+    moment, and whatever it could not copy waits for the next one.
+    """
+    if sqlite_path(str(engine.url)) is not None and engine in _wrote:
+        _wrote.discard(engine)
+        try:
+            raw = engine.raw_connection()
+            try:
+                conn = raw.driver_connection
+                assert conn is not None
+                conn.execute("PRAGMA busy_timeout=200")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                raw.close()
+        except (StorageError, sqlite3.Error, OperationalError):
+            pass  # housekeeping on the way out: the next writer checkpoints instead
+    engine.dispose()
 
 
 def first_line(exc: BaseException) -> str:

@@ -3,14 +3,14 @@ cheap to compare, and turned into ISO strings only at the edges (JSON, the UI)."
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 # The schema revision these tables are: the newest migration in engine/storage/migrations/versions
 # (a test keeps them in step).
-HEAD = "0002"
+HEAD = "0003"
 # dagtop releases from before migrations read only `meta.schema_version` and refuse anything
 # above 1: a database this dagtop has touched says 2, so they never write into it.
 LEGACY_SCHEMA_VERSION = "2"
@@ -49,7 +49,11 @@ class Meta(SQLModel, table=True):
 
 
 class Run(SQLModel, table=True):
-    __table_args__ = (Index("ix_run_created", "created_at"), Index("ix_run_status", "status"))
+    __table_args__ = (
+        Index("ix_run_created", "created_at"),
+        Index("ix_run_status", "status"),
+        Index("ix_run_updated", "updated_at"),  # what changed since a poll
+    )
 
     id: str = Field(primary_key=True)
     kind: str  # "assets" | "pipeline"
@@ -71,11 +75,16 @@ class Run(SQLModel, table=True):
 
 
 class Step(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("run_id", "key"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "key"),
+        Index("ix_step_key", "key", "id"),  # the newest step of an asset or task
+        Index("ix_step_key_partition", "key", "partition", "id"),  # ... of each partition
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: str = Field(index=True, foreign_key="run.id")
     key: str
+    partition: str | None = None  # the run's, so that partition reads need not join every run
     kind: str  # "asset" | "python" | "shell"
     position: int = 0  # topological order, for display
     upstream: str = "[]"  # JSON list of step keys in this run
@@ -131,8 +140,19 @@ class Event(SQLModel, table=True):
     data: str | None = Field(default=None, sa_column=Column(CleanText))
 
 
+# A materialization holds its value until a newer one of the same partition replaces it: the
+# current ones are one per asset partition, whatever the history holds.
+_CURRENT = text("value_path IS NOT NULL")
+
+
 class Materialization(SQLModel, table=True):
-    __table_args__ = (Index("ix_mat_asset_partition", "asset", "partition", "created_at"),)
+    __table_args__ = (
+        Index("ix_mat_asset_partition", "asset", "partition", "created_at"),
+        Index(
+            "ix_mat_current", "asset", "partition", "created_at",
+            sqlite_where=_CURRENT, postgresql_where=_CURRENT,
+        ),
+    )  # fmt: skip
 
     id: int | None = Field(default=None, primary_key=True)
     asset: str

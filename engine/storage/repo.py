@@ -10,7 +10,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import case, delete, func, insert, update
+from sqlalchemy import String, case, column, delete, func, insert, update, values
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from engine.errors import RunNotFound
@@ -32,6 +33,7 @@ from engine.storage.models import (
 )
 
 ACTIVE_RUN = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
+HEX = "0123456789abcdef"  # run ids are lowercase hex
 
 
 # --- runs and steps ---------------------------------------------------------------------------
@@ -53,10 +55,14 @@ def find_run(session: Session, run_id: str) -> Run:
     run = session.get(Run, run_id)
     if run is not None:
         return run
-    if run_id and all(c in "0123456789abcdef" for c in run_id.lower()):
-        matches = session.exec(
-            select(Run).where(col(Run.id).startswith(run_id.lower())).limit(2)
-        ).all()
+    if run_id and all(c in HEX for c in run_id.lower()):
+        prefix = run_id.lower()
+        # A range of the primary key, which LIKE (the prefix test) cannot use on its own.
+        query = select(Run).where(col(Run.id) >= prefix, col(Run.id).startswith(prefix))
+        rest = prefix.rstrip("f")
+        if rest:
+            query = query.where(col(Run.id) < rest[:-1] + HEX[HEX.index(rest[-1]) + 1])
+        matches = session.exec(query.limit(2)).all()
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
@@ -219,11 +225,12 @@ def latest_materialization(
     ).first()
 
 
-def latest_per_partition(session: Session, asset: str) -> dict[str | None, Materialization]:
-    """The newest materialization that still has its value, per partition of an asset."""
-    out: dict[str | None, Materialization] = {}
+def latest_per_partition(session: Session, asset: str) -> dict[str | None, Any]:
+    """The newest materialization that still has its value, per partition of an asset (as
+    rows: `mat.id`, `mat.value_path`, ...)."""
+    out: dict[str | None, Any] = {}
     for mat in session.exec(
-        select(Materialization)
+        select(*MAT_ROW)
         .where(Materialization.asset == asset, col(Materialization.value_path).is_not(None))
         .order_by(col(Materialization.created_at), col(Materialization.id))
     ):
@@ -232,6 +239,7 @@ def latest_per_partition(session: Session, asset: str) -> dict[str | None, Mater
 
 
 ID_CHUNK = 500  # ids per IN (...) query: well under SQLite's bound-parameter limit
+MAT_ROW = tuple(Materialization.__table__.columns)  # type: ignore[attr-defined]
 
 
 def materializations_by_id(session: Session, ids: Iterable[int]) -> dict[int, Materialization]:
@@ -310,6 +318,21 @@ def referenced_values(session: Session) -> set[str]:
         )
         if p
     }
+
+
+def recorded_attempts(session: Session, run_ids: Iterable[str]) -> dict[tuple[str, str, int], str]:
+    """The attempts of these runs that this database records: (run, step, attempt) -> status."""
+    ids = sorted(set(run_ids))
+    out: dict[tuple[str, str, int], str] = {}
+    for i in range(0, len(ids), ID_CHUNK):
+        rows = session.exec(
+            select(
+                StepAttempt.run_id, StepAttempt.key, StepAttempt.attempt, StepAttempt.status
+            ).where(col(StepAttempt.run_id).in_(ids[i : i + ID_CHUNK]))
+        )
+        for run_id, key, number, status in rows:
+            out[(run_id, key, number)] = status
+    return out
 
 
 def materialized_assets(session: Session) -> dict[str, tuple[float, str]]:
@@ -733,16 +756,17 @@ def sensor_stats(session: Session) -> dict[str, tuple[int, Any]]:
 
 def latest_per_partition_of(
     session: Session, assets: Iterable[str]
-) -> dict[str, dict[str | None, Materialization]]:
+) -> dict[str, dict[str | None, Any]]:
     """`latest_per_partition` of many assets in one query per ID_CHUNK of them: the home
     screen judges the staleness of every asset at once, and one query per asset was most of
-    its first read. Every asset asked for gets an entry, empty if it has no current value."""
+    its first read. Every asset asked for gets an entry, empty if it has no current value.
+    Rows, as `latest_per_partition`."""
     wanted = sorted(set(assets))
-    out: dict[str, dict[str | None, Materialization]] = {name: {} for name in wanted}
+    out: dict[str, dict[str | None, Any]] = {name: {} for name in wanted}
     for i in range(0, len(wanted), ID_CHUNK):
         chunk = wanted[i : i + ID_CHUNK]
         for mat in session.exec(
-            select(Materialization)
+            select(*MAT_ROW)
             .where(
                 col(Materialization.asset).in_(chunk),
                 col(Materialization.value_path).is_not(None),
@@ -751,3 +775,174 @@ def latest_per_partition_of(
         ):
             out[mat.asset][mat.partition] = mat  # in time order: the newest wins
     return out
+
+
+# --- reads that cost what their answer needs ----------------------------------------------------
+# Each reads through an index what its answer is made of (the newest step of each partition, the
+# current values, what changed since a cursor), never the whole history behind it. See the
+# indexes of migration 0003. What they return in bulk are rows, not ORM objects: building an
+# object costs ~30x a row, and a year of hourly partitions is 8,760 of them.
+
+STEP_ROW = (Step.id, Step.run_id, Step.key, Step.kind, Step.partition, Step.status,
+            Step.started_at, Step.ended_at)  # fmt: skip
+
+
+def newest_steps_per_partition(
+    session: Session, asset: str, partitions: Iterable[str] | None = None
+) -> dict[str | None, Any]:
+    """The newest step of `asset` in each partition it ran for (the run's partition: a key, or
+    a range `FIRST...LAST`), or only in `partitions`.
+
+    Every partition is found by a loose index scan (`ix_step_key_partition`): one seek to each
+    next partition and one to its newest step, so the read costs the partitions, not the runs.
+    Rows (`step.status`, `step.ended_at`, ...), as the other bulk reads here.
+    """
+    newer = aliased(Step)
+    if partitions is not None:
+        wanted = sorted(set(partitions))
+        out: dict[str | None, Any] = {}
+        for i in range(0, len(wanted), ID_CHUNK):
+            for step in session.exec(
+                select(*STEP_ROW).where(
+                    Step.key == asset,
+                    Step.kind == "asset",
+                    col(Step.partition).in_(wanted[i : i + ID_CHUNK]),
+                )
+            ):
+                if step.partition not in out or (out[step.partition].id or 0) < (step.id or 0):
+                    out[step.partition] = step
+        return out
+    first = select(func.min(Step.partition).label("p")).where(Step.key == asset)
+    parts = first.cte("parts", recursive=True)
+    following = (
+        select(func.min(newer.partition)).where(newer.key == asset, newer.partition > parts.c.p)
+    ).scalar_subquery()
+    parts = parts.union_all(select(following).where(parts.c.p.is_not(None)))
+    newest = (
+        select(newer.id)
+        .where(newer.key == asset, newer.partition == parts.c.p, newer.kind == "asset")
+        .order_by(col(newer.id).desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    rows = session.exec(select(*STEP_ROW).join(parts, col(Step.id) == newest))
+    return {step.partition: step for step in rows}
+
+
+def newest_step(session: Session, asset: str) -> Any:
+    """The newest step of an asset, whatever its partition (a row; None: it never ran)."""
+    return session.exec(
+        select(*STEP_ROW)
+        .where(Step.key == asset, Step.kind == "asset")
+        .order_by(col(Step.id).desc())
+        .limit(1)
+    ).first()
+
+
+def newest_steps_of(
+    session: Session, keys: Iterable[str], pipeline: str | None = None
+) -> list[Any]:
+    """The newest step of each asset of `keys` (or of each task of the task pipeline
+    `pipeline`): one index seek per key (`ix_step_key`), not a pass over every step. Rows."""
+    wanted = sorted(set(keys))
+    newer = aliased(Step)
+    out: list[Any] = []
+    for i in range(0, len(wanted), ID_CHUNK):
+        # A CTE of the keys (SQLite names a VALUES list's columns only there).
+        names = (
+            values(column("key", String), name="wanted")
+            .data([(k,) for k in wanted[i : i + ID_CHUNK]])
+            .cte("wanted")
+        )
+        newest = select(newer.id).where(newer.key == names.c.key)
+        if pipeline is None:
+            newest = newest.where(newer.kind == "asset")
+        else:
+            newest = newest.join(Run, col(Run.id) == newer.run_id).where(
+                Run.kind == "pipeline", Run.selection == json.dumps(pipeline)
+            )
+        ids = select(newest.order_by(col(newer.id).desc()).limit(1).scalar_subquery())
+        out += session.exec(select(*STEP_ROW).where(col(Step.id).in_(ids.select_from(names))))
+    return out
+
+
+def current_materializations(
+    session: Session, asset: str, partitions: Iterable[str | None]
+) -> dict[str | None, Any]:
+    """`latest_per_partition` of only some partitions (None: an unpartitioned asset's value)."""
+    partitions = set(partitions)
+    wanted = sorted({p for p in partitions if p is not None})
+    out: dict[str | None, Any] = {}
+    queries = [col(Materialization.partition).is_(None)] if None in partitions else []
+    queries += [
+        col(Materialization.partition).in_(wanted[i : i + ID_CHUNK])
+        for i in range(0, len(wanted), ID_CHUNK)
+    ]
+    for where in queries:
+        for mat in session.exec(
+            select(*MAT_ROW)
+            .where(
+                Materialization.asset == asset,
+                where,
+                col(Materialization.value_path).is_not(None),
+            )
+            .order_by(col(Materialization.created_at), col(Materialization.id))
+        ):
+            out[mat.partition] = mat  # in time order: the newest wins
+    return out
+
+
+def failed_checks(
+    session: Session, asset: str, run_ids: Iterable[str]
+) -> dict[tuple[str, str | None], list[str]]:
+    """The checks of `asset` that failed in these runs (those of its current values), by (run,
+    partition): found through the runs (`ix_checkrecord_run_id`), never through every check
+    the asset ever ran."""
+    ids = sorted(set(run_ids))
+    out: dict[tuple[str, str | None], list[str]] = {}
+    for i in range(0, len(ids), ID_CHUNK):
+        rows = session.exec(
+            select(CheckRecord.run_id, CheckRecord.partition, CheckRecord.name)
+            .where(
+                col(CheckRecord.run_id).in_(ids[i : i + ID_CHUNK]),
+                # coalesce(): matched on each row the run index finds, so that the planner never
+                # walks the asset's whole check history (`ix_checkrecord_asset`) instead.
+                func.coalesce(CheckRecord.asset, "") == asset,
+                col(CheckRecord.passed).is_(False),
+            )
+            .order_by(col(CheckRecord.id))
+        )
+        for run_id, partition, name in rows:
+            found = out.setdefault((run_id, partition), [])
+            if name not in found:
+                found.append(name)
+    return out
+
+
+def asset_steps_changed_since(
+    session: Session, since: float
+) -> list[tuple[str, float, str, str | None]]:
+    """(run, its updated_at, asset, run partition) of every asset step whose run changed after
+    `since` (a run's `updated_at` moves at each change of its steps).
+
+    Two queries, the runs (`ix_run_updated`) then their steps, so that no planner can start
+    from the steps and read them all.
+    """
+    runs = dict(
+        session.exec(select(Run.id, Run.updated_at).where(col(Run.updated_at) > since)).all()
+    )
+    ids = sorted(runs)
+    out = []
+    for i in range(0, len(ids), ID_CHUNK):
+        for run_id, key, partition in session.exec(
+            select(Step.run_id, Step.key, Step.partition).where(
+                col(Step.run_id).in_(ids[i : i + ID_CHUNK]), Step.kind == "asset"
+            )
+        ):
+            out.append((run_id, runs[run_id], key, partition))
+    return out
+
+
+def last_update(session: Session) -> float:
+    """The newest `updated_at` of any run (0 without runs): where a changes cursor starts."""
+    return float(session.exec(select(func.max(Run.updated_at))).one() or 0.0)

@@ -450,11 +450,12 @@ async def bench_tail(app: DagtopApp, client: Client, sizes: Sizes) -> list[Row]:
     line = re.compile(r"^(\d+\.\d+) INFO  chatty line +(\d+) of (\d+)")
 
     def bottom() -> tuple[float, int, int] | None:
-        shown = log.visible_text()
-        found = line.match(shown[-1]) if shown else None
-        if found is None:
-            return None
-        return float(found[1]), int(found[2]), int(found[3])
+        # The step's newest line in view (dagtop's own last line follows it at the end).
+        for text in reversed(log.visible_text()[-2:]):
+            found = line.match(text)
+            if found is not None:
+                return float(found[1]), int(found[2]), int(found[3])
+        return None
 
     await until(lambda: bottom() is not None, "the step's first log line", 60)
     window_start = time.perf_counter()
@@ -512,6 +513,8 @@ async def bench_tail(app: DagtopApp, client: Client, sizes: Sizes) -> list[Row]:
 def writer_rate(log: LogView) -> float:
     """Lines a second the step really wrote (from the times on its first and last lines)."""
     count = log.line_count
+    if log.line_text(count - 1).startswith("dagtop: "):
+        count -= 1  # dagtop's own last line, on how the step ended
     first = float(log.line_text(0).split()[0])
     last = float(log.line_text(count - 1).split()[0])
     return (count - 1) / (last - first) if last > first else 0.0

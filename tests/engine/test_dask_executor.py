@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from engine.client import Client, RunView  # noqa: E402
 from engine.storage.db import read_scope  # noqa: E402
 from engine.storage.models import Event  # noqa: E402
 from tests.engine.test_executor import alive, attempts_of, step, wait_until  # noqa: E402
+from tests.engine.test_exits import forked_child_is_gone, last_lines, marked  # noqa: E402
 
 pytestmark = [pytest.mark.serial, pytest.mark.timeout(120)]
 
@@ -204,6 +206,39 @@ def test_cancel_stops_the_remote_step_and_its_children(
     assert not alive(attempt.pid) and not alive(child)
 
 
+def test_nothing_a_remote_step_started_outlives_it(
+    cluster: tuple[str, Any], tmp_path: Path
+) -> None:
+    client = make_project(tmp_path, cluster[0], "leftovers")
+    marker = f"dagtop-test-leftover-{uuid.uuid4().hex}"
+    try:
+        helpers = client.materialize(["leaves_helpers"], params={"marker": marker})
+        assert marked(marker) == []
+        stubborn = client.materialize(["stubborn"], params={"marker": marker})
+        assert marked(marker) == []
+    finally:
+        for proc in psutil.process_iter(["cmdline"]):
+            if marker in (proc.info["cmdline"] or []):
+                proc.kill()
+
+    assert helpers.status == "success", [(s.key, s.status, s.error) for s in helpers.steps]
+    ended, last = last_lines(helpers, "leaves_helpers")
+    assert ended.startswith("dagtop: ended 3 leftover processes: "), ended
+    assert last == "dagtop: step succeeded"
+    ended, last = last_lines(stubborn, "stubborn")
+    assert ended.startswith("dagtop: ended 2 leftover processes: "), ended
+    assert last == "dagtop: step failed: timed out after 1 s"
+
+
+def test_a_remote_step_ends_though_a_forked_copy_holds_its_pipes(
+    cluster: tuple[str, Any], tmp_path: Path
+) -> None:
+    """The end is sent when the step's process exits, not when its events pipe is closed by
+    every process that holds it; then the copy is ended."""
+    client = make_project(tmp_path, cluster[0], "leftovers")
+    forked_child_is_gone(client, tmp_path / "child.pid", "unused")
+
+
 # --- losing a worker ----------------------------------------------------------------------------
 
 
@@ -232,6 +267,8 @@ def test_a_killed_worker_fails_the_attempt_its_processes_die_and_the_retry_runs_
     # Dask reran the lost task elsewhere, but the step itself ran once per attempt.
     lines = starts.read_text().splitlines()
     assert [line.split()[0] for line in lines] == ["1", "2"]
+    last = Path(one.log_path).read_text().splitlines()[-1]
+    assert last == f"dagtop: step failed: dask worker {first.worker} lost; attempt 2 of 2 in 0 s"
     wait_until(lambda: not alive(first.pid), 10, "the lost worker's step to die with it")
     wait_until(lambda: not alive(child), 10, "the step's own child to die with it")
     dask.wait_for_workers(3, timeout=60)  # its nanny restarts it for the tests that follow

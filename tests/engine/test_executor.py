@@ -269,6 +269,21 @@ def test_timeout_stops_the_step(deaths: tuple[Client, RunView, float]) -> None:
     assert attempt.pid and not alive(attempt.pid)
 
 
+def test_each_log_ends_with_dagtops_line_saying_why(
+    deaths: tuple[Client, RunView, float],
+) -> None:
+    _client, view, _ = deaths
+    for st in view.steps:
+        assert log_text(view, st.key).splitlines()[-1] == f"dagtop: step failed: {st.error}"
+    last = {st.key: log_text(view, st.key).splitlines()[-1] for st in view.steps}
+    assert re.fullmatch(
+        r"dagtop: step failed: memory limit exceeded: peak [\d.]+ MiB of limit 150\.0 MiB",
+        last["hungry"],
+    ), last["hungry"]
+    assert last["sleepy"] == "dagtop: step failed: timed out after 1 s"
+    assert last["sigkilled"] == "dagtop: step failed: killed by SIGKILL"
+
+
 @pytest.mark.parametrize("key", ["returns_lambda", "returns_generator"])
 def test_output_that_cannot_be_stored(deaths: tuple[Client, RunView, float], key: str) -> None:
     _client, view, _ = deaths
@@ -336,6 +351,12 @@ def test_retries_with_growing_backoff(tmp_path: Path, db_setting: str) -> None:
     assert len({r.path for r in refs}) == 3
     for ref in refs[:2]:
         assert f"flaky failure on attempt {ref.attempt}" in ref.path.read_text()
+        last = ref.path.read_text().splitlines()[-1]
+        assert (
+            last.startswith("dagtop: step failed: ")
+            and f"; attempt {ref.attempt + 1} of 3 in" in last
+        )
+    assert refs[2].path.read_text().endswith("\ndagtop: step succeeded on attempt 3 of 3\n")
     starts = attempt_starts(client, view.id, "flaky")
     first_gap, second_gap = starts[1] - starts[0], starts[2] - starts[1]
     assert first_gap >= 0.2 and second_gap >= 0.4, (first_gap, second_gap)
@@ -466,6 +487,7 @@ def test_cancel_stops_the_running_step_and_its_children(tmp_path: Path) -> None:
     wait_until(lambda: not alive(attempt.pid) and not alive(child_pid), 5, "the tree to die")
     assert [a.status for a in attempts_of(watcher, "slow")] == ["canceled"]
     assert attempts_of(watcher, "after_slow") == []
+    assert log_text(view, "slow").splitlines()[-1] == "dagtop: step canceled by user"
 
 
 # --- output volume ----------------------------------------------------------------------------
@@ -502,7 +524,7 @@ def test_100_mb_of_output_goes_to_the_log_not_into_the_engine(tmp_path: Path) ->
     with log.open("rb") as fh:
         fh.seek(-4096, os.SEEK_END)
         tail = fh.read()
-    assert tail.endswith(b"x" * 999 + b"\nLAST LINE OF CHATTY\n")
+    assert tail.endswith(b"x" * 999 + b"\nLAST LINE OF CHATTY\ndagtop: step succeeded\n")
 
 
 # --- IO managers ------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def _schema_diff(url: str) -> list[object]:
 
 
 def test_head_is_the_newest_migration() -> None:
-    assert schema.revisions() == ["0001", "0002"]
+    assert schema.revisions() == ["0001", "0002", "0003"]
     assert schema.revisions()[-1] == HEAD
 
 
@@ -175,3 +175,34 @@ def test_new_sqlite_files_opened_by_many_threads_at_once_never_say_locked(tmp_pa
     # connection creates the schema; a few percent of such races failed before the retry.
     errors = [e for i in range(60) for e in open_at_once(f"sqlite:///{tmp_path / f'{i}.db'}")]
     assert errors == []
+
+
+def test_a_database_at_0002_is_upgraded_in_place_with_its_steps_partitions(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(schema._config(conn), "0002")
+        conn.exec_driver_sql(
+            "INSERT INTO run (id, kind, target, selection, partition, params, trigger, status, "
+            "created_at, updated_at, cancel_requested) VALUES "
+            "('r1', 'assets', 'raw', '[\"raw\"]', '2025-01-01', '{}', 'manual', 'success', "
+            "1.0, 1.0, 0), ('r2', 'pipeline', 'etl', '\"etl\"', NULL, '{}', 'manual', "
+            "'success', 2.0, 2.0, 0)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO step (run_id, key, kind, position, upstream, status, attempts, "
+            "max_attempts) VALUES ('r1', 'raw', 'asset', 0, '[]', 'success', 1, 1), "
+            "('r2', 'extract', 'python', 0, '[]', 'success', 1, 1)"
+        )
+    engine.dispose()
+    db = open_db(url)  # SQLite upgrades on open
+    assert revision(db) == HEAD
+    with read_scope(db) as s:
+        steps = repo.steps_of(s, ["r1", "r2"])
+        assert [st.partition for st in steps["r1"]] == ["2025-01-01"]
+        assert [st.partition for st in steps["r2"]] == [None]
+        assert repo.newest_steps_per_partition(s, "raw")["2025-01-01"].run_id == "r1"
+    assert {"ix_step_key", "ix_step_key_partition"} <= {
+        i["name"] for i in inspect(db).get_indexes("step")
+    }
+    assert _schema_diff(url) == []

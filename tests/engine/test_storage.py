@@ -14,7 +14,7 @@ from engine.errors import RunNotFound, StorageError
 from engine.status import IllegalTransition, RunStatus, StepStatus, transition_run, transition_step
 from engine.storage import repo
 from engine.storage.db import open_db, read_scope, session_scope
-from engine.storage.models import Materialization, Run, Step
+from engine.storage.models import Materialization, Run, Step, StepAttempt
 
 
 @pytest.fixture
@@ -24,6 +24,27 @@ def db(db_url: str):  # type: ignore[no-untyped-def]
 
 def _run(run_id: str, created: float, status: str = "queued") -> Run:
     return Run(id=run_id, kind="assets", target="a", created_at=created, status=status)
+
+
+def _ran(s: Session, run_id: str, status: str, asset: str = "a") -> None:
+    """A run of `asset` whose first attempt is recorded, as an engine records them."""
+    ended = "running" if status == "running" else status
+    repo.add_run(s, _run(run_id, 1.0, status=status), [])
+    step = Step(run_id=run_id, key=asset, kind="asset", status=ended, attempts=1)
+    s.add(step)
+    s.flush()
+    assert step.id is not None
+    s.add(
+        StepAttempt(
+            step_id=step.id,
+            run_id=run_id,
+            key=asset,
+            attempt=1,
+            status=ended,
+            log_path="x.log",
+            started_at=1.0,
+        )
+    )
 
 
 def test_a_new_sqlite_database_is_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
@@ -183,9 +204,9 @@ def test_the_value_sweep_spares_running_runs_and_recorded_values(db, tmp_path: P
     for path in (running, done, recorded):
         path.write_bytes(b"x")
     with session_scope(db) as s:
-        repo.add_run(s, _run("run1", 1.0, status="running"), [])
-        repo.add_run(s, _run("done1", 1.0, status="failed"), [])
-        repo.add_run(s, _run("rec1", 1.0, status="success"), [])
+        _ran(s, "run1", "running")
+        _ran(s, "done1", "failed")
+        _ran(s, "rec1", "success")
         repo.add_materialization(
             s, Materialization(asset="a", run_id="rec1", created_at=1.0, value_path=str(recorded))
         )
@@ -212,15 +233,16 @@ def test_the_value_sweep_covers_values_at_a_url(db, tmp_path: Path) -> None:  # 
     running, done, recorded = (folder / f"{rid}.1.pkl" for rid in ("run1", "done1", "rec1"))
     respelled = shared / "b" / "_" / "rec2.1.pkl"
     task_value = shared / "@tasks" / "done1" / "t.1.pkl"
-    stale, fresh = folder / ".tmp-1-aa.part", folder / ".tmp-2-bb.part"
+    stale, fresh = folder / ".tmp-done1.1.pkl-1-aa.part", folder / ".tmp-done1.1.pkl-2-bb.part"
     for path in (running, done, recorded, respelled, task_value, stale, fresh):
         path.write_bytes(b"x")
     long_ago = time.time() - TMP_AGE - 60
     os.utime(stale, (long_ago, long_ago))
     with session_scope(db) as s:
-        repo.add_run(s, _run("run1", 1.0, status="running"), [])
-        for rid in ("done1", "rec1", "rec2"):
-            repo.add_run(s, _run(rid, 1.0, status="success" if rid != "done1" else "failed"), [])
+        _ran(s, "run1", "running")
+        _ran(s, "done1", "failed")
+        _ran(s, "rec1", "success")
+        _ran(s, "rec2", "success", asset="b")
         # The second record spells its URL another way than the sweep's listing does.
         for rid, where in (("rec1", f"{url}/a/_/rec1.1.pkl"), ("rec2", f"file:{respelled}")):
             asset = where.split("/")[-3]

@@ -15,10 +15,17 @@ What runs at the same time, against a throw-away project (tests/soak/soak_pipeli
   the sensor's settle time between writes) or written as `.part` and renamed;
 - `chaos` runs that succeed, fail every attempt, fail once then succeed (retries), time out
   (`timeout=`), blow their memory limit (`memory_limit=`), exit without reporting, or print a lot;
+  or succeed leaving helper processes in their group, in a new session and orphaned, or time out
+  with children that ignore SIGTERM;
 - backfills of daily partitions started with `--no-wait`, canceled with `--cancel`, some resumed;
 - kill -9 of the daemon's pid only (as a crash would: its workers and fork server are orphaned),
   at random moments during the first part of the soak (`--kill-until`), some while it starts,
   each followed by a restart; the rest of the soak runs on one daemon, whose memory is measured;
+- a damaged copy of the database a few times (`_damager`): the live database copied with
+  `dagtop db backup` while the daemon writes (the copy must pass `dagtop db check`), then
+  damaged (pages overwritten, cut short, a bad header, zero bytes), and `db check`, `runs` and
+  a `daemon` pointed at it with the real home must each fail in one line, the daemon without
+  starting or sweeping a value of the real home;
 - a reader process that reads state as the TUI does (`runs(limit=200)`, `runs_since`,
   `node_statuses`, `partitions`, `logs`, `attempts`, `backfills`), counting errors and keeping
   the TUI's incremental mirror of run statuses.
@@ -31,8 +38,10 @@ cursor row and exactly one run (`params.path` unique); every materialization tha
 "database is locked" anywhere (daemon logs, CLI stderr, reader errors); the daemon's RSS grew by
 at most 20% (first vs last minute of the last daemon, or first vs last 20% of it when it lived
 less than five minutes); plus what the CLIs reported vs what storage says, each chaos run's
-outcome vs its mode, schedule ticks without gaps, backfills finished, no orphaned processes, and
-the reader's mirror equal to storage. Exit status 1 when any check fails; the work folder (kept
+outcome vs its mode, schedule ticks without gaps, backfills finished, no orphaned processes (of
+the daemons' trees, and anywhere on the machine any process a step left behind), every finished
+attempt's log ending with dagtop's line saying how it ended, and the reader's mirror equal to
+storage. Exit status 1 when any check fails; the work folder (kept
 with --keep, or on failure) holds every log and `summary.json`.
 """
 
@@ -68,7 +77,10 @@ PIPELINE = HERE / "soak_pipeline.py"
 TERMINAL_RUN = {"success", "failed", "canceled"}
 TERMINAL_STEP = {"success", "failed", "skipped", "canceled"}
 TERMINAL_ATTEMPT = {"success", "failed", "canceled"}
-MODES = ("ok", "ok", "ok", "ok", "fail", "flaky", "timeout", "memory", "exit", "noisy")
+MODES = (
+    "ok", "ok", "ok", "ok", "fail", "flaky", "timeout", "memory", "exit", "noisy", "helpers",
+    "stubborn",
+)  # fmt: skip
 LOCKED = "database is locked"
 RSS_LIMIT = 0.20  # the daemon's RSS may grow by at most this fraction
 SENSOR_SETTLE = 1.0  # file_sensor's default settle time (soak_pipeline.py sets none)
@@ -171,6 +183,7 @@ class Soak:
         self.cli_problems: list[str] = []
         self.descendants: dict[tuple[int, float], str] = {}
         self.notes: list[str] = []
+        self.damage_rounds: list[dict[str, Any]] = []
         self.t0 = 0.0
         self.load_end = 0.0
         self.final_phase: dict[str, Any] = {}
@@ -490,6 +503,78 @@ class Soak:
                     done = self.run_cli("backfill", "--resume", backfill_id, "--no-wait", "--json")
                     record["actions"].append(("resume", done.returncode, _tail(done.stderr)))
 
+    # --- damaged copies of the database ---------------------------------------------------------
+
+    DAMAGES = ("pages", "empty", "header", "truncated")  # the two that lost values first
+
+    def _damager(self) -> None:
+        """A few times during the load, a damaged copy of the live database (`_damage_round`)."""
+        gap = clamp(self.duration * 0.1, 5, 90)
+        n = 0
+        while not self.stop.wait(self.rng.uniform(gap * 0.5, gap)):
+            self._damage_round(self.DAMAGES[n % len(self.DAMAGES)], n)
+            n += 1
+
+    def _damage_round(self, kind: str, n: int) -> None:
+        folder = self.work / "damaged" / str(n)
+        folder.mkdir(parents=True)
+        copy = folder / "dagtop.db"
+        url = {"DAGTOP_DATABASE_URL": f"sqlite:///{copy}"}
+        record: dict[str, Any] = {"kind": kind, "problems": []}
+        self.damage_rounds.append(record)
+        problems: list[str] = record["problems"]
+
+        backup = self._dagtop(["db", "backup", str(copy)])  # online, while the daemon writes
+        if backup.returncode != 0:
+            problems.append(f"db backup failed: {_tail(backup.stderr)}")
+            return
+        check = self._dagtop(["db", "check"], url)
+        if check.returncode != 0 or not check.stdout.startswith("ok: "):
+            problems.append(f"the fresh backup fails db check: {_tail(check.stdout)}")
+        _damage(copy, kind)
+        if kind == "empty":
+            # A history shows beside it (its logs), so an empty file is a lost history.
+            (folder / "logs").mkdir()
+            (folder / "logs" / "step.1.log").write_text("a log of a run\n")
+        check = self._dagtop(["db", "check"], url)
+        if check.returncode != 1 or not check.stdout.startswith("damaged: "):
+            problems.append(f"db check of a {kind} copy: exit {check.returncode}, {check.stdout}")
+        for args in (["runs"], ["daemon"]):
+            # The daemon is pointed at the damaged copy with the real home and its values.
+            done = self._dagtop(args, url, timeout=60)
+            lines = done.stderr.strip().splitlines()
+            if done.returncode in (0, -9) or len(lines) != 1 or str(copy) not in done.stderr:
+                problems.append(
+                    f"`{args[0]}` on a {kind} copy: exit {done.returncode}, {_tail(done.stderr)}"
+                )
+            if "value sweep" in done.stderr or "Traceback" in done.stderr:
+                problems.append(f"`{args[0]}` on a {kind} copy: {_tail(done.stderr)}")
+        log(f"damaged copy #{n} ({kind}): {'ok' if not problems else problems[0]}")
+
+    def _dagtop(
+        self, args: list[str], env: dict[str, str] | None = None, timeout: float = 90.0
+    ) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                self.cli(*args), capture_output=True, text=True, timeout=timeout,
+                cwd=self.project, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
+                start_new_session=True,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired as exc:
+            return subprocess.CompletedProcess(exc.cmd, -9, "", f"hung for {timeout:g} s")
+
+    def _audit_damage(self, fig: dict[str, Any]) -> list[Failure]:
+        fig["damaged_copies"] = {
+            "rounds": len(self.damage_rounds),
+            "kinds": dict(Counter(r["kind"] for r in self.damage_rounds)),
+            "refused_in_one_line": sum(1 for r in self.damage_rounds if not r["problems"]),
+        }
+        return [
+            Failure("damaged copy", f"{r['kind']}: {problem}")
+            for r in self.damage_rounds
+            for problem in r["problems"]
+        ]
+
     # --- the whole thing ------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -515,7 +600,13 @@ class Soak:
         sampler.start()
         producers = [
             threading.Thread(target=fn, name=fn.__name__)
-            for fn in (self._killer, self._submitter, self._dropper, self._backfiller)
+            for fn in (
+                self._killer,
+                self._submitter,
+                self._dropper,
+                self._backfiller,
+                self._damager,
+            )
         ]
         for thread in producers:
             thread.start()
@@ -708,7 +799,10 @@ class Soak:
                 )
             )
 
-        # 10. orphans: every process a daemon started is gone
+        # 10. damaged copies of the database: refused in one line, nothing swept
+        fail += self._audit_damage(fig)
+
+        # 11. orphans: every process a daemon started is gone
         alive = []
         for (pid, ctime), cmd in self.descendants.items():
             with contextlib.suppress(psutil.Error):
@@ -719,6 +813,9 @@ class Soak:
         fig["orphans_left"] = len(alive)
         if alive:
             fail.append(Failure("orphans", f"{len(alive)} process(es) left: {alive[:5]}"))
+
+        # 11. what steps left behind was ended with their attempts, and every log says how
+        fail += self._audit_leftovers(attempts, fig)
 
         fig["daemons"] = [
             f"#{i.idx} pid {i.pid} lived {(i.ended or time.time()) - i.started:.1f} s, "
@@ -997,6 +1094,42 @@ class Soak:
             fail.append(Failure("schedule", f"only {len(ticks)} tick(s) in a long soak"))
         return fail
 
+    def _audit_leftovers(self, attempts: list[sqlite3.Row], fig: dict[str, Any]) -> list[Failure]:
+        """No process a chaos step left behind (they carry the pipeline's marker on their
+        command line) is alive, wherever it ran: under a daemon, or in a CLI that ran its run
+        itself; and every finished attempt's log ends with dagtop's line saying how it ended."""
+        fail: list[Failure] = []
+        marker = f"dagtop-soak-leftover:{self.project}"
+        left = []
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            cmdline = proc.info["cmdline"] or []
+            if marker in cmdline and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                left.append(f"{proc.pid} (parent {proc.ppid()}) {' '.join(cmdline[:3])[:80]}")
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()  # one soak's leftovers must not outlive it either
+        ended = 0
+        unexplained: list[str] = []
+        for att in attempts:
+            if att["status"] not in TERMINAL_ATTEMPT or not att["log_path"]:
+                continue
+            lines = _read(Path(att["log_path"])).splitlines()
+            ended += sum(1 for line in lines if line.startswith("dagtop: ended "))
+            if not lines or not lines[-1].startswith("dagtop: step "):
+                last = lines[-1][:80] if lines else "(empty)"
+                unexplained.append(f"{att['run_id']}/{att['key']}.{att['attempt']}: {last!r}")
+        fig["leftovers"] = {
+            "alive_at_the_end": len(left),
+            "leftover_lines_in_logs": ended,
+            "logs_without_an_end_line": len(unexplained),
+        }
+        if left:
+            fail.append(Failure("leftovers", f"{len(left)} process(es) outlived their run: "
+                                             f"{left[:5]}"))  # fmt: skip
+        if unexplained:
+            fail.append(Failure("end lines", f"{len(unexplained)} attempt log(s) end without "
+                                             f"dagtop's line: {unexplained[:5]}"))  # fmt: skip
+        return fail
+
     def report(self, failures: list[Failure], fig: dict[str, Any]) -> None:
         fig["failures"] = [f"{f.check}: {f.detail}" for f in failures]
         (self.work / "summary.json").write_text(json.dumps(fig, indent=2, default=str))
@@ -1013,6 +1146,21 @@ class Soak:
         print(f"work folder: {self.work}")
 
 
+def _damage(db: Path, kind: str) -> None:
+    """Damage a database file as storage fails: pages overwritten, cut short, a bad header,
+    or emptied."""
+    with db.open("r+b") as fh:
+        if kind == "pages":
+            fh.seek(8192)
+            fh.write(os.urandom(8192))
+        elif kind == "truncated":
+            fh.truncate(min(20_000, db.stat().st_size // 2))
+        elif kind == "header":
+            fh.write(b"not a database!\0")
+        else:
+            fh.truncate(0)
+
+
 def _expected(mode: str, run: sqlite3.Row, steps: dict[str, sqlite3.Row], interrupted: bool) -> str:
     """Why a finished chaos run does not look like its mode, or ''."""
     st = steps.get("chaos")
@@ -1021,13 +1169,13 @@ def _expected(mode: str, run: sqlite3.Row, steps: dict[str, sqlite3.Row], interr
     status, error = run["status"], st["error"] or ""
     if run["cancel_requested"]:
         return ""
-    if mode in ("ok", "noisy"):
+    if mode in ("ok", "noisy", "helpers"):
         want, attempts, says = "success", 1, ""
     elif mode == "flaky":
         want, attempts, says = "success", 2, ""
     elif mode == "fail":
         want, attempts, says = "failed", 3, "planned failure"
-    elif mode == "timeout":
+    elif mode in ("timeout", "stubborn"):
         want, attempts, says = "failed", 3, "timed out after"
     elif mode == "memory":
         want, attempts, says = "failed", 3, "memory limit exceeded"

@@ -7,7 +7,11 @@ behaviour can be predicted from what the soak passed it:
 - `ticker`: the target of a `* * * * *` schedule with catchup;
 - `chaos`: does what `context.params["mode"]` says (or a mode drawn from the run id): succeed,
   fail every attempt, fail only the first attempt, sleep past its timeout, blow its memory
-  limit, exit without reporting, or print a lot; `chaos_report` depends on it;
+  limit, exit without reporting, or print a lot; or leave processes behind: succeed leaving
+  helpers in its process group, in a session of its own and orphaned (`helpers`), or time out
+  with children that ignore SIGTERM (`stubborn`). Each such process carries `LEFTOVER_MARKER`
+  on its command line, so the soak can tell whether any outlived its run; `chaos_report`
+  depends on it;
 - `daily` / `daily_sum`: daily partitions for backfills (random sleeps, ~10% random failures);
 - `daily_range`: the same backfilled in runs of up to 5 days (a backfill policy);
 - `ingest`: the target of the `drops` file sensor on `<project>/inbox`;
@@ -19,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,9 +43,14 @@ from engine import (
 
 # <project>/pipelines/soak_pipeline.py -> <project>/inbox
 INBOX = Path(__file__).resolve().parent.parent / "inbox"
-MODES = ("ok", "ok", "ok", "ok", "fail", "flaky", "timeout", "memory", "exit", "noisy")
+MODES = (
+    "ok", "ok", "ok", "ok", "fail", "flaky", "timeout", "memory", "exit", "noisy", "helpers",
+    "stubborn",
+)  # fmt: skip
 TIMEOUT = 4.0
 MEMORY_LIMIT_MIB = 120
+LEFTOVER_MARKER = f"dagtop-soak-leftover:{INBOX.parent}"
+"""On the command line of every process a chaos step leaves behind (unique to the soak)."""
 
 
 def chaos_mode(context) -> str:
@@ -77,11 +88,51 @@ def chaos(context):
         del hog
     if mode == "exit":
         os._exit(3)
+    if mode == "helpers":
+        leave_helpers()
+    if mode == "stubborn":
+        start_stubborn_children()
+        time.sleep(TIMEOUT * 10)
     if mode == "noisy":
         for i in range(2000):
             print(f"noisy line {i} " + "x" * 100)
     time.sleep(random.Random(f"{context.run_id}:{context.attempt}").uniform(0.0, 0.5))
     return {"mode": mode, "attempt": context.attempt}
+
+
+# --- processes left behind (the leftovers faults) ---------------------------------------------
+
+_SLEEPER = "import signal, sys, time\n{ignore}time.sleep(3600)\n"
+
+
+def _helper(*, new_session: bool = False, ignore_term: bool = False) -> None:
+    ignore = "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignore_term else ""
+    code = _SLEEPER.format(ignore=ignore)
+    subprocess.Popen(
+        [sys.executable, "-c", code, LEFTOVER_MARKER],
+        start_new_session=new_session,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def leave_helpers() -> None:
+    """Helpers the step never stops: one in its group, one that called setsid(), and one in
+    a session of its own whose parent exits at once."""
+    _helper()
+    _helper(new_session=True)
+    orphaner = (
+        "import subprocess, sys\n"
+        f"subprocess.Popen([sys.executable, '-c', {_SLEEPER.format(ignore='')!r}, sys.argv[1]],"
+        " start_new_session=True)\n"
+    )
+    subprocess.run([sys.executable, "-c", orphaner, LEFTOVER_MARKER], check=True)
+
+
+def start_stubborn_children() -> None:
+    """Children that ignore SIGTERM, in the step's group: only SIGKILL ends them."""
+    for _ in range(2):
+        _helper(ignore_term=True)
+    time.sleep(0.3)  # time for them to start ignoring SIGTERM
 
 
 @check(asset="chaos")

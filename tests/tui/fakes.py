@@ -392,6 +392,13 @@ class PartitionsClient:
             )
         return out
 
+    def partition_changes(self, assets: list[str], cursor: Any = None) -> Any:
+        """Every state at every poll (`full`), as the real client's first poll reads them."""
+        from types import SimpleNamespace
+
+        states = {name: self.partitions(name) for name in assets}
+        return SimpleNamespace(states=states, full=True, cursor=None)
+
     def submit(self, request: RunRequest) -> str:
         self.submitted.append(request)
         return "run-0001"

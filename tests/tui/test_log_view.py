@@ -429,6 +429,8 @@ Traceback (most recent call last):
 ValueError: bad row
 dagtop: step failed: ValueError: bad row
 back to normal
+dagtop: ended 1 leftover process: 4121 python -c import time
+dagtop: step succeeded
 """
 
 
@@ -444,11 +446,11 @@ async def test_levels_tracebacks_and_failures_get_styles(tmp_path: Path) -> None
     app = LogApp(path, live=False)
     async with app.run_test(size=(80, 14)) as pilot:
         log = app.query_one(LogView)
-        await wait_for(pilot, lambda: log.line_count == 11)
-        assert [log.kind(i) for i in range(11)] == [
+        await wait_for(pilot, lambda: log.line_count == 13)
+        assert [log.kind(i) for i in range(13)] == [
             Kind.PLAIN, Kind.PLAIN, Kind.PLAIN, Kind.PLAIN, Kind.PLAIN,
             Kind.TRACEBACK, Kind.TRACEBACK, Kind.TRACEBACK, Kind.EXCEPTION, Kind.FAILED,
-            Kind.PLAIN,
+            Kind.PLAIN, Kind.ENGINE, Kind.ENGINE,
         ]  # fmt: skip
         error = log._style("error").color
         warning = log._style("warning").color
@@ -468,6 +470,11 @@ async def test_levels_tracebacks_and_failures_get_styles(tmp_path: Path) -> None
         assert all(s.bold for s in exc)
         _, fail = line_styles(log, 9)
         assert fail[0].bgcolor == failed_bg and fail[0].bold
+        _, plain = line_styles(log, 10)
+        for y in (11, 12):  # dagtop's own lines stand out from the step's output
+            _, ours = line_styles(log, y)
+            assert ours[0].bgcolor == log._style("engine").bgcolor != plain[0].bgcolor
+            assert ours[0].color != plain[0].color and ours[0].bold
         _, normal = line_styles(log, 10)
         assert all(s.bgcolor != failed_bg and not s.bold for s in normal)
 

@@ -444,11 +444,11 @@ async def test_real_run_log_grows_while_following_then_ends(
             seen.append(log.line_count)
             if screen.run is not None and screen.run.finished and not log.live:
                 break
-        await settle(pilot, 76)
+        await settle(pilot, 77)
         assert screen.run is not None and screen.run.status == "success", screen.run
         assert log.follow
-        assert log.line_count == 76
-        assert log.visible_text()[-1] == "chatty done"
+        assert log.line_count == 77  # the step's 76 lines, then dagtop's on how it ended
+        assert log.visible_text()[-2:] == ["chatty done", "dagtop: step succeeded"]
         # It grew while the step ran and we followed: batches on the way up to 76.
         growing = sorted(set(n for n in shown if 0 < n < 76))
         assert len(growing) >= 2, (shown, seen)

@@ -2,8 +2,9 @@
 
 Rows are the assets of the asset's group that share its partitions definition; columns are the
 keys. Unpartitioned assets that read every key are listed below the matrix. The screen polls
-`client.partitions` off the event loop and hands each row to the matrix, which repaints only the
-cells that changed, so a running backfill fills in as it goes.
+`client.partition_changes` off the event loop: the first poll reads every state, each later one
+only the states that changed since its cursor (nothing, while nothing runs), and the matrix
+repaints only the cells that changed, so a running backfill fills in as it goes.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ _RUN_SEARCH = 200  # recent runs searched for a cell's latest run
 _COLOURS = {
     "materialized": "$success",
     "stale": "$warning",
+    "check-failed": "$error",
     "failed": "$error",
     "running": "$accent",
     "missing": "dim",
@@ -146,6 +148,7 @@ class PartitionsScreen(Screen[None]):
         self.polls = 0
         """How many status polls have been applied (tests wait on it)."""
         self._downstream: dict[str, Any] = {}
+        self._cursor: Any = None  # where the last poll's changes ended (None: read everything)
         self._poll_timer: Timer | None = None
         self._last_poll_error: str | None = None
 
@@ -202,10 +205,14 @@ class PartitionsScreen(Screen[None]):
         info = self.layout_info
         try:
             if info is not None and self._visible():
-                states = await asyncio.to_thread(
-                    read_states, self.client, info.rows, info.downstream
+                changes = await asyncio.to_thread(
+                    self.client.partition_changes, [*info.rows, *info.downstream], self._cursor
                 )
-                self._apply_states(info, states)
+                self._cursor = changes.cursor
+                if changes.full:
+                    self._apply_states(info, changes.states)
+                else:
+                    self._apply_changes(info, changes.states)
                 self._last_poll_error = None
         except Exception as exc:  # noqa: BLE001
             # One toast per distinct error: a poll that keeps failing must not flood the screen.
@@ -240,6 +247,20 @@ class PartitionsScreen(Screen[None]):
         self._show_downstream(info)
         self._show_cursor()
         self._show_selection()
+
+    def _apply_changes(self, info: MatrixLayout, states: dict[str, list[Any]]) -> None:
+        """Apply the states of the keys that changed since the last poll (often none)."""
+        for row in info.rows:
+            if states.get(row):
+                self.matrix.update_states(row, states[row])
+        for name in info.downstream:
+            if states.get(name):
+                self._downstream[name] = states[name][0]
+        self.polls += 1
+        if states:
+            self._show_downstream(info)
+            self._show_cursor()
+            self._show_selection()
 
     # --- info lines --------------------------------------------------------------------------
 
@@ -276,6 +297,8 @@ class PartitionsScreen(Screen[None]):
                 text += f"  [dim]run {escape(str(state.run_id))}[/]"
             if getattr(state, "reason", None):
                 text += f"  ({escape(str(state.reason))})"
+            for name in getattr(state, "failed_checks", ()):
+                text += f"  [$error]✗ check {escape(name)}[/]"
         else:
             counts = Counter(matrix.status_of(asset, k) or "unknown" for k in keys)
             parts = "  ".join(

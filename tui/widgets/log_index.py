@@ -27,7 +27,8 @@ class Kind(IntEnum):
     PLAIN = 0
     TRACEBACK = 1  # the header and indented frames of a traceback
     EXCEPTION = 2  # the line that ends a traceback (`ValueError: ...`)
-    FAILED = 3  # dagtop's own `dagtop: step failed: ...`
+    FAILED = 3  # dagtop's own `dagtop: step failed: ...` (or `step not started`)
+    ENGINE = 4  # any other line of dagtop's own (`dagtop: step succeeded`, `dagtop: ended ...`)
 
 
 class LineIndex:

@@ -70,7 +70,10 @@ _LEVEL = re.compile(
 )
 _TRACEBACK = "Traceback (most recent call last):"
 _CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
-_FAILED = "dagtop: step failed:"
+# Lines dagtop itself writes into a step's log (engine.executor.leftovers.LINE_PREFIX): how the
+# attempt ended and why, and what was left running that it ended.
+_ENGINE = "dagtop: "
+_FAILED = ("dagtop: step failed:", "dagtop: step not started:")
 
 
 class _Call(Message, bubble=False):
@@ -136,6 +139,7 @@ class LogView(ScrollView, can_focus=True):
         "log-view--traceback",
         "log-view--exception",
         "log-view--failed",
+        "log-view--engine",
         "log-view--match",
         "log-view--current",
         "log-view--notice",
@@ -148,6 +152,7 @@ class LogView(ScrollView, can_focus=True):
     LogView > .log-view--traceback { color: $text-error 80%; }
     LogView > .log-view--exception { color: $text-error; text-style: bold; }
     LogView > .log-view--failed { background: $error 30%; color: $text-error; text-style: bold; }
+    LogView > .log-view--engine { background: $accent 20%; color: $text-accent; text-style: bold; }
     LogView > .log-view--match { background: $warning 40%; }
     LogView > .log-view--current { background: $accent 60%; text-style: bold; }
     LogView > .log-view--notice { color: $foreground 50%; text-style: italic; }
@@ -715,6 +720,8 @@ class LogView(ScrollView, can_focus=True):
             return Kind.TRACEBACK
         if text.startswith(_FAILED):
             return Kind.FAILED
+        if text.startswith(_ENGINE):
+            return Kind.ENGINE
         if prev == Kind.TRACEBACK:
             if text.startswith((" ", "\t")) or not text:
                 return Kind.TRACEBACK
@@ -769,6 +776,8 @@ class LogView(ScrollView, can_focus=True):
             text.stylize(self._style("exception"))
         elif kind == Kind.FAILED:
             text.stylize(self._style("failed"))
+        elif kind == Kind.ENGINE:
+            text.stylize(self._style("engine"))
         if self._term:
             self._highlight(text, plain, i == self._match)
         segments = list(text.render(self.app.console))

@@ -25,17 +25,20 @@ from engine.units import GLYPHS as _PRODUCT_GLYPHS
 
 GLYPHS: dict[str, str] = {
     status: _PRODUCT_GLYPHS[status]
-    for status in ("materialized", "stale", "failed", "running", "missing")
+    for status in ("materialized", "stale", "check-failed", "failed", "running", "missing")
 }
 """A partition's statuses and their glyphs (the product's own, as in `dagtop partitions`):
-each has a glyph of its own, so the matrix reads without colour."""
+each has a glyph of its own, so the matrix reads without colour. `check-failed` is a
+materialized (or stale) key whose value failed a check."""
 
 UNKNOWN_GLYPH = _PRODUCT_GLYPHS["never"]
 """A cell whose status has not been loaded yet."""
 
 # A grouped cell shows its worst key. A failure anywhere must stay visible in a month cell, and
 # running beats missing so that a backfill is seen moving through coarse groups.
-SEVERITY: dict[str, int] = {"materialized": 0, "stale": 1, "missing": 2, "running": 3, "failed": 4}
+SEVERITY: dict[str, int] = {
+    "materialized": 0, "stale": 1, "missing": 2, "check-failed": 3, "running": 4, "failed": 5,
+}  # fmt: skip
 _BY_SEVERITY = {v: k for k, v in SEVERITY.items()}
 _UNKNOWN = -1
 
@@ -52,6 +55,15 @@ _MAX_GUTTER = 28
 
 def status_glyph(status: str | None) -> str:
     return GLYPHS.get(status or "", UNKNOWN_GLYPH)
+
+
+def cell_status(state: Any) -> str:
+    """What a cell shows for a partition state: its status, or `check-failed` for a value that
+    failed a check."""
+    status = str(state.status)
+    if getattr(state, "failed_checks", ()) and status in ("materialized", "stale"):
+        return "check-failed"
+    return status
 
 
 def _month_label(key: str) -> str:
@@ -126,6 +138,7 @@ class PartitionMatrix(Widget, can_focus=True):
     PartitionMatrix > .partition-matrix--month { color: $text; text-style: bold; }
     PartitionMatrix > .partition-matrix--materialized { color: $success; }
     PartitionMatrix > .partition-matrix--stale { color: $warning; }
+    PartitionMatrix > .partition-matrix--check-failed { color: $error; }
     PartitionMatrix > .partition-matrix--failed { color: $error; text-style: bold; }
     PartitionMatrix > .partition-matrix--running { color: $accent; }
     PartitionMatrix > .partition-matrix--missing { color: $text-muted; }
@@ -139,6 +152,7 @@ class PartitionMatrix(Widget, can_focus=True):
         "partition-matrix--month",
         "partition-matrix--materialized",
         "partition-matrix--stale",
+        "partition-matrix--check-failed",
         "partition-matrix--failed",
         "partition-matrix--running",
         "partition-matrix--missing",
@@ -229,7 +243,7 @@ class PartitionMatrix(Widget, can_focus=True):
             for row in self.rows
         }
         self._severity = {
-            row: [_UNKNOWN if s is None else SEVERITY.get(s.status, _UNKNOWN) for s in states]
+            row: [_UNKNOWN if s is None else SEVERITY.get(cell_status(s), _UNKNOWN) for s in states]
             for row, states in self._states.items()
         }
         self._marks = {i for i in self._marks if i < len(self.keys)}
@@ -261,12 +275,26 @@ class PartitionMatrix(Widget, can_focus=True):
         for i, state in enumerate(states[: len(old)]):
             if old[i] != state:
                 old[i] = state
-                severity[i] = _UNKNOWN if state is None else SEVERITY.get(state.status, _UNKNOWN)
+                severity[i] = (
+                    _UNKNOWN if state is None else SEVERITY.get(cell_status(state), _UNKNOWN)
+                )
                 changed_cols.add(self._col_of_key[i])
                 changed += 1
         if changed_cols:
             self._repaint_cells(self.rows.index(row), changed_cols)
         return changed
+
+    def update_states(self, row: str, states: Sequence[Any]) -> int:
+        """Apply the states of some keys of one row (each says its key); repaints only the
+        cells that changed. Returns how many keys changed."""
+        if row not in self._states:
+            return 0
+        full = list(self._states[row])
+        for state in states:
+            index = self._key_index.get(state.key)
+            if index is not None:
+                full[index] = state
+        return self.set_states(row, full)
 
     def state_at(self, row: str, key: str) -> Any:
         """The state object last given for (row, key), or None."""
@@ -278,7 +306,7 @@ class PartitionMatrix(Widget, can_focus=True):
     def status_of(self, row: str, key: str) -> str:
         """The status of one cell ("" until loaded)."""
         state = self.state_at(row, key)
-        return "" if state is None else str(state.status)
+        return "" if state is None else cell_status(state)
 
     def column_status(self, row: str, col: int) -> str:
         """The worst status of a column's keys ("" until loaded)."""
@@ -656,6 +684,7 @@ class PartitionMatrix(Widget, can_focus=True):
 
 __all__ = [
     "GLYPHS",
+    "cell_status",
     "GROUPINGS",
     "SEVERITY",
     "Column",

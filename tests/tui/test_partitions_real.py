@@ -1,0 +1,84 @@
+"""The partition matrix on a real home: the first poll reads every state, later polls only
+what changed, and a run's results (a failed check included) reach the cells."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.client import Client
+from tests.tui.waits import until
+from tui.app import DagtopApp
+from tui.screens.partitions import PartitionsScreen
+
+pytestmark = pytest.mark.serial
+
+CHAIN = textwrap.dedent(
+    """
+    from engine import CheckResult, StaticPartitions, asset, check
+
+    regions = StaticPartitions(["north", "south", "east"])
+
+
+    @asset(group="chain", partitions=regions)
+    def raw(context):
+        return {"region": context.partition}
+
+
+    @asset(group="chain", partitions=regions)
+    def clean(raw):
+        return raw
+
+
+    @check(asset="clean", blocking=True)
+    def not_south(clean):
+        return CheckResult(passed=clean["region"] != "south")
+    """
+)
+
+
+class Watched(Client):
+    """The real client, noting what each poll of the matrix read."""
+
+    polls: list[tuple[bool, dict[str, int]]]
+
+    def partition_changes(self, assets: Any, cursor: Any = None) -> Any:
+        changes = super().partition_changes(assets, cursor)
+        self.polls.append((changes.full, {k: len(v) for k, v in changes.states.items()}))
+        return changes
+
+
+async def test_the_matrix_reads_only_what_changed_and_shows_a_failed_check(
+    tmp_path: Path,
+) -> None:
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "chain.py").write_text(CHAIN)
+    client = Watched(home=tmp_path / "home", pipelines=pipelines)
+    client.polls = []
+    client.materialize(["raw", "clean"], "north")
+    app = DagtopApp(client, mode="offline")
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = PartitionsScreen("clean")
+        await app.push_screen(screen)
+        await until(lambda: screen.polls >= 3, pilot, 30)
+        matrix = screen.matrix
+        assert [matrix.status_of("clean", k) for k in ("north", "south", "east")] == [
+            "materialized", "missing", "missing",
+        ]  # fmt: skip
+        # The first poll read everything; those since, nothing (nothing ran).
+        assert client.polls[0][0] and all(
+            not full and not states for full, states in client.polls[1:]
+        )
+        await asyncio.to_thread(client.materialize, ["raw", "clean"], "south")
+        await until(lambda: matrix.status_of("clean", "south") == "check-failed", pilot, 30)
+        assert matrix.status_of("raw", "south") == "materialized"
+        assert matrix.status_of("clean", "east") == "missing"
+        # The poll that saw the run read the two keys it touched, not the rows.
+        changed = [states for full, states in client.polls[1:] if states]
+        assert changed and not any(full for full, _ in client.polls[1:])
+        assert all(n == 1 for states in changed for n in states.values()), changed
