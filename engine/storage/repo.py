@@ -460,14 +460,28 @@ def backfill_run_states(
     return [tuple(row) for row in rows]  # type: ignore[misc]
 
 
-def queued_run_states(session: Session) -> list[tuple[str, float, str | None, str | None]]:
-    """(id, created_at, backfill_id, owner) of every queued run (the engine's full re-read)."""
+def queued_plain_run_states(session: Session) -> list[tuple[str, float, str | None]]:
+    """(id, created_at, owner) of every queued run of no backfill."""
     rows = session.exec(
-        select(Run.id, Run.created_at, Run.backfill_id, Run.owner).where(
-            Run.status == RunStatus.QUEUED.value
+        select(Run.id, Run.created_at, Run.owner).where(
+            Run.status == RunStatus.QUEUED.value, col(Run.backfill_id).is_(None)
         )
     ).all()
     return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+def backfill_run_totals(session: Session, backfill_ids: Iterable[str]) -> dict[str, int]:
+    """How many runs each of these backfills has (counted in the backfill_id index)."""
+    ids = list(dict.fromkeys(backfill_ids))
+    out: dict[str, int] = {}
+    for i in range(0, len(ids), ID_CHUNK):
+        rows = session.exec(
+            select(Run.backfill_id, func.count())
+            .where(col(Run.backfill_id).in_(ids[i : i + ID_CHUNK]))
+            .group_by(Run.backfill_id)
+        ).all()
+        out.update((str(bid), int(n)) for bid, n in rows)
+    return out
 
 
 def newest_run_created(session: Session) -> float | None:
