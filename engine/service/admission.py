@@ -14,8 +14,11 @@ It learns what changed through cheap queries. At every pass: the running backfil
 of rows, never their keys) and the newest run's creation time (one step down an index); only
 when that moved are the runs created since read. A run that leaves the coordinator has its
 status read then. A backfill is read whole once, when admission first sees it (or is told it
-changed). What this cannot see, such as a run another process queued with an older creation
-time, is caught by a full re-read of the queue every `REFRESH` seconds.
+changed: a resume, a re-run). What this cannot see is checked every `REFRESH` seconds, still
+without reading every run: the queued runs of no backfill are read again (a run another process
+queued with an older creation time), each backfill's number of runs is counted in SQL (a
+backfill whose count moved is read again), and the runs another process was running are asked
+how they are now.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from engine.storage.db import read_scope, session_scope
 
 log = logging.getLogger(__name__)
 
-REFRESH = 10.0  # seconds between full re-reads of the queue (a safety net, see above)
+REFRESH = 10.0  # seconds between the checks of what passes cannot see (see above)
 CANCEL_BATCH = repo.ID_CHUNK  # queued runs of a canceled backfill canceled per pass
 
 
@@ -64,6 +67,7 @@ class _Backfill:
     out: dict[str, int] = field(default_factory=dict)  # run id -> keys: handed out or elsewhere
     ended: dict[str, int] = field(default_factory=dict)  # keys per final status
     queued_keys: int = 0
+    runs: int = 0  # how many runs it had when read (only a resume changes that)
     close_tried: bool = False  # memory said drained but storage disagreed: wait for a refresh
 
     def progress(self) -> dict[str, Any]:
@@ -92,13 +96,13 @@ class Admission:
         self._plain: deque[_Queued] = deque()  # queued runs of no backfill, oldest first
         self._handed: dict[str, str | None] = {}  # run id -> its backfill, while in the coordinator
         self._seen: float | None = None  # the newest creation time read
-        self._next_refresh = 0.0  # monotonic time of the next full re-read (0: next pass)
+        self._next_refresh = 0.0  # monotonic time of the next check (0: next pass)
         self._refresh_asked = False
         self._stale: set[str] = set()  # backfills to read again
         self._lock = threading.Lock()
         self._snapshots: dict[str, dict[str, Any]] = {}  # backfill id -> progress, for readers
         self.full_reads = 0
-        """How many times a pass read the whole queue or a whole backfill (tests watch it)."""
+        """How many times a pass read a whole backfill or every queued run."""
 
     # --- any thread ---------------------------------------------------------------------------
 
@@ -107,7 +111,7 @@ class Admission:
         return self._snapshots.get(backfill_id)
 
     def refresh(self) -> None:
-        """Read the whole queue again at the next pass (a run was re-queued)."""
+        """Read every queued run and backfill again at the next pass (a run was re-queued)."""
         with self._lock:
             self._refresh_asked = True
 
@@ -125,11 +129,13 @@ class Admission:
         with self._lock:
             stale, self._stale = self._stale, set()
             asked, self._refresh_asked = self._refresh_asked, False
-        full = asked or time.monotonic() >= self._next_refresh
+        check = asked or time.monotonic() >= self._next_refresh
         with read_scope(self._db) as s:
-            self._sync_backfills(s, full, stale, changed)
-            if full:
+            self._sync_backfills(s, asked, stale, changed)
+            if check:
                 self._read_queue(s)
+                if not asked:
+                    self._check_backfills(s, changed)
             else:
                 self._read_new_runs(s)
             self._notice_ends(s, changed)
@@ -144,14 +150,14 @@ class Admission:
                 self._snapshots[backfill_id] = tracked.progress()
         return changed, more
 
-    def _sync_backfills(self, s: Any, full: bool, stale: set[str], changed: set[str]) -> None:
+    def _sync_backfills(self, s: Any, all_: bool, stale: set[str], changed: set[str]) -> None:
         running = {bid: (cap, cancel) for bid, cap, cancel in repo.running_backfills(s)}
         for backfill_id in [b for b in self._backfills if b not in running]:
             self._drop(backfill_id)  # closed, here or by another process
             changed.add(backfill_id)
         for backfill_id, (cap, cancel) in running.items():
             tracked = self._backfills.get(backfill_id)
-            if tracked is None or full or backfill_id in stale:
+            if tracked is None or all_ or backfill_id in stale:
                 self._load(s, backfill_id, cap, cancel)
                 changed.add(backfill_id)
             elif (tracked.cap, tracked.cancel) != (cap, cancel):
@@ -182,7 +188,9 @@ class Admission:
             },
         )
         active = self._in_coordinator()
-        for run_id, status, partition, owner, created in repo.backfill_run_states(s, backfill_id):
+        states = repo.backfill_run_states(s, backfill_id)
+        tracked.runs = len(states)
+        for run_id, status, partition, owner, created in states:
             n = 1
             if is_range(partition):
                 if position is None:
@@ -205,18 +213,46 @@ class Admission:
             self._handed[run_id] = None  # still watched until it leaves the coordinator
 
     def _read_queue(self, s: Any) -> None:
-        """The full re-read: every queued run that belongs to no running backfill."""
+        """Read every queued run that belongs to no backfill again (SQL leaves out the others)."""
         self.full_reads += 1
         self._seen = repo.newest_run_created(s)
         active = self._in_coordinator()
         plain = [
             _Queued(created, run_id, owner)
-            for run_id, created, backfill_id, owner in repo.queued_run_states(s)
-            if backfill_id is None and run_id not in active
+            for run_id, created, owner in repo.queued_plain_run_states(s)
+            if run_id not in active
         ]
         plain.sort(key=lambda q: (q.created, q.run_id))
         self._plain = deque(plain)
         self._next_refresh = time.monotonic() + REFRESH
+
+    def _check_backfills(self, s: Any, changed: set[str]) -> None:
+        """What passes cannot see of the tracked backfills, without reading their runs: a
+        backfill whose number of runs moved is read again, and the runs another process was
+        running are asked how they are now."""
+        totals = repo.backfill_run_totals(s, list(self._backfills))
+        for tracked in list(self._backfills.values()):
+            if totals.get(tracked.id, 0) != tracked.runs:
+                self._load(s, tracked.id, tracked.cap, tracked.cancel)
+                changed.add(tracked.id)
+        elsewhere = {
+            run_id: tracked
+            for tracked in self._backfills.values()
+            for run_id in tracked.out
+            if run_id not in self._handed
+        }
+        if not elsewhere:
+            return
+        for run_id, (status, _owner) in repo.run_states(s, elsewhere).items():
+            tracked = elsewhere[run_id]
+            if RunStatus(status).finished:
+                n = tracked.out.pop(run_id)
+                tracked.ended[status] = tracked.ended.get(status, 0) + n
+                tracked.close_tried = False
+                changed.add(tracked.id)
+            elif status == RunStatus.QUEUED and run_id not in self._in_coordinator():
+                # Its process let it go: it is queued again, for us to hand out.
+                self.forget(tracked.id)
 
     def _read_new_runs(self, s: Any) -> None:
         """The runs created since the last pass (usually none: one indexed query says so)."""
@@ -293,7 +329,7 @@ class Admission:
             with session_scope(self._db) as s:
                 status = backfills.finish_if_done(s, tracked.id, time.time())
             if status is None:
-                # Storage knows runs this memory does not: the next full re-read finds them.
+                # Storage knows runs this memory does not: the next check finds them.
                 tracked.close_tried = True
                 continue
             log.info("backfill %s %s", tracked.id, status)

@@ -46,16 +46,6 @@ def add_run(session: Session, run: Run, steps: Sequence[Step]) -> None:
         session.add(step)
 
 
-def insert_runs(
-    session: Session, runs: Sequence[dict[str, Any]], steps: Sequence[dict[str, Any]]
-) -> None:
-    """Insert many planned runs and their steps (rows as dicts) in bulk, through Core."""
-    for i in range(0, len(runs), ID_CHUNK):
-        session.execute(insert(Run), list(runs[i : i + ID_CHUNK]))
-    for i in range(0, len(steps), ID_CHUNK):
-        session.execute(insert(Step), list(steps[i : i + ID_CHUNK]))
-
-
 def find_run(session: Session, run_id: str) -> Run:
     """A run by id or by a unique id prefix (as git does for commits).
 
@@ -470,14 +460,28 @@ def backfill_run_states(
     return [tuple(row) for row in rows]  # type: ignore[misc]
 
 
-def queued_run_states(session: Session) -> list[tuple[str, float, str | None, str | None]]:
-    """(id, created_at, backfill_id, owner) of every queued run (the engine's full re-read)."""
+def queued_plain_run_states(session: Session) -> list[tuple[str, float, str | None]]:
+    """(id, created_at, owner) of every queued run of no backfill."""
     rows = session.exec(
-        select(Run.id, Run.created_at, Run.backfill_id, Run.owner).where(
-            Run.status == RunStatus.QUEUED.value
+        select(Run.id, Run.created_at, Run.owner).where(
+            Run.status == RunStatus.QUEUED.value, col(Run.backfill_id).is_(None)
         )
     ).all()
     return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+def backfill_run_totals(session: Session, backfill_ids: Iterable[str]) -> dict[str, int]:
+    """How many runs each of these backfills has (counted in the backfill_id index)."""
+    ids = list(dict.fromkeys(backfill_ids))
+    out: dict[str, int] = {}
+    for i in range(0, len(ids), ID_CHUNK):
+        rows = session.exec(
+            select(Run.backfill_id, func.count())
+            .where(col(Run.backfill_id).in_(ids[i : i + ID_CHUNK]))
+            .group_by(Run.backfill_id)
+        ).all()
+        out.update((str(bid), int(n)) for bid, n in rows)
+    return out
 
 
 def newest_run_created(session: Session) -> float | None:
@@ -574,6 +578,16 @@ def detach_from_backfill(session: Session, run_ids: Iterable[str], now: float) -
             .where(col(Run.id).in_(ids[i : i + ID_CHUNK]))
             .values(backfill_id=None, updated_at=now)
         )
+
+
+def insert_runs(
+    session: Session, runs: Sequence[dict[str, Any]], steps: Sequence[dict[str, Any]]
+) -> None:
+    """Insert many planned runs and their steps (rows as dicts) in bulk, through Core."""
+    for i in range(0, len(runs), ID_CHUNK):
+        session.execute(insert(Run), list(runs[i : i + ID_CHUNK]))
+    for i in range(0, len(steps), ID_CHUNK):
+        session.execute(insert(Step), list(steps[i : i + ID_CHUNK]))
 
 
 # --- partitions -------------------------------------------------------------------------------

@@ -6,11 +6,12 @@ first N hours with `--max-parallel 2`, from a cold `dagtop backfill` to its exit
 - through the CLI with no engine running (the command starts an engine of its own);
 - handed to a running `dagtop daemon` (the CLI follows what the daemon pushes).
 
-The cost of a key is the wall time over the number of keys; it should not grow with N. The
-floor is what two steps of a plain run cost in the same run: `dagtop materialize` of a chain,
-per step beyond its first 3 (as compare.py measures it), times two. Peak memory is the
-orchestrator's RSS with its helpers (fork server, loader child), never the steps': the CLI's
-without a daemon, the daemon's with one.
+The cost of a key is the wall time over the number of keys, and the orchestrator's own CPU
+time over the number of keys (what other work on a shared machine barely moves); neither
+should grow with N. The floor is what two steps of a plain run cost in the same run: `dagtop
+materialize` of a chain, per step beyond its first 3 (as compare.py measures it), times two.
+Peak memory is the orchestrator's RSS with its helpers (fork server, loader child), never the
+steps', and its CPU is the same processes': the CLI's without a daemon, the daemon's with one.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from pathlib import Path
 import psutil
 
 from tests.benchmarks import _cases as gen
-from tests.benchmarks.compare import HELPERS, BenchError, PeakRss, run
-from tests.benchmarks.scale import Case, Floor, Result
+from tests.benchmarks.compare import HELPERS, BenchError, run
+from tests.benchmarks.scale import Case, Floor, Result, Usage
 
 GROUP = "backfill"
 SIZES = (100, 1_000, 10_000)
@@ -77,15 +78,21 @@ def _hours(n: int) -> tuple[str, str]:
 
 
 def floor(root: Path) -> Floor:
-    """Two steps of a plain run: per step of a `CHAIN`-step `materialize`, beyond its first 3."""
+    """Two steps of a plain run: per step of a `CHAIN`-step `materialize`, beyond its first 3
+    (wall time and the command's own CPU time, each the median of three)."""
     project = _project(root, gen.dagtop_chain(CHAIN))
-    samples = []
+    walls, cpus = [], []
     for _ in range(3):
-        short = run(_dagtop(project, "materialize", "*s2"), timeout=120, cwd=project).seconds
+        short, _, short_use = _run(_dagtop(project, "materialize", "*s2"), project, 120)
         cmd = _dagtop(project, "materialize", f"*s{CHAIN - 1}")
-        long = run(cmd, timeout=60 + 5 * CHAIN, cwd=project).seconds
-        samples.append((long - short) / (CHAIN - 3))
-    return Floor("two steps of a plain `dagtop materialize` run", 2 * statistics.median(samples))
+        long, _, long_use = _run(cmd, project, 60 + 5 * CHAIN)
+        walls.append((long - short) / (CHAIN - 3))
+        cpus.append((long_use.cpu_seconds - short_use.cpu_seconds) / (CHAIN - 3))
+    return Floor(
+        "two steps of a plain `dagtop materialize` run",
+        2 * statistics.median(walls),
+        2 * statistics.median(cpus),
+    )
 
 
 def _backfill(project: Path, n: int) -> list[str]:
@@ -100,13 +107,39 @@ def _check(output: str, n: int) -> None:
         raise BenchError(f"the backfill did not succeed: {last!r}")
 
 
+def _run(cmd: list[str], cwd: Path, timeout: float) -> tuple[float, str, Usage]:
+    """Run a dagtop command to its end: its wall time, output, and the usage of it and its
+    helpers (never its steps).
+
+    Raises:
+        BenchError: it failed or ran past `timeout` (its process group is killed).
+    """
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)  # fmt: skip
+    usage = Usage(proc.pid, HELPERS["dagtop"], from_zero=True)
+    usage.start()
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+        raise BenchError(f"timed out after {timeout} s") from None
+    finally:
+        usage.done.set()
+        usage.join()
+    seconds = time.perf_counter() - start
+    text = out.decode(errors="replace")
+    if proc.returncode != 0:
+        raise BenchError(f"exit code {proc.returncode}: {text.strip().splitlines()[-1:]}")
+    return seconds, text, usage
+
+
 def without_daemon(n: int) -> Callable[[Path], Result]:
     def measure(root: Path) -> Result:
         project = _project(root, PIPELINE)
-        outcome = run(_backfill(project, n), timeout=120 + 2 * n, cwd=project,
-                      helpers=HELPERS["dagtop"])  # fmt: skip
-        _check(outcome.output, n)
-        return Result(outcome.seconds, outcome.peak_rss)
+        seconds, text, usage = _run(_backfill(project, n), project, 120 + 2 * n)
+        _check(text, n)
+        return Result(seconds, usage.peak, usage.cpu_seconds)
 
     return measure
 
@@ -115,19 +148,24 @@ def with_daemon(n: int) -> Callable[[Path], Result]:
     def measure(root: Path) -> Result:
         project = _project(root, PIPELINE)
         with _daemon(project) as daemon:
-            sampler = PeakRss(daemon.pid, HELPERS["dagtop"])
-            sampler.start()
+            usage = Usage(daemon.pid, HELPERS["dagtop"], from_zero=False)
+            usage.start()
             try:
                 outcome = run(_backfill(project, n), timeout=120 + 2 * n, cwd=project,
                               helpers=())  # fmt: skip
             finally:
-                sampler.done.set()
-                sampler.join()
+                usage.stop()
         _check(outcome.output, n)
         cli_rss = f"{outcome.peak_rss / 1e6:.0f} MB"
-        return Result(outcome.seconds, sampler.peak, {"CLI RSS": cli_rss})
+        return Result(outcome.seconds, usage.peak, usage.cpu_seconds, {"CLI RSS": cli_rss})
 
     return measure
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @contextlib.contextmanager
@@ -152,9 +190,7 @@ def _daemon(project: Path):  # type: ignore[no-untyped-def]
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                _kill(proc)
 
 
 def cases(sizes: Sequence[int]) -> list[Case]:

@@ -34,6 +34,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class Floor:
 
     label: str
     seconds: float
+    cpu_seconds: float | None = None  # the orchestrator's own CPU time, when measured
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Result:
 
     seconds: float  # wall time of the measured work
     peak_rss: int = 0  # bytes: the orchestrator's peak (0: not sampled)
+    cpu_seconds: float | None = None  # the orchestrator's own CPU time (None: not sampled)
     notes: dict[str, str] = field(default_factory=dict)  # anything else worth printing
 
 
@@ -85,6 +88,73 @@ class Row:
     @property
     def per_unit(self) -> float | None:
         return None if self.result is None else self.result.seconds / self.case.size
+
+    @property
+    def cpu_per_unit(self) -> float | None:
+        if self.result is None or self.result.cpu_seconds is None:
+            return None
+        return self.result.cpu_seconds / self.case.size
+
+
+class Usage(threading.Thread):
+    """Samples a process and its helper children (never its steps, which are their children):
+    the peak of their summed RSS, and the CPU time they used while sampled (a process first
+    seen after the start counts from zero, as does the root with `from_zero`)."""
+
+    def __init__(self, pid: int, helpers: tuple[str, ...], from_zero: bool, every: float = 0.05):
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.helpers = helpers
+        self.every = every
+        self.peak = 0
+        self.done = threading.Event()
+        self._known: dict[tuple[int, float], bool] = {}  # (pid, create time) -> is a helper
+        self._first: dict[tuple[int, float], float] = {}
+        self._last: dict[tuple[int, float], float] = {}
+        self._primed = False
+        self._from_zero = from_zero
+        self.sample()
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self._last[k] - self._first.get(k, 0.0) for k in self._last)
+
+    def _is_helper(self, child: psutil.Process) -> bool:
+        key = (child.pid, child.create_time())
+        if key not in self._known:
+            cmdline = " ".join(child.cmdline())
+            self._known[key] = any(h in cmdline for h in self.helpers)
+        return self._known[key]
+
+    def sample(self) -> None:
+        try:
+            procs = [self.root] + [c for c in self.root.children() if self._is_helper(c)]
+        except psutil.Error:
+            return
+        rss = 0
+        for proc in procs:
+            try:
+                with proc.oneshot():
+                    key = (proc.pid, proc.create_time())
+                    times = proc.cpu_times()
+                    rss += proc.memory_info().rss
+            except psutil.Error:
+                continue
+            cpu = times.user + times.system
+            if not self._primed and not (proc is self.root and self._from_zero):
+                self._first[key] = cpu
+            self._last[key] = cpu
+        self._primed = True
+        self.peak = max(self.peak, rss)
+
+    def run(self) -> None:
+        while not self.done.wait(self.every):
+            self.sample()
+
+    def stop(self) -> None:
+        self.sample()
+        self.done.set()
+        self.join()
 
 
 def load_modules(names: Sequence[str] = MODULES) -> dict[str, Any]:
@@ -112,15 +182,20 @@ def _fmt_rss(value: int) -> str:
 
 def table(rows: list[Row], floors: dict[str, Floor]) -> list[list[str]]:
     """Header first; per-unit ratios against the same case at its smallest measured size."""
-    grid = [["case", "size", "total", "per unit", "× smallest", "× floor", "peak RSS"]]
+    grid = [["case", "size", "total", "per unit", "× smallest", "× floor", "CPU per unit",
+             "× smallest", "× floor", "peak RSS"]]  # fmt: skip
     smallest: dict[tuple[str, str], float] = {}
+    smallest_cpu: dict[tuple[str, str], float] = {}
     for row in sorted(rows, key=lambda r: r.case.size):
         key = (row.case.group, row.case.label)
         if row.per_unit is not None and key not in smallest:
             smallest[key] = row.per_unit
+        if row.cpu_per_unit is not None and key not in smallest_cpu:
+            smallest_cpu[key] = row.cpu_per_unit
     for row in rows:
-        case, per = row.case, row.per_unit
+        case, per, cpu = row.case, row.per_unit, row.cpu_per_unit
         base = smallest.get((case.group, case.label))
+        base_cpu = smallest_cpu.get((case.group, case.label))
         floor = floors.get(case.group)
         grid.append(
             [
@@ -132,6 +207,11 @@ def table(rows: list[Row], floors: dict[str, Floor]) -> list[list[str]]:
                 "–" if per is None else f"{_fmt_time(per)}/{case.unit}",
                 "–" if per is None or not base else f"{per / base:.2f}x",
                 "–" if per is None or floor is None else f"{per / floor.seconds:.2f}x",
+                "–" if cpu is None else f"{_fmt_time(cpu)}/{case.unit}",
+                "–" if cpu is None or not base_cpu else f"{cpu / base_cpu:.2f}x",
+                "–"
+                if cpu is None or floor is None or not floor.cpu_seconds
+                else f"{cpu / floor.cpu_seconds:.2f}x",
                 _fmt_rss(row.result.peak_rss if row.result else 0),
             ]
         )
@@ -207,7 +287,8 @@ def _measure(case: Case, root: Path, group: str) -> Result | str:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     per = result.seconds / case.size
-    print(f" {_fmt_time(per)}/{case.unit}, peak RSS {_fmt_rss(result.peak_rss)}"
+    cpu = "" if result.cpu_seconds is None else f", CPU {_fmt_time(result.cpu_seconds / case.size)}"
+    print(f" {_fmt_time(per)}/{case.unit}{cpu}, peak RSS {_fmt_rss(result.peak_rss)}"
           + "".join(f", {k} {v}" for k, v in result.notes.items())
           + f" ({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
     return result
@@ -272,20 +353,28 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(Row(case, None, errors[i]))
                     continue
                 seconds = statistics.median(r.seconds for r in results[i])
+                cpus = [r.cpu_seconds for r in results[i] if r.cpu_seconds is not None]
+                cpu = statistics.median(cpus) if cpus else None
                 peak = max(r.peak_rss for r in results[i])
                 notes = results[i][-1].notes
                 if len(results[i]) > 1:
                     notes = {**notes, "runs": str(len(results[i]))}
-                rows.append(Row(case, Result(seconds, peak, notes)))
+                rows.append(Row(case, Result(seconds, peak, cpu, notes)))
             after = _measure_floor(module, root)
             print(f"  floor: {after.label} = {_fmt_time(after.seconds)}", flush=True)
-            floors[group] = Floor(before.label, statistics.median([before.seconds, after.seconds]))
+            cpu_floors = [f.cpu_seconds for f in (before, after) if f.cpu_seconds is not None]
+            floors[group] = Floor(
+                before.label,
+                statistics.median([before.seconds, after.seconds]),
+                statistics.median(cpu_floors) if cpu_floors else None,
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
     notes = [
-        f"  floor of {group}: {floor.label} = {_fmt_time(floor.seconds)} "
-        "(median of before and after its cases)"
+        f"  floor of {group}: {floor.label} = {_fmt_time(floor.seconds)}"
+        + ("" if floor.cpu_seconds is None else f", CPU {_fmt_time(floor.cpu_seconds)}")
+        + " (median of before and after its cases)"
         for group, floor in floors.items()
     ]
     repeat = max(1, args.repeat)
