@@ -35,6 +35,7 @@ from engine.client import (
 from engine.errors import EngineError, RunNotFound
 from engine.loading.config import Paths
 from engine.loading.manifest import Manifest
+from engine.status import RunStatus, StepStatus
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "pipelines"
@@ -105,7 +106,7 @@ def step(
     error: str | None = None,
 ) -> StepView:
     return StepView(
-        key=key, kind=kind, status=status, attempts=0 if status == "queued" else 1,
+        key=key, kind=kind, status=StepStatus(status), attempts=0 if status == "queued" else 1,
         max_attempts=1, exit_code=None if status != "failed" else 1, error=error,
         peak_rss_bytes=None, cpu_seconds=None, log_path=None, started_at=started,
         ended_at=ended, upstream=upstream,
@@ -126,7 +127,8 @@ def run(
     checks: tuple[CheckView, ...] = (),
 ) -> RunView:
     return RunView(
-        id=run_id, kind=kind, status=status, target=target, partition=partition, params={},
+        id=run_id, kind=kind, status=RunStatus(status), target=target, partition=partition,
+        params={},
         trigger=trigger, created_at=created, started_at=None if status == "queued" else created,
         ended_at=ended, steps=steps, checks=checks,
     )  # fmt: skip
@@ -293,7 +295,7 @@ class FakeClient:
     def request_cancel(self, run_id: str) -> str:
         self.canceled.append(run_id)
         view = self.run(run_id)
-        self.put(replace(view, status="canceled", ended_at=NOW))
+        self.put(replace(view, status=RunStatus.CANCELED, ended_at=NOW))
         return view.id
 
     def set_enabled(self, kind: str, name: str, enabled: bool) -> None:

@@ -21,6 +21,7 @@ from textual.widgets._footer import FooterKey
 
 from engine.client import AttemptView, Client, RunRequest, RunView, SampleView, StepView
 from engine.errors import RunNotFound
+from engine.status import RunStatus, StepStatus
 from tests.tui.fakes import Host
 from tests.tui.waits import until
 from tui.screens.confirm import ConfirmScreen
@@ -69,7 +70,8 @@ class FakeClient:
 
 def step_view(key: str, status: str, attempts: int, max_attempts: int, **kw: Any) -> StepView:
     base: dict[str, Any] = dict(
-        key=key, kind="asset", status=status, attempts=attempts, max_attempts=max_attempts,
+        key=key, kind="asset", status=StepStatus(status), attempts=attempts,
+        max_attempts=max_attempts,
         exit_code=None, error=None, peak_rss_bytes=None, cpu_seconds=None, log_path=None,
         started_at=None, ended_at=None, upstream=(),
     )  # fmt: skip
@@ -88,7 +90,8 @@ def attempt_view(
     **kw: Any,
 ) -> AttemptView:
     base: dict[str, Any] = dict(
-        id=attempt_id, run_id="4f2a9c1e77b0", key=key, attempt=attempt, status=status,
+        id=attempt_id, run_id="4f2a9c1e77b0", key=key, attempt=attempt,
+        status=StepStatus(status),
         started_at=start, ended_at=end, pid=4242, exit_code=None, error=None,
         peak_rss_bytes=None, cpu_seconds=None, log_path=str(log),
     )  # fmt: skip
@@ -150,7 +153,7 @@ def failed_run(tmp: Path) -> FakeClient:
                   upstream=("trained_model",)),
     )  # fmt: skip
     run = RunView(
-        id="4f2a9c1e77b0", kind="assets", status="failed", target="*trained_model",
+        id="4f2a9c1e77b0", kind="assets", status=RunStatus.FAILED, target="*trained_model",
         partition=None, params={}, trigger="manual", created_at=T0, started_at=T0 + 0.1,
         ended_at=T0 + 8.4, steps=steps, checks=(),
     )  # fmt: skip
@@ -173,10 +176,10 @@ def running_run(tmp: Path) -> FakeClient:
                      peak_rss_bytes=612 * MiB, cpu_seconds=7.9)
     )  # fmt: skip
     steps = list(client._run.steps)
-    steps[2] = replace(steps[2], status="running", attempts=1, ended_at=None, error=None,
+    steps[2] = replace(steps[2], status=StepStatus.RUNNING, attempts=1, ended_at=None, error=None,
                        peak_rss_bytes=612 * MiB)  # fmt: skip
-    steps[3] = replace(steps[3], status="queued", error=None)
-    client._run = replace(client._run, status="running", ended_at=None, steps=tuple(steps))
+    steps[3] = replace(steps[3], status=StepStatus.QUEUED, error=None)
+    client._run = replace(client._run, status=RunStatus.RUNNING, ended_at=None, steps=tuple(steps))
     client._attempts = attempts
     client._samples = {3: [SampleView(T0 + 1 + i, c, r * MiB) for i, (c, r) in enumerate(
         [(10, 100), (80, 250), (97, 400), (99, 520), (98, 600), (99, 612)])]}  # fmt: skip
@@ -231,7 +234,9 @@ def test_default_step_prefers_asked_then_failed_then_running_then_last(tmp_path:
     assert default_step(run, "nope") == "trained_model"
     running = running_run(tmp_path)._run
     assert default_step(running, None) == "trained_model"
-    done = replace(running, steps=tuple(replace(s, status="success") for s in running.steps[:2]))
+    done = replace(
+        running, steps=tuple(replace(s, status=StepStatus.SUCCESS) for s in running.steps[:2])
+    )
     assert default_step(done, None) == "validated_digits"
 
 
