@@ -554,7 +554,8 @@ class HourlyPartitions(_TimePartitions[datetime]):
         try:
             if not match or match.group(5) != "00":
                 raise ValueError
-            wall = datetime(*(int(g) for g in match.group(1, 2, 3, 4)))
+            year, month, day, hour = (int(g) for g in match.group(1, 2, 3, 4))
+            wall = datetime(year, month, day, hour)
             offset = None if match.group(6) is None else _parse_offset(match.group(6, 7, 8, 9))
             instant = (
                 wall.replace(tzinfo=self._tz).astimezone(UTC)
