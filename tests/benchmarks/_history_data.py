@@ -287,11 +287,11 @@ def build_history(client: Any, runs: int, seed: int = 7) -> History:
         path = folder / f"{mat['run_id']}.1.pkl"
         path.write_bytes(b"\x80\x05K\x01.")
         mat["value_path"] = str(path)
-    for attempt in rows.tables["stepattempt"]:
-        if attempt["run_id"] == a_run:
-            log = Path(attempt["log_path"])
+    for att in rows.tables["stepattempt"]:
+        if att["run_id"] == a_run:
+            log = Path(att["log_path"])
             log.parent.mkdir(parents=True, exist_ok=True)
-            log.write_text("".join(f"{attempt['key']} line {n}\n" for n in range(200)))
+            log.write_text("".join(f"{att['key']} line {n}\n" for n in range(200)))
     tables = {
         "run": Run, "step": Step, "stepattempt": StepAttempt, "materialization": Materialization,
         "checkrecord": CheckRecord, "event": Event, "resourcesample": ResourceSample,

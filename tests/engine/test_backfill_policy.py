@@ -11,10 +11,11 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from engine import BackfillPolicy, DailyPartitions, StaticPartitions, asset
+from engine import BackfillPolicy, DailyPartitions, StaticPartitions, StepContext, asset
 from engine.authoring.backfill_policy import chunks, covers, keys_of, range_text
 from engine.client import Client
 from engine.errors import DefinitionError, PartitionError
@@ -131,15 +132,18 @@ def test_a_run_covers_its_key_or_every_key_of_its_range() -> None:
 
 
 def test_policies_are_checked_where_they_are_declared() -> None:
-    for bad in (0, -3, 2.5, True):
+    # Wrong values and types, as an untyped pipeline file may pass them.
+    wrong: tuple[Any, ...] = (0, -3, 2.5, True)
+    for bad in wrong:
         with pytest.raises(ValueError, match="whole number >= 1"):
-            BackfillPolicy.multi_run(bad)  # type: ignore[arg-type]
+            BackfillPolicy.multi_run(bad)
     with pytest.raises(ValueError, match="whole number >= 1"):
         BackfillPolicy(max_partitions_per_run=0)
     with pytest.raises(DefinitionError, match="needs partitions="):
         asset(name="x", backfill_policy=BackfillPolicy.single_run())(lambda: 1)
     with pytest.raises(DefinitionError, match="must be BackfillPolicy"):
-        asset(name="x", partitions=DailyPartitions(start="2025-01-01"), backfill_policy="single")(
+        policy: Any = "single"
+        asset(name="x", partitions=DailyPartitions(start="2025-01-01"), backfill_policy=policy)(
             lambda: 1
         )
     assert not BackfillPolicy.multi_run(1).ranged and BackfillPolicy.single_run().ranged
@@ -281,12 +285,12 @@ def test_engine_testing_calls_a_ranged_asset_once_with_its_keys(tmp_path: Path) 
     seen: list[list[str]] = []
 
     @asset(partitions=pdef, backfill_policy=BackfillPolicy.single_run())
-    def loads(context):  # type: ignore[no-untyped-def]
+    def loads(context: StepContext) -> dict[str, str]:
         seen.append(list(context.partition_keys))
         return {d: d[-2:] for d in context.partition_keys}
 
     @asset
-    def joined(loads):  # type: ignore[no-untyped-def]
+    def joined(loads: dict[str, str]) -> str:
         return "".join(loads[k] for k in sorted(loads))
 
     result = materialize([loads, joined], partition=days(1, 3), home=tmp_path)

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlmodel import SQLModel
 
 from engine.storage import transfer
-from engine.storage.db import HEAD, open_db, read_scope, session_scope
-from engine.storage.models import CheckRecord, Run, Toggle
+from engine.storage.db import open_db, read_scope, session_scope
+from engine.storage.models import HEAD, CheckRecord, Run, Toggle
 from tests.engine.test_migrations import LEGACY
 
 pytestmark = pytest.mark.serial

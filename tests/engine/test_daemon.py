@@ -12,6 +12,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -51,7 +52,10 @@ PIPELINE = textwrap.dedent(
 )
 
 
-def wait_for(what: Callable[[], object], timeout: float = 20.0, every: float = 0.05) -> object:
+T = TypeVar("T")
+
+
+def wait_for(what: Callable[[], T | None], timeout: float = 20.0, every: float = 0.05) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = what()
@@ -59,6 +63,11 @@ def wait_for(what: Callable[[], object], timeout: float = 20.0, every: float = 0
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def ended(progress: dict[str, Any]) -> dict[str, Any] | None:
+    """A backfill's progress once it stopped running."""
+    return None if progress["status"] == "running" else progress
 
 
 @pytest.fixture
@@ -137,7 +146,7 @@ def test_materialize_from_another_terminal_runs_on_the_daemon(
     cli = subprocess.Popen(dagtop(project, "materialize", "slow", "--json"),
                            stdout=subprocess.PIPE, text=True)  # fmt: skip
     run = wait_for(lambda: next(iter(client.runs(1)), None))
-    owner = wait_for(lambda: _owner(client, run.id))  # type: ignore[attr-defined]
+    owner = wait_for(lambda: _owner(client, run.id))
     assert str(owner).split(":")[0] == str(daemon.pid)
     out, _ = cli.communicate(timeout=30)
     assert cli.returncode == 0
@@ -239,18 +248,13 @@ def test_a_backfill_can_be_canceled_and_resumed(project: Path) -> None:
                                       max_parallel=2)  # fmt: skip
         wait_for(lambda: client.backfill_progress(backfill_id)["counts"].get("success", 0) >= 2)
         client.backfill_action("cancel", backfill_id)
-        info = wait_for(
-            lambda: (i := client.backfill_progress(backfill_id))["status"] != "running" and i
-        )
-        assert info["status"] == "canceled"  # type: ignore[index]
-        done = info["counts"].get("success", 0)  # type: ignore[index]
-        assert 2 <= done < 12 and info["counts"].get("canceled", 0) >= 1  # type: ignore[index]
+        info = wait_for(lambda: ended(client.backfill_progress(backfill_id)))
+        assert info["status"] == "canceled"
+        done = info["counts"].get("success", 0)
+        assert 2 <= done < 12 and info["counts"].get("canceled", 0) >= 1
         client.backfill_action("resume", backfill_id)
-        info = wait_for(
-            lambda: (i := client.backfill_progress(backfill_id))["status"] != "running" and i,
-            timeout=60,
-        )
-        assert info["status"] == "success" and info["counts"] == {"success": 12}  # type: ignore[index]
+        info = wait_for(lambda: ended(client.backfill_progress(backfill_id)), timeout=60)
+        assert info["status"] == "success" and info["counts"] == {"success": 12}
     finally:
         engine.stop()
 
@@ -271,7 +275,7 @@ def test_an_unreachable_values_url_is_one_warning_not_a_failed_start(
     try:
         assert engine.running
         records = wait_for(lambda: [r for r in caplog.records if "value sweep" in r.getMessage()])
-        [record] = records  # type: ignore[misc]
+        [record] = records
         message = record.getMessage()
         assert record.levelno == logging.WARNING and record.exc_info is None
         assert "\n" not in message and values in message and "ConnectionRefusedError" in message

@@ -441,7 +441,10 @@ def test_no_write_ahead_log_is_left_after_a_clean_exit(
     project: Path, daemon: Callable[[], subprocess.Popen[str]]
 ) -> None:
     home = project / "home"
-    leftovers = lambda: sorted(p.name for p in home.glob("dagtop.db-*"))  # noqa: E731
+
+    def leftovers() -> list[str]:
+        return sorted(p.name for p in home.glob("dagtop.db-*"))
+
     assert dagtop(project, "materialize", "total").returncode == 0  # a command that wrote
     assert leftovers() == []
     proc = daemon()

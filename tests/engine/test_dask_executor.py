@@ -328,7 +328,7 @@ def test_nothing_listens_beyond_loopback(cluster: tuple[str, Any]) -> None:
         if c.status == psutil.CONN_LISTEN and c.pid in ours
     ]
     assert listening, "found no listening sockets: the check would prove nothing"
-    assert {c.laddr.ip for c in listening} <= {"127.0.0.1"}, listening
+    assert {c.laddr.ip for c in listening if c.laddr} <= {"127.0.0.1"}, listening
 
 
 @pytest.mark.parametrize(

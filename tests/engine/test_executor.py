@@ -20,7 +20,7 @@ from typing import Any
 
 import psutil
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from engine.client import Client, RunView, StepView
 from engine.storage.db import read_scope
@@ -58,13 +58,13 @@ def step(view: RunView, key: str) -> StepView:
 def materializations(client: Client, asset: str) -> list[Materialization]:
     with read_scope(client.db) as s:
         query = select(Materialization).where(Materialization.asset == asset)
-        return list(s.exec(query.order_by(Materialization.id)).all())
+        return list(s.exec(query.order_by(col(Materialization.id))).all())
 
 
 def attempts_of(client: Client, key: str) -> list[StepAttempt]:
     with read_scope(client.db) as s:
         query = select(StepAttempt).where(StepAttempt.key == key)
-        return list(s.exec(query.order_by(StepAttempt.id)).all())
+        return list(s.exec(query.order_by(col(StepAttempt.id))).all())
 
 
 def value_path(client: Client, asset: str, partition: str | None = None) -> Path:

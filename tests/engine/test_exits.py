@@ -140,8 +140,9 @@ def test_a_step_whose_fork_server_died_still_ends(
     """The fork server dies while its child runs: the coordinator watches the orphan itself
     (by pidfd, or by polling where the kernel has none) and records its end."""
     import engine.executor.coordinator as coordinator
+    from engine.executor.local import HAS_PIDFD
 
-    monkeypatch.setattr(coordinator, "HAS_PIDFD", pidfd and coordinator.HAS_PIDFD)
+    monkeypatch.setattr(coordinator, "HAS_PIDFD", pidfd and HAS_PIDFD)
     client = make_project(tmp_path)
     (client.paths.pipelines / "orphaned.py").write_text(ORPHANED)
     running = client.paths.project / "running"

@@ -281,7 +281,7 @@ def projects(draw: st.DrawFn) -> list[GenFile]:
                 gf.breakage = "unknown_input"
             else:
                 gf.extra = draw(st.sampled_from(others))
-        if gf.assets and draw(st.booleans()):
+        if len(gf.assets) > 0 and draw(st.booleans()):
             gf.schedule = draw(st.sampled_from(GOOD_CRON))
     return files
 
@@ -564,7 +564,7 @@ def test_an_absurd_memory_limit_is_a_definition_error(limit: object) -> None:
         return 1
 
     with pytest.raises(DefinitionError):
-        asset(memory_limit=limit)(step)  # type: ignore[arg-type]
+        asset(memory_limit=limit)(step)  # type: ignore[call-overload]  # wrong on purpose
 
 
 def test_a_nan_timeout_is_a_definition_error() -> None:

@@ -20,7 +20,6 @@ from sqlmodel import SQLModel, select
 from engine.errors import StorageError
 from engine.storage import repo, schema
 from engine.storage.db import (
-    HEAD,
     connect,
     ensure_schema,
     open_db,
@@ -28,7 +27,7 @@ from engine.storage.db import (
     revision,
     session_scope,
 )
-from engine.storage.models import Meta, Run, StepAttempt
+from engine.storage.models import HEAD, Meta, Run, StepAttempt
 
 LEGACY = Path(__file__).resolve().parents[1] / "fixtures" / "legacy"
 ROOT = Path(__file__).resolve().parents[2]

@@ -28,12 +28,16 @@ BERLIN = "Europe/Berlin"
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, us, tzinfo=UTC)
 
 
-def local(tz: str, *args: int, fold: int = 0) -> datetime:
-    return datetime(*args, tzinfo=ZoneInfo(tz), fold=fold)
+def local(
+    tz: str, year: int, month: int, day: int, hour: int = 0, minute: int = 0, *, fold: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=ZoneInfo(tz), fold=fold)
 
 
 def error_message(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
@@ -126,26 +130,26 @@ def test_naive_start_is_wall_clock_in_the_partition_timezone() -> None:
 
 def test_aware_start_is_converted_to_the_partition_timezone() -> None:
     # 23:30 UTC on Jan 30 is already 08:30 on Jan 31 in Tokyo, inside that day.
-    parts = DailyPartitions(utc(2025, 1, 30, 23, 30), timezone="Asia/Tokyo")
-    assert parts.start == "2025-02-01"
-    parts = HourlyPartitions(local(BERLIN, 2025, 1, 31, 14), timezone="UTC")
-    assert parts.start == "2025-01-31-13:00"
+    daily = DailyPartitions(utc(2025, 1, 30, 23, 30), timezone="Asia/Tokyo")
+    assert daily.start == "2025-02-01"
+    hourly = HourlyPartitions(local(BERLIN, 2025, 1, 31, 14), timezone="UTC")
+    assert hourly.start == "2025-01-31-13:00"
 
 
 def test_end_is_exclusive() -> None:
-    parts = DailyPartitions("2025-01-30", end="2025-02-01")
-    assert parts.keys(now=FAR_FUTURE) == ["2025-01-30", "2025-01-31"]
-    parts = HourlyPartitions("2025-01-31-10:00", end="2025-01-31-12:00")
-    assert parts.keys(now=FAR_FUTURE) == ["2025-01-31-10:00", "2025-01-31-11:00"]
+    daily = DailyPartitions("2025-01-30", end="2025-02-01")
+    assert daily.keys(now=FAR_FUTURE) == ["2025-01-30", "2025-01-31"]
+    hourly = HourlyPartitions("2025-01-31-10:00", end="2025-01-31-12:00")
+    assert hourly.keys(now=FAR_FUTURE) == ["2025-01-31-10:00", "2025-01-31-11:00"]
 
 
 def test_end_inside_a_period_excludes_that_period() -> None:
-    parts = DailyPartitions("2025-01-30", end="2025-02-01T06:00")
-    assert parts.end == "2025-02-01"
-    assert parts.keys(now=FAR_FUTURE) == ["2025-01-30", "2025-01-31"]
-    parts = HourlyPartitions("2025-01-31-10:00", end="2025-01-31T12:30")
-    assert parts.end == "2025-01-31-12:00"
-    assert parts.keys(now=FAR_FUTURE) == ["2025-01-31-10:00", "2025-01-31-11:00"]
+    daily = DailyPartitions("2025-01-30", end="2025-02-01T06:00")
+    assert daily.end == "2025-02-01"
+    assert daily.keys(now=FAR_FUTURE) == ["2025-01-30", "2025-01-31"]
+    hourly = HourlyPartitions("2025-01-31-10:00", end="2025-01-31T12:30")
+    assert hourly.end == "2025-01-31-12:00"
+    assert hourly.keys(now=FAR_FUTURE) == ["2025-01-31-10:00", "2025-01-31-11:00"]
 
 
 def test_end_limits_keys_even_when_now_is_later_and_now_limits_before_end() -> None:
@@ -703,9 +707,11 @@ def test_different_parameters_compare_unequal() -> None:
     assert DailyPartitions("2025-01-01") != DailyPartitions("2025-01-02")
     assert DailyPartitions("2025-01-01") != DailyPartitions("2025-01-01", timezone=NY)
     assert DailyPartitions("2025-01-01") != DailyPartitions("2025-01-01", end="2025-02-01")
-    assert DailyPartitions("2025-01-01") != HourlyPartitions("2025-01-01")
+    hourly: PartitionsDefinition = HourlyPartitions("2025-01-01")
+    assert DailyPartitions("2025-01-01") != hourly
     assert StaticPartitions(["a", "b"]) != StaticPartitions(["b", "a"])
-    assert StaticPartitions(["a"]) != DailyPartitions("2025-01-01")
+    daily: PartitionsDefinition = DailyPartitions("2025-01-01")
+    assert StaticPartitions(["a"]) != daily
 
 
 def test_definitions_are_immutable() -> None:

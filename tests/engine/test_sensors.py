@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine as SAEngine
-from sqlmodel import select
+from sqlmodel import col, select
 
-import engine.automation.sensors as sensors_mod
 from engine.automation.sensors import SensorRunner, name_matches
 from engine.errors import EngineError
 from engine.history.plan import record
 from engine.loading.loader import load
 from engine.loading.manifest import Manifest
+from engine.storage import repo
 from engine.storage.db import open_db, read_scope, session_scope
 from engine.storage.models import Run, SensorFile, Step, Toggle
 from tests.postgres import BACKENDS, database_for
@@ -85,7 +85,7 @@ class Project:
 
     def runs(self, sensor: str | None = None) -> list[Run]:
         with read_scope(self.db) as session:
-            rows = session.exec(select(Run).order_by(Run.created_at)).all()
+            rows = session.exec(select(Run).order_by(col(Run.created_at))).all()
         return [r for r in rows if sensor is None or r.trigger_ref == sensor]
 
     def paths(self, sensor: str | None = None) -> list[str]:
@@ -93,7 +93,7 @@ class Project:
 
     def cursor(self, sensor: str | None = None) -> list[SensorFile]:
         with read_scope(self.db) as session:
-            rows = session.exec(select(SensorFile).order_by(SensorFile.id)).all()
+            rows = session.exec(select(SensorFile).order_by(col(SensorFile.id))).all()
         return [r for r in rows if sensor is None or r.sensor == sensor]
 
 
@@ -349,12 +349,17 @@ def test_poll_without_the_threads_and_a_version_claimed_elsewhere(
         )
     # Hide the cursor from the look-ups, as a race between two engines would: only the UNIQUE
     # constraint stands between us and a duplicate run, so the batch must fall back to one by one.
-    monkeypatch.setattr(sensors_mod.repo, "sensor_versions", lambda *a, **k: set())
+    monkeypatch.setattr(repo, "sensor_versions", lambda *a, **k: set())
 
     runner = project.runner(start=False)
     assert runner.poll() == []  # not settled yet
     claimed: list[str] = []
-    wait_for(lambda: claimed.extend(runner.poll()) or len(claimed) >= 2, what="two claims")
+
+    def claimed_two() -> bool:
+        claimed.extend(runner.poll())
+        return len(claimed) >= 2
+
+    wait_for(claimed_two, what="two claims")
     assert sorted(claimed) == sorted(project.started)
     assert sorted(project.paths()) == [str(inbox / "a.csv"), str(inbox / "b.csv")]
     assert len(project.cursor("inbox")) == 3

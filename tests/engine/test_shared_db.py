@@ -28,7 +28,9 @@ def db(db_url: str) -> SAEngine:
     return open_db(db_url)
 
 
-def _while_open(db: SAEngine, first: Callable[[Any], Any], second: Callable[[], Any]) -> tuple:
+def _while_open(
+    db: SAEngine, first: Callable[[Any], Any], second: Callable[[], Any]
+) -> tuple[Any, Any]:
     """Run `first` in a transaction and, before it commits, `second` in another thread.
 
     The first commits once the second is done, or after a second if the second waits on
@@ -97,7 +99,7 @@ def test_a_command_is_taken_by_one_engine_while_another_looks(db: SAEngine) -> N
 
 def test_engines_draining_one_queue_take_every_command_exactly_once(db: SAEngine) -> None:
     with session_scope(db) as s:
-        ids = {repo.add_command(s, "run", {"n": i}, NOW).id for i in range(200)}
+        ids = {repo.add_command(s, "run", {"n": i}, NOW).id or 0 for i in range(200)}
     taken: list[list[int]] = [[] for _ in range(4)]
     barrier = threading.Barrier(4)
 

@@ -993,7 +993,11 @@ class Soak:
         for st in steps:
             steps_of.setdefault(st["run_id"], {})[st["key"]] = st
         exits: Counter[str] = Counter()
-        said_wrong, no_run, two_runs, unexpected, errors = [], [], [], [], Counter()
+        said_wrong: list[tuple[object, ...]] = []
+        no_run: list[int] = []
+        two_runs: list[int] = []
+        unexpected: list[str] = []
+        errors: Counter[str] = Counter()
         for sub in self.submissions:
             exits[f"{sub.code}{' (killed)' if sub.killed else ''}"] += 1
             err = _read(sub.err)
