@@ -134,7 +134,7 @@ class _Rows:
 
 def build_history(client: Any, runs: int, seed: int = 7) -> History:
     """Record `runs` finished runs in `client`'s (empty) database; see the module's docstring."""
-    from sqlalchemy import insert
+    from sqlalchemy import insert, inspect
 
     from engine.authoring.partitions import safe_key
     from engine.history.plan import RunRequest, plan
@@ -173,8 +173,8 @@ def build_history(client: Any, runs: int, seed: int = 7) -> History:
             requests.append(RunRequest(pick, trigger=rng.choice(("manual", "schedule"))))
         else:
             requests.append(RunRequest(("hourly_report",), trigger="manual"))
-    run_columns = [c.name for c in Run.__table__.columns]  # type: ignore[attr-defined]
-    step_columns = {c.name for c in Step.__table__.columns}  # type: ignore[attr-defined]
+    run_columns = [c.name for c in inspect(Run).columns]
+    step_columns = {c.name for c in inspect(Step).columns}
     rows = _Rows()
     newest: dict[tuple[str, str | None], int] = {}  # (asset, partition) -> its current mat row
     values = client.paths.values
@@ -300,7 +300,7 @@ def build_history(client: Any, runs: int, seed: int = 7) -> History:
         for name, model in tables.items():
             batch = rows.tables.get(name, [])
             for lo in range(0, len(batch), 20_000):
-                conn.execute(insert(model.__table__), batch[lo : lo + 20_000])  # type: ignore[attr-defined]
+                conn.execute(insert(model), batch[lo : lo + 20_000])
     counts = {name: len(rows.tables.get(name, [])) for name in tables}
     return History(
         runs=counts["run"],

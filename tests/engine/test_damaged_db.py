@@ -22,6 +22,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -47,12 +48,14 @@ PIPELINE = textwrap.dedent(
 )
 
 
-def dagtop(project: Path, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def dagtop(
+    project: Path, *args: str, preexec_fn: Callable[[], object] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "DAGTOP_DATABASE_URL"}
     base = [DAGTOP, "--home", str(project / "home"), "--pipelines", str(project / "pipelines")]
-    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+    return subprocess.run(
         [*base, *args], capture_output=True, text=True, timeout=60, env=env,
-        stdin=subprocess.DEVNULL, **kwargs,
+        stdin=subprocess.DEVNULL, preexec_fn=preexec_fn,
     )  # fmt: skip
 
 
@@ -183,7 +186,10 @@ def _start_daemon(project: Path) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def _wait(what: Callable[[], object], timeout: float = 30.0) -> object:
+T = TypeVar("T")
+
+
+def _wait(what: Callable[[], T | None], timeout: float = 30.0) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = what()
@@ -406,7 +412,7 @@ def test_an_engine_keeps_the_newest_backups_and_only_deletes_its_own(project: Pa
     finally:
         engine.stop()
     kept = sorted(backups.glob("dagtop-*.db"))
-    assert kept == [old[-1], *new]  # type: ignore[misc]
+    assert kept == [old[-1], *new]
     assert mine.read_bytes() == b"the user's"
     conn = sqlite3.connect(kept[-1])
     assert conn.execute("SELECT count(*) FROM run").fetchone()[0] == 3

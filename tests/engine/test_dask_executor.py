@@ -111,8 +111,10 @@ def materialize_in_background(
 def finished(thread: threading.Thread, out: list[Any]) -> RunView:
     thread.join(timeout=90)
     assert not thread.is_alive(), "the run never ended"
-    assert not isinstance(out[0], BaseException), out[0]
-    return out[0]  # type: ignore[no-any-return]
+    view = out[0]
+    assert not isinstance(view, BaseException), view
+    assert isinstance(view, RunView)
+    return view
 
 
 def placed(client: Client, key: str, out: list[Any], attempt: int = 1) -> Any:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import psutil
 import pytest
@@ -556,7 +557,7 @@ def test_garbage_on_the_loaders_pipe_costs_only_that_file(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("limit", ["1" + "0" * 400, float("inf")], ids=["huge-string", "inf"])
-def test_an_absurd_memory_limit_is_a_definition_error(limit: object) -> None:
+def test_an_absurd_memory_limit_is_a_definition_error(limit: Any) -> None:
     from engine import asset
     from engine.errors import DefinitionError
 
@@ -564,7 +565,7 @@ def test_an_absurd_memory_limit_is_a_definition_error(limit: object) -> None:
         return 1
 
     with pytest.raises(DefinitionError):
-        asset(memory_limit=limit)(step)  # type: ignore[call-overload]  # wrong on purpose
+        asset(memory_limit=limit)(step)
 
 
 def test_a_nan_timeout_is_a_definition_error() -> None:
@@ -618,8 +619,8 @@ def _prepare(home: Path, key: str, params: dict[str, object]) -> launch.Launch:
         id=uuid.uuid4().hex[:12], kind="assets", partition=key, params=json.dumps(params),
         selection=json.dumps(["hostile"]),
     )  # fmt: skip
-    # An asset without inputs never reads storage: no session is needed.
-    return launch.prepare(None, manifest, paths, run, "hostile", 1)  # type: ignore[arg-type]
+    no_session: Any = None  # an asset without inputs never reads storage
+    return launch.prepare(no_session, manifest, paths, run, "hostile", 1)
 
 
 @settings(max_examples=200, deadline=None)

@@ -372,9 +372,8 @@ def test_staleness_read_in_one_query_equals_one_query_per_asset(tmp_path: Path) 
         for n in range(300):
             name = rng.choice(names)
             spec = manifest.assets.get(name)
-            partition = None
-            if spec is not None and spec.partitions is not None:
-                partition = rng.choice(spec.partitions_def.keys()[: keys[name]])  # type: ignore[union-attr]
+            pdef = spec.partitions_def if spec is not None else None
+            partition = None if pdef is None else rng.choice(pdef.keys()[: keys[name]])
             at += rng.choice((0.0, 0.5, 3.0))  # some share a time: the id decides
             version = spec.code_version if spec is not None and rng.random() > 0.1 else "old"
             mat = Materialization(

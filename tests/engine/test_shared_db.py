@@ -66,7 +66,8 @@ def test_two_engines_taking_a_free_lease_at_once_get_one_holder(db: SAEngine) ->
     assert first is None  # a took it
     assert second is not None and second.holder == "engine-a"
     with read_scope(db) as s:
-        assert repo.get_lease(s, lease.NAME).holder == "engine-a"  # type: ignore[union-attr]
+        held = repo.get_lease(s, lease.NAME)
+        assert held is not None and held.holder == "engine-a"
 
 
 def test_two_engines_taking_over_an_expired_lease_get_one_holder(db: SAEngine) -> None:
@@ -94,7 +95,8 @@ def test_a_command_is_taken_by_one_engine_while_another_looks(db: SAEngine) -> N
     )
     assert first == [wanted] and second == []
     with read_scope(db) as s:
-        assert repo.get_command(s, wanted or 0).status == "taken"  # type: ignore[union-attr]
+        cmd = repo.get_command(s, wanted or 0)
+        assert cmd is not None and cmd.status == "taken"
 
 
 def test_engines_draining_one_queue_take_every_command_exactly_once(db: SAEngine) -> None:

@@ -112,6 +112,8 @@ def test_a_pydantic_model_validates_a_dict_and_names_the_field() -> None:
 def test_an_unresolvable_annotation_is_skipped_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # Three functions wrong on purpose, as a pipeline file may be (hence the ignores): an
+    # annotation that names nothing, none at all, and one the value does not match.
     def frame() -> pd.DataFrame:  # type: ignore[name-defined]  # noqa: F821
         return {}
 
