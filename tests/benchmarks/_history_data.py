@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.status import RunStatus, StepStatus
 from tests.benchmarks._ui_data import layered_dag
 
 EVENTS = textwrap.dedent(
@@ -186,14 +187,16 @@ def build_history(client: Any, runs: int, seed: int = 7) -> History:
         run, steps = plan(manifest, request, now=clock)
         run_row = {c: getattr(run, c) for c in run_columns}
         t = clock + rng.uniform(0.05, 0.3)
-        run_row.update(status="success", started_at=t, error=None)
+        run_row.update(status=RunStatus.SUCCESS, started_at=t, error=None)
         failed_at = rng.randrange(len(steps)) if rng.random() < 0.04 else None
         for k, step in enumerate(steps):
             step_row = {c: getattr(step, c) for c in step_columns if c != "id"}
             if "partition" in step_columns:
                 step_row["partition"] = run.partition
             if failed_at is not None and k > failed_at:
-                step_row.update(status="skipped", error=f"upstream {steps[failed_at].key} failed")
+                step_row.update(
+                    status=StepStatus.SKIPPED, error=f"upstream {steps[failed_at].key} failed"
+                )
                 rows.add("step", step_row)
                 continue
             tries = 2 if rng.random() < 0.03 or k == failed_at else 1
@@ -207,7 +210,8 @@ def build_history(client: Any, runs: int, seed: int = 7) -> History:
                     "stepattempt",
                     {
                         "step_id": step_id, "run_id": run.id, "key": step.key,
-                        "attempt": attempt, "status": "success" if ok else "failed",
+                        "attempt": attempt,
+                        "status": StepStatus.SUCCESS if ok else StepStatus.FAILED,
                         "pid": rng.randint(1000, 90000), "pid_create_time": t,
                         "host": "bench", "worker": "local",
                         "log_path": f"{logs}/{run.id}/{step.key}.{attempt}.log",
@@ -238,7 +242,7 @@ def build_history(client: Any, runs: int, seed: int = 7) -> History:
                     )  # fmt: skip
                 t += took
             step_row.update(
-                status="success" if k != failed_at else "failed",
+                status=StepStatus.SUCCESS if k != failed_at else StepStatus.FAILED,
                 ended_at=t,
                 exit_code=0 if k != failed_at else 1,
                 error=None if k != failed_at else "ValueError: 3 rows with a null id",
@@ -272,7 +276,7 @@ def build_history(client: Any, runs: int, seed: int = 7) -> History:
                     },
                 )  # fmt: skip
         if failed_at is not None:
-            run_row.update(status="failed", error=f"step {steps[failed_at].key} failed")
+            run_row.update(status=RunStatus.FAILED, error=f"step {steps[failed_at].key} failed")
         elif run.partition and "clean" in {s.key for s in steps}:
             a_run = run.id
         run_row.update(ended_at=t, updated_at=t)

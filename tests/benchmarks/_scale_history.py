@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.status import PartitionStatus
 from tests.benchmarks import _history_data as history
 
 SIZES = (10_000, 100_000)
@@ -81,7 +82,9 @@ def read_cases(client: Any, h: history.History, repeat: int) -> list[Row]:
         lambda: client.partitions("clean"),
         len,
         "key",
-        lambda states: f"{sum(s.status == 'materialized' for s in states):,} materialized",
+        lambda states: (
+            f"{sum(s.status == PartitionStatus.MATERIALIZED for s in states):,} materialized"
+        ),
     )
     add("partitions never (never materialized)", lambda: client.partitions("never"), len, "key")
     add("lineage clean --partition KEY", lambda: client.lineage("clean", h.a_key))

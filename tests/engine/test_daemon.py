@@ -18,6 +18,7 @@ import pytest
 
 from engine.client import Client
 from engine.loading.config import load_config, resolve_paths
+from engine.status import BackfillStatus, PartitionStatus, RunStatus
 from tests.postgres import BACKENDS, database_for
 
 pytestmark = pytest.mark.serial
@@ -67,7 +68,7 @@ def wait_for(what: Callable[[], T | None], timeout: float = 20.0, every: float =
 
 def ended(progress: dict[str, Any]) -> dict[str, Any] | None:
     """A backfill's progress once it stopped running."""
-    return None if progress["status"] == "running" else progress
+    return None if progress["status"] == BackfillStatus.RUNNING else progress
 
 
 @pytest.fixture
@@ -150,7 +151,7 @@ def test_materialize_from_another_terminal_runs_on_the_daemon(
     assert str(owner).split(":")[0] == str(daemon.pid)
     out, _ = cli.communicate(timeout=30)
     assert cli.returncode == 0
-    assert '"status": "success"' in out
+    assert f'"status": "{RunStatus.SUCCESS}"' in out
     configured = "database_url" in (project / "dagtop.toml").read_text()
     assert (project / "home" / "dagtop.db").exists() != configured
 
@@ -183,25 +184,25 @@ def test_a_backfill_honors_its_limit_and_survives_a_kill_9_of_the_daemon(
 
     def running() -> int:
         counts = client.backfill_progress(backfill_id)["counts"]
-        return int(counts.get("running", 0))
+        return int(counts.get(RunStatus.RUNNING, 0))
 
     deadline = time.monotonic() + 60
-    while client.backfill_progress(backfill_id)["counts"].get("success", 0) < 8:
+    while client.backfill_progress(backfill_id)["counts"].get(RunStatus.SUCCESS, 0) < 8:
         most = max(most, running())
         assert time.monotonic() < deadline
         time.sleep(0.02)
     os.killpg(daemon.pid, signal.SIGKILL)  # the engine and its workers, mid-backfill
     daemon.wait()
     start_daemon()
-    while (info := client.backfill_progress(backfill_id))["status"] == "running":
+    while (info := client.backfill_progress(backfill_id))["status"] == BackfillStatus.RUNNING:
         most = max(most, running())
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    assert info["status"] == "success", info
-    assert info["counts"] == {"success": 30}
+    assert info["status"] == BackfillStatus.SUCCESS, info
+    assert info["counts"] == {RunStatus.SUCCESS: 30}
     assert 1 <= most <= 4
     states = client.partitions("revenue")
-    assert sum(1 for p in states if p.status == "materialized") == 30
+    assert sum(1 for p in states if p.status == PartitionStatus.MATERIALIZED) == 30
     from engine.storage import repo
 
     with client._read() as s:
@@ -246,15 +247,19 @@ def test_a_backfill_can_be_canceled_and_resumed(project: Path) -> None:
         client.attach(engine)
         backfill_id = client.backfill(["orders"], first="2025-01-01", last="2025-01-12",
                                       max_parallel=2)  # fmt: skip
-        wait_for(lambda: client.backfill_progress(backfill_id)["counts"].get("success", 0) >= 2)
+        wait_for(
+            lambda: client.backfill_progress(backfill_id)["counts"].get(RunStatus.SUCCESS, 0) >= 2
+        )
         client.backfill_action("cancel", backfill_id)
         info = wait_for(lambda: ended(client.backfill_progress(backfill_id)))
-        assert info["status"] == "canceled"
-        done = info["counts"].get("success", 0)
-        assert 2 <= done < 12 and info["counts"].get("canceled", 0) >= 1
+        assert info["status"] == BackfillStatus.CANCELED
+        done = info["counts"].get(RunStatus.SUCCESS, 0)
+        assert 2 <= done < 12 and info["counts"].get(RunStatus.CANCELED, 0) >= 1
         client.backfill_action("resume", backfill_id)
         info = wait_for(lambda: ended(client.backfill_progress(backfill_id)), timeout=60)
-        assert info["status"] == "success" and info["counts"] == {"success": 12}
+        assert info["status"] == BackfillStatus.SUCCESS and info["counts"] == {
+            RunStatus.SUCCESS: 12
+        }
     finally:
         engine.stop()
 
@@ -296,7 +301,7 @@ def test_with_a_daemon_up_materialize_goes_through_its_socket_without_storage(
     cli = subprocess.run(dagtop(project, "materialize", "slow"), capture_output=True, text=True,
                          env=_importtime_env(), timeout=60)  # fmt: skip
     assert cli.returncode == 0, cli.stderr
-    assert "✓ slow" in cli.stdout and "success" in cli.stdout.splitlines()[-1]
+    assert "✓ slow" in cli.stdout and RunStatus.SUCCESS in cli.stdout.splitlines()[-1]
     # The daemon ran it, and this process never imported storage nor started steps itself.
     imported = {line.split("|")[-1].strip() for line in cli.stderr.splitlines() if "|" in line}
     assert "sqlalchemy" not in imported and "engine.executor.forkserver" not in imported
@@ -326,7 +331,7 @@ def test_a_backfill_is_followed_through_the_daemons_socket(
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert cli.returncode == 0, cli.stderr
-    assert '"status": "success"' in cli.stdout and '"total": 4' in cli.stdout
+    assert f'"status": "{RunStatus.SUCCESS}"' in cli.stdout and '"total": 4' in cli.stdout
 
 
 def test_a_dead_daemons_socket_file_is_ignored(
@@ -341,4 +346,4 @@ def test_a_dead_daemons_socket_file_is_ignored(
     cli = subprocess.run(dagtop(project, "materialize", "slow"), capture_output=True, text=True,
                          timeout=60)  # fmt: skip
     assert cli.returncode == 0, cli.stderr
-    assert "success" in cli.stdout.splitlines()[-1]
+    assert RunStatus.SUCCESS in cli.stdout.splitlines()[-1]

@@ -28,6 +28,7 @@ distributed = pytest.importorskip("distributed")
 from sqlmodel import select  # noqa: E402
 
 from engine.client import Client, RunView  # noqa: E402
+from engine.status import RunStatus, StepStatus  # noqa: E402
 from engine.storage.db import read_scope  # noqa: E402
 from engine.storage.models import Event  # noqa: E402
 from tests.engine.test_executor import alive, attempts_of, step, wait_until  # noqa: E402
@@ -147,7 +148,7 @@ def test_example_pipelines_run_on_the_cluster(cluster: tuple[str, Any], tmp_path
     tasks = client.run_pipeline("training_tasks")
 
     for view in (training, sales, tasks):
-        assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+        assert view.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in view.steps]
         for attempt in client.attempts(view.id):
             assert attempt.worker is not None and attempt.worker.startswith("tcp://127.0.0.1:")
             assert attempt.host == socket.gethostname()
@@ -170,11 +171,11 @@ def test_logs_events_and_samples_arrive_while_the_step_runs(
     wait_until(lambda: log_path.exists() and "line 2" in log_path.read_text(), 30, "live log")
     wait_until(lambda: client.samples(attempt.id or 0), 30, "a live resource sample")
     running = [a for a in attempts_of(client, "talker") if a.attempt == 1][0]
-    assert running.status == "running" and running.ended_at is None
+    assert running.status == RunStatus.RUNNING and running.ended_at is None
     (flags / "go").touch()
     view = finished(thread, out)
 
-    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+    assert view.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in view.steps]
     text = log_path.read_text()
     assert text.index("line 0") < text.index("line 1") < text.index("line 2")
     assert "halfway there" in text
@@ -203,8 +204,8 @@ def test_cancel_stops_the_remote_step_and_its_children(
     client.request_cancel(attempt.run_id)
     view = finished(thread, out)
 
-    assert view.status == "canceled"
-    assert step(view, "stubborn").status == "canceled"
+    assert view.status == RunStatus.CANCELED
+    assert step(view, "stubborn").status == StepStatus.CANCELED
     assert not alive(attempt.pid) and not alive(child)
 
 
@@ -223,7 +224,7 @@ def test_nothing_a_remote_step_started_outlives_it(
             if marker in (proc.info["cmdline"] or []):
                 proc.kill()
 
-    assert helpers.status == "success", [(s.key, s.status, s.error) for s in helpers.steps]
+    assert helpers.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in helpers.steps]
     ended, last = last_lines(helpers, "leaves_helpers")
     assert ended.startswith("dagtop: ended 3 leftover processes: "), ended
     assert last == "dagtop: step succeeded"
@@ -261,11 +262,11 @@ def test_a_killed_worker_fails_the_attempt_its_processes_die_and_the_retry_runs_
     os.kill(worker_pids[first.worker], signal.SIGKILL)
     view = finished(thread, out)
 
-    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+    assert view.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in view.steps]
     one, two = attempts_of(client, "victim")
-    assert one.status == "failed"
+    assert one.status == StepStatus.FAILED
     assert one.error == f"dask worker {first.worker} lost"
-    assert two.status == "success" and two.worker not in (None, first.worker)
+    assert two.status == StepStatus.SUCCESS and two.worker not in (None, first.worker)
     # Dask reran the lost task elsewhere, but the step itself ran once per attempt.
     lines = starts.read_text().splitlines()
     assert [line.split()[0] for line in lines] == ["1", "2"]
@@ -286,7 +287,7 @@ def test_a_pooled_step_runs_on_the_worker_with_that_resource(
 
     view = client.materialize(["on_gpu"])
 
-    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+    assert view.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in view.steps]
     workers = cluster[1].scheduler_info()["workers"]
     gpu = [a for a, w in workers.items() if w.get("resources", {}).get("gpu")]
     assert [a.worker for a in client.attempts(view.id)] == gpu
@@ -297,7 +298,7 @@ def test_a_pool_no_worker_offers_fails_at_once(cluster: tuple[str, Any], tmp_pat
 
     view = client.materialize(["on_tpu"])
 
-    assert view.status == "failed", [(s.key, s.status, s.error) for s in view.steps]
+    assert view.status == RunStatus.FAILED, [(s.key, s.status, s.error) for s in view.steps]
     assert "no dask worker offers the resource 'tpu'" in (step(view, "on_tpu").error or "")
 
 
@@ -313,7 +314,7 @@ def test_values_through_an_fsspec_url(cluster: tuple[str, Any], tmp_path: Path) 
 
     view = client.materialize(["talker", "listener"], params={"flags": str(flags)})
 
-    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+    assert view.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in view.steps]
     stored = sorted(p.relative_to(shared).parts[0] for p in shared.rglob("*.pkl"))
     assert stored == ["listener", "talker"]
     assert not (tmp_path / "home" / "values").exists()

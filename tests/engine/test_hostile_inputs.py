@@ -49,6 +49,7 @@ from engine.executor import launch
 from engine.loading import loader
 from engine.loading.config import Paths
 from engine.loading.manifest import AssetSpec, Manifest
+from engine.status import RunStatus
 from engine.units import control_character
 
 pytestmark = pytest.mark.serial
@@ -755,14 +756,14 @@ def _check_run(root: Path, client: object, key: str) -> None:
         if not inside(p, home) and "__pycache__" not in p.parts
     ]  # fmt: skip
     assert not outside, f"files created outside the home folder: {outside}"
-    assert view.status in ("success", "failed")
+    assert view.status in (RunStatus.SUCCESS, RunStatus.FAILED)
     (step,) = view.steps
     logs = "".join(ref.path.read_text(errors="replace") for ref in client.logs(view.id))
-    if view.status == "failed":
+    if view.status == RunStatus.FAILED:
         assert step.error and "\n" not in step.error, step.error
         assert not step.error.startswith("exited with code"), f"unclear error: {step.error}"
     assert "Traceback" not in logs, logs[-2000:]
-    if view.status == "success":
+    if view.status == RunStatus.SUCCESS:
         with client._read() as s:
             (mat,) = repo.materializations_of_runs(s, [view.id])[view.id]
         assert mat.value_path and inside(mat.value_path, home / "values" / "hostile")
@@ -848,7 +849,7 @@ def test_hostile_params_round_trip_through_the_cli(cli_project: Path) -> None:
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode == 0, done.stderr
     run = json.loads(done.stdout)
-    assert run["status"] == "success"
+    assert run["status"] == RunStatus.SUCCESS
     params = run["params"]
     assert params["path"] == "../../etc" and params["nul"] == "\x00"
     assert params["newline"] == "a\nb" and params["long"] == "x" * 10_000

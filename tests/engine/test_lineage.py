@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from engine.client import Client, LineageNode, RunView
+from engine.status import Freshness, PartitionStatus, RunStatus
 
 pytestmark = pytest.mark.serial
 
@@ -61,7 +62,7 @@ def client(tmp_path: Path) -> Client:
 
 
 def ok(view: RunView) -> RunView:
-    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+    assert view.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in view.steps]
     return view
 
 
@@ -156,9 +157,12 @@ def test_a_rematerialized_upstream_shows_in_lineage_and_makes_downstream_stale(
     assert child(cleaned, "summary").stale == ("upstream cleaned newer",)
 
     states = {p.key: (p.status, p.reason) for p in client.partitions("summary")}
-    assert states == {None: ("stale", "upstream cleaned newer")}
+    assert states == {None: (PartitionStatus.STALE, "upstream cleaned newer")}
     states = {p.key: (p.status, p.reason) for p in client.partitions("raw_events")}
-    assert states == {"north": ("materialized", None), "south": ("materialized", None)}
+    assert states == {
+        "north": (PartitionStatus.MATERIALIZED, None),
+        "south": (PartitionStatus.MATERIALIZED, None),
+    }
 
 
 def test_staleness_from_a_code_edit_picked_up_by_hot_reload(client: Client) -> None:
@@ -171,7 +175,7 @@ def test_staleness_from_a_code_edit_picked_up_by_hot_reload(client: Client) -> N
         ok(client.materialize(["raw_events", "cleaned"], "north"))
         ok(client.materialize(["summary", "pinned"]))
         assert {p.status for p in client.partitions("cleaned") if p.key == "north"} == {
-            "materialized"
+            PartitionStatus.MATERIALIZED
         }
         before = engine.manifest().assets["cleaned"].code_version
         path = client.paths.pipelines / "chain.py"
@@ -184,23 +188,26 @@ def test_staleness_from_a_code_edit_picked_up_by_hot_reload(client: Client) -> N
         wait_for(lambda: engine.manifest().assets["cleaned"].code_version != before)
 
         states = {p.key: (p.status, p.reason) for p in client.partitions("cleaned")}
-        assert states == {"north": ("stale", "code changed"), "south": ("missing", None)}
+        assert states == {
+            "north": (PartitionStatus.STALE, "code changed"),
+            "south": (PartitionStatus.MISSING, None),
+        }
         assert client.partitions("summary")[0].reason == "upstream cleaned stale"
-        assert client.partitions("raw_events")[0].status == "materialized"
-        assert client.partitions("pinned")[0].status == "materialized"
+        assert client.partitions("raw_events")[0].status == PartitionStatus.MATERIALIZED
+        assert client.partitions("pinned")[0].status == PartitionStatus.MATERIALIZED
         node = client.lineage("cleaned", "north")
         assert node.code_changed and node.code_version == before
 
         path.write_text(path.read_text().replace('code_version="v1"', 'code_version="v2"'))
         wait_for(lambda: engine.manifest().assets["pinned"].code_version == "v2")
         assert (client.partitions("pinned")[0].status, client.partitions("pinned")[0].reason) == (
-            "stale",
+            PartitionStatus.STALE,
             "code changed",
         )
         listed = {a["name"]: a for a in client.describe()["assets"]}
         assert listed["pinned"]["stale_reason"] == "code changed"
         assert listed["cleaned"]["stale_reason"] == "1 partition: code changed"
-        assert listed["raw_events"]["status"] == "materialized"
+        assert listed["raw_events"]["status"] == PartitionStatus.MATERIALIZED
     finally:
         engine.stop()
 
@@ -212,10 +219,14 @@ def test_materialize_stale_runs_exactly_the_stale_set_in_order(client: Client) -
 
     states, view = client.materialize_stale(["*"], "north")
     assert [(s.asset, s.status, s.reasons) for s in states] == [
-        ("raw_events", "current", ()),
-        ("cleaned", "stale", ("upstream raw_events newer",)),
-        ("summary", "stale", ("upstream cleaned stale",)),
-        ("pinned", "missing", ("never materialized",)),  # as Dagster's "unsynced": missing too
+        ("raw_events", Freshness.CURRENT, ()),
+        ("cleaned", Freshness.STALE, ("upstream raw_events newer",)),
+        ("summary", Freshness.STALE, ("upstream cleaned stale",)),
+        (
+            "pinned",
+            Freshness.MISSING,
+            ("never materialized",),
+        ),  # as Dagster's "unsynced": missing too
     ]
     assert view is not None
     by_key = {s.key: s for s in ok(view).steps}
@@ -223,14 +234,14 @@ def test_materialize_stale_runs_exactly_the_stale_set_in_order(client: Client) -
     # In dependency order:
     assert at(by_key["cleaned"].ended_at) <= at(by_key["summary"].started_at)
     assert view.partition == "north"
-    assert all(s.status == "current" for s in client.stale(["*"], "north"))
+    assert all(s.status == Freshness.CURRENT for s in client.stale(["*"], "north"))
 
     # A missing upstream in the selection runs first, and what reads it runs after it.
     states, view = client.materialize_stale(["*summary"], "south")
     assert [(s.asset, s.status) for s in states] == [
-        ("raw_events", "missing"),
-        ("cleaned", "missing"),
-        ("summary", "stale"),
+        ("raw_events", Freshness.MISSING),
+        ("cleaned", Freshness.MISSING),
+        ("summary", Freshness.STALE),
     ]
     assert states[2].reasons == ("upstream cleaned runs first",)
     assert view is not None
@@ -238,7 +249,7 @@ def test_materialize_stale_runs_exactly_the_stale_set_in_order(client: Client) -
 
     # Unpartitioned only: the partition is not passed on to the run.
     states, view = client.materialize_stale(["summary", "pinned"])
-    assert view is None and {s.status for s in states} == {"current"}
+    assert view is None and {s.status for s in states} == {Freshness.CURRENT}
 
     result = dagtop(client, "materialize", "--stale", "*", "--partition", "north")
     assert result.returncode == 0, result.stderr
@@ -252,10 +263,10 @@ def test_materialize_stale_runs_exactly_the_stale_set_in_order(client: Client) -
     assert lines[1].split() == ["◧", "summary", "stale:", "upstream", "cleaned", "stale"]
     assert "materializing 2 of 4 asset(s)" in lines
     assert {a["name"]: a["status"] for a in client.describe()["assets"]} == {
-        "raw_events": "materialized",
-        "cleaned": "materialized",
-        "summary": "materialized",
-        "pinned": "materialized",
+        "raw_events": PartitionStatus.MATERIALIZED,
+        "cleaned": PartitionStatus.MATERIALIZED,
+        "summary": PartitionStatus.MATERIALIZED,
+        "pinned": PartitionStatus.MATERIALIZED,
     }
 
 
@@ -267,8 +278,11 @@ def test_list_marks_stale_assets_with_the_reason(client: Client) -> None:
     line = next(x for x in listing.stdout.splitlines() if x.strip().startswith("cleaned"))
     assert "◧ stale (1 partition: upstream raw_events newer)" in line
     data = {a["name"]: a for a in client.describe()["assets"]}
-    assert data["cleaned"]["status"] == "stale"
-    assert data["summary"]["status"] == "missing" and data["summary"]["stale_reason"] is None
+    assert data["cleaned"]["status"] == PartitionStatus.STALE
+    assert (
+        data["summary"]["status"] == PartitionStatus.MISSING
+        and data["summary"]["stale_reason"] is None
+    )
     partitions = dagtop(client, "partitions", "cleaned")
     assert "stale  (upstream raw_events newer)" in partitions.stdout
 

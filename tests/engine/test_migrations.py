@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, inspect
 from sqlmodel import Session, SQLModel, select
 
 from engine.errors import StorageError
+from engine.status import RunStatus
 from engine.storage import repo, schema
 from engine.storage.db import (
     connect,
@@ -92,7 +93,7 @@ def test_a_database_from_before_migrations_is_upgraded_in_place(
     assert revision(db) == HEAD
     with read_scope(db) as s:
         runs = repo.recent_runs(s, 10)
-        assert {r.status for r in runs} == {"success"} and len(runs) == 2
+        assert {r.status for r in runs} == {RunStatus.SUCCESS} and len(runs) == 2
         attempts = list(s.exec(select(StepAttempt)).all())
         assert len(attempts) == 3 and all(a.worker == worker for a in attempts)
         # An old release reads only this row: it now refuses the database.

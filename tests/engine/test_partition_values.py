@@ -15,6 +15,7 @@ import pytest
 
 from engine.client import Client
 from engine.history.partition_status import PartitionState
+from engine.status import Freshness, PartitionStatus, RunStatus, StepStatus
 
 pytestmark = pytest.mark.serial
 
@@ -80,7 +81,7 @@ def test_a_failed_blocking_check_shows_on_its_partition(client: Client) -> None:
     client.materialize(["raw", "clean"], "north")
     client.materialize(["raw", "clean"], "south")  # its check fails: the run fails, the value stays
     south = state(client, "clean", "south")
-    assert (south.status, south.failed_checks) == ("materialized", ("not_south",))
+    assert (south.status, south.failed_checks) == (PartitionStatus.MATERIALIZED, ("not_south",))
     assert state(client, "clean", "north").failed_checks == ()
     text = dagtop(client, "partitions", "clean").stdout
     assert "✗ check not_south" in next(line for line in text.splitlines() if "south" in line)
@@ -100,9 +101,9 @@ def test_a_deleted_value_is_missing_and_a_run_that_needs_it_says_so(client: Clie
     client.materialize(["raw", "clean"], "north")
     value_of(client, "raw", "north").unlink()
     gone = state(client, "raw", "north")
-    assert (gone.status, gone.reason) == ("missing", "stored value missing")
+    assert (gone.status, gone.reason) == (PartitionStatus.MISSING, "stored value missing")
     stale = {(s.asset, s.status) for s in client.stale(["raw", "clean"], "north")}
-    assert stale == {("raw", "missing"), ("clean", "stale")}
+    assert stale == {("raw", Freshness.MISSING), ("clean", Freshness.STALE)}
 
     needs = dagtop(client, "materialize", "clean", "--partition", "north")
     assert needs.returncode == 1
@@ -114,7 +115,7 @@ def test_a_deleted_value_is_missing_and_a_run_that_needs_it_says_so(client: Clie
     again = dagtop(client, "materialize", "raw", "clean", "--partition", "north", "--stale")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "nothing is stale" not in again.stdout
-    assert state(client, "raw", "north").status == "materialized"
+    assert state(client, "raw", "north").status == PartitionStatus.MATERIALIZED
     assert value_of(client, "raw", "north").exists()
 
 
@@ -122,14 +123,14 @@ def test_an_unpartitioned_value_deleted_by_hand_is_missing_in_list_and_on_the_ho
     client: Client,
 ) -> None:
     client.materialize(["lonely"])
-    assert client.node_statuses()["lonely"].status == "success"
+    assert client.node_statuses()["lonely"].status == StepStatus.SUCCESS
     value_of(client, "lonely", None).unlink()
     node = client.node_statuses()["lonely"]
-    assert (node.status, node.reason) == ("stale", "stored value missing")
+    assert (node.status, node.reason) == (PartitionStatus.STALE, "stored value missing")
     listed = {a["name"]: a for a in json.loads(dagtop(client, "list", "--json").stdout)["assets"]}
-    assert listed["lonely"]["status"] == "missing"
+    assert listed["lonely"]["status"] == PartitionStatus.MISSING
     assert "□ missing (stored value missing)" in dagtop(client, "list").stdout
-    assert state(client, "lonely", None).status == "missing"
+    assert state(client, "lonely", None).status == PartitionStatus.MISSING
 
 
 def test_a_reader_of_every_partition_sees_a_deleted_one_as_missing(client: Client) -> None:
@@ -137,5 +138,5 @@ def test_a_reader_of_every_partition_sees_a_deleted_one_as_missing(client: Clien
     client.materialize(["raw", "clean"], "south")
     value_of(client, "clean", "south").unlink()
     view = client.materialize(["summary"])
-    assert view.status == "success", [(s.key, s.error) for s in view.steps]
-    assert state(client, "clean", "south").status == "missing"
+    assert view.status == RunStatus.SUCCESS, [(s.key, s.error) for s in view.steps]
+    assert state(client, "clean", "south").status == PartitionStatus.MISSING

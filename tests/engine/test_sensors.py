@@ -23,6 +23,7 @@ from engine.errors import EngineError
 from engine.history.plan import record
 from engine.loading.loader import load
 from engine.loading.manifest import Manifest
+from engine.status import RunStatus
 from engine.storage import repo
 from engine.storage.db import open_db, read_scope, session_scope
 from engine.storage.models import Run, SensorFile, Step, Toggle
@@ -573,7 +574,7 @@ def test_a_copy_that_pauses_past_the_default_settle_starts_one_run_on_the_whole_
         runs = client.runs(10)
         assert len(runs) == 1, [(r.id, r.steps[0].metadata) for r in runs]
         (run,) = runs
-        assert run.status == "success" and run.steps[0].metadata == {"text": head + tail}
+        assert run.status == RunStatus.SUCCESS and run.steps[0].metadata == {"text": head + tail}
         # The sensor's own settle, not the default: no run before 3 s of quiet.
         assert run.created_at - last_write >= 3.0 - 0.1
     finally:

@@ -23,13 +23,13 @@ def db(db_url: str) -> SAEngine:
     return open_db(db_url)
 
 
-def _run(run_id: str, created: float, status: str = "queued") -> Run:
+def _run(run_id: str, created: float, status: str = RunStatus.QUEUED) -> Run:
     return Run(id=run_id, kind="assets", target="a", created_at=created, status=status)
 
 
 def _ran(s: Session, run_id: str, status: str, asset: str = "a") -> None:
     """A run of `asset` whose first attempt is recorded, as an engine records them."""
-    ended = "running" if status == "running" else status
+    ended = RunStatus.RUNNING if status == RunStatus.RUNNING else status
     repo.add_run(s, _run(run_id, 1.0, status=status), [])
     step = Step(run_id=run_id, key=asset, kind="asset", status=ended, attempts=1)
     s.add(step)
@@ -104,7 +104,7 @@ def test_the_status_chokepoint_refuses_impossible_transitions() -> None:
     transition_run(run, RunStatus.SUCCESS)
     with pytest.raises(IllegalTransition):
         transition_run(run, RunStatus.RUNNING)
-    step = Step(run_id="r", key="k", kind="asset", status="success")
+    step = Step(run_id="r", key="k", kind="asset", status=StepStatus.SUCCESS)
     with pytest.raises(IllegalTransition):
         transition_step(step, StepStatus.QUEUED)
 
@@ -207,9 +207,9 @@ def test_the_value_sweep_spares_running_runs_and_recorded_values(
     for path in (running, done, recorded):
         path.write_bytes(b"x")
     with session_scope(db) as s:
-        _ran(s, "run1", "running")
-        _ran(s, "done1", "failed")
-        _ran(s, "rec1", "success")
+        _ran(s, "run1", RunStatus.RUNNING)
+        _ran(s, "done1", RunStatus.FAILED)
+        _ran(s, "rec1", RunStatus.SUCCESS)
         repo.add_materialization(
             s, Materialization(asset="a", run_id="rec1", created_at=1.0, value_path=str(recorded))
         )
@@ -242,10 +242,10 @@ def test_the_value_sweep_covers_values_at_a_url(db: SAEngine, tmp_path: Path) ->
     long_ago = time.time() - TMP_AGE - 60
     os.utime(stale, (long_ago, long_ago))
     with session_scope(db) as s:
-        _ran(s, "run1", "running")
-        _ran(s, "done1", "failed")
-        _ran(s, "rec1", "success")
-        _ran(s, "rec2", "success", asset="b")
+        _ran(s, "run1", RunStatus.RUNNING)
+        _ran(s, "done1", RunStatus.FAILED)
+        _ran(s, "rec1", RunStatus.SUCCESS)
+        _ran(s, "rec2", RunStatus.SUCCESS, asset="b")
         # The second record spells its URL another way than the sweep's listing does.
         for rid, where in (("rec1", f"{url}/a/_/rec1.1.pkl"), ("rec2", f"file:{respelled}")):
             asset = where.split("/")[-3]
