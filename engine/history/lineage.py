@@ -24,7 +24,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from engine.authoring.partitions import InvalidPartitionKey
 from engine.errors import EngineError, PartitionError
@@ -32,6 +32,9 @@ from engine.history.views import iso
 from engine.loading.manifest import Manifest
 from engine.status import Freshness, PartitionStatus
 from engine.units import one_line
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 CODE_CHANGED = "code changed"
 VALUE_MISSING = "stored value missing"  # recorded, but its file is gone (deleted by hand, say)
@@ -131,7 +134,7 @@ class Staleness:
     every partition of many assets in one query (`preload`).
     """
 
-    def __init__(self, session: Any, manifest: Manifest) -> None:
+    def __init__(self, session: Session, manifest: Manifest) -> None:
         self.session = session
         self.manifest = manifest
         self._latest: dict[str, dict[str | None, Any]] = {}  # every current value of an asset
@@ -289,7 +292,7 @@ def toposort(manifest: Manifest, names: Iterable[str]) -> list[str]:
 
 
 def stale_states(
-    session: Any, manifest: Manifest, names: Iterable[str], partition: str | None
+    session: Session, manifest: Manifest, names: Iterable[str], partition: str | None
 ) -> list[StaleState]:
     """Each asset of `names` in dependency order: missing, stale or current.
 
@@ -326,7 +329,7 @@ def stale_states(
     return out
 
 
-def asset_staleness(session: Any, manifest: Manifest) -> dict[str, AssetStaleness]:
+def asset_staleness(session: Session, manifest: Manifest) -> dict[str, AssetStaleness]:
     """Per asset, whether it (or how many of its partitions) is stale, for `dagtop list`."""
     ev = Staleness(session, manifest)
     ev.preload(manifest.assets)
@@ -373,7 +376,7 @@ def check_partition(manifest: Manifest, asset: str, partition: str | None) -> No
 class _Builder:
     """Turns materialization rows into nodes, with the runs' params and staleness."""
 
-    def __init__(self, session: Any, manifest: Manifest) -> None:
+    def __init__(self, session: Session, manifest: Manifest) -> None:
         self.manifest = manifest
         self.ev = Staleness(session, manifest)
         self.session = session
@@ -424,7 +427,7 @@ class _Builder:
 
 
 def upstream_lineage(
-    session: Any, manifest: Manifest, asset: str, partition: str | None
+    session: Session, manifest: Manifest, asset: str, partition: str | None
 ) -> LineageNode:
     """The current materialization of `asset` [partition] and, below it, the materializations
     it consumed, back to the roots. A materialization reached twice (a diamond) is expanded once.
@@ -467,7 +470,7 @@ def upstream_lineage(
 
 
 def downstream_lineage(
-    session: Any, manifest: Manifest, asset: str, partition: str | None
+    session: Session, manifest: Manifest, asset: str, partition: str | None
 ) -> LineageNode:
     """`asset` [partition] and, below it, every asset that depends on it (transitively), each
     with its newest materialization of the matching partition: the same key for the same

@@ -30,6 +30,8 @@ from engine.status import PartitionStatus, StepStatus
 from engine.storage import repo
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
     from engine.authoring.partitions import PartitionsDefinition
 # A run's `updated_at` is taken before its transaction waits for the write lock: a change
 # committed late may carry a time older than one already read. Each poll reads this many
@@ -87,7 +89,7 @@ def every_key(spec: AssetSpec) -> tuple[str, ...]:
 
 
 def partition_states(
-    session: Any, manifest: Manifest, asset: str, partitions: Iterable[str] | None = None
+    session: Session, manifest: Manifest, asset: str, partitions: Iterable[str] | None = None
 ) -> list[PartitionState]:
     """One state per partition key in order (one state with key None if unpartitioned).
 
@@ -164,7 +166,7 @@ def _closure(manifest: Manifest, asset: str) -> list[str]:
 
 
 def partition_changes(
-    session: Any, manifest: Manifest, assets: Sequence[str], cursor: PartitionCursor | None
+    session: Session, manifest: Manifest, assets: Sequence[str], cursor: PartitionCursor | None
 ) -> PartitionChanges:
     """The states of `assets` that may have changed since `cursor` (all of them without one,
     or when a definition they depend on changed: code, partitions, a new period).
