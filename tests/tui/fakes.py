@@ -426,7 +426,7 @@ class PartitionsClient:
         )
         return "bf0001"
 
-    def backfills(self, limit: int = 20) -> list[dict[str, Any]]:
+    def backfills(self, limit: int = 20, with_keys: bool = True) -> list[dict[str, Any]]:
         if self.list_error is not None:
             raise self.list_error
         return [dict(item) for item in self.items[:limit]]

@@ -61,9 +61,23 @@ def progress_bar(counts: dict[str, int], total: int, width: int = 10) -> str:
 def key_range(keys: list[str]) -> str:
     if not keys:
         return "–"
-    if len(keys) == 1:
-        return keys[0]
-    return f"{keys[0]} … {keys[-1]} ({len(keys)})"
+    return span_of(keys[0], keys[-1], len(keys))
+
+
+def span_of(first: str | None, last: str | None, total: int) -> str:
+    """`first … last (total)`, or the one key, or a dash."""
+    if not total or first is None:
+        return "–"
+    if total == 1:
+        return first
+    return f"{first} … {last} ({total})"
+
+
+def _info_range(info: dict[str, Any]) -> str:
+    keys = info.get("partitions")
+    if keys is not None:
+        return key_range(list(keys))
+    return span_of(info.get("first"), info.get("last"), int(info.get("total", 0)))
 
 
 def sync_table(
@@ -163,7 +177,8 @@ class BackfillsScreen(Screen[None]):
         try:
             top = self.app.screen
             if top is self or isinstance(top, ModalScreen):
-                items = await asyncio.to_thread(self.client.backfills, self.LIMIT)
+                # Without key lists: a year of hourly keys is 8,760 of them per backfill.
+                items = await asyncio.to_thread(self.client.backfills, self.LIMIT, False)
                 self._apply(items)
                 self._last_error = None
         except Exception as exc:  # noqa: BLE001 - a failed read is shown once, then retried
@@ -185,7 +200,7 @@ class BackfillsScreen(Screen[None]):
             status,
             str(info["id"]),
             progress_bar(dict(info.get("counts", {})), int(info.get("total", 0))),
-            key_range(list(info.get("partitions", []))),
+            _info_range(info),
             ", ".join(info.get("selection", [])),
             f"{span(now - created)} ago",
             format_duration((ended or now) - created),
