@@ -47,6 +47,16 @@ class BackfillStatus(StrEnum):
     CANCELED = "canceled"
 
 
+class CommandStatus(StrEnum):
+    """A request in the command table, for an engine on another host that shares PostgreSQL."""
+
+    PENDING = "pending"
+    TAKEN = "taken"  # an engine is carrying it out
+    DONE = "done"
+    FAILED = "failed"
+    ABANDONED = "abandoned"  # its sender stopped waiting before an engine took it
+
+
 class PartitionStatus(StrEnum):
     """One partition of an asset (or an unpartitioned asset) in the partition matrix."""
 

@@ -8,7 +8,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-from engine.status import BackfillStatus, RunStatus, StepStatus
+from engine.status import BackfillStatus, CommandStatus, RunStatus, StepStatus
 
 # The schema revision these tables are: the newest migration in engine/storage/migrations/versions
 # (a test keeps them in step).
@@ -252,7 +252,7 @@ class Command(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     kind: str
     payload: str = "{}"
-    status: str = Field(default="pending", index=True)  # pending | taken | done | failed
+    status: str = Field(default=CommandStatus.PENDING.value, index=True)
     created_at: float
     taken_at: float | None = None
     done_at: float | None = None

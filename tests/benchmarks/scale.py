@@ -273,10 +273,10 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 seconds = statistics.median(r.seconds for r in results[i])
                 peak = max(r.peak_rss for r in results[i])
-                notes = results[i][-1].notes
+                said = results[i][-1].notes
                 if len(results[i]) > 1:
-                    notes = {**notes, "runs": str(len(results[i]))}
-                rows.append(Row(case, Result(seconds, peak, notes)))
+                    said = {**said, "runs": str(len(results[i]))}
+                rows.append(Row(case, Result(seconds, peak, said)))
             after = _measure_floor(module, root)
             print(f"  floor: {after.label} = {_fmt_time(after.seconds)}", flush=True)
             floors[group] = Floor(before.label, statistics.median([before.seconds, after.seconds]))

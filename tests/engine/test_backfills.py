@@ -10,7 +10,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,9 @@ from sqlalchemy import event
 
 from engine.client import Client
 from engine.loading.config import load_config, resolve_paths
+from engine.status import BackfillStatus, RunStatus
 from engine.storage import repo
+from tests.waiting import backfill_ended, wait_for
 
 pytestmark = pytest.mark.serial
 
@@ -53,16 +54,6 @@ PIPELINE = textwrap.dedent(
 )
 
 
-def wait_for(what: Callable[[], object], timeout: float = 30.0, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def make_project(root: Path) -> Path:
     (root / "pipelines").mkdir(parents=True)
     (root / "pipelines" / "days.py").write_text(PIPELINE)
@@ -76,7 +67,12 @@ def days(n: int) -> list[str]:
     return DailyPartitions(start="2020-01-01", end="2021-01-01").keys()[:n]
 
 
-def pass_costs(root: Path, keys: int, window: tuple[float, float] = (1.0, 3.5)) -> list[Any]:
+def pass_costs(
+    root: Path,
+    keys: int,
+    monkeypatch: pytest.MonkeyPatch,
+    window: tuple[float, float] = (1.0, 3.5),
+) -> list[tuple[int, int]]:
     """(statements, SQLite VM steps) of each admission pass of an engine that runs a backfill
     of `keys` slow keys, two at a time, counted in the time `window` after it started."""
     from engine.service.daemon import Engine
@@ -121,7 +117,7 @@ def pass_costs(root: Path, keys: int, window: tuple[float, float] = (1.0, 3.5)) 
                 costs.append((current[0], current[1]))
             current = None
 
-    engine._admit = counted_admit  # type: ignore[method-assign]
+    monkeypatch.setattr(engine, "_admit", counted_admit)
     client = Client(project / "home", project / "pipelines")
     backfill_id = client.backfill(["slow_day"], keys=days(keys), max_parallel=2)
     started = time.monotonic()
@@ -130,17 +126,17 @@ def pass_costs(root: Path, keys: int, window: tuple[float, float] = (1.0, 3.5)) 
         time.sleep(window[1] + 0.1)
         client.attach(engine)
         client.backfill_action("cancel", backfill_id)
-        wait_for(lambda: client.backfill_progress(backfill_id)["status"] == "canceled")
+        wait_for(lambda: client.backfill_progress(backfill_id)["status"] == BackfillStatus.CANCELED)
     finally:
         engine.stop()
     return costs
 
 
 def test_an_engine_pass_costs_the_same_for_a_backfill_of_20_and_of_200_keys(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    small = pass_costs(tmp_path / "small", 20)
-    large = pass_costs(tmp_path / "large", 200)
+    small = pass_costs(tmp_path / "small", 20, monkeypatch)
+    large = pass_costs(tmp_path / "large", 200, monkeypatch)
     assert len(small) >= 5 and len(large) >= 5
     # Most passes find nothing changed (the steps sleep): what they cost must not depend on
     # how many runs the backfill has. A pass that sees a run end costs a little more, the
@@ -164,36 +160,37 @@ def test_a_resumed_key_gets_a_new_run_and_the_canceled_run_stays_canceled(
         client.attach(engine)
         keys = days(6)
         backfill_id = client.backfill(["day", "report"], keys=keys, max_parallel=1)
-        wait_for(lambda: client.backfill_progress(backfill_id)["counts"].get("success", 0) >= 1)
-        client.backfill_action("cancel", backfill_id)
-        info = wait_for(
-            lambda: (i := client.backfill_progress(backfill_id))["status"] != "running" and i
+        wait_for(
+            lambda: client.backfill_progress(backfill_id)["counts"].get(RunStatus.SUCCESS, 0) >= 1
         )
-        assert info["status"] == "canceled"
+        client.backfill_action("cancel", backfill_id)
+        info = wait_for(lambda: backfill_ended(client.backfill_progress(backfill_id)))
+        assert info["status"] == BackfillStatus.CANCELED
         with client._read() as s:
             before = {r.id: (r.partition, r.status) for r in repo.runs_of_backfill(s, backfill_id)}
-        canceled = {rid: key for rid, (key, status) in before.items() if status == "canceled"}
+        canceled = {
+            rid: key for rid, (key, status) in before.items() if status == RunStatus.CANCELED
+        }
         assert canceled, before
 
         client.backfill_action("resume", backfill_id)
-        info = wait_for(
-            lambda: (i := client.backfill_progress(backfill_id))["status"] != "running" and i,
-            timeout=60,
-        )
-        assert info["status"] == "success", info
-        assert info["counts"] == {"success": 6}  # each key counted by its newest run
+        info = wait_for(lambda: backfill_ended(client.backfill_progress(backfill_id)), timeout=60)
+        assert info["status"] == BackfillStatus.SUCCESS, info
+        assert info["counts"] == {RunStatus.SUCCESS: 6}  # each key counted by its newest run
         with client._read() as s:
             old = repo.runs_by_id(s, canceled)
             current = repo.runs_of_backfill(s, backfill_id)
         # The history still shows the cancel: the canceled runs are canceled, and still say
         # which backfill made them.
-        assert {rid: run.status for rid, run in old.items()} == dict.fromkeys(canceled, "canceled")
+        assert {rid: run.status for rid, run in old.items()} == dict.fromkeys(
+            canceled, RunStatus.CANCELED
+        )
         assert {run.trigger_ref for run in old.values()} == {backfill_id}
         # Each of their keys has a new run, which succeeded.
         resumed = {run.partition: run for run in current if run.id not in before}
         assert set(resumed) == set(canceled.values())
-        assert all(run.status == "success" for run in resumed.values())
-        assert sorted(run.partition for run in current) == keys
+        assert all(run.status == RunStatus.SUCCESS for run in resumed.values())
+        assert sorted((run.partition for run in current), key=str) == keys
     finally:
         engine.stop()
 

@@ -12,7 +12,6 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 
@@ -20,6 +19,7 @@ from engine.client import Client
 from engine.loading.config import load_config, resolve_paths
 from engine.status import BackfillStatus, PartitionStatus, RunStatus
 from tests.postgres import BACKENDS, database_for
+from tests.waiting import backfill_ended, wait_for
 
 pytestmark = pytest.mark.serial
 
@@ -51,24 +51,6 @@ PIPELINE = textwrap.dedent(
         return 1
     """
 )
-
-
-T = TypeVar("T")
-
-
-def wait_for(what: Callable[[], T | None], timeout: float = 20.0, every: float = 0.05) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def ended(progress: dict[str, Any]) -> dict[str, Any] | None:
-    """A backfill's progress once it stopped running."""
-    return None if progress["status"] == BackfillStatus.RUNNING else progress
 
 
 @pytest.fixture
@@ -251,12 +233,12 @@ def test_a_backfill_can_be_canceled_and_resumed(project: Path) -> None:
             lambda: client.backfill_progress(backfill_id)["counts"].get(RunStatus.SUCCESS, 0) >= 2
         )
         client.backfill_action("cancel", backfill_id)
-        info = wait_for(lambda: ended(client.backfill_progress(backfill_id)))
+        info = wait_for(lambda: backfill_ended(client.backfill_progress(backfill_id)))
         assert info["status"] == BackfillStatus.CANCELED
         done = info["counts"].get(RunStatus.SUCCESS, 0)
         assert 2 <= done < 12 and info["counts"].get(RunStatus.CANCELED, 0) >= 1
         client.backfill_action("resume", backfill_id)
-        info = wait_for(lambda: ended(client.backfill_progress(backfill_id)), timeout=60)
+        info = wait_for(lambda: backfill_ended(client.backfill_progress(backfill_id)), timeout=60)
         assert info["status"] == BackfillStatus.SUCCESS and info["counts"] == {
             RunStatus.SUCCESS: 12
         }

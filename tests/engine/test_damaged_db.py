@@ -22,9 +22,10 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
+
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.serial
 
@@ -186,19 +187,6 @@ def _start_daemon(project: Path) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-T = TypeVar("T")
-
-
-def _wait(what: Callable[[], T | None], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def daemon(project: Path) -> Iterator[Callable[[], subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
@@ -206,7 +194,7 @@ def daemon(project: Path) -> Iterator[Callable[[], subprocess.Popen[str]]]:
     def start() -> subprocess.Popen[str]:
         proc = _start_daemon(project)
         started.append(proc)
-        _wait(lambda: (project / "home" / "engine.sock").exists() or proc.poll() is not None)
+        wait_for(lambda: (project / "home" / "engine.sock").exists() or proc.poll() is not None)
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         return proc
 
@@ -408,7 +396,7 @@ def test_an_engine_keeps_the_newest_backups_and_only_deletes_its_own(project: Pa
     engine = Engine(paths, load_config(project), schedules=False, sensors=False, watch=False)
     engine.start()
     try:
-        new = _wait(lambda: [p for p in backups.glob("dagtop-*.db") if p not in old])
+        new = wait_for(lambda: [p for p in backups.glob("dagtop-*.db") if p not in old])
     finally:
         engine.stop()
     kept = sorted(backups.glob("dagtop-*.db"))

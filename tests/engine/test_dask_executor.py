@@ -31,8 +31,9 @@ from engine.client import Client, RunView  # noqa: E402
 from engine.status import RunStatus, StepStatus  # noqa: E402
 from engine.storage.db import read_scope  # noqa: E402
 from engine.storage.models import Event  # noqa: E402
-from tests.engine.test_executor import alive, attempts_of, step, wait_until  # noqa: E402
+from tests.engine.test_executor import alive, attempts_of, step  # noqa: E402
 from tests.engine.test_exits import forked_child_is_gone, last_lines, marked  # noqa: E402
+from tests.waiting import wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.serial, pytest.mark.timeout(120)]
 
@@ -127,7 +128,7 @@ def placed(client: Client, key: str, out: list[Any], attempt: int = 1) -> Any:
         rows = [a for a in attempts_of(client, key) if a.attempt == attempt]
         return rows[0] if rows and rows[0].worker and rows[0].pid else None
 
-    return wait_until(look, 60, f"{key} attempt {attempt} to start on a worker")
+    return wait_for(look, 60, f"{key} attempt {attempt} to start on a worker")
 
 
 # --- the examples -------------------------------------------------------------------------------
@@ -168,8 +169,8 @@ def test_logs_events_and_samples_arrive_while_the_step_runs(
 
     attempt = placed(client, "talker", out)
     log_path = Path(attempt.log_path)
-    wait_until(lambda: log_path.exists() and "line 2" in log_path.read_text(), 30, "live log")
-    wait_until(lambda: client.samples(attempt.id or 0), 30, "a live resource sample")
+    wait_for(lambda: log_path.exists() and "line 2" in log_path.read_text(), 30, "live log")
+    wait_for(lambda: client.samples(attempt.id or 0), 30, "a live resource sample")
     running = [a for a in attempts_of(client, "talker") if a.attempt == 1][0]
     assert running.status == RunStatus.RUNNING and running.ended_at is None
     (flags / "go").touch()
@@ -198,8 +199,10 @@ def test_cancel_stops_the_remote_step_and_its_children(
     client = make_project(tmp_path, cluster[0], "remote")
     flags, thread, out = materialize_in_background(client, ["stubborn"], tmp_path)
     attempt = placed(client, "stubborn", out)
-    child = int(wait_until(lambda: (flags / "child.pid").exists() and
-                           (flags / "child.pid").read_text(), 30, "the child"))  # fmt: skip
+    pid_file = flags / "child.pid"
+    child = int(
+        wait_for(lambda: pid_file.exists() and pid_file.read_text() or None, 30, "the child")
+    )
 
     client.request_cancel(attempt.run_id)
     view = finished(thread, out)
@@ -253,9 +256,11 @@ def test_a_killed_worker_fails_the_attempt_its_processes_die_and_the_retry_runs_
     flags, thread, out = materialize_in_background(client, ["victim"], tmp_path)
     first = placed(client, "victim", out)
     starts = flags / "starts.txt"
-    wait_until(lambda: starts.exists() and starts.read_text().startswith("1 "), 30, "attempt 1")
+    wait_for(lambda: starts.exists() and starts.read_text().startswith("1 "), 30, "attempt 1")
     child_pid = flags / "child.pid"
-    child = int(wait_until(lambda: child_pid.exists() and child_pid.read_text(), 30, "the child"))
+    child = int(
+        wait_for(lambda: child_pid.exists() and child_pid.read_text() or None, 30, "the child")
+    )
     assert alive(child)
     worker_pids = dask.run(os.getpid)
 
@@ -272,8 +277,8 @@ def test_a_killed_worker_fails_the_attempt_its_processes_die_and_the_retry_runs_
     assert [line.split()[0] for line in lines] == ["1", "2"]
     last = Path(one.log_path).read_text().splitlines()[-1]
     assert last == f"dagtop: step failed: dask worker {first.worker} lost; attempt 2 of 2 in 0 s"
-    wait_until(lambda: not alive(first.pid), 10, "the lost worker's step to die with it")
-    wait_until(lambda: not alive(child), 10, "the step's own child to die with it")
+    wait_for(lambda: not alive(first.pid), 10, "the lost worker's step to die with it")
+    wait_for(lambda: not alive(child), 10, "the step's own child to die with it")
     dask.wait_for_workers(3, timeout=60)  # its nanny restarts it for the tests that follow
 
 

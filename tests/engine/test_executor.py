@@ -27,6 +27,7 @@ from engine.status import RunStatus, StepStatus
 from engine.storage.db import read_scope
 from engine.storage.models import Materialization, StepAttempt
 from tests.postgres import BACKENDS, database_for
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.serial
 
@@ -109,16 +110,6 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 # --- concurrency ------------------------------------------------------------------------------
@@ -476,10 +467,11 @@ def test_cancel_stops_the_running_step_and_its_children(tmp_path: Path) -> None:
             found[0] if found and found[0].pid and found[0].status == StepStatus.RUNNING else None
         )
 
-    attempt = wait_until(running_attempt, 20, "the slow step to run")
-    wait_until(lambda: child_pid_file.read_text().strip(), 5, "the child pid")
+    attempt = wait_for(running_attempt, 20, "the slow step to run")
+    wait_for(lambda: child_pid_file.read_text().strip(), 5, "the child pid")
     child_pid = int(child_pid_file.read_text())
-    assert alive(attempt.pid) and alive(child_pid)
+    pid = attempt.pid
+    assert pid is not None and alive(pid) and alive(child_pid)
 
     started = time.monotonic()
     view = watcher.cancel(attempt.run_id)
@@ -491,7 +483,7 @@ def test_cancel_stops_the_running_step_and_its_children(tmp_path: Path) -> None:
     assert step(view, "slow").status == StepStatus.CANCELED
     assert step(view, "after_slow").status == StepStatus.CANCELED
     assert outcome["view"].status == RunStatus.CANCELED
-    wait_until(lambda: not alive(attempt.pid) and not alive(child_pid), 5, "the tree to die")
+    wait_for(lambda: not alive(pid) and not alive(child_pid), 5, "the tree to die")
     assert [a.status for a in attempts_of(watcher, "slow")] == [StepStatus.CANCELED]
     assert attempts_of(watcher, "after_slow") == []
     assert log_text(view, "slow").splitlines()[-1] == "dagtop: step canceled by user"

@@ -10,14 +10,13 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from engine.client import Client, LineageNode, RunView
 from engine.status import Freshness, PartitionStatus, RunStatus
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.serial
 
@@ -81,13 +80,6 @@ def at(t: float | None) -> float:
 def dagtop(client: Client, *args: str) -> subprocess.CompletedProcess[str]:
     base = [DAGTOP, "--home", str(client.paths.home), "--pipelines", str(client.paths.pipelines)]
     return subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
-
-
-def wait_for(what: Callable[[], object], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_lineage_follows_a_partitioned_chain_back_to_its_roots(client: Client) -> None:

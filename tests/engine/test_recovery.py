@@ -23,7 +23,8 @@ from engine.client import Client
 from engine.status import RunStatus, StepStatus
 from engine.storage.db import read_scope
 from engine.storage.models import Event, Materialization, StepAttempt
-from tests.engine.test_executor import alive, make_project, step, wait_until
+from tests.engine.test_executor import alive, make_project, step
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.serial
 
@@ -68,7 +69,9 @@ def test_engine_killed_mid_run_is_finished_by_a_restart(tmp_path: Path) -> None:
             attempts = [a for a in all_rows(client, StepAttempt) if a.key == "second"]
             return attempts[0] if attempts and attempts[0].pid else None
 
-        orphan = wait_until(second_running, 20, "step `second` to start")
+        orphan = wait_for(second_running, 20, "step `second` to start")
+        orphan_pid = orphan.pid
+        assert orphan_pid is not None
         # Everything the engine started (a fork server, the worker of `second`).
         helpers = psutil.Process(engine.pid).children(recursive=True)
         engine.send_signal(signal.SIGKILL)
@@ -77,7 +80,7 @@ def test_engine_killed_mid_run_is_finished_by_a_restart(tmp_path: Path) -> None:
         if engine.poll() is None:
             engine.kill()
             engine.wait()
-    assert alive(orphan.pid), "the worker of `second` should outlive its engine"
+    assert alive(orphan_pid), "the worker of `second` should outlive its engine"
     assert client.run(orphan.run_id).status == RunStatus.RUNNING
 
     view = Client(home=client.paths.home, pipelines=client.paths.pipelines).rerun_from_failure(
@@ -85,9 +88,9 @@ def test_engine_killed_mid_run_is_finished_by_a_restart(tmp_path: Path) -> None:
     )
 
     assert view.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in view.steps]
-    assert not alive(orphan.pid), "reconcile should have killed the orphaned worker"
+    assert not alive(orphan_pid), "reconcile should have killed the orphaned worker"
     assert orphan.pid in {h.pid for h in helpers}
-    wait_until(lambda: not any(alive(h.pid) for h in helpers), 5, "the dead engine's helpers")
+    wait_for(lambda: not any(alive(h.pid) for h in helpers), 5, "the dead engine's helpers")
     assert step(view, "first").attempts == 1, "first's materialization was redone"
     assert step(view, "second").attempts == 2
     assert stored_value(client, "third") == "first+second+third"
