@@ -237,7 +237,7 @@ def record_many(
         run_id = run.id if i == 0 else new_run_id()
         runs.append({**run_row, "id": run_id, "partition": partition, "created_at": created,
                      "updated_at": created})  # fmt: skip
-        all_steps += [{**row, "run_id": run_id} for row in step_rows]
+        all_steps += [{**row, "run_id": run_id, "partition": partition} for row in step_rows]
     repo.insert_runs(session, runs, all_steps)
     return [row["id"] for row in runs]
 

@@ -146,6 +146,29 @@ def test_an_engine_pass_costs_the_same_for_a_backfill_of_20_and_of_200_keys(
     assert max(vm for _, vm in large) <= 2 * max(vm for _, vm in small), (small, large)
 
 
+def test_each_run_of_a_backfill_has_the_steps_of_its_own_partition(tmp_path: Path) -> None:
+    """A step carries its run's partition (what every partition read goes through): the runs
+    of a backfill, planned once and inserted in bulk, each get theirs."""
+    from engine.automation.backfill import create_backfill
+
+    project = make_project(tmp_path)
+    client = Client(project / "home", project / "pipelines")
+    keys = days(4)
+    with client._write() as s:
+        backfill_id = create_backfill(s, client.load(), ["day", "report"], keys, max_parallel=1)
+    with client._read() as s:
+        runs = repo.runs_of_backfill(s, backfill_id)
+        steps = repo.steps_of(s, [run.id for run in runs])
+        newest = repo.newest_steps_per_partition(s, "day")
+    assert sorted((run.partition for run in runs), key=str) == keys
+    for run in runs:
+        assert [(st.key, st.partition) for st in steps[run.id]] == [
+            ("day", run.partition),
+            ("report", run.partition),
+        ]
+    assert sorted(newest, key=str) == keys
+
+
 def test_a_resumed_key_gets_a_new_run_and_the_canceled_run_stays_canceled(
     tmp_path: Path,
 ) -> None:
