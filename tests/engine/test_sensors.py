@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import event
@@ -27,6 +27,7 @@ from engine.status import RunStatus
 from engine.storage import repo
 from engine.storage.db import open_db, read_scope, session_scope
 from engine.storage.models import Run, SensorFile, Step, Toggle
+from tests import waiting
 from tests.postgres import BACKENDS, database_for
 
 SETTLE = 0.2
@@ -113,15 +114,12 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]
     db.dispose()
 
 
-def wait_for(cond: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
+T = TypeVar("T")
+
+
+def wait_for(cond: Callable[[], T | None], timeout: float = 5.0, what: str | None = None) -> T:
+    """`tests.waiting.wait_for`, asking often: a sensor's poll runs at each ask."""
+    return waiting.wait_for(cond, timeout, what, every=0.02)
 
 
 # --- the basics -------------------------------------------------------------------------------
