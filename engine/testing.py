@@ -296,7 +296,7 @@ def _inputs(
                 kwargs[up] = stored[(up, None)]
             elif updef.partitions == defn.partitions and isinstance(key, list):
                 kwargs[up] = {k: stored[(up, k)] for k in key}
-            elif updef.partitions == defn.partitions and key is not None:
+            elif updef.partitions == defn.partitions and isinstance(key, str):
                 kwargs[up] = stored[(up, key)]
             else:
                 kwargs[up] = {k: v for (a, k), v in stored.items() if a == up}

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import re
 
+from engine.status import PartitionStatus, StepStatus
+
 MAX_SIZE = 1024**5  # 1 PiB: anything larger is a typo, not a memory limit
 
 _SIZE_UNITS = {
@@ -100,19 +102,19 @@ def format_duration(seconds: float | None) -> str:
 # --- status glyphs ------------------------------------------------------------------------------
 
 GLYPHS: dict[str, str] = {
-    # runs and steps
-    "success": "✓",
-    "failed": "✗",
-    "running": "◐",
-    "queued": "…",
-    "retrying": "↻",
-    "skipped": "⊘",
-    "canceled": "■",
+    # runs and steps (a run's statuses are steps' too) and backfills
+    StepStatus.SUCCESS: "✓",
+    StepStatus.FAILED: "✗",
+    StepStatus.RUNNING: "◐",
+    StepStatus.QUEUED: "…",
+    StepStatus.RETRYING: "↻",
+    StepStatus.SKIPPED: "⊘",
+    StepStatus.CANCELED: "■",
     "never": "·",  # never run; also a cell whose status is not known yet
     # values (assets and partitions)
-    "materialized": "✓",  # its latest run made it: the same fact as a step's success
-    "stale": "◧",
-    "missing": "□",
+    PartitionStatus.MATERIALIZED: "✓",  # its latest run made it: the same fact as a success
+    PartitionStatus.STALE: "◧",
+    PartitionStatus.MISSING: "□",
     "check-failed": "⊠",  # materialized (or stale), but its value failed a check
     # schedule ticks
     "started": "▶",  # a tick that started a run whose status is not known yet

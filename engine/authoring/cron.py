@@ -40,4 +40,5 @@ def parse_cron(expr: str, timezone: tzinfo | str | None = None) -> Any:
 
 def next_tick(expr: str, after: datetime, timezone: tzinfo | str | None = None) -> datetime | None:
     trigger = parse_cron(expr, timezone)
-    return trigger.get_next_fire_time(None, after)  # type: ignore[no-any-return]
+    tick: datetime | None = trigger.get_next_fire_time(None, after)  # APScheduler is untyped
+    return tick

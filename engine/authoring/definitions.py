@@ -18,7 +18,7 @@ from functools import cached_property
 from inspect import CO_VARARGS, CO_VARKEYWORDS
 from pathlib import Path
 from types import CodeType, FunctionType
-from typing import Any, overload
+from typing import Any, Self, TypeVar, overload
 
 from engine.authoring.backfill_policy import BackfillPolicy
 from engine.authoring.partitions import PartitionsDefinition
@@ -41,12 +41,12 @@ CRON_ALIASES = {
 class _Registry:
     """Every definition made since the last `reset`, in the order made."""
 
-    items: list[Any] = field(default_factory=list)
+    items: list[Definition] = field(default_factory=list)
 
-    def add(self, item: Any) -> None:
+    def add(self, item: Definition) -> None:
         self.items.append(item)
 
-    def reset(self) -> list[Any]:
+    def reset(self) -> list[Definition]:
         items, self.items = self.items, []
         return items
 
@@ -505,27 +505,31 @@ def check(
 _pipeline_stack: list[Pipeline] = []
 
 
+_Linked = TypeVar("_Linked", bound="TaskDef | Sequence[TaskDef]")
+
+
 class _Chainable:
-    """`>>` and `<<` between tasks and lists of tasks, as in Airflow."""
+    """`>>` and `<<` between tasks and lists of tasks, as in Airflow: each returns its right
+    side, so that `a >> b >> [c, d]` links a to b and b to c and d."""
 
     def _targets(self) -> list[TaskDef]:
         raise NotImplementedError
 
-    def __rshift__(self, other: TaskDef | Sequence[TaskDef]) -> TaskDef | Sequence[TaskDef]:
+    def __rshift__(self, other: _Linked) -> _Linked:
         _link(self._targets(), _as_tasks(other))
         return other
 
-    def __rrshift__(self, other: Sequence[TaskDef]) -> TaskDef:
+    def __rrshift__(self, other: Sequence[TaskDef]) -> Self:
         _link(_as_tasks(other), self._targets())
-        return self  # type: ignore[return-value]
+        return self
 
-    def __lshift__(self, other: TaskDef | Sequence[TaskDef]) -> TaskDef | Sequence[TaskDef]:
+    def __lshift__(self, other: _Linked) -> _Linked:
         _link(_as_tasks(other), self._targets())
         return other
 
-    def __rlshift__(self, other: Sequence[TaskDef]) -> TaskDef:
+    def __rlshift__(self, other: Sequence[TaskDef]) -> Self:
         _link(self._targets(), _as_tasks(other))
-        return self  # type: ignore[return-value]
+        return self
 
 
 def _as_tasks(value: Any) -> list[TaskDef]:
@@ -663,12 +667,30 @@ def _current_pipeline(what: str) -> Pipeline:
 
 
 @overload
-def task(fn: Callable[..., Any], /, *, id: str | None = None, **options: Any) -> TaskDef: ...
+def task(
+    fn: Callable[..., Any],
+    /,
+    *,
+    id: str | None = None,  # noqa: A002
+    retries: int | None = None,
+    retry_delay: float | None = None,
+    timeout: float | None = None,
+    memory_limit: int | str | None = None,
+    pool: str | None = None,
+) -> TaskDef: ...
 
 
 @overload
 def task(
-    fn: None = None, /, *, id: str | None = None, **options: Any
+    fn: None = None,
+    /,
+    *,
+    id: str | None = None,  # noqa: A002
+    retries: int | None = None,
+    retry_delay: float | None = None,
+    timeout: float | None = None,
+    memory_limit: int | str | None = None,
+    pool: str | None = None,
 ) -> Callable[[Callable[..., Any]], TaskDef]: ...
 
 
@@ -725,7 +747,7 @@ def shell(
     command: str,
     id: str,  # noqa: A002
     cwd: str | None = None,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, object] | None = None,
     retries: int | None = None,
     retry_delay: float | None = None,
     timeout: float | None = None,
@@ -734,8 +756,9 @@ def shell(
 ) -> TaskDef:
     """A shell command task in the enclosing `Pipeline`; it fails when the command exits non-zero.
 
-    Relative `cwd` is resolved against the folder of the file that defines the task. The command
-    sees DAGTOP_RUN_ID, DAGTOP_TASK, DAGTOP_ATTEMPT and DAGTOP_PARTITION in its environment.
+    Relative `cwd` is resolved against the folder of the file that defines the task; `env`
+    values are passed as their `str()`. The command sees DAGTOP_RUN_ID, DAGTOP_TASK,
+    DAGTOP_ATTEMPT and DAGTOP_PARTITION in its environment.
     """
     what = f"shell task {id!r}"
     pipeline = _current_pipeline(what)
@@ -769,7 +792,7 @@ def shell(
 
 # --- schedules and sensors --------------------------------------------------------------------
 
-Target = str | Sequence[str] | AssetDef | Sequence[AssetDef] | Pipeline
+Target = str | AssetDef | Pipeline | Sequence[str | AssetDef]
 
 
 @dataclass(eq=False)
@@ -887,7 +910,7 @@ def _target_label(target: Target) -> str:
         return target.name
     if isinstance(target, str):
         return target
-    return "_".join(_target_label(t) for t in target)  # type: ignore[arg-type]
+    return "_".join(_target_label(t) for t in target)
 
 
 def target_spec(target: Target) -> dict[str, Any]:
@@ -898,12 +921,13 @@ def target_spec(target: Target) -> dict[str, Any]:
     """
     if isinstance(target, Pipeline):
         return {"kind": "pipeline", "name": target.name}
-    if isinstance(target, AssetDef | str):
-        target = [target]  # type: ignore[list-item]
-    if not isinstance(target, list | tuple):
+    # What a user passes is checked here, not trusted to match `Target`: a pipeline module is
+    # not type-checked.
+    items: object = [target] if isinstance(target, AssetDef | str) else target
+    if not isinstance(items, list | tuple):
         raise DefinitionError(f"a target must be asset names or a Pipeline, not {target!r}")
-    selection = []
-    for item in target:  # type: ignore[union-attr]
+    selection: list[str] = []
+    for item in items:
         if isinstance(item, AssetDef):
             selection.append(item.name)
         elif isinstance(item, str):
@@ -913,3 +937,7 @@ def target_spec(target: Target) -> dict[str, Any]:
     if not selection:
         raise DefinitionError("a target must name at least one asset")
     return {"kind": "assets", "selection": selection}
+
+
+Definition = AssetDef | CheckDef | Pipeline | ScheduleDef | SensorDef
+"""What a pipeline module registers while it is imported."""

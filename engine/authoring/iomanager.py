@@ -14,13 +14,14 @@ import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 
 class IOManager(Protocol):
-    """Stores one value per file. Implement both methods to plug in another format."""
+    """Stores one value per file. Implement both methods to plug in another format.
 
-    extension: str
+    An `extension` attribute, if it has one, ends the files' names (default "bin").
+    """
 
     def dump(self, value: Any, fh: Any) -> None: ...
 
@@ -49,7 +50,7 @@ class JsonIO:
         return json.loads(fh.read())
 
 
-BUILTIN = {"pickle": PickleIO(), "json": JsonIO()}
+BUILTIN: dict[str, IOManager] = {"pickle": PickleIO(), "json": JsonIO()}
 
 
 def resolve(io: Any) -> IOManager:
@@ -61,9 +62,13 @@ def resolve(io: Any) -> IOManager:
             raise ValueError(
                 f"unknown io manager {io!r} (choose {', '.join(BUILTIN)} or pass an object)"
             ) from None
-    if callable(getattr(io, "dump", None)) and callable(getattr(io, "load", None)):
-        return io  # type: ignore[no-any-return]
+    if _is_io_manager(io):
+        return io
     raise ValueError(f"an io manager needs dump(value, fh) and load(fh) methods, got {io!r}")
+
+
+def _is_io_manager(obj: object) -> TypeGuard[IOManager]:
+    return callable(getattr(obj, "dump", None)) and callable(getattr(obj, "load", None))
 
 
 def is_url(location: str | Path) -> bool:

@@ -17,7 +17,7 @@ import logging
 import sys
 import types
 import typing
-from typing import Any
+from typing import Any, Protocol, TypeGuard
 
 # PEP 484's numeric tower: an int is a fine float. numbers' ABCs also admit numpy scalars.
 _NUMERIC = {float: "Real", int: "Integral", complex: "Complex"}
@@ -110,10 +110,9 @@ def _problem(tp: Any, value: Any) -> str | None:
         import numbers
 
         return None if isinstance(value, getattr(numbers, _NUMERIC[tp])) else ""
-    model = _pydantic_model(tp)
-    if model is not None and not isinstance(value, tp) and isinstance(value, dict):
+    if isinstance(value, dict) and _is_pydantic_model(tp):  # (a dict is never a model's instance)
         try:
-            tp.model_validate(value)  # type: ignore[attr-defined]
+            tp.model_validate(value)
         except Exception as exc:  # noqa: BLE001 - pydantic's ValidationError
             return str(exc).splitlines()[0] + _first_error(exc)
         return None
@@ -123,10 +122,16 @@ def _problem(tp: Any, value: Any) -> str | None:
         return None  # a Protocol that is not runtime-checkable
 
 
-def _pydantic_model(tp: type) -> type | None:
+class _PydanticModel(Protocol):
+    """A pydantic model class, as far as this module uses one."""
+
+    def model_validate(self, obj: Any, /) -> object: ...
+
+
+def _is_pydantic_model(tp: type) -> TypeGuard[_PydanticModel]:
     pydantic = sys.modules.get("pydantic")  # the user's module imported it, if it uses it
     base = getattr(pydantic, "BaseModel", None) if pydantic is not None else None
-    return tp if base is not None and issubclass(tp, base) else None
+    return base is not None and issubclass(tp, base)
 
 
 def _first_error(exc: Exception) -> str:

@@ -282,7 +282,12 @@ class _TimePartitions(PartitionsDefinition, Generic[_P]):
     _first: _P
     _stop: _P | None
 
-    def _setup(self, start: object, end: object, timezone: str) -> None:
+    def __init__(
+        self,
+        start: str | date | datetime,
+        end: str | date | datetime | None = None,
+        timezone: str = "UTC",
+    ) -> None:
         owner = type(self).__name__
         tz = _load_timezone(timezone)
         object.__setattr__(self, "_tz", tz)
@@ -436,14 +441,6 @@ class DailyPartitions(_TimePartitions[date]):
     kind: ClassVar[str] = "daily"
     _noun: ClassVar[str] = "day"
 
-    def __init__(
-        self,
-        start: str | date | datetime,
-        end: str | date | datetime | None = None,
-        timezone: str = "UTC",
-    ) -> None:
-        self._setup(start, end, timezone)
-
     def _floor(self, instant: datetime) -> date:
         return instant.astimezone(self._tz).date()
 
@@ -498,14 +495,6 @@ class HourlyPartitions(_TimePartitions[datetime]):
     kind: ClassVar[str] = "hourly"
     _noun: ClassVar[str] = "hour"
 
-    def __init__(
-        self,
-        start: str | date | datetime,
-        end: str | date | datetime | None = None,
-        timezone: str = "UTC",
-    ) -> None:
-        self._setup(start, end, timezone)
-
     # Boundaries are the instants at which the local clock reads HH:00. With whole-hour offsets
     # (every zone in current use except Lord Howe's half-hour DST) they are exactly one hour apart;
     # the loops below only matter for the odd zones, where a period absorbs the shifted minutes.
@@ -554,7 +543,8 @@ class HourlyPartitions(_TimePartitions[datetime]):
         try:
             if not match or match.group(5) != "00":
                 raise ValueError
-            wall = datetime(*(int(g) for g in match.group(1, 2, 3, 4)))
+            year, month, day, hour = (int(g) for g in match.group(1, 2, 3, 4))
+            wall = datetime(year, month, day, hour)
             offset = None if match.group(6) is None else _parse_offset(match.group(6, 7, 8, 9))
             instant = (
                 wall.replace(tzinfo=self._tz).astimezone(UTC)

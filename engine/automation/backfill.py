@@ -10,19 +10,22 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import EngineError
 from engine.history.plan import RunRequest, record, record_many
 from engine.history.run_control import cancel_unstarted
 from engine.loading.manifest import Manifest
-from engine.status import RunStatus, StepStatus
+from engine.status import BackfillStatus, RunStatus, StepStatus
 from engine.storage import repo
 from engine.storage.models import Backfill
 
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
 
 def create_backfill(
-    session: Any,
+    session: Session,
     manifest: Manifest,
     selection: list[str],
     keys: list[str],
@@ -66,11 +69,11 @@ def create_backfill(
     return backfill_id
 
 
-def cancel_backfill(session: Any, backfill_id: str, now: float) -> str:
+def cancel_backfill(session: Session, backfill_id: str, now: float) -> str:
     """Ask a running backfill to stop: its unfinished runs are asked to cancel (in one
     statement); whoever admits its runs then cancels those not started (`cancel_queued`)."""
     backfill = repo.find_backfill(session, backfill_id)
-    if backfill.status != "running":
+    if backfill.status != BackfillStatus.RUNNING:
         raise EngineError(f"backfill {backfill.id} is already {backfill.status}")
     backfill.cancel_requested = True
     session.add(backfill)
@@ -78,7 +81,7 @@ def cancel_backfill(session: Any, backfill_id: str, now: float) -> str:
     return backfill.id
 
 
-def resume_backfill(session: Any, manifest: Manifest, backfill_id: str, now: float) -> str:
+def resume_backfill(session: Session, manifest: Manifest, backfill_id: str, now: float) -> str:
     """Continue a canceled or failed backfill: each key whose run failed or was canceled gets
     a new run, and the old run stays in the history as it ended. A new run runs only the steps
     the old one did not finish (their upstream values are read from storage, as for any run of
@@ -89,7 +92,7 @@ def resume_backfill(session: Any, manifest: Manifest, backfill_id: str, now: flo
         SelectionError: an asset the old runs had is no longer defined (nothing recorded).
     """
     backfill = repo.find_backfill(session, backfill_id)
-    if backfill.status == "success":
+    if backfill.status == BackfillStatus.SUCCESS:
         raise EngineError(f"backfill {backfill.id} succeeded: nothing to resume")
     ended = [
         (run_id, partition)
@@ -112,14 +115,14 @@ def resume_backfill(session: Any, manifest: Manifest, backfill_id: str, now: flo
         )
         record(session, manifest, request, now + i * 1e-6)  # in key order, as at creation
     repo.detach_from_backfill(session, [run_id for run_id, _ in ended], now)
-    backfill.status = "running"
+    backfill.status = BackfillStatus.RUNNING
     backfill.cancel_requested = False
     backfill.ended_at = None
     session.add(backfill)
     return backfill.id
 
 
-def cancel_queued(session: Any, run_ids: Sequence[str], now: float) -> list[str]:
+def cancel_queued(session: Session, run_ids: Sequence[str], now: float) -> list[str]:
     """Cancel those of `run_ids` that are still queued and that no engine has taken; returns
     their ids. Callers pass at most a few hundred at a time (rows are loaded to change them)."""
     runs = repo.runs_by_id(session, run_ids)
@@ -133,28 +136,28 @@ def cancel_queued(session: Any, run_ids: Sequence[str], now: float) -> list[str]
     return canceled
 
 
-def finish_if_done(session: Any, backfill_id: str, now: float) -> str | None:
+def finish_if_done(session: Session, backfill_id: str, now: float) -> str | None:
     """Close a running backfill none of whose runs is queued or running (one aggregate query):
     canceled if a cancel was asked, success if every run succeeded, else failed. Returns the
     status it closed with, or None."""
     backfill = repo.get_backfill(session, backfill_id)
-    if backfill is None or backfill.status != "running":
+    if backfill is None or backfill.status != BackfillStatus.RUNNING:
         return None
     statuses = {status for status, _, _ in run_counts(session, [backfill_id])[backfill_id]}
     if not statuses or any(not RunStatus(s).finished for s in statuses):
         return None
     if backfill.cancel_requested:
-        backfill.status = "canceled"
-    elif statuses == {RunStatus.SUCCESS.value}:
-        backfill.status = "success"
+        backfill.status = BackfillStatus.CANCELED
+    elif statuses == {RunStatus.SUCCESS}:
+        backfill.status = BackfillStatus.SUCCESS
     else:
-        backfill.status = "failed"
+        backfill.status = BackfillStatus.FAILED
     backfill.ended_at = now
     session.add(backfill)
     return backfill.status
 
 
-def advance_backfills(session: Any, now: float) -> list[str]:
+def advance_backfills(session: Session, now: float) -> list[str]:
     """What an engine does for its backfills, done once by a process that runs without one:
     cancel the unstarted runs of canceled backfills and close finished backfills. Returns the
     ids of backfills that closed. (A running engine keeps this in memory instead, see
@@ -166,7 +169,7 @@ def advance_backfills(session: Any, now: float) -> list[str]:
     ]
 
 
-def advance_backfill(session: Any, backfill_id: str, cancel: bool, now: float) -> str | None:
+def advance_backfill(session: Session, backfill_id: str, cancel: bool, now: float) -> str | None:
     """`advance_backfills` for one backfill (`cancel`: a cancel was asked); returns the status
     it closed with, or None."""
     if cancel:
@@ -181,7 +184,7 @@ def advance_backfill(session: Any, backfill_id: str, cancel: bool, now: float) -
 
 
 def run_counts(
-    session: Any, backfill_ids: Sequence[str]
+    session: Session, backfill_ids: Sequence[str]
 ) -> dict[str, list[tuple[str, str | None, int]]]:
     """Per backfill, its runs counted by status (see `repo.backfill_run_counts`)."""
     from engine.authoring.backfill_policy import RANGE_SEP
@@ -203,7 +206,7 @@ def key_counts(rows: Sequence[tuple[str, str | None, int]], keys: Sequence[str])
     return {status: n for status, n in counts.items() if n}
 
 
-def progress(session: Any, backfill_id: str, with_keys: bool = True) -> dict[str, Any]:
+def progress(session: Session, backfill_id: str, with_keys: bool = True) -> dict[str, Any]:
     """Counts of the backfill's partitions by the status of the run that covers them, plus
     its own row as plain data; one aggregate query, never every run.
 
@@ -216,7 +219,7 @@ def progress(session: Any, backfill_id: str, with_keys: bool = True) -> dict[str
 
 
 def describe(
-    backfill: Any, rows: Sequence[tuple[str, str | None, int]], with_keys: bool = True
+    backfill: Backfill, rows: Sequence[tuple[str, str | None, int]], with_keys: bool = True
 ) -> dict[str, Any]:
     """A backfill's row and its `run_counts` rows as the plain data `progress` returns."""
     keys = json.loads(backfill.partitions)
@@ -250,7 +253,7 @@ class ProgressReader:
 
     def recent(
         self,
-        session: Any,
+        session: Session,
         limit: int,
         live: Callable[[str], dict[str, Any] | None] | None = None,
     ) -> list[dict[str, Any]]:
@@ -267,20 +270,22 @@ class ProgressReader:
         count = []
         for backfill_id, _sel, _cap, status, _created, ended in heads:
             known = self._finished.get(backfill_id)
-            if status != "running" and known is not None and known[0] == (status, ended):
+            running = status == BackfillStatus.RUNNING
+            if not running and known is not None and known[0] == (status, ended):
                 counts[backfill_id] = known[1]
-            elif status == "running" and (info := live and live(backfill_id)) is not None:
+            elif running and (info := live and live(backfill_id)) is not None:
                 counts[backfill_id] = info["counts"]
             else:
                 count.append(backfill_id)
         for backfill_id, rows in run_counts(session, count).items():
-            keys: Sequence[str] = ()
+            ranged_keys: Sequence[str] = ()  # needed only to count the keys of ranged runs
             if any(ranged is not None for _, ranged, _ in rows):
-                keys = json.loads(repo.backfill_key_lists(session, [backfill_id])[backfill_id])
-            counts[backfill_id] = key_counts(rows, keys)
+                text = repo.backfill_key_lists(session, [backfill_id])[backfill_id]
+                ranged_keys = json.loads(text)
+            counts[backfill_id] = key_counts(rows, ranged_keys)
         out = []
         for backfill_id, selection, cap, status, created, ended in heads:
-            if status != "running":
+            if status != BackfillStatus.RUNNING:
                 self._finished[backfill_id] = ((status, ended), counts[backfill_id])
             total, first, last = self._keys.get(backfill_id, (0, None, None))
             out.append(

@@ -24,13 +24,17 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from engine.authoring.partitions import InvalidPartitionKey
 from engine.errors import EngineError, PartitionError
 from engine.history.views import iso
 from engine.loading.manifest import Manifest
+from engine.status import Freshness, PartitionStatus
 from engine.units import one_line
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 CODE_CHANGED = "code changed"
 VALUE_MISSING = "stored value missing"  # recorded, but its file is gone (deleted by hand, say)
@@ -97,7 +101,7 @@ class StaleState:
 
     asset: str
     partition: str | None
-    status: str  # "missing" | "stale" | "current"
+    status: Freshness
     reasons: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
@@ -113,7 +117,7 @@ class StaleState:
 class AssetStaleness:
     """One asset's summary for `dagtop list`: every partition taken together."""
 
-    status: str  # "missing" | "stale" | "materialized"
+    status: Literal[PartitionStatus.MISSING, PartitionStatus.STALE, PartitionStatus.MATERIALIZED]
     reason: str | None = None
     stale_partitions: int = 0
 
@@ -130,7 +134,7 @@ class Staleness:
     every partition of many assets in one query (`preload`).
     """
 
-    def __init__(self, session: Any, manifest: Manifest) -> None:
+    def __init__(self, session: Session, manifest: Manifest) -> None:
         self.session = session
         self.manifest = manifest
         self._latest: dict[str, dict[str | None, Any]] = {}  # every current value of an asset
@@ -217,11 +221,11 @@ class Staleness:
                     todo.append((up_name, keys))
                 else:
                     whole.add(up_name)
-        single = [n for n, keys in wanted.items() if keys == {None} and n not in self._latest]
+        single = [n for n, known in wanted.items() if known == {None} and n not in self._latest]
         self.preload([*whole, *single])
-        for name, keys in wanted.items():
+        for name, known in wanted.items():
             if name not in self._latest:
-                self._load(name, keys)
+                self._load(name, known)
 
     def present(self, mat: Any) -> bool:
         """Whether a current value's file is still there. A value in a `values_dir` URL is
@@ -288,7 +292,7 @@ def toposort(manifest: Manifest, names: Iterable[str]) -> list[str]:
 
 
 def stale_states(
-    session: Any, manifest: Manifest, names: Iterable[str], partition: str | None
+    session: Session, manifest: Manifest, names: Iterable[str], partition: str | None
 ) -> list[StaleState]:
     """Each asset of `names` in dependency order: missing, stale or current.
 
@@ -309,22 +313,23 @@ def stale_states(
         key = partition if spec.partitions is not None else None
         mat = ev.current(name, key)
         if mat is None:
-            state = StaleState(name, key, "missing", ("never materialized",))
+            state = StaleState(name, key, Freshness.MISSING, ("never materialized",))
         elif not ev.present(mat):
-            state = StaleState(name, key, "missing", (VALUE_MISSING,))
+            state = StaleState(name, key, Freshness.MISSING, (VALUE_MISSING,))
         else:
             reasons = list(ev.reasons(name, key))
             for up in spec.upstream:
                 if up in due and not any(r.startswith(f"upstream {up} ") for r in reasons):
                     reasons.append(f"upstream {up} runs first")
-            state = StaleState(name, key, "stale" if reasons else "current", tuple(reasons))
-        if state.status != "current":
+            fresh = Freshness.STALE if reasons else Freshness.CURRENT
+            state = StaleState(name, key, fresh, tuple(reasons))
+        if state.status != Freshness.CURRENT:
             due.add(name)
         out.append(state)
     return out
 
 
-def asset_staleness(session: Any, manifest: Manifest) -> dict[str, AssetStaleness]:
+def asset_staleness(session: Session, manifest: Manifest) -> dict[str, AssetStaleness]:
     """Per asset, whether it (or how many of its partitions) is stale, for `dagtop list`."""
     ev = Staleness(session, manifest)
     ev.preload(manifest.assets)
@@ -333,22 +338,22 @@ def asset_staleness(session: Any, manifest: Manifest) -> dict[str, AssetStalenes
         spec = manifest.assets[name]
         mats = ev.latest(name)
         if not mats:
-            out[name] = AssetStaleness("missing")
+            out[name] = AssetStaleness(PartitionStatus.MISSING)
             continue
         # An unpartitioned asset's one value is checked on disk; the partitions of the others
         # are, by `dagtop partitions` (a stat per key would be most of this read).
         if spec.partitions is None and None in mats and not ev.present(mats[None]):
-            out[name] = AssetStaleness("missing", VALUE_MISSING)
+            out[name] = AssetStaleness(PartitionStatus.MISSING, VALUE_MISSING)
             continue
         stale = {key: ev.reasons(name, key) for key in mats}
         stale = {key: why for key, why in stale.items() if why}
         if not stale:
-            out[name] = AssetStaleness("materialized")
+            out[name] = AssetStaleness(PartitionStatus.MATERIALIZED)
             continue
         why = ", ".join(dict.fromkeys(r for reasons in stale.values() for r in reasons))
         if spec.partitions is not None:
             why = f"{len(stale)} partition{'s' if len(stale) > 1 else ''}: {why}"
-        out[name] = AssetStaleness("stale", why, len(stale) if spec.partitions else 0)
+        out[name] = AssetStaleness(PartitionStatus.STALE, why, len(stale) if spec.partitions else 0)
     return out
 
 
@@ -371,7 +376,7 @@ def check_partition(manifest: Manifest, asset: str, partition: str | None) -> No
 class _Builder:
     """Turns materialization rows into nodes, with the runs' params and staleness."""
 
-    def __init__(self, session: Any, manifest: Manifest) -> None:
+    def __init__(self, session: Session, manifest: Manifest) -> None:
         self.manifest = manifest
         self.ev = Staleness(session, manifest)
         self.session = session
@@ -422,7 +427,7 @@ class _Builder:
 
 
 def upstream_lineage(
-    session: Any, manifest: Manifest, asset: str, partition: str | None
+    session: Session, manifest: Manifest, asset: str, partition: str | None
 ) -> LineageNode:
     """The current materialization of `asset` [partition] and, below it, the materializations
     it consumed, back to the roots. A materialization reached twice (a diamond) is expanded once.
@@ -440,6 +445,7 @@ def upstream_lineage(
         raise EngineError(
             f"asset {asset!r} has no materialization{where} yet", title="Never materialized"
         )
+    assert root.id is not None  # a row read back always has its key
     mats = {root.id: root}
     frontier = [root]
     while frontier:  # one query per level of the tree
@@ -464,7 +470,7 @@ def upstream_lineage(
 
 
 def downstream_lineage(
-    session: Any, manifest: Manifest, asset: str, partition: str | None
+    session: Session, manifest: Manifest, asset: str, partition: str | None
 ) -> LineageNode:
     """`asset` [partition] and, below it, every asset that depends on it (transitively), each
     with its newest materialization of the matching partition: the same key for the same

@@ -17,17 +17,22 @@ partition matrix polls `partition_changes`, which reads only what changed since 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.history.lineage import VALUE_MISSING, Staleness
 from engine.loading.manifest import AssetSpec, Manifest
+from engine.status import PartitionStatus, StepStatus
 from engine.storage import repo
 
-ACTIVE_STEP = ("queued", "running", "retrying")
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from engine.authoring.partitions import PartitionsDefinition
 # A run's `updated_at` is taken before its transaction waits for the write lock: a change
 # committed late may carry a time older than one already read. Each poll reads this many
 # seconds back again (skipping the changes it has seen), the busy timeout's length.
@@ -37,7 +42,7 @@ OVERLAP = 30.0
 @dataclass(frozen=True, slots=True)
 class PartitionState:
     key: str | None
-    status: str
+    status: PartitionStatus
     materialized_at: float | None
     run_id: str | None
     reason: str | None = None
@@ -84,7 +89,7 @@ def every_key(spec: AssetSpec) -> tuple[str, ...]:
 
 
 def partition_states(
-    session: Any, manifest: Manifest, asset: str, partitions: Iterable[str] | None = None
+    session: Session, manifest: Manifest, asset: str, partitions: Iterable[str] | None = None
 ) -> list[PartitionState]:
     """One state per partition key in order (one state with key None if unpartitioned).
 
@@ -98,7 +103,7 @@ def partition_states(
     if pdef is None:
         keys: Sequence[str | None] = [None]
         step = repo.newest_step(session, asset)
-        steps = {None: step} if step is not None else {}
+        steps: dict[str | None, Any] = {None: step} if step is not None else {}
         staleness.preload_keys(asset, keys)
     elif partitions is None:
         keys = every
@@ -106,7 +111,7 @@ def partition_states(
         staleness.preload([asset])
     else:
         texts = set(partitions)
-        covered = set(_per_key(dict.fromkeys(texts), pdef))
+        covered = {key for key in _per_key(dict.fromkeys(texts), pdef) if key is not None}
         keys = [key for key in every if key in covered]
         steps = _per_key(repo.newest_steps_per_partition(session, asset, texts | covered), pdef)
         staleness.preload_keys(asset, keys)
@@ -118,22 +123,21 @@ def partition_states(
     for key in keys:
         mat = current[key]
         step = steps.get(key)
-        step_status = step.status if step is not None else None
+        step_status = StepStatus(step.status) if step is not None else None
         step_time = (step.ended_at or step.started_at or 0.0) if step is not None else 0.0
         reason = None
         failed: tuple[str, ...] = ()
         if mat is not None and not staleness.present(mat):
             mat, reason = None, VALUE_MISSING
-        if step_status in ACTIVE_STEP:
-            status = "running"
-        elif step_status == "failed" and (mat is None or step_time >= mat.created_at):
-            status, reason = "failed", None
+        if step_status is not None and not step_status.finished:
+            status = PartitionStatus.RUNNING
+        elif step_status == StepStatus.FAILED and (mat is None or step_time >= mat.created_at):
+            status, reason = PartitionStatus.FAILED, None
         elif mat is None:
-            status = "missing"
+            status = PartitionStatus.MISSING
         else:
-            status, reason = "materialized", ", ".join(staleness.reasons(asset, key)) or None
-            if reason:
-                status = "stale"
+            reason = ", ".join(staleness.reasons(asset, key)) or None
+            status = PartitionStatus.STALE if reason else PartitionStatus.MATERIALIZED
             failed = tuple(checks.get((mat.run_id, mat.partition), ()))
         out.append(
             PartitionState(
@@ -162,7 +166,7 @@ def _closure(manifest: Manifest, asset: str) -> list[str]:
 
 
 def partition_changes(
-    session: Any, manifest: Manifest, assets: Sequence[str], cursor: PartitionCursor | None
+    session: Session, manifest: Manifest, assets: Sequence[str], cursor: PartitionCursor | None
 ) -> PartitionChanges:
     """The states of `assets` that may have changed since `cursor` (all of them without one,
     or when a definition they depend on changed: code, partitions, a new period).
@@ -210,7 +214,9 @@ def partition_changes(
     return PartitionChanges(states, False, PartitionCursor(newest, seen, definitions))
 
 
-def _per_key(steps: dict[str | None, Any], pdef: Any) -> dict[str | None, Any]:
+def _per_key(
+    steps: dict[str | None, Any], pdef: PartitionsDefinition | None
+) -> dict[str | None, Any]:
     """Spread the steps of ranged runs (`FIRST...LAST`) over their keys; per key, the
     newest step wins."""
     from engine.authoring.backfill_policy import is_range, keys_of
@@ -220,10 +226,11 @@ def _per_key(steps: dict[str | None, Any], pdef: Any) -> dict[str | None, Any]:
         return steps
     out: dict[str | None, Any] = {}
     for text, step in steps.items():
-        try:
-            keys: list[str | None] = list(keys_of(pdef, text)) if is_range(text) else [text]
-        except InvalidPartitionKey:
-            keys = [text]  # a range from an older definition: shown nowhere
+        keys: list[str | None] = [text]
+        if text is not None and is_range(text):
+            # A range from an older definition, whose keys are gone, is shown nowhere.
+            with contextlib.suppress(InvalidPartitionKey):
+                keys = list(keys_of(pdef, text))
         for key in keys:
             if key not in out or _newer(step, out[key]):
                 out[key] = step

@@ -14,6 +14,8 @@ from engine.errors import EngineError, PartitionError, SelectionError
 from engine.units import control_character
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
     from engine.authoring.partitions import PartitionsDefinition
     from engine.loading.manifest import Manifest
     from engine.storage.models import Run, Step
@@ -187,7 +189,9 @@ def plan(
     return run, steps
 
 
-def record(session: Any, manifest: Manifest, request: RunRequest, now: float | None = None) -> str:
+def record(
+    session: Session, manifest: Manifest, request: RunRequest, now: float | None = None
+) -> str:
     """Plan `request` and add its run and steps to `session` (the caller commits); returns the id.
 
     Callers that must record something else atomically with the run (a schedule tick, a
@@ -201,7 +205,11 @@ def record(session: Any, manifest: Manifest, request: RunRequest, now: float | N
 
 
 def record_many(
-    session: Any, manifest: Manifest, request: RunRequest, partitions: Sequence[str], now: float
+    session: Session,
+    manifest: Manifest,
+    request: RunRequest,
+    partitions: Sequence[str],
+    now: float,
 ) -> list[str]:
     """`record` of `request` once per partition (a backfill's runs, created a microsecond apart
     so the queue takes them in order), planned once and inserted in bulk: a year of hourly keys

@@ -7,15 +7,20 @@ through the status chokepoint like everything else.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from engine.errors import EngineError
 from engine.executor.recovery import owner_alive
 from engine.status import RunStatus, StepStatus, transition_run, transition_step
 from engine.storage import repo
 
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
-def requeue_failed(session: Any, run_id: str, now: float) -> str:
+    from engine.storage.models import Run, Step
+
+
+def requeue_failed(session: Session, run_id: str, now: float) -> str:
     """Put a finished (or interrupted) run's failed, skipped and canceled steps back in the
     queue, keeping its successful steps and their stored values. Returns the full run id.
 
@@ -46,11 +51,11 @@ def requeue_failed(session: Any, run_id: str, now: float) -> str:
 
 
 def cancel_unstarted(
-    session: Any,
-    run: Any,
+    session: Session,
+    run: Run,
     now: float,
     reason: str = "canceled by user",
-    steps: Sequence[Any] | None = None,
+    steps: Sequence[Step] | None = None,
 ) -> None:
     """Cancel a queued run that no engine has picked up: every unfinished step is canceled.
 

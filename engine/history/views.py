@@ -11,7 +11,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from engine.status import PartitionStatus, RunStatus, StepStatus
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from engine.storage.models import Run, StepAttempt
 
 
 def iso(ts: float | None) -> str | None:
@@ -24,7 +31,7 @@ def iso(ts: float | None) -> str | None:
 class StepView:
     key: str
     kind: str
-    status: str
+    status: StepStatus
     attempts: int
     max_attempts: int
     exit_code: int | None
@@ -64,7 +71,7 @@ class CheckView:
 class RunView:
     id: str
     kind: str
-    status: str
+    status: RunStatus
     target: str
     partition: str | None
     params: dict[str, Any]
@@ -77,7 +84,7 @@ class RunView:
 
     @property
     def finished(self) -> bool:
-        return self.status in ("success", "failed", "canceled")
+        return self.status.finished
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -102,8 +109,12 @@ class RunView:
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> RunView:
         fields = dict(data)
+        fields["status"] = RunStatus(data["status"])
         fields["steps"] = tuple(
-            StepView(**{**st, "upstream": tuple(st["upstream"])}) for st in data["steps"]
+            StepView(
+                **{**st, "status": StepStatus(st["status"]), "upstream": tuple(st["upstream"])}
+            )
+            for st in data["steps"]
         )
         fields["checks"] = tuple(CheckView(**c) for c in data["checks"])
         return cls(**fields)
@@ -115,7 +126,7 @@ class AttemptView:
     run_id: str
     key: str
     attempt: int
-    status: str
+    status: StepStatus
     started_at: float
     ended_at: float | None
     pid: int | None
@@ -140,7 +151,8 @@ class NodeStatus:
     """The latest step of an asset or task: what colors its node in the UI."""
 
     key: str
-    status: str  # a step status, or "stale" for a success whose value is out of date
+    # Its step's status, or stale for a success whose value is out of date.
+    status: StepStatus | Literal[PartitionStatus.STALE]
     run_id: str
     partition: str | None
     at: float | None
@@ -158,11 +170,11 @@ class MachineView:
 class LogRef:
     key: str
     attempt: int
-    status: str
+    status: StepStatus  # its attempt's
     path: Path
 
 
-def run_views(s: Any, runs: Sequence[Any]) -> list[RunView]:
+def run_views(s: Session, runs: Sequence[Run]) -> list[RunView]:
     """Views of runs with their steps, checks and step metadata (a few queries in all)."""
     from engine.storage import repo
 
@@ -191,7 +203,7 @@ def run_views(s: Any, runs: Sequence[Any]) -> list[RunView]:
             RunView(
                 id=r.id,
                 kind=r.kind,
-                status=r.status,
+                status=RunStatus(r.status),
                 target=r.target,
                 partition=r.partition,
                 params=json.loads(r.params or "{}"),
@@ -203,7 +215,7 @@ def run_views(s: Any, runs: Sequence[Any]) -> list[RunView]:
                     StepView(
                         key=st.key,
                         kind=st.kind,
-                        status=st.status,
+                        status=StepStatus(st.status),
                         attempts=st.attempts,
                         max_attempts=st.max_attempts,
                         exit_code=st.exit_code,
@@ -226,13 +238,13 @@ def run_views(s: Any, runs: Sequence[Any]) -> list[RunView]:
     return views
 
 
-def attempt_view(a: Any) -> AttemptView:
+def attempt_view(a: StepAttempt) -> AttemptView:
     return AttemptView(
         id=a.id or 0,
         run_id=a.run_id,
         key=a.key,
         attempt=a.attempt,
-        status=a.status,
+        status=StepStatus(a.status),
         started_at=a.started_at,
         ended_at=a.ended_at,
         pid=a.pid,
@@ -246,7 +258,7 @@ def attempt_view(a: Any) -> AttemptView:
     )
 
 
-def node_statuses(s: Any, keys: Iterable[str], pipeline: str | None) -> dict[str, NodeStatus]:
+def node_statuses(s: Session, keys: Iterable[str], pipeline: str | None) -> dict[str, NodeStatus]:
     """The latest step of each asset of `keys` (or of each task of the task pipeline
     `pipeline`), keyed by name: one index seek per key, whatever the history holds."""
     from engine.storage import repo
@@ -256,7 +268,7 @@ def node_statuses(s: Any, keys: Iterable[str], pipeline: str | None) -> dict[str
     return {
         st.key: NodeStatus(
             key=st.key,
-            status=st.status,
+            status=StepStatus(st.status),
             run_id=st.run_id,
             partition=runs[st.run_id].partition if st.run_id in runs else None,
             at=st.ended_at or st.started_at,

@@ -33,7 +33,7 @@ def describe_definitions(
                 "name": a.name,
                 "group": a.group,
                 "file": a.file,
-                "partitions": a.partitions_def.describe() if a.partitions else None,
+                "partitions": None if (pd := a.partitions_def) is None else pd.describe(),
                 "upstream": list(a.upstream),
                 "downstream": downstream.get(a.name, []),
                 "checks": [

@@ -48,13 +48,19 @@ class _Finder(importlib.abc.MetaPathFinder):
         return None
 
 
+class _Namespace(types.ModuleType):
+    """The `dagtop_pipelines` package, which remembers the folder its modules come from."""
+
+    __dagtop_root__: str
+
+
 def install_namespace(root: Path) -> None:
     root_str = str(root)
     ns = sys.modules.get(NAMESPACE)
     if ns is None or getattr(ns, "__dagtop_root__", None) != root_str:
-        ns = types.ModuleType(NAMESPACE)
+        ns = _Namespace(NAMESPACE)
         ns.__path__ = []  # a package with no folder: only our finder resolves its modules
-        ns.__dagtop_root__ = root_str  # type: ignore[attr-defined]
+        ns.__dagtop_root__ = root_str
         sys.modules[NAMESPACE] = ns
         sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _Finder)]
         sys.meta_path.insert(0, _Finder(root))

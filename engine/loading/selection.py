@@ -53,8 +53,9 @@ def resolve(manifest: Manifest, selection: Iterable[str]) -> list[str]:
             chosen.update(members)
             continue
         name = term
-        up_depth: int | None | bool = False
-        down_depth: int | None | bool = False
+        # How many levels to walk up and down: 0 not at all, None all the way.
+        up_depth: int | None = 0
+        down_depth: int | None = 0
         if name.startswith("*"):
             name, up_depth = name[1:], None
         elif name.startswith("+"):
@@ -69,8 +70,8 @@ def resolve(manifest: Manifest, selection: Iterable[str]) -> list[str]:
                 hint = f" ({name!r} is a task pipeline: use `dagtop run {name}`)"
             raise SelectionError(f"unknown asset {name!r}{hint}")
         chosen.add(name)
-        if up_depth is not False:
-            chosen |= _walk(name, upstream, up_depth)  # type: ignore[arg-type]
-        if down_depth is not False:
-            chosen |= _walk(name, downstream, down_depth)  # type: ignore[arg-type]
+        if up_depth != 0:
+            chosen |= _walk(name, upstream, up_depth)
+        if down_depth != 0:
+            chosen |= _walk(name, downstream, down_depth)
     return [name for name in manifest.assets if name in chosen]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import graphlib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,10 @@ def _probable_owner(m: Manifest, name: str) -> str | None:
     return None
 
 
+# Records a problem: (file, kind, message, line).
+_Add = Callable[[str, str, str, int | None], None]
+
+
 def _graph_errors(
     m: Manifest, results: dict[str, dict[str, Any]], errors: dict[str, FileError]
 ) -> dict[str, FileError]:
@@ -163,14 +168,14 @@ def _graph_errors(
         _cycles(m, add)
         for p in m.pipelines.values():
             _pipeline_cycles(p, add)
-    for s in m.schedules.values():
-        _schedule_errors(m, s, add)
-    for s in m.sensors.values():
-        _sensor_errors(m, s, add)
+    for schedule in m.schedules.values():
+        _schedule_errors(m, schedule, add)
+    for sensor in m.sensors.values():
+        _sensor_errors(m, sensor, add)
     return found
 
 
-def _cycles(m: Manifest, add: Any) -> None:
+def _cycles(m: Manifest, add: _Add) -> None:
     known = m.assets.keys()
     graph = {name: known & set(spec.upstream) for name, spec in m.assets.items()}
     try:
@@ -183,7 +188,7 @@ def _cycles(m: Manifest, add: Any) -> None:
             add(spec.file, "cycle", f"dependency cycle: {text}", spec.line)
 
 
-def _pipeline_cycles(p: PipelineSpec, add: Any) -> None:
+def _pipeline_cycles(p: PipelineSpec, add: _Add) -> None:
     graph = {t.id: set(t.upstream) for t in p.tasks.values()}
     try:
         graphlib.TopologicalSorter(graph).prepare()
@@ -208,7 +213,7 @@ def _target_error(m: Manifest, target: dict[str, Any]) -> str | None:
     return None
 
 
-def _schedule_errors(m: Manifest, s: ScheduleSpec, add: Any) -> None:
+def _schedule_errors(m: Manifest, s: ScheduleSpec, add: _Add) -> None:
     from engine.authoring.cron import CronError, parse_cron
 
     try:
@@ -221,7 +226,7 @@ def _schedule_errors(m: Manifest, s: ScheduleSpec, add: Any) -> None:
         add(s.file, "unknown-target", f"schedule {s.name!r}: {problem}", s.line)
 
 
-def _sensor_errors(m: Manifest, s: SensorSpec, add: Any) -> None:
+def _sensor_errors(m: Manifest, s: SensorSpec, add: _Add) -> None:
     if not os.path.isdir(s.path):
         add(
             s.file,

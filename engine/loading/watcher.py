@@ -16,6 +16,7 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 from engine.loading.manifest import Manifest
 
@@ -35,15 +36,16 @@ class _Handler(FileSystemEventHandler):
 
 
 class PipelineWatcher:
-    """Calls `on_change` once, `debounce` seconds after the last change to a .py file."""
+    """Calls `on_change` once, `debounce` seconds after the last change to a .py file (what it
+    returns is not used)."""
 
-    def __init__(self, root: Path, on_change: Callable[[], None], debounce: float = 0.3) -> None:
+    def __init__(self, root: Path, on_change: Callable[[], object], debounce: float = 0.3) -> None:
         self.root = root
         self.on_change = on_change
         self.debounce = debounce
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
-        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._observer: BaseObserver | None = None
 
     def _changed(self) -> None:
         with self._lock:

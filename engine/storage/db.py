@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, event
+from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, event, insert
 from sqlalchemy.engine import Connection, ExceptionContext, make_url
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import OperationalError
@@ -463,11 +463,7 @@ def _create(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn)
     _alembic_version.create(conn)
     conn.execute(_alembic_version.insert().values(version_num=HEAD))
-    conn.execute(
-        Meta.__table__.insert().values(  # type: ignore[attr-defined]
-            key="schema_version", value=LEGACY_SCHEMA_VERSION
-        )
-    )
+    conn.execute(insert(Meta).values(key="schema_version", value=LEGACY_SCHEMA_VERSION))
 
 
 @contextmanager

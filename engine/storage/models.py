@@ -8,6 +8,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from engine.status import BackfillStatus, CommandStatus, RunStatus, StepStatus
+
 # The schema revision these tables are: the newest migration in engine/storage/migrations/versions
 # (a test keeps them in step).
 HEAD = "0003"
@@ -16,15 +18,15 @@ HEAD = "0003"
 LEGACY_SCHEMA_VERSION = "2"
 
 
-class CleanText(TypeDecorator[str]):
+class _Clean(TypeDecorator[str]):
     """Free text (errors, tracebacks, log messages) in a form every backend stores.
 
     A step's error may hold anything its code raised: a lone surrogate (a str Python allows and
     UTF-8 cannot encode) is written as its escape, and so is NUL on PostgreSQL, which refuses it
     in text. Keys and names never pass through here: they are validated where they are made.
+    The column type (`impl`) is the subclass's.
     """
 
-    impl = Text
     cache_ok = True
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
@@ -34,7 +36,11 @@ class CleanText(TypeDecorator[str]):
         return value.replace("\x00", "\\x00") if dialect.name == "postgresql" else value
 
 
-class CleanString(CleanText):
+class CleanText(_Clean):
+    impl = Text
+
+
+class CleanString(_Clean):
     impl = String
 
 
@@ -64,7 +70,7 @@ class Run(SQLModel, table=True):
     trigger: str = "manual"  # manual | schedule | sensor | backfill | retry
     trigger_ref: str | None = None  # the schedule, sensor or backfill that made it
     backfill_id: str | None = Field(default=None, index=True)
-    status: str = "queued"
+    status: str = RunStatus.QUEUED.value
     created_at: float
     started_at: float | None = None
     ended_at: float | None = None
@@ -88,7 +94,7 @@ class Step(SQLModel, table=True):
     kind: str  # "asset" | "python" | "shell"
     position: int = 0  # topological order, for display
     upstream: str = "[]"  # JSON list of step keys in this run
-    status: str = "queued"
+    status: str = StepStatus.QUEUED.value
     attempts: int = 0
     max_attempts: int = 1
     retry_at: float | None = None
@@ -109,7 +115,7 @@ class StepAttempt(SQLModel, table=True):
     run_id: str = Field(index=True)
     key: str
     attempt: int
-    status: str = "running"
+    status: str = StepStatus.RUNNING.value
     pid: int | None = None
     pid_create_time: float | None = None
     host: str | None = None  # the machine the attempt ran on
@@ -234,7 +240,7 @@ class Backfill(SQLModel, table=True):
     selection: str  # JSON list
     partitions: str  # JSON list of keys
     max_parallel: int = 4
-    status: str = "running"  # running | success | failed | canceled
+    status: str = BackfillStatus.RUNNING.value
     created_at: float
     ended_at: float | None = None
     cancel_requested: bool = False
@@ -246,7 +252,7 @@ class Command(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     kind: str
     payload: str = "{}"
-    status: str = Field(default="pending", index=True)  # pending | taken | done | failed
+    status: str = Field(default=CommandStatus.PENDING.value, index=True)
     created_at: float
     taken_at: float | None = None
     done_at: float | None = None

@@ -10,12 +10,13 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import String, case, column, delete, func, insert, update, values
+from sqlalchemy import String, case, column, delete, func, insert, inspect, update, values
+from sqlalchemy import select as select_columns
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from engine.errors import RunNotFound
-from engine.status import RunStatus, StepStatus
+from engine.status import BackfillStatus, CommandStatus, RunStatus, StepStatus
 from engine.storage.models import (
     Backfill,
     CheckRecord,
@@ -34,6 +35,11 @@ from engine.storage.models import (
 
 ACTIVE_RUN = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
 HEX = "0123456789abcdef"  # run ids are lowercase hex
+
+# Typing of queries: a model's field is typed as its value (`Run.id: str`), so in a query it is
+# wrapped in `col()` wherever it must be typed as the column it is there. SQLModel's `select`
+# types at most four columns: a query of more is SQLAlchemy's `select` (`select_columns`), run
+# with the session's `execute`, whose rows are the same `Row` objects `exec` returns.
 
 
 # --- runs and steps ---------------------------------------------------------------------------
@@ -161,16 +167,6 @@ def cancel_requested(session: Session, run_ids: Iterable[str]) -> list[str]:
     )
 
 
-def latest_steps_by_key(session: Session, kind: str, pipeline: str | None = None) -> Sequence[Step]:
-    """The newest step of every asset (kind "assets") or of one task pipeline's tasks."""
-    newest = select(func.max(Step.id)).join(Run, col(Run.id) == col(Step.run_id))
-    newest = newest.where(Run.kind == kind)
-    if pipeline is not None:
-        newest = newest.where(Run.selection == json.dumps(pipeline))
-    newest = newest.group_by(Step.key)
-    return session.exec(select(Step).where(col(Step.id).in_(newest))).all()
-
-
 # --- events and samples -----------------------------------------------------------------------
 
 
@@ -229,9 +225,9 @@ def latest_per_partition(session: Session, asset: str) -> dict[str | None, Any]:
     """The newest materialization that still has its value, per partition of an asset (as
     rows: `mat.id`, `mat.value_path`, ...)."""
     out: dict[str | None, Any] = {}
-    for mat in session.exec(
-        select(*MAT_ROW)
-        .where(Materialization.asset == asset, col(Materialization.value_path).is_not(None))
+    for mat in session.execute(
+        select_columns(*MAT_ROW)
+        .where(col(Materialization.asset) == asset, col(Materialization.value_path).is_not(None))
         .order_by(col(Materialization.created_at), col(Materialization.id))
     ):
         out[mat.partition] = mat
@@ -239,7 +235,7 @@ def latest_per_partition(session: Session, asset: str) -> dict[str | None, Any]:
 
 
 ID_CHUNK = 500  # ids per IN (...) query: well under SQLite's bound-parameter limit
-MAT_ROW = tuple(Materialization.__table__.columns)  # type: ignore[attr-defined]
+MAT_ROW = tuple(inspect(Materialization).columns)
 
 
 def materializations_by_id(session: Session, ids: Iterable[int]) -> dict[int, Materialization]:
@@ -335,16 +331,6 @@ def recorded_attempts(session: Session, run_ids: Iterable[str]) -> dict[tuple[st
     return out
 
 
-def materialized_assets(session: Session) -> dict[str, tuple[float, str]]:
-    """Per asset, the time and run of its newest materialization."""
-    rows = session.exec(
-        select(Materialization.asset, func.max(Materialization.created_at)).group_by(
-            Materialization.asset
-        )
-    ).all()
-    return {asset: (ts, "") for asset, ts in rows}
-
-
 def add_check_records(session: Session, records: Sequence[CheckRecord]) -> None:
     for rec in records:
         session.add(rec)
@@ -420,7 +406,7 @@ def running_backfills(session: Session) -> list[tuple[str, int, bool]]:
     """(id, max_parallel, cancel_requested) of each running backfill; never its key list."""
     rows = session.exec(
         select(Backfill.id, Backfill.max_parallel, Backfill.cancel_requested).where(
-            Backfill.status == "running"
+            col(Backfill.status) == BackfillStatus.RUNNING
         )
     ).all()
     return [(bid, int(cap), bool(cancel)) for bid, cap, cancel in rows]
@@ -452,22 +438,24 @@ def backfill_run_states(
 ) -> list[tuple[str, str, str | None, str | None, float]]:
     """(id, status, partition, owner, created_at) of each run of a backfill, oldest first:
     what an engine reads once when it starts tracking a backfill."""
-    rows = session.exec(
-        select(Run.id, Run.status, Run.partition, Run.owner, Run.created_at)
-        .where(Run.backfill_id == backfill_id)
+    rows = session.execute(
+        select_columns(
+            col(Run.id), col(Run.status), col(Run.partition), col(Run.owner), col(Run.created_at)
+        )
+        .where(col(Run.backfill_id) == backfill_id)
         .order_by(col(Run.created_at), col(Run.id))
     ).all()
-    return [tuple(row) for row in rows]  # type: ignore[misc]
+    return [tuple(row) for row in rows]
 
 
 def queued_plain_run_states(session: Session) -> list[tuple[str, float, str | None]]:
     """(id, created_at, owner) of every queued run of no backfill."""
     rows = session.exec(
         select(Run.id, Run.created_at, Run.owner).where(
-            Run.status == RunStatus.QUEUED.value, col(Run.backfill_id).is_(None)
+            col(Run.status) == RunStatus.QUEUED, col(Run.backfill_id).is_(None)
         )
     ).all()
-    return [tuple(row) for row in rows]  # type: ignore[misc]
+    return list(rows)
 
 
 def backfill_run_totals(session: Session, backfill_ids: Iterable[str]) -> dict[str, int]:
@@ -495,14 +483,14 @@ def runs_created_after(
     """(id, created_at, backfill_id, status, owner) of the runs created after `after`, oldest
     first, except the runs of `skip_backfills` (an engine that tracks a backfill has read them).
     """
-    query = select(Run.id, Run.created_at, Run.backfill_id, Run.status, Run.owner).where(
-        col(Run.created_at) > after
-    )
+    query = select_columns(
+        col(Run.id), col(Run.created_at), col(Run.backfill_id), col(Run.status), col(Run.owner)
+    ).where(col(Run.created_at) > after)
     skip = list(skip_backfills)
     if skip:
         query = query.where(col(Run.backfill_id).is_(None) | col(Run.backfill_id).not_in(skip))
-    rows = session.exec(query.order_by(col(Run.created_at), col(Run.id))).all()
-    return [tuple(row) for row in rows]  # type: ignore[misc]
+    rows = session.execute(query.order_by(col(Run.created_at), col(Run.id))).all()
+    return [tuple(row) for row in rows]
 
 
 def run_states(session: Session, run_ids: Iterable[str]) -> dict[str, tuple[str, str | None]]:
@@ -522,8 +510,15 @@ def recent_backfill_heads(session: Session, limit: int) -> list[Any]:
     status, created_at, ended_at)."""
     b = Backfill
     return list(
-        session.exec(
-            select(b.id, b.selection, b.max_parallel, b.status, b.created_at, b.ended_at)
+        session.execute(
+            select_columns(
+                col(b.id),
+                col(b.selection),
+                col(b.max_parallel),
+                col(b.status),
+                col(b.created_at),
+                col(b.ended_at),
+            )
             .order_by(col(b.created_at).desc())
             .limit(limit)
         ).all()
@@ -563,7 +558,7 @@ def set_backfill_runs_cancel(session: Session, backfill_id: str, cancel: bool, n
     """Ask every unfinished run of a backfill to cancel (or no longer), in one statement."""
     session.execute(
         update(Run)
-        .where(Run.backfill_id == backfill_id, col(Run.status).in_(ACTIVE_RUN))
+        .where(col(Run.backfill_id) == backfill_id, col(Run.status).in_(ACTIVE_RUN))
         .values(cancel_requested=cancel, updated_at=now)
     )
 
@@ -590,23 +585,6 @@ def insert_runs(
         session.execute(insert(Step), list(steps[i : i + ID_CHUNK]))
 
 
-# --- partitions -------------------------------------------------------------------------------
-
-
-def partition_states(session: Session, asset: str) -> dict[str | None, tuple[str, float]]:
-    """Per partition of an asset, the status and time of its newest step (any run)."""
-    rows = session.exec(
-        select(Run.partition, Step.status, Step.ended_at, Step.started_at, Run.created_at)
-        .join(Step, col(Step.run_id) == col(Run.id))
-        .where(Step.key == asset, Run.kind == "assets")
-        .order_by(col(Run.created_at))
-    ).all()
-    out: dict[str | None, tuple[str, float]] = {}
-    for partition, status, ended, started, created in rows:
-        out[partition] = (status, ended or started or created)
-    return out
-
-
 # --- commands ---------------------------------------------------------------------------------
 
 
@@ -623,7 +601,9 @@ def get_command(session: Session, command_id: int, for_update: bool = False) -> 
 
 def has_pending_commands(session: Session) -> bool:
     """Whether any command waits (a read: cheaper than the write transaction that takes)."""
-    found = session.exec(select(Command.id).where(Command.status == "pending").limit(1)).first()
+    found = session.exec(
+        select(Command.id).where(col(Command.status) == CommandStatus.PENDING).limit(1)
+    ).first()
     return found is not None
 
 
@@ -636,13 +616,13 @@ def take_commands(session: Session, now: float, limit: int = 50) -> Sequence[Com
     """
     cmds = session.exec(
         select(Command)
-        .where(Command.status == "pending")
+        .where(col(Command.status) == CommandStatus.PENDING)
         .order_by(col(Command.id))
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
     for cmd in cmds:
-        cmd.status = "taken"
+        cmd.status = CommandStatus.TAKEN
         cmd.taken_at = now
         session.add(cmd)
     return cmds
@@ -779,8 +759,8 @@ def latest_per_partition_of(
     out: dict[str, dict[str | None, Any]] = {name: {} for name in wanted}
     for i in range(0, len(wanted), ID_CHUNK):
         chunk = wanted[i : i + ID_CHUNK]
-        for mat in session.exec(
-            select(*MAT_ROW)
+        for mat in session.execute(
+            select_columns(*MAT_ROW)
             .where(
                 col(Materialization.asset).in_(chunk),
                 col(Materialization.value_path).is_not(None),
@@ -797,8 +777,8 @@ def latest_per_partition_of(
 # indexes of migration 0003. What they return in bulk are rows, not ORM objects: building an
 # object costs ~30x a row, and a year of hourly partitions is 8,760 of them.
 
-STEP_ROW = (Step.id, Step.run_id, Step.key, Step.kind, Step.partition, Step.status,
-            Step.started_at, Step.ended_at)  # fmt: skip
+STEP_ROW = (col(Step.id), col(Step.run_id), col(Step.key), col(Step.kind), col(Step.partition),
+            col(Step.status), col(Step.started_at), col(Step.ended_at))  # fmt: skip
 
 
 def newest_steps_per_partition(
@@ -816,10 +796,10 @@ def newest_steps_per_partition(
         wanted = sorted(set(partitions))
         out: dict[str | None, Any] = {}
         for i in range(0, len(wanted), ID_CHUNK):
-            for step in session.exec(
-                select(*STEP_ROW).where(
-                    Step.key == asset,
-                    Step.kind == "asset",
+            for step in session.execute(
+                select_columns(*STEP_ROW).where(
+                    col(Step.key) == asset,
+                    col(Step.kind) == "asset",
                     col(Step.partition).in_(wanted[i : i + ID_CHUNK]),
                 )
             ):
@@ -839,15 +819,15 @@ def newest_steps_per_partition(
         .limit(1)
         .scalar_subquery()
     )
-    rows = session.exec(select(*STEP_ROW).join(parts, col(Step.id) == newest))
+    rows = session.execute(select_columns(*STEP_ROW).join(parts, col(Step.id) == newest))
     return {step.partition: step for step in rows}
 
 
 def newest_step(session: Session, asset: str) -> Any:
     """The newest step of an asset, whatever its partition (a row; None: it never ran)."""
-    return session.exec(
-        select(*STEP_ROW)
-        .where(Step.key == asset, Step.kind == "asset")
+    return session.execute(
+        select_columns(*STEP_ROW)
+        .where(col(Step.key) == asset, col(Step.kind) == "asset")
         .order_by(col(Step.id).desc())
         .limit(1)
     ).first()
@@ -876,7 +856,9 @@ def newest_steps_of(
                 Run.kind == "pipeline", Run.selection == json.dumps(pipeline)
             )
         ids = select(newest.order_by(col(newer.id).desc()).limit(1).scalar_subquery())
-        out += session.exec(select(*STEP_ROW).where(col(Step.id).in_(ids.select_from(names))))
+        out += session.execute(
+            select_columns(*STEP_ROW).where(col(Step.id).in_(ids.select_from(names)))
+        )
     return out
 
 
@@ -893,10 +875,10 @@ def current_materializations(
         for i in range(0, len(wanted), ID_CHUNK)
     ]
     for where in queries:
-        for mat in session.exec(
-            select(*MAT_ROW)
+        for mat in session.execute(
+            select_columns(*MAT_ROW)
             .where(
-                Materialization.asset == asset,
+                col(Materialization.asset) == asset,
                 where,
                 col(Materialization.value_path).is_not(None),
             )

@@ -12,8 +12,9 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, update
+from sqlalchemy import inspect, select, update
 from sqlalchemy.engine import Connection
+from sqlmodel import col
 
 from engine.errors import StorageError
 from engine.storage.models import HEAD, LEGACY_SCHEMA_VERSION, Meta
@@ -43,7 +44,7 @@ def _legacy_revision(conn: Connection) -> str:
     meta = inspect(conn)
     if meta.has_table("meta"):
         found = conn.execute(
-            Meta.__table__.select().where(Meta.__table__.c.key == "schema_version")  # type: ignore[attr-defined]
+            select(col(Meta.value)).where(col(Meta.key) == "schema_version")
         ).first()
         if found is not None and int(found.value) > 1:
             raise _newer(f"schema {found.value}")
@@ -89,8 +90,6 @@ def upgrade(conn: Connection, found: str | None, allowed: bool) -> tuple[str | N
     if current != HEAD:
         command.upgrade(cfg, HEAD)
     conn.execute(
-        update(Meta)
-        .where(Meta.key == "schema_version")  # type: ignore[arg-type]
-        .values(value=LEGACY_SCHEMA_VERSION)
+        update(Meta).where(col(Meta.key) == "schema_version").values(value=LEGACY_SCHEMA_VERSION)
     )
     return current, HEAD

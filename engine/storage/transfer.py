@@ -25,7 +25,8 @@ from sqlmodel import SQLModel
 
 from engine.errors import StorageError
 from engine.storage import models
-from engine.storage.db import HEAD, first_line, read_scope
+from engine.storage.db import first_line, read_scope
+from engine.storage.models import HEAD
 
 FORMAT = "dagtop-export"
 SKIPPED = {"meta", "lease", "command"}
@@ -117,18 +118,18 @@ def _load(
         batch: list[dict[str, Any]] = []
         current: Table | None = None
         for number, item in rows:
-            table = tables.get(str(item.get("table")))
+            into = tables.get(str(item.get("table")))
             row = item.get("row")
-            if table is None or not isinstance(row, dict):
+            if into is None or not isinstance(row, dict):
                 raise StorageError(f"{path} line {number}: unknown table {item.get('table')!r}")
-            unknown = set(row) - set(table.columns.keys())
+            unknown = set(row) - set(into.columns.keys())
             if unknown:
-                raise StorageError(f"{path} line {number}: {table.name} has no {min(unknown)!r}")
-            if table is not current or len(batch) >= BATCH:
+                raise StorageError(f"{path} line {number}: {into.name} has no {min(unknown)!r}")
+            if into is not current or len(batch) >= BATCH:
                 _flush(conn, current, batch)
-                current, batch = table, []
+                current, batch = into, []
             batch.append(row)
-            counts[table.name] += 1
+            counts[into.name] += 1
         _flush(conn, current, batch)
         _advance_sequences(conn, list(tables.values()))
     return counts

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.status import RunStatus, StepStatus
 from tests.benchmarks._ui_data import layered_dag
 
 EVENTS = textwrap.dedent(
@@ -134,7 +135,7 @@ class _Rows:
 
 def build_history(client: Any, runs: int, seed: int = 7) -> History:
     """Record `runs` finished runs in `client`'s (empty) database; see the module's docstring."""
-    from sqlalchemy import insert
+    from sqlalchemy import insert, inspect
 
     from engine.authoring.partitions import safe_key
     from engine.history.plan import RunRequest, plan
@@ -173,8 +174,8 @@ def build_history(client: Any, runs: int, seed: int = 7) -> History:
             requests.append(RunRequest(pick, trigger=rng.choice(("manual", "schedule"))))
         else:
             requests.append(RunRequest(("hourly_report",), trigger="manual"))
-    run_columns = [c.name for c in Run.__table__.columns]  # type: ignore[attr-defined]
-    step_columns = {c.name for c in Step.__table__.columns}  # type: ignore[attr-defined]
+    run_columns = [c.name for c in inspect(Run).columns]
+    step_columns = {c.name for c in inspect(Step).columns}
     rows = _Rows()
     newest: dict[tuple[str, str | None], int] = {}  # (asset, partition) -> its current mat row
     values = client.paths.values
@@ -186,14 +187,16 @@ def build_history(client: Any, runs: int, seed: int = 7) -> History:
         run, steps = plan(manifest, request, now=clock)
         run_row = {c: getattr(run, c) for c in run_columns}
         t = clock + rng.uniform(0.05, 0.3)
-        run_row.update(status="success", started_at=t, error=None)
+        run_row.update(status=RunStatus.SUCCESS, started_at=t, error=None)
         failed_at = rng.randrange(len(steps)) if rng.random() < 0.04 else None
         for k, step in enumerate(steps):
             step_row = {c: getattr(step, c) for c in step_columns if c != "id"}
             if "partition" in step_columns:
                 step_row["partition"] = run.partition
             if failed_at is not None and k > failed_at:
-                step_row.update(status="skipped", error=f"upstream {steps[failed_at].key} failed")
+                step_row.update(
+                    status=StepStatus.SKIPPED, error=f"upstream {steps[failed_at].key} failed"
+                )
                 rows.add("step", step_row)
                 continue
             tries = 2 if rng.random() < 0.03 or k == failed_at else 1
@@ -207,7 +210,8 @@ def build_history(client: Any, runs: int, seed: int = 7) -> History:
                     "stepattempt",
                     {
                         "step_id": step_id, "run_id": run.id, "key": step.key,
-                        "attempt": attempt, "status": "success" if ok else "failed",
+                        "attempt": attempt,
+                        "status": StepStatus.SUCCESS if ok else StepStatus.FAILED,
                         "pid": rng.randint(1000, 90000), "pid_create_time": t,
                         "host": "bench", "worker": "local",
                         "log_path": f"{logs}/{run.id}/{step.key}.{attempt}.log",
@@ -238,7 +242,7 @@ def build_history(client: Any, runs: int, seed: int = 7) -> History:
                     )  # fmt: skip
                 t += took
             step_row.update(
-                status="success" if k != failed_at else "failed",
+                status=StepStatus.SUCCESS if k != failed_at else StepStatus.FAILED,
                 ended_at=t,
                 exit_code=0 if k != failed_at else 1,
                 error=None if k != failed_at else "ValueError: 3 rows with a null id",
@@ -272,7 +276,7 @@ def build_history(client: Any, runs: int, seed: int = 7) -> History:
                     },
                 )  # fmt: skip
         if failed_at is not None:
-            run_row.update(status="failed", error=f"step {steps[failed_at].key} failed")
+            run_row.update(status=RunStatus.FAILED, error=f"step {steps[failed_at].key} failed")
         elif run.partition and "clean" in {s.key for s in steps}:
             a_run = run.id
         run_row.update(ended_at=t, updated_at=t)
@@ -287,11 +291,11 @@ def build_history(client: Any, runs: int, seed: int = 7) -> History:
         path = folder / f"{mat['run_id']}.1.pkl"
         path.write_bytes(b"\x80\x05K\x01.")
         mat["value_path"] = str(path)
-    for attempt in rows.tables["stepattempt"]:
-        if attempt["run_id"] == a_run:
-            log = Path(attempt["log_path"])
+    for att in rows.tables["stepattempt"]:
+        if att["run_id"] == a_run:
+            log = Path(att["log_path"])
             log.parent.mkdir(parents=True, exist_ok=True)
-            log.write_text("".join(f"{attempt['key']} line {n}\n" for n in range(200)))
+            log.write_text("".join(f"{att['key']} line {n}\n" for n in range(200)))
     tables = {
         "run": Run, "step": Step, "stepattempt": StepAttempt, "materialization": Materialization,
         "checkrecord": CheckRecord, "event": Event, "resourcesample": ResourceSample,
@@ -300,7 +304,7 @@ def build_history(client: Any, runs: int, seed: int = 7) -> History:
         for name, model in tables.items():
             batch = rows.tables.get(name, [])
             for lo in range(0, len(batch), 20_000):
-                conn.execute(insert(model.__table__), batch[lo : lo + 20_000])  # type: ignore[attr-defined]
+                conn.execute(insert(model), batch[lo : lo + 20_000])
     counts = {name: len(rows.tables.get(name, [])) for name in tables}
     return History(
         runs=counts["run"],

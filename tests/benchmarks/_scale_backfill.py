@@ -23,11 +23,12 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import psutil
 
+from engine.status import BackfillStatus
 from tests.benchmarks import _cases as gen
 from tests.benchmarks.compare import HELPERS, BenchError, run
 from tests.benchmarks.scale import Case, Floor, Result, Usage
@@ -103,7 +104,7 @@ def _backfill(project: Path, n: int) -> list[str]:
 
 def _check(output: str, n: int) -> None:
     last = output.strip().splitlines()[-1] if output.strip() else ""
-    if "success" not in last or f"{n}/{n}" not in last:
+    if BackfillStatus.SUCCESS not in last or f"{n}/{n}" not in last:
         raise BenchError(f"the backfill did not succeed: {last!r}")
 
 
@@ -169,7 +170,7 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def _daemon(project: Path):  # type: ignore[no-untyped-def]
+def _daemon(project: Path) -> Iterator[psutil.Process]:
     """`dagtop daemon` on the project while the block runs; yields once it holds the lease."""
     log_file = project / "home" / "daemon.log"
     proc = subprocess.Popen(_dagtop(project, "daemon"), stdin=subprocess.DEVNULL,

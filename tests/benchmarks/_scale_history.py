@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.status import PartitionStatus
 from tests.benchmarks import _history_data as history
 
 SIZES = (10_000, 100_000)
@@ -81,7 +82,9 @@ def read_cases(client: Any, h: history.History, repeat: int) -> list[Row]:
         lambda: client.partitions("clean"),
         len,
         "key",
-        lambda states: f"{sum(s.status == 'materialized' for s in states):,} materialized",
+        lambda states: (
+            f"{sum(s.status == PartitionStatus.MATERIALIZED for s in states):,} materialized"
+        ),
     )
     add("partitions never (never materialized)", lambda: client.partitions("never"), len, "key")
     add("lineage clean --partition KEY", lambda: client.lineage("clean", h.a_key))
@@ -100,28 +103,11 @@ async def _home_frame(client: Any) -> float:
     runs listed, the first group's graph laid out and coloured, the tree's status glyphs."""
     import re
 
-    from tests.benchmarks.ui import SIZE, painted_showing, until
+    from tests.benchmarks.ui import full_home_frame, home_of
     from tui.app import DagtopApp
-    from tui.screens.home import HomeScreen
 
-    app = DagtopApp(client, mode="embedded")
-    done: list[float] = []
-
-    def full() -> bool:
-        home = app.screen
-        return (
-            isinstance(home, HomeScreen)
-            and home.manifest is not None
-            and home.runs_table.row_count >= 20
-            and home.runs_table.columns["id"].content_width >= 6
-            and bool(home.dag.layout_data.boxes)
-            and bool(home.dag.statuses)
-            and bool(home.asset_statuses)
-        )
-
-    def missing(text: str) -> str | None:
-        home = app.screen
-        assert isinstance(home, HomeScreen)
+    def missing(app: DagtopApp, text: str) -> str | None:
+        home = home_of(app)
         newest = max(home.runs_table.runs.values(), key=lambda r: r.created_at)
         if newest.id[:6] not in text:
             return f"the newest run's id ({newest.id[:6]})"
@@ -129,15 +115,7 @@ async def _home_frame(client: Any) -> float:
             return "a status glyph in the pipelines tree"
         return None
 
-    async def watch() -> None:
-        await until(full, "the home screen's first full frame")
-        done.append(await painted_showing(app, missing))
-
-    started = time.perf_counter()
-    watcher = asyncio.ensure_future(watch())
-    async with app.run_test(size=SIZE):
-        await watcher
-    return done[0] - started
+    return await full_home_frame(client, 20, missing)
 
 
 async def _matrix(client: Any, idle: float) -> tuple[float, float, int]:

@@ -51,6 +51,7 @@ import sys
 import time
 
 from engine import asset
+from engine.status import RunStatus, StepStatus
 
 RATE = {rate}
 SECONDS = {seconds}
@@ -194,7 +195,7 @@ def seed_finished_attempt(client: Any, asset: str) -> tuple[str, Path]:
                 run_id=run.id,
                 key=asset,
                 attempt=1,
-                status="success",
+                status=StepStatus.SUCCESS,
                 log_path=str(log_path),
                 started_at=now - 119,
                 ended_at=now - 5,

@@ -356,10 +356,10 @@ def main(argv: list[str] | None = None) -> int:
                 cpus = [r.cpu_seconds for r in results[i] if r.cpu_seconds is not None]
                 cpu = statistics.median(cpus) if cpus else None
                 peak = max(r.peak_rss for r in results[i])
-                notes = results[i][-1].notes
+                said = results[i][-1].notes
                 if len(results[i]) > 1:
-                    notes = {**notes, "runs": str(len(results[i]))}
-                rows.append(Row(case, Result(seconds, peak, cpu, notes)))
+                    said = {**said, "runs": str(len(results[i]))}
+                rows.append(Row(case, Result(seconds, peak, cpu, said)))
             after = _measure_floor(module, root)
             print(f"  floor: {after.label} = {_fmt_time(after.seconds)}", flush=True)
             cpu_floors = [f.cpu_seconds for f in (before, after) if f.cpu_seconds is not None]

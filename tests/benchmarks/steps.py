@@ -21,6 +21,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from engine.status import RunStatus
+
 
 def _chain(n: int) -> str:
     lines = ["from engine import asset", "", "@asset", "def s0():", "    return 0", ""]
@@ -70,7 +72,7 @@ def run_case(root: Path, name: str, source: str, selection: list[str], repeat: i
         start = time.perf_counter()
         view = client.materialize(selection)
         times.append(time.perf_counter() - start)
-        assert view.status == "success", view
+        assert view.status == RunStatus.SUCCESS, view
     return statistics.median(times)
 
 

@@ -46,6 +46,7 @@ from typing import Any
 
 import psutil
 from textual import events
+from textual.widgets.data_table import ColumnKey
 
 from engine.client import Client, RunRequest
 from tests.benchmarks import _ui_data as data
@@ -260,24 +261,7 @@ async def bench_home(root: Path, sizes: Sizes) -> list[Row]:
 
 
 async def first_frame(client: Client, rows: int) -> float:
-    app = DagtopApp(client, mode="embedded")
-    done: list[float] = []
-
-    def full() -> bool:
-        home = app.screen
-        return (
-            isinstance(home, HomeScreen)
-            and home.manifest is not None
-            and home.runs_table.row_count >= rows
-            # DataTable sizes its columns when the app is next idle: until then the first
-            # page shows with every column cut to a few cells.
-            and home.runs_table.columns["id"].content_width >= 6
-            and bool(home.dag.layout_data.boxes)
-            and bool(home.dag.statuses)
-            and bool(home.asset_statuses)
-        )
-
-    def missing(text: str) -> str | None:
+    def missing(app: DagtopApp, text: str) -> str | None:
         home = home_of(app)
         newest = max(home.runs_table.runs.values(), key=lambda r: r.created_at)
         first = home.dag.layout_data.layers[0][0]
@@ -289,9 +273,35 @@ async def first_frame(client: Client, rows: int) -> float:
             return "a status glyph in the pipelines tree"
         return None
 
+    return await full_home_frame(client, rows, missing)
+
+
+async def full_home_frame(
+    client: Client, rows: int, missing: Callable[[DagtopApp, str], str | None]
+) -> float:
+    """Seconds from starting the app to the paint of its first full home frame: `rows` runs
+    listed, the first group's graph laid out and coloured, the tree's status glyphs, and
+    nothing that `missing(app, painted text)` names still missing."""
+    app = DagtopApp(client, mode="embedded")
+    done: list[float] = []
+
+    def full() -> bool:
+        home = app.screen
+        return (
+            isinstance(home, HomeScreen)
+            and home.manifest is not None
+            and home.runs_table.row_count >= rows
+            # DataTable sizes its columns when the app is next idle: until then the first
+            # page shows with every column cut to a few cells.
+            and home.runs_table.columns[ColumnKey("id")].content_width >= 6
+            and bool(home.dag.layout_data.boxes)
+            and bool(home.dag.statuses)
+            and bool(home.asset_statuses)
+        )
+
     async def watch() -> None:
         await until(full, "the home screen's first full frame")
-        done.append(await painted_showing(app, missing))
+        done.append(await painted_showing(app, lambda text: missing(app, text)))
 
     started = time.perf_counter()
     watcher = asyncio.ensure_future(watch())
@@ -473,8 +483,9 @@ async def bench_tail(app: DagtopApp, client: Client, sizes: Sizes) -> list[Row]:
             lags.append(time.time() - shown[0])
         latencies.append(await press_and_wait(app))
         await asyncio.sleep(spacing)
-    if bottom() is not None and bottom()[1] < total - 1:  # type: ignore[index]
-        samples.append((time.perf_counter(), bottom()[1]))  # type: ignore[index]
+    shown = bottom()
+    if shown is not None and shown[1] < total - 1:
+        samples.append((time.perf_counter(), shown[1]))
     await until(lambda: (bottom() or (0, 0, 0))[1] == total - 1, "the step's last line", 60)
     all_shown = time.perf_counter()
     written = writer_rate(log)

@@ -19,6 +19,7 @@ import pytest
 from engine.client import Client
 from engine.errors import DefinitionError
 from engine.executor.alerts import Alert, Alerter
+from engine.status import RunStatus, StepStatus
 
 pytestmark = pytest.mark.serial
 
@@ -52,7 +53,7 @@ def test_a_shell_hook_sees_the_run_step_error_and_log(tmp_path: Path) -> None:
         """,
     )
     view = client.materialize(["boom"])
-    assert view.status == "failed"
+    assert view.status == RunStatus.FAILED
     env = dict(line.split("=", 1) for line in wait_for_file(out).splitlines())
     assert env["DAGTOP_EVENT"] == "on_failure"
     assert env["DAGTOP_RUN_ID"] == view.id
@@ -99,7 +100,7 @@ def test_a_webhook_gets_a_json_post_on_retry_and_success(
         """,
     )
     view = client.materialize(["flaky"])
-    assert view.status == "success"
+    assert view.status == RunStatus.SUCCESS
     deadline = time.monotonic() + 15
     while len(received) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)  # the HTTP server's thread may lag on a loaded machine
@@ -159,7 +160,7 @@ def test_a_python_hook_runs_in_a_child_process(tmp_path: Path) -> None:
         """,
     )
     view = client.run_pipeline("nightly")
-    assert view.status == "failed"
+    assert view.status == RunStatus.FAILED
     called = json.loads(wait_for_file(out))
     assert called["step"] == "extract"
     import os
@@ -184,8 +185,8 @@ def test_hooks_that_hang_or_fail_never_affect_the_run(tmp_path: Path) -> None:
     )
     started = time.monotonic()
     view = client.materialize(["hangs", "fails_to_alert"])
-    assert view.status == "success"
-    assert all(s.status == "success" for s in view.steps)
+    assert view.status == RunStatus.SUCCESS
+    assert all(s.status == StepStatus.SUCCESS for s in view.steps)
     # The CLI waits for queued alerts only up to each hook's time limit.
     assert time.monotonic() - started < 20
 
@@ -219,8 +220,8 @@ def test_repeated_failures_do_not_flood() -> None:
     try:
 
         def fail() -> bool:
-            return alerter.notify([hook], Alert("on_failure", "r", "a", "failed", 1, "e", None,
-                                                None))  # fmt: skip
+            alert = Alert("on_failure", "r", "a", StepStatus.FAILED, 1, "e", None, None)
+            return alerter.notify([hook], alert)
 
         assert fail()
         now[0] += 10

@@ -11,13 +11,15 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from engine import BackfillPolicy, DailyPartitions, StaticPartitions, asset
+from engine import BackfillPolicy, DailyPartitions, StaticPartitions, StepContext, asset
 from engine.authoring.backfill_policy import chunks, covers, keys_of, range_text
 from engine.client import Client
 from engine.errors import DefinitionError, PartitionError
+from engine.status import BackfillStatus, PartitionStatus, RunStatus
 from engine.storage import repo
 from engine.testing import materialize
 
@@ -131,15 +133,18 @@ def test_a_run_covers_its_key_or_every_key_of_its_range() -> None:
 
 
 def test_policies_are_checked_where_they_are_declared() -> None:
-    for bad in (0, -3, 2.5, True):
+    # Wrong values and types, as an untyped pipeline file may pass them.
+    wrong: tuple[Any, ...] = (0, -3, 2.5, True)
+    for bad in wrong:
         with pytest.raises(ValueError, match="whole number >= 1"):
-            BackfillPolicy.multi_run(bad)  # type: ignore[arg-type]
+            BackfillPolicy.multi_run(bad)
     with pytest.raises(ValueError, match="whole number >= 1"):
         BackfillPolicy(max_partitions_per_run=0)
     with pytest.raises(DefinitionError, match="needs partitions="):
         asset(name="x", backfill_policy=BackfillPolicy.single_run())(lambda: 1)
     with pytest.raises(DefinitionError, match="must be BackfillPolicy"):
-        asset(name="x", partitions=DailyPartitions(start="2025-01-01"), backfill_policy="single")(
+        policy: Any = "single"
+        asset(name="x", partitions=DailyPartitions(start="2025-01-01"), backfill_policy=policy)(
             lambda: 1
         )
     assert not BackfillPolicy.multi_run(1).ranged and BackfillPolicy.single_run().ranged
@@ -152,13 +157,13 @@ def test_a_single_run_backfill_is_one_run_with_a_materialization_per_key(
     client: Client, tmp_path: Path
 ) -> None:
     info = backfill(client, ["orders"], days(1, 10))
-    assert info["status"] == "success" and info["counts"] == {"success": 10}
+    assert info["status"] == BackfillStatus.SUCCESS and info["counts"] == {RunStatus.SUCCESS: 10}
     assert runs_of(client, str(info["id"])) == ["2025-01-01...2025-01-10"]
     calls = (tmp_path / "home" / "calls.txt").read_text().splitlines()
     assert calls == [",".join(days(1, 10))]  # called once, with the whole range
     states = {p.key: p.status for p in client.partitions("orders")}
-    assert all(states[d] == "materialized" for d in days(1, 10))
-    assert states["2025-01-11"] == "missing"
+    assert all(states[d] == PartitionStatus.MATERIALIZED for d in days(1, 10))
+    assert states["2025-01-11"] == PartitionStatus.MISSING
     # Each key has its own value, which a one-partition asset downstream would read.
     with client._read() as s:
         mats = repo.latest_per_partition(s, "orders")
@@ -178,15 +183,15 @@ def test_multi_run_cuts_the_range_and_a_range_reads_its_upstream_over_the_range(
 ) -> None:
     keys = [*days(1, 7), *days(10, 11)]  # a gap: 8 and 9 are not asked for
     info = backfill(client, ["orders", "revenue"], keys)
-    assert info["status"] == "success", info
+    assert info["status"] == BackfillStatus.SUCCESS, info
     # The smallest limit of the assets selected (revenue's 3) cuts the runs, never across the gap.
     assert runs_of(client, str(info["id"])) == [
         "2025-01-01...2025-01-03", "2025-01-04...2025-01-06", "2025-01-07",
         "2025-01-10...2025-01-11",
     ]  # fmt: skip
-    assert info["total"] == 9 and info["counts"] == {"success": 9}
+    assert info["total"] == 9 and info["counts"] == {RunStatus.SUCCESS: 9}
     view = client.materialize(["total"])
-    assert view.status == "success"
+    assert view.status == RunStatus.SUCCESS
     with client._read() as s:
         mat = repo.latest_materialization(s, "total", None)
     assert mat is not None and mat.value_path is not None
@@ -198,11 +203,13 @@ def test_multi_run_cuts_the_range_and_a_range_reads_its_upstream_over_the_range(
 
 def test_materialize_takes_a_range_for_a_ranged_asset_only(client: Client) -> None:
     view = client.materialize(["orders"], partition="2025-02-01...2025-02-03")
-    assert view.status == "success" and view.partition == "2025-02-01...2025-02-03"
+    assert view.status == RunStatus.SUCCESS and view.partition == "2025-02-01...2025-02-03"
     states = {p.key: p.status for p in client.partitions("orders")}
-    assert [states[f"2025-02-0{d}"] for d in (1, 2, 3, 4)] == ["materialized"] * 3 + ["missing"]
+    assert [states[f"2025-02-0{d}"] for d in (1, 2, 3, 4)] == [PartitionStatus.MATERIALIZED] * 3 + [
+        PartitionStatus.MISSING
+    ]
     # One key is a range of one: the function still gets a list and returns a mapping.
-    assert client.materialize(["orders"], partition="2025-02-09").status == "success"
+    assert client.materialize(["orders"], partition="2025-02-09").status == RunStatus.SUCCESS
     with pytest.raises(PartitionError, match="one partition per run"):
         client.materialize(["per_day"], partition="2025-02-01...2025-02-03")
     with pytest.raises(PartitionError, match="after last key"):
@@ -228,11 +235,13 @@ def test_a_ranged_asset_returning_the_wrong_shape_fails_and_stores_nothing(
     client: Client, name: str, message: str
 ) -> None:
     info = backfill(client, [name], days(1, 4))
-    assert info["status"] == "failed" and info["counts"] == {"failed": 4}
+    assert info["status"] == BackfillStatus.FAILED and info["counts"] == {RunStatus.FAILED: 4}
     view = client.run(client.runs()[0].id)
-    assert view.status == "failed" and message in (view.steps[0].error or "")
+    assert view.status == RunStatus.FAILED and message in (view.steps[0].error or "")
     states = {p.key: p.status for p in client.partitions(name)}
-    assert [states[d] for d in days(1, 4)] == ["failed"] * 4  # the range's failure, per key
+    assert [states[d] for d in days(1, 4)] == [
+        PartitionStatus.FAILED
+    ] * 4  # the range's failure, per key
     with client._read() as s:
         assert repo.latest_per_partition(s, name) == {}
 
@@ -241,7 +250,7 @@ def test_a_key_that_cannot_be_stored_fails_the_range_and_leaves_no_value_behind(
     client: Client, tmp_path: Path
 ) -> None:
     info = backfill(client, ["third_unstorable"], days(1, 4))
-    assert info["status"] == "failed"
+    assert info["status"] == BackfillStatus.FAILED
     error = client.run(client.runs()[0].id).steps[0].error or ""
     assert "could not be stored" in error
     # All keys or none: the two values stored before the failure were removed with it.
@@ -261,7 +270,9 @@ def test_the_cli_runs_a_single_run_backfill_and_says_so_in_one_line_when_mixed(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     info = json.loads(done.stdout)
-    assert info["status"] == "success" and info["total"] == 30 and len(client.runs()) == 1
+    assert (
+        info["status"] == BackfillStatus.SUCCESS and info["total"] == 30 and len(client.runs()) == 1
+    )
     mixed = subprocess.run(
         [*base, "backfill", "orders", "per_day", "--from", "2025-01-01", "--to", "2025-01-03"],
         capture_output=True, text=True, timeout=120,
@@ -281,12 +292,12 @@ def test_engine_testing_calls_a_ranged_asset_once_with_its_keys(tmp_path: Path) 
     seen: list[list[str]] = []
 
     @asset(partitions=pdef, backfill_policy=BackfillPolicy.single_run())
-    def loads(context):  # type: ignore[no-untyped-def]
+    def loads(context: StepContext) -> dict[str, str]:
         seen.append(list(context.partition_keys))
         return {d: d[-2:] for d in context.partition_keys}
 
     @asset
-    def joined(loads):  # type: ignore[no-untyped-def]
+    def joined(loads: dict[str, str]) -> str:
         return "".join(loads[k] for k in sorted(loads))
 
     result = materialize([loads, joined], partition=days(1, 3), home=tmp_path)

@@ -10,7 +10,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,9 @@ from sqlalchemy import event
 
 from engine.client import Client
 from engine.loading.config import load_config, resolve_paths
+from engine.status import BackfillStatus, RunStatus
 from engine.storage import repo
+from tests.waiting import backfill_ended, wait_for
 
 pytestmark = pytest.mark.serial
 
@@ -53,16 +54,6 @@ PIPELINE = textwrap.dedent(
 )
 
 
-def wait_for(what: Callable[[], object], timeout: float = 30.0, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def make_project(root: Path) -> Path:
     (root / "pipelines").mkdir(parents=True)
     (root / "pipelines" / "days.py").write_text(PIPELINE)
@@ -76,7 +67,9 @@ def days(n: int) -> list[str]:
     return DailyPartitions(start="2020-01-01", end="2021-01-01").keys()[:n]
 
 
-def pass_costs(root: Path, keys: int, window: float = 2.5) -> list[Any]:
+def pass_costs(
+    root: Path, keys: int, monkeypatch: pytest.MonkeyPatch, window: float = 2.5
+) -> list[tuple[int, int]]:
     """(statements, SQLite VM instructions) of each admission pass of an engine that runs a
     backfill of `keys` slow keys, two at a time: the passes of `window` seconds from half a
     second after its first runs started (when the engine has read the backfill, and long
@@ -120,7 +113,7 @@ def pass_costs(root: Path, keys: int, window: float = 2.5) -> list[Any]:
             passes.append((time.monotonic(), (current[0], current[1])))
             current = None
 
-    engine._admit = counted_admit  # type: ignore[method-assign]
+    monkeypatch.setattr(engine, "_admit", counted_admit)
     client = Client(project / "home", project / "pipelines")
     backfill_id = client.backfill(["slow_day"], keys=days(keys), max_parallel=2)
     engine.start()
@@ -130,17 +123,17 @@ def pass_costs(root: Path, keys: int, window: float = 2.5) -> list[Any]:
         time.sleep(0.5 + window + 0.1)
         client.attach(engine)
         client.backfill_action("cancel", backfill_id)
-        wait_for(lambda: client.backfill_progress(backfill_id)["status"] == "canceled")
+        wait_for(lambda: client.backfill_progress(backfill_id)["status"] == BackfillStatus.CANCELED)
     finally:
         engine.stop()
     return [cost for at, cost in passes if started <= at <= started + window]
 
 
 def test_an_engine_pass_costs_the_same_for_a_backfill_of_20_and_of_200_keys(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    small = pass_costs(tmp_path / "small", 20)
-    large = pass_costs(tmp_path / "large", 200)
+    small = pass_costs(tmp_path / "small", 20, monkeypatch)
+    large = pass_costs(tmp_path / "large", 200, monkeypatch)
     assert len(small) >= 5 and len(large) >= 5
     # Most passes find nothing changed (the steps sleep): what they cost must not depend on
     # how many runs the backfill has. A pass that sees a run end costs a little more, the
@@ -148,6 +141,29 @@ def test_an_engine_pass_costs_the_same_for_a_backfill_of_20_and_of_200_keys(
     assert statistics.mode(small) == statistics.mode(large), (small, large)
     # And no pass grows with it: one that read every run would cost ten times as much.
     assert max(vm for _, vm in large) <= 2 * max(vm for _, vm in small), (small, large)
+
+
+def test_each_run_of_a_backfill_has_the_steps_of_its_own_partition(tmp_path: Path) -> None:
+    """A step carries its run's partition (what every partition read goes through): the runs
+    of a backfill, planned once and inserted in bulk, each get theirs."""
+    from engine.automation.backfill import create_backfill
+
+    project = make_project(tmp_path)
+    client = Client(project / "home", project / "pipelines")
+    keys = days(4)
+    with client._write() as s:
+        backfill_id = create_backfill(s, client.load(), ["day", "report"], keys, max_parallel=1)
+    with client._read() as s:
+        runs = repo.runs_of_backfill(s, backfill_id)
+        steps = repo.steps_of(s, [run.id for run in runs])
+        newest = repo.newest_steps_per_partition(s, "day")
+    assert sorted((run.partition for run in runs), key=str) == keys
+    for run in runs:
+        assert [(st.key, st.partition) for st in steps[run.id]] == [
+            ("day", run.partition),
+            ("report", run.partition),
+        ]
+    assert sorted(newest, key=str) == keys
 
 
 def test_a_resumed_key_gets_a_new_run_and_the_canceled_run_stays_canceled(
@@ -164,36 +180,37 @@ def test_a_resumed_key_gets_a_new_run_and_the_canceled_run_stays_canceled(
         client.attach(engine)
         keys = days(6)
         backfill_id = client.backfill(["day", "report"], keys=keys, max_parallel=1)
-        wait_for(lambda: client.backfill_progress(backfill_id)["counts"].get("success", 0) >= 1)
-        client.backfill_action("cancel", backfill_id)
-        info = wait_for(
-            lambda: (i := client.backfill_progress(backfill_id))["status"] != "running" and i
+        wait_for(
+            lambda: client.backfill_progress(backfill_id)["counts"].get(RunStatus.SUCCESS, 0) >= 1
         )
-        assert info["status"] == "canceled"
+        client.backfill_action("cancel", backfill_id)
+        info = wait_for(lambda: backfill_ended(client.backfill_progress(backfill_id)))
+        assert info["status"] == BackfillStatus.CANCELED
         with client._read() as s:
             before = {r.id: (r.partition, r.status) for r in repo.runs_of_backfill(s, backfill_id)}
-        canceled = {rid: key for rid, (key, status) in before.items() if status == "canceled"}
+        canceled = {
+            rid: key for rid, (key, status) in before.items() if status == RunStatus.CANCELED
+        }
         assert canceled, before
 
         client.backfill_action("resume", backfill_id)
-        info = wait_for(
-            lambda: (i := client.backfill_progress(backfill_id))["status"] != "running" and i,
-            timeout=60,
-        )
-        assert info["status"] == "success", info
-        assert info["counts"] == {"success": 6}  # each key counted by its newest run
+        info = wait_for(lambda: backfill_ended(client.backfill_progress(backfill_id)), timeout=60)
+        assert info["status"] == BackfillStatus.SUCCESS, info
+        assert info["counts"] == {RunStatus.SUCCESS: 6}  # each key counted by its newest run
         with client._read() as s:
             old = repo.runs_by_id(s, canceled)
             current = repo.runs_of_backfill(s, backfill_id)
         # The history still shows the cancel: the canceled runs are canceled, and still say
         # which backfill made them.
-        assert {rid: run.status for rid, run in old.items()} == dict.fromkeys(canceled, "canceled")
+        assert {rid: run.status for rid, run in old.items()} == dict.fromkeys(
+            canceled, RunStatus.CANCELED
+        )
         assert {run.trigger_ref for run in old.values()} == {backfill_id}
         # Each of their keys has a new run, which succeeded.
         resumed = {run.partition: run for run in current if run.id not in before}
         assert set(resumed) == set(canceled.values())
-        assert all(run.status == "success" for run in resumed.values())
-        assert sorted(run.partition for run in current) == keys
+        assert all(run.status == RunStatus.SUCCESS for run in resumed.values())
+        assert sorted((run.partition for run in current), key=str) == keys
     finally:
         engine.stop()
 

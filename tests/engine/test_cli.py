@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.status import BackfillStatus, PartitionStatus, RunStatus, StepStatus
+
 pytestmark = pytest.mark.serial
 
 DAGTOP = str(Path(sys.executable).with_name("dagtop"))
@@ -109,12 +111,16 @@ def test_materialize_json_runs_and_logs_round_trip(project: Path) -> None:
                  "--param", "note=hello", "--json")  # fmt: skip
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["status"] == "success"
+    assert data["status"] == RunStatus.SUCCESS
     assert data["partition"] == "2025-06-03"
     assert data["params"] == {"note": "hello"}
     assert [s["key"] for s in data["steps"]] == ["readings", "daily_mean"]
     for step in data["steps"]:
-        assert step["status"] == "success" and step["attempts"] == 1 and step["exit_code"] == 0
+        assert (
+            step["status"] == StepStatus.SUCCESS
+            and step["attempts"] == 1
+            and step["exit_code"] == 0
+        )
         assert Path(step["log_path"]).is_file()
         assert (step["host"], step["worker"]) == (os.uname().nodename, "local")
     listing = json.loads(run(project, "runs", "--json").stdout)
@@ -133,7 +139,7 @@ def test_a_failed_run_exits_1(project: Path) -> None:
     result = run(project, "materialize", "boom", "--json")
     assert result.returncode == 1
     step = json.loads(result.stdout)["steps"][0]
-    assert step["status"] == "failed" and step["error"] == "ValueError: nope"
+    assert step["status"] == StepStatus.FAILED and step["error"] == "ValueError: nope"
 
 
 def test_check_and_list(project: Path) -> None:
@@ -153,10 +159,10 @@ def test_partitions_and_backfill_in_process(project: Path) -> None:
                  "--max-parallel", "2", "--json")  # fmt: skip
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
-    assert info["status"] == "success" and info["counts"] == {"success": 3}
+    assert info["status"] == BackfillStatus.SUCCESS and info["counts"] == {RunStatus.SUCCESS: 3}
     states = {p["key"]: p["status"] for p in json.loads(run(project, "partitions", "readings",
                                                             "--json").stdout)}  # fmt: skip
-    assert [k for k, v in states.items() if v == "materialized"] == [
+    assert [k for k, v in states.items() if v == PartitionStatus.MATERIALIZED] == [
         "2025-06-02", "2025-06-03", "2025-06-04",
     ]  # fmt: skip
     assert_one_line_error(run(project, "backfill", "readings", "--from", "2025-06-05", "--to",

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlmodel import SQLModel
 
 from engine.storage import transfer
-from engine.storage.db import HEAD, open_db, read_scope, session_scope
-from engine.storage.models import CheckRecord, Run, Toggle
+from engine.storage.db import open_db, read_scope, session_scope
+from engine.storage.models import HEAD, CheckRecord, Run, Toggle
 from tests.engine.test_migrations import LEGACY
 
 pytestmark = pytest.mark.serial
@@ -72,7 +72,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str)
 def _runs(project: Path, url: str | None = None) -> list[dict[str, object]]:
     done = dagtop(project, "runs", "--json", url=url)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
+    runs: list[dict[str, object]] = json.loads(done.stdout)
+    return runs
 
 
 def test_a_sqlite_history_moves_into_postgresql(project: Path, pg_url: str) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from engine.status import PartitionStatus, RunStatus, StepStatus
+
 pytestmark = pytest.mark.serial
 
 DAGTOP = str(Path(sys.executable).with_name("dagtop"))
@@ -155,7 +157,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, li
         deadline = time.monotonic() + 30
         while True:
             runs = json.loads(dagtop(root, "runs", "--json").stdout)
-            if any(s["status"] == "running" for r in runs for s in r["steps"]):
+            if any(s["status"] == StepStatus.RUNNING for r in runs for s in r["steps"]):
                 break
             assert time.monotonic() < deadline, "the slow step never showed as running"
             time.sleep(0.1)
@@ -170,8 +172,21 @@ def test_every_run_and_step_of_runs_json_has_one_shape(history: tuple[Path, list
     _root, runs = history
     run_states = {r["status"] for r in runs}
     step_states = {s["status"] for r in runs for s in r["steps"]}
-    assert run_states == {"success", "failed", "canceled", "queued", "running"}
-    assert step_states == {"success", "failed", "skipped", "canceled", "queued", "running"}
+    assert run_states == {
+        RunStatus.SUCCESS,
+        RunStatus.FAILED,
+        RunStatus.CANCELED,
+        RunStatus.QUEUED,
+        RunStatus.RUNNING,
+    }
+    assert step_states == {
+        StepStatus.SUCCESS,
+        StepStatus.FAILED,
+        StepStatus.SKIPPED,
+        StepStatus.CANCELED,
+        StepStatus.QUEUED,
+        StepStatus.RUNNING,
+    }
     for r in runs:
         check_shape(f"run {r['id']} ({r['status']})", r, RUN_SHAPE)
         for s in r["steps"]:
@@ -198,9 +213,11 @@ def test_one_glyph_per_meaning_across_commands(history: tuple[Path, list[Any]]) 
     root, runs = history
     assert dagtop(root, "materialize", "part", "--partition", "b").returncode == 0
     partitions = dagtop(root, "partitions", "part").stdout.splitlines()
-    materialized = next(line for line in partitions if " b " in line and "materialized" in line)
+    materialized = next(
+        line for line in partitions if " b " in line and PartitionStatus.MATERIALIZED in line
+    )
     listing = dagtop(root, "runs").stdout.splitlines()
-    canceled = next(line for line in listing if "canceled" in line)
+    canceled = next(line for line in listing if RunStatus.CANCELED in line)
     # `■` used to mean materialized in `partitions` and canceled in `runs` and backfills.
     assert materialized.split()[0] != canceled.split()[0]
     assert materialized.split()[0] == "✓" and canceled.split()[0] == "■"

@@ -17,7 +17,9 @@ import pytest
 
 from engine.client import Client
 from engine.loading.config import load_config, resolve_paths
+from engine.status import BackfillStatus, PartitionStatus, RunStatus
 from tests.postgres import BACKENDS, database_for
+from tests.waiting import backfill_ended, wait_for
 
 pytestmark = pytest.mark.serial
 
@@ -49,16 +51,6 @@ PIPELINE = textwrap.dedent(
         return 1
     """
 )
-
-
-def wait_for(what: Callable[[], object], timeout: float = 20.0, every: float = 0.05) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture
@@ -137,11 +129,11 @@ def test_materialize_from_another_terminal_runs_on_the_daemon(
     cli = subprocess.Popen(dagtop(project, "materialize", "slow", "--json"),
                            stdout=subprocess.PIPE, text=True)  # fmt: skip
     run = wait_for(lambda: next(iter(client.runs(1)), None))
-    owner = wait_for(lambda: _owner(client, run.id))  # type: ignore[attr-defined]
+    owner = wait_for(lambda: _owner(client, run.id))
     assert str(owner).split(":")[0] == str(daemon.pid)
     out, _ = cli.communicate(timeout=30)
     assert cli.returncode == 0
-    assert '"status": "success"' in out
+    assert f'"status": "{RunStatus.SUCCESS}"' in out
     configured = "database_url" in (project / "dagtop.toml").read_text()
     assert (project / "home" / "dagtop.db").exists() != configured
 
@@ -174,25 +166,25 @@ def test_a_backfill_honors_its_limit_and_survives_a_kill_9_of_the_daemon(
 
     def running() -> int:
         counts = client.backfill_progress(backfill_id)["counts"]
-        return int(counts.get("running", 0))
+        return int(counts.get(RunStatus.RUNNING, 0))
 
     deadline = time.monotonic() + 60
-    while client.backfill_progress(backfill_id)["counts"].get("success", 0) < 8:
+    while client.backfill_progress(backfill_id)["counts"].get(RunStatus.SUCCESS, 0) < 8:
         most = max(most, running())
         assert time.monotonic() < deadline
         time.sleep(0.02)
     os.killpg(daemon.pid, signal.SIGKILL)  # the engine and its workers, mid-backfill
     daemon.wait()
     start_daemon()
-    while (info := client.backfill_progress(backfill_id))["status"] == "running":
+    while (info := client.backfill_progress(backfill_id))["status"] == BackfillStatus.RUNNING:
         most = max(most, running())
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    assert info["status"] == "success", info
-    assert info["counts"] == {"success": 30}
+    assert info["status"] == BackfillStatus.SUCCESS, info
+    assert info["counts"] == {RunStatus.SUCCESS: 30}
     assert 1 <= most <= 4
     states = client.partitions("revenue")
-    assert sum(1 for p in states if p.status == "materialized") == 30
+    assert sum(1 for p in states if p.status == PartitionStatus.MATERIALIZED) == 30
     from engine.storage import repo
 
     with client._read() as s:
@@ -237,20 +229,19 @@ def test_a_backfill_can_be_canceled_and_resumed(project: Path) -> None:
         client.attach(engine)
         backfill_id = client.backfill(["orders"], first="2025-01-01", last="2025-01-12",
                                       max_parallel=2)  # fmt: skip
-        wait_for(lambda: client.backfill_progress(backfill_id)["counts"].get("success", 0) >= 2)
+        wait_for(
+            lambda: client.backfill_progress(backfill_id)["counts"].get(RunStatus.SUCCESS, 0) >= 2
+        )
         client.backfill_action("cancel", backfill_id)
-        info = wait_for(
-            lambda: (i := client.backfill_progress(backfill_id))["status"] != "running" and i
-        )
-        assert info["status"] == "canceled"  # type: ignore[index]
-        done = info["counts"].get("success", 0)  # type: ignore[index]
-        assert 2 <= done < 12 and info["counts"].get("canceled", 0) >= 1  # type: ignore[index]
+        info = wait_for(lambda: backfill_ended(client.backfill_progress(backfill_id)))
+        assert info["status"] == BackfillStatus.CANCELED
+        done = info["counts"].get(RunStatus.SUCCESS, 0)
+        assert 2 <= done < 12 and info["counts"].get(RunStatus.CANCELED, 0) >= 1
         client.backfill_action("resume", backfill_id)
-        info = wait_for(
-            lambda: (i := client.backfill_progress(backfill_id))["status"] != "running" and i,
-            timeout=60,
-        )
-        assert info["status"] == "success" and info["counts"] == {"success": 12}  # type: ignore[index]
+        info = wait_for(lambda: backfill_ended(client.backfill_progress(backfill_id)), timeout=60)
+        assert info["status"] == BackfillStatus.SUCCESS and info["counts"] == {
+            RunStatus.SUCCESS: 12
+        }
     finally:
         engine.stop()
 
@@ -271,7 +262,7 @@ def test_an_unreachable_values_url_is_one_warning_not_a_failed_start(
     try:
         assert engine.running
         records = wait_for(lambda: [r for r in caplog.records if "value sweep" in r.getMessage()])
-        [record] = records  # type: ignore[misc]
+        [record] = records
         message = record.getMessage()
         assert record.levelno == logging.WARNING and record.exc_info is None
         assert "\n" not in message and values in message and "ConnectionRefusedError" in message
@@ -292,7 +283,7 @@ def test_with_a_daemon_up_materialize_goes_through_its_socket_without_storage(
     cli = subprocess.run(dagtop(project, "materialize", "slow"), capture_output=True, text=True,
                          env=_importtime_env(), timeout=60)  # fmt: skip
     assert cli.returncode == 0, cli.stderr
-    assert "✓ slow" in cli.stdout and "success" in cli.stdout.splitlines()[-1]
+    assert "✓ slow" in cli.stdout and RunStatus.SUCCESS in cli.stdout.splitlines()[-1]
     # The daemon ran it, and this process never imported storage nor started steps itself.
     imported = {line.split("|")[-1].strip() for line in cli.stderr.splitlines() if "|" in line}
     assert "sqlalchemy" not in imported and "engine.executor.forkserver" not in imported
@@ -322,7 +313,7 @@ def test_a_backfill_is_followed_through_the_daemons_socket(
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert cli.returncode == 0, cli.stderr
-    assert '"status": "success"' in cli.stdout and '"total": 4' in cli.stdout
+    assert f'"status": "{RunStatus.SUCCESS}"' in cli.stdout and '"total": 4' in cli.stdout
 
 
 def test_a_dead_daemons_socket_file_is_ignored(
@@ -337,4 +328,4 @@ def test_a_dead_daemons_socket_file_is_ignored(
     cli = subprocess.run(dagtop(project, "materialize", "slow"), capture_output=True, text=True,
                          timeout=60)  # fmt: skip
     assert cli.returncode == 0, cli.stderr
-    assert "success" in cli.stdout.splitlines()[-1]
+    assert RunStatus.SUCCESS in cli.stdout.splitlines()[-1]

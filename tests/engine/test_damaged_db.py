@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_for
+
 pytestmark = pytest.mark.serial
 
 DAGTOP = str(Path(sys.executable).with_name("dagtop"))
@@ -47,12 +49,14 @@ PIPELINE = textwrap.dedent(
 )
 
 
-def dagtop(project: Path, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def dagtop(
+    project: Path, *args: str, preexec_fn: Callable[[], object] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "DAGTOP_DATABASE_URL"}
     base = [DAGTOP, "--home", str(project / "home"), "--pipelines", str(project / "pipelines")]
-    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+    return subprocess.run(
         [*base, *args], capture_output=True, text=True, timeout=60, env=env,
-        stdin=subprocess.DEVNULL, **kwargs,
+        stdin=subprocess.DEVNULL, preexec_fn=preexec_fn,
     )  # fmt: skip
 
 
@@ -183,16 +187,6 @@ def _start_daemon(project: Path) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def _wait(what: Callable[[], object], timeout: float = 30.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def daemon(project: Path) -> Iterator[Callable[[], subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
@@ -200,7 +194,7 @@ def daemon(project: Path) -> Iterator[Callable[[], subprocess.Popen[str]]]:
     def start() -> subprocess.Popen[str]:
         proc = _start_daemon(project)
         started.append(proc)
-        _wait(lambda: (project / "home" / "engine.sock").exists() or proc.poll() is not None)
+        wait_for(lambda: (project / "home" / "engine.sock").exists() or proc.poll() is not None)
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         return proc
 
@@ -402,11 +396,11 @@ def test_an_engine_keeps_the_newest_backups_and_only_deletes_its_own(project: Pa
     engine = Engine(paths, load_config(project), schedules=False, sensors=False, watch=False)
     engine.start()
     try:
-        new = _wait(lambda: [p for p in backups.glob("dagtop-*.db") if p not in old])
+        new = wait_for(lambda: [p for p in backups.glob("dagtop-*.db") if p not in old])
     finally:
         engine.stop()
     kept = sorted(backups.glob("dagtop-*.db"))
-    assert kept == [old[-1], *new]  # type: ignore[misc]
+    assert kept == [old[-1], *new]
     assert mine.read_bytes() == b"the user's"
     conn = sqlite3.connect(kept[-1])
     assert conn.execute("SELECT count(*) FROM run").fetchone()[0] == 3
@@ -441,7 +435,10 @@ def test_no_write_ahead_log_is_left_after_a_clean_exit(
     project: Path, daemon: Callable[[], subprocess.Popen[str]]
 ) -> None:
     home = project / "home"
-    leftovers = lambda: sorted(p.name for p in home.glob("dagtop.db-*"))  # noqa: E731
+
+    def leftovers() -> list[str]:
+        return sorted(p.name for p in home.glob("dagtop.db-*"))
+
     assert dagtop(project, "materialize", "total").returncode == 0  # a command that wrote
     assert leftovers() == []
     proc = daemon()

@@ -28,10 +28,12 @@ distributed = pytest.importorskip("distributed")
 from sqlmodel import select  # noqa: E402
 
 from engine.client import Client, RunView  # noqa: E402
+from engine.status import RunStatus, StepStatus  # noqa: E402
 from engine.storage.db import read_scope  # noqa: E402
 from engine.storage.models import Event  # noqa: E402
-from tests.engine.test_executor import alive, attempts_of, step, wait_until  # noqa: E402
+from tests.engine.test_executor import alive, attempts_of, step  # noqa: E402
 from tests.engine.test_exits import forked_child_is_gone, last_lines, marked  # noqa: E402
+from tests.waiting import wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.serial, pytest.mark.timeout(120)]
 
@@ -111,8 +113,10 @@ def materialize_in_background(
 def finished(thread: threading.Thread, out: list[Any]) -> RunView:
     thread.join(timeout=90)
     assert not thread.is_alive(), "the run never ended"
-    assert not isinstance(out[0], BaseException), out[0]
-    return out[0]  # type: ignore[no-any-return]
+    view = out[0]
+    assert not isinstance(view, BaseException), view
+    assert isinstance(view, RunView)
+    return view
 
 
 def placed(client: Client, key: str, out: list[Any], attempt: int = 1) -> Any:
@@ -124,7 +128,7 @@ def placed(client: Client, key: str, out: list[Any], attempt: int = 1) -> Any:
         rows = [a for a in attempts_of(client, key) if a.attempt == attempt]
         return rows[0] if rows and rows[0].worker and rows[0].pid else None
 
-    return wait_until(look, 60, f"{key} attempt {attempt} to start on a worker")
+    return wait_for(look, 60, f"{key} attempt {attempt} to start on a worker")
 
 
 # --- the examples -------------------------------------------------------------------------------
@@ -145,7 +149,7 @@ def test_example_pipelines_run_on_the_cluster(cluster: tuple[str, Any], tmp_path
     tasks = client.run_pipeline("training_tasks")
 
     for view in (training, sales, tasks):
-        assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+        assert view.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in view.steps]
         for attempt in client.attempts(view.id):
             assert attempt.worker is not None and attempt.worker.startswith("tcp://127.0.0.1:")
             assert attempt.host == socket.gethostname()
@@ -165,14 +169,14 @@ def test_logs_events_and_samples_arrive_while_the_step_runs(
 
     attempt = placed(client, "talker", out)
     log_path = Path(attempt.log_path)
-    wait_until(lambda: log_path.exists() and "line 2" in log_path.read_text(), 30, "live log")
-    wait_until(lambda: client.samples(attempt.id or 0), 30, "a live resource sample")
+    wait_for(lambda: log_path.exists() and "line 2" in log_path.read_text(), 30, "live log")
+    wait_for(lambda: client.samples(attempt.id or 0), 30, "a live resource sample")
     running = [a for a in attempts_of(client, "talker") if a.attempt == 1][0]
-    assert running.status == "running" and running.ended_at is None
+    assert running.status == RunStatus.RUNNING and running.ended_at is None
     (flags / "go").touch()
     view = finished(thread, out)
 
-    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+    assert view.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in view.steps]
     text = log_path.read_text()
     assert text.index("line 0") < text.index("line 1") < text.index("line 2")
     assert "halfway there" in text
@@ -195,14 +199,16 @@ def test_cancel_stops_the_remote_step_and_its_children(
     client = make_project(tmp_path, cluster[0], "remote")
     flags, thread, out = materialize_in_background(client, ["stubborn"], tmp_path)
     attempt = placed(client, "stubborn", out)
-    child = int(wait_until(lambda: (flags / "child.pid").exists() and
-                           (flags / "child.pid").read_text(), 30, "the child"))  # fmt: skip
+    pid_file = flags / "child.pid"
+    child = int(
+        wait_for(lambda: pid_file.exists() and pid_file.read_text() or None, 30, "the child")
+    )
 
     client.request_cancel(attempt.run_id)
     view = finished(thread, out)
 
-    assert view.status == "canceled"
-    assert step(view, "stubborn").status == "canceled"
+    assert view.status == RunStatus.CANCELED
+    assert step(view, "stubborn").status == StepStatus.CANCELED
     assert not alive(attempt.pid) and not alive(child)
 
 
@@ -221,7 +227,7 @@ def test_nothing_a_remote_step_started_outlives_it(
             if marker in (proc.info["cmdline"] or []):
                 proc.kill()
 
-    assert helpers.status == "success", [(s.key, s.status, s.error) for s in helpers.steps]
+    assert helpers.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in helpers.steps]
     ended, last = last_lines(helpers, "leaves_helpers")
     assert ended.startswith("dagtop: ended 3 leftover processes: "), ended
     assert last == "dagtop: step succeeded"
@@ -250,27 +256,29 @@ def test_a_killed_worker_fails_the_attempt_its_processes_die_and_the_retry_runs_
     flags, thread, out = materialize_in_background(client, ["victim"], tmp_path)
     first = placed(client, "victim", out)
     starts = flags / "starts.txt"
-    wait_until(lambda: starts.exists() and starts.read_text().startswith("1 "), 30, "attempt 1")
+    wait_for(lambda: starts.exists() and starts.read_text().startswith("1 "), 30, "attempt 1")
     child_pid = flags / "child.pid"
-    child = int(wait_until(lambda: child_pid.exists() and child_pid.read_text(), 30, "the child"))
+    child = int(
+        wait_for(lambda: child_pid.exists() and child_pid.read_text() or None, 30, "the child")
+    )
     assert alive(child)
     worker_pids = dask.run(os.getpid)
 
     os.kill(worker_pids[first.worker], signal.SIGKILL)
     view = finished(thread, out)
 
-    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+    assert view.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in view.steps]
     one, two = attempts_of(client, "victim")
-    assert one.status == "failed"
+    assert one.status == StepStatus.FAILED
     assert one.error == f"dask worker {first.worker} lost"
-    assert two.status == "success" and two.worker not in (None, first.worker)
+    assert two.status == StepStatus.SUCCESS and two.worker not in (None, first.worker)
     # Dask reran the lost task elsewhere, but the step itself ran once per attempt.
     lines = starts.read_text().splitlines()
     assert [line.split()[0] for line in lines] == ["1", "2"]
     last = Path(one.log_path).read_text().splitlines()[-1]
     assert last == f"dagtop: step failed: dask worker {first.worker} lost; attempt 2 of 2 in 0 s"
-    wait_until(lambda: not alive(first.pid), 10, "the lost worker's step to die with it")
-    wait_until(lambda: not alive(child), 10, "the step's own child to die with it")
+    wait_for(lambda: not alive(first.pid), 10, "the lost worker's step to die with it")
+    wait_for(lambda: not alive(child), 10, "the step's own child to die with it")
     dask.wait_for_workers(3, timeout=60)  # its nanny restarts it for the tests that follow
 
 
@@ -284,7 +292,7 @@ def test_a_pooled_step_runs_on_the_worker_with_that_resource(
 
     view = client.materialize(["on_gpu"])
 
-    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+    assert view.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in view.steps]
     workers = cluster[1].scheduler_info()["workers"]
     gpu = [a for a, w in workers.items() if w.get("resources", {}).get("gpu")]
     assert [a.worker for a in client.attempts(view.id)] == gpu
@@ -295,7 +303,7 @@ def test_a_pool_no_worker_offers_fails_at_once(cluster: tuple[str, Any], tmp_pat
 
     view = client.materialize(["on_tpu"])
 
-    assert view.status == "failed", [(s.key, s.status, s.error) for s in view.steps]
+    assert view.status == RunStatus.FAILED, [(s.key, s.status, s.error) for s in view.steps]
     assert "no dask worker offers the resource 'tpu'" in (step(view, "on_tpu").error or "")
 
 
@@ -311,7 +319,7 @@ def test_values_through_an_fsspec_url(cluster: tuple[str, Any], tmp_path: Path) 
 
     view = client.materialize(["talker", "listener"], params={"flags": str(flags)})
 
-    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+    assert view.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in view.steps]
     stored = sorted(p.relative_to(shared).parts[0] for p in shared.rglob("*.pkl"))
     assert stored == ["listener", "talker"]
     assert not (tmp_path / "home" / "values").exists()
@@ -328,7 +336,7 @@ def test_nothing_listens_beyond_loopback(cluster: tuple[str, Any]) -> None:
         if c.status == psutil.CONN_LISTEN and c.pid in ours
     ]
     assert listening, "found no listening sockets: the check would prove nothing"
-    assert {c.laddr.ip for c in listening} <= {"127.0.0.1"}, listening
+    assert {c.laddr.ip for c in listening if c.laddr} <= {"127.0.0.1"}, listening
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,14 @@ import functools
 import hashlib
 import inspect
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine.authoring import definitions as d
+from engine.authoring.context import StepContext
 from engine.authoring.definitions import (
     AssetDef,
     CheckDef,
@@ -46,7 +48,7 @@ def clean_registry() -> Iterator[None]:
     d._pipeline_stack.clear()
 
 
-def registered() -> list[object]:
+def registered() -> list[d.Definition]:
     return list(d._registry.items)
 
 
@@ -55,7 +57,7 @@ def registered() -> list[object]:
 
 def test_asset_without_parentheses() -> None:
     @asset
-    def raw():
+    def raw() -> list[int]:
         """Raw rows."""
         return [1, 2]
 
@@ -83,7 +85,7 @@ def test_asset_with_parentheses_and_options() -> None:
         description="override",
         code_version="v7",
     )
-    def original(upstream):
+    def original(upstream: int) -> int:
         "ignored docstring"
         return upstream
 
@@ -98,7 +100,7 @@ def test_asset_with_parentheses_and_options() -> None:
 
 def test_asset_empty_parentheses() -> None:
     @asset()
-    def plain():
+    def plain() -> int:
         return 1
 
     assert plain.name == "plain"
@@ -107,7 +109,7 @@ def test_asset_empty_parentheses() -> None:
 
 def test_context_first_is_not_an_input() -> None:
     @asset
-    def with_context(context, raw, extra):
+    def with_context(context: StepContext, raw: int, extra: int) -> int:
         return raw
 
     assert with_context.takes_context is True
@@ -118,7 +120,7 @@ def test_context_elsewhere_is_an_error() -> None:
     with pytest.raises(DefinitionError, match="`context` must be the first parameter"):
 
         @asset
-        def late_context(raw, context):
+        def late_context(raw: int, context: StepContext) -> int:
             return raw
 
 
@@ -126,19 +128,25 @@ def test_star_args_are_an_error() -> None:
     with pytest.raises(DefinitionError, match=r"\*args and \*\*kwargs"):
 
         @asset
-        def variadic(*rows):
+        def variadic(*rows: int) -> tuple[int, ...]:
             return rows
 
     with pytest.raises(DefinitionError, match=r"\*args and \*\*kwargs"):
 
         @asset
-        def keywords(**rows):
+        def keywords(**rows: int) -> dict[str, int]:
             return rows
 
 
 def test_params_with_defaults_are_optional_inputs() -> None:
     @asset
-    def model(context, features, labels, weights=None, seed=0):
+    def model(
+        context: StepContext,
+        features: int,
+        labels: int,
+        weights: int | None = None,
+        seed: int = 0,
+    ) -> int:
         return features
 
     assert model.inputs == ("features", "labels")
@@ -147,7 +155,15 @@ def test_params_with_defaults_are_optional_inputs() -> None:
 
 def test_keyword_only_and_positional_only_params_are_inputs() -> None:
     @asset
-    def scaled(context, raw, /, weights=None, *, offset, scale=2):
+    def scaled(
+        context: StepContext,
+        raw: int,
+        /,
+        weights: int | None = None,
+        *,
+        offset: int,
+        scale: int = 2,
+    ) -> int:
         return raw
 
     assert scaled.takes_context is True
@@ -156,16 +172,16 @@ def test_keyword_only_and_positional_only_params_are_inputs() -> None:
 
 
 def test_a_wrapped_function_has_the_inputs_of_the_function_it_wraps() -> None:
-    def logged(fn):
+    def logged(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             return fn(*args, **kwargs)
 
         return wrapper
 
     @asset
     @logged
-    def cleaned(raw, limit=10):
+    def cleaned(raw: list[int], limit: int = 10) -> list[int]:
         return raw[:limit]
 
     assert (cleaned.inputs, cleaned.optional_inputs) == (("raw",), ("limit",))
@@ -174,11 +190,11 @@ def test_a_wrapped_function_has_the_inputs_of_the_function_it_wraps() -> None:
 
 def test_deps_by_name_or_asset_def() -> None:
     @asset
-    def raw():
+    def raw() -> int:
         return 1
 
     @asset(deps=["external_table", raw])
-    def report():
+    def report() -> int:
         return 2
 
     assert report.deps == ("external_table", "raw")
@@ -196,20 +212,20 @@ def test_deps_by_name_or_asset_def() -> None:
         (None, None),
     ],
 )
-def test_memory_limit_parsing(limit: object, expected: int | None) -> None:
-    @asset(memory_limit=limit)  # type: ignore[arg-type]
-    def sized():
+def test_memory_limit_parsing(limit: Any, expected: int | None) -> None:
+    @asset(memory_limit=limit)
+    def sized() -> int:
         return 1
 
     assert sized.memory_limit == expected
 
 
 @pytest.mark.parametrize("limit", ["lots", "12 parsecs", "-1GB", 0, -5, True, ""])
-def test_bad_memory_limit_is_a_definition_error(limit: object) -> None:
+def test_bad_memory_limit_is_a_definition_error(limit: Any) -> None:
     with pytest.raises(DefinitionError, match=r"asset 'sized': memory_limit: "):
 
-        @asset(memory_limit=limit)  # type: ignore[arg-type]
-        def sized():
+        @asset(memory_limit=limit)
+        def sized() -> int:
             return 1
 
     assert registered() == []
@@ -227,17 +243,17 @@ def test_bad_memory_limit_is_a_definition_error(limit: object) -> None:
         ({"name": "not an identifier"}, r"a name must be a Python identifier"),
     ],
 )
-def test_bad_asset_options_are_definition_errors(options: dict, pattern: str) -> None:
+def test_bad_asset_options_are_definition_errors(options: dict[str, Any], pattern: str) -> None:
     with pytest.raises(DefinitionError, match=pattern):
 
         @asset(**options)
-        def opt():
+        def opt() -> int:
             return 1
 
 
 def test_calling_an_asset_calls_the_function() -> None:
     @asset
-    def double(raw, factor=2):
+    def double(raw: int, factor: int = 2) -> int:
         return raw * factor
 
     assert double(21) == 42
@@ -246,11 +262,11 @@ def test_calling_an_asset_calls_the_function() -> None:
 
 def test_code_version_follows_the_source() -> None:
     @asset
-    def one():
+    def one() -> int:
         return 1
 
     @asset
-    def two():
+    def two() -> int:
         return 2
 
     assert len(one.code_version) == 12
@@ -264,20 +280,20 @@ def test_code_version_hashes_the_text_getsource_gives() -> None:
         group="g",
         retries=1,
     )
-    def decorated(x):
+    def decorated(x: int) -> int:
         y = x + 1  # a comment
         return y
 
     @asset
-    def with_sql():
+    def with_sql() -> str:
         return """
 SELECT 1
 FROM t
 """
 
     @asset
-    def nested():
-        def inner():
+    def nested() -> int:
+        def inner() -> int:
             return 2
 
         return inner()
@@ -292,16 +308,16 @@ FROM t
 
 def test_check_with_and_without_the_value() -> None:
     @asset
-    def scores():
+    def scores() -> list[int]:
         return [1]
 
     @check(scores, blocking=True)
-    def not_empty(context, scores):
+    def not_empty(context: StepContext, scores: list[int]) -> bool:
         """Has rows."""
         return bool(scores)
 
     @check("scores", name="exists")
-    def ran():
+    def ran() -> bool:
         return True
 
     assert isinstance(not_empty, CheckDef)
@@ -318,7 +334,7 @@ def test_check_parameter_must_name_its_asset() -> None:
     with pytest.raises(DefinitionError, match=r"must be named 'scores'"):
 
         @check("scores")
-        def wrong(values):
+        def wrong(values: list[int]) -> bool:
             return True
 
 
@@ -380,10 +396,13 @@ def test_linking_twice_does_not_duplicate_upstream() -> None:
 
 def test_linking_something_else_is_a_definition_error() -> None:
     (a,) = make_tasks(Pipeline("p"), "a")
+    # What an untyped pipeline file may write:
+    name: Any = "b"
+    mixed: Any = [a, 3]
     with pytest.raises(DefinitionError, match=r">> and << link tasks"):
-        a >> "b"  # type: ignore[operator]
+        a >> name
     with pytest.raises(DefinitionError, match=r">> and << link tasks"):
-        a >> [a, 3]  # type: ignore[list-item]
+        a >> mixed
 
 
 def test_linking_tasks_of_two_pipelines_is_a_definition_error() -> None:
@@ -398,15 +417,15 @@ def test_task_parameters_become_upstream() -> None:
     with Pipeline("p") as p:
 
         @task
-        def extract():
+        def extract() -> list[int]:
             return [1]
 
         @task(retries=2, timeout=5, memory_limit="1MiB", pool="db")
-        def transform(context, extract, scale=1):
+        def transform(context: StepContext, extract: list[int], scale: int = 1) -> list[int]:
             return extract
 
         @task(id="load_rows")
-        def store(transform):
+        def store(transform: list[int]) -> list[int]:
             return transform
 
         extract >> store
@@ -428,7 +447,7 @@ def test_task_outside_a_pipeline_is_a_definition_error() -> None:
     with pytest.raises(DefinitionError, match=r"task 'lonely' must be created inside"):
 
         @task
-        def lonely():
+        def lonely() -> int:
             return 1
 
     with Pipeline("p"):
@@ -504,7 +523,7 @@ def test_a_pipeline_left_by_an_exception_is_not_registered() -> None:
         ({"name": "p", "retry_delay": -0.5}, "retry_delay"),
     ],
 )
-def test_bad_pipeline_options_are_definition_errors(options: dict, pattern: str) -> None:
+def test_bad_pipeline_options_are_definition_errors(options: dict[str, Any], pattern: str) -> None:
     with pytest.raises(DefinitionError, match=pattern):
         Pipeline(**options)
 
@@ -514,11 +533,11 @@ def test_bad_pipeline_options_are_definition_errors(options: dict, pattern: str)
 
 def test_target_spec_forms() -> None:
     @asset
-    def raw():
+    def raw() -> int:
         return 1
 
     @asset
-    def clean(raw):
+    def clean(raw: int) -> int:
         return raw
 
     with Pipeline("publish") as p:
@@ -536,14 +555,14 @@ def test_target_spec_forms() -> None:
 
 
 @pytest.mark.parametrize("target", [[], [3], [None], [["nested"]]], ids=repr)
-def test_target_spec_rejects_what_names_nothing(target: object) -> None:
+def test_target_spec_rejects_what_names_nothing(target: Any) -> None:
     with pytest.raises(DefinitionError, match="target"):
-        target_spec(target)  # type: ignore[arg-type]
+        target_spec(target)
 
 
 def test_schedule_names_default_to_the_target() -> None:
     @asset
-    def raw():
+    def raw() -> int:
         return 1
 
     with Pipeline("publish") as p:
@@ -555,9 +574,9 @@ def test_schedule_names_default_to_the_target() -> None:
     schedule("@hourly", [raw, "clean"])
     schedule("@weekly", p, catchup=True)
     schedule("@daily", raw, name="explicit")
-    items = registered()
-    assert all(isinstance(s, ScheduleDef) for s in items)
-    names = [s.name for s in items]  # type: ignore[attr-defined]
+    items = [s for s in registered() if isinstance(s, ScheduleDef)]
+    assert len(items) == len(registered())
+    names = [s.name for s in items]
     assert names == [
         "raw_schedule",
         "group_ml_schedule",
@@ -565,9 +584,9 @@ def test_schedule_names_default_to_the_target() -> None:
         "publish_schedule",
         "explicit",
     ]
-    assert [s.cron for s in items][:2] == ["@daily", "0 3 * * *"]  # type: ignore[attr-defined]
-    assert items[3].catchup is True  # type: ignore[attr-defined]
-    assert {s.file for s in items} == {__file__}  # type: ignore[attr-defined]
+    assert [s.cron for s in items][:2] == ["@daily", "0 3 * * *"]
+    assert items[3].catchup is True
+    assert {s.file for s in items} == {__file__}
 
 
 def test_file_sensor_resolves_a_relative_folder() -> None:
@@ -575,10 +594,10 @@ def test_file_sensor_resolves_a_relative_folder() -> None:
     file_sensor("inbox", "data/inbox", "raw", pattern="*.csv", recursive=True)
     file_sensor("abs", "/var/drop", ["raw"])
     rel, absolute = registered()
-    assert isinstance(rel, SensorDef)
+    assert isinstance(rel, SensorDef) and isinstance(absolute, SensorDef)
     assert rel.path == str(here / "data" / "inbox")
     assert (rel.pattern, rel.recursive, rel.target) == ("*.csv", True, "raw")
-    assert absolute.path == "/var/drop"  # type: ignore[attr-defined]
+    assert absolute.path == "/var/drop"
 
 
 # --- selections --------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from engine.client import Client, RunView
+from engine.status import RunStatus, StepStatus
 
 pytestmark = pytest.mark.serial
 
@@ -101,9 +102,9 @@ def test_training_group_deploys_once(client: Client) -> None:
     model = client.paths.home / "models" / "digits.pkl"
 
     first = client.materialize(["group:training"])
-    assert first.status == "success", first.to_json()
+    assert first.status == RunStatus.SUCCESS, first.to_json()
     assert _statuses(first) == dict.fromkeys(
-        ["raw_digits", "features", "trained_model", "evaluation", "deployed"], "success"
+        ["raw_digits", "features", "trained_model", "evaluation", "deployed"], StepStatus.SUCCESS
     )
     assert {(c.name, c.passed) for c in first.checks} == {
         ("no_nulls", True),
@@ -121,7 +122,7 @@ def test_training_group_deploys_once(client: Client) -> None:
 
     # The same code on the same data makes an equal model: it must not replace the deployed one.
     second = client.materialize(["group:training"])
-    assert second.status == "success", second.to_json()
+    assert second.status == RunStatus.SUCCESS, second.to_json()
     deployed, metadata = _latest(client, "deployed")
     assert deployed["deployed"] is False
     assert deployed["previous_accuracy"] == deployed["accuracy"]
@@ -132,9 +133,9 @@ def test_training_group_deploys_once(client: Client) -> None:
 
 def test_task_pipeline_succeeds(client: Client) -> None:
     view = client.run_pipeline("training_tasks")
-    assert view.status == "success", view.to_json()
+    assert view.status == RunStatus.SUCCESS, view.to_json()
     assert _statuses(view) == dict.fromkeys(
-        ["extract", "validate", "train", "baseline", "evaluate", "publish"], "success"
+        ["extract", "validate", "train", "baseline", "evaluate", "publish"], StepStatus.SUCCESS
     )
     assert set(_step(view, "train").upstream) == {"extract", "validate"}
     assert set(_step(view, "evaluate").upstream) == {"extract", "train", "baseline"}
@@ -145,14 +146,14 @@ def test_task_pipeline_succeeds(client: Client) -> None:
 def test_daily_partition_then_report(client: Client) -> None:
     for day in ("2025-01-05", "2025-01-20"):
         view = client.materialize(["orders", "revenue"], partition=day)
-        assert view.status == "success", view.to_json()
+        assert view.status == RunStatus.SUCCESS, view.to_json()
         assert [(c.name, c.partition, c.passed) for c in view.checks] == [
             ("revenue_is_positive", day, True)
         ]
     revenue, _ = _latest(client, "revenue", "2025-01-05")
 
     view = client.materialize(["revenue_report"])
-    assert view.status == "success", view.to_json()
+    assert view.status == RunStatus.SUCCESS, view.to_json()
     report, metadata = _latest(client, "revenue_report")
     assert sorted(report["daily"]) == ["2025-01-05", "2025-01-20"]
     assert report["daily"]["2025-01-05"] == revenue
@@ -161,14 +162,14 @@ def test_daily_partition_then_report(client: Client) -> None:
 
     # Re-materializing a day gives the same synthetic orders.
     again = client.materialize(["orders", "revenue"], partition="2025-01-05")
-    assert again.status == "success"
+    assert again.status == RunStatus.SUCCESS
     assert _latest(client, "revenue", "2025-01-05")[0] == revenue
 
 
 def test_ingest_with_a_path(client: Client, project: Path) -> None:
     sample = project / "pipelines" / "samples" / "orders-sample.csv"
     view = client.materialize(["parsed_orders"], params={"path": str(sample)})
-    assert view.status == "success", view.to_json()
+    assert view.status == RunStatus.SUCCESS, view.to_json()
     rows, metadata = _latest(client, "parsed_orders")
     assert len(rows) == metadata["rows"] == 6
     assert rows[0] == {
@@ -186,9 +187,9 @@ MISSING_PATH = "needs the CSV to read in the `path` run parameter"
 
 def test_ingest_without_a_path_explains_why(client: Client) -> None:
     view = client.materialize(["parsed_orders"])
-    assert view.status == "failed"
+    assert view.status == RunStatus.FAILED
     step = _step(view, "parsed_orders")
-    assert step.status == "failed"
+    assert step.status == StepStatus.FAILED
     assert step.log_path is not None
     log = Path(step.log_path).read_text()
     assert f"dagtop: step failed: ValueError: parsed_orders {MISSING_PATH}" in log
@@ -197,7 +198,7 @@ def test_ingest_without_a_path_explains_why(client: Client) -> None:
 def test_ingest_without_a_path_error_reaches_the_step(client: Client) -> None:
     view = client.materialize(["parsed_orders"])
     step = _step(view, "parsed_orders")
-    assert step.status == "failed"
+    assert step.status == StepStatus.FAILED
     assert step.error is not None
     assert "ValueError" in step.error
     assert MISSING_PATH in step.error

@@ -20,12 +20,14 @@ from typing import Any
 
 import psutil
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from engine.client import Client, RunView, StepView
+from engine.status import RunStatus, StepStatus
 from engine.storage.db import read_scope
 from engine.storage.models import Materialization, StepAttempt
 from tests.postgres import BACKENDS, database_for
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.serial
 
@@ -58,13 +60,13 @@ def step(view: RunView, key: str) -> StepView:
 def materializations(client: Client, asset: str) -> list[Materialization]:
     with read_scope(client.db) as s:
         query = select(Materialization).where(Materialization.asset == asset)
-        return list(s.exec(query.order_by(Materialization.id)).all())
+        return list(s.exec(query.order_by(col(Materialization.id))).all())
 
 
 def attempts_of(client: Client, key: str) -> list[StepAttempt]:
     with read_scope(client.db) as s:
         query = select(StepAttempt).where(StepAttempt.key == key)
-        return list(s.exec(query.order_by(StepAttempt.id)).all())
+        return list(s.exec(query.order_by(col(StepAttempt.id))).all())
 
 
 def value_path(client: Client, asset: str, partition: str | None = None) -> Path:
@@ -110,16 +112,6 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 # --- concurrency ------------------------------------------------------------------------------
 
 
@@ -129,7 +121,7 @@ def test_fan_out_branches_run_at_the_same_time(tmp_path: Path) -> None:
 
     view = client.materialize(["source", "left", "right"])
 
-    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+    assert view.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in view.steps]
     (l_start, l_end), (r_start, r_end) = intervals(client, ["left", "right"])
     assert max(l_start, r_start) < min(l_end, r_end), "the two branches never ran together"
 
@@ -148,7 +140,7 @@ def test_without_pidfd_exits_are_polled_and_recorded(
 
     view = client.materialize(["source", "left", "right"])
 
-    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+    assert view.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in view.steps]
     assert all(a.exit_code == 0 and a.cpu_seconds for a in attempts_of(client, "left"))
 
 
@@ -158,7 +150,7 @@ def test_a_pool_of_one_runs_its_steps_one_at_a_time(tmp_path: Path) -> None:
 
     view = client.materialize(["gpu_a", "gpu_b", "gpu_c"])
 
-    assert view.status == "success"
+    assert view.status == RunStatus.SUCCESS
     spans = sorted(intervals(client, ["gpu_a", "gpu_b", "gpu_c"]))
     for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False):
         assert end <= next_start, f"two gpu steps overlapped: {spans}"
@@ -170,7 +162,7 @@ def test_steps_outside_a_pool_overlap(tmp_path: Path) -> None:
 
     view = client.materialize(["free_a", "free_b", "free_c"])
 
-    assert view.status == "success"
+    assert view.status == RunStatus.SUCCESS
     spans = intervals(client, ["free_a", "free_b", "free_c"])
     assert max(s for s, _ in spans) < min(e for _, e in spans), f"not all overlapped: {spans}"
 
@@ -201,8 +193,8 @@ def deaths(tmp_path_factory: pytest.TempPathFactory) -> tuple[Client, RunView, f
 
 def test_every_death_fails_its_step_and_the_run(deaths: tuple[Client, RunView, float]) -> None:
     _client, view, took = deaths
-    assert view.status == "failed"
-    assert {s.key: s.status for s in view.steps} == dict.fromkeys(DEATH_ASSETS, "failed")
+    assert view.status == RunStatus.FAILED
+    assert {s.key: s.status for s in view.steps} == dict.fromkeys(DEATH_ASSETS, StepStatus.FAILED)
     assert all(s.error for s in view.steps)
     # The slowest deaths are the 1 s timeout and the memory limit: nothing waits 30 s.
     assert took < 10, f"the run took {took:.1f} s"
@@ -247,7 +239,7 @@ def test_death_by_signal_names_the_signal(
 ) -> None:
     _client, view, _ = deaths
     st = step(view, key)
-    assert st.status == "failed"
+    assert st.status == StepStatus.FAILED
     assert words in (st.error or ""), st.error
 
 
@@ -296,7 +288,7 @@ def test_unstorable_output_leaves_no_materialization(
 ) -> None:
     client, view, _ = deaths
     for key in ("returns_lambda", "returns_generator"):
-        assert step(view, key).status == "failed"
+        assert step(view, key).status == StepStatus.FAILED
         assert materializations(client, key) == []
         assert "could not be stored" in log_text(view, key)
         leftovers = [p for p in (client.paths.values / key).rglob("*") if p.is_file()]
@@ -314,7 +306,7 @@ def test_worker_that_cannot_import_the_module(tmp_path: Path) -> None:
     view = client.materialize(["fragile"])
 
     fragile = step(view, "fragile")
-    assert fragile.status == "failed"
+    assert fragile.status == StepStatus.FAILED
     assert "could not import" in (fragile.error or ""), fragile.error
 
 
@@ -324,9 +316,9 @@ def test_shell_task_exit_code(tmp_path: Path) -> None:
 
     view = client.run_pipeline("shell_fails")
 
-    assert view.status == "failed"
+    assert view.status == RunStatus.FAILED
     boom = step(view, "boom")
-    assert boom.status == "failed"
+    assert boom.status == StepStatus.FAILED
     assert "command exited with code 7" in (boom.error or ""), boom.error
     assert boom.exit_code == 7
     assert "about to fail" in log_text(view, "boom")
@@ -343,11 +335,15 @@ def test_retries_with_growing_backoff(tmp_path: Path, db_setting: str) -> None:
     view = client.materialize(["flaky"])
 
     flaky = step(view, "flaky")
-    assert (view.status, flaky.status) == ("success", "success")
+    assert (view.status, flaky.status) == (RunStatus.SUCCESS, StepStatus.SUCCESS)
     assert (flaky.attempts, flaky.max_attempts) == (3, 3)
     assert stored_value(client, "flaky") == "succeeded on attempt 3"
     refs = client.logs(view.id, "flaky")
-    assert [(r.attempt, r.status) for r in refs] == [(1, "failed"), (2, "failed"), (3, "success")]
+    assert [(r.attempt, r.status) for r in refs] == [
+        (1, StepStatus.FAILED),
+        (2, StepStatus.FAILED),
+        (3, StepStatus.SUCCESS),
+    ]
     assert len({r.path for r in refs}) == 3
     for ref in refs[:2]:
         assert f"flaky failure on attempt {ref.attempt}" in ref.path.read_text()
@@ -370,7 +366,7 @@ def test_retry_delay_zero_retries_at_once(tmp_path: Path) -> None:
 
     view = client.materialize(["flaky_now"])
 
-    assert (view.status, step(view, "flaky_now").attempts) == ("success", 2)
+    assert (view.status, step(view, "flaky_now").attempts) == (RunStatus.SUCCESS, 2)
     first, second = attempt_starts(client, view.id, "flaky_now")
     # The bug this guards against waited a whole second; anything well below is "at once".
     assert second - first < 0.9, f"the retry waited {second - first:.2f} s"
@@ -388,7 +384,7 @@ def test_an_error_no_database_can_store_as_is_is_recorded_escaped(
         "    raise ValueError('bad\\x00byte \\ud800')\n"
     )
     view = client.materialize(["odd"])
-    assert (view.status, step(view, "odd").status) == ("failed", "failed")
+    assert (view.status, step(view, "odd").status) == (RunStatus.FAILED, StepStatus.FAILED)
     error = step(view, "odd").error or ""
     assert "ValueError: bad" in error and "byte \\ud800" in error
     assert "\x00" not in error or "sqlite" in db_setting  # PostgreSQL refuses NUL in text
@@ -403,11 +399,11 @@ def test_failed_upstream_skips_only_its_downstream(tmp_path: Path) -> None:
 
     view = client.materialize(["a", "b", "c"])
 
-    assert view.status == "failed"
-    assert step(view, "a").status == "failed"
-    assert step(view, "b").status == "skipped"
+    assert view.status == RunStatus.FAILED
+    assert step(view, "a").status == StepStatus.FAILED
+    assert step(view, "b").status == StepStatus.SKIPPED
     assert "upstream a failed" in (step(view, "b").error or "")
-    assert step(view, "c").status == "success"
+    assert step(view, "c").status == StepStatus.SUCCESS
     assert materializations(client, "b") == []
 
 
@@ -417,9 +413,9 @@ def test_failing_blocking_check_skips_downstream(tmp_path: Path) -> None:
 
     view = client.materialize(["guarded", "after_guarded"])
 
-    assert view.status == "failed"
+    assert view.status == RunStatus.FAILED
     after = step(view, "after_guarded")
-    assert after.status == "skipped"
+    assert after.status == StepStatus.SKIPPED
     assert "must_be_positive" in (after.error or ""), after.error
     [chk] = view.checks
     assert (chk.asset, chk.name, chk.passed, chk.blocking) == (
@@ -436,11 +432,11 @@ def test_failing_non_blocking_check_is_recorded_and_downstream_runs(tmp_path: Pa
 
     view = client.materialize(["watched", "after_watched"])
 
-    assert step(view, "after_watched").status == "success"
+    assert step(view, "after_watched").status == StepStatus.SUCCESS
     assert stored_value(client, "after_watched") == 10
     [chk] = view.checks
     assert (chk.asset, chk.name, chk.passed, chk.blocking) == ("watched", "is_small", False, False)
-    assert view.status == "success"
+    assert view.status == RunStatus.SUCCESS
 
 
 # --- cancel -----------------------------------------------------------------------------------
@@ -467,12 +463,15 @@ def test_cancel_stops_the_running_step_and_its_children(tmp_path: Path) -> None:
         if not child_pid_file.exists():
             return None
         found = attempts_of(watcher, "slow")
-        return found[0] if found and found[0].pid and found[0].status == "running" else None
+        return (
+            found[0] if found and found[0].pid and found[0].status == StepStatus.RUNNING else None
+        )
 
-    attempt = wait_until(running_attempt, 20, "the slow step to run")
-    wait_until(lambda: child_pid_file.read_text().strip(), 5, "the child pid")
+    attempt = wait_for(running_attempt, 20, "the slow step to run")
+    wait_for(lambda: child_pid_file.read_text().strip(), 5, "the child pid")
     child_pid = int(child_pid_file.read_text())
-    assert alive(attempt.pid) and alive(child_pid)
+    pid = attempt.pid
+    assert pid is not None and alive(pid) and alive(child_pid)
 
     started = time.monotonic()
     view = watcher.cancel(attempt.run_id)
@@ -480,12 +479,12 @@ def test_cancel_stops_the_running_step_and_its_children(tmp_path: Path) -> None:
     thread.join(timeout=15)
 
     assert not thread.is_alive() and "error" not in outcome, outcome
-    assert view.status == "canceled" and took < 6, (view.status, took)
-    assert step(view, "slow").status == "canceled"
-    assert step(view, "after_slow").status == "canceled"
-    assert outcome["view"].status == "canceled"
-    wait_until(lambda: not alive(attempt.pid) and not alive(child_pid), 5, "the tree to die")
-    assert [a.status for a in attempts_of(watcher, "slow")] == ["canceled"]
+    assert view.status == RunStatus.CANCELED and took < 6, (view.status, took)
+    assert step(view, "slow").status == StepStatus.CANCELED
+    assert step(view, "after_slow").status == StepStatus.CANCELED
+    assert outcome["view"].status == RunStatus.CANCELED
+    wait_for(lambda: not alive(pid) and not alive(child_pid), 5, "the tree to die")
+    assert [a.status for a in attempts_of(watcher, "slow")] == [StepStatus.CANCELED]
     assert attempts_of(watcher, "after_slow") == []
     assert log_text(view, "slow").splitlines()[-1] == "dagtop: step canceled by user"
 
@@ -496,7 +495,7 @@ def test_cancel_stops_the_running_step_and_its_children(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_100_mb_of_output_goes_to_the_log_not_into_the_engine(tmp_path: Path) -> None:
     client = make_project(tmp_path, "chatty")
-    assert client.materialize(["quiet"]).status == "success"  # warm up imports and caches
+    assert client.materialize(["quiet"]).status == RunStatus.SUCCESS  # warm up imports and caches
     gc.collect()
     me = psutil.Process()
     baseline = me.memory_info().rss
@@ -517,7 +516,7 @@ def test_100_mb_of_output_goes_to_the_log_not_into_the_engine(tmp_path: Path) ->
         done.set()
         sampler.join()
 
-    assert view.status == "success"
+    assert view.status == RunStatus.SUCCESS
     assert peak - baseline < 30 * MiB, f"engine RSS grew by {(peak - baseline) / MiB:.1f} MiB"
     log = Path(step(view, "chatty").log_path or "")
     assert 100_000 * 1000 <= log.stat().st_size < 100_000 * 1000 + 64 * 1024
@@ -536,7 +535,7 @@ def test_json_io_stores_a_json_file(tmp_path: Path) -> None:
 
     view = client.materialize(["as_json", "reads_json"])
 
-    assert view.status == "success"
+    assert view.status == RunStatus.SUCCESS
     path = value_path(client, "as_json")
     assert path.suffix == ".json"
     with path.open() as fh:
@@ -550,7 +549,7 @@ def test_custom_io_manager_stores_the_value(tmp_path: Path) -> None:
 
     view = client.materialize(["as_text"])
 
-    assert view.status == "success"
+    assert view.status == RunStatus.SUCCESS
     path = value_path(client, "as_text")
     assert path.suffix == ".txt"
     assert path.read_text() == "TEXT:hello"
@@ -562,7 +561,7 @@ def test_custom_io_manager_loads_the_value_downstream(tmp_path: Path) -> None:
 
     view = client.materialize(["as_text", "reads_text"])
 
-    assert step(view, "reads_text").status == "success", step(view, "reads_text").error
+    assert step(view, "reads_text").status == StepStatus.SUCCESS, step(view, "reads_text").error
     assert stored_value(client, "reads_text") == "HELLO"
 
 
@@ -574,10 +573,10 @@ def test_custom_io_manager_loads_the_value_downstream(tmp_path: Path) -> None:
 def test_partitioned_inputs(tmp_path: Path, db_setting: str) -> None:
     client = make_project(tmp_path, "partitioned", config="max_workers = 4\n" + db_setting)
 
-    assert client.materialize(["sales"], partition="north").status == "success"
+    assert client.materialize(["sales"], partition="north").status == RunStatus.SUCCESS
     view = client.materialize(["sales", "doubled"], partition="south")
-    assert view.status == "success"
-    assert client.materialize(["total"]).status == "success"
+    assert view.status == RunStatus.SUCCESS
+    assert client.materialize(["total"]).status == RunStatus.SUCCESS
 
     assert stored_value(client, "doubled", "south") == {"partition": "south", "value": 40}
     assert stored_value(client, "total") == {"north": 10, "south": 20}
@@ -593,7 +592,7 @@ def test_context_log_and_print_land_in_the_step_log(tmp_path: Path) -> None:
 
     view = client.materialize(["talkative"])
 
-    assert view.status == "success"
+    assert view.status == RunStatus.SUCCESS
     log = log_text(view, "talkative")
     stamp = r"^\d\d:\d\d:\d\d\.\d{3} "
     assert re.search(stamp + r"INFO +hello from context\.log$", log, re.M), log
@@ -607,7 +606,7 @@ def test_shell_task_and_its_children_write_to_its_log(tmp_path: Path) -> None:
 
     view = client.run_pipeline("shell_logs")
 
-    assert view.status == "success"
+    assert view.status == RunStatus.SUCCESS
     log = log_text(view, "talk")
     for line in (
         "from-shell-stdout",

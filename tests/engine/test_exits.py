@@ -17,6 +17,7 @@ import pytest
 from sqlmodel import select
 
 from engine.client import Client, RunView
+from engine.status import RunStatus
 from engine.storage.db import read_scope
 from engine.storage.models import Event, StepAttempt
 from tests.engine.test_executor import alive, log_text, make_project
@@ -49,7 +50,7 @@ def attempt(client: Client, run_id: str, key: str) -> StepAttempt:
 
 def lateness(client: Client, view: RunView) -> tuple[float, float]:
     """(how late extract_b's end was recorded, how late report_b started), in seconds."""
-    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+    assert view.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in view.steps]
     ended = finished_at(client, view.id, "extract_b")
     recorded = attempt(client, view.id, "extract_b").ended_at
     started = attempt(client, view.id, "report_b").started_at
@@ -140,8 +141,9 @@ def test_a_step_whose_fork_server_died_still_ends(
     """The fork server dies while its child runs: the coordinator watches the orphan itself
     (by pidfd, or by polling where the kernel has none) and records its end."""
     import engine.executor.coordinator as coordinator
+    from engine.executor.local import HAS_PIDFD
 
-    monkeypatch.setattr(coordinator, "HAS_PIDFD", pidfd and coordinator.HAS_PIDFD)
+    monkeypatch.setattr(coordinator, "HAS_PIDFD", pidfd and HAS_PIDFD)
     client = make_project(tmp_path)
     (client.paths.pipelines / "orphaned.py").write_text(ORPHANED)
     running = client.paths.project / "running"
@@ -162,7 +164,7 @@ def test_a_step_whose_fork_server_died_still_ends(
     thread.join(timeout=20)
 
     assert not thread.is_alive(), "the step's end was never noticed"
-    assert outcome["view"].status == "success", outcome["view"].steps
+    assert outcome["view"].status == RunStatus.SUCCESS, outcome["view"].steps
 
 
 # --- nothing a step starts outlives its attempt -----------------------------------------------
@@ -200,7 +202,7 @@ def test_a_step_that_succeeds_leaves_no_helper_running(tmp_path: Path, marker: s
     view = client.materialize(["leaves_helpers"], params={"marker": marker})
 
     assert marked(marker) == []
-    assert view.status == "success"
+    assert view.status == RunStatus.SUCCESS
     ended, last = last_lines(view, "leaves_helpers")
     assert ended.startswith("dagtop: ended 3 leftover processes: "), ended
     assert ended.count(" python") == 3, ended
@@ -245,7 +247,7 @@ def forked_child_is_gone(client: Client, pidfile: Path, marker: str) -> RunView:
         if child is not None:
             with contextlib.suppress(psutil.Error):
                 child.kill()
-    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+    assert view.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in view.steps]
     assert took < 20, f"took {took:.1f} s"
     ended, last = last_lines(view, "forks_a_child")
     assert ended.startswith("dagtop: ended 1 leftover process: "), ended
@@ -292,7 +294,7 @@ def test_an_exit_and_the_last_events_of_a_step_with_leftovers_in_one_wake_up(
     coordinator.run_until_complete({run_id})
     coordinator.close()
 
-    assert client.run(run_id).status == "success"
+    assert client.run(run_id).status == RunStatus.SUCCESS
     assert marked(marker) == []
 
 
@@ -307,7 +309,7 @@ def test_a_helper_that_ignores_sigterm_is_killed_after_the_grace_period(
     took = time.monotonic() - started
 
     assert marked(marker) == []
-    assert view.status == "success"
+    assert view.status == RunStatus.SUCCESS
     assert took < 15, f"took {took:.1f} s"
     ended, last = last_lines(view, "succeeds_with_a_stubborn_helper")
     assert ended.startswith("dagtop: ended 1 leftover process: "), ended

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import psutil
 import pytest
@@ -48,6 +49,7 @@ from engine.executor import launch
 from engine.loading import loader
 from engine.loading.config import Paths
 from engine.loading.manifest import AssetSpec, Manifest
+from engine.status import RunStatus
 from engine.units import control_character
 
 pytestmark = pytest.mark.serial
@@ -281,7 +283,7 @@ def projects(draw: st.DrawFn) -> list[GenFile]:
                 gf.breakage = "unknown_input"
             else:
                 gf.extra = draw(st.sampled_from(others))
-        if gf.assets and draw(st.booleans()):
+        if len(gf.assets) > 0 and draw(st.booleans()):
             gf.schedule = draw(st.sampled_from(GOOD_CRON))
     return files
 
@@ -556,7 +558,7 @@ def test_garbage_on_the_loaders_pipe_costs_only_that_file(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("limit", ["1" + "0" * 400, float("inf")], ids=["huge-string", "inf"])
-def test_an_absurd_memory_limit_is_a_definition_error(limit: object) -> None:
+def test_an_absurd_memory_limit_is_a_definition_error(limit: Any) -> None:
     from engine import asset
     from engine.errors import DefinitionError
 
@@ -564,7 +566,7 @@ def test_an_absurd_memory_limit_is_a_definition_error(limit: object) -> None:
         return 1
 
     with pytest.raises(DefinitionError):
-        asset(memory_limit=limit)(step)  # type: ignore[arg-type]
+        asset(memory_limit=limit)(step)
 
 
 def test_a_nan_timeout_is_a_definition_error() -> None:
@@ -618,8 +620,8 @@ def _prepare(home: Path, key: str, params: dict[str, object]) -> launch.Launch:
         id=uuid.uuid4().hex[:12], kind="assets", partition=key, params=json.dumps(params),
         selection=json.dumps(["hostile"]),
     )  # fmt: skip
-    # An asset without inputs never reads storage: no session is needed.
-    return launch.prepare(None, manifest, paths, run, "hostile", 1)  # type: ignore[arg-type]
+    no_session: Any = None  # an asset without inputs never reads storage
+    return launch.prepare(no_session, manifest, paths, run, "hostile", 1)
 
 
 @settings(max_examples=200, deadline=None)
@@ -754,14 +756,14 @@ def _check_run(root: Path, client: object, key: str) -> None:
         if not inside(p, home) and "__pycache__" not in p.parts
     ]  # fmt: skip
     assert not outside, f"files created outside the home folder: {outside}"
-    assert view.status in ("success", "failed")
+    assert view.status in (RunStatus.SUCCESS, RunStatus.FAILED)
     (step,) = view.steps
     logs = "".join(ref.path.read_text(errors="replace") for ref in client.logs(view.id))
-    if view.status == "failed":
+    if view.status == RunStatus.FAILED:
         assert step.error and "\n" not in step.error, step.error
         assert not step.error.startswith("exited with code"), f"unclear error: {step.error}"
     assert "Traceback" not in logs, logs[-2000:]
-    if view.status == "success":
+    if view.status == RunStatus.SUCCESS:
         with client._read() as s:
             (mat,) = repo.materializations_of_runs(s, [view.id])[view.id]
         assert mat.value_path and inside(mat.value_path, home / "values" / "hostile")
@@ -847,7 +849,7 @@ def test_hostile_params_round_trip_through_the_cli(cli_project: Path) -> None:
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode == 0, done.stderr
     run = json.loads(done.stdout)
-    assert run["status"] == "success"
+    assert run["status"] == RunStatus.SUCCESS
     params = run["params"]
     assert params["path"] == "../../etc" and params["nul"] == "\x00"
     assert params["newline"] == "a\nb" and params["long"] == "x" * 10_000

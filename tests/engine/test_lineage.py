@@ -10,13 +10,13 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from engine.client import Client, LineageNode, RunView
+from engine.status import Freshness, PartitionStatus, RunStatus
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.serial
 
@@ -61,7 +61,7 @@ def client(tmp_path: Path) -> Client:
 
 
 def ok(view: RunView) -> RunView:
-    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
+    assert view.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in view.steps]
     return view
 
 
@@ -71,16 +71,15 @@ def child(node: LineageNode, asset: str, partition: str | None = None) -> Lineag
     return found[0]
 
 
+def at(t: float | None) -> float:
+    """A time the test knows was recorded."""
+    assert t is not None
+    return t
+
+
 def dagtop(client: Client, *args: str) -> subprocess.CompletedProcess[str]:
     base = [DAGTOP, "--home", str(client.paths.home), "--pipelines", str(client.paths.pipelines)]
     return subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
-
-
-def wait_for(what: Callable[[], object], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_lineage_follows_a_partitioned_chain_back_to_its_roots(client: Client) -> None:
@@ -103,7 +102,8 @@ def test_lineage_follows_a_partitioned_chain_back_to_its_roots(client: Client) -
         assert node.code_version == manifest.assets[node.asset].code_version
         assert node.attempt_id and node.created_at and node.trigger == "manual"
         assert not (node.replaced or node.stale or node.code_changed or node.repeat)
-    assert raw_north.created_at < child(root, "cleaned", "north").created_at < root.created_at
+    assert at(raw_north.created_at) < at(child(root, "cleaned", "north").created_at)
+    assert at(child(root, "cleaned", "north").created_at) < at(root.created_at)
 
     one = client.lineage("cleaned", "north")
     assert [(c.asset, c.partition) for c in one.children] == [("raw_events", "north")]
@@ -149,9 +149,12 @@ def test_a_rematerialized_upstream_shows_in_lineage_and_makes_downstream_stale(
     assert child(cleaned, "summary").stale == ("upstream cleaned newer",)
 
     states = {p.key: (p.status, p.reason) for p in client.partitions("summary")}
-    assert states == {None: ("stale", "upstream cleaned newer")}
+    assert states == {None: (PartitionStatus.STALE, "upstream cleaned newer")}
     states = {p.key: (p.status, p.reason) for p in client.partitions("raw_events")}
-    assert states == {"north": ("materialized", None), "south": ("materialized", None)}
+    assert states == {
+        "north": (PartitionStatus.MATERIALIZED, None),
+        "south": (PartitionStatus.MATERIALIZED, None),
+    }
 
 
 def test_staleness_from_a_code_edit_picked_up_by_hot_reload(client: Client) -> None:
@@ -164,7 +167,7 @@ def test_staleness_from_a_code_edit_picked_up_by_hot_reload(client: Client) -> N
         ok(client.materialize(["raw_events", "cleaned"], "north"))
         ok(client.materialize(["summary", "pinned"]))
         assert {p.status for p in client.partitions("cleaned") if p.key == "north"} == {
-            "materialized"
+            PartitionStatus.MATERIALIZED
         }
         before = engine.manifest().assets["cleaned"].code_version
         path = client.paths.pipelines / "chain.py"
@@ -177,23 +180,26 @@ def test_staleness_from_a_code_edit_picked_up_by_hot_reload(client: Client) -> N
         wait_for(lambda: engine.manifest().assets["cleaned"].code_version != before)
 
         states = {p.key: (p.status, p.reason) for p in client.partitions("cleaned")}
-        assert states == {"north": ("stale", "code changed"), "south": ("missing", None)}
+        assert states == {
+            "north": (PartitionStatus.STALE, "code changed"),
+            "south": (PartitionStatus.MISSING, None),
+        }
         assert client.partitions("summary")[0].reason == "upstream cleaned stale"
-        assert client.partitions("raw_events")[0].status == "materialized"
-        assert client.partitions("pinned")[0].status == "materialized"
+        assert client.partitions("raw_events")[0].status == PartitionStatus.MATERIALIZED
+        assert client.partitions("pinned")[0].status == PartitionStatus.MATERIALIZED
         node = client.lineage("cleaned", "north")
         assert node.code_changed and node.code_version == before
 
         path.write_text(path.read_text().replace('code_version="v1"', 'code_version="v2"'))
         wait_for(lambda: engine.manifest().assets["pinned"].code_version == "v2")
         assert (client.partitions("pinned")[0].status, client.partitions("pinned")[0].reason) == (
-            "stale",
+            PartitionStatus.STALE,
             "code changed",
         )
         listed = {a["name"]: a for a in client.describe()["assets"]}
         assert listed["pinned"]["stale_reason"] == "code changed"
         assert listed["cleaned"]["stale_reason"] == "1 partition: code changed"
-        assert listed["raw_events"]["status"] == "materialized"
+        assert listed["raw_events"]["status"] == PartitionStatus.MATERIALIZED
     finally:
         engine.stop()
 
@@ -205,24 +211,29 @@ def test_materialize_stale_runs_exactly_the_stale_set_in_order(client: Client) -
 
     states, view = client.materialize_stale(["*"], "north")
     assert [(s.asset, s.status, s.reasons) for s in states] == [
-        ("raw_events", "current", ()),
-        ("cleaned", "stale", ("upstream raw_events newer",)),
-        ("summary", "stale", ("upstream cleaned stale",)),
-        ("pinned", "missing", ("never materialized",)),  # as Dagster's "unsynced": missing too
+        ("raw_events", Freshness.CURRENT, ()),
+        ("cleaned", Freshness.STALE, ("upstream raw_events newer",)),
+        ("summary", Freshness.STALE, ("upstream cleaned stale",)),
+        (
+            "pinned",
+            Freshness.MISSING,
+            ("never materialized",),
+        ),  # as Dagster's "unsynced": missing too
     ]
     assert view is not None
     by_key = {s.key: s for s in ok(view).steps}
     assert set(by_key) == {"cleaned", "summary", "pinned"}
-    assert by_key["cleaned"].ended_at <= by_key["summary"].started_at  # in dependency order
+    # In dependency order:
+    assert at(by_key["cleaned"].ended_at) <= at(by_key["summary"].started_at)
     assert view.partition == "north"
-    assert all(s.status == "current" for s in client.stale(["*"], "north"))
+    assert all(s.status == Freshness.CURRENT for s in client.stale(["*"], "north"))
 
     # A missing upstream in the selection runs first, and what reads it runs after it.
     states, view = client.materialize_stale(["*summary"], "south")
     assert [(s.asset, s.status) for s in states] == [
-        ("raw_events", "missing"),
-        ("cleaned", "missing"),
-        ("summary", "stale"),
+        ("raw_events", Freshness.MISSING),
+        ("cleaned", Freshness.MISSING),
+        ("summary", Freshness.STALE),
     ]
     assert states[2].reasons == ("upstream cleaned runs first",)
     assert view is not None
@@ -230,7 +241,7 @@ def test_materialize_stale_runs_exactly_the_stale_set_in_order(client: Client) -
 
     # Unpartitioned only: the partition is not passed on to the run.
     states, view = client.materialize_stale(["summary", "pinned"])
-    assert view is None and {s.status for s in states} == {"current"}
+    assert view is None and {s.status for s in states} == {Freshness.CURRENT}
 
     result = dagtop(client, "materialize", "--stale", "*", "--partition", "north")
     assert result.returncode == 0, result.stderr
@@ -244,10 +255,10 @@ def test_materialize_stale_runs_exactly_the_stale_set_in_order(client: Client) -
     assert lines[1].split() == ["◧", "summary", "stale:", "upstream", "cleaned", "stale"]
     assert "materializing 2 of 4 asset(s)" in lines
     assert {a["name"]: a["status"] for a in client.describe()["assets"]} == {
-        "raw_events": "materialized",
-        "cleaned": "materialized",
-        "summary": "materialized",
-        "pinned": "materialized",
+        "raw_events": PartitionStatus.MATERIALIZED,
+        "cleaned": PartitionStatus.MATERIALIZED,
+        "summary": PartitionStatus.MATERIALIZED,
+        "pinned": PartitionStatus.MATERIALIZED,
     }
 
 
@@ -259,8 +270,11 @@ def test_list_marks_stale_assets_with_the_reason(client: Client) -> None:
     line = next(x for x in listing.stdout.splitlines() if x.strip().startswith("cleaned"))
     assert "◧ stale (1 partition: upstream raw_events newer)" in line
     data = {a["name"]: a for a in client.describe()["assets"]}
-    assert data["cleaned"]["status"] == "stale"
-    assert data["summary"]["status"] == "missing" and data["summary"]["stale_reason"] is None
+    assert data["cleaned"]["status"] == PartitionStatus.STALE
+    assert (
+        data["summary"]["status"] == PartitionStatus.MISSING
+        and data["summary"]["stale_reason"] is None
+    )
     partitions = dagtop(client, "partitions", "cleaned")
     assert "stale  (upstream raw_events newer)" in partitions.stdout
 
@@ -364,9 +378,8 @@ def test_staleness_read_in_one_query_equals_one_query_per_asset(tmp_path: Path) 
         for n in range(300):
             name = rng.choice(names)
             spec = manifest.assets.get(name)
-            partition = None
-            if spec is not None and spec.partitions is not None:
-                partition = rng.choice(spec.partitions_def.keys()[: keys[name]])  # type: ignore[union-attr]
+            pdef = spec.partitions_def if spec is not None else None
+            partition = None if pdef is None else rng.choice(pdef.keys()[: keys[name]])
             at += rng.choice((0.0, 0.5, 3.0))  # some share a time: the id decides
             version = spec.code_version if spec is not None and rng.random() > 0.1 else "old"
             mat = Materialization(

@@ -69,10 +69,10 @@ def write(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-def load_files(tmp_path: Path, files: dict[str, str], **kwargs: object) -> Manifest:
+def load_files(tmp_path: Path, files: dict[str, str], timeout: float | None = None) -> Manifest:
     """Load a `pipelines` folder holding `good.py` and `files`."""
     root = write(tmp_path / "pipelines", {"good.py": GOOD, **files})
-    return load(root, **kwargs)  # type: ignore[arg-type]
+    return load(root) if timeout is None else load(root, timeout=timeout)
 
 
 def assert_good_loaded(m: Manifest) -> None:

@@ -8,6 +8,7 @@ must see intact.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import subprocess
@@ -84,10 +85,11 @@ def stream(argv: list[str], env: dict[str, str]) -> tuple[int, bytes, int, int]:
     """Run `argv`, reading its stdout as it comes: (bytes read, the last 4 KiB, exit code,
     peak RSS of the process while it wrote, sampled with psutil every 10 ms)."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env)
-    assert proc.stdout is not None
+    out = proc.stdout
+    assert isinstance(out, io.BufferedReader)  # what Popen makes of a pipe (it has read1)
     watched = psutil.Process(proc.pid)
     total, tail, peak, sampled = 0, b"", 0, 0.0
-    while chunk := proc.stdout.read1(1 << 20):
+    while chunk := out.read1(1 << 20):
         total += len(chunk)
         tail = (tail + chunk)[-4096:]
         # Sampled once it writes, so surely after its exec: a forked child shows the memory

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -361,7 +362,7 @@ def test_stop_tree_kills_grandchildren_including_a_setsid_one() -> None:
         assert time.monotonic() - started < 1.0  # all of them obeyed SIGTERM
         assert step.proc.wait(timeout=1) == -signal.SIGTERM
         for role, proc in members.items():
-            assert wait_for(lambda proc=proc: is_gone(proc), timeout=1), role
+            assert wait_for(functools.partial(is_gone, proc), timeout=1), role
 
 
 def test_kill_tree_kills_at_once() -> None:

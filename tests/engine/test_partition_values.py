@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from engine.client import Client
+from engine.history.partition_status import PartitionState
+from engine.status import Freshness, PartitionStatus, RunStatus, StepStatus
 
 pytestmark = pytest.mark.serial
 
@@ -65,8 +67,9 @@ def dagtop(client: Client, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
 
 
-def state(client: Client, asset: str, key: str | None) -> object:
-    return next(p for p in client.partitions(asset) if p.key == key)
+def state(client: Client, asset: str, key: str | None) -> PartitionState:
+    found: PartitionState = next(p for p in client.partitions(asset) if p.key == key)
+    return found
 
 
 def value_of(client: Client, asset: str, key: str | None) -> Path:
@@ -78,8 +81,8 @@ def test_a_failed_blocking_check_shows_on_its_partition(client: Client) -> None:
     client.materialize(["raw", "clean"], "north")
     client.materialize(["raw", "clean"], "south")  # its check fails: the run fails, the value stays
     south = state(client, "clean", "south")
-    assert (south.status, south.failed_checks) == ("materialized", ("not_south",))  # type: ignore[attr-defined]
-    assert state(client, "clean", "north").failed_checks == ()  # type: ignore[attr-defined]
+    assert (south.status, south.failed_checks) == (PartitionStatus.MATERIALIZED, ("not_south",))
+    assert state(client, "clean", "north").failed_checks == ()
     text = dagtop(client, "partitions", "clean").stdout
     assert "✗ check not_south" in next(line for line in text.splitlines() if "south" in line)
     assert "✗ check" not in next(line for line in text.splitlines() if "north" in line)
@@ -91,16 +94,16 @@ def test_a_failed_blocking_check_shows_on_its_partition(client: Client) -> None:
     # A new value that passes its checks clears it: the check belongs to the value.
     (client.paths.pipelines / "chain.py").write_text(CHAIN.replace('!= "south"', '!= "east"'))
     client.materialize(["raw", "clean"], "south")
-    assert state(client, "clean", "south").failed_checks == ()  # type: ignore[attr-defined]
+    assert state(client, "clean", "south").failed_checks == ()
 
 
 def test_a_deleted_value_is_missing_and_a_run_that_needs_it_says_so(client: Client) -> None:
     client.materialize(["raw", "clean"], "north")
     value_of(client, "raw", "north").unlink()
     gone = state(client, "raw", "north")
-    assert (gone.status, gone.reason) == ("missing", "stored value missing")  # type: ignore[attr-defined]
+    assert (gone.status, gone.reason) == (PartitionStatus.MISSING, "stored value missing")
     stale = {(s.asset, s.status) for s in client.stale(["raw", "clean"], "north")}
-    assert stale == {("raw", "missing"), ("clean", "stale")}
+    assert stale == {("raw", Freshness.MISSING), ("clean", Freshness.STALE)}
 
     needs = dagtop(client, "materialize", "clean", "--partition", "north")
     assert needs.returncode == 1
@@ -112,7 +115,7 @@ def test_a_deleted_value_is_missing_and_a_run_that_needs_it_says_so(client: Clie
     again = dagtop(client, "materialize", "raw", "clean", "--partition", "north", "--stale")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "nothing is stale" not in again.stdout
-    assert state(client, "raw", "north").status == "materialized"  # type: ignore[attr-defined]
+    assert state(client, "raw", "north").status == PartitionStatus.MATERIALIZED
     assert value_of(client, "raw", "north").exists()
 
 
@@ -120,14 +123,14 @@ def test_an_unpartitioned_value_deleted_by_hand_is_missing_in_list_and_on_the_ho
     client: Client,
 ) -> None:
     client.materialize(["lonely"])
-    assert client.node_statuses()["lonely"].status == "success"
+    assert client.node_statuses()["lonely"].status == StepStatus.SUCCESS
     value_of(client, "lonely", None).unlink()
     node = client.node_statuses()["lonely"]
-    assert (node.status, node.reason) == ("stale", "stored value missing")
+    assert (node.status, node.reason) == (PartitionStatus.STALE, "stored value missing")
     listed = {a["name"]: a for a in json.loads(dagtop(client, "list", "--json").stdout)["assets"]}
-    assert listed["lonely"]["status"] == "missing"
+    assert listed["lonely"]["status"] == PartitionStatus.MISSING
     assert "□ missing (stored value missing)" in dagtop(client, "list").stdout
-    assert state(client, "lonely", None).status == "missing"  # type: ignore[attr-defined]
+    assert state(client, "lonely", None).status == PartitionStatus.MISSING
 
 
 def test_a_reader_of_every_partition_sees_a_deleted_one_as_missing(client: Client) -> None:
@@ -135,5 +138,5 @@ def test_a_reader_of_every_partition_sees_a_deleted_one_as_missing(client: Clien
     client.materialize(["raw", "clean"], "south")
     value_of(client, "clean", "south").unlink()
     view = client.materialize(["summary"])
-    assert view.status == "success", [(s.key, s.error) for s in view.steps]
-    assert state(client, "clean", "south").status == "missing"  # type: ignore[attr-defined]
+    assert view.status == RunStatus.SUCCESS, [(s.key, s.error) for s in view.steps]
+    assert state(client, "clean", "south").status == PartitionStatus.MISSING

@@ -20,9 +20,11 @@ import pytest
 from sqlmodel import select
 
 from engine.client import Client
+from engine.status import RunStatus, StepStatus
 from engine.storage.db import read_scope
 from engine.storage.models import Event, Materialization, StepAttempt
-from tests.engine.test_executor import alive, make_project, step, wait_until
+from tests.engine.test_executor import alive, make_project, step
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.serial
 
@@ -67,7 +69,9 @@ def test_engine_killed_mid_run_is_finished_by_a_restart(tmp_path: Path) -> None:
             attempts = [a for a in all_rows(client, StepAttempt) if a.key == "second"]
             return attempts[0] if attempts and attempts[0].pid else None
 
-        orphan = wait_until(second_running, 20, "step `second` to start")
+        orphan = wait_for(second_running, 20, "step `second` to start")
+        orphan_pid = orphan.pid
+        assert orphan_pid is not None
         # Everything the engine started (a fork server, the worker of `second`).
         helpers = psutil.Process(engine.pid).children(recursive=True)
         engine.send_signal(signal.SIGKILL)
@@ -76,24 +80,27 @@ def test_engine_killed_mid_run_is_finished_by_a_restart(tmp_path: Path) -> None:
         if engine.poll() is None:
             engine.kill()
             engine.wait()
-    assert alive(orphan.pid), "the worker of `second` should outlive its engine"
-    assert client.run(orphan.run_id).status == "running"
+    assert alive(orphan_pid), "the worker of `second` should outlive its engine"
+    assert client.run(orphan.run_id).status == RunStatus.RUNNING
 
     view = Client(home=client.paths.home, pipelines=client.paths.pipelines).rerun_from_failure(
         orphan.run_id
     )
 
-    assert view.status == "success", [(s.key, s.status, s.error) for s in view.steps]
-    assert not alive(orphan.pid), "reconcile should have killed the orphaned worker"
+    assert view.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in view.steps]
+    assert not alive(orphan_pid), "reconcile should have killed the orphaned worker"
     assert orphan.pid in {h.pid for h in helpers}
-    wait_until(lambda: not any(alive(h.pid) for h in helpers), 5, "the dead engine's helpers")
+    wait_for(lambda: not any(alive(h.pid) for h in helpers), 5, "the dead engine's helpers")
     assert step(view, "first").attempts == 1, "first's materialization was redone"
     assert step(view, "second").attempts == 2
     assert stored_value(client, "third") == "first+second+third"
     attempts = all_rows(client, StepAttempt)
-    assert [a.status for a in attempts if a.key == "second"] == ["failed", "success"]
+    assert [a.status for a in attempts if a.key == "second"] == [
+        StepStatus.FAILED,
+        StepStatus.SUCCESS,
+    ]
     assert next(a for a in attempts if a.key == "second").error == "engine stopped while running"
-    assert not [a for a in attempts if a.status == "running"]
+    assert not [a for a in attempts if a.status == StepStatus.RUNNING]
     mats = all_rows(client, Materialization)
     assert sorted(m.asset for m in mats) == ["first", "second", "third"]
     for mat in mats:
@@ -104,11 +111,11 @@ def test_engine_killed_mid_run_is_finished_by_a_restart(tmp_path: Path) -> None:
 def test_cli_rerun_from_failure_reuses_stored_upstream_values(tmp_path: Path) -> None:
     client = make_project(tmp_path, "flag")
     failed = client.materialize(["base", "needs_flag", "after_flag"])
-    assert failed.status == "failed"
+    assert failed.status == RunStatus.FAILED
     assert [step(failed, k).status for k in ("base", "needs_flag", "after_flag")] == [
-        "success",
-        "failed",
-        "skipped",
+        StepStatus.SUCCESS,
+        StepStatus.FAILED,
+        StepStatus.SKIPPED,
     ]
     (client.paths.project / "flag.txt").write_text("go")
 
@@ -120,14 +127,14 @@ def test_cli_rerun_from_failure_reuses_stored_upstream_values(tmp_path: Path) ->
     )
 
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["status"] == "success"
+    assert json.loads(done.stdout)["status"] == RunStatus.SUCCESS
     view = client.run(failed.id)
-    assert view.status == "success"
+    assert view.status == RunStatus.SUCCESS
     attempts = {s.key: (s.status, s.attempts) for s in view.steps}
     assert attempts == {
-        "base": ("success", 1),
-        "needs_flag": ("success", 2),
-        "after_flag": ("success", 1),
+        "base": (StepStatus.SUCCESS, 1),
+        "needs_flag": (StepStatus.SUCCESS, 2),
+        "after_flag": (StepStatus.SUCCESS, 1),
     }
     assert [r.attempt for r in client.logs(failed.id, "base")] == [1]
     assert [m.asset for m in all_rows(client, Materialization)].count("base") == 1
@@ -138,7 +145,7 @@ def test_cli_rerun_from_failure_reuses_stored_upstream_values(tmp_path: Path) ->
 def test_a_fresh_run_is_not_reported_as_recovered(tmp_path: Path) -> None:
     client = make_project(tmp_path, "parallel")
     view = client.materialize(["*"])
-    assert view.status == "success"
+    assert view.status == RunStatus.SUCCESS
     with read_scope(client.db) as s:
         kinds = [e.kind for e in s.exec(select(Event).where(Event.run_id == view.id)).all()]
     assert "recovered" not in kinds

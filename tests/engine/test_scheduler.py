@@ -66,8 +66,10 @@ with Pipeline("nightly", schedule="0 3 * * *", start="2025-01-02", catchup=True)
 """
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, us, tzinfo=UTC)
 
 
 class FakeClock:

@@ -11,21 +11,23 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine as SAEngine
-from sqlmodel import select
+from sqlmodel import col, select
 
-import engine.automation.sensors as sensors_mod
 from engine.automation.sensors import SensorRunner, name_matches
 from engine.errors import EngineError
 from engine.history.plan import record
 from engine.loading.loader import load
 from engine.loading.manifest import Manifest
+from engine.status import RunStatus
+from engine.storage import repo
 from engine.storage.db import open_db, read_scope, session_scope
 from engine.storage.models import Run, SensorFile, Step, Toggle
+from tests import waiting
 from tests.postgres import BACKENDS, database_for
 
 SETTLE = 0.2
@@ -85,7 +87,7 @@ class Project:
 
     def runs(self, sensor: str | None = None) -> list[Run]:
         with read_scope(self.db) as session:
-            rows = session.exec(select(Run).order_by(Run.created_at)).all()
+            rows = session.exec(select(Run).order_by(col(Run.created_at))).all()
         return [r for r in rows if sensor is None or r.trigger_ref == sensor]
 
     def paths(self, sensor: str | None = None) -> list[str]:
@@ -93,7 +95,7 @@ class Project:
 
     def cursor(self, sensor: str | None = None) -> list[SensorFile]:
         with read_scope(self.db) as session:
-            rows = session.exec(select(SensorFile).order_by(SensorFile.id)).all()
+            rows = session.exec(select(SensorFile).order_by(col(SensorFile.id))).all()
         return [r for r in rows if sensor is None or r.sensor == sensor]
 
 
@@ -112,15 +114,12 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]
     db.dispose()
 
 
-def wait_for(cond: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
+T = TypeVar("T")
+
+
+def wait_for(cond: Callable[[], T | None], timeout: float = 5.0, what: str | None = None) -> T:
+    """`tests.waiting.wait_for`, asking often: a sensor's poll runs at each ask."""
+    return waiting.wait_for(cond, timeout, what, every=0.02)
 
 
 # --- the basics -------------------------------------------------------------------------------
@@ -349,12 +348,17 @@ def test_poll_without_the_threads_and_a_version_claimed_elsewhere(
         )
     # Hide the cursor from the look-ups, as a race between two engines would: only the UNIQUE
     # constraint stands between us and a duplicate run, so the batch must fall back to one by one.
-    monkeypatch.setattr(sensors_mod.repo, "sensor_versions", lambda *a, **k: set())
+    monkeypatch.setattr(repo, "sensor_versions", lambda *a, **k: set())
 
     runner = project.runner(start=False)
     assert runner.poll() == []  # not settled yet
     claimed: list[str] = []
-    wait_for(lambda: claimed.extend(runner.poll()) or len(claimed) >= 2, what="two claims")
+
+    def claimed_two() -> bool:
+        claimed.extend(runner.poll())
+        return len(claimed) >= 2
+
+    wait_for(claimed_two, what="two claims")
     assert sorted(claimed) == sorted(project.started)
     assert sorted(project.paths()) == [str(inbox / "a.csv"), str(inbox / "b.csv")]
     assert len(project.cursor("inbox")) == 3
@@ -568,7 +572,7 @@ def test_a_copy_that_pauses_past_the_default_settle_starts_one_run_on_the_whole_
         runs = client.runs(10)
         assert len(runs) == 1, [(r.id, r.steps[0].metadata) for r in runs]
         (run,) = runs
-        assert run.status == "success" and run.steps[0].metadata == {"text": head + tail}
+        assert run.status == RunStatus.SUCCESS and run.steps[0].metadata == {"text": head + tail}
         # The sensor's own settle, not the default: no run before 3 s of quiet.
         assert run.created_at - last_write >= 3.0 - 0.1
     finally:

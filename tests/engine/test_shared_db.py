@@ -28,7 +28,9 @@ def db(db_url: str) -> SAEngine:
     return open_db(db_url)
 
 
-def _while_open(db: SAEngine, first: Callable[[Any], Any], second: Callable[[], Any]) -> tuple:
+def _while_open(
+    db: SAEngine, first: Callable[[Any], Any], second: Callable[[], Any]
+) -> tuple[Any, Any]:
     """Run `first` in a transaction and, before it commits, `second` in another thread.
 
     The first commits once the second is done, or after a second if the second waits on
@@ -64,7 +66,8 @@ def test_two_engines_taking_a_free_lease_at_once_get_one_holder(db: SAEngine) ->
     assert first is None  # a took it
     assert second is not None and second.holder == "engine-a"
     with read_scope(db) as s:
-        assert repo.get_lease(s, lease.NAME).holder == "engine-a"  # type: ignore[union-attr]
+        held = repo.get_lease(s, lease.NAME)
+        assert held is not None and held.holder == "engine-a"
 
 
 def test_two_engines_taking_over_an_expired_lease_get_one_holder(db: SAEngine) -> None:
@@ -92,12 +95,13 @@ def test_a_command_is_taken_by_one_engine_while_another_looks(db: SAEngine) -> N
     )
     assert first == [wanted] and second == []
     with read_scope(db) as s:
-        assert repo.get_command(s, wanted or 0).status == "taken"  # type: ignore[union-attr]
+        cmd = repo.get_command(s, wanted or 0)
+        assert cmd is not None and cmd.status == "taken"
 
 
 def test_engines_draining_one_queue_take_every_command_exactly_once(db: SAEngine) -> None:
     with session_scope(db) as s:
-        ids = {repo.add_command(s, "run", {"n": i}, NOW).id for i in range(200)}
+        ids = {repo.add_command(s, "run", {"n": i}, NOW).id or 0 for i in range(200)}
     taken: list[list[int]] = [[] for _ in range(4)]
     barrier = threading.Barrier(4)
 

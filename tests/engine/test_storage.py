@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import Session
 
 from engine.errors import RunNotFound, StorageError
@@ -18,17 +19,17 @@ from engine.storage.models import Materialization, Run, Step, StepAttempt
 
 
 @pytest.fixture
-def db(db_url: str):  # type: ignore[no-untyped-def]
+def db(db_url: str) -> SAEngine:
     return open_db(db_url)
 
 
-def _run(run_id: str, created: float, status: str = "queued") -> Run:
+def _run(run_id: str, created: float, status: str = RunStatus.QUEUED) -> Run:
     return Run(id=run_id, kind="assets", target="a", created_at=created, status=status)
 
 
 def _ran(s: Session, run_id: str, status: str, asset: str = "a") -> None:
     """A run of `asset` whose first attempt is recorded, as an engine records them."""
-    ended = "running" if status == "running" else status
+    ended = RunStatus.RUNNING if status == RunStatus.RUNNING else status
     repo.add_run(s, _run(run_id, 1.0, status=status), [])
     step = Step(run_id=run_id, key=asset, kind="asset", status=ended, attempts=1)
     s.add(step)
@@ -51,7 +52,7 @@ def test_a_new_sqlite_database_is_in_wal_mode_with_a_busy_timeout(tmp_path: Path
     db = open_db(f"sqlite:///{tmp_path / 'dagtop.db'}")
     with db.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+        assert (conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0) >= 5000
 
 
 def test_an_unusable_database_path_is_a_storage_error(tmp_path: Path) -> None:
@@ -61,7 +62,7 @@ def test_an_unusable_database_path_is_a_storage_error(tmp_path: Path) -> None:
         open_db(f"sqlite:///{blocker / 'sub' / 'dagtop.db'}")
 
 
-def test_runs_come_back_newest_first_and_by_unique_prefix(db) -> None:  # type: ignore[no-untyped-def]
+def test_runs_come_back_newest_first_and_by_unique_prefix(db: SAEngine) -> None:
     with session_scope(db) as s:
         for i, rid in enumerate(["aaa111", "aab222", "bbb333"]):
             repo.add_run(s, _run(rid, 100.0 + i), [])
@@ -74,7 +75,7 @@ def test_runs_come_back_newest_first_and_by_unique_prefix(db) -> None:  # type: 
             repo.find_run(s, "ccc")
 
 
-def test_a_new_materialization_supersedes_the_old_value(db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_new_materialization_supersedes_the_old_value(db: SAEngine, tmp_path: Path) -> None:
     old_file, new_file = tmp_path / "old.pkl", tmp_path / "new.pkl"
     with session_scope(db) as s:
         repo.add_materialization(
@@ -103,12 +104,12 @@ def test_the_status_chokepoint_refuses_impossible_transitions() -> None:
     transition_run(run, RunStatus.SUCCESS)
     with pytest.raises(IllegalTransition):
         transition_run(run, RunStatus.RUNNING)
-    step = Step(run_id="r", key="k", kind="asset", status="success")
+    step = Step(run_id="r", key="k", kind="asset", status=StepStatus.SUCCESS)
     with pytest.raises(IllegalTransition):
         transition_step(step, StepStatus.QUEUED)
 
 
-def test_commands_are_taken_once(db) -> None:  # type: ignore[no-untyped-def]
+def test_commands_are_taken_once(db: SAEngine) -> None:
     with session_scope(db) as s:
         repo.add_command(s, "run", {"selection": ["a"]}, 1.0)
     taken: list[int] = []
@@ -125,7 +126,7 @@ def test_commands_are_taken_once(db) -> None:  # type: ignore[no-untyped-def]
     assert len(taken) == 1
 
 
-def test_concurrent_writers_wait_instead_of_failing(db) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_writers_wait_instead_of_failing(db: SAEngine) -> None:
     errors: list[BaseException] = []
 
     def write(n: int) -> None:
@@ -146,7 +147,7 @@ def test_concurrent_writers_wait_instead_of_failing(db) -> None:  # type: ignore
         assert len(repo.recent_runs(s, 1000)) == 200
 
 
-def test_samples_are_replaced_by_the_bounded_series(db) -> None:  # type: ignore[no-untyped-def]
+def test_samples_are_replaced_by_the_bounded_series(db: SAEngine) -> None:
     row = {"attempt_id": 7, "t": 0.0, "cpu_percent": 1.0, "cpu_seconds": 0.1, "rss_bytes": 1}
     with session_scope(db) as s:
         repo.add_samples(s, [{**row, "t": float(i)} for i in range(500)])
@@ -193,7 +194,9 @@ def test_a_database_url_that_is_not_a_url_is_a_config_error(tmp_path: Path) -> N
         load_config(tmp_path)
 
 
-def test_the_value_sweep_spares_running_runs_and_recorded_values(db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_value_sweep_spares_running_runs_and_recorded_values(
+    db: SAEngine, tmp_path: Path
+) -> None:
     from engine.executor.recovery import sweep_values
     from engine.loading.config import Paths
 
@@ -204,9 +207,9 @@ def test_the_value_sweep_spares_running_runs_and_recorded_values(db, tmp_path: P
     for path in (running, done, recorded):
         path.write_bytes(b"x")
     with session_scope(db) as s:
-        _ran(s, "run1", "running")
-        _ran(s, "done1", "failed")
-        _ran(s, "rec1", "success")
+        _ran(s, "run1", RunStatus.RUNNING)
+        _ran(s, "done1", RunStatus.FAILED)
+        _ran(s, "rec1", RunStatus.SUCCESS)
         repo.add_materialization(
             s, Materialization(asset="a", run_id="rec1", created_at=1.0, value_path=str(recorded))
         )
@@ -216,7 +219,7 @@ def test_the_value_sweep_spares_running_runs_and_recorded_values(db, tmp_path: P
     assert running.exists() and recorded.exists() and not done.exists()
 
 
-def test_the_value_sweep_covers_values_at_a_url(db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_value_sweep_covers_values_at_a_url(db: SAEngine, tmp_path: Path) -> None:
     import os
     import time
 
@@ -239,10 +242,10 @@ def test_the_value_sweep_covers_values_at_a_url(db, tmp_path: Path) -> None:  # 
     long_ago = time.time() - TMP_AGE - 60
     os.utime(stale, (long_ago, long_ago))
     with session_scope(db) as s:
-        _ran(s, "run1", "running")
-        _ran(s, "done1", "failed")
-        _ran(s, "rec1", "success")
-        _ran(s, "rec2", "success", asset="b")
+        _ran(s, "run1", RunStatus.RUNNING)
+        _ran(s, "done1", RunStatus.FAILED)
+        _ran(s, "rec1", RunStatus.SUCCESS)
+        _ran(s, "rec2", RunStatus.SUCCESS, asset="b")
         # The second record spells its URL another way than the sweep's listing does.
         for rid, where in (("rec1", f"{url}/a/_/rec1.1.pkl"), ("rec2", f"file:{respelled}")):
             asset = where.split("/")[-3]

@@ -15,6 +15,7 @@ import pytest
 
 from engine.authoring.output_types import OutputTypeError, check_output, mismatch, type_name
 from engine.client import Client, RunView
+from engine.status import PartitionStatus, RunStatus, StepStatus
 
 TYPED = textwrap.dedent(
     """
@@ -112,6 +113,8 @@ def test_a_pydantic_model_validates_a_dict_and_names_the_field() -> None:
 def test_an_unresolvable_annotation_is_skipped_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # Three functions wrong on purpose, as a pipeline file may be (hence the ignores): an
+    # annotation that names nothing, none at all, and one the value does not match.
     def frame() -> pd.DataFrame:  # type: ignore[name-defined]  # noqa: F821
         return {}
 
@@ -148,7 +151,7 @@ def steps(view: RunView) -> dict[str, tuple[str, str | None]]:
 @pytest.mark.serial
 def test_typed_outputs_pass_and_an_unresolvable_type_only_warns(client: Client) -> None:
     view = client.materialize(["*"])
-    assert view.status == "success", steps(view)
+    assert view.status == RunStatus.SUCCESS, steps(view)
     frame = next(s for s in view.steps if s.key == "frame")
     assert frame.log_path is not None
     assert "cannot be resolved, so it is not checked" in Path(frame.log_path).read_text()
@@ -159,19 +162,19 @@ def test_a_value_of_the_wrong_type_fails_its_step_before_anything_downstream_see
     client: Client,
 ) -> None:
     view = client.materialize(["counts", "stats", "after"], params={"counts": ["a", "b"]})
-    assert view.status == "failed"
+    assert view.status == RunStatus.FAILED
     got = steps(view)
     assert got["counts"] == (
-        "failed",
+        StepStatus.FAILED,
         "output of asset 'counts' does not match its type: expected dict[str, int], got list",
     )
-    assert got["stats"] == ("skipped", "upstream counts failed")
-    assert got["after"] == ("skipped", "upstream counts failed")
-    assert client.partitions("counts")[0].status == "failed"  # nothing stored
+    assert got["stats"] == (StepStatus.SKIPPED, "upstream counts failed")
+    assert got["after"] == (StepStatus.SKIPPED, "upstream counts failed")
+    assert client.partitions("counts")[0].status == PartitionStatus.FAILED  # nothing stored
 
     view = client.materialize(["report"], params={"report": {"total": "lots", "days": 2}})
     status, error = steps(view)["report"]
-    assert status == "failed" and error is not None
+    assert status == StepStatus.FAILED and error is not None
     assert error.startswith("output of asset 'report' does not match its type: expected Report,")
     assert "total" in error
 
@@ -186,5 +189,5 @@ def test_a_type_failure_is_not_retried(tmp_path: Path) -> None:
     )
     view = Client(home=tmp_path / "home", pipelines=pipelines).materialize(["wrong"])
     (step,) = view.steps
-    assert step.status == "failed" and step.attempts == 1, (step.status, step.attempts)
+    assert step.status == StepStatus.FAILED and step.attempts == 1, (step.status, step.attempts)
     assert step.error is not None and "does not match its type" in step.error

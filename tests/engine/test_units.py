@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from engine.status import PartitionStatus, StepStatus
 from engine.units import (
     GLYPHS,
     UNKNOWN_GLYPH,
@@ -64,19 +65,29 @@ def test_durations(seconds: float | None, text: str) -> None:
 
 
 def test_one_glyph_has_one_meaning() -> None:
-    # "materialized" is the same fact as a step's success; every other status has its own.
+    # A materialized value is the same fact as a step's success; every other status has its own.
     meanings: dict[str, set[str]] = {}
     for status, mark in GLYPHS.items():
         meanings.setdefault(mark, set()).add(status)
     shared = {mark: names for mark, names in meanings.items() if len(names) > 1}
-    assert shared == {GLYPHS["success"]: {"success", "materialized"}}
-    assert GLYPHS["canceled"] != GLYPHS["materialized"]
+    assert shared == {
+        GLYPHS[StepStatus.SUCCESS]: {StepStatus.SUCCESS, PartitionStatus.MATERIALIZED}
+    }
+    assert GLYPHS[StepStatus.CANCELED] != GLYPHS[PartitionStatus.MATERIALIZED]
     assert UNKNOWN_GLYPH not in GLYPHS.values()
 
 
 def test_the_wireframes_status_glyphs() -> None:
-    wanted = {"success": "✓", "failed": "✗", "running": "◐", "queued": "…", "skipped": "⊘",
-              "canceled": "■", "never": "·", "stale": "◧"}  # fmt: skip
+    wanted = {
+        StepStatus.SUCCESS: "✓",
+        StepStatus.FAILED: "✗",
+        StepStatus.RUNNING: "◐",
+        StepStatus.QUEUED: "…",
+        StepStatus.SKIPPED: "⊘",
+        StepStatus.CANCELED: "■",
+        "never": "·",
+        PartitionStatus.STALE: "◧",
+    }
     assert {status: GLYPHS[status] for status in wanted} == wanted
     assert glyph(None) == "·" and glyph("no such status") == UNKNOWN_GLYPH
 

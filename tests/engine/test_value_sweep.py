@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.status import RunStatus
 from tests.engine.test_damaged_db import PIPELINE, dagtop, values
 
 pytestmark = pytest.mark.serial
@@ -94,7 +95,7 @@ def test_the_sweep_keeps_the_users_files_and_values_of_runs_it_does_not_know(
     assert "2 value file(s) of runs this database does not record" in kept
     assert "removed 2 unrecorded value file(s)" in log
     runs = json.loads(dagtop(project, "runs", "--json").stdout)
-    assert len(runs) == 2 and all(r["status"] == "success" for r in runs)
+    assert len(runs) == 2 and all(r["status"] == RunStatus.SUCCESS for r in runs)
 
 
 def test_the_sweep_of_a_values_url_keeps_what_is_not_its_own(

@@ -69,14 +69,20 @@ from typing import Any
 
 import psutil
 
+from engine.status import BackfillStatus, RunStatus, StepStatus
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 DAGTOP = str(Path(sys.executable).with_name("dagtop"))
 PIPELINE = HERE / "soak_pipeline.py"
 
-TERMINAL_RUN = {"success", "failed", "canceled"}
-TERMINAL_STEP = {"success", "failed", "skipped", "canceled"}
-TERMINAL_ATTEMPT = {"success", "failed", "canceled"}
+TERMINAL_RUN = {RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELED}
+TERMINAL_STEP = {StepStatus.SUCCESS, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED}
+TERMINAL_ATTEMPT = {StepStatus.SUCCESS, StepStatus.FAILED, StepStatus.CANCELED}
+ACTIVE_RUNS = (
+    f"SELECT count(*) AS n FROM run WHERE status IN ('{RunStatus.QUEUED}', '{RunStatus.RUNNING}')"
+)
+RUNNING_BACKFILLS = f"SELECT count(*) AS n FROM backfill WHERE status = '{BackfillStatus.RUNNING}'"
 MODES = (
     "ok", "ok", "ok", "ok", "fail", "flaky", "timeout", "memory", "exit", "noisy", "helpers",
     "stubborn",
@@ -668,18 +674,12 @@ class Soak:
             if inst.proc.poll() is not None:
                 self.notes.append(f"the final daemon exited early: {_tail_file(inst.out)}")
                 break
-            active = self.query(
-                "SELECT count(*) AS n FROM run WHERE status IN ('queued', 'running')"
-            )[0]["n"]
-            backfills = self.query("SELECT count(*) AS n FROM backfill WHERE status = 'running'")[
-                0
-            ]["n"]
+            active = self.query(ACTIVE_RUNS)[0]["n"]
+            backfills = self.query(RUNNING_BACKFILLS)[0]["n"]
             seen = {r["path"] for r in self.query("SELECT path FROM sensorfile")}
             if not active and not backfills and dropped <= seen and inst.ready:
                 time.sleep(1.0)  # one more look: a sensor claim may have just queued a run
-                active = self.query(
-                    "SELECT count(*) AS n FROM run WHERE status IN ('queued', 'running')"
-                )[0]["n"]
+                active = self.query(ACTIVE_RUNS)[0]["n"]
                 if not active:
                     return time.monotonic() - started
             time.sleep(0.5)
@@ -784,7 +784,7 @@ class Soak:
         fig["backfill_actions"] = dict(
             Counter(f"{a[0]} exit {a[1]}" for b in self.backfills for a in b["actions"])
         )
-        if any(b["status"] == "running" for b in bfs):
+        if any(b["status"] == BackfillStatus.RUNNING for b in bfs):
             fail.append(Failure("backfills", "some backfills are still running"))
 
         # 9. commands nobody answered
@@ -993,7 +993,11 @@ class Soak:
         for st in steps:
             steps_of.setdefault(st["run_id"], {})[st["key"]] = st
         exits: Counter[str] = Counter()
-        said_wrong, no_run, two_runs, unexpected, errors = [], [], [], [], Counter()
+        said_wrong: list[tuple[object, ...]] = []
+        no_run: list[int] = []
+        two_runs: list[int] = []
+        unexpected: list[str] = []
+        errors: Counter[str] = Counter()
         for sub in self.submissions:
             exits[f"{sub.code}{' (killed)' if sub.killed else ''}"] += 1
             err = _read(sub.err)
@@ -1018,7 +1022,7 @@ class Soak:
                 final = {r["id"]: r["status"] for r in mine}
                 if final.get(said["id"]) != said["status"]:
                     said_wrong.append((sub.seq, said["id"], said["status"], final.get(said["id"])))
-                if (sub.code == 0) != (said["status"] == "success"):
+                if (sub.code == 0) != (said["status"] == RunStatus.SUCCESS):
                     said_wrong.append((sub.seq, "exit code", sub.code, said["status"]))
             for run in mine:
                 if sub.mode is None or run["status"] not in TERMINAL_RUN:
@@ -1170,17 +1174,17 @@ def _expected(mode: str, run: sqlite3.Row, steps: dict[str, sqlite3.Row], interr
     if run["cancel_requested"]:
         return ""
     if mode in ("ok", "noisy", "helpers"):
-        want, attempts, says = "success", 1, ""
+        want, attempts, says = RunStatus.SUCCESS, 1, ""
     elif mode == "flaky":
-        want, attempts, says = "success", 2, ""
+        want, attempts, says = RunStatus.SUCCESS, 2, ""
     elif mode == "fail":
-        want, attempts, says = "failed", 3, "planned failure"
+        want, attempts, says = RunStatus.FAILED, 3, "planned failure"
     elif mode in ("timeout", "stubborn"):
-        want, attempts, says = "failed", 3, "timed out after"
+        want, attempts, says = RunStatus.FAILED, 3, "timed out after"
     elif mode == "memory":
-        want, attempts, says = "failed", 3, "memory limit exceeded"
+        want, attempts, says = RunStatus.FAILED, 3, "memory limit exceeded"
     elif mode == "exit":
-        want, attempts, says = "failed", 3, "exited with code 3"
+        want, attempts, says = RunStatus.FAILED, 3, "exited with code 3"
     else:
         return ""
     if status != want:

@@ -27,12 +27,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from engine import (
     BackfillPolicy,
     CheckResult,
     DailyPartitions,
     Pipeline,
+    StepContext,
     asset,
     check,
     file_sensor,
@@ -53,7 +55,7 @@ LEFTOVER_MARKER = f"dagtop-soak-leftover:{INBOX.parent}"
 """On the command line of every process a chaos step leaves behind (unique to the soak)."""
 
 
-def chaos_mode(context) -> str:
+def chaos_mode(context: StepContext) -> str:
     mode = context.params.get("mode")
     if mode is None:
         mode = random.Random(context.run_id).choice(MODES)
@@ -61,7 +63,7 @@ def chaos_mode(context) -> str:
 
 
 @asset(group="soak")
-def ticker(context):
+def ticker(context: StepContext) -> dict[str, Any]:
     return {"at": time.time(), "run": context.run_id}
 
 
@@ -72,7 +74,7 @@ def ticker(context):
     timeout=TIMEOUT,
     memory_limit=f"{MEMORY_LIMIT_MIB}MiB",
 )
-def chaos(context):
+def chaos(context: StepContext) -> dict[str, Any]:
     mode = chaos_mode(context)
     context.log.info("mode %s, attempt %s", mode, context.attempt)
     if mode == "fail":
@@ -136,12 +138,12 @@ def start_stubborn_children() -> None:
 
 
 @check(asset="chaos")
-def chaos_has_mode(chaos) -> CheckResult:
+def chaos_has_mode(chaos: dict[str, Any]) -> CheckResult:
     return CheckResult(passed="mode" in chaos, metadata={"mode": chaos.get("mode")})
 
 
 @asset(group="soak")
-def chaos_report(chaos):
+def chaos_report(chaos: dict[str, Any]) -> str:
     return f"{chaos['mode']} after {chaos['attempt']} attempt(s)"
 
 
@@ -149,7 +151,7 @@ days = DailyPartitions(start="2024-01-01", end="2025-01-01")
 
 
 @asset(group="soak", partitions=days, retries=1, retry_delay=0.1)
-def daily(context):
+def daily(context: StepContext) -> dict[str, Any]:
     rng = random.Random(f"{context.partition}:{context.run_id}:{context.attempt}")
     time.sleep(rng.uniform(0.05, 0.6))
     if rng.random() < 0.1:
@@ -158,15 +160,15 @@ def daily(context):
 
 
 @asset(group="soak", partitions=days)
-def daily_sum(daily):
-    return daily["n"] * 2
+def daily_sum(daily: dict[str, Any]) -> int:
+    return int(daily["n"]) * 2
 
 
 @asset(
     group="soak", partitions=days, backfill_policy=BackfillPolicy.multi_run(5), retries=1,
     retry_delay=0.1,
 )  # fmt: skip
-def daily_range(context):
+def daily_range(context: StepContext) -> dict[str, dict[str, Any]]:
     """Runs of up to 5 days, each one call: a kill -9 or a failure lands mid-range."""
     first = context.partition_keys[0]
     rng = random.Random(f"{first}:{context.run_id}:{context.attempt}")
@@ -178,7 +180,7 @@ def daily_range(context):
 
 
 @asset(group="soak")
-def ingest(context):
+def ingest(context: StepContext) -> dict[str, Any]:
     path = Path(context.params["path"])
     data = path.read_bytes()
     context.add_metadata({"file": path.name, "size": len(data)})
@@ -192,11 +194,11 @@ file_sensor("drops", path=str(INBOX), target="ingest")
 with Pipeline("soak_tasks", retries=1, retry_delay=0.1):
 
     @task
-    def produce(context):
+    def produce(context: StepContext) -> int:
         return random.Random(context.run_id).randint(1, 100)
 
     @task
-    def consume(produce):
+    def consume(produce: int) -> int:
         return produce * 2
 
     done = shell("echo done $DAGTOP_RUN_ID", id="done")

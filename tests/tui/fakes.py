@@ -113,8 +113,9 @@ def step(
     error: str | None = None,
 ) -> StepView:
     return StepView(
-        key=key, kind=kind, status=status, attempts=0 if status == StepStatus.QUEUED else 1,
-        max_attempts=1, exit_code=None if status != StepStatus.FAILED else 1, error=error,
+        key=key, kind=kind, status=StepStatus(status),
+        attempts=0 if status == StepStatus.QUEUED else 1, max_attempts=1,
+        exit_code=None if status != StepStatus.FAILED else 1, error=error,
         peak_rss_bytes=None, cpu_seconds=None, log_path=None, started_at=started,
         ended_at=ended, upstream=upstream,
     )  # fmt: skip
@@ -135,9 +136,9 @@ def run(
 ) -> RunView:
     started = None if status == RunStatus.QUEUED else created
     return RunView(
-        id=run_id, kind=kind, status=status, target=target, partition=partition, params={},
-        trigger=trigger, created_at=created, started_at=started, ended_at=ended, steps=steps,
-        checks=checks,
+        id=run_id, kind=kind, status=RunStatus(status), target=target, partition=partition,
+        params={}, trigger=trigger, created_at=created, started_at=started, ended_at=ended,
+        steps=steps, checks=checks,
     )  # fmt: skip
 
 

@@ -40,7 +40,8 @@ def step_view(
     key: str, status: StepStatus, attempts: int, max_attempts: int, **kw: Any
 ) -> StepView:
     base: dict[str, Any] = dict(
-        key=key, kind="asset", status=status, attempts=attempts, max_attempts=max_attempts,
+        key=key, kind="asset", status=StepStatus(status), attempts=attempts,
+        max_attempts=max_attempts,
         exit_code=None, error=None, peak_rss_bytes=None, cpu_seconds=None, log_path=None,
         started_at=None, ended_at=None, upstream=(),
     )  # fmt: skip
@@ -59,7 +60,8 @@ def attempt_view(
     **kw: Any,
 ) -> AttemptView:
     base: dict[str, Any] = dict(
-        id=attempt_id, run_id="4f2a9c1e77b0", key=key, attempt=attempt, status=status,
+        id=attempt_id, run_id="4f2a9c1e77b0", key=key, attempt=attempt,
+        status=StepStatus(status),
         started_at=start, ended_at=end, pid=4242, exit_code=None, error=None,
         peak_rss_bytes=None, cpu_seconds=None, log_path=str(log),
     )  # fmt: skip
