@@ -31,8 +31,9 @@ from typing import Any
 
 from engine.errors import ExecutorError, first_line
 from engine.executor import dask_task
-from engine.executor.launch import Launch
 from engine.executor.monitor import Sample, TreeStats
+from engine.executor.spawn import Launch
+from engine.protocol import AttemptEnd, Batch, DaskPayload, SampleRow
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class DaskExecutor:
 
     # --- the pump (its own thread) -------------------------------------------------------------
 
-    def _wake(self, msg: dict[str, Any] | None = None) -> None:
+    def _wake(self, msg: Batch | None = None) -> None:
         if self._stop.is_set() and msg is None:
             return
         with contextlib.suppress(Exception):  # closing, or the scheduler is gone
@@ -131,7 +132,7 @@ class DaskExecutor:
     def _run_pump(self) -> None:
         try:
             while True:
-                messages = [self.queue.get()]
+                messages: list[Batch] = [self.queue.get()]
                 messages += self.queue.get(batch=True)
                 for msg in messages:
                     if msg.get("stop"):
@@ -193,33 +194,33 @@ class RemoteAttempt:
         self.heard = time.monotonic()
         self._cancel = Event(f"{key}-cancel", client=self.client)
         self._claim = Event(f"{key}-claim", client=self.client)
-        self._inbox: deque[dict[str, Any]] = deque()
+        self._inbox: deque[Batch] = deque()
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = launch.log_path.open("ab")
-        self.payload = {
-            "key": key,
-            "attempt": attempt_id,
-            "queue": executor.queue.name,
-            "cancel": self._cancel.name,
-            "claim": self._claim.name,
-            "argv": launch.argv,
-            "spec": launch.spec,
-            "cwd": launch.cwd,
+        self.payload = DaskPayload(
+            key=key,
+            attempt=attempt_id,
+            queue=executor.queue.name,
+            cancel=self._cancel.name,
+            claim=self._claim.name,
+            argv=launch.argv,
+            spec=launch.spec,
+            cwd=launch.cwd,
             # Only what the step adds: the worker's machine has its own PATH and HOME.
-            "env": {k: v for k, v in launch.env.items() if os.environ.get(k) != v},
-            "timeout": launch.timeout,
-            "memory_limit": launch.memory_limit,
-        }
+            env={k: v for k, v in launch.env.items() if os.environ.get(k) != v},
+            timeout=launch.timeout,
+            memory_limit=launch.memory_limit,
+        )
 
     # --- the coordinator's side (its thread) ---------------------------------------------------
 
     def fileno(self) -> int:
         return self._read_fd
 
-    def drain(self) -> list[dict[str, Any]]:
+    def drain(self) -> list[Batch]:
         """The messages that arrived: `placed`, `events` (bytes), `samples`, and last `end`."""
         with contextlib.suppress(BlockingIOError):
             while os.read(self._read_fd, 4096):
@@ -238,7 +239,7 @@ class RemoteAttempt:
 
     # --- the executor's pump thread ------------------------------------------------------------
 
-    def receive(self, msg: dict[str, Any]) -> bool:
+    def receive(self, msg: Batch) -> bool:
         """Take one batch from the worker; True once it was the attempt's end."""
         self.heard = time.monotonic()
         chunk = msg.pop("log", None)
@@ -264,22 +265,21 @@ class RemoteAttempt:
         self.fail(self._why_done())
 
     def fail(self, reason: str) -> None:
-        self._end({"code": None, "error": reason}, None, clean=False)
+        self._end(AttemptEnd(code=None, error=reason), None, clean=False)
 
     def _set_cancel(self) -> None:
         with contextlib.suppress(Exception):
             self._cancel.set()
 
-    def _deliver(self, msg: dict[str, Any]) -> None:
+    def _deliver(self, msg: Batch) -> None:
         self._inbox.append(msg)
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._write_fd, b"x")
 
-    def _end(self, end: dict[str, Any], samples: list[list[float]] | None, clean: bool) -> None:
+    def _end(self, end: AttemptEnd, samples: list[SampleRow] | None, clean: bool) -> None:
         stats = end.get("stats")
         if stats is not None:
-            stats["samples"] = [Sample(**x) for x in stats["samples"]]
-            self.stats = TreeStats(**stats)
+            self.stats = TreeStats(**{**stats, "samples": [Sample(**x) for x in stats["samples"]]})
         self.error = end.get("error")
         self._log.close()
         if not clean:
