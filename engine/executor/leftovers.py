@@ -21,6 +21,8 @@ from collections.abc import Iterable
 
 import psutil
 
+from engine.status import StepStatus
+
 LINE_PREFIX = "dagtop: "
 """What every line dagtop itself writes into a step's log starts with."""
 GRACE = 3.0
@@ -122,7 +124,7 @@ class Leftovers:
         return found
 
 
-def end_line(status: str, error: str | None, attempt: int, max_attempts: int,
+def end_line(status: StepStatus, error: str | None, attempt: int, max_attempts: int,
              retry_in: float | None, *, started: bool = True) -> str:  # fmt: skip
     """The last line of an attempt's log: how the attempt ended, and why.
 
@@ -137,11 +139,11 @@ def end_line(status: str, error: str | None, attempt: int, max_attempts: int,
     reason = " ".join((error or "").split())  # one line, whatever the error holds
     if not started:
         text = f"step not started: {reason}"
-    elif status == "success":
+    elif status == StepStatus.SUCCESS:
         text = "step succeeded"
         if max_attempts > 1:
             text += f" on attempt {attempt} of {max_attempts}"
-    elif status == "canceled":
+    elif status == StepStatus.CANCELED:
         text = f"step {reason}" if reason.startswith("canceled") else f"step canceled: {reason}"
     else:
         text = f"step {status}: {reason}" if reason else f"step {status}"
