@@ -24,6 +24,7 @@ from engine.loading.manifest import (
     PipelineSpec,
     ScheduleSpec,
     SensorSpec,
+    Target,
     TaskSpec,
     asset_from_dict,
 )
@@ -192,7 +193,7 @@ def _pipeline_cycles(p: PipelineSpec, add: Any) -> None:
         add(p.file, "cycle", f"pipeline {p.name!r} has a dependency cycle: {text}", p.line)
 
 
-def _target_error(m: Manifest, target: dict[str, Any]) -> str | None:
+def _target_error(m: Manifest, target: Target) -> str | None:
     if target["kind"] == "pipeline":
         name = target["name"]
         if name not in m.pipelines:
