@@ -232,8 +232,10 @@ def decode_event(line: bytes | str) -> Event | None:
 
 def last_event(events: Sequence[Event]) -> LastEvent | None:
     """The worker's last word, `finished` or `error`; None when it did not get to say it."""
-    for event in reversed(events):
-        if event["e"] == EventKind.FINISHED or event["e"] == EventKind.ERROR:
+    for event in events[::-1]:
+        if event["e"] == EventKind.FINISHED:
+            return event
+        if event["e"] == EventKind.ERROR:
             return event
     return None
 

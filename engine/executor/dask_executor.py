@@ -137,7 +137,7 @@ class DaskExecutor:
                 for msg in messages:
                     if msg.get("stop"):
                         return
-                    attempt = self.attempts.get(msg.pop("a", None))
+                    attempt = self.attempts.get(msg.pop("a", ""))
                     if attempt is not None and attempt.receive(msg):
                         del self.attempts[attempt.key]
                 self._look()
@@ -163,7 +163,7 @@ class DaskExecutor:
             if attempt.future is not None and attempt.future.done():
                 # Its batches were all put before the task returned: drain, then decide.
                 for msg in self.queue.get(batch=True):
-                    other = self.attempts.get(msg.pop("a", None))
+                    other = self.attempts.get(msg.pop("a", ""))
                     if other is not None and other.receive(msg):
                         del self.attempts[other.key]
                 if attempt.key in self.attempts:

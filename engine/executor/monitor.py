@@ -344,8 +344,9 @@ class Monitor:
         """
         if pid <= 1 or pid in _protected_pids():
             raise ValueError(f"refusing to watch pid {pid}: it is init or ours")
+        root: psutil.Process | None
         try:
-            root: psutil.Process | None = psutil.Process(pid)
+            root = psutil.Process(pid)
             born = root.create_time()
             own_session = os.getsid(pid) == pid
         except (psutil.Error, OSError):
@@ -527,10 +528,10 @@ class Monitor:
                 sid = os.getsid(pid)
             except OSError:
                 continue  # exited since the listing
-            watch = by_session.get(sid)
-            if watch is not None:
-                if pid not in watch.members and pid not in watch.dead:
-                    found.append((watch, pid))
+            in_session = by_session.get(sid)
+            if in_session is not None:
+                if pid not in in_session.members and pid not in in_session.dead:
+                    found.append((in_session, pid))
             elif sid == pid and pid not in self._leaders:
                 self._leaders[pid] = _parent_and_birth(pid)
         self._leaders = {pid: v for pid, v in self._leaders.items() if pid in listed}
@@ -547,11 +548,11 @@ class Monitor:
         while adopted:
             adopted = False
             for pid, (ppid, born) in self._leaders.items():
-                watch = owner.get(ppid)
-                if watch is None or pid in owner or pid in watch.dead:
+                parent = owner.get(ppid)
+                if parent is None or pid in owner or pid in parent.dead:
                     continue
                 # A parent is older than its child; a younger "parent" reused the pid.
-                if watch.members[ppid].create_time <= born and self._adopt(watch, pid, owner):
+                if parent.members[ppid].create_time <= born and self._adopt(parent, pid, owner):
                     adopted = True
 
     @staticmethod

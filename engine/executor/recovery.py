@@ -17,6 +17,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -319,7 +320,8 @@ def _list_url(url: str) -> list[_Listed]:
 
 def _url_age(fs: Any, path: str) -> float | None:
     try:
-        return time.time() - fs.modified(path).timestamp()
+        modified: datetime = fs.modified(path)
+        return time.time() - modified.timestamp()
     except (NotImplementedError, AttributeError, TypeError):
         return None
 

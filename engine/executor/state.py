@@ -67,8 +67,8 @@ def may_retry(attempts: int, max_attempts: int, canceling: bool) -> bool:
 def retry_delay(base: float | None, attempts: int) -> float:
     """Seconds before the attempt after attempt `attempts`: `base` (1 s when the step's
     definition is gone), doubled at each attempt, capped at `MAX_RETRY_DELAY`."""
-    base = 1.0 if base is None else base
-    return min(base * 2 ** (attempts - 1), MAX_RETRY_DELAY)
+    delay: float = (1.0 if base is None else base) * 2 ** (attempts - 1)
+    return min(delay, MAX_RETRY_DELAY)
 
 
 @dataclass
