@@ -303,7 +303,7 @@ class Placement(TypedDict):
     create_time: float | None
 
 
-SampleRow = list[float]
+SampleRow = tuple[float, float, float, int, int, int, int, int]
 """A resource sample as `monitor.Sample`'s fields in order (t, cpu_percent, cpu_seconds,
 rss_bytes, read_bytes, write_bytes, threads, children)."""
 

@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine as SAEngine
 
@@ -47,6 +47,9 @@ from engine.protocol import Placement
 from engine.status import StepStatus
 from engine.storage import repo
 from engine.storage.db import read_scope
+
+if TYPE_CHECKING:
+    from engine.executor.dask_executor import DaskExecutor  # imports distributed: only on use
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +104,11 @@ class Coordinator:
         # The fork server may have been started early by the caller.
         self._local = LocalProcesses(paths.project, self._sel, forkserver, self._watch_orphans)
         self.alerter: Alerter | None = None
-        self._dask: Any = None
+        self._dask: DaskExecutor | None = None
         if config.executor == "dask":
             self._dask = self._dask_executor()  # now: an unreachable cluster is a user error
 
-    def _dask_executor(self) -> Any:
+    def _dask_executor(self) -> DaskExecutor:
         """The connection to the Dask cluster (opened on first use after a close).
 
         Raises:
@@ -391,6 +394,7 @@ class Coordinator:
         self._changed(run.id)
 
     def _remote_messages(self, live: LiveAttempt) -> None:
+        assert live.remote is not None
         for msg in live.remote.drain():
             if "placed" in msg:
                 self._placed(live, msg["placed"])

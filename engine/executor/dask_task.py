@@ -202,8 +202,8 @@ class _Attempt:
             self.last_sample = x.t
             with self.lock:
                 self.samples.append(
-                    [x.t, x.cpu_percent, x.cpu_seconds, x.rss_bytes, x.read_bytes,
-                     x.write_bytes, x.threads, x.children]
+                    (x.t, x.cpu_percent, x.cpu_seconds, x.rss_bytes, x.read_bytes,
+                     x.write_bytes, x.threads, x.children)
                 )  # fmt: skip
 
     def _follow(

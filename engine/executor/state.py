@@ -36,6 +36,8 @@ from engine.protocol import (
 from engine.status import RunStatus, StepStatus
 
 if TYPE_CHECKING:
+    from engine.executor.dask_executor import RemoteAttempt
+    from engine.executor.leftovers import Leftovers
     from engine.executor.spawn import Launch
     from engine.loading.manifest import Manifest
     from engine.storage.models import Run, Step
@@ -319,15 +321,15 @@ class LiveAttempt:
     buf: bytes = b""
     events: list[Event] = field(default_factory=list)
     canceled: bool = False
-    remote: Any = None  # a dask_executor.RemoteAttempt when it runs on a Dask worker
+    remote: RemoteAttempt | None = None  # when it runs on a Dask worker
     created: float | None = None
     """The process's create time: with the pid, it names the process (pids are reused)."""
     orphaned: bool = False
     """Its fork server died: nobody reports its exit, the coordinator must look for it."""
     exited: tuple[Ending, int | None, TreeStats] | None = None
     """Once its own process is gone: how it ended, its exit status and resource totals."""
-    leftovers: Any = None
-    """A `leftovers.Leftovers` being ended once its process exited; the attempt is over (and
+    leftovers: Leftovers | None = None
+    """What its process left running, being ended once it exited; the attempt is over (and
     recorded) only when they are gone."""
 
     def reported_children(self) -> tuple[list[int] | None, float | None]:
