@@ -79,14 +79,14 @@ class Leftovers:
 
     def poll(self) -> bool:
         """True once every process is gone; past the deadline, SIGKILL what is left first."""
-        alive = {pid: proc for pid, proc in self.procs.items() if _alive(proc)}
-        self.procs = alive
-        if not alive:
+        running = {pid: proc for pid, proc in self.procs.items() if alive(proc)}
+        self.procs = running
+        if not running:
             return True
         if time.monotonic() >= self.deadline and not self.killed:
             self.killed = True
-            alive.update(self._forked_meanwhile())
-            _signal(alive.values(), signal.SIGKILL)
+            running.update(self._forked_meanwhile())
+            _signal(running.values(), signal.SIGKILL)
         return False
 
     def wait(self, poll: float = 0.02) -> None:
@@ -191,7 +191,7 @@ def _names_a_stranger(sid: int, born: float) -> bool:
         return False  # no process has that pid: only our session's members can hold the id
 
 
-def _alive(proc: psutil.Process) -> bool:
+def alive(proc: psutil.Process) -> bool:
     """Running and not a zombie (a zombie is dead, its parent has yet to read its status)."""
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 
 import psutil
 
+from engine.executor.leftovers import alive
 from engine.processes import describe_exit
 from engine.units import format_bytes
 
@@ -119,22 +120,22 @@ def _terminate(pid: int, grace: float | None, extra: Iterable[psutil.Process] = 
         return
     _signal_all(pid, procs.values(), signal.SIGTERM)
     deadline = time.monotonic() + max(grace, 0.0)
-    alive = [proc for proc in procs.values() if _is_alive(proc)]
-    while alive and time.monotonic() < deadline:
+    running = [proc for proc in procs.values() if alive(proc)]
+    while running and time.monotonic() < deadline:
         time.sleep(min(_POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
-        alive = [proc for proc in alive if _is_alive(proc)]
+        running = [proc for proc in running if alive(proc)]
     # Look again: something may have forked while it was shutting down.
     for proc in _collect_tree(pid, protected).values():
-        if proc.pid not in procs and _is_alive(proc):
-            alive.append(proc)
-    if alive:
+        if proc.pid not in procs and alive(proc):
+            running.append(proc)
+    if running:
         logger.info(
             "process tree of pid %d still had %d process(es) after %g s; sending SIGKILL",
             pid,
-            len(alive),
+            len(running),
             grace,
         )
-        _signal_all(pid, alive, signal.SIGKILL)
+        _signal_all(pid, running, signal.SIGKILL)
 
 
 def _protected_pids() -> set[int]:
@@ -186,16 +187,6 @@ def _signal_all(pid: int, procs: Iterable[psutil.Process], sig: signal.Signals) 
         # psutil checks the pid still names the process we collected (pid reuse).
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             proc.send_signal(sig)
-
-
-def _is_alive(proc: psutil.Process) -> bool:
-    """Running and not a zombie: a zombie's parent only has yet to read its exit status."""
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:
-        return True
 
 
 @dataclass(slots=True)
@@ -430,7 +421,7 @@ class Monitor:
             return [
                 member.proc
                 for pid, member in watch.members.items()
-                if pid != watch.pid and _is_alive(member.proc)
+                if pid != watch.pid and alive(member.proc)
             ]
 
     def stats(self, key: str) -> TreeStats | None:
