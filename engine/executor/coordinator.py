@@ -43,13 +43,13 @@ from engine.executor.spawn import Launch
 from engine.executor.state import Ending, LiveAttempt, RunState, StepState, Updates
 from engine.loading.config import Config, Paths
 from engine.loading.manifest import Manifest
-from engine.protocol import Placement
 from engine.status import StepStatus
 from engine.storage import repo
 from engine.storage.db import read_scope
 
 if TYPE_CHECKING:
     from engine.executor.dask_executor import DaskExecutor  # imports distributed: only on use
+    from engine.protocol import Placement
 
 log = logging.getLogger(__name__)
 

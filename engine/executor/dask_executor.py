@@ -27,13 +27,15 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import ExecutorError, first_line
 from engine.executor import dask_task
 from engine.executor.monitor import Sample, TreeStats
 from engine.executor.spawn import Launch
-from engine.protocol import AttemptEnd, Batch, DaskPayload, SampleRow
+
+if TYPE_CHECKING:
+    from engine.protocol import AttemptEnd, Batch, DaskPayload, SampleRow
 
 log = logging.getLogger(__name__)
 
@@ -200,20 +202,20 @@ class RemoteAttempt:
         os.set_blocking(self._write_fd, False)
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = launch.log_path.open("ab")
-        self.payload = DaskPayload(
-            key=key,
-            attempt=attempt_id,
-            queue=executor.queue.name,
-            cancel=self._cancel.name,
-            claim=self._claim.name,
-            argv=launch.argv,
-            spec=launch.spec,
-            cwd=launch.cwd,
+        self.payload: DaskPayload = {
+            "key": key,
+            "attempt": attempt_id,
+            "queue": executor.queue.name,
+            "cancel": self._cancel.name,
+            "claim": self._claim.name,
+            "argv": launch.argv,
+            "spec": launch.spec,
+            "cwd": launch.cwd,
             # Only what the step adds: the worker's machine has its own PATH and HOME.
-            env={k: v for k, v in launch.env.items() if os.environ.get(k) != v},
-            timeout=launch.timeout,
-            memory_limit=launch.memory_limit,
-        )
+            "env": {k: v for k, v in launch.env.items() if os.environ.get(k) != v},
+            "timeout": launch.timeout,
+            "memory_limit": launch.memory_limit,
+        }
 
     # --- the coordinator's side (its thread) ---------------------------------------------------
 
@@ -265,7 +267,7 @@ class RemoteAttempt:
         self.fail(self._why_done())
 
     def fail(self, reason: str) -> None:
-        self._end(AttemptEnd(code=None, error=reason), None, clean=False)
+        self._end({"code": None, "error": reason}, None, clean=False)
 
     def _set_cancel(self) -> None:
         with contextlib.suppress(Exception):

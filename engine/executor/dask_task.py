@@ -37,23 +37,17 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from engine.executor import spawn
 from engine.executor.leftovers import Leftovers, append_lines
 from engine.executor.monitor import Monitor, Sample, kill_tree, stop_tree
-from engine.protocol import (
-    AttemptEnd,
-    Batch,
-    DaskPayload,
-    Placement,
-    SampleRow,
-    TaskResult,
-    decode_event,
-    reported_children,
-)
+from engine.protocol import decode_event, reported_children
+
+if TYPE_CHECKING:
+    from engine.protocol import AttemptEnd, Batch, DaskPayload, Placement, SampleRow, TaskResult
 
 BATCH_INTERVAL = 0.1
 """Seconds between looks at the step's output (a batch is sent only when there is news)."""
@@ -114,7 +108,7 @@ def run_attempt(payload: DaskPayload) -> TaskResult:
     worker = get_worker()
     claim = Event(payload["claim"])
     if claim.is_set():
-        return TaskResult(superseded=True, worker=worker.address)
+        return {"superseded": True, "worker": worker.address}
     claim.set()
     queue = Queue(payload["queue"])
     cancel = Event(payload["cancel"])
@@ -150,7 +144,7 @@ class _Attempt:
             except Exception as exc:  # noqa: BLE001 - the attempt fails; the worker lives on
                 error = f"could not start the step on dask worker {self.worker.address}: "
                 error += f"{type(exc).__name__}: {exc}"
-                end = AttemptEnd(code=None, cpu=None, stats=None, error=error)
+                end: AttemptEnd = {"code": None, "cpu": None, "stats": None, "error": error}
                 self._put({"end": end})
                 return {"end": end}
             return self._follow(proc, events_fd, log_path)
@@ -214,12 +208,12 @@ class _Attempt:
         monitor.start()
         key = str(p["attempt"])
         monitor.watch(key, proc.pid, memory_limit=p["memory_limit"], timeout=p["timeout"])
-        placed = Placement(
-            host=socket.gethostname(),
-            worker=self.worker.address,
-            pid=proc.pid,
-            create_time=self.created,
-        )
+        placed: Placement = {
+            "host": socket.gethostname(),
+            "worker": self.worker.address,
+            "pid": proc.pid,
+            "create_time": self.created,
+        }
         self._put({"placed": placed})
         if events_fd is not None:
             os.set_blocking(events_fd, False)
@@ -278,7 +272,7 @@ class _Attempt:
             stats.cpu_seconds = max(stats.cpu_seconds, cpu)
         with self.lock:
             tail = self.samples
-        end = AttemptEnd(code=code, cpu=cpu, stats=asdict(stats))
+        end: AttemptEnd = {"code": code, "cpu": cpu, "stats": asdict(stats)}
         self._put({"samples": tail, "end": end} if tail else {"end": end})
         return {"end": end}
 

@@ -29,9 +29,10 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-from engine.protocol import ExitReport, ForkRequest
+if TYPE_CHECKING:
+    from engine.protocol import ExitReport, ForkRequest
 
 MAX_MSG = 1 << 20
 
@@ -51,7 +52,7 @@ def _recv(sock: socket.socket) -> tuple[ForkRequest | None, list[int]]:
             fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
     if not data:
         return None, list(fds)
-    return cast(ForkRequest, json.loads(data)), list(fds)
+    return cast("ForkRequest", json.loads(data)), list(fds)
 
 
 # --- server side (its own process) -----------------------------------------------------------
@@ -159,12 +160,12 @@ def _reap(sock: socket.socket, children: dict[int, int]) -> None:
         if pid == 0:
             return
         req_id = children.pop(pid, None)
-        report = ExitReport(
-            id=req_id,
-            exit=pid,
-            code=os.waitstatus_to_exitcode(status),
-            cpu=usage.ru_utime + usage.ru_stime,
-        )
+        report: ExitReport = {
+            "id": req_id,
+            "exit": pid,
+            "code": os.waitstatus_to_exitcode(status),
+            "cpu": usage.ru_utime + usage.ru_stime,
+        }
         sock.send(json.dumps(report).encode())
 
 
@@ -202,7 +203,7 @@ class ForkServer:
         """
         reply_r, reply_w = os.pipe()
         try:
-            request = ForkRequest(id=req_id, spec=spec, cwd=cwd, env=env)
+            request: ForkRequest = {"id": req_id, "spec": spec, "cwd": cwd, "env": env}
             _send_fds(self.sock, request, [log_fd, events_fd, reply_w])
             os.close(reply_w)
             reply_w = -1
@@ -231,7 +232,7 @@ class ForkServer:
                 raise ConnectionResetError("the fork server exited")
             reply = json.loads(msg)
             if "exit" in reply:
-                out.append(cast(ExitReport, reply))
+                out.append(cast("ExitReport", reply))
         return out
 
     def fileno(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlmodel import Session
 
@@ -18,16 +19,11 @@ from engine.authoring.partitions import safe_key
 from engine.executor.spawn import Launch, worker_argv
 from engine.loading.config import Paths
 from engine.loading.manifest import AssetSpec, Manifest, TaskSpec
-from engine.protocol import (
-    AssetStepSpec,
-    CheckRef,
-    Input,
-    PartitionsInput,
-    SingleInput,
-    TaskStepSpec,
-)
 from engine.storage import repo
 from engine.storage.models import Run
+
+if TYPE_CHECKING:
+    from engine.protocol import AssetStepSpec, Input, PartitionsInput, SingleInput, TaskStepSpec
 
 
 class InputMissing(Exception):
@@ -49,7 +45,7 @@ def _value_gone(name: str, key: str | None, path: str, spec: AssetSpec) -> Input
 
 
 def _single(mat_path: str, io: str, up: AssetSpec | None = None) -> SingleInput:
-    src = SingleInput(mode="single", path=mat_path, io=io)
+    src: SingleInput = {"mode": "single", "path": mat_path, "io": io}
     if up is not None:
         # The upstream's file and name let the worker find a custom IO manager object.
         src["file"], src["asset"] = up.file, up.name
@@ -122,7 +118,10 @@ def asset_inputs(
 
 
 def _partitions(items: dict[str, str], up: AssetSpec) -> PartitionsInput:
-    return PartitionsInput(mode="partitions", items=items, io=up.io, file=up.file, asset=up.name)
+    src: PartitionsInput = {
+        "mode": "partitions", "items": items, "io": up.io, "file": up.file, "asset": up.name,
+    }  # fmt: skip
+    return src
 
 
 def task_inputs(session: Session, run_id: str, task: TaskSpec) -> dict[str, Input]:
@@ -188,23 +187,23 @@ def prepare(
         inputs, ids = asset_inputs(session, manifest, aspec, partition, keys)
         base = f"{values or paths.values}/{key}"
         part_dir = f"{base}/{safe_key(partition) if partition else '_'}"
-        spec = AssetStepSpec(
-            kind="asset",
-            key=key,
-            root=manifest.root,
-            file=aspec.file,
-            run_id=run.id,
-            attempt=attempt,
-            partition=partition,
-            params=params,
-            home=str(paths.home),
-            inputs=inputs,
-            output_stem=f"{part_dir}/{run.id}.{attempt}",
-            checks=[
-                CheckRef(file=c.file, name=c.name, blocking=c.blocking)
+        spec: AssetStepSpec = {
+            "kind": "asset",
+            "key": key,
+            "root": manifest.root,
+            "file": aspec.file,
+            "run_id": run.id,
+            "attempt": attempt,
+            "partition": partition,
+            "params": params,
+            "home": str(paths.home),
+            "inputs": inputs,
+            "output_stem": f"{part_dir}/{run.id}.{attempt}",
+            "checks": [
+                {"file": c.file, "name": c.name, "blocking": c.blocking}
                 for c in manifest.checks.get(key, [])
             ],
-        )
+        }
         if keys is not None:
             # A ranged asset: the keys it is called with, and where each key's value goes.
             spec["partitions"] = keys
@@ -237,25 +236,25 @@ def prepare(
             memory_limit=task.memory_limit,
             pool=task.pool,
         )
-    task_spec = TaskStepSpec(
-        kind="task",
-        key=key,
-        pipeline=pipeline.name,
-        root=manifest.root,
-        file=pipeline.file,
-        run_id=run.id,
-        attempt=attempt,
-        partition=None,
-        params=params,
-        home=str(paths.home),
-        inputs=task_inputs(session, run.id, task),
+    task_spec: TaskStepSpec = {
+        "kind": "task",
+        "key": key,
+        "pipeline": pipeline.name,
+        "root": manifest.root,
+        "file": pipeline.file,
+        "run_id": run.id,
+        "attempt": attempt,
+        "partition": None,
+        "params": params,
+        "home": str(paths.home),
+        "inputs": task_inputs(session, run.id, task),
         # "@tasks" cannot be an asset's name, so the value sweep can tell these apart.
-        output_stem=(
+        "output_stem": (
             f"{values}/@tasks/{run.id}/{key}.{attempt}"
             if values
             else str(spec_dir / "values" / f"{key}.{attempt}")
         ),
-    )
+    }
     return Launch(
         argv=worker,
         cwd=str(paths.project),

@@ -15,11 +15,14 @@ import selectors
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.executor import spawn as spawning
 from engine.executor.forkserver import ForkServer
 from engine.executor.spawn import Launch
-from engine.protocol import ExitReport
+
+if TYPE_CHECKING:
+    from engine.protocol import ExitReport
 
 # What happens here is the coordinator's doing: its log says so under its name.
 log = logging.getLogger("engine.executor.coordinator")

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import Session
@@ -39,11 +39,14 @@ from engine.executor.spawn import Launch
 from engine.executor.state import LiveAttempt, Outcome, RunState, StepState, Updates, may_claim
 from engine.loading.config import Paths
 from engine.loading.manifest import Manifest
-from engine.protocol import Event, EventKind, Placement
+from engine.protocol import EventKind
 from engine.status import RunStatus, StepStatus, transition_run, transition_step
 from engine.storage import repo
 from engine.storage.db import session_scope
 from engine.storage.models import CheckRecord, Materialization, StepAttempt
+
+if TYPE_CHECKING:
+    from engine.protocol import Event, Placement
 
 SAMPLE_FLUSH = 1.0
 

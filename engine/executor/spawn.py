@@ -16,8 +16,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from engine.protocol import WorkerSpec
+if TYPE_CHECKING:
+    from engine.protocol import WorkerSpec
 
 WORKER_MODULE = "engine.executor.worker"
 

@@ -20,25 +20,12 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.protocol import (
-    AssetStepSpec,
-    CheckEvent,
-    CheckRef,
-    ErrorEvent,
-    Event,
-    EventKind,
-    FailureKind,
-    FinishedEvent,
-    Input,
-    LogEvent,
-    MetadataEvent,
-    OutputEvent,
-    StartedEvent,
-    WorkerSpec,
-    encode_event,
-)
+from engine.protocol import EventKind, FailureKind, encode_event
+
+if TYPE_CHECKING:
+    from engine.protocol import AssetStepSpec, CheckRef, Event, Input, OutputEvent, WorkerSpec
 
 _PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 _subreaper = False  # this process adopts its descendants' orphans
@@ -103,10 +90,10 @@ class _WarningsToEvents(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.reporter.send(
-            LogEvent(
-                e=EventKind.LOG, t=time.time(), level=record.levelname,
-                message=record.getMessage()[:2000],
-            )
+            {
+                "e": EventKind.LOG, "t": time.time(), "level": record.levelname,
+                "message": record.getMessage()[:2000],
+            }
         )  # fmt: skip
 
 
@@ -252,16 +239,16 @@ def _run_checks(
             state = "passed" if passed and not error else "FAILED"
             ctx.log.info("check %s %s%s", c["name"], state, f": {error}" if error else "")
             reporter.send(
-                CheckEvent(
-                    e=EventKind.CHECK, t=time.time(), name=c["name"], passed=passed and not error,
-                    metadata=metadata, description=description, error=error,
-                    blocking=c["blocking"],
-                )
+                {
+                    "e": EventKind.CHECK, "t": time.time(), "name": c["name"],
+                    "passed": passed and not error, "metadata": metadata,
+                    "description": description, "error": error, "blocking": c["blocking"],
+                }
             )  # fmt: skip
 
 
 def _output(path: str, size: int, partition: str | None = None) -> OutputEvent:
-    event = OutputEvent(e=EventKind.OUTPUT, t=time.time(), path=path, size=size)
+    event: OutputEvent = {"e": EventKind.OUTPUT, "t": time.time(), "path": path, "size": size}
     if partition is not None:
         event["partition"] = partition
     return event
@@ -290,7 +277,7 @@ def run(spec: WorkerSpec, reporter: Reporter) -> None:
         key=key,
         home=Path(spec["home"]),
         _on_metadata=lambda data: reporter.send(
-            MetadataEvent(e=EventKind.METADATA, t=time.time(), data=data)
+            {"e": EventKind.METADATA, "t": time.time(), "data": data}
         ),
     )
     items = _import(spec["root"], spec["file"])
@@ -430,7 +417,7 @@ def main(spec_path: str | None = None, fd: int | None = None) -> None:
     _become_subreaper()
     reporter = Reporter(fd)
     spec: WorkerSpec = json.loads(Path(spec_path).read_text())
-    reporter.send(StartedEvent(e=EventKind.STARTED, t=time.time(), pid=os.getpid()))
+    reporter.send({"e": EventKind.STARTED, "t": time.time(), "pid": os.getpid()})
     try:
         run(spec, reporter)
     except StepFailure as exc:
@@ -439,10 +426,10 @@ def main(spec_path: str | None = None, fd: int | None = None) -> None:
             sys.stderr.write(exc.tb)
         sys.stderr.flush()
         reporter.send(
-            ErrorEvent(
-                e=EventKind.ERROR, t=time.time(), kind=exc.kind, message=exc.message,
-                traceback=exc.tb, peak_rss=_peak_rss(), children=_children(),
-            )
+            {
+                "e": EventKind.ERROR, "t": time.time(), "kind": exc.kind, "message": exc.message,
+                "traceback": exc.tb, "peak_rss": _peak_rss(), "children": _children(),
+            }
         )  # fmt: skip
         code = 1
         cause = exc.__cause__
@@ -452,9 +439,12 @@ def main(spec_path: str | None = None, fd: int | None = None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     reporter.send(
-        FinishedEvent(
-            e=EventKind.FINISHED, t=time.time(), peak_rss=_peak_rss(), children=_children()
-        )
+        {
+            "e": EventKind.FINISHED,
+            "t": time.time(),
+            "peak_rss": _peak_rss(),
+            "children": _children(),
+        }
     )
     # Skip interpreter teardown (atexit of user libraries, GC of big values): the result is
     # stored and reported; nothing else the process does can matter.

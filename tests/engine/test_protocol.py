@@ -5,40 +5,36 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from engine.protocol import (
-    CheckEvent,
-    ErrorEvent,
-    Event,
     EventKind,
     FailureKind,
-    FinishedEvent,
-    LogEvent,
-    MetadataEvent,
-    OutputEvent,
-    StartedEvent,
     decode_event,
     encode_event,
     reported_children,
 )
 from tests.engine.test_executor import log_text, make_project, materializations, stored_value
 
+if TYPE_CHECKING:
+    from engine.protocol import ErrorEvent, Event, FinishedEvent, MetadataEvent
+
 T = 1_700_000_000.25
 
 EVENTS: list[Event] = [
-    StartedEvent(e=EventKind.STARTED, t=T, pid=4121),
-    LogEvent(e=EventKind.LOG, t=T, level="WARNING", message="low on disk"),
-    MetadataEvent(e=EventKind.METADATA, t=T, data={"rows": 3, "nested": {"a": [1, 2]}}),
-    OutputEvent(e=EventKind.OUTPUT, t=T, path="/v/a/_/r.1.pickle", size=17),
-    OutputEvent(e=EventKind.OUTPUT, t=T, path="/v/a/2025-01-05/r.1.pickle", size=17,
-                partition="2025-01-05"),
-    CheckEvent(e=EventKind.CHECK, t=T, name="positive", passed=False, metadata={"min": -1},
-               description=None, error=None, blocking=True),
-    FinishedEvent(e=EventKind.FINISHED, t=T, peak_rss=52_428_800, children=[]),
-    ErrorEvent(e=EventKind.ERROR, t=T, kind=FailureKind.TYPE, message="ValueError: no",
-               traceback="Traceback ...", peak_rss=None, children=None),
+    {"e": EventKind.STARTED, "t": T, "pid": 4121},
+    {"e": EventKind.LOG, "t": T, "level": "WARNING", "message": "low on disk"},
+    {"e": EventKind.METADATA, "t": T, "data": {"rows": 3, "nested": {"a": [1, 2]}}},
+    {"e": EventKind.OUTPUT, "t": T, "path": "/v/a/_/r.1.pickle", "size": 17},
+    {"e": EventKind.OUTPUT, "t": T, "path": "/v/a/2025-01-05/r.1.pickle", "size": 17,
+     "partition": "2025-01-05"},
+    {"e": EventKind.CHECK, "t": T, "name": "positive", "passed": False, "metadata": {"min": -1},
+     "description": None, "error": None, "blocking": True},
+    {"e": EventKind.FINISHED, "t": T, "peak_rss": 52_428_800, "children": []},
+    {"e": EventKind.ERROR, "t": T, "kind": FailureKind.TYPE, "message": "ValueError: no",
+     "traceback": "Traceback ...", "peak_rss": None, "children": None},
 ]  # fmt: skip
 
 
@@ -58,7 +54,7 @@ def test_the_wire_form_is_plain_json_with_the_kind_and_time_first() -> None:
 
 
 def test_a_value_json_cannot_hold_travels_as_its_repr() -> None:
-    event = MetadataEvent(e=EventKind.METADATA, t=T, data={"when": {1, 2}})
+    event: MetadataEvent = {"e": EventKind.METADATA, "t": T, "data": {"when": {1, 2}}}
     decoded = decode_event(encode_event(event))
     assert decoded is not None and decoded["e"] == EventKind.METADATA
     assert decoded["data"] == {"when": "{1, 2}"}
@@ -92,10 +88,12 @@ def test_anything_else_is_not_an_event(line: bytes) -> None:
 def test_the_children_come_from_the_last_word() -> None:
     assert reported_children(EVENTS[:6]) == (None, None)  # it did not get to say
     assert reported_children(EVENTS[:7]) == ([], T)
-    unknown = FinishedEvent(e=EventKind.FINISHED, t=T, peak_rss=None, children=None)
+    unknown: FinishedEvent = {"e": EventKind.FINISHED, "t": T, "peak_rss": None, "children": None}
     assert reported_children([*EVENTS[:6], unknown]) == (None, None)
-    named = ErrorEvent(e=EventKind.ERROR, t=T + 1, kind=FailureKind.EXCEPTION, message="m",
-                       traceback="", peak_rss=None, children=[12, 13])  # fmt: skip
+    named: ErrorEvent = {
+        "e": EventKind.ERROR, "t": T + 1, "kind": FailureKind.EXCEPTION, "message": "m",
+        "traceback": "", "peak_rss": None, "children": [12, 13],
+    }  # fmt: skip
     assert reported_children([*EVENTS[:6], named]) == ([12, 13], T + 1)
 
 

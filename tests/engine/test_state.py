@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from engine.executor.state import (
     MAX_RETRY_DELAY,
     Ending,
@@ -11,8 +13,11 @@ from engine.executor.state import (
     retry_delay,
 )
 from engine.loading.manifest import Manifest
-from engine.protocol import CheckEvent, Event, EventKind
+from engine.protocol import EventKind
 from engine.status import RunStatus, StepStatus
+
+if TYPE_CHECKING:
+    from engine.protocol import CheckEvent, Event
 
 NOW = 1_000.0
 FAILED = Ending(StepStatus.FAILED, "ValueError: no", None, retry=True)
@@ -39,10 +44,10 @@ def attempt(st: StepState, number: int, of: int) -> StepState:
 
 
 def check(name: str, passed: bool, blocking: bool) -> CheckEvent:
-    return CheckEvent(
-        e=EventKind.CHECK, t=NOW, name=name, passed=passed, metadata={}, description=None,
-        error=None, blocking=blocking,
-    )  # fmt: skip
+    return {
+        "e": EventKind.CHECK, "t": NOW, "name": name, "passed": passed, "metadata": {},
+        "description": None, "error": None, "blocking": blocking,
+    }  # fmt: skip
 
 
 def test_a_failure_retries_with_a_doubling_backoff_while_attempts_are_left() -> None:
