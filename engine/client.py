@@ -68,6 +68,7 @@ class Client:
         self._manifest: Manifest | None = None
         self.engine: Any = None  # an Engine embedded in this process, once attached
         self._warm_server: Any = None
+        self._backfill_reader: Any = None  # the UI's list of backfills, read every second
 
     # --- configuration and definitions --------------------------------------------------------
 
@@ -603,9 +604,16 @@ class Client:
             return fn(backfill_id)  # type: ignore[no-any-return]
         if self.daemon() is not None:
             return self._command(f"backfill_{action}", {"backfill_id": backfill_id})["backfill_id"]  # type: ignore[no-any-return]
+        if action == "resume":
+            manifest = self.load()
+            with self._write() as s:
+                return bf.resume_backfill(s, manifest, backfill_id, time.time())
         with self._write() as s:
-            fn = bf.cancel_backfill if action == "cancel" else bf.resume_backfill
-            return fn(s, backfill_id, time.time())
+            full = bf.cancel_backfill(s, backfill_id, time.time())
+            # No engine will cancel its unstarted runs: do it now, as one would (runs that a
+            # command in progress executes are canceled by that command).
+            bf.advance_backfill(s, full, True, time.time())
+            return full
 
     def follow_backfill(
         self, backfill_id: str, on_progress: Callable[[dict[str, Any]], None] | None = None
@@ -626,18 +634,28 @@ class Client:
             return None
         return info
 
-    def backfill_progress(self, backfill_id: str) -> dict[str, Any]:
+    def backfill_progress(self, backfill_id: str, with_keys: bool = True) -> dict[str, Any]:
+        """A backfill's row and how many of its keys each status covers (one aggregate query);
+        with `with_keys`, also its key list (`partitions`)."""
         from engine.automation.backfill import progress
 
         with self._read() as s:
-            return progress(s, backfill_id)
+            return progress(s, backfill_id, with_keys)
 
-    def backfills(self, limit: int = 20) -> list[dict[str, Any]]:
-        from engine.automation.backfill import progress
+    def backfills(self, limit: int = 20, with_keys: bool = True) -> list[dict[str, Any]]:
+        """The newest backfills and their progress. Without `with_keys` (the UI's list, read
+        every second) each dict says only how many keys there are and the first and last,
+        and only running backfills are counted again at each call."""
+        from engine.automation.backfill import ProgressReader, progress
         from engine.storage import repo
 
         with self._read() as s:
-            return [progress(s, b.id) for b in repo.recent_backfills(s, limit)]
+            if with_keys:
+                return [progress(s, b.id) for b in repo.recent_backfills(s, limit)]
+            if self._backfill_reader is None:
+                self._backfill_reader = ProgressReader()
+            live = self.engine.backfill_progress if self.engine is not None else None
+            return self._backfill_reader.recent(s, limit, live)
 
     def run_backfill_here(
         self, backfill_id: str, on_progress: Callable[[dict[str, Any]], None] | None = None
@@ -646,7 +664,7 @@ class Client:
 
         When all its runs may start at once (a backfill in ranges is often one run), they run
         as `materialize` runs them, on this process's coordinator; otherwise an engine starts
-        here, whose admission keeps the backfill's limit."""
+        here, whose admission keeps the backfill's limit and says how it progresses."""
         small = self._startable_at_once(backfill_id)
         if small is not None:
             return self._run_backfill_runs(backfill_id, small, on_progress)
@@ -664,40 +682,35 @@ class Client:
             sensors=False,
             watch=False,
         )
-        # Read the progress when the engine says something changed (a backfill of one run
-        # ends a few milliseconds after it starts), and at least every 0.2 s.
-        changed = threading.Event()
-        unsubscribe = engine.subscribe(lambda _event: changed.set())
         engine.start()
         try:
-            while True:
-                changed.clear()
-                info = self.backfill_progress(backfill_id)
+            info: dict[str, Any] | None = None
+            for info in engine.follow_backfill(backfill_id):
                 if on_progress is not None:
                     on_progress(info)
-                if info["status"] != "running":
-                    return info
-                if engine.failure is not None:  # its coordinator failed (a full disk, say)
-                    raise engine.failure
-                changed.wait(0.2)
+            if engine.failure is not None:  # its coordinator failed (a full disk, say)
+                raise engine.failure
+            assert info is not None  # the engine runs until the backfill ends
+            return info
         finally:
-            unsubscribe()
             engine.stop()
 
     def _startable_at_once(self, backfill_id: str) -> list[str] | None:
         """The backfill's runs, if every one left is queued, unowned and within its limit."""
+        from engine.automation.backfill import run_counts
         from engine.storage import repo
 
         with self._read() as s:
             backfill = repo.find_backfill(s, backfill_id)
-            left = [r for r in repo.runs_of_backfill(s, backfill.id) if r.status != "success"]
             if backfill.status != "running" or backfill.cancel_requested:
                 return None
-            if len(left) > backfill.max_parallel:
+            rows = run_counts(s, [backfill.id])[backfill.id]
+            if sum(n for status, _, n in rows if status != "success") > backfill.max_parallel:
                 return None
-            if any(r.status != "queued" or r.owner for r in left):
+            left = [r for r in repo.backfill_run_states(s, backfill.id) if r[1] != "success"]
+            if any(status != "queued" or owner for _, status, _, owner, _ in left):
                 return None  # a run to recover or being canceled: the engine's path
-            return [r.id for r in left]
+            return [run_id for run_id, *_ in left]
 
     def _run_backfill_runs(
         self,
@@ -708,7 +721,7 @@ class Client:
         from engine.automation.backfill import advance_backfills
 
         if on_progress is not None:
-            on_progress(self.backfill_progress(backfill_id))
+            on_progress(self.backfill_progress(backfill_id, with_keys=False))
         self.execute(run_ids)
         with self._write() as s:
             advance_backfills(s, time.time())  # success, failed or canceled, as an engine would

@@ -1,8 +1,11 @@
-"""Run and step statuses, and the one place where a status may change.
+"""Every status dagtop records or shows, and the one place where a run's or step's may change.
 
-Nothing else assigns `.status`: every change goes through `transition`, which checks it
-against the allowed table, so a bug that would move a finished step back to running fails
-loudly instead of corrupting history.
+Nothing else assigns a run's or step's `.status`: every change goes through `transition`, which
+checks it against the allowed table, so a bug that would move a finished step back to running
+fails loudly instead of corrupting history.
+
+The values are the words storage holds and `--json` prints; each enum is a `str`, so a value
+read back from storage compares equal to its member.
 """
 
 from __future__ import annotations
@@ -35,6 +38,41 @@ class StepStatus(StrEnum):
     @property
     def finished(self) -> bool:
         return self in _STEP_TERMINAL
+
+
+class BackfillStatus(StrEnum):
+    RUNNING = "running"
+    SUCCESS = "success"  # every run it made succeeded
+    FAILED = "failed"  # every run ended, some did not succeed
+    CANCELED = "canceled"
+
+
+class CommandStatus(StrEnum):
+    """A request in the command table, for an engine on another host that shares PostgreSQL."""
+
+    PENDING = "pending"
+    TAKEN = "taken"  # an engine is carrying it out
+    DONE = "done"
+    FAILED = "failed"
+    ABANDONED = "abandoned"  # its sender stopped waiting before an engine took it
+
+
+class PartitionStatus(StrEnum):
+    """One partition of an asset (or an unpartitioned asset) in the partition matrix."""
+
+    MISSING = "missing"  # never materialized, or its stored value is gone
+    MATERIALIZED = "materialized"  # its newest value is current
+    STALE = "stale"  # materialized, but out of date
+    FAILED = "failed"  # its newest attempt failed (an older value may still exist)
+    RUNNING = "running"  # a run is materializing it now
+
+
+class Freshness(StrEnum):
+    """Whether an asset partition must be materialized to be up to date (`--stale`)."""
+
+    MISSING = "missing"
+    STALE = "stale"
+    CURRENT = "current"
 
 
 _RUN_TERMINAL = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELED})

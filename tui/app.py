@@ -1,6 +1,7 @@
 """The dagtop terminal UI: wiring only. Screens live in tui/screens, widgets in tui/widgets.
 
-The app talks to the engine only through `engine.client.Client`. With no daemon running it
+The app talks to the engine only through the facade, typed as `engine.client_api.ClientAPI`
+(`engine.client.Client` in use, a fake in the tests). With no daemon running `run_app`
 embeds an engine (schedules, sensors, hot reload and runs live as long as the UI); with a
 daemon up it attaches to it and reads the same storage.
 """
@@ -13,7 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
 from textual.app import App
@@ -21,10 +22,15 @@ from textual.binding import Binding, BindingType
 from textual.worker import Worker
 
 from engine.client import Client, RunView
+from engine.client_api import ClientAPI
 from engine.errors import EngineError
+from engine.status import RunStatus, StepStatus
 from tui.commands import DagtopCommands
+from tui.feedback import report_worker_failure
 from tui.messages import EngineChanged
-from tui.screens.backfill import report_worker_failure
+
+if TYPE_CHECKING:
+    from engine.client_api import EngineEvent
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +58,7 @@ class DagtopApp(App[None]):
     ]
 
     def __init__(
-        self, client: Client, mode: str = "embedded", clock: Callable[[], float] | None = None
+        self, client: ClientAPI, mode: str = "embedded", clock: Callable[[], float] | None = None
     ) -> None:
         """
         Args:
@@ -61,7 +67,7 @@ class DagtopApp(App[None]):
             clock: Returns the current epoch seconds (tests freeze it for stable snapshots).
         """
         super().__init__()
-        self.client = client
+        self.client: ClientAPI = client
         self.mode = mode
         self.clock: Callable[[], float] = clock or time.time
         self.stop_grace = 3.0
@@ -79,13 +85,16 @@ class DagtopApp(App[None]):
     def on_mount(self) -> None:
         from tui.screens.home import HomeScreen
 
-        if self.client.engine is not None:
-            self._unsubscribe = self.client.engine.subscribe(
-                lambda event: self.post_message(EngineChanged(event.kind, event.ref))
-            )
+        engine = self.client.engine
+        if engine is not None:
+            self._unsubscribe = engine.subscribe(self._engine_changed)
         else:
             self.set_interval(POLL_INTERVAL, self.poll_changes)
         self.push_screen(HomeScreen())
+
+    def _engine_changed(self, event: EngineEvent) -> None:
+        # On an engine thread: post_message is the thread-safe way onto the event loop.
+        self.post_message(EngineChanged(event.kind, event.ref))
 
     def on_unmount(self) -> None:
         if self._unsubscribe is not None:
@@ -93,14 +102,12 @@ class DagtopApp(App[None]):
 
     def on_engine_changed(self, message: EngineChanged) -> None:
         """Hand the change to every open screen: covered ones stay current too."""
-        if getattr(message, "forwarded", False):
+        if message.forwarded:
             return  # one of ours, bubbling back up from a screen
         if message.kind == "run" and message.ref:
             self.check_failure(message.ref)
         for screen in self.screen_stack[1:]:
-            copy = EngineChanged(message.kind, message.ref)
-            copy.forwarded = True  # type: ignore[attr-defined]
-            screen.post_message(copy)
+            screen.post_message(EngineChanged(message.kind, message.ref, forwarded=True))
 
     @work(exclusive=True, group="poll", exit_on_error=False)
     async def poll_changes(self) -> None:
@@ -128,12 +135,12 @@ class DagtopApp(App[None]):
 
     def _announce_failure(self, run: RunView) -> None:
         """A toast and the bell for a run that failed while the UI is open; `!` opens it."""
-        if run.status != "failed" or run.id in self._announced:
+        if run.status != RunStatus.FAILED or run.id in self._announced:
             return
         if (run.ended_at or 0) < self.opened_at:
             return  # history, not news
         self._announced.add(run.id)
-        step = next((s for s in run.steps if s.status == "failed"), None)
+        step = next((s for s in run.steps if s.status == StepStatus.FAILED), None)
         self.last_failure = (run.id, step.key if step else None)
         what = f"{step.key}: {step.error}" if step and step.error else run.target
         self.notify(f"{what}\npress ! to open it", title=f"run {run.id[:6]} failed",
@@ -163,7 +170,7 @@ class DagtopApp(App[None]):
             return len(self.screen_stack) > 2  # hidden where there is nowhere to go back to
         return True
 
-    def action_back(self) -> None:
+    async def action_back(self) -> None:
         if len(self.screen_stack) > 2:
             self.pop_screen()
 
@@ -190,7 +197,7 @@ class DagtopApp(App[None]):
         from tui.screens.confirm import QuitScreen
 
         runs = await asyncio.to_thread(self.client.runs, 500)
-        live = [run.id for run in runs if run.status in ("queued", "running")]
+        live = [run.id for run in runs if not run.finished]
         if not live:
             self.exit()
             return
@@ -262,18 +269,19 @@ def run_app(client: Client) -> None:
         # A damaged history is refused before the screen opens (the error is one line on the
         # terminal): the UI would show what its damaged pages say, and its engine act on it.
         client.verify_db()
+        engine = None
         mode = "attached" if client.daemon() is not None else "embedded"
         if mode == "embedded":
             try:
-                client.start_engine(kind="tui")
+                engine = client.start_engine(kind="tui")
             except EngineBusy:
                 mode = "attached"
         app = DagtopApp(client, mode=mode)
         try:
             app.run()
         finally:
-            if client.engine is not None:
-                client.engine.stop(grace=app.stop_grace)
+            if engine is not None:
+                engine.stop(grace=app.stop_grace)
     finally:
         restore_logging()
 

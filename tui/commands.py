@@ -7,9 +7,8 @@ is left out, so the palette only offers what applies to the current selection.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
-from typing import Any
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.dom import DOMNode
@@ -42,7 +41,7 @@ class DagtopCommands(Provider):
                     continue
                 yield title, help_text, node, action
 
-    def _run(self, node: DOMNode, action: str) -> Any:
+    def _run(self, node: DOMNode, action: str) -> Callable[[], Awaitable[bool]]:
         return partial(self.app.run_action, action, node)
 
     async def discover(self) -> Hits:

@@ -6,16 +6,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-from engine.client import Client
+from textual.app import App
+
+from engine.client_api import ClientAPI
 
 
 class Host(Protocol):
-    client: Client
+    client: ClientAPI
     mode: str
     """"embedded", "attached" (to a daemon) or "offline" (read-only, for tests)."""
     clock: Callable[[], float]
 
 
-def host_of(app: Any) -> Host:
-    """The running app, seen as the `Host` every dagtop screen runs in."""
+def host_of(app: App[Any]) -> Host:
+    """The running app, seen as the `Host` every dagtop screen runs in (the app and the tests'
+    hosts are checked against `Host` where they are made)."""
     return cast(Host, app)

@@ -12,10 +12,12 @@ class EngineChanged(Message):
     while steps run, so consecutive ones replace each other in the queue.
     """
 
-    def __init__(self, kind: str, ref: str | None = None) -> None:
+    def __init__(self, kind: str, ref: str | None = None, forwarded: bool = False) -> None:
         super().__init__()
         self.kind = kind
         self.ref = ref
+        self.forwarded = forwarded
+        """Handed down by the app to a screen (which lets it bubble back up to the app)."""
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, EngineChanged)

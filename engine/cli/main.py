@@ -12,9 +12,10 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 import click
 
@@ -429,39 +430,101 @@ def backfill(
     if no_wait:
         info = client.backfill_progress(backfill_id)
     else:
-        info = client.follow_backfill(backfill_id, None if as_json else _progress_line)
-        if info is None and client.daemon() is not None:
-            info = _watch_backfill(client, backfill_id, as_json)
-        elif info is None:
-            info = client.run_backfill_here(backfill_id, None if as_json else _progress_line)
-        if not as_json:
-            sys.stdout.write("\n")
+        shown = None if as_json else BackfillProgress(sys.stdout)
+        try:
+            info = client.follow_backfill(backfill_id, shown)
+            if info is None and client.daemon() is not None:
+                info = _watch_backfill(client, backfill_id, shown)
+            elif info is None:
+                info = client.run_backfill_here(backfill_id, shown)
+        finally:
+            if shown is not None:
+                shown.close()
     _print_backfill(info, as_json)
     if info["status"] not in ("success", "running"):
         _exit(1)
 
 
-def _watch_backfill(client: Client, backfill_id: str, quiet: bool) -> dict[str, Any]:
+def _watch_backfill(
+    client: Client, backfill_id: str, shown: Callable[[dict[str, Any]], None] | None
+) -> dict[str, Any]:
+    """Poll a backfill that an engine runs whose socket this process cannot reach."""
     while True:
-        info = client.backfill_progress(backfill_id)
-        if not quiet:
-            _progress_line(info)
+        info = client.backfill_progress(backfill_id, with_keys=False)
+        if shown is not None:
+            shown(info)
         if info["status"] != "running":
-            return info
-        time.sleep(0.25)
+            return client.backfill_progress(backfill_id)
+        time.sleep(0.5)
 
 
-def _progress_line(info: dict[str, Any]) -> None:
-    c, total = info["counts"], info["total"]
-    done = c.get("success", 0)
-    width = 30
-    bar = "█" * int(width * done / total) if total else ""
-    sys.stdout.write(
-        f"\r{bar:<{width}} {done}/{total}  {GLYPHS['failed']} {c.get('failed', 0)}"
-        f"  {GLYPHS['running']} {c.get('running', 0)}  {GLYPHS['queued']} {c.get('queued', 0)}"
-        f"  {GLYPHS['canceled']} {c.get('canceled', 0)} "
-    )
-    sys.stdout.flush()
+BAR = "█"  # the progress bar's fill
+
+
+class BackfillProgress:
+    """Shows a backfill's progress as updates arrive.
+
+    On a terminal: one line, redrawn in place. Anywhere else (a CI log, a file) a redrawn line
+    would pile up as one line of carriage returns, so it prints a line when the backfill starts,
+    one each time another tenth of its keys has finished, one at its first failure, and the
+    caller prints the summary: a year of hourly keys reads as a dozen lines.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.started = time.monotonic()
+        self.drawn = False
+        self.tenths = 0  # tenths of the keys reported finished so far
+        self.failed = 0
+
+    def __call__(self, info: dict[str, Any]) -> None:
+        if self.tty:
+            self._redraw(info)
+        else:
+            self._log(info)
+
+    def close(self) -> None:
+        """End the redrawn line (the summary follows on a line of its own)."""
+        if self.tty and self.drawn:
+            self.out.write("\n")
+            self.out.flush()
+
+    def _redraw(self, info: dict[str, Any]) -> None:
+        c, total = info["counts"], info["total"]
+        done = c.get("success", 0)
+        width = 30
+        bar = BAR * int(width * done / total) if total else ""
+        tail = "  ".join(
+            f"{GLYPHS[status]} {c.get(status, 0)}"
+            for status in ("failed", "running", "queued", "canceled")
+        )
+        self.out.write(f"\r{bar:<{width}} {done}/{total}  {tail} ")
+        self.out.flush()
+        self.drawn = True
+
+    def _log(self, info: dict[str, Any]) -> None:
+        c, total = info["counts"], info["total"]
+        if not self.drawn:
+            self.drawn = True
+            self.out.write(
+                f"backfill {info['id']}: {total} partitions of {', '.join(info['selection'])}, "
+                f"{info['max_parallel']} at once\n"
+            )
+        finished = sum(c.get(status, 0) for status in ("success", "failed", "canceled"))
+        tenths = finished * 10 // total if total else 10
+        first_failure = c.get("failed", 0) > 0 and self.failed == 0
+        self.failed = c.get("failed", 0)
+        if tenths > self.tenths or first_failure:
+            self.tenths = max(self.tenths, tenths)
+            counts = "  ".join(
+                f"{GLYPHS[status]} {c[status]}"
+                for status in ("success", "failed", "canceled")
+                if c.get(status)
+            )
+            took = format_duration(time.monotonic() - self.started)
+            self.out.write(f"  {finished}/{total} finished  {counts}  ({took})\n")
+        self.out.flush()
 
 
 def _print_backfill(info: dict[str, Any], as_json: bool) -> None:

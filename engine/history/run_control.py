@@ -6,6 +6,7 @@ through the status chokepoint like everything else.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from engine.errors import EngineError
@@ -44,9 +45,18 @@ def requeue_failed(session: Any, run_id: str, now: float) -> str:
     return run.id
 
 
-def cancel_unstarted(session: Any, run: Any, now: float, reason: str = "canceled by user") -> None:
-    """Cancel a queued run that no engine has picked up: every unfinished step is canceled."""
-    for step in repo.steps_of(session, [run.id])[run.id]:
+def cancel_unstarted(
+    session: Any,
+    run: Any,
+    now: float,
+    reason: str = "canceled by user",
+    steps: Sequence[Any] | None = None,
+) -> None:
+    """Cancel a queued run that no engine has picked up: every unfinished step is canceled.
+
+    `steps` are the run's step rows when the caller has read them already (a backfill cancels
+    its runs by the hundred, with one query for all their steps)."""
+    for step in repo.steps_of(session, [run.id])[run.id] if steps is None else steps:
         if not StepStatus(step.status).finished and step.status != StepStatus.RUNNING:
             transition_step(step, StepStatus.CANCELED)
             step.error, step.ended_at = reason, now

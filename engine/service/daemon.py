@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlmodel import Session
@@ -22,7 +22,7 @@ from sqlmodel import Session
 from engine.authoring.iomanager import is_url
 from engine.errors import EngineBusy, EngineError
 from engine.executor.coordinator import Coordinator
-from engine.executor.recovery import owner_alive, reconcile, sweep_values
+from engine.executor.recovery import reconcile, sweep_values
 from engine.history.plan import RunRequest, record
 from engine.history.run_control import requeue_failed
 from engine.loading import loader
@@ -30,9 +30,9 @@ from engine.loading.config import Config, Paths
 from engine.loading.manifest import Manifest
 from engine.loading.watcher import PipelineWatcher, keep_last_good
 from engine.service import lease
+from engine.service.admission import Admission
 from engine.service.events import EngineEvent
 from engine.service.ipc import SocketServer, socket_path
-from engine.status import RunStatus
 from engine.storage import repo
 from engine.storage.db import close, read_scope, session_scope, sqlite_path, verify
 
@@ -83,6 +83,7 @@ class Engine:
         self.coordinator = Coordinator(
             self.db, paths, config, self.manifest, on_change=self._run_changed
         )
+        self._admission = Admission(self.db, self.coordinator, limit=max(2, config.max_workers * 2))
         self._want_schedules, self._want_sensors, self._want_watch = schedules, sensors, watch
         self.scheduler: Any = None
         self.sensors: Any = None
@@ -335,9 +336,57 @@ class Engine:
         from engine.automation.backfill import resume_backfill
 
         with session_scope(self.db) as s:
-            full = resume_backfill(s, backfill_id, time.time())
+            full = resume_backfill(s, self.manifest(), backfill_id, time.time())
+        self._admission.forget(full)  # it has new runs
         self._wake.set()
         return full
+
+    def backfill_progress(self, backfill_id: str) -> dict[str, Any] | None:
+        """A running backfill's progress from memory (no key list), or None when this engine
+        does not track it (not running, or not seen yet)."""
+        return self._admission.progress(backfill_id)
+
+    def follow_backfill(self, backfill_id: str, every: float = 0.25) -> Iterator[dict[str, Any]]:
+        """A backfill's progress now and after each change (at most every `every` seconds)
+        until it ends or this engine stops. Pushed from admission's memory; storage is read only
+        before admission has seen the backfill and once at the end, where the last update also
+        carries the key list.
+
+        Raises:
+            RunNotFound: no such backfill.
+        """
+        from engine.automation.backfill import progress
+
+        changed = threading.Event()
+
+        def on_event(event: EngineEvent) -> None:
+            if event.kind == "backfill" and event.ref == backfill_id:
+                changed.set()
+
+        unsubscribe = self.subscribe(on_event)
+        try:
+            last: dict[str, Any] | None = None
+            last_at = 0.0
+            while self.running:
+                info = self._admission.progress(backfill_id)
+                if info is None:
+                    with read_scope(self.db) as s:
+                        info = progress(s, backfill_id, with_keys=True)
+                    if info["status"] != "running":
+                        yield info
+                        return
+                    info.pop("partitions")
+                if info != last:
+                    yield info
+                    last, last_at = info, time.monotonic()
+                changed.wait(1.0)  # admission says when it changed; the timeout is a safety net
+                changed.clear()
+                # Gather a burst of changes into one update, unless the backfill just ended.
+                rest = every - (time.monotonic() - last_at)
+                if rest > 0 and self._admission.progress(backfill_id) is not None:
+                    time.sleep(rest)
+        finally:
+            unsubscribe()
 
     # --- schedules and sensors ----------------------------------------------------------------
 
@@ -377,41 +426,15 @@ class Engine:
                 log.exception("housekeeping failed")
 
     def _admit(self) -> None:
-        """Hand queued runs to the coordinator, within the run and backfill limits."""
-        from engine.automation.backfill import advance_backfills
-
-        coordinator = self.coordinator
-        if coordinator.draining:
+        """Hand queued runs to the coordinator, within the run and backfill limits (see
+        engine.service.admission: a pass costs what changed since the last one)."""
+        if self.coordinator.draining:
             return
-        limit = max(2, self.config.max_workers * 2)
-        active = set(coordinator.active_run_ids()) | set(coordinator.pending_run_ids())
-        with session_scope(self.db) as s:
-            finished = advance_backfills(s, time.time())
-            queued = repo.queued_runs(s, limit=500)
-            per_backfill: dict[str, int] = {}
-            for run in repo.active_runs(s):
-                if run.backfill_id and (run.id in active or run.status == RunStatus.RUNNING):
-                    per_backfill[run.backfill_id] = per_backfill.get(run.backfill_id, 0) + 1
-            caps = {b.id: b.max_parallel for b in repo.active_backfills(s)}
-            canceled_backfills = {b.id for b in repo.active_backfills(s) if b.cancel_requested}
-        for backfill_id in finished:
+        changed, more = self._admission.run_pass()
+        for backfill_id in changed:
             self._emit(EngineEvent("backfill", backfill_id))
-        for run in queued:
-            if len(active) >= limit:
-                break
-            if run.id in active or (run.owner and owner_alive(run.owner)):
-                continue
-            if run.backfill_id:
-                if run.backfill_id in canceled_backfills:
-                    continue
-                cap = caps.get(run.backfill_id)
-                if cap is None:
-                    continue  # its backfill was canceled or finished
-                if per_backfill.get(run.backfill_id, 0) >= cap:
-                    continue
-                per_backfill[run.backfill_id] = per_backfill.get(run.backfill_id, 0) + 1
-            coordinator.submit(run.id)
-            active.add(run.id)
+        if more:
+            self._wake.set()
 
     def _serve_commands(self) -> None:
         # Most ticks find none (this machine's commands come over the socket): check with a
@@ -474,6 +497,7 @@ class Engine:
         """Queue a run's failed, skipped and canceled steps again (re-run from failure)."""
         with session_scope(self.db) as s:
             full = requeue_failed(s, run_id, time.time())
+        self._admission.refresh()  # an old run queued again: admission reads the queue anew
         self._wake.set()
         return full
 

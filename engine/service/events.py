@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,3 +27,5 @@ class EngineHandle(Protocol):
     def subscribe(self, callback: Callable[[EngineEvent], None]) -> Callable[[], None]: ...
 
     def _command(self, kind: str, payload: dict[str, Any]) -> Any: ...
+
+    def follow_backfill(self, backfill_id: str) -> Iterator[dict[str, Any]]: ...

@@ -4,7 +4,8 @@ One request kind: `{"op": "command", "kind": ..., "payload": ..., "follow": bool
 same commands as the database command table (`Engine._command`) and answers `{"result": ...}`
 or `{"error": ..., "refused": true}`; the kind `follow_backfill` only follows one. With
 `follow`, the engine then pushes the run it started (`{"view": RunView wire}` at every change,
-until it finishes) or the backfill (`{"backfill": progress}`), so the caller waits on the
+until it finishes) or the backfill (`{"backfill": progress}` at most four times a second, the
+last with its key list), so the caller waits on the
 engine's own change events instead of polling the database. Every exchange ends with
 `{"end": true}`; a connection that closes before it means the engine stopped, and the caller
 falls back to reading the database.
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 # A follower re-reads at least this often, should a change event ever be missed.
 REFRESH = 1.0
 COALESCE = 0.1  # seconds of further changes gathered before the run is read again
-BACKFILL_REFRESH = 0.25
 
 
 class SocketRequests:
@@ -55,15 +55,6 @@ class SocketRequests:
                 self._follow_backfill(result["backfill_id"], send)
         if self.engine.running:
             send({"end": True})
-
-    def _changes(self, kinds: tuple[str, ...], ref: str | None) -> tuple[threading.Event, Any]:
-        changed = threading.Event()
-
-        def on_event(event: EngineEvent) -> None:
-            if event.kind in kinds and (ref is None or event.ref == ref):
-                changed.set()
-
-        return changed, self.engine.subscribe(on_event)
 
     def _follow_run(self, run_id: str, send: Send) -> None:
         changed, ended = threading.Event(), threading.Event()
@@ -95,24 +86,10 @@ class SocketRequests:
             unsubscribe()
 
     def _follow_backfill(self, backfill_id: str, send: Send) -> None:
-        from engine.automation.backfill import progress
-
-        changed, unsubscribe = self._changes(("run", "backfill"), None)
-        try:
-            last = None
-            while self.engine.running:
-                with read_scope(self.engine.db) as s:
-                    info = progress(s, backfill_id)
-                if info != last:
-                    send({"backfill": info})
-                    last = info
-                if info["status"] != "running":
-                    return
-                # Runs of a backfill change often: coalesce their events into a few updates.
-                changed.wait(BACKFILL_REFRESH)
-                changed.clear()
-        finally:
-            unsubscribe()
+        # Pushed from the engine's memory of the backfill, never read from its every run; the
+        # key list travels once, in the last update.
+        for info in self.engine.follow_backfill(backfill_id):
+            send({"backfill": info})
 
 
 __all__ = ["SocketRequests"]

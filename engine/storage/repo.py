@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import String, column, delete, func, insert, update, values
+from sqlalchemy import String, case, column, delete, func, insert, update, values
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
@@ -44,6 +44,16 @@ def add_run(session: Session, run: Run, steps: Sequence[Step]) -> None:
     session.flush()
     for step in steps:
         session.add(step)
+
+
+def insert_runs(
+    session: Session, runs: Sequence[dict[str, Any]], steps: Sequence[dict[str, Any]]
+) -> None:
+    """Insert many planned runs and their steps (rows as dicts) in bulk, through Core."""
+    for i in range(0, len(runs), ID_CHUNK):
+        session.execute(insert(Run), list(runs[i : i + ID_CHUNK]))
+    for i in range(0, len(steps), ID_CHUNK):
+        session.execute(insert(Step), list(steps[i : i + ID_CHUNK]))
 
 
 def find_run(session: Session, run_id: str) -> Run:
@@ -403,14 +413,167 @@ def recent_backfills(session: Session, limit: int = 20) -> Sequence[Backfill]:
     ).all()
 
 
-def active_backfills(session: Session) -> Sequence[Backfill]:
-    return session.exec(select(Backfill).where(Backfill.status == "running")).all()
-
-
 def runs_of_backfill(session: Session, backfill_id: str) -> Sequence[Run]:
+    """Every run of a backfill as a row: for tests and one-off tools only, never for a poll
+    (a backfill of a year of hourly keys has 8,760 of them)."""
     return session.exec(
         select(Run).where(Run.backfill_id == backfill_id).order_by(col(Run.created_at))
     ).all()
+
+
+# Backfills can have tens of thousands of runs: what follows reads them as counts or as plain
+# tuples of the few columns needed, and what runs at every pass of the engine reads only what
+# changed since the last one.
+
+
+def running_backfills(session: Session) -> list[tuple[str, int, bool]]:
+    """(id, max_parallel, cancel_requested) of each running backfill; never its key list."""
+    rows = session.exec(
+        select(Backfill.id, Backfill.max_parallel, Backfill.cancel_requested).where(
+            Backfill.status == "running"
+        )
+    ).all()
+    return [(bid, int(cap), bool(cancel)) for bid, cap, cancel in rows]
+
+
+def backfill_run_counts(
+    session: Session, backfill_ids: Iterable[str], range_sep: str
+) -> dict[str, list[tuple[str, str | None, int]]]:
+    """Per backfill, its runs counted by status in one aggregate query, as (status, range, n):
+    runs of one key are counted together (range None); each run of a range (a partition
+    containing `range_sep`) is a row of its own with its partition, since it covers several
+    keys. Every backfill asked for gets an entry."""
+    ids = list(dict.fromkeys(backfill_ids))
+    out: dict[str, list[tuple[str, str | None, int]]] = {bid: [] for bid in ids}
+    ranged = case((col(Run.partition).contains(range_sep), Run.partition), else_=None)
+    for i in range(0, len(ids), ID_CHUNK):
+        rows = session.exec(
+            select(Run.backfill_id, Run.status, ranged, func.count())
+            .where(col(Run.backfill_id).in_(ids[i : i + ID_CHUNK]))
+            .group_by(Run.backfill_id, Run.status, ranged)
+        ).all()
+        for bid, status, partition, n in rows:
+            out[str(bid)].append((status, partition, int(n)))
+    return out
+
+
+def backfill_run_states(
+    session: Session, backfill_id: str
+) -> list[tuple[str, str, str | None, str | None, float]]:
+    """(id, status, partition, owner, created_at) of each run of a backfill, oldest first:
+    what an engine reads once when it starts tracking a backfill."""
+    rows = session.exec(
+        select(Run.id, Run.status, Run.partition, Run.owner, Run.created_at)
+        .where(Run.backfill_id == backfill_id)
+        .order_by(col(Run.created_at), col(Run.id))
+    ).all()
+    return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+def queued_run_states(session: Session) -> list[tuple[str, float, str | None, str | None]]:
+    """(id, created_at, backfill_id, owner) of every queued run (the engine's full re-read)."""
+    rows = session.exec(
+        select(Run.id, Run.created_at, Run.backfill_id, Run.owner).where(
+            Run.status == RunStatus.QUEUED.value
+        )
+    ).all()
+    return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+def newest_run_created(session: Session) -> float | None:
+    """When the newest run was created: one step down the created_at index."""
+    return session.exec(select(func.max(Run.created_at))).one()
+
+
+def runs_created_after(
+    session: Session, after: float, skip_backfills: Iterable[str] = ()
+) -> list[tuple[str, float, str | None, str, str | None]]:
+    """(id, created_at, backfill_id, status, owner) of the runs created after `after`, oldest
+    first, except the runs of `skip_backfills` (an engine that tracks a backfill has read them).
+    """
+    query = select(Run.id, Run.created_at, Run.backfill_id, Run.status, Run.owner).where(
+        col(Run.created_at) > after
+    )
+    skip = list(skip_backfills)
+    if skip:
+        query = query.where(col(Run.backfill_id).is_(None) | col(Run.backfill_id).not_in(skip))
+    rows = session.exec(query.order_by(col(Run.created_at), col(Run.id))).all()
+    return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+def run_states(session: Session, run_ids: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+    """(status, owner) of each of these runs that exists."""
+    ids = list(dict.fromkeys(run_ids))
+    out: dict[str, tuple[str, str | None]] = {}
+    for i in range(0, len(ids), ID_CHUNK):
+        rows = session.exec(
+            select(Run.id, Run.status, Run.owner).where(col(Run.id).in_(ids[i : i + ID_CHUNK]))
+        ).all()
+        out.update((rid, (status, owner)) for rid, status, owner in rows)
+    return out
+
+
+def recent_backfill_heads(session: Session, limit: int) -> list[Any]:
+    """The newest backfills without their key lists: rows of (id, selection, max_parallel,
+    status, created_at, ended_at)."""
+    b = Backfill
+    return list(
+        session.exec(
+            select(b.id, b.selection, b.max_parallel, b.status, b.created_at, b.ended_at)
+            .order_by(col(b.created_at).desc())
+            .limit(limit)
+        ).all()
+    )
+
+
+def backfill_key_lists(session: Session, backfill_ids: Iterable[str]) -> dict[str, str]:
+    """The key list (JSON text) of each of these backfills."""
+    ids = list(dict.fromkeys(backfill_ids))
+    out: dict[str, str] = {}
+    for i in range(0, len(ids), ID_CHUNK):
+        rows = session.exec(
+            select(Backfill.id, Backfill.partitions).where(
+                col(Backfill.id).in_(ids[i : i + ID_CHUNK])
+            )
+        ).all()
+        out.update((bid, text) for bid, text in rows)
+    return out
+
+
+def step_states(session: Session, run_ids: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+    """(key, status) of each step of these runs, in plan order."""
+    ids = list(dict.fromkeys(run_ids))
+    out: dict[str, list[tuple[str, str]]] = {rid: [] for rid in ids}
+    for i in range(0, len(ids), ID_CHUNK):
+        rows = session.exec(
+            select(Step.run_id, Step.key, Step.status)
+            .where(col(Step.run_id).in_(ids[i : i + ID_CHUNK]))
+            .order_by(col(Step.position), col(Step.id))
+        ).all()
+        for rid, key, status in rows:
+            out[rid].append((key, status))
+    return out
+
+
+def set_backfill_runs_cancel(session: Session, backfill_id: str, cancel: bool, now: float) -> None:
+    """Ask every unfinished run of a backfill to cancel (or no longer), in one statement."""
+    session.execute(
+        update(Run)
+        .where(Run.backfill_id == backfill_id, col(Run.status).in_(ACTIVE_RUN))
+        .values(cancel_requested=cancel, updated_at=now)
+    )
+
+
+def detach_from_backfill(session: Session, run_ids: Iterable[str], now: float) -> None:
+    """The runs stop counting as their backfill's (a resume gave their keys new runs); they
+    keep `trigger_ref`, so the history still says which backfill made them."""
+    ids = list(run_ids)
+    for i in range(0, len(ids), ID_CHUNK):
+        session.execute(
+            update(Run)
+            .where(col(Run.id).in_(ids[i : i + ID_CHUNK]))
+            .values(backfill_id=None, updated_at=now)
+        )
 
 
 # --- partitions -------------------------------------------------------------------------------
@@ -442,15 +605,6 @@ def add_command(session: Session, kind: str, payload: dict[str, Any], now: float
 
 def get_command(session: Session, command_id: int, for_update: bool = False) -> Command | None:
     return session.get(Command, command_id, with_for_update=for_update or None)
-
-
-def queued_runs(session: Session, limit: int = 500) -> Sequence[Run]:
-    return session.exec(
-        select(Run)
-        .where(Run.status == RunStatus.QUEUED.value)
-        .order_by(col(Run.created_at), col(Run.id))
-        .limit(limit)
-    ).all()
 
 
 def has_pending_commands(session: Session) -> bool:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from engine.loading.manifest import Manifest
-from tests.tui.fakes import NOW, FakeClient, build_manifest
+from tests.tui.fakes import NOW, FakeClient, build_manifest, example_automation, sample_runs
 
 
 @pytest.fixture(autouse=True)
@@ -35,4 +35,6 @@ def clock() -> Callable[[], float]:
 
 @pytest.fixture
 def fake_client(examples_manifest: Manifest) -> FakeClient:
-    return FakeClient(examples_manifest)
+    """The example pipelines, five runs (`sample_runs`), their schedules and their sensor (off)."""
+    schedules, sensors = example_automation(examples_manifest)
+    return FakeClient(examples_manifest, sample_runs(), schedules=schedules, sensors=sensors)

@@ -1,40 +1,48 @@
-"""Stand-ins for `engine.client.Client` with fixed data, for fast and deterministic UI tests.
+"""The one stand-in for `engine.client.Client` in the UI's tests, and the hosts it runs in.
 
-`FakeClient` holds a real manifest (the example pipelines plus one broken file, loaded once by
-the real loader) and runs built from the real view classes, with fixed ids and times.
-`PartitionsClient` serves the partitions matrix, the backfill dialog and the backfills list
-over a manifest and statuses its test file gives it. Both record what the UI asks of them
-(submits, cancels, re-runs, toggles, backfills) so tests can assert on that. `Host` is the bare
-app that shows one screen over such a client, with a frozen clock.
+`FakeClient` implements `engine.client_api.ClientAPI` (mypy checks it: test_client_api.py) over
+the data a test gives it: a real manifest (loaded by the real loader), runs and attempts built
+from the real view classes with fixed ids and times, partition statuses, backfills, schedules
+and sensors. It records what the UI asks of it (submits, cancels, re-runs, toggles, backfills)
+so tests can assert on that. `Host` is the bare app that shows one screen over it, with a
+frozen clock.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from textual.app import App
 from textual.screen import Screen
 
+from engine.automation.scheduler import ScheduleStatus
+from engine.automation.sensors import SensorStatus
 from engine.client import (
+    AttemptView,
     CheckView,
     Client,
     MachineView,
     NodeStatus,
     RunRequest,
     RunView,
+    SampleView,
     StepView,
 )
+from engine.client_api import ClientAPI
 from engine.errors import EngineError, RunNotFound
+from engine.history.lineage import LineageNode
+from engine.history.partition_status import PartitionChanges, PartitionCursor, PartitionState
 from engine.loading.config import Paths
 from engine.loading.manifest import Manifest
+from engine.service.events import EngineEvent
+from engine.status import PartitionStatus, RunStatus, StepStatus
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "pipelines"
@@ -97,7 +105,7 @@ def engine_running(folder: Path, name: str, source: str) -> Iterator[Client]:
 
 def step(
     key: str,
-    status: str,
+    status: StepStatus,
     started: float | None = None,
     ended: float | None = None,
     upstream: tuple[str, ...] = (),
@@ -105,8 +113,8 @@ def step(
     error: str | None = None,
 ) -> StepView:
     return StepView(
-        key=key, kind=kind, status=status, attempts=0 if status == "queued" else 1,
-        max_attempts=1, exit_code=None if status != "failed" else 1, error=error,
+        key=key, kind=kind, status=status, attempts=0 if status == StepStatus.QUEUED else 1,
+        max_attempts=1, exit_code=None if status != StepStatus.FAILED else 1, error=error,
         peak_rss_bytes=None, cpu_seconds=None, log_path=None, started_at=started,
         ended_at=ended, upstream=upstream,
     )  # fmt: skip
@@ -114,7 +122,7 @@ def step(
 
 def run(
     run_id: str,
-    status: str,
+    status: RunStatus,
     target: str,
     steps: tuple[StepView, ...],
     created: float,
@@ -125,82 +133,150 @@ def run(
     ended: float | None = None,
     checks: tuple[CheckView, ...] = (),
 ) -> RunView:
+    started = None if status == RunStatus.QUEUED else created
     return RunView(
         id=run_id, kind=kind, status=status, target=target, partition=partition, params={},
-        trigger=trigger, created_at=created, started_at=None if status == "queued" else created,
-        ended_at=ended, steps=steps, checks=checks,
+        trigger=trigger, created_at=created, started_at=started, ended_at=ended, steps=steps,
+        checks=checks,
     )  # fmt: skip
 
 
 def sample_runs() -> list[RunView]:
     """Five runs, one in every interesting state, newest first."""
     t = NOW
+    queued, running = StepStatus.QUEUED, StepStatus.RUNNING
+    success, failed = StepStatus.SUCCESS, StepStatus.FAILED
     return [
         run(
-            "a0b1c2d3e4f5", "queued", "training_tasks",
-            tuple(step(k, "queued", kind="python") for k in
+            "a0b1c2d3e4f5", RunStatus.QUEUED, "training_tasks",
+            tuple(step(k, queued, kind="python") for k in
                   ("extract", "validate", "train", "baseline", "evaluate", "publish")),
             t - 2, kind="pipeline", trigger="schedule",
         ),
         run(
-            "4f2a9c01b2d3", "running", "*trained_model",
-            (step("raw_digits", "success", t - 9, t - 8), step("features", "success", t - 8, t - 7),
-             step("trained_model", "running", t - 7, upstream=("features",))),
+            "4f2a9c01b2d3", RunStatus.RUNNING, "*trained_model",
+            (step("raw_digits", success, t - 9, t - 8), step("features", success, t - 8, t - 7),
+             step("trained_model", running, t - 7, upstream=("features",))),
             t - 9,
             checks=(CheckView("raw_digits", None, "no_nulls", True, True, None, {}, None),),
         ),
         run(
-            "9c1e77aa0b12", "success", "group:sales",
-            (step("orders", "success", t - 2527, t - 2526),
-             step("revenue", "success", t - 2526, t - 2525),
-             step("revenue_report", "success", t - 2525, t - 2525)),
+            "9c1e77aa0b12", RunStatus.SUCCESS, "group:sales",
+            (step("orders", success, t - 2527, t - 2526),
+             step("revenue", success, t - 2526, t - 2525),
+             step("revenue_report", success, t - 2525, t - 2525)),
             t - 2527, trigger="schedule", partition="2025-01-30", ended=t - 2525,
         ),
         run(
-            "77b0c3d4e5f6", "failed", "parsed_orders",
-            (step("parsed_orders", "failed", t - 2815, t - 2814, error="ValueError: bad row"),),
+            "77b0c3d4e5f6", RunStatus.FAILED, "parsed_orders",
+            (step("parsed_orders", failed, t - 2815, t - 2814, error="ValueError: bad row"),),
             t - 2815, trigger="sensor", ended=t - 2814,
         ),
         run(
-            "51d8e9f0a1b2", "success", "orders, revenue",
-            (step("orders", "success", t - 3724, t - 3723),
-             step("revenue", "success", t - 3723, t - 3722)),
+            "51d8e9f0a1b2", RunStatus.SUCCESS, "orders, revenue",
+            (step("orders", success, t - 3724, t - 3723),
+             step("revenue", success, t - 3723, t - 3722)),
             t - 3724, trigger="backfill", partition="2025-01-29", ended=t - 3722,
         ),
     ]  # fmt: skip
+
+
+def example_automation(manifest: Manifest) -> tuple[list[ScheduleStatus], list[SensorStatus]]:
+    """The example pipelines' schedules, each with its next tick, and their sensor, off."""
+    ticks = {
+        "nightly_sales": "2025-01-31T00:00:00+00:00",
+        "training_tasks": "2025-01-31T03:00:00+00:00",
+    }
+    schedules = [
+        ScheduleStatus(
+            s.name, s.cron, _target(s.target), True, s.catchup,
+            datetime.fromisoformat(ticks[s.name]), None, None, None, None,
+        )
+        for s in manifest.schedules.values()
+    ]  # fmt: skip
+    sensors = [
+        SensorStatus(s.name, s.path, s.pattern, _target(s.target), False, 0, None, None, None)
+        for s in manifest.sensors.values()
+    ]
+    return schedules, sensors
+
+
+def _target(target: dict[str, Any]) -> str:
+    return str(target.get("name") or ", ".join(target.get("selection", [])))
 
 
 class FakeEngine:
     """Just enough of an embedded engine for the app to subscribe to."""
 
     def __init__(self) -> None:
-        self.listeners: list[Any] = []
+        self.listeners: list[Callable[[EngineEvent], None]] = []
 
-    def subscribe(self, callback: Any) -> Any:
+    def subscribe(self, callback: Callable[[EngineEvent], None]) -> Callable[[], None]:
         self.listeners.append(callback)
-        return lambda: self.listeners.remove(callback) if callback in self.listeners else None
+
+        def unsubscribe() -> None:
+            if callback in self.listeners:
+                self.listeners.remove(callback)
+
+        return unsubscribe
 
 
 class FakeClient:
-    """The subset of `engine.client.Client` the UI uses, with fixed answers."""
+    """`engine.client_api.ClientAPI` over fixed data, recording what the UI asks of it.
 
-    def __init__(self, manifest: Manifest, runs: list[RunView] | None = None) -> None:
-        self.manifest = manifest
+    Args:
+        manifest: What `load` returns (default: no definitions).
+        runs: The history, in any order (node statuses are derived from it, newest step wins).
+        attempts: The attempts of those runs' steps (`attempts`), by their `run_id`.
+        samples: Resource samples by attempt id.
+        partitions: Partition statuses by asset and key; a key not given is missing.
+        backfills: What `backfills` lists (dicts as `engine.automation.backfill.progress`).
+        schedules: The schedules' states, as the scheduler reports them.
+        sensors: The sensors' states.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest | None = None,
+        runs: Sequence[RunView] = (),
+        *,
+        attempts: Sequence[AttemptView] = (),
+        samples: dict[int, list[SampleView]] | None = None,
+        partitions: dict[str, dict[str | None, PartitionStatus]] | None = None,
+        backfills: Sequence[dict[str, Any]] = (),
+        schedules: Sequence[ScheduleStatus] = (),
+        sensors: Sequence[SensorStatus] = (),
+    ) -> None:
         project = Path("/srv/ml-project")
         self.paths = Paths(home=project / ".dagtop", pipelines=project / "pipelines")
-        self.engine: Any = None
-        self.runs_list: list[RunView] = sample_runs() if runs is None else runs
+        self.engine: FakeEngine | None = None
+        self.manifest = manifest or Manifest(root=str(self.paths.pipelines))
+        self.runs_list: list[RunView] = list(runs)
         self.updated: dict[str, float] = {r.id: 0.0 for r in self.runs_list}
+        self.attempt_list: list[AttemptView] = list(attempts)
+        self.sample_lists: dict[int, list[SampleView]] = dict(samples or {})
+        self.partition_statuses = {} if partitions is None else partitions
+        self.backfill_items: list[dict[str, Any]] = list(backfills)
+        self.schedule_items = {s.name: s for s in schedules}
+        self.sensor_items = {s.name: s for s in sensors}
         self.asset_status: dict[str, NodeStatus] = {}
         self.task_status: dict[str, dict[str, NodeStatus]] = {}
         self._derive_statuses()
+        # What the UI asked for.
+        self.calls: list[str] = []
+        self.reads: list[str] = []  # run ids, as `run` was asked for them
         self.submitted: list[RunRequest] = []
         self.canceled: list[str] = []
         self.reruns: list[str] = []
         self.toggles: list[tuple[str, str, bool]] = []
-        self.enabled: dict[tuple[str, str], bool] = {("sensor", "inbox"): False}
+        self.backfills_started: list[dict[str, Any]] = []
+        self.actions: list[tuple[str, str]] = []
+        # What fails, when a test says so.
         self.fail_submit: EngineError | None = None
-        self.calls: list[str] = []
+        self.toggle_error: Exception | None = None
+        self.partitions_error: Exception | None = None
+        self.backfill_error: EngineError | None = None
+        self.list_error: Exception | None = None
 
     # --- what the tests change ----------------------------------------------------------------
 
@@ -221,42 +297,11 @@ class FakeClient:
         self.updated[view.id] = time.time()
         self._derive_statuses()
 
-    # --- the facade ---------------------------------------------------------------------------
+    # --- definitions and runs -----------------------------------------------------------------
 
     def load(self, force: bool = False) -> Manifest:
         self.calls.append("load")
         return self.manifest
-
-    def schedules(self) -> list[SimpleNamespace]:
-        ticks = {
-            "nightly_sales": "2025-01-31T00:00:00+00:00",
-            "training_tasks": "2025-01-31T03:00:00+00:00",
-        }  # noqa: E501
-        return [
-            SimpleNamespace(
-                name=s.name, cron=s.cron, next_tick=datetime.fromisoformat(ticks[s.name]),
-                enabled=self.enabled.get(("schedule", s.name), True),
-            )
-            for s in self.manifest.schedules.values()
-        ]  # fmt: skip
-
-    def sensors(self) -> list[SimpleNamespace]:
-        return [
-            SimpleNamespace(name=s.name, enabled=self.enabled.get(("sensor", s.name), True))
-            for s in self.manifest.sensors.values()
-        ]
-
-    def describe(self) -> dict[str, Any]:
-        ticks = {
-            "nightly_sales": "2025-01-31T00:00:00+00:00",
-            "training_tasks": "2025-01-31T03:00:00+00:00",
-        }
-        return {
-            "schedules": [
-                {"name": s.name, "cron": s.cron, "next_tick": ticks.get(s.name)}
-                for s in self.manifest.schedules.values()
-            ]
-        }
 
     def runs(self, limit: int = 50, offset: int = 0) -> list[RunView]:
         ordered = sorted(self.runs_list, key=lambda r: r.created_at, reverse=True)
@@ -267,10 +312,17 @@ class FakeClient:
         return changed[:limit]
 
     def run(self, run_id: str) -> RunView:
+        self.reads.append(run_id)
         for r in self.runs_list:
             if r.id.startswith(run_id):
                 return r
-        raise RunNotFound(f"no run {run_id}")
+        raise RunNotFound(f"no run {run_id!r}")
+
+    def attempts(self, run_id: str) -> list[AttemptView]:
+        return [a for a in self.attempt_list if a.run_id == run_id]
+
+    def samples(self, attempt_id: int, since: float | None = None) -> list[SampleView]:
+        return [x for x in self.sample_lists.get(attempt_id, []) if since is None or x.t > since]
 
     def node_statuses(self, pipeline: str | None = None) -> dict[str, NodeStatus]:
         if pipeline is not None:
@@ -293,15 +345,96 @@ class FakeClient:
     def request_cancel(self, run_id: str) -> str:
         self.canceled.append(run_id)
         view = self.run(run_id)
-        self.put(replace(view, status="canceled", ended_at=NOW))
+        self.put(replace(view, status=RunStatus.CANCELED, ended_at=NOW))
         return view.id
 
-    def set_enabled(self, kind: str, name: str, enabled: bool) -> None:
-        self.toggles.append((kind, name, enabled))
-        self.enabled[(kind, name)] = enabled
+    # --- partitions and lineage ---------------------------------------------------------------
 
-    def daemon(self) -> Any:
-        return None
+    def partitions(self, asset: str) -> list[PartitionState]:
+        if self.partitions_error is not None:
+            raise self.partitions_error
+        pdef = self.manifest.assets[asset].partitions_def
+        keys: list[str | None] = list(pdef.keys()) if pdef is not None else [None]
+        mine = self.partition_statuses.get(asset, {})
+        out = []
+        for key in keys:
+            status = mine.get(key, PartitionStatus.MISSING)
+            done = status in (PartitionStatus.MATERIALIZED, PartitionStatus.STALE)
+            out.append(
+                PartitionState(
+                    key=key,
+                    status=status,
+                    materialized_at=SCREEN_NOW - 3600 if done else None,
+                    run_id="r-" + (key or "all") if done else None,
+                    reason="upstream orders newer" if status == PartitionStatus.STALE else None,
+                )
+            )
+        return out
+
+    def partition_changes(
+        self, assets: Sequence[str], cursor: PartitionCursor | None = None
+    ) -> PartitionChanges:
+        """Every state at every poll (`full`), as the real client's first poll reads them."""
+        states = {name: self.partitions(name) for name in assets}
+        return PartitionChanges(states, True, PartitionCursor(0.0, frozenset(), ()))
+
+    def lineage(
+        self, asset: str, partition: str | None = None, downstream: bool = False
+    ) -> LineageNode:
+        """The newest run that made `asset`, alone: this history records no inputs."""
+        node = self.asset_status.get(asset)
+        if node is None or node.status != StepStatus.SUCCESS:
+            raise EngineError(f"asset {asset!r} has no materialization yet", "Never materialized")
+        return LineageNode(asset, node.partition, None, node.run_id, None, node.at, None, None)
+
+    # --- backfills ----------------------------------------------------------------------------
+
+    def backfill(
+        self,
+        selection: Sequence[str],
+        keys: Sequence[str] | None = None,
+        first: str | None = None,
+        last: str | None = None,
+        max_parallel: int = 4,
+    ) -> str:
+        if self.backfill_error is not None:
+            raise self.backfill_error
+        self.backfills_started.append(
+            {
+                "selection": list(selection),
+                "keys": None if keys is None else list(keys),
+                "first": first,
+                "last": last,
+                "max_parallel": max_parallel,
+            }
+        )
+        return "bf0001"
+
+    def backfills(self, limit: int = 20, with_keys: bool = True) -> list[dict[str, Any]]:
+        if self.list_error is not None:
+            raise self.list_error
+        return [dict(item) for item in self.backfill_items[:limit]]
+
+    def backfill_action(self, action: str, backfill_id: str) -> str:
+        self.actions.append((action, backfill_id))
+        return backfill_id
+
+    # --- schedules and sensors ----------------------------------------------------------------
+
+    def schedules(self) -> list[ScheduleStatus]:
+        return list(self.schedule_items.values())
+
+    def sensors(self) -> list[SensorStatus]:
+        return list(self.sensor_items.values())
+
+    def set_enabled(self, kind: str, name: str, enabled: bool) -> None:
+        if self.toggle_error is not None:
+            raise self.toggle_error
+        self.toggles.append((kind, name, enabled))
+        if kind == "schedule":
+            self.schedule_items[name] = replace(self.schedule_items[name], enabled=enabled)
+        else:
+            self.sensor_items[name] = replace(self.sensor_items[name], enabled=enabled)
 
 
 # --- one screen at a time ---------------------------------------------------------------------
@@ -312,126 +445,13 @@ class Host(App[None]):
     styles, so a snapshot changes only when its screen does)."""
 
     def __init__(
-        self, client: Any, make_screen: Callable[[], Screen[Any]], now: float = SCREEN_NOW
+        self, client: ClientAPI, make_screen: Callable[[], Screen[Any]], now: float = SCREEN_NOW
     ) -> None:
         super().__init__()
         self.client = client
-        self.clock = lambda: now
+        self.mode = "offline"
+        self.clock: Callable[[], float] = lambda: now
         self._make_screen = make_screen
 
     def on_mount(self) -> None:
         self.push_screen(self._make_screen())
-
-
-@dataclass(frozen=True)
-class State:
-    """Shaped like engine.history.partition_status.PartitionState (`client.partitions`)."""
-
-    key: str | None
-    status: str
-    materialized_at: float | None = None
-    run_id: str | None = None
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class FakeStep:
-    key: str
-
-
-@dataclass(frozen=True)
-class FakeRun:
-    id: str
-    partition: str | None
-    steps: tuple[FakeStep, ...]
-
-
-class PartitionsClient:
-    """The slice of `engine.client.Client` that the partitions matrix, the backfill dialog and
-    the backfills list use: partition statuses by asset and key (a key not given is missing),
-    and the backfills to list, as the test file gives them."""
-
-    def __init__(
-        self,
-        manifest: Manifest,
-        statuses: dict[str, dict[str | None, str]] | None = None,
-        backfills: list[dict[str, Any]] | None = None,
-    ) -> None:
-        self.manifest = manifest
-        self.statuses = {} if statuses is None else statuses
-        self.items = [] if backfills is None else backfills
-        self.engine = None
-        self.submitted: list[RunRequest] = []
-        self.backfills_started: list[dict[str, Any]] = []
-        self.backfill_error: EngineError | None = None
-        self.list_error: Exception | None = None
-        self.actions: list[tuple[str, str]] = []
-        self.partition_calls = 0
-        self.recent_runs: list[FakeRun] = []
-
-    def load(self, force: bool = False) -> Manifest:
-        return self.manifest
-
-    def partitions(self, asset: str) -> list[State]:
-        self.partition_calls += 1
-        pdef = self.manifest.assets[asset].partitions_def
-        keys: list[str | None] = list(pdef.keys()) if pdef is not None else [None]
-        mine = self.statuses.get(asset, {})
-        out = []
-        for key in keys:
-            status = mine.get(key, "missing")
-            done = status in ("materialized", "stale")
-            out.append(
-                State(
-                    key=key,
-                    status=status,
-                    materialized_at=SCREEN_NOW - 3600 if done else None,
-                    run_id="r-" + (key or "all") if done else None,
-                    reason="upstream orders newer" if status == "stale" else None,
-                )
-            )
-        return out
-
-    def partition_changes(self, assets: list[str], cursor: Any = None) -> Any:
-        """Every state at every poll (`full`), as the real client's first poll reads them."""
-        from types import SimpleNamespace
-
-        states = {name: self.partitions(name) for name in assets}
-        return SimpleNamespace(states=states, full=True, cursor=None)
-
-    def submit(self, request: RunRequest) -> str:
-        self.submitted.append(request)
-        return "run-0001"
-
-    def backfill(
-        self,
-        selection: list[str],
-        keys: list[str] | None = None,
-        first: str | None = None,
-        last: str | None = None,
-        max_parallel: int = 4,
-    ) -> str:
-        if self.backfill_error is not None:
-            raise self.backfill_error
-        self.backfills_started.append(
-            {
-                "selection": list(selection),
-                "keys": keys,
-                "first": first,
-                "last": last,
-                "max_parallel": max_parallel,
-            }
-        )
-        return "bf0001"
-
-    def backfills(self, limit: int = 20) -> list[dict[str, Any]]:
-        if self.list_error is not None:
-            raise self.list_error
-        return [dict(item) for item in self.items[:limit]]
-
-    def backfill_action(self, action: str, backfill_id: str) -> str:
-        self.actions.append((action, backfill_id))
-        return backfill_id
-
-    def runs(self, limit: int = 50, offset: int = 0) -> list[FakeRun]:
-        return self.recent_runs[:limit]

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import ContentSwitcher, Static
 
 from engine.client import Client
+from engine.status import BackfillStatus, PartitionStatus, RunStatus, StepStatus
 from tests.tui.fakes import copy_examples
 from tests.tui.reading import labels, plain
 from tests.tui.waits import until
@@ -27,9 +29,9 @@ pytestmark = pytest.mark.serial
 
 def _embedded(tmp_path: Path) -> Iterator[Client]:
     client = Client(home=tmp_path / "home", pipelines=copy_examples(tmp_path))
-    client.start_engine(kind="tui")
+    engine = client.start_engine(kind="tui")
     yield client
-    client.engine.stop(grace=1.0)
+    engine.stop(grace=1.0)
 
 
 @pytest.fixture
@@ -42,6 +44,11 @@ def pg_client(tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> I
     """The same, with its history in a PostgreSQL database of its own."""
     monkeypatch.setenv("DAGTOP_DATABASE_URL", pg_url)
     yield from _embedded(tmp_path)
+
+
+def succeeded(backfills: list[dict[str, Any]]) -> bool:
+    """Whether the newest backfill has succeeded."""
+    return bool(backfills) and backfills[0]["status"] == BackfillStatus.SUCCESS
 
 
 async def home_with_graph(app: DagtopApp, pilot: Pilot[None]) -> HomeScreen:
@@ -71,7 +78,9 @@ async def test_m_on_an_asset_runs_it_and_its_node_turns_green(client: Client) ->
         await pilot.press("m")
         await until(lambda: isinstance(app.screen, PromptScreen), pilot)
         await pilot.press("enter")  # the prefilled key: the last day of the partitions
-        await until(lambda: home.dag.statuses.get("orders") == "success", pilot, timeout=60)
+        await until(
+            lambda: home.dag.statuses.get("orders") == StepStatus.SUCCESS, pilot, timeout=60
+        )
         assert "✓ orders ▦" in labels(home)
         # (the engine's scheduler may start its own runs beside ours)
         run = next(r for r in home.runs_table.runs.values() if r.target == "orders")
@@ -104,13 +113,15 @@ async def test_a_broken_file_shows_its_error_and_edits_reload(client: Client) ->
         await until(lambda: "Syntax error in typo.py" in plain(error.content), pilot)
 
 
-async def test_a_failure_rings_the_bell_and_is_one_key_away(client: Client) -> None:
+async def test_a_failure_rings_the_bell_and_is_one_key_away(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from engine.client import RunRequest
     from tui.screens.run import RunScreen
 
     app = DagtopApp(client, mode="embedded")
     rings: list[bool] = []
-    app.bell = lambda: rings.append(True)  # type: ignore[method-assign]
+    monkeypatch.setattr(app, "bell", lambda: rings.append(True))
     async with app.run_test(size=(160, 48)) as pilot:
         await until(lambda: isinstance(app.screen, HomeScreen), pilot)
         # The report needs days of revenue that do not exist yet: it fails, with a reason.
@@ -126,12 +137,14 @@ async def test_a_stale_node_says_why_under_the_graph(client: Client) -> None:
     # revenue for a day, then orders for that day again: revenue is now older than its input.
     client.materialize(["orders", "revenue"], partition="2025-01-30")
     client.materialize(["orders"], partition="2025-01-30")
-    assert client.node_statuses()["revenue"].status == "stale"
+    assert client.node_statuses()["revenue"].status == PartitionStatus.STALE
     app = DagtopApp(client, mode="embedded")
     async with app.run_test(size=(160, 48)) as pilot:
         home = await home_with_graph(app, pilot)
         await show_orders(home, pilot)
-        await until(lambda: home.dag.statuses.get("revenue") == "stale", pilot, timeout=30)
+        await until(
+            lambda: home.dag.statuses.get("revenue") == PartitionStatus.STALE, pilot, timeout=30
+        )
         home.dag.focus()
         await until(lambda: home.dag.has_focus, pilot)
         home.dag.select("revenue")
@@ -149,20 +162,25 @@ async def test_c_on_a_running_run_cancels_it_for_real(client: Client) -> None:
         "import time\n\nfrom engine import asset\n\n\n@asset\ndef slow():\n"
         "    time.sleep(60)\n    return 1\n"
     )
+    assert client.engine is not None
     client.engine.reload()
     run_id = client.submit(RunRequest(selection=("slow",)))
     app = DagtopApp(client, mode="embedded")
     async with app.run_test(size=(160, 48)) as pilot:
         await until(lambda: isinstance(app.screen, HomeScreen), pilot)
-        await until(lambda: client.run(run_id).steps[0].status == "running", pilot, timeout=30)
+        await until(
+            lambda: client.run(run_id).steps[0].status == StepStatus.RUNNING, pilot, timeout=30
+        )
         app.push_screen(RunScreen(run_id))
         await until(lambda: isinstance(app.screen, RunScreen), pilot)
-        await until(lambda: app.screen.run is not None, pilot)  # type: ignore[attr-defined]
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        await until(lambda: screen.run is not None, pilot)
         await pilot.press("c")
         await until(lambda: isinstance(app.screen, ConfirmScreen), pilot)
         await pilot.press("y")
-        await until(lambda: client.run(run_id).status == "canceled", pilot, timeout=15)
-        assert client.run(run_id).steps[0].status == "canceled"
+        await until(lambda: client.run(run_id).status == RunStatus.CANCELED, pilot, timeout=15)
+        assert client.run(run_id).steps[0].status == StepStatus.CANCELED
 
 
 async def test_i_shows_the_lineage_of_the_selected_asset(client: Client) -> None:
@@ -230,6 +248,7 @@ async def test_the_backfill_dialog_counts_runs_by_the_assets_backfill_policy(
     from tui.screens.backfill import BackfillDialog
 
     (client.paths.pipelines / "ranged.py").write_text(RANGED)
+    assert client.engine is not None
     client.engine.reload()
     app = DagtopApp(client, mode="embedded")
     async with app.run_test(size=(160, 48)) as pilot:
@@ -243,8 +262,7 @@ async def test_the_backfill_dialog_counts_runs_by_the_assets_backfill_policy(
         app.push_screen(BackfillDialog(["monthly_load"], "2025-01-01", "2025-01-31"))
         await until(lambda: "→ 1 runs, 1 steps" in summary(), pilot, 20)
         await pilot.click("#backfill-start")
-        await until(lambda: client.backfills() and client.backfills()[0]["status"] == "success",
-                    pilot, 60)  # fmt: skip
+        await until(lambda: succeeded(client.backfills()), pilot, 60)
         assert client.backfills()[0]["total"] == 31
         assert [r.partition for r in client.runs() if r.target == "monthly_load"] == [
             "2025-01-01...2025-01-31"

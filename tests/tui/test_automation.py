@@ -1,4 +1,4 @@
-"""Schedules and sensors: next/last ticks, toggling, and a client that cannot list them yet."""
+"""Schedules and sensors: next and last ticks, their last runs, toggling them on and off."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,9 +13,10 @@ from textual.app import App
 
 from engine.automation.scheduler import ScheduleStatus  # the real shapes client.schedules() returns
 from engine.automation.sensors import SensorStatus
-from engine.errors import EngineError, RunNotFound
+from engine.errors import EngineError
+from engine.status import RunStatus
 from tests.tui.fakes import SCREEN_NOW as NOW
-from tests.tui.fakes import Host, engine_running
+from tests.tui.fakes import FakeClient, Host, engine_running, run
 from tests.tui.waits import poll_quickly, polled_screen, until
 from tui.screens.automation import AutomationScreen, relative
 
@@ -27,60 +27,30 @@ def at(seconds_from_now: float) -> datetime:
     return datetime.fromtimestamp(NOW + seconds_from_now, UTC)
 
 
-class FakeClient:
-    def __init__(self) -> None:
-        self.engine = None
-        self.items: dict[str, Any] = {
-            "nightly": ScheduleStatus(
-                "nightly", "0 3 * * *", "group:training", True, False,
-                at(11 * 3600 + 17 * 60), at(-(12 * 3600 + 43 * 60)),
-                "9c1e77b0aa01", "started", None,
-            ),
-            "hourly_sales": ScheduleStatus(
-                "hourly_sales", "0 * * * *", "orders, revenue", False, True,
-                None, at(-3 * 3600), None, "failed", TICK_ERROR,
-            ),
-        }  # fmt: skip
-        self.sensor_items: dict[str, Any] = {
-            "inbox": SensorStatus(
-                "inbox", "inbox/", "*.csv", "ingest", True, 12, "inbox/orders-17.csv",
-                NOW - 95, "51d8aa00bb11",
-            ),
-        }  # fmt: skip
-        self.run_statuses = {"9c1e77b0aa01": "success", "51d8aa00bb11": "running"}
-        self.run_reads: list[str] = []
-        self.toggled: list[tuple[str, str, bool]] = []
-        self.toggle_error: Exception | None = None
-
-    def schedules(self) -> list[ScheduleStatus]:
-        return list(self.items.values())
-
-    def sensors(self) -> list[SensorStatus]:
-        return list(self.sensor_items.values())
-
-    def run(self, run_id: str) -> Any:
-        self.run_reads.append(run_id)
-        if run_id not in self.run_statuses:
-            raise RunNotFound(f"no run {run_id}")
-        return SimpleNamespace(id=run_id, status=self.run_statuses[run_id])
-
-    def set_enabled(self, kind: str, name: str, enabled: bool) -> None:
-        if self.toggle_error is not None:
-            raise self.toggle_error
-        self.toggled.append((kind, name, enabled))
-        if kind == "schedule":
-            self.items[name] = replace(self.items[name], enabled=enabled)
-        else:
-            self.sensor_items[name] = replace(self.sensor_items[name], enabled=enabled)
-
-
-class OldClient:
-    """A facade from before schedules() and sensors() existed."""
-
-    engine = None
-
-    def set_enabled(self, kind: str, name: str, enabled: bool) -> None:
-        raise AssertionError("nothing to toggle")
+def fake_client() -> FakeClient:
+    """Two schedules (one off, its last tick failed), a sensor, and the runs they started."""
+    schedules = [
+        ScheduleStatus(
+            "nightly", "0 3 * * *", "group:training", True, False,
+            at(11 * 3600 + 17 * 60), at(-(12 * 3600 + 43 * 60)),
+            "9c1e77b0aa01", "started", None,
+        ),
+        ScheduleStatus(
+            "hourly_sales", "0 * * * *", "orders, revenue", False, True,
+            None, at(-3 * 3600), None, "failed", TICK_ERROR,
+        ),
+    ]  # fmt: skip
+    sensors = [
+        SensorStatus(
+            "inbox", "inbox/", "*.csv", "ingest", True, 12, "inbox/orders-17.csv",
+            NOW - 95, "51d8aa00bb11",
+        ),
+    ]  # fmt: skip
+    runs = [
+        run("9c1e77b0aa01", RunStatus.SUCCESS, "group:training", (), NOW - 45780),
+        run("51d8aa00bb11", RunStatus.RUNNING, "ingest", (), NOW - 95),
+    ]
+    return FakeClient(runs=runs, schedules=schedules, sensors=sensors)
 
 
 quick_polls = poll_quickly(AutomationScreen)
@@ -88,7 +58,7 @@ quick_polls = poll_quickly(AutomationScreen)
 
 @pytest.fixture
 def fake() -> FakeClient:
-    return FakeClient()
+    return fake_client()
 
 
 async def ready(app: App[Any], pilot: Any) -> AutomationScreen:
@@ -125,11 +95,11 @@ async def test_tables_show_schedules_and_sensors(fake: FakeClient) -> None:
         assert cell(screen, "sensors-table", "inbox", "at") == "1m ago"
         assert cell(screen, "sensors-table", "inbox", "run") == "◐ running 51d8aa00"
         # The sensor's run finishes; the schedule's finished run is not read again.
-        fake.run_statuses["51d8aa00bb11"] = "failed"
+        fake.put(replace(fake.run("51d8aa00bb11"), status=RunStatus.FAILED))
         await until(
             lambda: cell(screen, "sensors-table", "inbox", "run") == "✗ failed 51d8aa00", pilot
         )
-        assert fake.run_reads.count("9c1e77b0aa01") == 1
+        assert fake.reads.count("9c1e77b0aa01") == 1
 
 
 async def test_t_toggles_the_selected_schedule_then_sensor(fake: FakeClient) -> None:
@@ -137,15 +107,15 @@ async def test_t_toggles_the_selected_schedule_then_sensor(fake: FakeClient) -> 
     async with app.run_test(size=(160, 48)) as pilot:
         screen = await ready(app, pilot)
         await pilot.press("t")
-        await until(lambda: bool(fake.toggled), pilot)
-        assert fake.toggled == [("schedule", "nightly", False)]
+        await until(lambda: bool(fake.toggles), pilot)
+        assert fake.toggles == [("schedule", "nightly", False)]
         await until(lambda: cell(screen, "schedules-table", "nightly", "enabled") == "○ off", pilot)
         await pilot.press("down", "t")
-        await until(lambda: len(fake.toggled) == 2, pilot)
-        assert fake.toggled[1] == ("schedule", "hourly_sales", True)
+        await until(lambda: len(fake.toggles) == 2, pilot)
+        assert fake.toggles[1] == ("schedule", "hourly_sales", True)
         await pilot.press("tab", "t")
-        await until(lambda: len(fake.toggled) == 3, pilot)
-        assert fake.toggled[2] == ("sensor", "inbox", False)
+        await until(lambda: len(fake.toggles) == 3, pilot)
+        assert fake.toggles[2] == ("sensor", "inbox", False)
         await until(lambda: cell(screen, "sensors-table", "inbox", "enabled") == "○ off", pilot)
 
 
@@ -160,18 +130,6 @@ async def test_toggle_errors_become_toasts(fake: FakeClient) -> None:
         assert note.message == "schedules are not running in this engine"
         assert note.severity == "error"
         assert isinstance(app.screen, AutomationScreen)
-
-
-async def test_a_client_without_schedules_says_not_available() -> None:
-    app = Host(OldClient(), AutomationScreen)
-    async with app.run_test(size=(100, 30)) as pilot:
-        screen = await ready(app, pilot)
-        assert screen.available == {"schedule": False, "sensor": False}
-        note = str(screen.query_one("#schedules-note").render())
-        assert "not available" in note
-        await pilot.press("t")  # nothing selected: no call, no crash
-        await pilot.pause()
-        assert screen.check_action("toggle_enabled", ()) is None
 
 
 @pytest.mark.parametrize("size", [(160, 48), (100, 30)], ids=["160x48", "100x30"])
@@ -207,7 +165,6 @@ async def test_real_engine_lists_and_toggles(tmp_path: Path) -> None:
         app.clock = time.time
         async with app.run_test(size=(160, 48)) as pilot:
             screen = await ready(app, pilot)
-            assert screen.available == {"schedule": True, "sensor": True}
             assert screen.schedules["nightly"].enabled
             assert cell(screen, "schedules-table", "nightly", "next").startswith("in ")
             assert cell(screen, "sensors-table", "inbox", "watch").endswith("*.csv")

@@ -10,6 +10,7 @@ import pytest
 from textual.app import App, ComposeResult
 
 from engine.loading.manifest import Manifest
+from engine.status import StepStatus
 from tui.screens.home import graph_nodes
 from tui.widgets.dag import DagLayout, DagNode, DagView, layout_dag
 
@@ -174,11 +175,11 @@ async def test_recolour_without_relayout() -> None:
         box = layout.boxes["train"]
         before = dag._build_row(box.mid).text
         assert "· train" in before
-        dag.set_statuses({"extract": "success", "train": "running"})
+        dag.set_statuses({"extract": StepStatus.SUCCESS, "train": StepStatus.RUNNING})
         await pilot.pause()
         assert dag.layout_data is layout
         assert "◐ train" in dag._build_row(box.mid).text
         assert "✓ extract" in dag._build_row(layout.boxes["extract"].mid).text
-        dag.set_statuses({"extract": "success", "train": "failed"})
+        dag.set_statuses({"extract": StepStatus.SUCCESS, "train": StepStatus.FAILED})
         assert "✗ train" in dag._build_row(box.mid).text
         assert dag.layout_data is layout

@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 from textual import events
+from textual.binding import Binding
 from textual.widgets import ContentSwitcher, Static
 
 from engine.client import RunRequest
 from engine.errors import SelectionError
+from engine.status import RunStatus, StepStatus
 from tests.tui.fakes import NOW, FakeClient, FakeEngine, run, step
 from tests.tui.reading import labels, plain
 from tests.tui.waits import until
@@ -53,14 +55,14 @@ async def ready(app: DagtopApp, pilot: Any) -> HomeScreen:
 @pytest.fixture
 def app(fake_client: FakeClient, clock: Callable[[], float]) -> DagtopApp:
     """The real app over the fake client, offline (read-only, no engine to listen to)."""
-    return DagtopApp(fake_client, mode="offline", clock=clock)  # type: ignore[arg-type]
+    return DagtopApp(fake_client, mode="offline", clock=clock)
 
 
 @pytest.fixture
 def embedded_app(fake_client: FakeClient, clock: Callable[[], float]) -> DagtopApp:
     """The real app as it runs beside an engine: the fake's engine is the one it listens to."""
     fake_client.engine = FakeEngine()
-    return DagtopApp(fake_client, mode="embedded", clock=clock)  # type: ignore[arg-type]
+    return DagtopApp(fake_client, mode="embedded", clock=clock)
 
 
 # --- the tree, the graph and the error pane ---------------------------------------------------
@@ -93,7 +95,7 @@ async def test_tree_graph_and_broken_file(app: DagtopApp) -> None:
         assert set(home.dag.layout_data.boxes) == {
             "raw_digits", "features", "trained_model", "evaluation", "deployed",
         }  # fmt: skip
-        assert home.dag.statuses["trained_model"] == "running"
+        assert home.dag.statuses["trained_model"] == StepStatus.RUNNING
         assert home.dag.check_results == {("raw_digits", "no_nulls"): True}
         assert home.query_one("#graph-pane").border_title == "training · assets"
 
@@ -186,7 +188,7 @@ async def test_runs_pane_cancel_rerun_filter_and_open(
         await pilot.press("r")
         await until(lambda: fake_client.reruns == ["77b0c3d4e5f6"], pilot)
         await pilot.press("enter")
-        assert opened[-1] == ("77b0c3d4e5f6", None)
+        assert opened.pop() == ("77b0c3d4e5f6", None)
 
         # c asks first; no does nothing, yes cancels.
         table.move_cursor(row=table.get_row_index("4f2a9c01b2d3"))
@@ -216,17 +218,20 @@ async def test_runs_pane_cancel_rerun_filter_and_open(
         home.dag.focus()
         home.dag.select("trained_model")
         await pilot.press("enter")
-        assert opened[-1] == ("4f2a9c01b2d3", "trained_model")
+        assert opened.pop() == ("4f2a9c01b2d3", "trained_model")
         home.dag.select("raw_digits")
         await pilot.pause()
         await pilot.press("l")
-        assert opened[-1] == ("4f2a9c01b2d3", "raw_digits")
+        assert opened.pop() == ("4f2a9c01b2d3", "raw_digits")
 
         # t toggles the selected schedule.
         home.automation.focus()
         await pilot.press("t")
         await until(lambda: fake_client.toggles == [("schedule", "nightly_sales", False)], pilot)
-        line = lambda: home.automation.get_row_at(0)[0].plain.split()  # noqa: E731
+
+        def line() -> list[str]:
+            return home.automation.get_row_at(0)[0].plain.split()
+
         await until(lambda: line()[0] == "○" and line()[-1] == "off", pilot)
 
 
@@ -239,14 +244,14 @@ async def test_engine_changes_recolour_without_relayout(
         layout = home.dag.layout_data
         old = fake_client.run("4f2a9c01b2d3")
         done = run(
-            old.id, "success", old.target,
-            (*old.steps[:2], step("trained_model", "success", NOW - 7, NOW - 1)),
+            old.id, RunStatus.SUCCESS, old.target,
+            (*old.steps[:2], step("trained_model", StepStatus.SUCCESS, NOW - 7, NOW - 1)),
             old.created_at, ended=NOW - 1,
         )  # fmt: skip
         fake_client.put(done)
         app.post_message(EngineChanged("run", old.id))
         await until(lambda: "✓ trained_model" in labels(home), pilot)
-        assert home.dag.statuses["trained_model"] == "success"
+        assert home.dag.statuses["trained_model"] == StepStatus.SUCCESS
         assert home.dag.layout_data is layout
         assert home.runs_table.get_cell(old.id, "status").plain == "✓"
         assert home.status_bar.running == 0
@@ -262,7 +267,7 @@ async def test_help_and_palette(app: DagtopApp, fake_client: FakeClient) -> None
         await until(lambda: isinstance(app.screen, HelpScreen), pilot)
         text = plain(app.screen.query_one("#help-table", Static).content)
         for binding in (*HomeScreen.BINDINGS, *DagtopApp.BINDINGS):
-            assert binding.description in text, binding.description  # type: ignore[union-attr]
+            assert isinstance(binding, Binding) and binding.description in text, binding
         for expected in ("Command palette", "Upstream", "Open run", "Home", "Everywhere"):
             assert expected in text
         await pilot.press("escape")
@@ -288,13 +293,14 @@ async def test_help_and_palette(app: DagtopApp, fake_client: FakeClient) -> None
 
 
 async def test_quit_with_runs_in_flight_asks(
-    embedded_app: DagtopApp, fake_client: FakeClient
+    embedded_app: DagtopApp, fake_client: FakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = embedded_app
     exits: list[bool] = []
-    app.exit = lambda *args, **kwargs: exits.append(True)  # type: ignore[method-assign]
+    monkeypatch.setattr(app, "exit", lambda *args, **kwargs: exits.append(True))
     async with app.run_test(size=(160, 48)) as pilot:
         await ready(app, pilot)
+        assert fake_client.engine is not None
         assert fake_client.engine.listeners  # embedded: events come from the engine
         await pilot.press("q")
         await until(lambda: isinstance(app.screen, QuitScreen), pilot)

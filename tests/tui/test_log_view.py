@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 from rich.style import Style
 from textual.app import App, ComposeResult
+from textual.pilot import Pilot
 
 from tui.widgets import log_view
 from tui.widgets.log_index import Kind, LineIndex, clean, preview_index
@@ -47,13 +48,15 @@ class LogApp(App[None]):
         return max((b - a for a, b in zip(self.beats, self.beats[1:], strict=False)), default=0)
 
 
-async def wait_for(pilot: object, predicate: object, timeout: float = 5.0) -> float:
+async def wait_for(
+    pilot: Pilot[None], predicate: Callable[[], bool], timeout: float = 5.0
+) -> float:
     """Pause until `predicate()` is true; returns the seconds it took."""
     start = time.perf_counter()
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         if time.perf_counter() - start > timeout:
             raise AssertionError("timed out")
-        await pilot.pause(0.01)  # type: ignore[attr-defined]
+        await pilot.pause(0.01)
     return time.perf_counter() - start
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,9 @@ from textual.widgets import Button, Input, Static
 from engine.client import Client, RunRequest
 from engine.errors import EngineError
 from engine.loading.manifest import Manifest
-from tests.tui.fakes import (
-    FakeRun,
-    FakeStep,
-    Host,
-    PartitionsClient,
-    State,
-    engine_running,
-    load_pipeline,
-)
+from engine.status import BackfillStatus, PartitionStatus, RunStatus, StepStatus
+from tests.tui.fakes import SCREEN_NOW as NOW
+from tests.tui.fakes import FakeClient, Host, engine_running, load_pipeline, run, step
 from tests.tui.waits import poll_quickly, polled_screen, until
 from tui.screens.backfill import BackfillDialog
 from tui.screens.partitions import PartitionsScreen
@@ -78,13 +73,14 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Manifest:
     return load_pipeline(tmp_path_factory.mktemp("partitions"), "shop.py", PIPELINE)
 
 
-def sales_statuses() -> dict[str, dict[str | None, str]]:
+def sales_statuses() -> dict[str, dict[str | None, PartitionStatus]]:
     """The wireframe's picture: 26 days done, a stale and a failed day, 5 missing."""
     days = [f"2025-01-{d:02d}" for d in range(1, 32)]
-    orders: dict[str | None, str] = {k: "materialized" for k in days[:26]}
-    revenue: dict[str | None, str] = {k: "materialized" for k in days[:24]}
-    revenue.update({days[24]: "stale", days[25]: "failed"})
-    return {"orders": orders, "revenue": revenue, "revenue_report": {None: "stale"}}
+    done = PartitionStatus.MATERIALIZED
+    orders: dict[str | None, PartitionStatus] = {k: done for k in days[:26]}
+    revenue: dict[str | None, PartitionStatus] = {k: done for k in days[:24]}
+    revenue.update({days[24]: PartitionStatus.STALE, days[25]: PartitionStatus.FAILED})
+    return {"orders": orders, "revenue": revenue, "revenue_report": {None: PartitionStatus.STALE}}
 
 
 @pytest.fixture(autouse=True)
@@ -103,8 +99,8 @@ quick_polls = poll_quickly(PartitionsScreen)
 
 
 @pytest.fixture
-def fake(manifest: Manifest) -> PartitionsClient:
-    return PartitionsClient(manifest, sales_statuses())
+def fake(manifest: Manifest) -> FakeClient:
+    return FakeClient(manifest, partitions=sales_statuses())
 
 
 async def loaded(app: App[Any], pilot: Any) -> PartitionsScreen:
@@ -118,7 +114,7 @@ def text_of(screen: Screen[Any], selector: str) -> str:
 # --- the matrix ------------------------------------------------------------------------------
 
 
-async def test_matrix_shows_group_rows_keys_and_statuses(fake: PartitionsClient) -> None:
+async def test_matrix_shows_group_rows_keys_and_statuses(fake: FakeClient) -> None:
     app = Host(fake, lambda: PartitionsScreen("revenue"))
     async with app.run_test(size=(160, 48)) as pilot:
         screen = await loaded(app, pilot)
@@ -127,9 +123,9 @@ async def test_matrix_shows_group_rows_keys_and_statuses(fake: PartitionsClient)
         assert len(matrix.keys) == 31
         assert matrix.cursor_asset == "revenue"  # the cursor starts on the asset asked for
         assert matrix.cursor_key == "2025-01-31"  # ...at the latest key
-        assert matrix.status_of("revenue", "2025-01-26") == "failed"
-        assert matrix.status_of("revenue", "2025-01-25") == "stale"
-        assert matrix.status_of("orders", "2025-01-26") == "materialized"
+        assert matrix.status_of("revenue", "2025-01-26") == PartitionStatus.FAILED
+        assert matrix.status_of("revenue", "2025-01-25") == PartitionStatus.STALE
+        assert matrix.status_of("orders", "2025-01-26") == PartitionStatus.MATERIALIZED
         assert "revenue_report" in text_of(screen, "#partitions-downstream")
         assert "depends on every day" in text_of(screen, "#partitions-downstream")
         assert "31 days" in text_of(screen, "#partitions-title")
@@ -141,7 +137,7 @@ async def test_matrix_shows_group_rows_keys_and_statuses(fake: PartitionsClient)
 
 
 async def test_shift_arrows_select_a_range_and_b_prefills_the_dialog(
-    fake: PartitionsClient,
+    fake: FakeClient,
 ) -> None:
     app = Host(fake, lambda: PartitionsScreen("orders"))
     async with app.run_test(size=(160, 48)) as pilot:
@@ -177,7 +173,7 @@ async def test_shift_arrows_select_a_range_and_b_prefills_the_dialog(
         assert not matrix.has_selection  # a started backfill clears the selection
 
 
-async def test_marks_rows_and_downstream_make_the_backfill(fake: PartitionsClient) -> None:
+async def test_marks_rows_and_downstream_make_the_backfill(fake: FakeClient) -> None:
     app = Host(fake, lambda: PartitionsScreen("orders"))
     async with app.run_test(size=(160, 48)) as pilot:
         screen = await loaded(app, pilot)
@@ -223,7 +219,7 @@ async def retype(pilot: Any, selector: str, text: str, keys: bool = False) -> No
     await pilot.pause()
 
 
-async def test_invalid_keys_are_refused_inline(fake: PartitionsClient) -> None:
+async def test_invalid_keys_are_refused_inline(fake: FakeClient) -> None:
     app = Host(fake, lambda: PartitionsScreen("orders"))
     async with app.run_test(size=(160, 48)) as pilot:
         dialog = await open_dialog(app, pilot, "shift+left")
@@ -262,7 +258,7 @@ async def test_invalid_keys_are_refused_inline(fake: PartitionsClient) -> None:
         assert [n.message for n in app._notifications] == ["backfill bf0001 started (12 runs)"]
 
 
-async def test_engine_refusal_is_shown_in_the_dialog(fake: PartitionsClient) -> None:
+async def test_engine_refusal_is_shown_in_the_dialog(fake: FakeClient) -> None:
     fake.backfill_error = EngineError("another backfill holds these keys", title="Engine refused")
     app = Host(fake, lambda: PartitionsScreen("orders"))
     async with app.run_test(size=(100, 30)) as pilot:
@@ -278,7 +274,7 @@ async def test_engine_refusal_is_shown_in_the_dialog(fake: PartitionsClient) -> 
         assert isinstance(app.screen, PartitionsScreen)
 
 
-async def test_nothing_to_do_disables_start(fake: PartitionsClient) -> None:
+async def test_nothing_to_do_disables_start(fake: FakeClient) -> None:
     app = Host(fake, lambda: PartitionsScreen("orders"))
     async with app.run_test(size=(160, 48)) as pilot:
         await loaded(app, pilot)
@@ -289,7 +285,7 @@ async def test_nothing_to_do_disables_start(fake: PartitionsClient) -> None:
         assert dialog.query_one("#backfill-start", Button).disabled
 
 
-async def test_dialog_without_a_range_offers_every_key(fake: PartitionsClient) -> None:
+async def test_dialog_without_a_range_offers_every_key(fake: FakeClient) -> None:
     """The home screen opens the dialog with no range: From/To cover every key."""
     app = Host(fake, lambda: BackfillDialog(["revenue"], None, None))
     async with app.run_test(size=(100, 30)) as pilot:
@@ -302,7 +298,7 @@ async def test_dialog_without_a_range_offers_every_key(fake: PartitionsClient) -
         assert "25 done keys skipped" in text_of(dialog, "#backfill-summary")
 
 
-async def test_grouping_by_week_and_month_shows_the_worst_status(fake: PartitionsClient) -> None:
+async def test_grouping_by_week_and_month_shows_the_worst_status(fake: FakeClient) -> None:
     app = Host(fake, lambda: PartitionsScreen("revenue"))
     async with app.run_test(size=(160, 48)) as pilot:
         screen = await loaded(app, pilot)
@@ -312,11 +308,13 @@ async def test_grouping_by_week_and_month_shows_the_worst_status(fake: Partition
         # 2025-01-01 is a Wednesday: weeks 1 (3 days), 2-5, and a 5-day tail.
         assert [c.hi - c.lo for c in matrix.columns] == [5, 7, 7, 7, 5]
         assert matrix.cursor_keys[-1] == "2025-01-31"  # the cursor stays on its key's group
-        assert matrix.column_status("revenue", 3) == "failed"  # 20..26 holds the failed 26th
-        assert matrix.column_status("orders", 1) == "materialized"
+        assert (
+            matrix.column_status("revenue", 3) == PartitionStatus.FAILED
+        )  # 20..26 holds the failed 26th
+        assert matrix.column_status("orders", 1) == PartitionStatus.MATERIALIZED
         await pilot.press("g")
         assert matrix.grouping == "month" and len(matrix.columns) == 1
-        assert matrix.column_status("revenue", 0) == "failed"
+        assert matrix.column_status("revenue", 0) == PartitionStatus.FAILED
         assert "Jan" in matrix.render_line(1).text
         await pilot.press("m")  # a grouped cell is not one key: warn, don't submit
         await pilot.pause()
@@ -325,7 +323,7 @@ async def test_grouping_by_week_and_month_shows_the_worst_status(fake: Partition
         assert matrix.grouping == "day" and len(matrix.columns) == 31
 
 
-async def test_m_materializes_the_cursor_cell(fake: PartitionsClient) -> None:
+async def test_m_materializes_the_cursor_cell(fake: FakeClient) -> None:
     app = Host(fake, lambda: PartitionsScreen("revenue"))
     async with app.run_test(size=(160, 48)) as pilot:
         await loaded(app, pilot)
@@ -334,8 +332,9 @@ async def test_m_materializes_the_cursor_cell(fake: PartitionsClient) -> None:
         assert fake.submitted == [RunRequest(selection=("revenue",), partition="2025-01-29")]
 
 
-async def test_enter_opens_the_latest_run_or_says_why_not(fake: PartitionsClient) -> None:
-    fake.recent_runs = [FakeRun("r-newest", "2025-01-26", (FakeStep("revenue"),))]
+async def test_enter_opens_the_latest_run_or_says_why_not(fake: FakeClient) -> None:
+    newest = (step("revenue", StepStatus.FAILED),)
+    fake.put(run("r-newest", RunStatus.FAILED, "revenue", newest, NOW, partition="2025-01-26"))
     app = Host(fake, lambda: PartitionsScreen("revenue"))
     async with app.run_test(size=(160, 48)) as pilot:
         await loaded(app, pilot)
@@ -352,7 +351,7 @@ async def test_enter_opens_the_latest_run_or_says_why_not(fake: PartitionsClient
             assert type(app.screen).__name__ == "RunScreen"
 
 
-async def test_polls_stay_one_chain(fake: PartitionsClient) -> None:
+async def test_polls_stay_one_chain(fake: FakeClient) -> None:
     """Extra polls (after m or a backfill) must not start extra refresh loops."""
     app = Host(fake, lambda: PartitionsScreen("orders"))
     async with app.run_test(size=(160, 48)) as pilot:
@@ -367,11 +366,8 @@ async def test_polls_stay_one_chain(fake: PartitionsClient) -> None:
         assert 3 <= screen.polls - before <= 14
 
 
-async def test_errors_from_the_client_become_toasts(fake: PartitionsClient) -> None:
-    def broken(asset: str) -> list[State]:
-        raise EngineError("database is locked", title="Storage error")
-
-    fake.partitions = broken  # type: ignore[method-assign]
+async def test_errors_from_the_client_become_toasts(fake: FakeClient) -> None:
+    fake.partitions_error = EngineError("database is locked", title="Storage error")
     app = Host(fake, lambda: PartitionsScreen("orders"))
     async with app.run_test(size=(160, 48)) as pilot:
         await until(lambda: bool(app._notifications), pilot)
@@ -381,7 +377,7 @@ async def test_errors_from_the_client_become_toasts(fake: PartitionsClient) -> N
         assert isinstance(app.screen, PartitionsScreen)
 
 
-async def test_unknown_or_unpartitioned_asset_is_reported(fake: PartitionsClient) -> None:
+async def test_unknown_or_unpartitioned_asset_is_reported(fake: FakeClient) -> None:
     app = Host(fake, lambda: PartitionsScreen("revenue_report"))
     async with app.run_test(size=(100, 30)) as pilot:
         await until(lambda: bool(app._notifications), pilot)
@@ -391,7 +387,7 @@ async def test_unknown_or_unpartitioned_asset_is_reported(fake: PartitionsClient
         assert not isinstance(app.screen, PartitionsScreen)
 
 
-async def test_static_partitions_show_truncated_keys(fake: PartitionsClient) -> None:
+async def test_static_partitions_show_truncated_keys(fake: FakeClient) -> None:
     app = Host(fake, lambda: PartitionsScreen("stores"))
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await loaded(app, pilot)
@@ -410,7 +406,7 @@ async def test_static_partitions_show_truncated_keys(fake: PartitionsClient) -> 
 # --- thousands of keys ----------------------------------------------------------------------
 
 
-async def test_two_thousand_hourly_keys_mount_fast_and_page(fake: PartitionsClient) -> None:
+async def test_two_thousand_hourly_keys_mount_fast_and_page(fake: FakeClient) -> None:
     app = Host(fake, lambda: PartitionsScreen("clicks"))
     started = time.perf_counter()
     async with app.run_test(size=(160, 48)) as pilot:
@@ -418,7 +414,7 @@ async def test_two_thousand_hourly_keys_mount_fast_and_page(fake: PartitionsClie
         mounted = time.perf_counter() - started  # app start, layout, first poll, first paint
         matrix = screen.matrix
         fresh = [
-            State(s.key, "running" if i % 7 == 0 else s.status)
+            replace(s, status=PartitionStatus.RUNNING) if i % 7 == 0 else s
             for i, s in enumerate(fake.partitions("clicks"))
         ]
         started = time.perf_counter()
@@ -469,7 +465,7 @@ def _range_selected(pilot: Any) -> Any:
 
 @pytest.mark.parametrize("size", [(160, 48), (100, 30)], ids=["160x48", "100x30"])
 def test_snapshot_matrix_with_range(
-    snap_compare: Any, fake: PartitionsClient, size: tuple[int, int]
+    snap_compare: Any, fake: FakeClient, size: tuple[int, int]
 ) -> None:
     app = Host(fake, lambda: PartitionsScreen("orders"))
     assert snap_compare(app, terminal_size=size, run_before=_range_selected(None))
@@ -477,7 +473,7 @@ def test_snapshot_matrix_with_range(
 
 @pytest.mark.parametrize("size", [(160, 48), (100, 30)], ids=["160x48", "100x30"])
 def test_snapshot_backfill_dialog(
-    snap_compare: Any, fake: PartitionsClient, size: tuple[int, int]
+    snap_compare: Any, fake: FakeClient, size: tuple[int, int]
 ) -> None:
     async def run(pilot: Any) -> None:
         await _range_selected(None)(pilot)
@@ -490,7 +486,7 @@ def test_snapshot_backfill_dialog(
     assert snap_compare(app, terminal_size=size, run_before=run)
 
 
-def test_snapshot_backfill_dialog_invalid_key(snap_compare: Any, fake: PartitionsClient) -> None:
+def test_snapshot_backfill_dialog_invalid_key(snap_compare: Any, fake: FakeClient) -> None:
     async def run(pilot: Any) -> None:
         await open_dialog(pilot.app, pilot, "shift+left", "shift+left")
         await retype(pilot, "#backfill-to", "2025-02-30", keys=True)
@@ -499,13 +495,15 @@ def test_snapshot_backfill_dialog_invalid_key(snap_compare: Any, fake: Partition
     assert snap_compare(app, terminal_size=(100, 30), run_before=run)
 
 
-def test_snapshot_hourly_grouped_by_day(snap_compare: Any, fake: PartitionsClient) -> None:
+def test_snapshot_hourly_grouped_by_day(snap_compare: Any, fake: FakeClient) -> None:
     async def run(pilot: Any) -> None:
         await loaded(pilot.app, pilot)
         await pilot.press("g")
 
-    fake.statuses["clicks"] = {
-        f"2025-03-{d:02d}-{h:02d}:00": "materialized" for d in range(1, 25) for h in range(24)
+    fake.partition_statuses["clicks"] = {
+        f"2025-03-{d:02d}-{h:02d}:00": PartitionStatus.MATERIALIZED
+        for d in range(1, 25)
+        for h in range(24)
     }
     app = Host(fake, lambda: PartitionsScreen("clicks"))
     assert snap_compare(app, terminal_size=(100, 30), run_before=run)
@@ -544,7 +542,7 @@ async def test_real_backfill_from_the_matrix_fills_it_in(real_client: Client) ->
     async with app.run_test(size=(160, 48)) as pilot:
         screen = await loaded(app, pilot)
         matrix = screen.matrix
-        assert matrix.status_of("orders", "2025-01-31") == "missing"
+        assert matrix.status_of("orders", "2025-01-31") == PartitionStatus.MISSING
         await pilot.press("shift+down", *["shift+left"] * 4, "b")
         await until(lambda: isinstance(app.screen, BackfillDialog), pilot)
         dialog = app.screen
@@ -556,7 +554,7 @@ async def test_real_backfill_from_the_matrix_fills_it_in(real_client: Client) ->
         started = time.monotonic()
         await until(
             lambda: all(
-                matrix.status_of(row, key) == "materialized"
+                matrix.status_of(row, key) == PartitionStatus.MATERIALIZED
                 for row in ("orders", "revenue")
                 for key in keys
             ),
@@ -565,9 +563,9 @@ async def test_real_backfill_from_the_matrix_fills_it_in(real_client: Client) ->
         )
         took = time.monotonic() - started
         print(f"\nreal backfill of 5 days × 2 assets filled the matrix in {took:.2f} s")
-        assert matrix.status_of("orders", "2025-01-26") == "missing"
+        assert matrix.status_of("orders", "2025-01-26") == PartitionStatus.MISSING
         backfills = BackfillsScreen()
         await app.push_screen(backfills)
-        await until(lambda: "success" in backfills.row_statuses(), pilot, timeout=10)
-        assert backfills.row_statuses() == ["success"]
+        await until(lambda: BackfillStatus.SUCCESS in backfills.row_statuses(), pilot, timeout=10)
+        assert backfills.row_statuses() == [BackfillStatus.SUCCESS]
         await asyncio.sleep(0)

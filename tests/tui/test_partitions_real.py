@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from engine.client import Client
+from engine.history.partition_status import PartitionChanges, PartitionCursor
+from engine.status import PartitionStatus
 from tests.tui.waits import until
 from tui.app import DagtopApp
 from tui.screens.partitions import PartitionsScreen
@@ -46,8 +48,10 @@ class Watched(Client):
 
     polls: list[tuple[bool, dict[str, int]]]
 
-    def partition_changes(self, assets: Any, cursor: Any = None) -> Any:
-        changes = super().partition_changes(assets, cursor)
+    def partition_changes(
+        self, assets: Sequence[str], cursor: PartitionCursor | None = None
+    ) -> PartitionChanges:
+        changes: PartitionChanges = super().partition_changes(assets, cursor)
         self.polls.append((changes.full, {k: len(v) for k, v in changes.states.items()}))
         return changes
 
@@ -68,7 +72,7 @@ async def test_the_matrix_reads_only_what_changed_and_shows_a_failed_check(
         await until(lambda: screen.polls >= 3, pilot, 30)
         matrix = screen.matrix
         assert [matrix.status_of("clean", k) for k in ("north", "south", "east")] == [
-            "materialized", "missing", "missing",
+            PartitionStatus.MATERIALIZED, PartitionStatus.MISSING, PartitionStatus.MISSING,
         ]  # fmt: skip
         # The first poll read everything; those since, nothing (nothing ran).
         assert client.polls[0][0] and all(
@@ -76,8 +80,8 @@ async def test_the_matrix_reads_only_what_changed_and_shows_a_failed_check(
         )
         await asyncio.to_thread(client.materialize, ["raw", "clean"], "south")
         await until(lambda: matrix.status_of("clean", "south") == "check-failed", pilot, 30)
-        assert matrix.status_of("raw", "south") == "materialized"
-        assert matrix.status_of("clean", "east") == "missing"
+        assert matrix.status_of("raw", "south") == PartitionStatus.MATERIALIZED
+        assert matrix.status_of("clean", "east") == PartitionStatus.MISSING
         # The poll that saw the run read the two keys it touched, not the rows.
         changed = [states for full, states in client.polls[1:] if states]
         assert changed and not any(full for full, _ in client.polls[1:])

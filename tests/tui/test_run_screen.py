@@ -1,8 +1,8 @@
-"""The run screen: snapshots against a fake facade with frozen data, keys, and one real run.
+"""The run screen: snapshots against the fake client with frozen data, keys, and one real run.
 
-The fake implements the part of `engine.client.Client` the screen reads (run, attempts,
-samples, request_cancel, rerun) with the facade's own view classes and fixed times; the app's
-clock is frozen, and TZ is UTC (conftest.py), so every snapshot is stable.
+The fake serves one run, its attempts and their samples, built from the facade's own view
+classes with fixed times; the app's clock is frozen, and TZ is UTC (conftest.py), so every
+snapshot is stable.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from textual.widgets import DataTable, Input, Label
 from textual.widgets._footer import FooterKey
 
 from engine.client import AttemptView, Client, RunRequest, RunView, SampleView, StepView
-from engine.errors import RunNotFound
-from tests.tui.fakes import Host
+from engine.client_api import ClientAPI
+from engine.status import RunStatus, StepStatus
+from tests.tui.fakes import FakeClient, Host
 from tests.tui.waits import until
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.run import RunCommands, RunScreen, default_step
@@ -32,42 +33,12 @@ T0 = 1_750_000_000.0  # 2025-06-15 15:06:40 UTC
 MiB = 1 << 20
 
 
-# --- a fake facade ----------------------------------------------------------------------------
+# --- a run, its attempts and their samples ------------------------------------------------
 
 
-class FakeClient:
-    """The reads and commands of `engine.client.Client` that the run screen uses."""
-
-    def __init__(
-        self, run: RunView, attempts: list[AttemptView], samples: dict[int, list[SampleView]]
-    ) -> None:
-        self._run, self._attempts, self._samples = run, attempts, samples
-        self.cancels: list[str] = []
-        self.reruns: list[str] = []
-        self.reads = 0
-
-    def run(self, run_id: str) -> RunView:
-        self.reads += 1
-        if not self._run.id.startswith(run_id):
-            raise RunNotFound(f"no run {run_id!r}")
-        return self._run
-
-    def attempts(self, run_id: str) -> list[AttemptView]:
-        return list(self._attempts)
-
-    def samples(self, attempt_id: int) -> list[SampleView]:
-        return list(self._samples.get(attempt_id, []))
-
-    def request_cancel(self, run_id: str) -> str:
-        self.cancels.append(run_id)
-        return run_id
-
-    def rerun(self, run_id: str) -> str:
-        self.reruns.append(run_id)
-        return run_id
-
-
-def step_view(key: str, status: str, attempts: int, max_attempts: int, **kw: Any) -> StepView:
+def step_view(
+    key: str, status: StepStatus, attempts: int, max_attempts: int, **kw: Any
+) -> StepView:
     base: dict[str, Any] = dict(
         key=key, kind="asset", status=status, attempts=attempts, max_attempts=max_attempts,
         exit_code=None, error=None, peak_rss_bytes=None, cpu_seconds=None, log_path=None,
@@ -81,7 +52,7 @@ def attempt_view(
     attempt_id: int,
     key: str,
     attempt: int,
-    status: str,
+    status: StepStatus,
     start: float,
     end: float | None,
     log: Path,
@@ -125,32 +96,33 @@ def failed_run(tmp: Path) -> FakeClient:
         )
     (logs / "trained_model.3.log").write_text(TRAIN_LOG)
     reason = "memory limit exceeded: peak 2.1 GiB of 2 GiB"
+    success, failed = StepStatus.SUCCESS, StepStatus.FAILED
     attempts = [
-        attempt_view(1, "raw_digits", 1, "success", T0 + 0.2, T0 + 0.6, logs / "raw_digits.1.log",
+        attempt_view(1, "raw_digits", 1, success, T0 + 0.2, T0 + 0.6, logs / "raw_digits.1.log",
                      peak_rss_bytes=82 * MiB, cpu_seconds=0.3),
-        attempt_view(2, "validated_digits", 1, "success", T0 + 0.7, T0 + 0.9,
+        attempt_view(2, "validated_digits", 1, success, T0 + 0.7, T0 + 0.9,
                      logs / "validated_digits.1.log", peak_rss_bytes=80 * MiB, cpu_seconds=0.1),
-        attempt_view(3, "trained_model", 1, "failed", T0 + 1.0, T0 + 2.5,
+        attempt_view(3, "trained_model", 1, failed, T0 + 1.0, T0 + 2.5,
                      logs / "trained_model.1.log", error="killed by SIGKILL"),
-        attempt_view(4, "trained_model", 2, "failed", T0 + 3.5, T0 + 4.0,
+        attempt_view(4, "trained_model", 2, failed, T0 + 3.5, T0 + 4.0,
                      logs / "trained_model.2.log", error="killed by SIGKILL"),
-        attempt_view(5, "trained_model", 3, "failed", T0 + 4.2, T0 + 8.3,
+        attempt_view(5, "trained_model", 3, failed, T0 + 4.2, T0 + 8.3,
                      logs / "trained_model.3.log", error=reason,
                      peak_rss_bytes=2150 * MiB, cpu_seconds=7.9),
     ]  # fmt: skip
     steps = (
-        step_view("raw_digits", "success", 1, 1, started_at=T0 + 0.2, ended_at=T0 + 0.6,
+        step_view("raw_digits", success, 1, 1, started_at=T0 + 0.2, ended_at=T0 + 0.6,
                   peak_rss_bytes=82 * MiB, cpu_seconds=0.3),
-        step_view("validated_digits", "success", 1, 1, started_at=T0 + 0.7, ended_at=T0 + 0.9,
+        step_view("validated_digits", success, 1, 1, started_at=T0 + 0.7, ended_at=T0 + 0.9,
                   peak_rss_bytes=80 * MiB, cpu_seconds=0.1, upstream=("raw_digits",)),
-        step_view("trained_model", "failed", 3, 3, started_at=T0 + 1.0, ended_at=T0 + 8.3,
+        step_view("trained_model", failed, 3, 3, started_at=T0 + 1.0, ended_at=T0 + 8.3,
                   peak_rss_bytes=2150 * MiB, cpu_seconds=7.9, error=reason,
                   upstream=("validated_digits",)),
-        step_view("deployed", "skipped", 0, 1, error="upstream trained_model failed",
+        step_view("deployed", StepStatus.SKIPPED, 0, 1, error="upstream trained_model failed",
                   upstream=("trained_model",)),
     )  # fmt: skip
     run = RunView(
-        id="4f2a9c1e77b0", kind="assets", status="failed", target="*trained_model",
+        id="4f2a9c1e77b0", kind="assets", status=RunStatus.FAILED, target="*trained_model",
         partition=None, params={}, trigger="manual", created_at=T0, started_at=T0 + 0.1,
         ended_at=T0 + 8.4, steps=steps, checks=(),
     )  # fmt: skip
@@ -159,26 +131,28 @@ def failed_run(tmp: Path) -> FakeClient:
             [(12, 90), (97, 300), (99, 700), (98, 1100), (99, 1500), (100, 1800), (99, 2150)]
         )],
     }  # fmt: skip
-    return FakeClient(run, attempts, samples)
+    return FakeClient(runs=[run], attempts=attempts, samples=samples)
 
 
 def running_run(tmp: Path) -> FakeClient:
     """The same run, still in trained_model's first attempt (the clock is frozen at T0 + 9)."""
     client = failed_run(tmp)
-    attempts = [a for a in client._attempts if a.key != "trained_model"]
+    attempts = [a for a in client.attempt_list if a.key != "trained_model"]
     log = tmp / "logs" / "trained_model.run.log"
     log.write_text("".join(TRAIN_LOG.splitlines(keepends=True)[:5]))
     attempts.append(
-        attempt_view(3, "trained_model", 1, "running", T0 + 1.0, None, log,
+        attempt_view(3, "trained_model", 1, StepStatus.RUNNING, T0 + 1.0, None, log,
                      peak_rss_bytes=612 * MiB, cpu_seconds=7.9)
     )  # fmt: skip
-    steps = list(client._run.steps)
-    steps[2] = replace(steps[2], status="running", attempts=1, ended_at=None, error=None,
-                       peak_rss_bytes=612 * MiB)  # fmt: skip
-    steps[3] = replace(steps[3], status="queued", error=None)
-    client._run = replace(client._run, status="running", ended_at=None, steps=tuple(steps))
-    client._attempts = attempts
-    client._samples = {3: [SampleView(T0 + 1 + i, c, r * MiB) for i, (c, r) in enumerate(
+    failed = client.runs_list[0]
+    steps = list(failed.steps)
+    steps[2] = replace(steps[2], status=StepStatus.RUNNING, attempts=1, ended_at=None,
+                       error=None, peak_rss_bytes=612 * MiB)  # fmt: skip
+    steps[3] = replace(steps[3], status=StepStatus.QUEUED, error=None)
+    running = replace(failed, status=RunStatus.RUNNING, ended_at=None, steps=tuple(steps))
+    client.runs_list = [running]
+    client.attempt_list = attempts
+    client.sample_lists = {3: [SampleView(T0 + 1 + i, c, r * MiB) for i, (c, r) in enumerate(
         [(10, 100), (80, 250), (97, 400), (99, 520), (98, 600), (99, 612)])]}  # fmt: skip
     return client
 
@@ -186,7 +160,9 @@ def running_run(tmp: Path) -> FakeClient:
 class RunApp(Host):
     """A host for the run screen of one run (its name is the title in the snapshots)."""
 
-    def __init__(self, client: Any, run_id: str, step: str | None = None, now: float = T0 + 9):
+    def __init__(
+        self, client: ClientAPI, run_id: str, step: str | None = None, now: float = T0 + 9
+    ) -> None:
         super().__init__(client, lambda: RunScreen(run_id, step), now)
 
 
@@ -225,13 +201,14 @@ def test_snapshot_running_run(snap_compare: Any, tmp_path: Path) -> None:
 
 
 def test_default_step_prefers_asked_then_failed_then_running_then_last(tmp_path: Path) -> None:
-    run = failed_run(tmp_path)._run
+    run = failed_run(tmp_path).runs_list[0]
     assert default_step(run, "raw_digits") == "raw_digits"
     assert default_step(run, None) == "trained_model"
     assert default_step(run, "nope") == "trained_model"
-    running = running_run(tmp_path)._run
+    running = running_run(tmp_path).runs_list[0]
     assert default_step(running, None) == "trained_model"
-    done = replace(running, steps=tuple(replace(s, status="success") for s in running.steps[:2]))
+    succeeded = tuple(replace(s, status=StepStatus.SUCCESS) for s in running.steps[:2])
+    done = replace(running, steps=succeeded)
     assert default_step(done, None) == "validated_digits"
 
 
@@ -270,8 +247,8 @@ async def test_failed_step_shows_reason_and_its_last_attempt(tmp_path: Path) -> 
 
 async def test_the_log_header_says_where_the_attempt_ran(tmp_path: Path) -> None:
     client = running_run(tmp_path)
-    client._attempts = [
-        replace(a, host="gpu-box", worker="tcp://10.0.0.7:40211") for a in client._attempts
+    client.attempt_list = [
+        replace(a, host="gpu-box", worker="tcp://10.0.0.7:40211") for a in client.attempt_list
     ]
     app = RunApp(client, "4f2a")
     async with app.run_test(size=(160, 48)) as pilot:
@@ -317,13 +294,13 @@ async def test_cancel_asks_first_then_reaches_the_facade(tmp_path: Path) -> None
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")  # keep running
         await pilot.pause()
-        assert client.cancels == []
+        assert client.canceled == []
         await pilot.press("c")
         await pilot.pause()
         await pilot.press("y")
         await pilot.pause(0.1)
         await app.workers.wait_for_complete()
-        assert client.cancels == ["4f2a9c1e77b0"]
+        assert client.canceled == ["4f2a9c1e77b0"]
         assert isinstance(app.screen, RunScreen)
 
 
@@ -371,7 +348,7 @@ async def test_unknown_run_says_so_without_crashing(tmp_path: Path) -> None:
 
 async def test_missing_log_file_shows_a_note_and_appears_later(tmp_path: Path) -> None:
     client = running_run(tmp_path)
-    log_path = Path(client._attempts[-1].log_path)
+    log_path = Path(client.attempt_list[-1].log_path)
     log_path.unlink()
     app = RunApp(client, "4f2a")
     async with app.run_test(size=(100, 30)) as pilot:
@@ -445,7 +422,7 @@ async def test_real_run_log_grows_while_following_then_ends(
             if screen.run is not None and screen.run.finished and not log.live:
                 break
         await settle(pilot, 77)
-        assert screen.run is not None and screen.run.status == "success", screen.run
+        assert screen.run is not None and screen.run.status == RunStatus.SUCCESS, screen.run
         assert log.follow
         assert log.line_count == 77  # the step's 76 lines, then dagtop's on how it ended
         assert log.visible_text()[-2:] == ["chatty done", "dagtop: step succeeded"]
@@ -471,7 +448,7 @@ async def test_follow_toggle_shows_in_the_title_and_palette_lists_actions(tmp_pa
         assert panel.border_title.endswith("following")
 
         provider = RunCommands(screen)
-        names = [str(hit.display) async for hit in provider.discover()]
+        names = [str(hit.prompt) async for hit in provider.discover()]
         assert "Cancel run" in names and "Search log" in names
         assert "Re-run failed steps" not in names  # the run is still going
 
@@ -485,8 +462,8 @@ async def test_polling_an_unchanged_run_leaves_the_footer_alone(tmp_path: Path) 
         screen = await settle(pilot, 5)
         refreshed: list[object] = []
         screen.bindings_updated_signal.subscribe(screen, refreshed.append)
-        reads = client.reads
-        while client.reads < reads + 3:  # three more polls of the same, still running run
+        reads = len(client.reads)
+        while len(client.reads) < reads + 3:  # three more polls of the same, still running run
             await pilot.pause(0.1)
         await pilot.pause()
         assert refreshed == []

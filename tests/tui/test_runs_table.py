@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from textual.app import App, ComposeResult
 
+from engine.status import RunStatus, StepStatus
 from tests.tui.fakes import NOW, run, step
 from tui.widgets.runs_table import RunsTable
 
@@ -27,9 +28,9 @@ async def test_lines_painted_before_the_columns_are_measured_are_painted_again()
             [
                 run(
                     f"{n:02d}c0ffee{n:04d}",
-                    "success",
+                    RunStatus.SUCCESS,
                     "a_long_target",
-                    (step("s", "success"),),
+                    (step("s", StepStatus.SUCCESS),),
                     NOW - n,
                 )
                 for n in range(5)

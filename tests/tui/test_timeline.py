@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from engine.status import StepStatus
 from tui.widgets.timeline import (
     EIGHTHS,
     FULL,
@@ -37,7 +38,7 @@ def test_bar_cells_use_eighth_blocks_for_the_end() -> None:
 
 
 def test_each_row_is_exactly_the_width() -> None:
-    lanes = [Lane("a", (Segment(T0, T0 + 3, "success"),)), Lane("b")]
+    lanes = [Lane("a", (Segment(T0, T0 + 3, StepStatus.SUCCESS),)), Lane("b")]
     chart = render_chart(lanes, T0 + 10, 37, label=utc)
     assert [len(r) for r in chart.rows] == [37, 37]
     assert len(chart.axis) == 37
@@ -46,8 +47,8 @@ def test_each_row_is_exactly_the_width() -> None:
 
 def test_two_overlapping_steps_overlap_in_the_rows() -> None:
     lanes = [
-        Lane("a", (Segment(T0, T0 + 6, "success"),)),
-        Lane("b", (Segment(T0 + 2, T0 + 8, "success"),)),
+        Lane("a", (Segment(T0, T0 + 6, StepStatus.SUCCESS),)),
+        Lane("b", (Segment(T0 + 2, T0 + 8, StepStatus.SUCCESS),)),
     ]
     chart = render_chart(lanes, T0 + 10, 40, label=utc)
     a, b = (cells_with_bars(r) for r in chart.rows)
@@ -58,8 +59,8 @@ def test_two_overlapping_steps_overlap_in_the_rows() -> None:
 
 def test_a_waiting_step_starts_later_and_its_wait_is_blank() -> None:
     lanes = [
-        Lane("first", (Segment(T0, T0 + 4, "success"),)),
-        Lane("waited", (Segment(T0 + 6, T0 + 8, "success"),)),
+        Lane("first", (Segment(T0, T0 + 4, StepStatus.SUCCESS),)),
+        Lane("waited", (Segment(T0 + 6, T0 + 8, StepStatus.SUCCESS),)),
     ]
     chart = render_chart(lanes, T0 + 8, 40, label=utc)
     first, waited = chart.rows
@@ -73,9 +74,9 @@ def test_retries_give_separate_segments() -> None:
         Lane(
             "flaky",
             (
-                Segment(T0, T0 + 2, "failed"),
-                Segment(T0 + 4, T0 + 5, "failed"),
-                Segment(T0 + 7, T0 + 10, "success"),
+                Segment(T0, T0 + 2, StepStatus.FAILED),
+                Segment(T0 + 4, T0 + 5, StepStatus.FAILED),
+                Segment(T0 + 7, T0 + 10, StepStatus.SUCCESS),
             ),
         )
     ]
@@ -83,14 +84,18 @@ def test_retries_give_separate_segments() -> None:
     (row,) = chart.rows
     runs = [part for part in row.split(" ") if part]
     assert len(runs) == 3, row
-    assert [b.status for b in chart.bars[0]] == ["failed", "failed", "success"]
+    assert [b.status for b in chart.bars[0]] == [
+        StepStatus.FAILED,
+        StepStatus.FAILED,
+        StepStatus.SUCCESS,
+    ]
     assert [b.col for b in chart.bars[0]] == [0, 20, 35]
 
 
 def test_a_running_bar_reaches_now_and_grows() -> None:
     lanes = [
-        Lane("done", (Segment(T0, T0 + 2, "success"),)),
-        Lane("live", (Segment(T0 + 1, None, "running"),)),
+        Lane("done", (Segment(T0, T0 + 2, StepStatus.SUCCESS),)),
+        Lane("live", (Segment(T0 + 1, None, StepStatus.RUNNING),)),
     ]
     early = render_chart(lanes, T0 + 5, 60, label=utc)
     later = render_chart(lanes, T0 + 9, 60, label=utc)
@@ -136,7 +141,7 @@ def test_tick_step_grows_with_span() -> None:
 
 
 def test_chart_starts_at_the_run_start_when_given() -> None:
-    lanes = [Lane("late", (Segment(T0 + 5, T0 + 10, "success"),))]
+    lanes = [Lane("late", (Segment(T0 + 5, T0 + 10, StepStatus.SUCCESS),))]
     chart = render_chart(lanes, T0 + 10, 20, start=T0, label=utc)
     assert chart.start == T0
     assert chart.rows[0] == " " * 10 + FULL * 10

@@ -11,7 +11,9 @@ import pytest
 from textual.app import App
 from textual.screen import Screen
 
-S = TypeVar("S", bound=Screen[Any])
+from tui.feedback import PolledScreen
+
+S = TypeVar("S", bound=PolledScreen[Any])
 
 
 async def until(predicate: Callable[[], bool], pilot: Any, timeout: float = 10.0) -> None:
@@ -28,7 +30,7 @@ async def polled_screen(app: App[Any], pilot: Any, kind: type[S]) -> S:
     await until(lambda: isinstance(app.screen, kind), pilot)
     screen = app.screen
     assert isinstance(screen, kind)
-    await until(lambda: screen.polls > 0, pilot)  # type: ignore[attr-defined]
+    await until(lambda: screen.polls > 0, pilot)
     return screen
 
 

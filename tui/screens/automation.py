@@ -2,35 +2,35 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import ModalScreen, Screen
-from textual.timer import Timer
 from textual.widgets import DataTable, Static
-from textual.worker import Worker, WorkerState
 
 from engine.errors import EngineError
-from engine.units import glyph
-from tui.screens.backfill import clock_now, report_error, span
-from tui.screens.backfills import sync_table
+from engine.status import RunStatus
+from engine.units import GLYPHS, glyph
+from tui.feedback import PolledScreen, ask, clock_now, span
+from tui.widgets import NEVER, STARTED
 from tui.widgets.footer import KeyFooter
-from tui.widgets.table import Table
+from tui.widgets.table import Table, sync_table
 
-# A tick's run, or "skipped" (a tick that started nothing: its previous run was still going)
-# or "started" (a tick that started a run whose status is not known yet).
-RUN_STATUSES = frozenset(
-    {"success", "failed", "running", "queued", "canceled", "skipped", "started"}
-)
-RUN_STYLES = {"success": "green", "failed": "red", "running": "yellow", "canceled": "dim"}
-_FINISHED = frozenset({"success", "failed", "canceled"})
+if TYPE_CHECKING:
+    from engine.client_api import ClientAPI, ScheduleStatus, SensorStatus
+
+RUN_STYLES: dict[str, str] = {
+    RunStatus.SUCCESS: "green",
+    RunStatus.FAILED: "red",
+    RunStatus.RUNNING: "yellow",
+    RunStatus.CANCELED: "dim",
+}
 
 # On/off leads: it is what `t` changes, and it must stay visible on a narrow terminal.
 SCHEDULE_COLUMNS = (
@@ -78,15 +78,17 @@ def _one_line(text: str, limit: int = 40) -> str:
 def last_run(tick_status: str | None, run_id: str | None, run_status: str | None) -> str:
     """What the last tick did: its run's status and id, or why it started nothing."""
     if run_id:
-        return f"{run_status or tick_status or 'started'} {run_id[:8]}"
-    return tick_status or "never"
+        return f"{run_status or tick_status or STARTED} {run_id[:8]}"
+    return tick_status or NEVER
 
 
-def schedule_row(item: Any, now: float, run_status: str | None = None) -> tuple[str, ...]:
+def schedule_row(
+    item: ScheduleStatus, now: float, run_status: str | None = None
+) -> tuple[str, ...]:
     # `last_status` is the tick's (started | skipped | failed); the run's own status, once
     # known, says more, so it wins.
     run = last_run(item.last_status, item.last_run_id, run_status)
-    if item.last_reason and item.last_status in ("failed", "skipped"):
+    if item.last_reason:  # a tick says why only when it started nothing (failed or skipped)
         run += f": {_one_line(item.last_reason)}"
     return (
         "on" if item.enabled else "off",
@@ -99,7 +101,7 @@ def schedule_row(item: Any, now: float, run_status: str | None = None) -> tuple[
     )
 
 
-def sensor_row(item: Any, now: float, run_status: str | None = None) -> tuple[str, ...]:
+def sensor_row(item: SensorStatus, now: float, run_status: str | None = None) -> tuple[str, ...]:
     return (
         "on" if item.enabled else "off",
         item.name,
@@ -112,13 +114,13 @@ def sensor_row(item: Any, now: float, run_status: str | None = None) -> tuple[st
     )
 
 
-def _render(column: str, value: str) -> Any:
+def _render(column: str, value: str) -> Text:
     if column == "enabled":
         on_ = value == "on"
         return Text(f"{'●' if on_ else '○'} {value}", style="green" if on_ else "dim")
     if column == "run":
         status = value.split(" ", 1)[0].rstrip(":")
-        if status in RUN_STATUSES:
+        if status in GLYPHS and status != NEVER:  # a run's status, or what a tick did
             return Text(f"{glyph(status)} {value}", style=RUN_STYLES.get(status, ""))
         return Text(f"· {value}", style="dim")
     return Text(value)  # never markup: paths and file names may hold brackets
@@ -126,34 +128,32 @@ def _render(column: str, value: str) -> Any:
 
 @dataclass(frozen=True)
 class AutomationState:
-    schedules: list[Any] | None  # None: the client cannot list them
-    sensors: list[Any] | None
-    run_statuses: dict[str, str]  # run id -> status, for the last runs shown
+    schedules: list[ScheduleStatus]
+    sensors: list[SensorStatus]
+    run_statuses: dict[str, RunStatus]  # run id -> status, for the last runs shown
 
 
-def read_automation(client: Any, known: dict[str, str]) -> AutomationState:
+def read_automation(client: ClientAPI, known: dict[str, RunStatus]) -> AutomationState:
     """Schedules, sensors, and the status of each one's last run.
 
     Args:
-        client: The facade (`schedules`/`sensors` may be missing on an older one).
+        client: The facade.
         known: Statuses already read; finished runs never change, so they are not read again.
     """
-    schedules_of = getattr(client, "schedules", None)
-    sensors_of = getattr(client, "sensors", None)
-    schedules = list(schedules_of()) if callable(schedules_of) else None
-    sensors = list(sensors_of()) if callable(sensors_of) else None
-    statuses = {k: v for k, v in known.items() if v in _FINISHED}
-    read_run = getattr(client, "run", None)
-    for item in [*(schedules or []), *(sensors or [])]:
-        run_id = getattr(item, "last_run_id", None)
-        if run_id and run_id not in statuses and callable(read_run):
+    schedules = client.schedules()
+    sensors = client.sensors()
+    statuses = {k: v for k, v in known.items() if v.finished}
+    items: list[ScheduleStatus | SensorStatus] = [*schedules, *sensors]
+    for item in items:
+        run_id = item.last_run_id
+        if run_id and run_id not in statuses:
             # A run pruned from history (RunNotFound): the tick's own status still shows.
             with contextlib.suppress(EngineError):
-                statuses[run_id] = str(read_run(run_id).status)
+                statuses[run_id] = RunStatus(client.run(run_id).status)
     return AutomationState(schedules, sensors, statuses)
 
 
-class AutomationScreen(Screen[None]):
+class AutomationScreen(PolledScreen[AutomationState]):
     """Every schedule and sensor, refreshed live; `t` turns the selected one on or off."""
 
     CSS_PATH = "automation.tcss"
@@ -166,20 +166,12 @@ class AutomationScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.schedules: dict[str, Any] = {}
+        self.schedules: dict[str, ScheduleStatus] = {}
         """The latest status of each schedule, by name."""
-        self.sensors: dict[str, Any] = {}
+        self.sensors: dict[str, SensorStatus] = {}
         """The latest status of each sensor, by name."""
-        self.available = {"schedule": True, "sensor": True}
-        self.polls = 0
         self._cells: dict[str, dict[str, tuple[str, ...]]] = {"schedule": {}, "sensor": {}}
-        self._last_error: str | None = None
-        self._poll_timer: Timer | None = None
-        self._runs: dict[str, str] = {}  # last runs' statuses
-
-    @property
-    def client(self) -> Any:
-        return self.app.client  # type: ignore[attr-defined]
+        self._runs: dict[str, RunStatus] = {}  # last runs' statuses
 
     def compose(self) -> ComposeResult:
         yield Static(" [b]Automation[/]  schedules and sensors", id="automation-heading")
@@ -199,51 +191,32 @@ class AutomationScreen(Screen[None]):
 
     # --- refreshing --------------------------------------------------------------------------
 
-    @work(exclusive=True, group="automation-poll", exit_on_error=False)
-    async def poll(self) -> None:
-        """Re-read schedules and sensors; re-arms itself so reads never pile up."""
-        try:
-            top = self.app.screen
-            if top is self or isinstance(top, ModalScreen):
-                state = await asyncio.to_thread(read_automation, self.client, self._runs)
-                self._runs = state.run_statuses
-                self._apply("schedule", state.schedules)
-                self._apply("sensor", state.sensors)
-                self.polls += 1
-                self._last_error = None
-                self.refresh_bindings()
-        except Exception as exc:  # noqa: BLE001 - a failed read is shown once, then retried
-            if str(exc) != self._last_error:
-                self._last_error = str(exc)
-                report_error(self, exc)
-        finally:
-            # One timer at a time, however often poll() is also called directly.
-            if self._poll_timer is not None:
-                self._poll_timer.stop()
-            if self.is_attached:
-                self._poll_timer = self.set_timer(self.POLL_SECONDS, self.poll)
+    def poll_read(self) -> Callable[[], AutomationState]:
+        client, known = self.client, self._runs
+        return lambda: read_automation(client, known)
 
-    def _apply(self, kind: str, items: list[Any] | None) -> None:
+    def poll_apply(self, data: AutomationState) -> None:
+        self._runs = runs = data.run_statuses
+        now = clock_now(self)
+        self.schedules = {item.name: item for item in data.schedules}
+        self.sensors = {item.name: item for item in data.sensors}
+        schedules = {
+            name: schedule_row(item, now, runs.get(item.last_run_id or ""))
+            for name, item in self.schedules.items()
+        }
+        sensors = {
+            name: sensor_row(item, now, runs.get(item.last_run_id or ""))
+            for name, item in self.sensors.items()
+        }
+        self._apply("schedule", SCHEDULE_COLUMNS, schedules)
+        self._apply("sensor", SENSOR_COLUMNS, sensors)
+        self.refresh_bindings()
+
+    def _apply(
+        self, kind: str, columns: tuple[tuple[str, str], ...], rows: dict[str, tuple[str, ...]]
+    ) -> None:
         table = self.query_one(f"#{kind}s-table", DataTable)
         note = self.query_one(f"#{kind}s-note", Static)
-        self.available[kind] = items is not None
-        if items is None:
-            note.update(f" {kind.title()}s: not available from this engine.")
-            note.display, table.display = True, False
-            return
-        now = clock_now(self)
-        make_row, columns = (
-            (schedule_row, SCHEDULE_COLUMNS) if kind == "schedule" else (sensor_row, SENSOR_COLUMNS)
-        )
-        by_name = {item.name: item for item in items}
-        rows = {
-            name: make_row(item, now, self._runs.get(item.last_run_id or ""))
-            for name, item in by_name.items()
-        }
-        if kind == "schedule":
-            self.schedules = by_name
-        else:
-            self.sensors = by_name
         with self.app.batch_update():
             sync_table(table, [c for c, _ in columns], rows, self._cells[kind], _render)
         self._cells[kind] = rows
@@ -253,14 +226,15 @@ class AutomationScreen(Screen[None]):
 
     # --- actions -----------------------------------------------------------------------------
 
-    def _selected(self) -> tuple[str, Any] | None:
+    def _selected(self) -> tuple[str, str, bool] | None:
+        """(kind, name, on) of the row under the focused table's cursor."""
         table = self.focused if isinstance(self.focused, DataTable) else None
         if table is None or table.id not in _KIND or not table.row_count:
             return None
         kind = _KIND[table.id]
-        name = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        item = (self.schedules if kind == "schedule" else self.sensors).get(str(name))
-        return None if item is None else (kind, item)
+        name = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        item = (self.schedules if kind == "schedule" else self.sensors).get(name)
+        return None if item is None else (kind, item.name, item.enabled)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "toggle_enabled":
@@ -274,29 +248,24 @@ class AutomationScreen(Screen[None]):
     def on_descendant_focus(self) -> None:
         self.refresh_bindings()
 
-    def action_back(self) -> None:
-        self.dismiss()
-
     def action_toggle_enabled(self) -> None:
         selected = self._selected()
         if selected is not None:
-            kind, item = selected
-            self.toggle(kind, item.name, not item.enabled)
+            kind, name, enabled = selected
+            self.toggle(kind, name, not enabled)
 
     @work(group="automation-toggle", exit_on_error=False)
     async def toggle(self, kind: str, name: str, enabled: bool) -> None:
-        try:
-            await asyncio.to_thread(self.client.set_enabled, kind, name, enabled)
-        except Exception as exc:  # noqa: BLE001
-            report_error(self, exc)
+        client = self.client
+
+        def toggle() -> bool:
+            client.set_enabled(kind, name, enabled)
+            return True
+
+        if await ask(self, toggle, refused=Exception) is None:
             return
         self.notify(f"{kind} {name} {'on' if enabled else 'off'}")
         self.poll()
-
-    @on(Worker.StateChanged)
-    def _worker_failed(self, event: Worker.StateChanged) -> None:
-        if event.state == WorkerState.ERROR and event.worker.error is not None:
-            report_error(self, event.worker.error)
 
 
 __all__ = [

@@ -8,71 +8,34 @@ backfill the engine would refuse is never submitted. "missing and failed" is com
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.dom import DOMNode
 from textual.markup import escape
 from textual.screen import ModalScreen
-from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
-from textual.worker import Worker, WorkerState
 
 from engine.errors import EngineError
 from engine.history.plan import run_keys
+from engine.status import PartitionStatus
+from tui.host import host_of
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from engine.authoring.partitions import PartitionsDefinition
+    from engine.client_api import ClientAPI
+    from engine.loading.manifest import Manifest
 
-TODO_STATUSES = frozenset({"missing", "failed"})
+TODO_STATUSES = frozenset({PartitionStatus.MISSING, PartitionStatus.FAILED})
 """What "missing and failed" backfills."""
 
 
-def report_error(node: Widget, exc: BaseException) -> None:
-    """Show an error as a toast: an EngineError's own title and message, or the exception."""
-    if isinstance(exc, EngineError):
-        node.notify(exc.msg, title=exc.title, severity="error")
-    else:
-        node.notify(str(exc) or type(exc).__name__, title=type(exc).__name__, severity="error")
-
-
-def report_worker_failure(node: Widget, event: Worker.StateChanged) -> None:
-    """Log and show a worker's unexpected failure (a toast, never a crash); other states pass."""
-    error = event.worker.error
-    if event.state != WorkerState.ERROR or error is None:
-        return
-    log.error("worker %s failed", event.worker.name, exc_info=error)
-    report_error(node, error)
-
-
-def span(seconds: float) -> str:
-    """A duration as people say it: "45s", "11h 17m", "3d 4h"."""
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, _ = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours == 0:
-        return f"{minutes}m"
-    days, hours = divmod(hours, 24)
-    if days == 0:
-        return f"{hours}h {minutes}m"
-    return f"{days}d {hours}h"
-
-
-def clock_now(node: DOMNode) -> float:
-    """The app's clock (tests freeze it), or the wall clock."""
-    clock = getattr(node.app, "clock", None)
-    return float(clock()) if callable(clock) else time.time()
-
-
-def downstream_of(manifest: Any, names: Iterable[str]) -> list[str]:
+def downstream_of(manifest: Manifest, names: Iterable[str]) -> list[str]:
     """Every asset downstream of `names` (transitively), not counting `names`, in manifest order."""
     edges = manifest.downstream()
     seen: set[str] = set()
@@ -91,14 +54,14 @@ def downstream_of(manifest: Any, names: Iterable[str]) -> list[str]:
 class _FormData:
     """What the dialog reads once, off the event loop."""
 
-    manifest: Any
-    pdef: Any
+    manifest: Manifest
+    pdef: PartitionsDefinition
     downstream: list[str]
-    statuses: dict[str, dict[str, str]]  # partitioned asset -> key -> status
+    statuses: Mapping[str, Mapping[str | None, str]]  # partitioned asset -> key -> status
     all_keys: list[str]
 
 
-def _read_form_data(client: Any, selection: list[str]) -> _FormData:
+def _read_form_data(client: ClientAPI, selection: list[str]) -> _FormData:
     manifest = client.load()
     missing = [name for name in selection if name not in manifest.assets]
     if missing:
@@ -155,8 +118,8 @@ class BackfillDialog(ModalScreen[str | None]):
         self._submitting = False
 
     @property
-    def client(self) -> Any:
-        return self.app.client  # type: ignore[attr-defined]
+    def client(self) -> ClientAPI:
+        return host_of(self.app).client
 
     def compose(self) -> ComposeResult:
         with Vertical(id="backfill-dialog") as dialog:
@@ -303,7 +266,10 @@ class BackfillDialog(ModalScreen[str | None]):
             keys = [
                 k
                 for k in keys
-                if any(form.statuses[a].get(k, "missing") in TODO_STATUSES for a in partitioned)
+                if any(
+                    form.statuses[a].get(k, PartitionStatus.MISSING) in TODO_STATUSES
+                    for a in partitioned
+                )
             ]
         runs: list[list[str]] = []
         policy_problem = None
@@ -368,17 +334,17 @@ class BackfillDialog(ModalScreen[str | None]):
         downstream = self.query_one("#backfill-downstream", Checkbox).value
         # `name*` is the engine's "and everything downstream"; the backfill row keeps the intent.
         terms = [f"{name}*" for name in self.selection] if downstream else list(self.selection)
-        keys = list(self.planned_keys)
-        options: dict[str, Any] = {"max_parallel": int(self._value("parallel"))}
+        keys, parallel = list(self.planned_keys), int(self._value("parallel"))
+        backfill = partial(self.client.backfill, terms, max_parallel=parallel)
         if self.keys is None and not self._only_todo():
-            options.update(first=self._value("from"), last=self._value("to"))
+            submit = partial(backfill, first=self._value("from"), last=self._value("to"))
         else:
-            options.update(keys=keys)
+            submit = partial(backfill, keys=keys)
         self._submitting = True
         self.query_one("#backfill-start", Button).disabled = True
         self._show_error("")
         try:
-            backfill_id = await asyncio.to_thread(self.client.backfill, terms, **options)
+            backfill_id = await asyncio.to_thread(submit)
         except Exception as exc:  # noqa: BLE001
             self._submitting = False
             self._show_error(_describe(exc))
@@ -394,11 +360,4 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-__all__ = [
-    "BackfillDialog",
-    "clock_now",
-    "downstream_of",
-    "report_error",
-    "report_worker_failure",
-    "span",
-]
+__all__ = ["BackfillDialog", "downstream_of"]

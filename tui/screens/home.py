@@ -12,7 +12,7 @@ import gc
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.console import Group, RenderableType
 from rich.syntax import Syntax
@@ -23,16 +23,15 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.events import DescendantFocus
 from textual.reactive import Reactive
-from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import ContentSwitcher, DataTable, Input, Label, Static, Tree
 from textual.worker import Worker
 
 from engine.client import NodeStatus, RunView
 from engine.errors import EngineError
-from tui.host import Host, host_of
+from engine.status import RunStatus, StepStatus
+from tui.feedback import report_worker_failure
 from tui.messages import EngineChanged
-from tui.screens.backfill import report_worker_failure
 from tui.screens.home_actions import HomeActions
 from tui.widgets import glyph
 from tui.widgets.dag import DagLayout, DagNode, DagView, layout_dag
@@ -43,6 +42,7 @@ from tui.widgets.status_bar import StatusBar, tilde
 
 if TYPE_CHECKING:
     # Types only: at run time the UI reaches the engine through engine.client alone.
+    from engine.client_api import ClientAPI, ScheduleStatus, SensorStatus
     from engine.loading.manifest import FileError, Manifest
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,9 @@ def error_renderable(error: FileError, source: str | None = None) -> RenderableT
     the source around the failing line."""
     kind = ERROR_KINDS.get(error.kind, error.kind.replace("-", " ").capitalize())
     where = f", line {error.line}" if error.line else ""
-    head = Text.assemble((f"{glyph('failed')} {kind}", "bold red"), f" in {error.file}{where}")
+    head = Text.assemble(
+        (f"{glyph(StepStatus.FAILED)} {kind}", "bold red"), f" in {error.file}{where}"
+    )
     parts: list[RenderableType] = [head, Text(error.message, "bold"), Text("")]
     if error.traceback:
         trace = Text()
@@ -118,28 +120,9 @@ def error_renderable(error: FileError, source: str | None = None) -> RenderableT
     return Group(*parts)
 
 
-def automation_state(client: Any) -> dict[str, list[dict[str, Any]]]:
-    """On/off and next ticks of the schedules and sensors (runs in a thread).
-
-    From `client.schedules()` / `client.sensors()` when the client has them, else from
-    `client.describe()`, which knows the next ticks but not the toggles (all count as on).
-    """
-    if hasattr(client, "schedules") and hasattr(client, "sensors"):
-        return {
-            "schedules": [
-                {"name": s.name, "next_tick": s.next_tick, "enabled": s.enabled}
-                for s in client.schedules()
-            ],
-            "sensors": [{"name": s.name, "enabled": s.enabled} for s in client.sensors()],
-        }
-    described = client.describe()
-    return {
-        "schedules": [
-            {"name": s["name"], "next_tick": s.get("next_tick")}
-            for s in described.get("schedules", [])
-        ],
-        "sensors": [],
-    }
+def automation_state(client: ClientAPI) -> tuple[list[ScheduleStatus], list[SensorStatus]]:
+    """On/off and next ticks of the schedules and sensors (runs in a thread)."""
+    return client.schedules(), client.sensors()
 
 
 _heap_settled = False
@@ -166,7 +149,7 @@ def _read_source(path: Path) -> str | None:
         return None
 
 
-class HomeScreen(HomeActions, Screen[None]):
+class HomeScreen(HomeActions):
     """Pipelines tree, graph (or a broken file's error), schedules and sensors, recent runs."""
 
     CSS_PATH = "home.tcss"
@@ -185,7 +168,7 @@ class HomeScreen(HomeActions, Screen[None]):
         # same burst (a fast typist, a paste) already go to the filter, never to the bindings
         # of the widget that had the focus (t, r, i act on the selection).
         Binding("slash", "filter", "Filter", show=True, key_display="/", priority=True),
-        Binding("t", "toggle", "Toggle", show=True),
+        Binding("t", "toggle_enabled", "Toggle", show=True),
         Binding("p", "partitions", "Partitions", show=True),
         Binding("i", "lineage", "Lineage", show=True),
         Binding("escape", "clear_filter", "Clear filter", show=False),
@@ -206,10 +189,6 @@ class HomeScreen(HomeActions, Screen[None]):
         self._refresh_pending = False
         self._broken: set[str] = set()
         self._ticks = 0
-
-    @property
-    def dagtop(self) -> Host:
-        return host_of(self.app)
 
     # --- layout -------------------------------------------------------------------------------
 
@@ -282,8 +261,8 @@ class HomeScreen(HomeActions, Screen[None]):
 
     @work(exclusive=True, group="automation", exit_on_error=False)
     async def load_automation(self) -> None:
-        state = await asyncio.to_thread(automation_state, self.dagtop.client)
-        self.automation.set_state(state, self.dagtop.clock())
+        schedules, sensors = await asyncio.to_thread(automation_state, self.dagtop.client)
+        self.automation.set_state(schedules, sensors, self.dagtop.clock())
 
     def apply_manifest(self, manifest: Manifest) -> None:
         first = self.manifest is None
@@ -395,8 +374,8 @@ class HomeScreen(HomeActions, Screen[None]):
         self._color_graph()
         self._runs_subtitle()
         statuses = [r.status for r in self.runs_table.runs.values()]
-        self.status_bar.running = statuses.count("running")
-        self.status_bar.queued = statuses.count("queued")
+        self.status_bar.running = statuses.count(RunStatus.RUNNING)
+        self.status_bar.queued = statuses.count(RunStatus.QUEUED)
         self.refresh_bindings()
         if not _heap_settled:
             self.call_after_refresh(settle_heap)

@@ -1,43 +1,60 @@
 """The home screen's key actions: what m, M, b, r, c, l, i, p and t do.
 
-A mixin of `HomeScreen`, which owns the state these read (the manifest, node statuses, the
-selected node and run) and declares the keys; kept apart so that neither part outgrows a read.
-Message handlers (`@on`) stay on the screen itself: Textual collects them per class.
+The base class of `HomeScreen`, which owns the state these read (the manifest, node statuses,
+the selected node and run) and declares the keys; kept apart so that neither part outgrows a
+read.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, TypeVar
 
 from textual import work
+from textual.screen import Screen
+from textual.widgets import Input
 
 from engine.client import NodeStatus, RunRequest
-from engine.errors import EngineError
+from engine.status import RunStatus
+from tui.feedback import ask
+from tui.host import Host, host_of
 from tui.widgets.pipelines_tree import AutomationList, NodeRef
 from tui.widgets.runs_table import RunsTable
 
 if TYPE_CHECKING:
     from engine.loading.manifest import Manifest
-    from tui.host import Host
+
+T = TypeVar("T")
 
 
-class HomeActions:
-    """Actions of the home screen (mixed into `HomeScreen`)."""
+class HomeActions(Screen[None]):
+    """Actions of the home screen (the base of `HomeScreen`)."""
 
-    # What the screen provides.
+    # What the screen provides: its state, its widgets (once composed), and what it knows of
+    # the selection.
     manifest: Manifest | None
     asset_statuses: dict[str, NodeStatus]
     runs_table: RunsTable
     automation: AutomationList
-    app: Any
-    dagtop: Host
-    selected_ref: NodeRef | None
-    notify: Any
-    node_status: Any
-    _partitioned: Any
-    request_refresh: Any
+    filter_input: Input
+
+    @property
+    def selected_ref(self) -> NodeRef | None:
+        raise NotImplementedError
+
+    def node_status(self, ref: NodeRef | None) -> NodeStatus | None:
+        raise NotImplementedError
+
+    def _partitioned(self, ref: NodeRef | None) -> bool:
+        raise NotImplementedError
+
+    def request_refresh(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def dagtop(self) -> Host:
+        return host_of(self.app)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if not hasattr(self, "runs_table"):
@@ -54,14 +71,14 @@ class HomeActions:
         elif action == "lineage":
             enabled = ref is not None and ref.kind == "asset"
         elif action == "rerun":
-            enabled = run is not None and run.status in ("failed", "canceled")
+            enabled = run is not None and run.status in (RunStatus.FAILED, RunStatus.CANCELED)
         elif action == "cancel_run":
             enabled = run is not None and not run.finished
         elif action == "logs":
             enabled = (self.runs_table.has_focus and run is not None) or (
                 self.node_status(ref) is not None
             )
-        elif action == "toggle":
+        elif action == "toggle_enabled":
             enabled = self.automation.has_focus and self.automation.selected is not None
         elif action == "filter":
             # In the filter itself "/" is text: False lets the key through to the input.
@@ -125,10 +142,8 @@ class HomeActions:
 
     @work(group="submit", exit_on_error=False)
     async def submit(self, request: RunRequest) -> None:
-        try:
-            run_id = await asyncio.to_thread(self.dagtop.client.submit, request)
-        except EngineError as exc:
-            self.notify(exc.msg, title=exc.title, severity="error")
+        run_id = await ask(self, partial(self.dagtop.client.submit, request))
+        if run_id is None:
             return
         what = request.pipeline or ", ".join(request.selection)
         if request.partition:
@@ -143,10 +158,8 @@ class HomeActions:
 
     @work(group="submit", exit_on_error=False)
     async def _rerun(self, run_id: str) -> None:
-        try:
-            full = await asyncio.to_thread(self.dagtop.client.rerun, run_id)
-        except EngineError as exc:
-            self.notify(exc.msg, title=exc.title, severity="error")
+        full = await ask(self, partial(self.dagtop.client.rerun, run_id))
+        if full is None:
             return
         self.notify(f"run {full[:6]}: failed steps queued again", title="Re-run")
         self.request_refresh()
@@ -166,10 +179,7 @@ class HomeActions:
 
     @work(group="submit", exit_on_error=False)
     async def _cancel(self, run_id: str) -> None:
-        try:
-            await asyncio.to_thread(self.dagtop.client.request_cancel, run_id)
-        except EngineError as exc:
-            self.notify(exc.msg, title=exc.title, severity="error")
+        if await ask(self, partial(self.dagtop.client.request_cancel, run_id)) is None:
             return
         self.notify(f"run {run_id[:6]}: cancel requested", title="Cancel")
         self.request_refresh()
@@ -231,7 +241,7 @@ class HomeActions:
 
         self.app.push_screen(BackfillDialog([ref.name], None, None), started)
 
-    def action_toggle(self) -> None:
+    def action_toggle_enabled(self) -> None:
         selected = self.automation.selected
         if selected is None:
             return
@@ -240,10 +250,13 @@ class HomeActions:
 
     @work(group="submit", exit_on_error=False)
     async def _toggle(self, kind: str, name: str, enabled: bool) -> None:
-        try:
-            await asyncio.to_thread(self.dagtop.client.set_enabled, kind, name, enabled)
-        except EngineError as exc:
-            self.notify(exc.msg, title=exc.title, severity="error")
+        client = self.dagtop.client
+
+        def toggle() -> bool:
+            client.set_enabled(kind, name, enabled)
+            return True
+
+        if await ask(self, toggle) is None:
             return
         self.automation.set_enabled(kind, name, enabled, self.dagtop.clock())
         self.notify(f"{kind} {name} {'on' if enabled else 'off'}", title="Automation")

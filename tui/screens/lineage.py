@@ -14,6 +14,7 @@ from textual.widgets import Static
 
 from engine.client import render_lineage
 from engine.errors import EngineError
+from tui.host import host_of
 
 
 class LineageScreen(ModalScreen[None]):
@@ -53,7 +54,7 @@ class LineageScreen(ModalScreen[None]):
 
     @work(exclusive=True, group="lineage", exit_on_error=False)
     async def load(self) -> None:
-        client = self.app.client  # type: ignore[attr-defined]
+        client = host_of(self.app).client
         text = self.query_one("#lineage-text", Static)
         try:
             root = await asyncio.to_thread(

@@ -11,36 +11,41 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.markup import escape
-from textual.screen import ModalScreen, Screen
-from textual.timer import Timer
 from textual.widgets import Static
-from textual.worker import Worker, WorkerState
 
 from engine.authoring.backfill_policy import covers
 from engine.client import RunRequest
 from engine.errors import EngineError
-from tui.screens.backfill import BackfillDialog, clock_now, report_error, span
+from engine.status import PartitionStatus
+from tui.feedback import PolledScreen, ask, clock_now, error_text, report_error, span
+from tui.screens.backfill import BackfillDialog
+from tui.widgets import CHECK_FAILED
 from tui.widgets.footer import KeyFooter
 from tui.widgets.partition_matrix import GLYPHS, PartitionMatrix, status_glyph
 
+if TYPE_CHECKING:
+    from engine.client_api import ClientAPI, PartitionChanges, PartitionCursor, PartitionState
+
 _NOUN = {"daily": "day", "hourly": "hour", "static": "key"}
 _RUN_SEARCH = 200  # recent runs searched for a cell's latest run
-_COLOURS = {
-    "materialized": "$success",
-    "stale": "$warning",
-    "check-failed": "$error",
-    "failed": "$error",
-    "running": "$accent",
-    "missing": "dim",
+_COLOURS: dict[str, str] = {
+    PartitionStatus.MATERIALIZED: "$success",
+    PartitionStatus.STALE: "$warning",
+    CHECK_FAILED: "$error",
+    PartitionStatus.FAILED: "$error",
+    PartitionStatus.RUNNING: "$accent",
+    PartitionStatus.MISSING: "dim",
 }
+_UNKNOWN = "unknown"  # a cell not read yet, in the count under a grouped cursor
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ def _asset_name(term: str) -> str:
     return term.strip().strip("*+")
 
 
-def read_layout(client: Any, target: str) -> MatrixLayout:
+def read_layout(client: ClientAPI, target: str) -> MatrixLayout:
     """Resolve `target` (an asset, or `group:NAME`) to the matrix's rows and keys.
 
     Raises:
@@ -101,13 +106,8 @@ def read_layout(client: Any, target: str) -> MatrixLayout:
     )
 
 
-def read_states(client: Any, rows: list[str], downstream: list[str]) -> dict[str, list[Any]]:
-    """Every row's partition states, and the single state of each unpartitioned downstream."""
-    return {name: list(client.partitions(name)) for name in [*rows, *downstream]}
-
-
 def latest_run_of(
-    client: Any, asset: str, key: str, fallback: str | None, keys: Sequence[str] = ()
+    client: ClientAPI, asset: str, key: str, fallback: str | None, keys: Sequence[str] = ()
 ) -> str | None:
     """The newest run that had a step for `asset` at partition `key` (alone, or in a range
     of `keys`, the asset's keys in order).
@@ -122,7 +122,7 @@ def latest_run_of(
     return fallback
 
 
-class PartitionsScreen(Screen[None]):
+class PartitionsScreen(PolledScreen[tuple["MatrixLayout", "PartitionChanges"]]):
     """One group's partition matrix: select keys, backfill them, watch them fill in."""
 
     CSS_PATH = "partitions.tcss"
@@ -145,16 +145,8 @@ class PartitionsScreen(Screen[None]):
         self.asset = asset
         self.layout_info: MatrixLayout | None = None
         """The rows and keys, once read from the manifest."""
-        self.polls = 0
-        """How many status polls have been applied (tests wait on it)."""
-        self._downstream: dict[str, Any] = {}
-        self._cursor: Any = None  # where the last poll's changes ended (None: read everything)
-        self._poll_timer: Timer | None = None
-        self._last_poll_error: str | None = None
-
-    @property
-    def client(self) -> Any:
-        return self.app.client  # type: ignore[attr-defined]
+        self._downstream: dict[str, PartitionState | None] = {}
+        self._cursor: PartitionCursor | None = None  # where the last poll's changes ended
 
     def compose(self) -> ComposeResult:
         yield Static(f" Partitions  {escape(self.asset)}", id="partitions-title")
@@ -182,7 +174,7 @@ class PartitionsScreen(Screen[None]):
         except Exception as exc:  # noqa: BLE001 - every failure is shown, none crashes the UI
             report_error(self, exc)
             self.query_one("#partitions-title", Static).update(
-                f" Partitions  {escape(self.asset)}  [$error]{escape(_message(exc))}[/]"
+                f" Partitions  {escape(self.asset)}  [$error]{escape(error_text(exc))}[/]"
             )
             return
         self._apply_layout(info)
@@ -199,41 +191,25 @@ class PartitionsScreen(Screen[None]):
             f"  {count}"
         )
 
-    @work(exclusive=True, group="partitions-poll", exit_on_error=False)
-    async def poll(self) -> None:
-        """Read every row's states and apply them; re-arms itself, so polls never overlap."""
-        info = self.layout_info
-        try:
-            if info is not None and self._visible():
-                changes = await asyncio.to_thread(
-                    self.client.partition_changes, [*info.rows, *info.downstream], self._cursor
-                )
-                self._cursor = changes.cursor
-                if changes.full:
-                    self._apply_states(info, changes.states)
-                else:
-                    self._apply_changes(info, changes.states)
-                self._last_poll_error = None
-        except Exception as exc:  # noqa: BLE001
-            # One toast per distinct error: a poll that keeps failing must not flood the screen.
-            if _message(exc) != self._last_poll_error:
-                self._last_poll_error = _message(exc)
-                report_error(self, exc)
-        finally:
-            # One timer at a time, however often poll() is also called directly.
-            if self._poll_timer is not None:
-                self._poll_timer.stop()
-            if self.is_attached:
-                self._poll_timer = self.set_timer(self.POLL_SECONDS, self.poll)
+    def poll_read(self) -> Callable[[], tuple[MatrixLayout, PartitionChanges]] | None:
+        info, cursor, client = self.layout_info, self._cursor, self.client
+        if info is None:
+            return None
+        assets = [*info.rows, *info.downstream]
+        return lambda: (info, client.partition_changes(assets, cursor))
 
-    def _visible(self) -> bool:
-        # A modal (the backfill dialog) leaves the matrix on screen; another screen hides it.
-        top = self.app.screen
-        return top is self or isinstance(top, ModalScreen)
+    def poll_apply(self, data: tuple[MatrixLayout, PartitionChanges]) -> None:
+        info, changes = data
+        self._cursor = changes.cursor
+        if changes.full:
+            self._apply_states(info, changes.states)
+        else:
+            self._apply_changes(info, changes.states)
 
-    def _apply_states(self, info: MatrixLayout, states: dict[str, list[Any]]) -> None:
+    def _apply_states(self, info: MatrixLayout, states: dict[str, list[PartitionState]]) -> None:
         matrix = self.matrix
-        keys = [s.key for s in states.get(info.rows[0], [])] if info.rows else []
+        first_row = states.get(info.rows[0], []) if info.rows else []
+        keys = [s.key for s in first_row if s.key is not None]
         if keys and keys != matrix.keys:
             # An open-ended definition gained a key (a new day ended): widen the matrix.
             info = MatrixLayout(
@@ -242,13 +218,14 @@ class PartitionsScreen(Screen[None]):
             self._apply_layout(info)
         for row in info.rows:
             matrix.set_states(row, states.get(row, []))
-        self._downstream = {name: (states.get(name) or [None])[0] for name in info.downstream}
-        self.polls += 1
+        self._downstream = {
+            name: next(iter(states.get(name) or []), None) for name in info.downstream
+        }
         self._show_downstream(info)
         self._show_cursor()
         self._show_selection()
 
-    def _apply_changes(self, info: MatrixLayout, states: dict[str, list[Any]]) -> None:
+    def _apply_changes(self, info: MatrixLayout, states: dict[str, list[PartitionState]]) -> None:
         """Apply the states of the keys that changed since the last poll (often none)."""
         for row in info.rows:
             if states.get(row):
@@ -256,7 +233,6 @@ class PartitionsScreen(Screen[None]):
         for name in info.downstream:
             if states.get(name):
                 self._downstream[name] = states[name][0]
-        self.polls += 1
         if states:
             self._show_downstream(info)
             self._show_cursor()
@@ -269,7 +245,7 @@ class PartitionsScreen(Screen[None]):
         lines = []
         for name in info.downstream:
             state = self._downstream.get(name)
-            status = getattr(state, "status", None)
+            status = None if state is None else state.status
             lines.append(
                 f" {name}  {_coloured(status)} {status or '…'}"
                 f"  [dim](unpartitioned, depends on every {noun})[/]"
@@ -288,21 +264,22 @@ class PartitionsScreen(Screen[None]):
         name, first, last = escape(asset), escape(keys[0]), escape(keys[-1])
         if len(keys) == 1:
             state = matrix.state_at(asset, keys[0])
-            status = getattr(state, "status", None)
-            text = f" {name}  {first}  {_coloured(status)} {status or 'loading…'}"
-            at = getattr(state, "materialized_at", None)
-            if at is not None:
-                text += f"  [dim]last materialized {span(now - at)} ago[/]"
-            if getattr(state, "run_id", None):
-                text += f"  [dim]run {escape(str(state.run_id))}[/]"
-            if getattr(state, "reason", None):
-                text += f"  ({escape(str(state.reason))})"
-            for name in getattr(state, "failed_checks", ()):
-                text += f"  [$error]✗ check {escape(name)}[/]"
+            if state is None:
+                text = f" {name}  {first}  {_coloured(None)} loading…"
+            else:
+                text = f" {name}  {first}  {_coloured(state.status)} {state.status}"
+                if state.materialized_at is not None:
+                    text += f"  [dim]last materialized {span(now - state.materialized_at)} ago[/]"
+                if state.run_id:
+                    text += f"  [dim]run {escape(state.run_id)}[/]"
+                if state.reason:
+                    text += f"  ({escape(state.reason)})"
+                for check in state.failed_checks:
+                    text += f"  [$error]✗ check {escape(check)}[/]"
         else:
-            counts = Counter(matrix.status_of(asset, k) or "unknown" for k in keys)
+            counts = Counter(matrix.status_of(asset, k) or _UNKNOWN for k in keys)
             parts = "  ".join(
-                f"{status_glyph(s)} {counts[s]}" for s in [*GLYPHS, "unknown"] if counts[s]
+                f"{status_glyph(s)} {counts[s]}" for s in [*GLYPHS, _UNKNOWN] if counts[s]
             )
             text = f" {name}  {first} … {last} ({len(keys)} keys)  {parts}"
         self.query_one("#partitions-cursor", Static).update(text)
@@ -384,10 +361,8 @@ class PartitionsScreen(Screen[None]):
     @work(exclusive=True, group="partitions-materialize", exit_on_error=False)
     async def materialize(self, asset: str, key: str) -> None:
         request = RunRequest(selection=(asset,), partition=key)
-        try:
-            run_id = await asyncio.to_thread(self.client.submit, request)
-        except Exception as exc:  # noqa: BLE001
-            report_error(self, exc)
+        run_id = await ask(self, partial(self.client.submit, request), refused=Exception)
+        if run_id is None:
             return
         self.notify(f"materializing {asset} {key}: run {run_id}")
         self.poll()
@@ -399,7 +374,7 @@ class PartitionsScreen(Screen[None]):
             self.notify("put the cursor on a single key (g to ungroup)", severity="warning")
             return
         state = matrix.state_at(asset, key)
-        self.open_run(asset, key, getattr(state, "run_id", None))
+        self.open_run(asset, key, None if state is None else state.run_id)
 
     @work(exclusive=True, group="partitions-open-run", exit_on_error=False)
     async def open_run(self, asset: str, key: str, fallback: str | None) -> None:
@@ -416,19 +391,10 @@ class PartitionsScreen(Screen[None]):
 
         self.app.push_screen(RunScreen(run_id, step=asset))
 
-    @on(Worker.StateChanged)
-    def _worker_failed(self, event: Worker.StateChanged) -> None:
-        if event.state == WorkerState.ERROR and event.worker.error is not None:
-            report_error(self, event.worker.error)
-
 
 def _coloured(status: str | None) -> str:
     """The status's glyph in its colour (the glyph alone still says it)."""
     return f"[{_COLOURS.get(status or '', 'dim')}]{status_glyph(status)}[/]"
 
 
-def _message(exc: BaseException) -> str:
-    return exc.msg if isinstance(exc, EngineError) else (str(exc) or type(exc).__name__)
-
-
-__all__ = ["MatrixLayout", "PartitionsScreen", "latest_run_of", "read_layout", "read_states"]
+__all__ = ["MatrixLayout", "PartitionsScreen", "latest_run_of", "read_layout"]

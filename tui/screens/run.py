@@ -24,13 +24,17 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.timer import Timer
+from textual.visual import VisualType
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Label, Static
 from textual.worker import Worker, WorkerState
 
 from engine.client import AttemptView, RunView, SampleView, StepView
+from engine.client_api import ClientAPI
 from engine.errors import EngineError, RunNotFound
+from engine.status import RunStatus, StepStatus
 from engine.units import format_bytes, format_duration
+from tui.host import host_of
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets import STYLES, glyph
 from tui.widgets.footer import KeyFooter
@@ -41,8 +45,6 @@ from tui.widgets.timeline import Lane, Segment, Timeline
 
 POLL_ACTIVE = 0.5  # seconds between reads of the run while it is active
 REASON_WIDTH = 60  # a failure reason longer than this is cut in the table (shown in full below)
-ACTIVE = frozenset({"queued", "running"})
-STEP_ACTIVE = frozenset({"queued", "running", "retrying"})
 FOOTER_DEPENDS_ON = (
     "cancel_run", "rerun", "prev_attempt", "next_attempt", "next_match", "prev_match"
 )  # fmt: skip
@@ -73,7 +75,7 @@ def default_step(run: RunView, wanted: str | None) -> str | None:
     keys = [s.key for s in run.steps]
     if wanted in keys:
         return wanted
-    for statuses in (("failed",), ("running", "retrying")):
+    for statuses in ((StepStatus.FAILED,), (StepStatus.RUNNING, StepStatus.RETRYING)):
         for s in run.steps:
             if s.status in statuses:
                 return s.key
@@ -153,18 +155,16 @@ class RunScreen(Screen[None]):
         Binding("tab", "switch_focus", "Steps/Log", show=True),
     ]
 
-    def __init__(self, run_id: str, step: str | None = None, *, client: Any = None) -> None:
+    def __init__(self, run_id: str, step: str | None = None) -> None:
         """
         Args:
             run_id: The run (an id or a unique prefix).
             step: Show this step's log first (default: the first failed step, else the running
                 one, else the last).
-            client: The engine facade (default: the app's `client`).
         """
         super().__init__()
         self.run_id = run_id
         self.wanted_step = step
-        self._client = client
         self.run: RunView | None = None
         """The run as last read."""
         self.attempts: list[AttemptView] = []
@@ -185,12 +185,11 @@ class RunScreen(Screen[None]):
     # --- wiring ---------------------------------------------------------------------------------
 
     @property
-    def client(self) -> Any:
-        return self._client if self._client is not None else self.app.client  # type: ignore[attr-defined]
+    def client(self) -> ClientAPI:
+        return host_of(self.app).client
 
     def now(self) -> float:
-        clock: Callable[[], float] = getattr(self.app, "clock", time.time)
-        return clock()
+        return host_of(self.app).clock()
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="run-header"):
@@ -271,7 +270,7 @@ class RunScreen(Screen[None]):
             return
         self._error = None
         self._apply(snap)
-        if snap.run.status in ACTIVE or any(s.status in STEP_ACTIVE for s in snap.run.steps):
+        if not snap.run.finished or any(_active(s.status) for s in snap.run.steps):
             self._rearm(POLL_ACTIVE)
 
     def _rearm(self, delay: float) -> None:
@@ -288,8 +287,8 @@ class RunScreen(Screen[None]):
     def _worker_failed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.error is not None:
             error = event.worker.error
-            title = getattr(error, "title", None) or type(error).__name__
-            self._note_error(str(title), str(error))
+            title = error.title if isinstance(error, EngineError) else type(error).__name__
+            self._note_error(title, str(error))
             if event.worker.group == "run-load":
                 self._rearm(POLL_ACTIVE * 4)
 
@@ -300,7 +299,7 @@ class RunScreen(Screen[None]):
         for attempt_id, samples in snap.samples.items():
             self._samples[attempt_id] = samples
             finished = next((a for a in snap.attempts if a.id == attempt_id), None)
-            if finished is not None and finished.status not in STEP_ACTIVE:
+            if finished is not None and not _active(finished.status):
                 self._samples_final.add(attempt_id)  # read once after it ended: complete
         if self.step is None or self.step not in {s.key for s in snap.run.steps}:
             self.step = default_step(snap.run, self.wanted_step)
@@ -345,16 +344,16 @@ class RunScreen(Screen[None]):
         status = run.status
         out.append(f"{glyph(status)} {status}", STYLES.get(status, ""))
         start = run.started_at or run.created_at
-        if status in ACTIVE:
+        if not run.finished:
             out.append(f" {format_duration(self.now() - start)}")
         elif run.ended_at is not None:
             out.append(f" in {format_duration(run.ended_at - start)}")
         _update(title, out)
         parts = Text()
-        if status in ACTIVE:
+        if not run.finished:
             parts.append("c", "bold")
             parts.append(" Cancel  ")
-        if status in ("failed", "canceled"):
+        if status in (RunStatus.FAILED, RunStatus.CANCELED):
             parts.append("r", "bold")
             parts.append(" Re-run failed ")
         _update(hints, parts)
@@ -364,7 +363,8 @@ class RunScreen(Screen[None]):
         elapsed = None
         if s.started_at is not None:
             elapsed = (s.ended_at if s.ended_at is not None else now) - s.started_at
-        reason = s.error if s.status in ("failed", "skipped", "canceled") else None
+        failed = (StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED)
+        reason = s.error if s.status in failed else None
         peak_rss = s.peak_rss_bytes
         if peak_rss is None and s.key == self.step and (shown := self.shown_attempt()):
             # recorded when the attempt ends; meanwhile the samples we have say as much
@@ -378,7 +378,7 @@ class RunScreen(Screen[None]):
             "cpu": f"{s.cpu_seconds:.1f} s" if s.cpu_seconds is not None else "",
             "reason": Text(
                 short_reason(reason, reason_width),
-                style="red" if s.status == "failed" else "dim",
+                style="red" if s.status == StepStatus.FAILED else "dim",
             ),
         }
 
@@ -434,7 +434,7 @@ class RunScreen(Screen[None]):
         assert run is not None
         by_key: dict[str, list[Segment]] = {s.key: [] for s in run.steps}
         for a in self.attempts:
-            end = a.ended_at if a.status not in STEP_ACTIVE else None
+            end = a.ended_at if not _active(a.status) else None
             by_key.setdefault(a.key, []).append(Segment(a.started_at, end, a.status))
         lanes = [Lane(key, tuple(segs)) for key, segs in by_key.items()]
         start = run.started_at or run.created_at
@@ -459,7 +459,7 @@ class RunScreen(Screen[None]):
                 placeholder = f"{self.step} {status}: {step.error}"
             log.show_file(None, live=False, placeholder=placeholder)
         else:
-            log.show_file(attempt.log_path, live=attempt.status in STEP_ACTIVE)
+            log.show_file(attempt.log_path, live=_active(attempt.status))
         self._render_log_titles()
         self._render_resources(attempt)
 
@@ -478,7 +478,7 @@ class RunScreen(Screen[None]):
         if attempt is not None:
             total = max(a.attempt for a in self.attempts if a.key == self.step)
             parts.append(f"attempt {attempt.attempt}" + (f" of {total}" if total > 1 else ""))
-            if attempt.status in STEP_ACTIVE:
+            if _active(attempt.status):
                 parts.append("following" if log.follow else "paused")
             else:
                 parts.append(attempt.status)
@@ -490,7 +490,7 @@ class RunScreen(Screen[None]):
             sub.append(f"/{log.search_term}")
         if log.wrap:
             sub.append("wrap")
-        if attempt is not None and attempt.status in STEP_ACTIVE:
+        if attempt is not None and _active(attempt.status):
             if log.follow:
                 sub.append("▼ live")
             else:
@@ -498,9 +498,11 @@ class RunScreen(Screen[None]):
                 sub.append(f"⏸ {new:,} new lines · G follows" if new else "⏸ paused · f follows")
         panel.border_subtitle = "  ".join(sub)
         error = attempt.error if attempt is not None else (step.error if step else None)
-        if error and (attempt is None or attempt.status != "success"):
-            _update(info, Text(f"{glyph('failed')} {short_reason(error, 200)}", style="red"))
-        elif attempt is not None and attempt.pid is not None and attempt.status in STEP_ACTIVE:
+        if error and (attempt is None or attempt.status != StepStatus.SUCCESS):
+            _update(
+                info, Text(f"{glyph(StepStatus.FAILED)} {short_reason(error, 200)}", style="red")
+            )
+        elif attempt is not None and attempt.pid is not None and _active(attempt.status):
             _update(info, Text(f"pid {attempt.pid} {placement(attempt)}".rstrip(), style="dim"))
         elif attempt is not None and placement(attempt):
             _update(info, Text(f"ran {placement(attempt)}", style="dim"))
@@ -566,9 +568,9 @@ class RunScreen(Screen[None]):
         dim `[`/`]` at the first or last attempt."""
         run = self.run
         if action == "cancel_run":
-            return run is not None and run.status in ACTIVE
+            return run is not None and not run.finished
         if action == "rerun":
-            return run is not None and run.status in ("failed", "canceled")
+            return run is not None and run.status in (RunStatus.FAILED, RunStatus.CANCELED)
         if action in ("prev_attempt", "next_attempt"):
             tries = [a.attempt for a in self.attempts if a.key == self.step]
             shown = self.shown_attempt()
@@ -678,7 +680,7 @@ class RunScreen(Screen[None]):
         self.load()
 
 
-def _update(widget: Static, content: Any) -> None:
+def _update(widget: Static, content: VisualType) -> None:
     """Show `content` in `widget` only if it changed: an `update` lays the whole screen out
     again, and the log titles are re-rendered several times a second while a log streams.
     A widget whose size the CSS fixes (no `auto` width or height) is only repainted."""
@@ -698,6 +700,11 @@ def _pick_attempt(
             if a.attempt == attempt_no:
                 return a
     return max(mine, key=lambda a: a.attempt)
+
+
+def _active(status: str) -> bool:
+    """Whether a step (or an attempt) in `status` may still change: queued, running, retrying."""
+    return not StepStatus(status).finished
 
 
 def _cell_text(value: object) -> str:

@@ -9,28 +9,38 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from engine.status import PartitionStatus, StepStatus
 from engine.units import GLYPHS, glyph
 
+# What the UI shows besides the statuses the engine records (engine.status), each with the
+# product's glyph (engine.units.GLYPHS, whose keys these are).
+NEVER = "never"
+"""No status yet: never run, or not read yet (also its style here and in app.tcss)."""
+STARTED = "started"
+"""A tick or a file that started a run whose status is not known (the run is gone)."""
+CHECK_FAILED = "check-failed"
+"""A materialized (or stale) partition whose value failed a check."""
+
 STYLES: dict[str, str] = {
-    "success": "green",
-    "failed": "bold red",
-    "running": "bold yellow",
-    "queued": "cyan",
-    "retrying": "bold magenta",
-    "skipped": "dim",
-    "canceled": "dim red",
-    "stale": "yellow",
-    "never": "dim",
+    StepStatus.SUCCESS: "green",
+    StepStatus.FAILED: "bold red",
+    StepStatus.RUNNING: "bold yellow",
+    StepStatus.QUEUED: "cyan",
+    StepStatus.RETRYING: "bold magenta",
+    StepStatus.SKIPPED: "dim",
+    StepStatus.CANCELED: "dim red",
+    PartitionStatus.STALE: "yellow",
+    NEVER: "dim",
 }
-"""Status → Rich style for glyphs drawn inside Rich `Text` (tree labels, table cells)."""
+"""Status → Rich style for glyphs drawn inside Rich `Text` (tree labels, table cells); a run's
+statuses are its steps' too."""
 
 PARTITIONED = "▦"
-IN_FLIGHT = frozenset({"queued", "running", "retrying"})
 
 
 def status_text(status: str | None, text: str = "") -> Text:
     """`glyph text` as Rich Text, the glyph coloured by status."""
-    out = Text(glyph(status), style=STYLES.get(status or "never", ""))
+    out = Text(glyph(status), style=STYLES.get(status or NEVER, ""))
     if text:
         out.append(" ")
         out.append(text)
@@ -44,4 +54,14 @@ def shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
-__all__ = ["GLYPHS", "IN_FLIGHT", "PARTITIONED", "STYLES", "glyph", "shorten", "status_text"]
+__all__ = [
+    "CHECK_FAILED",
+    "GLYPHS",
+    "NEVER",
+    "PARTITIONED",
+    "STARTED",
+    "STYLES",
+    "glyph",
+    "shorten",
+    "status_text",
+]

@@ -29,7 +29,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tui.widgets import GLYPHS, PARTITIONED, STYLES, glyph, shorten
+from engine.status import StepStatus
+from tui.widgets import NEVER, PARTITIONED, STYLES, glyph, shorten
 
 MAX_LABEL = 28
 """Longest node name drawn in full; longer ones end with an ellipsis."""
@@ -287,9 +288,9 @@ def layout_dag(nodes: Sequence[DagNode]) -> DagLayout:
         n_cols = max(gap_channels[r].values(), default=-1) + 1
         xs.append(xs[r] + layer_width[r] + max(4, 2 * n_cols + 2))
     width = xs[-1] + layer_width[-1] + 1
-    for key in by_layer[-1]:
-        if isinstance(key, str):
-            for check in by_key[key].checks:
+    for item in by_layer[-1]:
+        if isinstance(item, str):
+            for check in by_key[item].checks:
                 width = max(width, xs[-1] + len(_check_line(*check)) + 1)
 
     masks = [bytearray(width) for _ in range(top)]
@@ -350,8 +351,8 @@ def layout_dag(nodes: Sequence[DagNode]) -> DagLayout:
     for box, check_lines in drawn:
         inner = box.width - 2
         label = labels[box.key]
-        rows = ["┌" + "─" * inner + "┐", "│   " + label + " │", "└" + "─" * inner + "┘"]
-        for dy, text in enumerate([*rows, *check_lines]):
+        frame = ["┌" + "─" * inner + "┐", "│   " + label + " │", "└" + "─" * inner + "┘"]
+        for dy, text in enumerate([*frame, *check_lines]):
             line = lines[box.y + dy]
             lines[box.y + dy] = line[: box.x] + text + line[box.x + len(text) :]
     layout.lines = lines
@@ -439,6 +440,19 @@ def _vline(masks: list[bytearray], x: int, y1: int, y2: int) -> None:
         masks[y + 1][x] |= _U
 
 
+class _NodeMessage(Message):
+    """Something happened to a node of a `DagView`."""
+
+    def __init__(self, dag: DagView, key: str | None) -> None:
+        super().__init__()
+        self.dag = dag
+        self.key = key
+
+    @property
+    def control(self) -> DagView:
+        return self.dag
+
+
 class DagView(ScrollView, can_focus=True):
     """The graph of one asset group or task pipeline, coloured by each node's latest status."""
 
@@ -461,29 +475,15 @@ class DagView(ScrollView, can_focus=True):
     selected: reactive[str | None] = reactive(None, init=False)
     """Key of the highlighted node."""
 
-    class NodeHighlighted(Message):
-        """The highlighted node changed."""
+    class NodeHighlighted(_NodeMessage):
+        """The highlighted node changed (`key` is None in an empty graph)."""
 
-        def __init__(self, dag: DagView, key: str | None) -> None:
-            super().__init__()
-            self.dag = dag
-            self.key = key
+        key: str | None
 
-        @property
-        def control(self) -> DagView:
-            return self.dag
-
-    class NodeActivated(Message):
+    class NodeActivated(_NodeMessage):
         """Enter (or a double click) on a node."""
 
-        def __init__(self, dag: DagView, key: str) -> None:
-            super().__init__()
-            self.dag = dag
-            self.key = key
-
-        @property
-        def control(self) -> DagView:
-            return self.dag
+        key: str
 
     def __init__(
         self,
@@ -568,7 +568,7 @@ class DagView(ScrollView, can_focus=True):
         base = self.rich_style
         if not self.layout_data.boxes:
             text = f" {self.empty_message}" if y == 1 else ""
-            return Strip([Segment(text, self._style("never"))]).crop_extend(0, width, base)
+            return Strip([Segment(text, self._style(NEVER))]).crop_extend(0, width, base)
         if row >= self.layout_data.height:
             return Strip.blank(width, base)
         strip = self._strips.get(row)
@@ -586,10 +586,10 @@ class DagView(ScrollView, can_focus=True):
             box = layout.boxes[key]
             if box.x > x:
                 segments.append(Segment(line[x : box.x], edge))
-            status = self.statuses.get(key) or "never"
+            status = self.statuses.get(key) or NEVER
             rel = row - box.y
             if rel < 3:
-                style = self._style(status if status in STYLES else "failed")
+                style = self._style(status if status in STYLES else StepStatus.FAILED)
                 if key == self.selected:
                     # Reverse when focused; only bold when another pane has the keys.
                     style += self._style("selected") if self.has_focus else Style(bold=True)
@@ -605,9 +605,11 @@ class DagView(ScrollView, can_focus=True):
                     x = box.x
                     continue
                 passed = self.check_results.get((key, name))
-                check_status = "never" if passed is None else "success" if passed else "failed"
+                check_status = (
+                    NEVER if passed is None else StepStatus.SUCCESS if passed else StepStatus.FAILED
+                )
                 segments.append(Segment(line[box.x], edge))
-                segments.append(Segment(GLYPHS[check_status], self._style(check_status)))
+                segments.append(Segment(glyph(check_status), self._style(check_status)))
                 segments.append(Segment(line[box.x + 2 : end], self._style("check")))
                 x = end
         if x < len(line):

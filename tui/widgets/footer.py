@@ -48,8 +48,8 @@ class KeyFooter(Footer):
             palette = active.get(app.COMMAND_PALETTE_BINDING)
             if palette is not None:
                 binding, enabled = palette.binding, palette.enabled
-                shown = (binding.key, app.get_key_display(binding), binding.description)
-                yield ("palette", *shown, binding.tooltip), binding.action, enabled
+                keys = (binding.key, app.get_key_display(binding), binding.description)
+                yield ("palette", *keys, binding.tooltip), binding.action, enabled
 
     def compose(self) -> ComposeResult:
         if self._bindings_ready:

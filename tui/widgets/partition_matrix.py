@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.segment import Segment
 from rich.style import Style
@@ -21,24 +21,40 @@ from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
-from engine.units import GLYPHS as _PRODUCT_GLYPHS
+from engine.status import PartitionStatus
+from engine.units import glyph
+from tui.widgets import CHECK_FAILED, NEVER
+
+if TYPE_CHECKING:
+    from engine.client_api import PartitionState
 
 GLYPHS: dict[str, str] = {
-    status: _PRODUCT_GLYPHS[status]
-    for status in ("materialized", "stale", "check-failed", "failed", "running", "missing")
+    status: glyph(status)
+    for status in (
+        PartitionStatus.MATERIALIZED,
+        PartitionStatus.STALE,
+        CHECK_FAILED,
+        PartitionStatus.FAILED,
+        PartitionStatus.RUNNING,
+        PartitionStatus.MISSING,
+    )
 }
-"""A partition's statuses and their glyphs (the product's own, as in `dagtop partitions`):
-each has a glyph of its own, so the matrix reads without colour. `check-failed` is a
-materialized (or stale) key whose value failed a check."""
+"""What a cell may show and its glyph (the product's own, as in `dagtop partitions`): each has
+a glyph of its own, so the matrix reads without colour."""
 
-UNKNOWN_GLYPH = _PRODUCT_GLYPHS["never"]
+UNKNOWN_GLYPH = glyph(NEVER)
 """A cell whose status has not been loaded yet."""
 
 # A grouped cell shows its worst key. A failure anywhere must stay visible in a month cell, and
 # running beats missing so that a backfill is seen moving through coarse groups.
 SEVERITY: dict[str, int] = {
-    "materialized": 0, "stale": 1, "missing": 2, "check-failed": 3, "running": 4, "failed": 5,
-}  # fmt: skip
+    PartitionStatus.MATERIALIZED: 0,
+    PartitionStatus.STALE: 1,
+    PartitionStatus.MISSING: 2,
+    CHECK_FAILED: 3,
+    PartitionStatus.RUNNING: 4,
+    PartitionStatus.FAILED: 5,
+}
 _BY_SEVERITY = {v: k for k, v in SEVERITY.items()}
 _UNKNOWN = -1
 
@@ -57,13 +73,13 @@ def status_glyph(status: str | None) -> str:
     return GLYPHS.get(status or "", UNKNOWN_GLYPH)
 
 
-def cell_status(state: Any) -> str:
-    """What a cell shows for a partition state: its status, or `check-failed` for a value that
+def cell_status(state: PartitionState) -> str:
+    """What a cell shows for a partition state: its status, or `CHECK_FAILED` for a value that
     failed a check."""
-    status = str(state.status)
-    if getattr(state, "failed_checks", ()) and status in ("materialized", "stale"):
-        return "check-failed"
-    return status
+    materialized = state.status in (PartitionStatus.MATERIALIZED, PartitionStatus.STALE)
+    if state.failed_checks and materialized:
+        return CHECK_FAILED
+    return state.status
 
 
 def _month_label(key: str) -> str:
@@ -216,7 +232,7 @@ class PartitionMatrix(Widget, can_focus=True):
         self._anchor_row: int | None = None
         self._marks: set[int] = set()  # marked key indexes
         self._focus_key = 0  # the key the cursor means inside a grouped column (kept on regroup)
-        self._states: dict[str, list[Any]] = {}
+        self._states: dict[str, list[PartitionState | None]] = {}
         self._severity: dict[str, list[int]] = {}
         self._col_of_key: list[int] = []
         self._key_index: dict[str, int] = {}
@@ -260,7 +276,7 @@ class PartitionMatrix(Widget, can_focus=True):
         self.refresh(layout=True)
         self._changed()
 
-    def set_states(self, row: str, states: Sequence[Any]) -> int:
+    def set_states(self, row: str, states: Sequence[PartitionState | None]) -> int:
         """Apply one row's partition states (in key order); repaints only changed cells.
 
         Returns:
@@ -284,19 +300,19 @@ class PartitionMatrix(Widget, can_focus=True):
             self._repaint_cells(self.rows.index(row), changed_cols)
         return changed
 
-    def update_states(self, row: str, states: Sequence[Any]) -> int:
+    def update_states(self, row: str, states: Sequence[PartitionState]) -> int:
         """Apply the states of some keys of one row (each says its key); repaints only the
         cells that changed. Returns how many keys changed."""
         if row not in self._states:
             return 0
         full = list(self._states[row])
         for state in states:
-            index = self._key_index.get(state.key)
+            index = None if state.key is None else self._key_index.get(state.key)
             if index is not None:
                 full[index] = state
         return self.set_states(row, full)
 
-    def state_at(self, row: str, key: str) -> Any:
+    def state_at(self, row: str, key: str) -> PartitionState | None:
         """The state object last given for (row, key), or None."""
         index = self._key_index.get(key)
         if row not in self._states or index is None:

@@ -3,19 +3,21 @@ schedules and sensors the files define."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Tree
 from textual.widgets.tree import TreeNode
 
+from engine.status import StepStatus
 from tui.widgets import PARTITIONED, STYLES, glyph, shorten, status_text
 
 if TYPE_CHECKING:  # types only: at run time the UI reaches the engine through engine.client
+    from engine.client_api import ScheduleStatus, SensorStatus
     from engine.loading.manifest import Manifest
 
 
@@ -99,7 +101,8 @@ class PipelinesTree(Tree[NodeRef]):
     def _add_file(self, manifest: Manifest, file: str) -> None:
         error = manifest.errors.get(file)
         if error is not None:
-            label = Text(f"{glyph('failed')} ", STYLES["failed"]) + Text(file, "red")
+            failed = StepStatus.FAILED
+            label = Text(f"{glyph(failed)} ", STYLES[failed]) + Text(file, "red")
             self.root.add_leaf(label, NodeRef("broken", file, file))
             return
         groups: dict[str, list[str]] = {}
@@ -211,7 +214,7 @@ def until(when: datetime | None, now: float) -> str:
     return f"in {hours // 24}d {hours % 24}h"
 
 
-class AutomationList(DataTable[object]):
+class AutomationList(DataTable[Text]):
     """Schedules (name, cron, next tick) and sensors (name, pattern, on/off), one per row.
 
     Rows are keyed `schedule:NAME` / `sensor:NAME`; the full screen belongs to AutomationScreen.
@@ -254,19 +257,15 @@ class AutomationList(DataTable[object]):
         if self.row_count:
             self.move_cursor(row=min(max(cursor, 0), self.row_count - 1))
 
-    def set_state(self, state: Mapping[str, Any], now: float) -> None:
-        """On/off and next ticks: {"schedules": [{name, next_tick, enabled?}], "sensors":
-        [{name, enabled?}]}, a next tick as a datetime or an ISO string."""
-        for item in state.get("schedules", []):
-            tick = item.get("next_tick")
-            if isinstance(tick, str):
-                tick = datetime.fromisoformat(tick)
-            self.next_ticks[item["name"]] = tick
-            if item.get("enabled") is not None:
-                self.enabled[("schedule", item["name"])] = bool(item["enabled"])
-        for item in state.get("sensors", []):
-            if item.get("enabled") is not None:
-                self.enabled[("sensor", item["name"])] = bool(item["enabled"])
+    def set_state(
+        self, schedules: Sequence[ScheduleStatus], sensors: Sequence[SensorStatus], now: float
+    ) -> None:
+        """On/off and next ticks, as the engine says them."""
+        for schedule in schedules:
+            self.next_ticks[schedule.name] = schedule.next_tick
+            self.enabled[("schedule", schedule.name)] = schedule.enabled
+        for sensor in sensors:
+            self.enabled[("sensor", sensor.name)] = sensor.enabled
         self._redraw(now)
 
     def _redraw(self, now: float, only: tuple[str, str] | None = None) -> None:

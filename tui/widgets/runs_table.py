@@ -8,12 +8,14 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual.binding import Binding, BindingType
+from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.widgets.data_table import RowDoesNotExist
 
 from engine.client import RunView
+from engine.status import RunStatus, StepStatus
 from engine.units import format_duration
-from tui.widgets import IN_FLIGHT, STYLES, glyph, shorten
+from tui.widgets import STYLES, glyph, shorten
 from tui.widgets.table import Table
 
 PAGE = 200
@@ -33,7 +35,6 @@ COLUMNS = (
     ("duration", "time"),
     ("steps", "steps"),
 )
-FINISHED_STEP = frozenset({"success", "failed", "skipped", "canceled"})
 
 
 def progress_bar(done: int, total: int, width: int = 6) -> str:
@@ -137,14 +138,14 @@ class RunsTable(Table):
         """Redraw the durations of running runs (called every second)."""
         for run_id in self._shown:
             run = self.runs[run_id]
-            if run.status in IN_FLIGHT:
+            if not run.finished:
                 self._update(run)
 
     def _forget_oldest(self) -> None:
         ordered = sorted(self.runs.values(), key=lambda r: r.created_at, reverse=True)
         keep = max(KEEP, self.limit + PAGE)
         for run in ordered[keep:]:
-            if run.status not in IN_FLIGHT:
+            if run.finished:
                 del self.runs[run.id]
 
     def matches(self, run: RunView) -> bool:
@@ -208,11 +209,13 @@ class RunsTable(Table):
         total = len(run.steps)
         # While it runs: how far along it is; once finished: how much of it succeeded (as
         # `dagtop runs` counts), so a failed run never reads "1/1".
-        counted = FINISHED_STEP if not run.finished else {"success"}
-        done = sum(1 for st in run.steps if st.status in counted)
+        if run.finished:
+            done = sum(1 for st in run.steps if st.status == StepStatus.SUCCESS)
+        else:
+            done = sum(1 for st in run.steps if StepStatus(st.status).finished)
         steps = Text(f"{done}/{total}")
-        if run.status == "running":
-            steps = Text(progress_bar(done, total), STYLES["running"]) + " " + steps
+        if run.status == RunStatus.RUNNING:
+            steps = Text(progress_bar(done, total), STYLES[RunStatus.RUNNING]) + " " + steps
         return (
             Text(glyph(run.status), STYLES.get(run.status, "")),
             _RunId(run.id[:6], run.created_at),
@@ -225,8 +228,8 @@ class RunsTable(Table):
 
     # --- paging -------------------------------------------------------------------------------
 
-    def watch_cursor_coordinate(self, old: object, new: object) -> None:
-        super().watch_cursor_coordinate(old, new)  # type: ignore[arg-type]
+    def watch_cursor_coordinate(self, old: Coordinate, new: Coordinate) -> None:
+        super().watch_cursor_coordinate(old, new)
         if self.row_count and self.cursor_row == self.row_count - 1:
             self._more()
 

@@ -10,7 +10,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from tui.widgets import GLYPHS, STYLES
+from engine.status import RunStatus
+from tui.widgets import STYLES, glyph
 
 SPARKS = "▁▂▃▄▅▆▇█"
 HISTORY = 8
@@ -110,9 +111,9 @@ class StatusBar(Widget):
         if not compact:
             running, queued = running + " running", queued + " queued"
         left.append("  ")
-        left.append(GLYPHS["running"] + running, STYLES["running"])
+        left.append(glyph(RunStatus.RUNNING) + running, STYLES[RunStatus.RUNNING])
         left.append("  ")
-        left.append(GLYPHS["queued"] + queued, STYLES["queued"])
+        left.append(glyph(RunStatus.QUEUED) + queued, STYLES[RunStatus.QUEUED])
         return left
 
     def _right(self, spark: bool, clock: str) -> Text:

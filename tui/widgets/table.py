@@ -1,10 +1,12 @@
-"""The UI's DataTable: Textual's, painted again once it has measured new rows."""
+"""The UI's DataTable: Textual's, painted again once it has measured new rows; and keeping a
+table's rows in step with fresh data by key."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from rich.console import RenderableType
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowKey
 
@@ -23,4 +25,31 @@ class Table(DataTable[Any]):
             self.refresh()
 
 
-__all__ = ["Table"]
+def sync_table(
+    table: DataTable[Any],
+    columns: list[str],
+    rows: dict[str, tuple[str, ...]],
+    previous: dict[str, tuple[str, ...]],
+    render: Callable[[str, str], RenderableType],
+) -> None:
+    """Make `table` show `rows` (by key), touching only the cells that changed since `previous`.
+
+    When rows appear, vanish or change order the table is rebuilt, keeping the cursor's row.
+    """
+    if list(rows) != list(previous):
+        current = None
+        if table.row_count:
+            current = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        table.clear()
+        for row_key, cells in rows.items():
+            table.add_row(*(render(c, v) for c, v in zip(columns, cells, strict=True)), key=row_key)
+        if current in rows:
+            table.move_cursor(row=table.get_row_index(str(current)))
+        return
+    for row_key, cells in rows.items():
+        for column, before, after in zip(columns, previous[row_key], cells, strict=True):
+            if before != after:
+                table.update_cell(row_key, column, render(column, after))
+
+
+__all__ = ["Table", "sync_table"]

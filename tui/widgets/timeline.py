@@ -19,6 +19,7 @@ from rich.text import Text
 from textual.geometry import Size
 from textual.widget import Widget
 
+from engine.status import StepStatus
 from tui.widgets import STYLES
 
 EIGHTHS = " ▏▎▍▌▋▊▉"
@@ -170,7 +171,7 @@ def axis_line(t0: float, t1: float, width: int, label: Callable[[float], str] = 
     return "".join(cells)[:width]
 
 
-STATUS_STYLES = {**STYLES, "failed": "red", "running": "yellow"}
+STATUS_STYLES = {**STYLES, StepStatus.FAILED: "red", StepStatus.RUNNING: "yellow"}
 
 
 class Timeline(Widget):
