@@ -30,9 +30,10 @@ from sqlmodel import Session
 
 from engine.authoring.cron import CronError, parse_cron
 from engine.authoring.partitions import PartitionsDefinition
+from engine.automation.targets import request_for
 from engine.errors import ConfigError, EngineError, SelectionError, suggest
 from engine.history.plan import RunRequest
-from engine.loading.manifest import Manifest, ScheduleSpec
+from engine.loading.manifest import Manifest, ScheduleSpec, target_label
 from engine.loading.selection import resolve
 from engine.storage import repo
 from engine.storage.db import read_scope, session_scope
@@ -101,12 +102,6 @@ def resolve_timezone(value: str | tzinfo | None) -> tzinfo:
         raise ConfigError(
             f"unknown timezone {value!r} (expected an IANA name such as 'UTC' or 'Europe/Berlin')"
         ) from None
-
-
-def target_label(target: dict[str, Any]) -> str:
-    if target.get("kind") == "pipeline":
-        return str(target.get("name"))
-    return ", ".join(target.get("selection", ()))
 
 
 # --- stepping through cron fire times ---------------------------------------------------------
@@ -465,18 +460,14 @@ class Scheduler:
         Raises:
             EngineError: the target names nothing in the current manifest.
         """
-        common: dict[str, Any] = {
-            "trigger": "schedule",
-            "trigger_ref": spec.name,
-            "params": {"scheduled_for": tick.astimezone(self.timezone).isoformat()},
-        }
+        params = {"scheduled_for": tick.astimezone(self.timezone).isoformat()}
         target = spec.target
-        if target.get("kind") == "pipeline":
-            return RunRequest(pipeline=target["name"], **common)
-        selection = tuple(target.get("selection", ()))
-        resolve(self._require_manifest(), selection)  # raises SelectionError with close names
-        partition = None if parts is None else parts.definition.last_complete_key(tick)
-        return RunRequest(selection=selection, partition=partition, **common)
+        partition = None
+        if target["kind"] == "assets":
+            # Raises SelectionError with close names.
+            resolve(self._require_manifest(), target["selection"])
+            partition = None if parts is None else parts.definition.last_complete_key(tick)
+        return request_for(target, "schedule", spec.name, params, partition)
 
     def _record_tick(
         self,
@@ -538,11 +529,11 @@ class Scheduler:
 
     def _partitioning(self, spec: ScheduleSpec) -> _Partitioning | None:
         """The time-partitioned assets of an asset target, or None (also for a broken target)."""
-        if spec.target.get("kind") != "assets":
+        if spec.target["kind"] != "assets":
             return None
         manifest = self._require_manifest()
         try:
-            names = resolve(manifest, spec.target.get("selection", ()))
+            names = resolve(manifest, spec.target["selection"])
         except SelectionError:
             return None
         timed = [

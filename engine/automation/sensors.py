@@ -48,9 +48,10 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
+from engine.automation.targets import request_for
 from engine.errors import EngineError, suggest
 from engine.history.plan import RunRequest
-from engine.loading.manifest import Manifest, SensorSpec
+from engine.loading.manifest import Manifest, SensorSpec, target_label
 from engine.storage import repo
 from engine.storage.db import read_scope, session_scope
 from engine.storage.models import SensorFile
@@ -198,26 +199,6 @@ def _folder_id(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
-
-
-def _target_label(target: dict[str, Any]) -> str:
-    if target.get("kind") == "pipeline":
-        return str(target.get("name"))
-    return ", ".join(target.get("selection", ()))
-
-
-def _request(spec: SensorSpec, path: str) -> RunRequest:
-    params = {"path": path}
-    if spec.target.get("kind") == "pipeline":
-        return RunRequest(
-            pipeline=spec.target["name"], params=params, trigger="sensor", trigger_ref=spec.name
-        )
-    return RunRequest(
-        selection=tuple(spec.target["selection"]),
-        params=params,
-        trigger="sensor",
-        trigger_ref=spec.name,
-    )
 
 
 class SensorRunner:
@@ -719,7 +700,7 @@ class SensorRunner:
         return run_ids
 
     def _plan(self, session: Session, spec: SensorSpec, path: str, careful: bool) -> str | None:
-        request = _request(spec, path)
+        request = request_for(spec.target, "sensor", spec.name, {"path": path})
         if not careful:
             try:
                 return self._record_run(session, request)
@@ -792,7 +773,7 @@ def _status(spec: SensorSpec, enabled: bool, stats: dict[str, Any]) -> SensorSta
         name=spec.name,
         path=spec.path,
         pattern=spec.pattern,
-        target=_target_label(spec.target),
+        target=target_label(spec.target),
         enabled=enabled,
         files_seen=count,
         last_file=last.path if last is not None else None,

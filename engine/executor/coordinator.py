@@ -10,9 +10,10 @@ With `executor = "dask"` the attempts run on Dask workers instead (`dask_executo
 a `RemoteAttempt` whose pipe the same selector watches, delivering the events, samples, placement
 and end that a local attempt's pipe, monitor and pidfd would.
 
-This module is the loop and its decisions. The state it decides from, and the rules that read
-only that state, are in `state.py`; every write to storage is in `recording.py`; starting a
-local process (from the fork server or not) and reaping it are in `local.py`.
+This module is the loop: it asks the rules in `state.py` what follows (which steps start, which
+end without running, how an attempt's end settles its step), has `recording.py` write it, and
+then applies it to the state in memory; starting a local process (from the fork server or not)
+and reaping it are in `local.py`, the process start itself in `spawn.py`.
 """
 
 from __future__ import annotations
@@ -26,25 +27,29 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine as SAEngine
 
 from engine.authoring.partitions import safe_key
 from engine.errors import EngineError
-from engine.executor import launch as launching
 from engine.executor import recording
 from engine.executor.alerts import Alerter
 from engine.executor.forkserver import ForkServer
 from engine.executor.leftovers import Leftovers
 from engine.executor.local import HAS_PIDFD, LocalProcesses, create_time, reap, still_running
 from engine.executor.monitor import Monitor, Sample, TreeStats, stop_tree
+from engine.executor.spawn import Launch
 from engine.executor.state import Ending, LiveAttempt, RunState, StepState, Updates
 from engine.loading.config import Config, Paths
 from engine.loading.manifest import Manifest
 from engine.status import StepStatus
 from engine.storage import repo
 from engine.storage.db import read_scope
+
+if TYPE_CHECKING:
+    from engine.executor.dask_executor import DaskExecutor  # imports distributed: only on use
+    from engine.protocol import Placement
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +104,11 @@ class Coordinator:
         # The fork server may have been started early by the caller.
         self._local = LocalProcesses(paths.project, self._sel, forkserver, self._watch_orphans)
         self.alerter: Alerter | None = None
-        self._dask: Any = None
+        self._dask: DaskExecutor | None = None
         if config.executor == "dask":
             self._dask = self._dask_executor()  # now: an unreachable cluster is a user error
 
-    def _dask_executor(self) -> Any:
+    def _dask_executor(self) -> DaskExecutor:
         """The connection to the Dask cluster (opened on first use after a close).
 
         Raises:
@@ -242,9 +247,9 @@ class Coordinator:
         if (not HAS_PIDFD and self._live) or self._ending():
             wait = min(wait, 0.02)
         for run in self._runs.values():
-            for st in run.steps.values():
-                if st.status == StepStatus.RETRYING and st.retry_at is not None:
-                    wait = min(wait, max(0.0, st.retry_at - now))
+            due = run.next_retry()
+            if due is not None:
+                wait = min(wait, max(0.0, due - now))
         return wait
 
     # --- runs ---------------------------------------------------------------------------------
@@ -270,11 +275,7 @@ class Coordinator:
 
     def _advance(self, run: RunState, now: float) -> None:
         """Settle what follows from the current state: skips, cancels, the run's end."""
-        updates: Updates = {}
         if run.canceling:
-            for st in run.steps.values():
-                if st.status in (StepStatus.QUEUED, StepStatus.RETRYING):
-                    updates[st.key] = (StepStatus.CANCELED, "canceled by user")
             for live in self._live.values():
                 if live.run_id == run.id and not live.canceled and live.exited is None:
                     live.canceled = True
@@ -284,26 +285,15 @@ class Coordinator:
                     threading.Thread(
                         target=stop_tree, args=(live.pid, CANCEL_GRACE), daemon=True
                     ).start()
-        changed = True
-        while changed:
-            changed = False
-            for st in run.steps.values():
-                status = updates.get(st.key, (st.status, None))[0]
-                if status != StepStatus.QUEUED:
-                    continue
-                reason = run.skip_reason(st, updates)
-                if reason:
-                    updates[st.key] = (StepStatus.SKIPPED, reason)
-                    changed = True
+        updates = run.unrunnable()
         if updates:
             self._set_steps(run, updates, now)
-        if all(st.status.finished for st in run.steps.values()) and not any(
-            live.run_id == run.id for live in self._live.values()
-        ):
+        if run.finished() and not any(live.run_id == run.id for live in self._live.values()):
             self._end_run(run, now)
 
     def _set_steps(self, run: RunState, updates: Updates, now: float) -> None:
-        recording.record_steps(self.db, run, updates, now)
+        recording.record_steps(self.db, run.id, updates, now)
+        run.apply(updates)
         self._changed(run.id)
 
     def _end_run(self, run: RunState, now: float) -> None:
@@ -339,11 +329,13 @@ class Coordinator:
                 self._start(run, st, manifest, now)
 
     def _start(self, run: RunState, st: StepState, manifest: Manifest, now: float) -> None:
+        attempt_no = st.attempts + 1
         started = recording.record_start(
-            self.db, manifest, self.paths, self.config.values_dir, run, st, now,
+            self.db, manifest, self.paths, self.config.values_dir, run.id, st, attempt_no, now,
             remote=self._dask is not None,
         )  # fmt: skip
-        attempt_no, attempt_id, launch = st.attempts, started.attempt_id, started.launch
+        run.started(st, attempt_no)
+        attempt_id, launch = started.attempt_id, started.launch
         if launch is None:
             # Nothing to run: the step fails before a process exists (and may not retry:
             # a missing input will still be missing in a second).
@@ -381,7 +373,7 @@ class Coordinator:
         self._changed(run.id)
 
     def _start_remote(
-        self, run: RunState, st: StepState, launch: launching.Launch, attempt_id: int, now: float
+        self, run: RunState, st: StepState, launch: Launch, attempt_id: int, now: float
     ) -> None:
         try:
             remote = self._dask_executor().submit(attempt_id, launch)
@@ -402,6 +394,7 @@ class Coordinator:
         self._changed(run.id)
 
     def _remote_messages(self, live: LiveAttempt) -> None:
+        assert live.remote is not None
         for msg in live.remote.drain():
             if "placed" in msg:
                 self._placed(live, msg["placed"])
@@ -414,7 +407,7 @@ class Coordinator:
                 self._finish(live, end.get("code"), end.get("cpu"))
                 return
 
-    def _placed(self, live: LiveAttempt, where: dict[str, Any]) -> None:
+    def _placed(self, live: LiveAttempt, where: Placement) -> None:
         recording.record_placement(self.db, live.attempt_id, where)
         log.info(
             "[run %s] step %s attempt %d started on %s (%s, pid %d)",
@@ -524,9 +517,7 @@ class Coordinator:
             # A step shorter than the sampling interval is seen once at best; the kernel's CPU
             # accounting of the reaped process (and the children it waited for) is exact.
             stats.cpu_seconds = max(stats.cpu_seconds, cpu)
-        for event in live.events:
-            if event["e"] in ("finished", "error") and event.get("peak_rss"):
-                stats.peak_rss_bytes = max(stats.peak_rss_bytes, int(event["peak_rss"]))
+        stats.peak_rss_bytes = max(stats.peak_rss_bytes, live.reported_peak_rss())
         self._samples.forget(live.attempt_id)
         live.exited = (live.ending(returncode, stats), returncode, stats)
         if left:
@@ -573,11 +564,13 @@ class Coordinator:
         returncode: int | None, stats: TreeStats, now: float, live: LiveAttempt | None = None,
         lines: list[str] | None = None, log_path: Path | None = None,
     ) -> None:  # fmt: skip
-        new_status = recording.record_end(
-            self.db, self.manifest, run, st, attempt_id, end, returncode, stats, now, live,
+        outcome = run.outcome(st, end, self.manifest, now, live.events if live else ())
+        recording.record_end(
+            self.db, run.id, st, attempt_id, outcome, returncode, stats, now, live,
             log_path=live.launch.log_path if live is not None else log_path, lines=lines or (),
         )  # fmt: skip
-        error = end.error
+        run.ended(st, outcome)
+        new_status, error = outcome.step_status, end.error
         found = run.alert_for(
             self.manifest, self.config.alerts, st, new_status, error,
             log_path=live.launch.log_path if live else None,

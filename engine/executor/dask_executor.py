@@ -27,12 +27,15 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import ExecutorError, first_line
 from engine.executor import dask_task
-from engine.executor.launch import Launch
 from engine.executor.monitor import Sample, TreeStats
+from engine.executor.spawn import Launch
+
+if TYPE_CHECKING:
+    from engine.protocol import AttemptEnd, Batch, DaskPayload, SampleRow
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +120,7 @@ class DaskExecutor:
 
     # --- the pump (its own thread) -------------------------------------------------------------
 
-    def _wake(self, msg: dict[str, Any] | None = None) -> None:
+    def _wake(self, msg: Batch | None = None) -> None:
         if self._stop.is_set() and msg is None:
             return
         with contextlib.suppress(Exception):  # closing, or the scheduler is gone
@@ -131,12 +134,12 @@ class DaskExecutor:
     def _run_pump(self) -> None:
         try:
             while True:
-                messages = [self.queue.get()]
+                messages: list[Batch] = [self.queue.get()]
                 messages += self.queue.get(batch=True)
                 for msg in messages:
                     if msg.get("stop"):
                         return
-                    attempt = self.attempts.get(msg.pop("a", None))
+                    attempt = self.attempts.get(msg.pop("a", ""))
                     if attempt is not None and attempt.receive(msg):
                         del self.attempts[attempt.key]
                 self._look()
@@ -162,7 +165,7 @@ class DaskExecutor:
             if attempt.future is not None and attempt.future.done():
                 # Its batches were all put before the task returned: drain, then decide.
                 for msg in self.queue.get(batch=True):
-                    other = self.attempts.get(msg.pop("a", None))
+                    other = self.attempts.get(msg.pop("a", ""))
                     if other is not None and other.receive(msg):
                         del self.attempts[other.key]
                 if attempt.key in self.attempts:
@@ -193,13 +196,13 @@ class RemoteAttempt:
         self.heard = time.monotonic()
         self._cancel = Event(f"{key}-cancel", client=self.client)
         self._claim = Event(f"{key}-claim", client=self.client)
-        self._inbox: deque[dict[str, Any]] = deque()
+        self._inbox: deque[Batch] = deque()
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = launch.log_path.open("ab")
-        self.payload = {
+        self.payload: DaskPayload = {
             "key": key,
             "attempt": attempt_id,
             "queue": executor.queue.name,
@@ -219,7 +222,7 @@ class RemoteAttempt:
     def fileno(self) -> int:
         return self._read_fd
 
-    def drain(self) -> list[dict[str, Any]]:
+    def drain(self) -> list[Batch]:
         """The messages that arrived: `placed`, `events` (bytes), `samples`, and last `end`."""
         with contextlib.suppress(BlockingIOError):
             while os.read(self._read_fd, 4096):
@@ -238,7 +241,7 @@ class RemoteAttempt:
 
     # --- the executor's pump thread ------------------------------------------------------------
 
-    def receive(self, msg: dict[str, Any]) -> bool:
+    def receive(self, msg: Batch) -> bool:
         """Take one batch from the worker; True once it was the attempt's end."""
         self.heard = time.monotonic()
         chunk = msg.pop("log", None)
@@ -270,16 +273,15 @@ class RemoteAttempt:
         with contextlib.suppress(Exception):
             self._cancel.set()
 
-    def _deliver(self, msg: dict[str, Any]) -> None:
+    def _deliver(self, msg: Batch) -> None:
         self._inbox.append(msg)
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._write_fd, b"x")
 
-    def _end(self, end: dict[str, Any], samples: list[list[float]] | None, clean: bool) -> None:
+    def _end(self, end: AttemptEnd, samples: list[SampleRow] | None, clean: bool) -> None:
         stats = end.get("stats")
         if stats is not None:
-            stats["samples"] = [Sample(**x) for x in stats["samples"]]
-            self.stats = TreeStats(**stats)
+            self.stats = TreeStats(**{**stats, "samples": [Sample(**x) for x in stats["samples"]]})
         self.error = end.get("error")
         self._log.close()
         if not clean:

@@ -1,12 +1,14 @@
 """One step attempt on a Dask worker: the usual step subprocess, monitored there, streamed back.
 
 `run_attempt` is the Dask task the coordinator submits (see `dask_executor.py`). It starts the
-attempt exactly as the local executor does (`python -m engine.executor.worker SPEC FD`, or the
-shell command, in a session of its own, stdout and stderr to a log file), watches it with the
+attempt exactly as the local executor does, with `spawn.start` (`python -m
+engine.executor.worker SPEC FD`, or the shell command, in a session of its own, stdout and
+stderr to a log file), watches it with the
 same psutil `Monitor` and the step's memory limit and timeout, and sends what the coordinator
 needs while it runs, a few batches a second, on a `distributed.Queue` named for the attempt:
 new log bytes, event lines, one resource sample a second, and at the end the exit status and
-the attempt's resource totals. The coordinator sets a per-attempt `distributed.Event` to cancel.
+the attempt's resource totals (`protocol.Batch`). The coordinator sets a per-attempt
+`distributed.Event` to cancel.
 
 A step dies with its Dask worker, even of SIGKILL, and so do the processes it started: the step
 itself through Linux's parent-death signal, and its whole tree through a small sentinel process
@@ -24,7 +26,6 @@ Runs inside Dask workers: no storage, no UI.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import shutil
@@ -36,12 +37,17 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from engine.executor import spawn
 from engine.executor.leftovers import Leftovers, append_lines
 from engine.executor.monitor import Monitor, Sample, kill_tree, stop_tree
+from engine.protocol import decode_event, reported_children
+
+if TYPE_CHECKING:
+    from engine.protocol import AttemptEnd, Batch, DaskPayload, Placement, SampleRow, TaskResult
 
 BATCH_INTERVAL = 0.1
 """Seconds between looks at the step's output (a batch is sent only when there is news)."""
@@ -95,7 +101,7 @@ kill_tree(step)
 """
 
 
-def run_attempt(payload: dict[str, Any]) -> dict[str, Any]:
+def run_attempt(payload: DaskPayload) -> TaskResult:
     """The Dask task: run one attempt and return its end (also sent on the queue)."""
     from distributed import Event, Queue, get_worker
 
@@ -114,12 +120,12 @@ def run_attempt(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Attempt:
-    def __init__(self, payload: dict[str, Any], worker: Any, queue: Any, cancel: Any) -> None:
+    def __init__(self, payload: DaskPayload, worker: Any, queue: Any, cancel: Any) -> None:
         self.payload = payload
         self.worker = worker
         self.queue = queue
         self.cancel = cancel
-        self.samples: list[list[float]] = []
+        self.samples: list[SampleRow] = []
         self.last_sample = 0.0
         self.lock = threading.Lock()
         self.stopping = False
@@ -130,15 +136,15 @@ class _Attempt:
         self.pid = 0
         self.ended_leftovers = False
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> TaskResult:
         tmp = tempfile.mkdtemp(prefix="dagtop-attempt-")
         try:
             try:
                 proc, events_fd, log_path = self._spawn(Path(tmp))
             except Exception as exc:  # noqa: BLE001 - the attempt fails; the worker lives on
-                end = {"code": None, "cpu": None, "stats": None}
-                end["error"] = f"could not start the step on dask worker {self.worker.address}: "
-                end["error"] += f"{type(exc).__name__}: {exc}"
+                error = f"could not start the step on dask worker {self.worker.address}: "
+                error += f"{type(exc).__name__}: {exc}"
+                end: AttemptEnd = {"code": None, "cpu": None, "stats": None, "error": error}
                 self._put({"end": end})
                 return {"end": end}
             return self._follow(proc, events_fd, log_path)
@@ -151,39 +157,17 @@ class _Attempt:
     def _spawn(self, tmp: Path) -> tuple[subprocess.Popen[bytes], int | None, Path]:
         p = self.payload
         log_path = tmp / "step.log"
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        read_fd = write_fd = None
-        try:
-            if p["spec"] is None:
-                os.write(log_fd, f"$ {p['argv'][-1]}\n".encode())
-                argv = list(p["argv"])
-            else:
-                spec_path = tmp / "spec.json"
-                spec_path.write_text(json.dumps(p["spec"]))
-                read_fd, write_fd = os.pipe()
-                # This machine's interpreter, not the coordinator's.
-                argv = [sys.executable, "-u", "-m", "engine.executor.worker"]
-                argv += [str(spec_path), str(write_fd)]
-            env = dict(os.environ)
-            env.update(p["env"])
-            proc = subprocess.Popen(
-                [sys.executable, "-S", "-c", _GUARD, str(os.getpid()), *argv],
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=log_fd,
-                cwd=p["cwd"] if os.path.isdir(p["cwd"]) else str(tmp),
-                env=env,
-                pass_fds=(write_fd,) if write_fd is not None else (),
-                start_new_session=True,
-            )
-        except BaseException:
-            if read_fd is not None:
-                os.close(read_fd)
-            raise
-        finally:
-            os.close(log_fd)
-            if write_fd is not None:
-                os.close(write_fd)
+        # A Python step runs this machine's interpreter, not the coordinator's.
+        argv = p["argv"] if p["spec"] is None else spawn.worker_argv()
+        proc, read_fd = spawn.start(
+            argv,
+            p["spec"],
+            tmp / "spec.json",
+            log_path,
+            cwd=p["cwd"] if os.path.isdir(p["cwd"]) else str(tmp),
+            env={**os.environ, **p["env"]},
+            guard=[sys.executable, "-S", "-c", _GUARD, str(os.getpid())],
+        )
         self.pid = proc.pid
         try:
             self.created = psutil.Process(proc.pid).create_time()
@@ -212,19 +196,19 @@ class _Attempt:
             self.last_sample = x.t
             with self.lock:
                 self.samples.append(
-                    [x.t, x.cpu_percent, x.cpu_seconds, x.rss_bytes, x.read_bytes,
-                     x.write_bytes, x.threads, x.children]
+                    (x.t, x.cpu_percent, x.cpu_seconds, x.rss_bytes, x.read_bytes,
+                     x.write_bytes, x.threads, x.children)
                 )  # fmt: skip
 
     def _follow(
         self, proc: subprocess.Popen[bytes], events_fd: int | None, log_path: Path
-    ) -> dict[str, Any]:
+    ) -> TaskResult:
         p = self.payload
         monitor = Monitor(interval=0.2, on_sample=self._on_sample)
         monitor.start()
         key = str(p["attempt"])
         monitor.watch(key, proc.pid, memory_limit=p["memory_limit"], timeout=p["timeout"])
-        placed = {
+        placed: Placement = {
             "host": socket.gethostname(),
             "worker": self.worker.address,
             "pid": proc.pid,
@@ -248,7 +232,7 @@ class _Attempt:
                     select.select(waits, [], [], BATCH_INTERVAL)
                 else:
                     time.sleep(BATCH_INTERVAL)
-                batch: dict[str, Any] = {}
+                batch: Batch = {}
                 events, events_fd = _read_available(events_fd)
                 if code is None:
                     code, cpu = _poll_exit(proc)
@@ -288,7 +272,7 @@ class _Attempt:
             stats.cpu_seconds = max(stats.cpu_seconds, cpu)
         with self.lock:
             tail = self.samples
-        end = {"code": code, "cpu": cpu, "stats": asdict(stats)}
+        end: AttemptEnd = {"code": code, "cpu": cpu, "stats": asdict(stats)}
         self._put({"samples": tail, "end": end} if tail else {"end": end})
         return {"end": end}
 
@@ -327,7 +311,7 @@ class _Attempt:
         ts = tasks.get(self.payload["key"])
         return ts is None or ts.state in ("cancelled", "released", "forgotten")
 
-    def _put(self, batch: dict[str, Any]) -> None:
+    def _put(self, batch: Batch) -> None:
         batch["a"] = self.payload["key"]
         try:
             self.queue.put(batch)
@@ -351,18 +335,9 @@ def _read_available(fd: int | None) -> tuple[bytes, int | None]:
 
 def _reported_children(events: bytes) -> tuple[list[int] | None, float | None]:
     """The children the worker named in its last event, and when it sent it; None when it
-    did not say."""
-    for line in reversed(events.splitlines()):
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue  # the cut-off head of the tail, or a malformed line
-        if isinstance(event, dict) and event.get("e") in ("finished", "error"):
-            children = event.get("children")
-            if not isinstance(children, list):
-                return None, None
-            return [pid for pid in children if isinstance(pid, int)], event.get("t")
-    return None, None
+    did not say. `events` is the tail of the events pipe: its first line may be cut off."""
+    decoded = [e for line in events.splitlines() if (e := decode_event(line)) is not None]
+    return reported_children(decoded)
 
 
 def _pidfd(pid: int) -> int | None:

@@ -9,8 +9,9 @@ children and reports each exit status and CPU time back.
 
 The server holds no threads (forking a threaded process is unsafe) and never imports user code:
 each child imports the one pipeline module it runs, so an edited pipeline file is always
-picked up. Protocol: one JSON object per datagram on a SOCK_SEQPACKET socket pair; a request
-carries the log file, the events pipe and a reply pipe as SCM_RIGHTS file descriptors.
+picked up. Protocol: one JSON object per datagram on a SOCK_SEQPACKET socket pair (a
+`protocol.ForkRequest`, an `ExitReport`); a request carries the log file, the events pipe and a
+reply pipe as SCM_RIGHTS file descriptors.
 
 The new child's pid comes back on that request's own reply pipe, and the socket carries only
 exit reports. So the coordinator, waiting for a pid, never reads an exit report: one read there
@@ -28,19 +29,22 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from engine.protocol import ExitReport, ForkRequest
 
 MAX_MSG = 1 << 20
 
 
-def _send_fds(sock: socket.socket, payload: dict[str, Any], fds: list[int]) -> None:
+def _send_fds(sock: socket.socket, payload: ForkRequest, fds: list[int]) -> None:
     sock.sendmsg(
         [json.dumps(payload).encode()],
         [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else [],
     )
 
 
-def _recv(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+def _recv(sock: socket.socket) -> tuple[ForkRequest | None, list[int]]:
     fds = array.array("i")
     data, ancdata, _flags, _addr = sock.recvmsg(MAX_MSG, socket.CMSG_LEN(16 * fds.itemsize))
     for level, kind, cdata in ancdata:
@@ -48,14 +52,14 @@ def _recv(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
             fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
     if not data:
         return None, list(fds)
-    return json.loads(data), list(fds)
+    return cast("ForkRequest", json.loads(data)), list(fds)
 
 
 # --- server side (its own process) -----------------------------------------------------------
 
 
 def _child(
-    req: dict[str, Any],
+    req: ForkRequest,
     log_fd: int,
     events_fd: int,
     reply_fd: int,
@@ -111,7 +115,7 @@ def serve(sock: socket.socket) -> None:
     children: dict[int, int] = {}  # pid -> request id
     while True:
         try:
-            readable, _, _ = select.select([sock, wake_r], [], [])
+            readable, _, _ = select.select([sock.fileno(), wake_r], [], [])
         except InterruptedError:
             continue
         if wake_r in readable:
@@ -121,7 +125,7 @@ def serve(sock: socket.socket) -> None:
             except BlockingIOError:
                 pass
             _reap(sock, children)
-        if sock in readable:
+        if sock.fileno() in readable:
             req, fds = _recv(sock)
             if req is None:
                 return  # the coordinator is gone
@@ -156,16 +160,13 @@ def _reap(sock: socket.socket, children: dict[int, int]) -> None:
         if pid == 0:
             return
         req_id = children.pop(pid, None)
-        sock.send(
-            json.dumps(
-                {
-                    "id": req_id,
-                    "exit": pid,
-                    "code": os.waitstatus_to_exitcode(status),
-                    "cpu": usage.ru_utime + usage.ru_stime,
-                }
-            ).encode()
-        )
+        report: ExitReport = {
+            "id": req_id,
+            "exit": pid,
+            "code": os.waitstatus_to_exitcode(status),
+            "cpu": usage.ru_utime + usage.ru_stime,
+        }
+        sock.send(json.dumps(report).encode())
 
 
 def main() -> None:
@@ -202,8 +203,8 @@ class ForkServer:
         """
         reply_r, reply_w = os.pipe()
         try:
-            _send_fds(self.sock, {"id": req_id, "spec": spec, "cwd": cwd, "env": env},
-                      [log_fd, events_fd, reply_w])  # fmt: skip
+            request: ForkRequest = {"id": req_id, "spec": spec, "cwd": cwd, "env": env}
+            _send_fds(self.sock, request, [log_fd, events_fd, reply_w])
             os.close(reply_w)
             reply_w = -1
             answer = b""
@@ -219,9 +220,9 @@ class ForkServer:
             if reply_w >= 0:
                 os.close(reply_w)
 
-    def read_exits(self) -> list[dict[str, Any]]:
+    def read_exits(self) -> list[ExitReport]:
         """Exit reports available now (call when the socket is readable)."""
-        out: list[dict[str, Any]] = []
+        out: list[ExitReport] = []
         while True:
             try:
                 msg = self.sock.recv(MAX_MSG, socket.MSG_DONTWAIT)
@@ -231,7 +232,7 @@ class ForkServer:
                 raise ConnectionResetError("the fork server exited")
             reply = json.loads(msg)
             if "exit" in reply:
-                out.append(reply)
+                out.append(cast("ExitReport", reply))
         return out
 
     def fileno(self) -> int:

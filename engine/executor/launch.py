@@ -1,27 +1,29 @@
-"""Starting one step attempt: the worker's spec, its log file, its process.
+"""Preparing one step attempt: the worker's spec, its log file, its command and environment.
 
-Everything here runs in the engine process but only prepares and spawns; the user's code runs
-in the child. Inputs are resolved to concrete value files now, so the worker never touches the
-database and the materializations it consumed are known (for lineage).
+Everything here runs in the engine process and only prepares (`spawn` starts the process); the
+user's code runs in the child. Inputs are resolved to concrete value files now, so the worker
+never touches the database and the materializations it consumed are known (for lineage).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlmodel import Session
 
 from engine.authoring.backfill_policy import keys_of
 from engine.authoring.partitions import safe_key
+from engine.executor.spawn import Launch, worker_argv
 from engine.loading.config import Paths
 from engine.loading.manifest import AssetSpec, Manifest, TaskSpec
 from engine.storage import repo
+from engine.storage.models import Run
+
+if TYPE_CHECKING:
+    from engine.protocol import AssetStepSpec, Input, PartitionsInput, SingleInput, TaskStepSpec
 
 
 class InputMissing(Exception):
@@ -42,27 +44,12 @@ def _value_gone(name: str, key: str | None, path: str, spec: AssetSpec) -> Input
     )
 
 
-@dataclass
-class Launch:
-    """What the coordinator needs to know about a step attempt it is about to start."""
-
-    argv: list[str]
-    cwd: str
-    env: dict[str, str]
-    log_path: Path
-    spec: dict[str, Any] | None  # None for shell steps: no worker, no events
-    timeout: float | None
-    memory_limit: int | None
-    pool: str | None
-    partition: str | None = None
-    code_version: str | None = None
-    input_ids: list[int] = field(default_factory=list)
-
-
-def _single(mat_path: str, io: str, up: AssetSpec | None = None) -> dict[str, Any]:
-    # The upstream's file and name let the worker find a custom IO manager object.
-    where = {"file": up.file, "asset": up.name} if up is not None else {}
-    return {"mode": "single", "path": mat_path, "io": io, **where}
+def _single(mat_path: str, io: str, up: AssetSpec | None = None) -> SingleInput:
+    src: SingleInput = {"mode": "single", "path": mat_path, "io": io}
+    if up is not None:
+        # The upstream's file and name let the worker find a custom IO manager object.
+        src["file"], src["asset"] = up.file, up.name
+    return src
 
 
 def asset_inputs(
@@ -71,12 +58,12 @@ def asset_inputs(
     spec: AssetSpec,
     partition: str | None,
     keys: list[str] | None = None,
-) -> tuple[dict[str, Any], list[int]]:
+) -> tuple[dict[str, Input], list[int]]:
     """Value files for each upstream input of an asset, and the materializations they are.
 
     `keys` is the range a ranged asset is called with: an upstream partitioned alike comes
     as {key: value} over exactly those keys."""
-    inputs: dict[str, Any] = {}
+    inputs: dict[str, Input] = {}
     ids: list[int] = []
     for name in (*spec.inputs, *spec.optional_inputs):
         up = manifest.assets.get(name)
@@ -87,7 +74,7 @@ def asset_inputs(
         same_partitions = up.partitions is not None and up.partitions == spec.partitions
         if keys is not None and same_partitions:
             mats = repo.latest_per_partition(session, name)
-            items = {k: mats[k].value_path for k in keys if k in mats and mats[k].value_path}
+            items = {k: path for k in keys if k in mats and (path := mats[k].value_path)}
             missing = [k for k in keys if k not in items]
             if missing and name not in spec.optional_inputs:
                 more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
@@ -123,19 +110,22 @@ def asset_inputs(
             # partition of its upstream as {key: value}.
             # A partition whose value file is gone is missing, as if never materialized.
             mats = repo.latest_per_partition(session, name)
-            mats = {k: m for k, m in mats.items() if k is not None and not _gone(m.value_path)}
-            items = {k: m.value_path for k, m in mats.items() if m.value_path}
+            found = {k: m for k, m in mats.items() if k is not None and not _gone(m.value_path)}
+            items = {k: path for k, m in found.items() if (path := m.value_path)}
             inputs[name] = _partitions(items, up)
-            ids.extend(m.id or 0 for m in mats.values())
+            ids.extend(m.id or 0 for m in found.values())
     return inputs, ids
 
 
-def _partitions(items: dict[str, str], up: AssetSpec) -> dict[str, Any]:
-    return {"mode": "partitions", "items": items, "io": up.io, "file": up.file, "asset": up.name}
+def _partitions(items: dict[str, str], up: AssetSpec) -> PartitionsInput:
+    src: PartitionsInput = {
+        "mode": "partitions", "items": items, "io": up.io, "file": up.file, "asset": up.name,
+    }  # fmt: skip
+    return src
 
 
-def task_inputs(session: Session, run_id: str, task: TaskSpec) -> dict[str, Any]:
-    inputs: dict[str, Any] = {}
+def task_inputs(session: Session, run_id: str, task: TaskSpec) -> dict[str, Input]:
+    inputs: dict[str, Input] = {}
     for name in task.inputs:
         st = repo.step(session, run_id, name)
         attempts = [a for a in repo.attempts_of(session, run_id) if a.key == name and a.output_path]
@@ -170,7 +160,7 @@ def prepare(
     session: Session,
     manifest: Manifest,
     paths: Paths,
-    run: Any,
+    run: Run,
     key: str,
     attempt: int,
     values: str | None = None,
@@ -187,7 +177,7 @@ def prepare(
     params = json.loads(run.params or "{}")
     log_path = log_path_for(paths, run.id, key, attempt)
     spec_dir = paths.runs / run.id
-    worker = [sys.executable, "-u", "-m", "engine.executor.worker"]
+    worker = worker_argv()
     if run.kind == "assets":
         aspec = manifest.assets[key]
         partition = run.partition if aspec.partitions is not None else None
@@ -197,10 +187,9 @@ def prepare(
         inputs, ids = asset_inputs(session, manifest, aspec, partition, keys)
         base = f"{values or paths.values}/{key}"
         part_dir = f"{base}/{safe_key(partition) if partition else '_'}"
-        spec = {
+        spec: AssetStepSpec = {
             "kind": "asset",
             "key": key,
-            "name": key,
             "root": manifest.root,
             "file": aspec.file,
             "run_id": run.id,
@@ -210,20 +199,15 @@ def prepare(
             "home": str(paths.home),
             "inputs": inputs,
             "output_stem": f"{part_dir}/{run.id}.{attempt}",
-            # A ranged asset: the keys it is called with, and where each key's value goes.
-            **(
-                {
-                    "partitions": keys,
-                    "output_stems": {k: f"{base}/{safe_key(k)}/{run.id}.{attempt}" for k in keys},
-                }
-                if keys is not None
-                else {}
-            ),
             "checks": [
                 {"file": c.file, "name": c.name, "blocking": c.blocking}
                 for c in manifest.checks.get(key, [])
             ],
         }
+        if keys is not None:
+            # A ranged asset: the keys it is called with, and where each key's value goes.
+            spec["partitions"] = keys
+            spec["output_stems"] = {k: f"{base}/{safe_key(k)}/{run.id}.{attempt}" for k in keys}
         return Launch(
             argv=worker,
             cwd=str(paths.project),
@@ -252,15 +236,15 @@ def prepare(
             memory_limit=task.memory_limit,
             pool=task.pool,
         )
-    spec = {
+    task_spec: TaskStepSpec = {
         "kind": "task",
         "key": key,
-        "name": key,
         "pipeline": pipeline.name,
         "root": manifest.root,
         "file": pipeline.file,
         "run_id": run.id,
         "attempt": attempt,
+        "partition": None,
         "params": params,
         "home": str(paths.home),
         "inputs": task_inputs(session, run.id, task),
@@ -276,54 +260,8 @@ def prepare(
         cwd=str(paths.project),
         env=env,
         log_path=log_path,
-        spec=spec,
+        spec=task_spec,
         timeout=task.timeout,
         memory_limit=task.memory_limit,
         pool=task.pool,
     )
-
-
-def open_io(launch: Launch, spec_path: Path) -> tuple[int, int | None, int | None]:
-    """Open the attempt's log file and, for Python steps, write the spec and make the events
-    pipe. Returns (log fd, events read fd, events write fd); the caller closes them."""
-    launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_fd = os.open(launch.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    if launch.spec is None:
-        os.write(log_fd, f"$ {launch.argv[-1]}\n".encode())
-        return log_fd, None, None
-    try:
-        spec_path.parent.mkdir(parents=True, exist_ok=True)
-        spec_path.write_text(json.dumps(launch.spec))
-        read_fd, write_fd = os.pipe()
-    except BaseException:
-        os.close(log_fd)
-        raise
-    return log_fd, read_fd, write_fd
-
-
-def spawn(launch: Launch, spec_path: Path) -> tuple[subprocess.Popen[bytes], int | None]:
-    """Start the process; returns it and the read end of its events pipe (None for shell)."""
-    log_fd, read_fd, write_fd = open_io(launch, spec_path)
-    try:
-        argv = list(launch.argv)
-        if write_fd is not None:
-            argv += [str(spec_path), str(write_fd)]
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,
-            stderr=log_fd,
-            cwd=launch.cwd,
-            env=launch.env,
-            pass_fds=(write_fd,) if write_fd is not None else (),
-            start_new_session=True,  # its own process group: we can signal the whole tree
-        )
-    except BaseException:
-        if read_fd is not None:
-            os.close(read_fd)
-        raise
-    finally:
-        os.close(log_fd)
-        if write_fd is not None:
-            os.close(write_fd)
-    return proc, read_fd

@@ -21,6 +21,8 @@ from collections.abc import Iterable
 
 import psutil
 
+from engine.status import StepStatus
+
 LINE_PREFIX = "dagtop: "
 """What every line dagtop itself writes into a step's log starts with."""
 GRACE = 3.0
@@ -77,14 +79,14 @@ class Leftovers:
 
     def poll(self) -> bool:
         """True once every process is gone; past the deadline, SIGKILL what is left first."""
-        alive = {pid: proc for pid, proc in self.procs.items() if _alive(proc)}
-        self.procs = alive
-        if not alive:
+        running = {pid: proc for pid, proc in self.procs.items() if alive(proc)}
+        self.procs = running
+        if not running:
             return True
         if time.monotonic() >= self.deadline and not self.killed:
             self.killed = True
-            alive.update(self._forked_meanwhile())
-            _signal(alive.values(), signal.SIGKILL)
+            running.update(self._forked_meanwhile())
+            _signal(running.values(), signal.SIGKILL)
         return False
 
     def wait(self, poll: float = 0.02) -> None:
@@ -122,7 +124,7 @@ class Leftovers:
         return found
 
 
-def end_line(status: str, error: str | None, attempt: int, max_attempts: int,
+def end_line(status: StepStatus, error: str | None, attempt: int, max_attempts: int,
              retry_in: float | None, *, started: bool = True) -> str:  # fmt: skip
     """The last line of an attempt's log: how the attempt ended, and why.
 
@@ -137,11 +139,11 @@ def end_line(status: str, error: str | None, attempt: int, max_attempts: int,
     reason = " ".join((error or "").split())  # one line, whatever the error holds
     if not started:
         text = f"step not started: {reason}"
-    elif status == "success":
+    elif status == StepStatus.SUCCESS:
         text = "step succeeded"
         if max_attempts > 1:
             text += f" on attempt {attempt} of {max_attempts}"
-    elif status == "canceled":
+    elif status == StepStatus.CANCELED:
         text = f"step {reason}" if reason.startswith("canceled") else f"step canceled: {reason}"
     else:
         text = f"step {status}: {reason}" if reason else f"step {status}"
@@ -189,7 +191,7 @@ def _names_a_stranger(sid: int, born: float) -> bool:
         return False  # no process has that pid: only our session's members can hold the id
 
 
-def _alive(proc: psutil.Process) -> bool:
+def alive(proc: psutil.Process) -> bool:
     """Running and not a zombie (a zombie is dead, its parent has yet to read its status)."""
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE

@@ -15,10 +15,14 @@ import selectors
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from engine.executor import launch as launching
+from engine.executor import spawn as spawning
 from engine.executor.forkserver import ForkServer
+from engine.executor.spawn import Launch
+
+if TYPE_CHECKING:
+    from engine.protocol import ExitReport
 
 # What happens here is the coordinator's doing: its log says so under its name.
 log = logging.getLogger("engine.executor.coordinator")
@@ -53,7 +57,7 @@ class LocalProcesses:
             self._sel.register(server.fileno(), selectors.EVENT_READ, ("forkserver", None))
 
     def spawn(
-        self, launch: launching.Launch, spec_path: Path, attempt_id: int
+        self, launch: Launch, spec_path: Path, attempt_id: int
     ) -> tuple[int, subprocess.Popen[bytes] | None, int | None]:
         """Start an attempt: forked from the warm server when possible, else a new interpreter.
 
@@ -62,7 +66,9 @@ class LocalProcesses:
         """
         server = self._forkserver() if launch.spec is not None else None
         if server is not None:
-            log_fd, read_fd, write_fd = launching.open_io(launch, spec_path)
+            log_fd, read_fd, write_fd = spawning.open_io(
+                launch.log_path, launch.spec, spec_path, launch.argv
+            )
             assert read_fd is not None and write_fd is not None
             try:
                 pid = server.spawn(
@@ -76,10 +82,12 @@ class LocalProcesses:
             finally:
                 os.close(log_fd)
                 os.close(write_fd)
-        popen, events_fd = launching.spawn(launch, spec_path)
+        popen, events_fd = spawning.start(
+            launch.argv, launch.spec, spec_path, launch.log_path, launch.cwd, launch.env
+        )
         return popen.pid, popen, events_fd
 
-    def exits(self) -> list[dict[str, Any]]:
+    def exits(self) -> list[ExitReport]:
         """The fork server's exit reports available now (its socket is readable)."""
         assert self._server is not None
         try:

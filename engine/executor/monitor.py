@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 
 import psutil
 
+from engine.executor.leftovers import alive
 from engine.processes import describe_exit
 from engine.units import format_bytes
 
@@ -119,22 +120,22 @@ def _terminate(pid: int, grace: float | None, extra: Iterable[psutil.Process] = 
         return
     _signal_all(pid, procs.values(), signal.SIGTERM)
     deadline = time.monotonic() + max(grace, 0.0)
-    alive = [proc for proc in procs.values() if _is_alive(proc)]
-    while alive and time.monotonic() < deadline:
+    running = [proc for proc in procs.values() if alive(proc)]
+    while running and time.monotonic() < deadline:
         time.sleep(min(_POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
-        alive = [proc for proc in alive if _is_alive(proc)]
+        running = [proc for proc in running if alive(proc)]
     # Look again: something may have forked while it was shutting down.
     for proc in _collect_tree(pid, protected).values():
-        if proc.pid not in procs and _is_alive(proc):
-            alive.append(proc)
-    if alive:
+        if proc.pid not in procs and alive(proc):
+            running.append(proc)
+    if running:
         logger.info(
             "process tree of pid %d still had %d process(es) after %g s; sending SIGKILL",
             pid,
-            len(alive),
+            len(running),
             grace,
         )
-        _signal_all(pid, alive, signal.SIGKILL)
+        _signal_all(pid, running, signal.SIGKILL)
 
 
 def _protected_pids() -> set[int]:
@@ -186,16 +187,6 @@ def _signal_all(pid: int, procs: Iterable[psutil.Process], sig: signal.Signals) 
         # psutil checks the pid still names the process we collected (pid reuse).
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             proc.send_signal(sig)
-
-
-def _is_alive(proc: psutil.Process) -> bool:
-    """Running and not a zombie: a zombie's parent only has yet to read its exit status."""
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:
-        return True
 
 
 @dataclass(slots=True)
@@ -344,8 +335,9 @@ class Monitor:
         """
         if pid <= 1 or pid in _protected_pids():
             raise ValueError(f"refusing to watch pid {pid}: it is init or ours")
+        root: psutil.Process | None
         try:
-            root: psutil.Process | None = psutil.Process(pid)
+            root = psutil.Process(pid)
             born = root.create_time()
             own_session = os.getsid(pid) == pid
         except (psutil.Error, OSError):
@@ -429,7 +421,7 @@ class Monitor:
             return [
                 member.proc
                 for pid, member in watch.members.items()
-                if pid != watch.pid and _is_alive(member.proc)
+                if pid != watch.pid and alive(member.proc)
             ]
 
     def stats(self, key: str) -> TreeStats | None:
@@ -527,10 +519,10 @@ class Monitor:
                 sid = os.getsid(pid)
             except OSError:
                 continue  # exited since the listing
-            watch = by_session.get(sid)
-            if watch is not None:
-                if pid not in watch.members and pid not in watch.dead:
-                    found.append((watch, pid))
+            in_session = by_session.get(sid)
+            if in_session is not None:
+                if pid not in in_session.members and pid not in in_session.dead:
+                    found.append((in_session, pid))
             elif sid == pid and pid not in self._leaders:
                 self._leaders[pid] = _parent_and_birth(pid)
         self._leaders = {pid: v for pid, v in self._leaders.items() if pid in listed}
@@ -547,11 +539,11 @@ class Monitor:
         while adopted:
             adopted = False
             for pid, (ppid, born) in self._leaders.items():
-                watch = owner.get(ppid)
-                if watch is None or pid in owner or pid in watch.dead:
+                parent = owner.get(ppid)
+                if parent is None or pid in owner or pid in parent.dead:
                     continue
                 # A parent is older than its child; a younger "parent" reused the pid.
-                if watch.members[ppid].create_time <= born and self._adopt(watch, pid, owner):
+                if parent.members[ppid].create_time <= born and self._adopt(parent, pid, owner):
                     adopted = True
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""What the coordinator writes to storage as it executes runs.
+"""What the coordinator writes to storage as it executes runs, and nothing else.
 
 A run: `claim_run` takes it over (running, owned by this engine), `record_steps` settles the
 steps that end without running (skipped, canceled) and `record_run_end` its final status.
@@ -7,11 +7,13 @@ An attempt, from its start to its end: `record_start` marks the step running and
 attempt row, preparing its launch in the same transaction; `record_pid` and `record_placement`
 say where it runs; `record_end` settles it in exactly one terminal state (the attempt and step
 rows, the events it sent, its downsampled resource series, on success its materialization and
-check records, and a retry's backoff when it failed and may run again). `LiveSamples` carries
-the monitor's samples of running attempts to storage in batches.
+check records, and a retry's time when it runs again) and writes dagtop's last line in its
+log. `LiveSamples` carries the monitor's samples of running attempts to storage in batches.
 
-The coordinator decides what happens and when (with the rules in `state.py`); these functions
-take the database and the state they need explicitly and never reach into the coordinator.
+Every decision is made before these are called, by the rules in `state.py` (a retry and its
+backoff, what a failed check blocks, whether a run may be claimed); these functions take the
+database and what they write explicitly, and change nothing in memory: the coordinator applies
+the same outcome to its `RunState` once the write is done.
 """
 
 from __future__ import annotations
@@ -20,27 +22,32 @@ import json
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine as SAEngine
+from sqlmodel import Session
 
 from engine.authoring import iomanager
 from engine.executor import launch as launching
 from engine.executor.leftovers import append_lines, end_line
 from engine.executor.monitor import Sample, TreeStats
 from engine.executor.recovery import owner_alive
-from engine.executor.state import Ending, LiveAttempt, RunState, StepState, Updates
+from engine.executor.spawn import Launch
+from engine.executor.state import LiveAttempt, Outcome, RunState, StepState, Updates, may_claim
 from engine.loading.config import Paths
 from engine.loading.manifest import Manifest
+from engine.protocol import EventKind
 from engine.status import RunStatus, StepStatus, transition_run, transition_step
 from engine.storage import repo
 from engine.storage.db import session_scope
 from engine.storage.models import CheckRecord, Materialization, StepAttempt
 
-MAX_RETRY_DELAY = 300.0
+if TYPE_CHECKING:
+    from engine.protocol import Event, Placement
+
 SAMPLE_FLUSH = 1.0
 
 
@@ -51,10 +58,8 @@ def claim_run(db: SAEngine, run_id: str, owner: str, now: float) -> RunState | N
     """
     with session_scope(db) as s:
         run = repo.find_run(s, run_id)
-        if RunStatus(run.status).finished:
+        if not may_claim(RunStatus(run.status), run.owner, owner, owner_alive):
             return None
-        if run.owner and run.owner != owner and owner_alive(run.owner):
-            return None  # another live engine is executing it
         steps = repo.steps_of(s, [run.id])[run.id]
         if run.status == RunStatus.QUEUED:
             transition_run(run, RunStatus.RUNNING)
@@ -65,25 +70,24 @@ def claim_run(db: SAEngine, run_id: str, owner: str, now: float) -> RunState | N
         return RunState.from_rows(run, steps)
 
 
-def record_steps(db: SAEngine, run: RunState, updates: Updates, now: float) -> None:
+def record_steps(db: SAEngine, run_id: str, updates: Updates, now: float) -> None:
     """Settle steps that end without running (skipped, canceled), each with its reason."""
     with session_scope(db) as s:
         for key, (status, reason) in updates.items():
-            row = repo.step(s, run.id, key)
+            row = repo.step(s, run_id, key)
             assert row is not None
             transition_step(row, status)
             row.error = reason
             row.ended_at = now
             s.add(row)
-            run.steps[key].status = status
         repo.add_events(
             s,
             [
-                {"run_id": run.id, "step_key": k, "ts": now, "kind": st.value, "message": r}
+                {"run_id": run_id, "step_key": k, "ts": now, "kind": st.value, "message": r}
                 for k, (st, r) in updates.items()
             ],
         )
-        repo.touch_runs(s, [run.id], now)
+        repo.touch_runs(s, [run_id], now)
 
 
 def record_run_end(db: SAEngine, run_id: str, final: RunStatus, now: float) -> None:
@@ -103,7 +107,7 @@ class Started:
     why)."""
 
     attempt_id: int
-    launch: launching.Launch | None
+    launch: Launch | None
     error: str | None
     log_path: Path
 
@@ -113,35 +117,36 @@ def record_start(
     manifest: Manifest,
     paths: Paths,
     values_dir: str | None,
-    run: RunState,
+    run_id: str,
     st: StepState,
+    attempt_no: int,
     now: float,
     *,
     remote: bool,
 ) -> Started:
-    """Mark the step running and create its next attempt's row, preparing what it will run."""
-    attempt_no = st.attempts + 1
+    """Mark the step running and create the row of its attempt `attempt_no`, preparing what it
+    will run."""
     error: str | None = None
-    launch: launching.Launch | None = None
+    launch: Launch | None = None
     with session_scope(db) as s:
-        run_row = repo.find_run(s, run.id)
+        run_row = repo.find_run(s, run_id)
         try:
             launch = launching.prepare(s, manifest, paths, run_row, st.key, attempt_no, values_dir)
         except launching.InputMissing as exc:
             error = str(exc)
         except KeyError:
             error = f"{st.key!r} is no longer defined in the pipelines"
-        row = repo.step(s, run.id, st.key)
+        row = repo.step(s, run_id, st.key)
         assert row is not None
         transition_step(row, StepStatus.RUNNING)
         row.attempts = attempt_no
         row.started_at = row.started_at or now
         row.retry_at = None
-        log_path = launching.log_path_for(paths, run.id, st.key, attempt_no)
+        log_path = launching.log_path_for(paths, run_id, st.key, attempt_no)
         row.log_path = str(log_path)
         att = StepAttempt(
             step_id=st.id,
-            run_id=run.id,
+            run_id=run_id,
             key=st.key,
             attempt=attempt_no,
             log_path=str(log_path),
@@ -154,8 +159,7 @@ def record_start(
         s.add(att)
         s.flush()
         attempt_id = att.id or 0
-        repo.touch_runs(s, [run.id], now)
-    st.status, st.attempts = StepStatus.RUNNING, attempt_no
+        repo.touch_runs(s, [run_id], now)
     return Started(attempt_id, launch, error, log_path)
 
 
@@ -168,58 +172,48 @@ def record_pid(db: SAEngine, attempt_id: int, pid: int, create_time: float | Non
         s.add(att)
 
 
-def record_placement(db: SAEngine, attempt_id: int, where: dict[str, Any]) -> None:
+def record_placement(db: SAEngine, attempt_id: int, where: Placement) -> None:
     """Where a Dask worker started the attempt: host, worker address, pid."""
     with session_scope(db) as s:
         att = repo.attempt(s, attempt_id)
         assert att is not None
         att.host, att.worker = where["host"], where["worker"]
-        att.pid, att.pid_create_time = where["pid"], where.get("create_time")
+        att.pid, att.pid_create_time = where["pid"], where["create_time"]
         s.add(att)
 
 
 def record_end(
     db: SAEngine,
-    manifest: Callable[[], Manifest],
-    run: RunState,
+    run_id: str,
     st: StepState,
     attempt_id: int,
-    end: Ending,
+    outcome: Outcome,
     returncode: int | None,
     stats: TreeStats,
     now: float,
     live: LiveAttempt | None = None,
     log_path: Path | None = None,
     lines: Sequence[str] = (),
-) -> StepStatus:
-    """Settle the attempt; returns the step's new status (RETRYING when it will run again).
+) -> None:
+    """Settle the step's current attempt (`st.attempts`) as `outcome` says.
 
     `live` is None when the attempt ended before anything of it ran. Before the record, the
     attempt's log at `log_path` gets `lines` and then dagtop's last line, how the attempt ended
     and why: first, so that whoever sees the end in storage finds the line in the log.
     """
+    end = outcome.end
     status, error = end.status, end.error
-    retrying = (
-        status == StepStatus.FAILED
-        and end.retry
-        and st.attempts < st.max_attempts
-        and not run.canceling
-    )
-    delay: float | None = None
-    if retrying:
-        base = run.definition(manifest(), st.key, "retry_delay")
-        base = 1.0 if base is None else base
-        delay = min(base * 2 ** (st.attempts - 1), MAX_RETRY_DELAY)
     if log_path is not None:
         last = end_line(
-            status.value, error, st.attempts, st.max_attempts, delay, started=live is not None
-        )
+            status, error, st.attempts, st.max_attempts, outcome.retry_in,
+            started=live is not None,
+        )  # fmt: skip
         append_lines(log_path, [*lines, last])
     stale_values: list[str] = []
     events = live.events if live else []
     with session_scope(db) as s:
         att = repo.attempt(s, attempt_id)
-        row = repo.step(s, run.id, st.key)
+        row = repo.step(s, run_id, st.key)
         assert att is not None and row is not None
         att.status = status.value
         att.ended_at, att.exit_code, att.error, att.traceback = (
@@ -231,64 +225,65 @@ def record_end(
         att.peak_rss_bytes, att.peak_cpu_percent = stats.peak_rss_bytes, stats.peak_cpu_percent
         att.cpu_seconds, att.peak_threads = stats.cpu_seconds, stats.peak_threads
         att.read_bytes, att.write_bytes = stats.read_bytes, stats.write_bytes
-        output = next((e for e in events if e["e"] == "output"), None)
+        output = next((e for e in events if e["e"] == EventKind.OUTPUT), None)
         if output:
             att.output_path = output["path"]
-        new_status = StepStatus.RETRYING if retrying else status
-        transition_step(row, new_status)
+        transition_step(row, outcome.step_status)
         row.exit_code, row.error = returncode, error
         row.peak_rss_bytes = max(row.peak_rss_bytes or 0, stats.peak_rss_bytes) or None
         row.cpu_seconds = (row.cpu_seconds or 0.0) + stats.cpu_seconds
-        if delay is not None:
-            row.retry_at = now + delay
-            st.retry_at = row.retry_at
+        if outcome.retry_at is not None:
+            row.retry_at = outcome.retry_at
         else:
             row.ended_at = now
         if status == StepStatus.SUCCESS and live is not None and live.launch.spec is not None:
-            stale_values = _record_outputs(s, run, live, attempt_id, events, now)
+            stale_values = _record_outputs(s, run_id, live, attempt_id, events, now)
         s.add(att)
         s.add(row)
-        repo.add_events(s, [_event_row(run.id, st.key, st.attempts, e) for e in events])
+        repo.add_events(s, [_event_row(run_id, st.key, st.attempts, e) for e in events])
         repo.add_events(
             s,
             [
                 {
-                    "run_id": run.id,
+                    "run_id": run_id,
                     "step_key": st.key,
                     "attempt": st.attempts,
                     "ts": now,
-                    "kind": new_status.value,
+                    "kind": outcome.step_status.value,
                     "message": error,
                 }
             ],
         )
         repo.replace_samples(s, attempt_id, [_sample_row(attempt_id, x) for x in stats.samples])
-        repo.touch_runs(s, [run.id], now)
-    st.status = new_status
+        repo.touch_runs(s, [run_id], now)
     for path in stale_values:
         iomanager.remove(path)  # a path, or a URL when values_dir is one
-    return new_status
 
 
 def _record_outputs(
-    s: Any,
-    run: RunState,
+    s: Session,
+    run_id: str,
     live: LiveAttempt,
     attempt_id: int,
-    events: list[dict[str, Any]],
+    events: list[Event],
     now: float,
 ) -> list[str]:
     """An asset's materialization and check records (one each per key of a partition range);
     returns the value paths it made stale."""
-    spec = live.launch.spec or {}
-    if spec.get("kind") != "asset":
+    spec = live.launch.spec
+    if spec is None or spec["kind"] != "asset":
         return []
     # One output per partition key for a ranged asset; else one (or none: no value).
-    outputs = [e for e in events if e["e"] == "output"] or [{}]
+    partition = live.launch.partition
+    values: list[tuple[str | None, str | None, int | None]] = [
+        (e.get("partition", partition), e["path"], e["size"])
+        for e in events
+        if e["e"] == EventKind.OUTPUT
+    ] or [(partition, None, None)]
     metadata: dict[str, Any] = {}
     for e in events:
-        if e["e"] == "metadata":
-            metadata.update(e.get("data") or {})
+        if e["e"] == EventKind.METADATA:
+            metadata.update(e["data"])
     metadata_json = json.dumps(metadata, default=repr)
     inputs_json = json.dumps(live.launch.input_ids)
     stale = repo.add_materializations(
@@ -296,40 +291,36 @@ def _record_outputs(
         [
             Materialization(
                 asset=live.key,
-                partition=output.get("partition", live.launch.partition),
-                run_id=run.id,
+                partition=key,
+                run_id=run_id,
                 attempt_id=attempt_id,
                 created_at=now,
                 metadata_json=metadata_json,
                 code_version=live.launch.code_version,
                 inputs_json=inputs_json,
-                value_path=output.get("path"),
-                value_size=output.get("size"),
+                value_path=path,
+                value_size=size,
             )
-            for output in outputs
+            for key, path, size in values
         ],
     )
-    records = []
-    for e in events:
-        if e["e"] != "check":
-            continue
-        records += [
-            CheckRecord(
-                run_id=run.id,
-                asset=live.key,
-                partition=output.get("partition", live.launch.partition),
-                name=e["name"],
-                passed=bool(e["passed"]),
-                blocking=bool(e.get("blocking")),
-                description=e.get("description"),
-                metadata_json=json.dumps(e.get("metadata") or {}, default=repr),
-                error=e.get("error"),
-                created_at=now,
-            )
-            for output in outputs
-        ]
-        if e.get("blocking") and not e["passed"]:
-            run.blocked[live.key] = f"blocking check {e['name']} on {live.key} failed"
+    records = [
+        CheckRecord(
+            run_id=run_id,
+            asset=live.key,
+            partition=key,
+            name=e["name"],
+            passed=e["passed"],
+            blocking=e["blocking"],
+            description=e["description"],
+            metadata_json=json.dumps(e["metadata"], default=repr),
+            error=e["error"],
+            created_at=now,
+        )
+        for e in events
+        if e["e"] == EventKind.CHECK
+        for key, _path, _size in values
+    ]
     repo.add_check_records(s, records)
     return stale
 
@@ -375,15 +366,15 @@ class LiveSamples:
                 repo.add_samples(s, rows)
 
 
-def _event_row(run_id: str, key: str, attempt: int, e: dict[str, Any]) -> dict[str, Any]:
+def _event_row(run_id: str, key: str, attempt: int, e: Event) -> dict[str, Any]:
     # `children` is for the coordinator (what to end), not the history.
     data = {k: v for k, v in e.items() if k not in ("e", "t", "message", "children")}
     return {
         "run_id": run_id,
         "step_key": key,
         "attempt": attempt,
-        "ts": e.get("t", time.time()),
-        "kind": e["e"],
+        "ts": e["t"],
+        "kind": e["e"].value,
         "message": e.get("message"),
         "data": json.dumps(data, default=repr),
     }

@@ -17,6 +17,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from engine.authoring.iomanager import is_url
 from engine.errors import first_line
 from engine.executor.leftovers import append_lines, end_line
 from engine.executor.monitor import kill_tree
+from engine.executor.state import may_retry
 from engine.loading.config import Paths
 from engine.status import RunStatus, StepStatus, transition_run, transition_step
 from engine.storage import repo
@@ -107,7 +109,7 @@ def reconcile(db: SAEngine, now: float | None = None) -> list[str]:
                 interrupted[att.key] = interrupted.get(att.key, 0) + 1
                 if interrupted[att.key] <= MAX_INTERRUPTIONS:
                     step.max_attempts = max(step.max_attempts, step.attempts + 1)
-                retry = step.attempts < step.max_attempts and not run.cancel_requested
+                retry = may_retry(step.attempts, step.max_attempts, run.cancel_requested)
                 if retry:
                     transition_step(step, StepStatus.RETRYING)
                     step.retry_at = now
@@ -119,7 +121,7 @@ def reconcile(db: SAEngine, now: float | None = None) -> list[str]:
                     att.log_path,
                     [
                         end_line(
-                            "failed", ENGINE_STOPPED, att.attempt, step.max_attempts,
+                            StepStatus.FAILED, ENGINE_STOPPED, att.attempt, step.max_attempts,
                             0.0 if retry else None,
                         )
                     ],
@@ -318,7 +320,8 @@ def _list_url(url: str) -> list[_Listed]:
 
 def _url_age(fs: Any, path: str) -> float | None:
     try:
-        return time.time() - fs.modified(path).timestamp()
+        modified: datetime = fs.modified(path)
+        return time.time() - modified.timestamp()
     except (NotImplementedError, AttributeError, TypeError):
         return None
 

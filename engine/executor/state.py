@@ -1,36 +1,69 @@
-"""What the coordinator holds in memory about the runs it executes, and the rules read from it.
+"""What the coordinator holds in memory about the runs it executes, and every rule it decides by.
 
 A `RunState` is the coordinator's copy of one run and its steps as it last wrote them to storage
-(storage stays the record; this is what the loop decides from): which step is ready, which must
-be skipped and why, how the run ends, which alert hooks a step's new status fires. A
-`LiveAttempt` is one attempt whose process (or Dask task) is running: its handles, the events
-it has sent so far, and, once it exits, how it ended.
+(storage stays the record; this is what the loop decides from): whether this engine may claim
+it, which step is ready, which steps end without running and why (skipped, canceled), how an
+attempt's end settles its step (retry or not, and the backoff), which failed check blocks what
+is downstream, how the run ends, which alert hooks a step's new status fires. A `LiveAttempt`
+is one attempt whose process (or Dask task) is running: its handles, the events it has sent so
+far, and, once it exits, how it ended.
 
-Nothing here writes to storage, starts or stops a process, or touches the selector.
+The coordinator asks these rules, has `recording` write the outcome, and then applies it here
+(`apply`, `started`, `ended`), so memory follows storage. Nothing here writes to storage, starts
+or stops a process, or touches the selector.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.executor.alerts import Alert
 from engine.executor.monitor import TreeStats, describe_exit
+from engine.protocol import EventKind, FailureKind, decode_event, reported_children
 from engine.status import RunStatus, StepStatus
 
 if TYPE_CHECKING:
-    from engine.executor.launch import Launch
+    from engine.executor.dask_executor import RemoteAttempt
+    from engine.executor.leftovers import Leftovers
+    from engine.executor.spawn import Launch
     from engine.loading.manifest import Manifest
+    from engine.protocol import CheckEvent, ErrorEvent, Event
     from engine.storage.models import Run, Step
 
-NOT_RETRIED = frozenset({"type"})  # worker error kinds a retry cannot change
+# A value of the wrong type will be of the wrong type again: retrying only wastes time.
+NOT_RETRIED = frozenset({FailureKind.TYPE})
+MAX_RETRY_DELAY = 300.0
+"""Seconds: the exponential backoff between attempts stops growing here."""
 
 # Steps settled in one pass without running: key -> (new status, the reason).
 Updates = dict[str, tuple[StepStatus, str | None]]
+
+
+def may_claim(
+    status: RunStatus, owner: str | None, me: str, owner_alive: Callable[[str], bool]
+) -> bool:
+    """Whether engine `me` may execute a run: it has not finished, and no other live engine
+    executes it."""
+    if status.finished:
+        return False
+    return not (owner and owner != me and owner_alive(owner))
+
+
+def may_retry(attempts: int, max_attempts: int, canceling: bool) -> bool:
+    """Whether a step whose attempt `attempts` failed runs again (its failure aside)."""
+    return attempts < max_attempts and not canceling
+
+
+def retry_delay(base: float | None, attempts: int) -> float:
+    """Seconds before the attempt after attempt `attempts`: `base` (1 s when the step's
+    definition is gone), doubled at each attempt, capped at `MAX_RETRY_DELAY`."""
+    delay: float = (1.0 if base is None else base) * 2 ** (attempts - 1)
+    return min(delay, MAX_RETRY_DELAY)
 
 
 @dataclass
@@ -42,6 +75,27 @@ class StepState:
     attempts: int
     max_attempts: int
     retry_at: float | None
+
+
+@dataclass
+class Ending:
+    """How an attempt ended, before the retry policy has its say."""
+
+    status: StepStatus
+    error: str | None
+    traceback: str | None
+    retry: bool  # False when a retry cannot change the outcome
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an attempt's end does to its step: `Ending` with the retry policy applied."""
+
+    end: Ending
+    step_status: StepStatus  # the end's status, or RETRYING when the step runs again
+    retry_in: float | None  # seconds until the next attempt, when there is one
+    retry_at: float | None
+    blocks: str | None  # why what is downstream may not run: a blocking check failed
 
 
 @dataclass
@@ -85,6 +139,8 @@ class RunState:
             spec = pipeline.tasks.get(key) if pipeline else None
         return getattr(spec, attr, None)
 
+    # --- which steps run, and which never will ------------------------------------------------
+
     def ready(self, st: StepState, now: float) -> bool:
         """Whether the step may start now: queued (or due for a retry), its upstream done."""
         if st.status == StepStatus.RETRYING:
@@ -108,6 +164,46 @@ class RunState:
                 return self.blocked[up]
         return None
 
+    def unrunnable(self) -> Updates:
+        """The steps that end now without running, each with its reason: with a cancel
+        requested, every step still waiting; then every step whose upstream failed, was
+        skipped or canceled, or is blocked by a check (through the whole graph at once)."""
+        updates: Updates = {}
+        if self.canceling:
+            for st in self.steps.values():
+                if st.status in (StepStatus.QUEUED, StepStatus.RETRYING):
+                    updates[st.key] = (StepStatus.CANCELED, "canceled by user")
+        changed = True
+        while changed:
+            changed = False
+            for st in self.steps.values():
+                status = updates.get(st.key, (st.status, None))[0]
+                if status != StepStatus.QUEUED:
+                    continue
+                reason = self.skip_reason(st, updates)
+                if reason:
+                    updates[st.key] = (StepStatus.SKIPPED, reason)
+                    changed = True
+        return updates
+
+    def apply(self, updates: Updates) -> None:
+        """The steps in `updates` were settled in storage."""
+        for key, (status, _reason) in updates.items():
+            self.steps[key].status = status
+
+    def finished(self) -> bool:
+        """Whether every step has finished (attempts may still be ending)."""
+        return all(st.status.finished for st in self.steps.values())
+
+    def next_retry(self) -> float | None:
+        """When the first step waiting for a retry is due, if any."""
+        due = [
+            st.retry_at
+            for st in self.steps.values()
+            if st.status == StepStatus.RETRYING and st.retry_at is not None
+        ]
+        return min(due, default=None)
+
     def final_status(self) -> RunStatus:
         """How the run ends, once every step has finished."""
         statuses = [st.status for st in self.steps.values()]
@@ -116,6 +212,44 @@ class RunState:
         if all(s == StepStatus.SUCCESS for s in statuses) and not self.blocked:
             return RunStatus.SUCCESS
         return RunStatus.FAILED
+
+    # --- an attempt, from its start to its end ------------------------------------------------
+
+    def started(self, st: StepState, attempt: int) -> None:
+        """Attempt `attempt` of the step was recorded as running."""
+        st.status, st.attempts, st.retry_at = StepStatus.RUNNING, attempt, None
+
+    def outcome(
+        self,
+        st: StepState,
+        end: Ending,
+        manifest: Callable[[], Manifest],
+        now: float,
+        events: Sequence[Event] = (),
+    ) -> Outcome:
+        """What the end of the step's current attempt does: whether it runs again and when
+        (a failure a retry can change, attempts left, no cancel), and which blocking check
+        failed on a success (its `events`)."""
+        retry_in = retry_at = None
+        failed = end.status == StepStatus.FAILED and end.retry
+        if failed and may_retry(st.attempts, st.max_attempts, self.canceling):
+            base = self.definition(manifest(), st.key, "retry_delay")
+            retry_in = retry_delay(base, st.attempts)
+            retry_at = now + retry_in
+        blocks = None
+        if end.status == StepStatus.SUCCESS:
+            for check in failed_blocking_checks(events):
+                blocks = f"blocking check {check['name']} on {st.key} failed"
+        status = StepStatus.RETRYING if retry_in is not None else end.status
+        return Outcome(end, status, retry_in, retry_at, blocks)
+
+    def ended(self, st: StepState, outcome: Outcome) -> None:
+        """The attempt's outcome was recorded."""
+        st.status = outcome.step_status
+        if outcome.retry_at is not None:
+            st.retry_at = outcome.retry_at
+        if outcome.blocks is not None:
+            self.blocked[st.key] = outcome.blocks
 
     def alert_for(
         self,
@@ -158,14 +292,9 @@ class RunState:
         )  # fmt: skip
 
 
-@dataclass
-class Ending:
-    """How an attempt ended, before the retry policy has its say."""
-
-    status: StepStatus
-    error: str | None
-    traceback: str | None
-    retry: bool  # False when a retry cannot change the outcome
+def failed_blocking_checks(events: Sequence[Event]) -> list[CheckEvent]:
+    """The blocking checks that failed, in the order the worker reported them."""
+    return [e for e in events if e["e"] == EventKind.CHECK and e["blocking"] and not e["passed"]]
 
 
 @dataclass
@@ -183,49 +312,62 @@ class LiveAttempt:
     launch: Launch
     started: float
     buf: bytes = b""
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     canceled: bool = False
-    remote: Any = None  # a dask_executor.RemoteAttempt when it runs on a Dask worker
+    remote: RemoteAttempt | None = None  # when it runs on a Dask worker
     created: float | None = None
     """The process's create time: with the pid, it names the process (pids are reused)."""
     orphaned: bool = False
     """Its fork server died: nobody reports its exit, the coordinator must look for it."""
     exited: tuple[Ending, int | None, TreeStats] | None = None
     """Once its own process is gone: how it ended, its exit status and resource totals."""
-    leftovers: Any = None
-    """A `leftovers.Leftovers` being ended once its process exited; the attempt is over (and
+    leftovers: Leftovers | None = None
+    """What its process left running, being ended once it exited; the attempt is over (and
     recorded) only when they are gone."""
 
     def reported_children(self) -> tuple[list[int] | None, float | None]:
         """The children the worker named in its last event, and when it sent it; None when
         it did not say (it died first, or could not tell)."""
-        for event in reversed(self.events):
-            if event["e"] in ("finished", "error"):
-                children = event.get("children")
-                if not isinstance(children, list):
-                    return None, None
-                return [pid for pid in children if isinstance(pid, int)], event.get("t")
-        return None, None
+        return reported_children(self.events)
+
+    def reported_peak_rss(self) -> int:
+        """The peak RSS the worker measured itself (VmHWM), which sampling can miss; 0 when
+        it did not say."""
+        return max(
+            (
+                e["peak_rss"] or 0
+                for e in self.events
+                if e["e"] == EventKind.FINISHED or e["e"] == EventKind.ERROR
+            ),
+            default=0,
+        )
 
     def feed(self, chunk: bytes) -> int:
-        """Take more of the event stream; returns how many complete lines were not JSON."""
+        """Take more of the event stream; returns how many complete lines were not events."""
         self.buf += chunk
         *lines, self.buf = self.buf.split(b"\n")
         malformed = 0
         for line in lines:
             if not line.strip():
                 continue
-            try:
-                self.events.append(json.loads(line))
-            except ValueError:
+            event = decode_event(line)
+            if event is None:
                 malformed += 1
+            else:
+                self.events.append(event)
         return malformed
 
     def ending(self, returncode: int | None, stats: TreeStats) -> Ending:
         """How the attempt ended, from its events, its exit status (None when it was lost) and
         its resource totals. The first that applies wins: a cancel, a limit the monitor
         enforced, a lost Dask worker, the error the worker reported, the exit status."""
-        kinds = {e["e"]: e for e in self.events}
+        error_event: ErrorEvent | None = None
+        finished = False
+        for e in self.events:
+            if e["e"] == EventKind.ERROR:
+                error_event = e
+            elif e["e"] == EventKind.FINISHED:
+                finished = True
         status, error, tb = StepStatus.FAILED, None, None
         if self.canceled:
             status, error = StepStatus.CANCELED, "canceled by user"
@@ -233,18 +375,17 @@ class LiveAttempt:
             error = stats.violation
         elif self.remote is not None and self.remote.error:
             error = self.remote.error  # e.g. its Dask worker was lost
-        elif "error" in kinds:
-            error, tb = kinds["error"]["message"], kinds["error"].get("traceback")
-        elif returncode is None and "finished" not in kinds:
+        elif error_event is not None:
+            error, tb = error_event["message"], error_event["traceback"]
+        elif returncode is None and not finished:
             error = "the worker's exit status was lost (its fork server died)"
         elif returncode is not None and returncode != 0:
             error = describe_exit(returncode)
             if self.launch.spec is None:
                 error = f"command {error}"
-        elif self.launch.spec is not None and "finished" not in kinds:
+        elif self.launch.spec is not None and not finished:
             error = "the worker exited without reporting a result"
         else:
             status = StepStatus.SUCCESS
-        # A value of the wrong type will be of the wrong type again: retrying only wastes time.
-        retry = kinds.get("error", {}).get("kind") not in NOT_RETRIED
+        retry = error_event is None or error_event["kind"] not in NOT_RETRIED
         return Ending(status, error, tb, retry)

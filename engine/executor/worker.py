@@ -1,9 +1,10 @@
 """One step attempt, in its own process: `python -m engine.executor.worker SPEC EVENTS_FD`.
 
 The coordinator points stdout and stderr at the attempt's log file and hands us a pipe for
-structured events (one JSON object per line). We import only the one pipeline module that
-defines the step, load upstream values, call the function, store the result atomically, run
-the asset's checks, and report exactly one of `finished` or `error` before exiting.
+structured events (one JSON object per line; `engine.protocol` has the spec and the events).
+We import only the one pipeline module that defines the step, load upstream values, call the
+function, store the result atomically, run the asset's checks, and report exactly one of
+`finished` or `error` before exiting.
 
 This module must stay cheap to import: no database, no psutil, no UI. It is on every step's
 critical path.
@@ -19,7 +20,12 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from engine.protocol import EventKind, FailureKind, encode_event
+
+if TYPE_CHECKING:
+    from engine.protocol import AssetStepSpec, CheckRef, Event, Input, OutputEvent, WorkerSpec
 
 _PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 _subreaper = False  # this process adopts its descendants' orphans
@@ -35,11 +41,9 @@ class Reporter:
         self.lost = False
         """An event could not be sent: the coordinator is gone."""
 
-    def send(self, event: str, **data: Any) -> None:
-        data["e"] = event
-        data["t"] = time.time()
+    def send(self, event: Event) -> None:
         try:
-            self._fh.write(json.dumps(data, default=repr) + "\n")
+            self._fh.write(encode_event(event))
         except (OSError, ValueError):  # BrokenPipeError: nobody reads the other end any more
             self.lost = True
 
@@ -47,7 +51,7 @@ class Reporter:
 class StepFailure(Exception):
     """A failure the worker explains itself (as opposed to an exception from user code)."""
 
-    def __init__(self, kind: str, message: str, tb: str = "") -> None:
+    def __init__(self, kind: FailureKind, message: str, tb: str = "") -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -85,7 +89,12 @@ class _WarningsToEvents(logging.Handler):
         self.reporter = reporter
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.reporter.send("log", level=record.levelname, message=record.getMessage()[:2000])
+        self.reporter.send(
+            {
+                "e": EventKind.LOG, "t": time.time(), "level": record.levelname,
+                "message": record.getMessage()[:2000],
+            }
+        )  # fmt: skip
 
 
 def _find(items: list[Any], cls: type, name: str, attr: str = "name") -> Any:
@@ -95,44 +104,47 @@ def _find(items: list[Any], cls: type, name: str, attr: str = "name") -> Any:
     return None
 
 
-def _import(spec: dict[str, Any], module_file: str) -> list[Any]:
+def _import(root: str, module_file: str) -> list[Any]:
+    """What one pipeline file defines (imported again: a file may be the step's own, or one
+    that an input or a check comes from)."""
     from engine.authoring import definitions
     from engine.loading.modules import import_pipeline_module
 
     definitions._registry.reset()
     try:
-        import_pipeline_module(Path(spec["root"]), module_file)
+        import_pipeline_module(Path(root), module_file)
     except BaseException as exc:  # noqa: BLE001 - whatever the module does, it is the step's error
         raise StepFailure(
-            "import",
+            FailureKind.IMPORT,
             f"could not import {module_file}: {type(exc).__name__}: {exc}",
             _user_traceback(exc),
         ) from exc
     return definitions._registry.reset()
 
 
-def _input_io(spec: dict[str, Any], src: dict[str, Any]) -> Any:
-    """The IO manager that stored an input: a built-in by name, or the upstream's own object."""
+def _input_io(src: Input, own_file: str, own_items: list[Any], root: str) -> Any:
+    """The IO manager that stored an input: a built-in by name, or the upstream's own object
+    (found in its file: the step's own, already imported, or another)."""
     from engine.authoring import iomanager
     from engine.authoring.definitions import AssetDef
 
     if src["io"] in iomanager.BUILTIN:
         return iomanager.BUILTIN[src["io"]]
     file = src.get("file")
-    items = spec["_items"] if file == spec["file"] else _import(spec, file) if file else []
+    items = own_items if file == own_file else _import(root, file) if file else []
     upstream = _find(items, AssetDef, src.get("asset", ""))
     if upstream is None:
         raise ValueError(f"cannot find the IO manager {src['io']!r} of {src.get('asset')!r}")
     return iomanager.resolve(upstream.io)
 
 
-def _load_inputs(spec: dict[str, Any]) -> dict[str, Any]:
+def _load_inputs(spec: WorkerSpec, items: list[Any]) -> dict[str, Any]:
     from engine.authoring import iomanager
 
     values: dict[str, Any] = {}
     for name, src in spec["inputs"].items():
         try:
-            io = _input_io(spec, src)
+            io = _input_io(src, spec["file"], items, spec["root"])
             if src["mode"] == "single":
                 values[name] = iomanager.load(io, src["path"])
             else:
@@ -142,13 +154,13 @@ def _load_inputs(spec: dict[str, Any]) -> dict[str, Any]:
         except FileNotFoundError as exc:
             # Its value was recorded, but the file is gone (deleted, or a store that lost it).
             raise StepFailure(
-                "input",
+                FailureKind.INPUT,
                 f"upstream {name!r} has no stored value: {exc.filename or 'its file'} is gone; "
                 "materialize it again",
             ) from exc
         except Exception as exc:  # noqa: BLE001
             raise StepFailure(
-                "input", f"could not load input {name!r}: {type(exc).__name__}: {exc}"
+                FailureKind.INPUT, f"could not load input {name!r}: {type(exc).__name__}: {exc}"
             ) from exc
     return values
 
@@ -158,14 +170,16 @@ def _call(fn: Any, ctx: Any, takes_context: bool, kwargs: dict[str, Any], what: 
         return fn(ctx, **kwargs) if takes_context else fn(**kwargs)
     except SystemExit as exc:
         raise StepFailure(
-            "exit", f"{what} called sys.exit({exc.code!r})", _user_traceback(exc)
+            FailureKind.EXIT, f"{what} called sys.exit({exc.code!r})", _user_traceback(exc)
         ) from exc
     except KeyboardInterrupt as exc:
-        raise StepFailure("interrupt", f"{what} was interrupted (SIGINT)") from exc
+        raise StepFailure(FailureKind.INTERRUPT, f"{what} was interrupted (SIGINT)") from exc
     except Exception as exc:  # noqa: BLE001
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise StepFailure(
-            "exception", f"{type(exc).__name__}: {first}".rstrip(": "), _user_traceback(exc)
+            FailureKind.EXCEPTION,
+            f"{type(exc).__name__}: {first}".rstrip(": "),
+            _user_traceback(exc),
         ) from exc
 
 
@@ -175,7 +189,7 @@ def _check_type(fn: Any, value: Any, what: str, log: logging.Logger) -> None:
     try:
         check_output(fn, value, what, log)
     except OutputTypeError as exc:
-        raise StepFailure("type", str(exc)) from None
+        raise StepFailure(FailureKind.TYPE, str(exc)) from None
 
 
 def _store(io: Any, value: Any, stem: str, what: str) -> tuple[str, int]:
@@ -186,29 +200,31 @@ def _store(io: Any, value: Any, stem: str, what: str) -> tuple[str, int]:
         size = iomanager.store(io, value, path)
     except Exception as exc:  # noqa: BLE001
         raise StepFailure(
-            "output",
+            FailureKind.OUTPUT,
             f"output of {what} could not be stored: {type(exc).__name__}: {exc}",
             _user_traceback(exc),
         ) from exc
     return str(path), size
 
 
-def _run_checks(spec: dict[str, Any], value: Any, ctx: Any, reporter: Reporter) -> None:
+def _run_checks(
+    spec: AssetStepSpec, items: list[Any], value: Any, ctx: Any, reporter: Reporter
+) -> None:
     from engine.authoring.definitions import CheckDef, CheckResult
 
-    by_file: dict[str, list[Any]] = {}
-    for c in spec.get("checks", []):
+    by_file: dict[str, list[CheckRef]] = {}
+    for c in spec["checks"]:
         by_file.setdefault(c["file"], []).append(c)
     for file, checks in by_file.items():
-        items = _import(spec, file) if file != spec["file"] else spec["_items"]
+        in_file = _import(spec["root"], file) if file != spec["file"] else items
         for c in checks:
-            defn = _find(items, CheckDef, c["name"])
+            defn = _find(in_file, CheckDef, c["name"])
             passed, metadata, description, error = False, {}, None, None
-            if defn is None or defn.asset != spec["name"]:
+            if defn is None or defn.asset != spec["key"]:
                 error = f"check {c['name']!r} is no longer defined in {file}"
             else:
                 try:
-                    kwargs = {spec["name"]: value} if defn.takes_value else {}
+                    kwargs = {spec["key"]: value} if defn.takes_value else {}
                     result = defn.fn(ctx, **kwargs) if defn.takes_context else defn.fn(**kwargs)
                     if isinstance(result, CheckResult):
                         passed, metadata = bool(result.passed), dict(result.metadata or {})
@@ -223,17 +239,22 @@ def _run_checks(spec: dict[str, Any], value: Any, ctx: Any, reporter: Reporter) 
             state = "passed" if passed and not error else "FAILED"
             ctx.log.info("check %s %s%s", c["name"], state, f": {error}" if error else "")
             reporter.send(
-                "check",
-                name=c["name"],
-                passed=passed and not error,
-                metadata=metadata,
-                description=description,
-                error=error,
-                blocking=c["blocking"],
-            )
+                {
+                    "e": EventKind.CHECK, "t": time.time(), "name": c["name"],
+                    "passed": passed and not error, "metadata": metadata,
+                    "description": description, "error": error, "blocking": c["blocking"],
+                }
+            )  # fmt: skip
 
 
-def run(spec: dict[str, Any], reporter: Reporter) -> None:
+def _output(path: str, size: int, partition: str | None = None) -> OutputEvent:
+    event: OutputEvent = {"e": EventKind.OUTPUT, "t": time.time(), "path": path, "size": size}
+    if partition is not None:
+        event["partition"] = partition
+    return event
+
+
+def run(spec: WorkerSpec, reporter: Reporter) -> None:
     from engine.authoring import iomanager
     from engine.authoring.context import StepContext
     from engine.authoring.definitions import AssetDef, Pipeline
@@ -241,8 +262,8 @@ def run(spec: dict[str, Any], reporter: Reporter) -> None:
     key = spec["key"]
     log = _setup_logging(key)
     log.addHandler(_WarningsToEvents(reporter))
-    partition = spec.get("partition")
-    keys = spec.get("partitions")  # a ranged asset's keys, even just one
+    partition = spec["partition"]
+    keys = spec.get("partitions") if spec["kind"] == "asset" else None  # a range, even of one
     if keys is not None:
         partition = keys[0] if len(keys) == 1 else None
     partition_keys = list(keys) if keys is not None else [partition] if partition else []
@@ -252,49 +273,51 @@ def run(spec: dict[str, Any], reporter: Reporter) -> None:
         partition_keys=partition_keys,
         run_id=spec["run_id"],
         attempt=spec["attempt"],
-        params=spec.get("params") or {},
+        params=spec["params"] or {},
         key=key,
         home=Path(spec["home"]),
-        _on_metadata=lambda data: reporter.send("metadata", data=data),
+        _on_metadata=lambda data: reporter.send(
+            {"e": EventKind.METADATA, "t": time.time(), "data": data}
+        ),
     )
-    items = _import(spec, spec["file"])
-    spec["_items"] = items
+    items = _import(spec["root"], spec["file"])
     if spec["kind"] == "asset":
-        defn = _find(items, AssetDef, spec["name"])
+        defn = _find(items, AssetDef, key)
         if defn is None:
             raise StepFailure(
-                "import", f"asset {spec['name']!r} is no longer defined in {spec['file']}"
+                FailureKind.IMPORT, f"asset {key!r} is no longer defined in {spec['file']}"
             )
         try:
             io = iomanager.resolve(defn.io)
         except ValueError as exc:
-            raise StepFailure("output", str(exc)) from exc
-        kwargs = _load_inputs(spec)
+            raise StepFailure(FailureKind.OUTPUT, str(exc)) from exc
+        kwargs = _load_inputs(spec, items)
         fn, takes_context, what = defn.fn, defn.takes_context, f"asset {defn.name!r}"
     else:
         pipeline = _find(items, Pipeline, spec["pipeline"])
-        task = pipeline.tasks.get(spec["name"]) if pipeline else None
+        task = pipeline.tasks.get(key) if pipeline else None
         if task is None or task.fn is None:
             raise StepFailure(
-                "import", f"task {spec['name']!r} is no longer defined in {spec['file']}"
+                FailureKind.IMPORT, f"task {key!r} is no longer defined in {spec['file']}"
             )
         io = iomanager.resolve("pickle")
-        kwargs = _load_inputs(spec)
+        kwargs = _load_inputs(spec, items)
         fn, takes_context, what = task.fn, task.takes_context, f"task {task.id!r}"
     value = _call(fn, ctx, takes_context, kwargs, what)
     if spec["kind"] == "asset":
         _check_type(fn, value, what, log)  # before storing: downstream never sees a bad value
-    if keys is not None:
+    if spec["kind"] == "asset" and keys is not None:
         from engine.authoring.backfill_policy import RangeOutputError, range_values
 
         try:
             parts = range_values(value, keys, what)
         except RangeOutputError as exc:
-            raise StepFailure("output", str(exc)) from None
+            raise StepFailure(FailureKind.OUTPUT, str(exc)) from None
+        stems = spec.get("output_stems", {})
         done: list[tuple[str, str, int]] = []
         try:
             for key_, part in parts.items():
-                done.append((key_, *_store(io, part, spec["output_stems"][key_], what)))
+                done.append((key_, *_store(io, part, stems[key_], what)))
         except StepFailure:
             # All keys or none: a failed attempt leaves no value without its record.
             for _key, path, _size in done:
@@ -302,12 +325,12 @@ def run(spec: dict[str, Any], reporter: Reporter) -> None:
                     iomanager.remove(path)
             raise
         for key_, path, size in done:
-            reporter.send("output", path=path, size=size, partition=key_)
+            reporter.send(_output(path, size, key_))
     else:
         path, size = _store(io, value, spec["output_stem"], what)
-        reporter.send("output", path=path, size=size)
+        reporter.send(_output(path, size))
     if spec["kind"] == "asset":
-        _run_checks(spec, value, ctx, reporter)
+        _run_checks(spec, items, value, ctx, reporter)
 
 
 def _peak_rss() -> int | None:
@@ -393,8 +416,8 @@ def main(spec_path: str | None = None, fd: int | None = None) -> None:
         spec_path, fd = sys.argv[1], int(sys.argv[2])
     _become_subreaper()
     reporter = Reporter(fd)
-    spec = json.loads(Path(spec_path).read_text())
-    reporter.send("started", pid=os.getpid())
+    spec: WorkerSpec = json.loads(Path(spec_path).read_text())
+    reporter.send({"e": EventKind.STARTED, "t": time.time(), "pid": os.getpid()})
     try:
         run(spec, reporter)
     except StepFailure as exc:
@@ -403,8 +426,10 @@ def main(spec_path: str | None = None, fd: int | None = None) -> None:
             sys.stderr.write(exc.tb)
         sys.stderr.flush()
         reporter.send(
-            "error", kind=exc.kind, message=exc.message, traceback=exc.tb, peak_rss=_peak_rss(),
-            children=_children(),
+            {
+                "e": EventKind.ERROR, "t": time.time(), "kind": exc.kind, "message": exc.message,
+                "traceback": exc.tb, "peak_rss": _peak_rss(), "children": _children(),
+            }
         )  # fmt: skip
         code = 1
         cause = exc.__cause__
@@ -413,7 +438,14 @@ def main(spec_path: str | None = None, fd: int | None = None) -> None:
         _exit(reporter, code)
     sys.stdout.flush()
     sys.stderr.flush()
-    reporter.send("finished", peak_rss=_peak_rss(), children=_children())
+    reporter.send(
+        {
+            "e": EventKind.FINISHED,
+            "t": time.time(),
+            "peak_rss": _peak_rss(),
+            "children": _children(),
+        }
+    )
     # Skip interpreter teardown (atexit of user libraries, GC of big values): the result is
     # stored and reported; nothing else the process does can matter.
     _exit(reporter, 0)

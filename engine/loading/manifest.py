@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from engine.authoring.partitions import PartitionsDefinition
 
@@ -107,13 +107,39 @@ class PipelineSpec:
     hooks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+class AssetsTarget(TypedDict):
+    """What a schedule or sensor runs: a selection of assets (as `dagtop materialize` takes)."""
+
+    kind: Literal["assets"]
+    selection: list[str]
+
+
+class PipelineTarget(TypedDict):
+    """What a schedule or sensor runs: a task pipeline."""
+
+    kind: Literal["pipeline"]
+    name: str
+
+
+# A TypedDict, not a dataclass: the manifest's JSON (its cache, `dagtop list --json`) carries
+# a target as this very dict.
+Target = AssetsTarget | PipelineTarget
+
+
+def target_label(target: Target) -> str:
+    """How a target reads in a list: the pipeline's name, or the selection."""
+    if target["kind"] == "pipeline":
+        return target["name"]
+    return ", ".join(target["selection"])
+
+
 @dataclass(frozen=True, slots=True)
 class ScheduleSpec:
     name: str
     file: str
     line: int
     cron: str
-    target: dict[str, Any]
+    target: Target
     catchup: bool
     start: str | None
     hooks: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -125,7 +151,7 @@ class SensorSpec:
     file: str
     line: int
     path: str
-    target: dict[str, Any]
+    target: Target
     pattern: str
     recursive: bool
     settle: float = 1.0  # seconds a file must stay unchanged before it starts a run

@@ -25,6 +25,7 @@ from engine.loading.manifest import (
     PipelineSpec,
     ScheduleSpec,
     SensorSpec,
+    Target,
     TaskSpec,
     asset_from_dict,
 )
@@ -197,7 +198,7 @@ def _pipeline_cycles(p: PipelineSpec, add: _Add) -> None:
         add(p.file, "cycle", f"pipeline {p.name!r} has a dependency cycle: {text}", p.line)
 
 
-def _target_error(m: Manifest, target: dict[str, Any]) -> str | None:
+def _target_error(m: Manifest, target: Target) -> str | None:
     if target["kind"] == "pipeline":
         name = target["name"]
         if name not in m.pipelines:

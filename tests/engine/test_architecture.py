@@ -41,6 +41,23 @@ def test_a_worker_imports_neither_storage_nor_psutil() -> None:
     assert not heavy & {m.split(".")[0] for m in loaded}
 
 
+def test_a_dask_worker_needs_no_storage_to_start_steps() -> None:
+    # A Dask worker imports `dask_task` for its first step, which starts it through `spawn`:
+    # neither may pay for SQLModel (~0.35 s) or reach the UI.
+    loaded = _modules_after("import engine.executor.dask_task, engine.executor.spawn")
+    heavy = {"sqlmodel", "sqlalchemy", "pydantic", "textual", "apscheduler", "watchdog"}
+    assert not heavy & {m.split(".")[0] for m in loaded}
+    assert "engine.storage" not in loaded and "engine.executor.launch" not in loaded
+
+
+def test_the_protocol_needs_only_the_standard_library() -> None:
+    # Every step's worker imports it before user code.
+    loaded = _modules_after("import engine.protocol") - _modules_after("pass")
+    outside = {m.split(".")[0] for m in loaded} - set(sys.stdlib_module_names)
+    assert outside == {"engine"}, outside
+    assert {m for m in loaded if m.startswith("engine")} == {"engine", "engine.protocol"}
+
+
 def test_check_and_list_do_not_import_storage() -> None:
     loaded = _modules_after("import engine.cli.main, engine.cli.listing")
     assert "sqlmodel" not in loaded

@@ -298,6 +298,26 @@ def test_a_pooled_step_runs_on_the_worker_with_that_resource(
     assert [a.worker for a in client.attempts(view.id)] == gpu
 
 
+def test_a_dask_worker_runs_steps_without_importing_storage(
+    cluster: tuple[str, Any], tmp_path: Path
+) -> None:
+    # The gpu worker is a `dask worker` process of its own: what it imported, it imported
+    # for the steps it ran.
+    client = make_project(tmp_path, cluster[0], "remote", extra="[pools]\ngpu = 1\n")
+    assert client.materialize(["on_gpu"]).status == "success"
+    workers = cluster[1].scheduler_info()["workers"]
+    gpu = [a for a, w in workers.items() if w.get("resources", {}).get("gpu")]
+
+    def modules() -> list[str]:
+        return sorted(sys.modules)
+
+    loaded = set(cluster[1].run(modules, workers=gpu)[gpu[0]])
+
+    assert {"engine.executor.dask_task", "engine.executor.spawn"} <= loaded
+    assert not {"sqlmodel", "sqlalchemy", "pydantic"} & {m.split(".")[0] for m in loaded}
+    assert not {m for m in loaded if m.startswith(("engine.storage", "engine.executor.launch"))}
+
+
 def test_a_pool_no_worker_offers_fails_at_once(cluster: tuple[str, Any], tmp_path: Path) -> None:
     client = make_project(tmp_path, cluster[0], "remote")
 
