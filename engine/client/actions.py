@@ -65,8 +65,8 @@ class Actions(Project):
     def prewarm(self) -> None:
         """Start the step fork server now, so it warms up on another core while this process
         imports storage and plans (a cold `dagtop materialize` saves the server's start-up)."""
-        if self.engine is None and ipc.available(self.paths.home):
-            return  # a local engine runs the steps with its own server
+        if self.engine is not None or ipc.available(self.paths.home):
+            return  # an engine runs the steps with its own server
         if self._warm_server is None and os.environ.get("DAGTOP_FORKSERVER", "1") != "0":
             from engine.executor.forkserver import ForkServer
 
@@ -75,19 +75,23 @@ class Actions(Project):
             except OSError:
                 self._warm_server = None
 
+    def _take_warm_server(self) -> ForkServer | None:
+        server, self._warm_server = self._warm_server, None
+        return server
+
     def _choose(self, socket: bool = True) -> Link:
         """The link to this home's engine: the embedded one, the socket of this machine's,
         the database for one elsewhere, or none (in-process); see engine.client.links."""
+        link: Link
         if self.engine is not None:
             from engine.client.links.embedded import Embedded
 
-            return Embedded(self.engine)
-        if socket and ipc.available(self.paths.home):
+            link = Embedded(self.engine)
+        elif socket and ipc.available(self.paths.home):
             from engine.client.links.local_socket import LocalSocket
 
-            return LocalSocket(self.paths.home, lambda: self.db)
-        link: Link
-        if self.daemon() is not None:
+            link = LocalSocket(self.paths.home, lambda: self.db)
+        elif self.daemon() is not None:
             from engine.client.links.database import Database
 
             link = Database(self.db)
@@ -95,9 +99,9 @@ class Actions(Project):
             from engine.client.links.in_process import InProcess
             from engine.service.in_process import InProcess as Here
 
-            server, self._warm_server = self._warm_server, None
-            link = InProcess(Here(self.paths, self.config, self.db, self.load, server))
-        if self._warm_server is not None and not link.runs_here:
+            here = Here(self.paths, self.config, self.db, self.load, self._take_warm_server)
+            link = InProcess(here)
+        if not link.runs_here and self._warm_server is not None:
             self._warm_server.close()  # an engine runs the steps, with its own server
             self._warm_server = None
         return link
@@ -107,21 +111,16 @@ class Actions(Project):
         the engine it reached is gone.
 
         Raises:
-            NoEngine: `needs_engine` and no engine runs.
+            NoEngine: `needs_engine`, and no engine runs.
         """
-        link = self._link or self._choose()
-        self._link = link
+        link = self._link = self._link or self._choose()
         try:
-            if needs_engine and link.runs_here:
-                raise NoEngine("no engine is running: start `dagtop daemon` or `dagtop`")
-            return use(link)
+            return use(_engine_link(link) if needs_engine else link)
         except EngineGone as gone:
             log.info("%s link: %s; choosing again", link.where, gone.msg)
             # A socket that refused is a dead engine's file: leave it out.
-            self._link = link = self._choose(socket=link.where != "socket")
-            if needs_engine and link.runs_here:
-                raise NoEngine("no engine is running: start `dagtop daemon` or `dagtop`") from None
-            return use(link)
+            link = self._link = self._choose(socket=link.where != "socket")
+            return use(_engine_link(link) if needs_engine else link)
 
     def _call(self, command: Command[Req, Ans], request: Req, needs_engine: bool = False) -> Ans:
         return self._ask(lambda link: link.call(command, request), needs_engine)
@@ -279,3 +278,10 @@ class Actions(Project):
         if kind not in ("schedule", "sensor"):
             raise EngineError(f"only schedules and sensors are turned on and off, not {kind!r}")
         self._call(protocol.TOGGLE, protocol.ToggleCommand(kind=kind, name=name, enabled=enabled))
+
+
+def _engine_link(link: Link) -> Link:
+    """Raises: NoEngine: `link` reaches no engine (what is asked needs one)."""
+    if link.runs_here:
+        raise NoEngine("no engine is running: start `dagtop daemon` or `dagtop`")
+    return link

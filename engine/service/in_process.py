@@ -37,7 +37,8 @@ class InProcess:
         config: Its settings.
         db: Its database.
         manifest: Its definitions (the caller loads them once).
-        forkserver: A fork server started ahead for the first execution (`Client.prewarm`).
+        forkserver: A fork server started ahead (`Client.prewarm`), if any, taken by the
+            next execution.
     """
 
     def __init__(
@@ -46,7 +47,7 @@ class InProcess:
         config: Config,
         db: SAEngine,
         manifest: Callable[[], Manifest],
-        forkserver: ForkServer | None = None,
+        forkserver: Callable[[], ForkServer | None] = lambda: None,
     ) -> None:
         self.paths, self.config, self.db = paths, config, db
         self._manifest = manifest
@@ -164,9 +165,9 @@ class InProcess:
         small = self._startable_at_once(backfill_id)
         if small is not None:
             return self._run_backfill_runs(backfill_id, small, on_update)
-        if self._forkserver is not None:
-            self._forkserver.close()  # the engine starts its own
-            self._forkserver = None
+        server = self._forkserver()
+        if server is not None:
+            server.close()  # the engine starts its own
         from engine.service.daemon import Engine
 
         engine = Engine(
@@ -238,7 +239,7 @@ class InProcess:
         from engine.executor.recovery import reconcile
 
         reconcile(self.db)
-        server, self._forkserver = self._forkserver, None
+        server = self._forkserver()
         coordinator = Coordinator(
             self.db, self.paths, self.config, self.manifest, on_change=on_change, forkserver=server
         )

@@ -191,7 +191,7 @@ def test_a_malformed_command_is_refused_in_one_line(tmp_path: Path) -> None:
 
         with engine_session(engine) as s:
             command_id = repo.add_command(s, "backfill", {"selection": ["orders"]}, time.time()).id
-        row = wait_for(lambda: (c := _command(engine, command_id)) and c.status != "pending" and c)
+        row = wait_for(lambda: (c := _command(engine, command_id)) and c.done_at and c)
         assert (row.status, row.error) == ("failed", "a backfill request needs keys, max_parallel")
     finally:
         engine.stop()
