@@ -24,6 +24,39 @@ if TYPE_CHECKING:
     from sqlmodel import Session
 
 
+def backfill_keys(
+    manifest: Manifest,
+    selection: Sequence[str],
+    keys: Sequence[str] | None,
+    first: str | None = None,
+    last: str | None = None,
+) -> list[str]:
+    """A backfill's keys: `keys`, or the range `first`..`last` (inclusive) of the partitioned
+    assets selected.
+
+    Raises:
+        EngineError: neither keys nor a range, or nothing selected is partitioned.
+        SelectionError, PartitionError: the selection or a key of the range is invalid.
+    """
+    if keys is not None:
+        return list(keys)
+    if first is None or last is None:
+        raise EngineError("give --from and --to, or --partitions k1,k2")
+    from engine.authoring.partitions import InvalidPartitionKey
+    from engine.errors import PartitionError
+    from engine.loading.selection import resolve
+
+    names = resolve(manifest, selection)
+    pdefs = [manifest.assets[n].partitions_def for n in names]
+    pdef = next((p for p in pdefs if p is not None), None)
+    if pdef is None:
+        raise EngineError(f"none of {', '.join(names)} is partitioned: nothing to backfill")
+    try:
+        return pdef.keys_between(first, last)
+    except InvalidPartitionKey as exc:
+        raise PartitionError(str(exc)) from None
+
+
 def create_backfill(
     session: Session,
     manifest: Manifest,

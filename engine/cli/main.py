@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -37,7 +37,7 @@ def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _parse_params(items: list[str] | None) -> dict[str, Any]:
+def _parse_params(items: Sequence[str] | None) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
@@ -153,55 +153,17 @@ def list_(client: Client, as_json: bool) -> None:
 
 
 class _Progress:
-    """Prints each step once as it finishes (unless --json).
+    """Prints each step once as it finishes (unless --json), from the views of the run that
+    whoever runs it hands over as it changes (see `Client.materialize`)."""
 
-    In-process, the coordinator calls it on its own thread at every change of the run; reading
-    the whole run each time would make a run of n steps cost n² reads and slow it down. So it
-    reads at most every `REFRESH` seconds, a timer catches the last change of a burst, and
-    `done` prints whatever the final view adds. Views a daemon pushes cost nothing to read.
-    """
-
-    REFRESH = 0.25
-
-    def __init__(self, client: Client, quiet: bool) -> None:
-        self.client, self.quiet = client, quiet
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
         self.shown: set[tuple[str, int, str]] = set()
         self._lock = threading.Lock()
-        self._read_at = float("-inf")  # the first change is read at once
-        self._timer: threading.Timer | None = None
 
-    def __call__(self, run: str | RunView) -> None:
+    def __call__(self, view: RunView) -> None:
         if self.quiet:
             return
-        if isinstance(run, RunView):
-            self._print(run)
-            return
-        with self._lock:
-            wait = self._read_at + self.REFRESH - time.monotonic()
-            if wait > 0:
-                if self._timer is None:
-                    self._timer = threading.Timer(wait, self._trailing, args=(run,))
-                    self._timer.daemon = True
-                    self._timer.start()
-                return
-            self._read_at = time.monotonic()
-        self._print(self.client.run(run))
-
-    def _trailing(self, run_id: str) -> None:
-        with self._lock:
-            self._timer = None
-            self._read_at = time.monotonic()
-        self._print(self.client.run(run_id))
-
-    def done(self, view: RunView) -> None:
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-        if not self.quiet:
-            self._print(view)
-
-    def _print(self, view: RunView) -> None:
         with self._lock:
             for st in view.steps:
                 if st.status in ("queued", "running"):
@@ -266,7 +228,7 @@ def materialize(
     SELECTION: assets by name, +name, *name, name*, group:NAME, or *.
     """
     client.prewarm()
-    progress = _Progress(client, as_json)
+    progress = _Progress(as_json)
     if from_failure:
         if selection or stale:
             raise EngineError("--from-failure takes a run id, not a selection")
@@ -280,7 +242,7 @@ def materialize(
         view = client.materialize(
             selection, partition=partition, params=_parse_params(param), on_change=progress
         )
-    progress.done(view)
+    progress(view)
     _finish_run(view, as_json)
 
 
@@ -304,7 +266,7 @@ def _materialize_stale(
     elif view is None:
         print("nothing is stale")
     else:
-        progress.done(view)
+        progress(view)
         _finish_run(view, as_json)
 
 
@@ -347,9 +309,9 @@ def lineage(
 def run_(client: Client, pipeline: str, param: tuple[str, ...], as_json: bool) -> None:
     """Run a task pipeline now and wait for the result."""
     client.prewarm()
-    progress = _Progress(client, as_json)
+    progress = _Progress(as_json)
     view = client.run_pipeline(pipeline, _parse_params(param), on_change=progress)
-    progress.done(view)
+    progress(view)
     _finish_run(view, as_json)
 
 
@@ -433,29 +395,12 @@ def backfill(
         shown = None if as_json else BackfillProgress(sys.stdout)
         try:
             info = client.follow_backfill(backfill_id, shown)
-            if info is None and client.daemon() is not None:
-                info = _watch_backfill(client, backfill_id, shown)
-            elif info is None:
-                info = client.run_backfill_here(backfill_id, shown)
         finally:
             if shown is not None:
                 shown.close()
     _print_backfill(info, as_json)
     if info["status"] not in ("success", "running"):
         _exit(1)
-
-
-def _watch_backfill(
-    client: Client, backfill_id: str, shown: Callable[[dict[str, Any]], None] | None
-) -> dict[str, Any]:
-    """Poll a backfill that an engine runs whose socket this process cannot reach."""
-    while True:
-        info = client.backfill_progress(backfill_id, with_keys=False)
-        if shown is not None:
-            shown(info)
-        if info["status"] != "running":
-            return client.backfill_progress(backfill_id)
-        time.sleep(0.5)
 
 
 BAR = "█"  # the progress bar's fill

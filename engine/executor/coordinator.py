@@ -49,7 +49,7 @@ from engine.storage.db import read_scope
 
 if TYPE_CHECKING:
     from engine.executor.dask_executor import DaskExecutor  # imports distributed: only on use
-    from engine.protocol import Placement
+    from engine.protocol.worker import Placement
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from engine.executor.monitor import Sample, TreeStats
 from engine.executor.spawn import Launch
 
 if TYPE_CHECKING:
-    from engine.protocol import AttemptEnd, Batch, DaskPayload, SampleRow
+    from engine.protocol.worker import AttemptEnd, Batch, DaskPayload, SampleRow
 
 log = logging.getLogger(__name__)
 

@@ -44,10 +44,17 @@ import psutil
 from engine.executor import spawn
 from engine.executor.leftovers import Leftovers, append_lines
 from engine.executor.monitor import Monitor, Sample, kill_tree, stop_tree
-from engine.protocol import decode_event, reported_children
+from engine.protocol.worker import decode_event, reported_children
 
 if TYPE_CHECKING:
-    from engine.protocol import AttemptEnd, Batch, DaskPayload, Placement, SampleRow, TaskResult
+    from engine.protocol.worker import (
+        AttemptEnd,
+        Batch,
+        DaskPayload,
+        Placement,
+        SampleRow,
+        TaskResult,
+    )
 
 BATCH_INTERVAL = 0.1
 """Seconds between looks at the step's output (a batch is sent only when there is news)."""

@@ -32,7 +32,7 @@ import sys
 from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
-    from engine.protocol import ExitReport, ForkRequest
+    from engine.protocol.worker import ExitReport, ForkRequest
 
 MAX_MSG = 1 << 20
 

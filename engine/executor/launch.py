@@ -23,7 +23,13 @@ from engine.storage import repo
 from engine.storage.models import Run
 
 if TYPE_CHECKING:
-    from engine.protocol import AssetStepSpec, Input, PartitionsInput, SingleInput, TaskStepSpec
+    from engine.protocol.worker import (
+        AssetStepSpec,
+        Input,
+        PartitionsInput,
+        SingleInput,
+        TaskStepSpec,
+    )
 
 
 class InputMissing(Exception):

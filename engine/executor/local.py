@@ -22,7 +22,7 @@ from engine.executor.forkserver import ForkServer
 from engine.executor.spawn import Launch
 
 if TYPE_CHECKING:
-    from engine.protocol import ExitReport
+    from engine.protocol.worker import ExitReport
 
 # What happens here is the coordinator's doing: its log says so under its name.
 log = logging.getLogger("engine.executor.coordinator")

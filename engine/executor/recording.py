@@ -39,14 +39,14 @@ from engine.executor.spawn import Launch
 from engine.executor.state import LiveAttempt, Outcome, RunState, StepState, Updates, may_claim
 from engine.loading.config import Paths
 from engine.loading.manifest import Manifest
-from engine.protocol import EventKind
+from engine.protocol.worker import EventKind
 from engine.status import RunStatus, StepStatus, transition_run, transition_step
 from engine.storage import repo
 from engine.storage.db import session_scope
 from engine.storage.models import CheckRecord, Materialization, StepAttempt
 
 if TYPE_CHECKING:
-    from engine.protocol import Event, Placement
+    from engine.protocol.worker import Event, Placement
 
 SAMPLE_FLUSH = 1.0
 

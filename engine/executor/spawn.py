@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.protocol import WorkerSpec
+    from engine.protocol.worker import WorkerSpec
 
 WORKER_MODULE = "engine.executor.worker"
 

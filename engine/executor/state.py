@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.executor.alerts import Alert
 from engine.executor.monitor import TreeStats, describe_exit
-from engine.protocol import EventKind, FailureKind, decode_event, reported_children
+from engine.protocol.worker import EventKind, FailureKind, decode_event, reported_children
 from engine.status import RunStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from engine.executor.leftovers import Leftovers
     from engine.executor.spawn import Launch
     from engine.loading.manifest import Manifest
-    from engine.protocol import CheckEvent, ErrorEvent, Event
+    from engine.protocol.worker import CheckEvent, ErrorEvent, Event
     from engine.storage.models import Run, Step
 
 # A value of the wrong type will be of the wrong type again: retrying only wastes time.

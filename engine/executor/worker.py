@@ -22,10 +22,17 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.protocol import EventKind, FailureKind, encode_event
+from engine.protocol.worker import EventKind, FailureKind, encode_event
 
 if TYPE_CHECKING:
-    from engine.protocol import AssetStepSpec, CheckRef, Event, Input, OutputEvent, WorkerSpec
+    from engine.protocol.worker import (
+        AssetStepSpec,
+        CheckRef,
+        Event,
+        Input,
+        OutputEvent,
+        WorkerSpec,
+    )
 
 _PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 _subreaper = False  # this process adopts its descendants' orphans

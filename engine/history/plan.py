@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from engine.authoring.partitions import PartitionsDefinition
     from engine.loading.manifest import Manifest
+    from engine.protocol.commands import RunCommand
     from engine.storage.models import Run, Step
 
 
@@ -32,6 +33,26 @@ class RunRequest:
     trigger: str = "manual"
     trigger_ref: str | None = None
     backfill_id: str | None = None
+
+    def to_command(self) -> RunCommand:
+        """The request as the `run` command carries it to an engine (engine.protocol)."""
+        return {
+            "selection": list(self.selection),
+            "pipeline": self.pipeline,
+            "partition": self.partition,
+            "params": self.params,
+            "trigger": self.trigger,
+        }
+
+    @classmethod
+    def from_command(cls, command: RunCommand) -> RunRequest:
+        return cls(
+            selection=tuple(command["selection"] or ()),
+            pipeline=command["pipeline"],
+            partition=command["partition"],
+            params=dict(command["params"] or {}),
+            trigger=command["trigger"] or "manual",
+        )
 
 
 def new_run_id() -> str:

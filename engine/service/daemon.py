@@ -1,8 +1,9 @@
 """The engine process: executor, schedules, sensors, hot reload and commands, composed.
 
 An `Engine` runs embedded in the TUI or headless as `dagtop daemon`. Only the holder of the
-lease runs one; everything else (a CLI in another terminal, a second UI) talks to it through
-the command table and reads state from storage. Threads: the coordinator's loop, a
+lease runs one; everything else (a CLI in another terminal, a second UI) sends it commands
+(engine.service.commands) over its local socket or through the database's command table, and
+reads state from storage. Threads: the coordinator's loop, a
 housekeeping loop (commands, run admission, backfills, lease heartbeat), APScheduler's, the
 watchdog observers' and the sensors' settle thread. None of them polls faster than a few times
 a second when idle.
@@ -14,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sqlmodel import Session
@@ -25,12 +26,14 @@ from engine.executor.coordinator import Coordinator
 from engine.executor.recovery import reconcile, sweep_values
 from engine.history.plan import RunRequest, record
 from engine.history.run_control import requeue_failed
+from engine.history.views import run_views
 from engine.loading import loader
 from engine.loading.config import Config, Paths
 from engine.loading.manifest import Manifest
 from engine.loading.watcher import PipelineWatcher, keep_last_good
 from engine.service import lease
 from engine.service.admission import Admission
+from engine.service.commands import answer
 from engine.service.events import EngineEvent
 from engine.service.ipc import SocketServer, socket_path
 from engine.storage import repo
@@ -39,6 +42,10 @@ from engine.storage.db import close, read_scope, session_scope, sqlite_path, ver
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING = 0.2
+FOLLOW_REFRESH = 1.0
+"""A run's follower reads it at least this often, should a change event ever be missed."""
+FOLLOW_COALESCE = 0.1
+"""Seconds of further changes a run's follower gathers before it reads the run again."""
 BACKUP_RETRY = 3600.0
 """Seconds before a rolling backup that failed is tried again."""
 
@@ -292,6 +299,48 @@ class Engine:
         self.coordinator.wake()
         return full
 
+    def follow_run(self, run_id: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """A run now and after each change until it ends, this engine stops or `timeout`
+        seconds pass (as `RunView.to_wire()`). It waits on the engine's change events, not on
+        a poll, and reads the run at most every `FOLLOW_COALESCE` seconds while it runs.
+
+        Raises:
+            RunNotFound: no such run.
+        """
+        with read_scope(self.db) as s:
+            run_id = repo.find_run(s, run_id).id  # a prefix names it too
+        changed, ended = threading.Event(), threading.Event()
+
+        def on_event(event: EngineEvent) -> None:
+            if event.kind == "run" and event.ref == run_id:
+                if event.ended:
+                    ended.set()
+                changed.set()
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        unsubscribe = self.subscribe(on_event)
+        try:
+            last = None
+            while self.running:
+                with read_scope(self.db) as s:
+                    view = run_views(s, [repo.find_run(s, run_id)])[0]
+                wire = view.to_wire()
+                if wire != last:
+                    yield wire
+                    last = wire
+                if view.finished:
+                    return
+                left = FOLLOW_REFRESH if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    return
+                changed.wait(min(left, FOLLOW_REFRESH))
+                # A run changes a few times per step: reading the whole run at each change would
+                # cost n² for n steps. Gather a burst, unless the change ended the run.
+                ended.wait(FOLLOW_COALESCE)
+                changed.clear()
+        finally:
+            unsubscribe()
+
     def subscribe(self, callback: Callable[[EngineEvent], None]) -> Callable[[], None]:
         """Call `callback` (on an engine thread) for every event; returns an unsubscribe."""
         self._listeners.append(callback)
@@ -314,11 +363,13 @@ class Engine:
 
     # --- backfills ----------------------------------------------------------------------------
 
-    def backfill(self, selection: list[str], keys: list[str], max_parallel: int = 4) -> str:
+    def backfill(self, selection: Sequence[str], keys: Sequence[str], max_parallel: int = 4) -> str:
         from engine.automation.backfill import create_backfill
 
         with session_scope(self.db) as s:
-            backfill_id = create_backfill(s, self.manifest(), selection, keys, max_parallel)
+            backfill_id = create_backfill(
+                s, self.manifest(), list(selection), list(keys), max_parallel
+            )
         self._wake.set()
         self._emit(EngineEvent("backfill", backfill_id))
         return backfill_id
@@ -447,7 +498,7 @@ class Engine:
         for cmd in commands:
             status, result, error = "done", None, None
             try:
-                result = self._command(cmd.kind, json.loads(cmd.payload or "{}"))
+                result = answer(self, cmd.kind, json.loads(cmd.payload or "{}"))
             except EngineError as exc:
                 status, error = "failed", exc.msg
             except Exception as exc:  # noqa: BLE001 - report, never crash the engine
@@ -460,38 +511,6 @@ class Engine:
                     row.result = json.dumps(result) if result is not None else None
                     row.error = error
                     s.add(row)
-
-    def _command(self, kind: str, payload: dict[str, Any]) -> Any:
-        if kind == "run":
-            request = RunRequest(
-                selection=tuple(payload.get("selection") or ()),
-                pipeline=payload.get("pipeline"),
-                partition=payload.get("partition"),
-                params=payload.get("params") or {},
-                trigger=payload.get("trigger") or "manual",
-            )
-            return {"run_id": self.submit(request)}
-        if kind == "rerun":
-            return {"run_id": self.rerun(payload["run_id"])}
-        if kind == "cancel":
-            return {"run_id": self.cancel(payload["run_id"])}
-        if kind == "backfill":
-            return {
-                "backfill_id": self.backfill(
-                    payload["selection"], payload["keys"], payload.get("max_parallel", 4)
-                )
-            }
-        if kind == "backfill_cancel":
-            return {"backfill_id": self.cancel_backfill(payload["backfill_id"])}
-        if kind == "backfill_resume":
-            return {"backfill_id": self.resume_backfill(payload["backfill_id"])}
-        if kind == "toggle":
-            self.set_enabled(payload["kind"], payload["name"], bool(payload["enabled"]))
-            return {"ok": True}
-        if kind == "reload":
-            m = self.reload()
-            return {"assets": len(m.assets), "errors": len(m.errors)}
-        raise EngineError(f"unknown command {kind!r}")
 
     def rerun(self, run_id: str) -> str:
         """Queue a run's failed, skipped and canceled steps again (re-run from failure)."""

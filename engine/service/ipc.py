@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ SOCKET_NAME = "engine.sock"
 _MAX_PATH = 100
 CONNECT_TIMEOUT = 2.0
 
-Send = Callable[[dict[str, Any]], None]
+Send = Callable[[Mapping[str, Any]], None]
 Handler = Callable[[dict[str, Any], Send], None]
 
 
@@ -106,7 +106,7 @@ class SocketServer:
             pass  # the caller went away (even while the stream flushed on close): carry on
 
     def _exchange(self, stream: Any) -> None:
-        def send(message: dict[str, Any]) -> None:
+        def send(message: Mapping[str, Any]) -> None:
             stream.write(json.dumps(message, default=str).encode() + b"\n")
             stream.flush()
 
@@ -137,7 +137,7 @@ class SocketServer:
 # --- the caller's side ------------------------------------------------------------------------
 
 
-def request(home: Path, message: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def request(home: Path, message: Mapping[str, Any]) -> Generator[dict[str, Any], None, None]:
     """Send `message` to the engine of `home` and yield its answers as they come.
 
     Raises:

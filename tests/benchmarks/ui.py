@@ -239,6 +239,7 @@ async def bench_home(root: Path, sizes: Sizes) -> list[Row]:
         for _ in range(sizes.frames):
             frames.append(await first_frame(client, min(PAGE, sizes.runs)))
     finally:
+        assert client.engine is not None
         client.engine.stop(grace=1.0)
     imports = import_cost()
     frame = statistics.median(frames)
@@ -352,6 +353,7 @@ async def bench_screens(root: Path, sizes: Sizes) -> list[Row]:
             out += await bench_tail(app, client, sizes)
     finally:
         big_log.unlink(missing_ok=True)
+        assert client.engine is not None
         client.engine.stop(grace=1.0)
     return out
 

@@ -51,11 +51,17 @@ def test_a_dask_worker_needs_no_storage_to_start_steps() -> None:
 
 
 def test_the_protocol_needs_only_the_standard_library() -> None:
-    # Every step's worker imports it before user code.
-    loaded = _modules_after("import engine.protocol") - _modules_after("pass")
+    # Every step's worker imports the worker half before user code, and never the commands.
+    loaded = _modules_after("import engine.protocol.worker") - _modules_after("pass")
     outside = {m.split(".")[0] for m in loaded} - set(sys.stdlib_module_names)
     assert outside == {"engine"}, outside
-    assert {m for m in loaded if m.startswith("engine")} == {"engine", "engine.protocol"}
+    assert {m for m in loaded if m.startswith("engine")} == {
+        "engine",
+        "engine.protocol",
+        "engine.protocol.worker",
+    }
+    loaded = _modules_after("import engine.protocol.commands") - _modules_after("pass")
+    assert {m.split(".")[0] for m in loaded} - set(sys.stdlib_module_names) == {"engine"}
 
 
 def test_check_and_list_do_not_import_storage() -> None:

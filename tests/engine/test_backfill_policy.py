@@ -86,7 +86,7 @@ def days(first: int, last: int) -> list[str]:
 
 
 def backfill(client: Client, selection: list[str], keys: list[str]) -> dict[str, object]:
-    return client.run_backfill_here(client.backfill(selection, keys=keys, max_parallel=2))
+    return client.follow_backfill(client.backfill(selection, keys=keys, max_parallel=2))
 
 
 def runs_of(client: Client, backfill_id: str) -> list[str | None]:

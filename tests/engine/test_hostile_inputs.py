@@ -46,6 +46,7 @@ from hypothesis import strategies as st
 
 from engine.authoring.partitions import StaticPartitions, safe_key
 from engine.executor import launch
+from engine.executor.spawn import Launch
 from engine.loading import loader
 from engine.loading.config import Paths
 from engine.loading.manifest import AssetSpec, Manifest
@@ -611,12 +612,12 @@ def _asset_spec(name: str, keys: list[str]) -> AssetSpec:
     )  # fmt: skip
 
 
-def _prepare(home: Path, key: str, params: dict[str, object]) -> launch.Launch:
+def _prepare(home: Path, key: str, params: dict[str, object]) -> Launch:
     paths = Paths(home=home, pipelines=home.parent / "pipelines")
     manifest = Manifest(
         root=str(paths.pipelines), assets={"hostile": _asset_spec("hostile", [key])}
     )
-    run = SimpleNamespace(
+    run: Any = SimpleNamespace(
         id=uuid.uuid4().hex[:12], kind="assets", partition=key, params=json.dumps(params),
         selection=json.dumps(["hostile"]),
     )  # fmt: skip

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from engine.protocol import (
+from engine.protocol.worker import (
     EventKind,
     FailureKind,
     decode_event,
@@ -19,7 +19,7 @@ from engine.protocol import (
 from tests.engine.test_executor import log_text, make_project, materializations, stored_value
 
 if TYPE_CHECKING:
-    from engine.protocol import ErrorEvent, Event, FinishedEvent, MetadataEvent
+    from engine.protocol.worker import ErrorEvent, Event, FinishedEvent, MetadataEvent
 
 T = 1_700_000_000.25
 

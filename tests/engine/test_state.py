@@ -13,11 +13,11 @@ from engine.executor.state import (
     retry_delay,
 )
 from engine.loading.manifest import Manifest
-from engine.protocol import EventKind
+from engine.protocol.worker import EventKind
 from engine.status import RunStatus, StepStatus
 
 if TYPE_CHECKING:
-    from engine.protocol import CheckEvent, Event
+    from engine.protocol.worker import CheckEvent, Event
 
 NOW = 1_000.0
 FAILED = Ending(StepStatus.FAILED, "ValueError: no", None, retry=True)

@@ -40,7 +40,7 @@ from engine.errors import EngineError, RunNotFound
 from engine.history.lineage import LineageNode
 from engine.history.partition_status import PartitionChanges, PartitionCursor, PartitionState
 from engine.loading.config import Paths
-from engine.loading.manifest import Manifest
+from engine.loading.manifest import Manifest, target_label
 from engine.service.events import EngineEvent
 from engine.status import PartitionStatus, RunStatus, StepStatus
 
@@ -190,20 +190,16 @@ def example_automation(manifest: Manifest) -> tuple[list[ScheduleStatus], list[S
     }
     schedules = [
         ScheduleStatus(
-            s.name, s.cron, _target(s.target), True, s.catchup,
+            s.name, s.cron, target_label(s.target), True, s.catchup,
             datetime.fromisoformat(ticks[s.name]), None, None, None, None,
         )
         for s in manifest.schedules.values()
     ]  # fmt: skip
     sensors = [
-        SensorStatus(s.name, s.path, s.pattern, _target(s.target), False, 0, None, None, None)
+        SensorStatus(s.name, s.path, s.pattern, target_label(s.target), False, 0, None, None, None)
         for s in manifest.sensors.values()
     ]
     return schedules, sensors
-
-
-def _target(target: dict[str, Any]) -> str:
-    return str(target.get("name") or ", ".join(target.get("selection", [])))
 
 
 class FakeEngine:

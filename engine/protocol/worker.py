@@ -1,4 +1,5 @@
-"""The messages dagtop's processes send each other, each with its type and its wire form.
+"""The messages between the coordinator and a step's worker: the spec it runs, the events it
+sends back, and what the fork server and a Dask task report.
 
 Standard library only, and cheap to import: a step's worker imports this before it runs user
 code, and so does a Dask worker. A message is a plain dict, the very dict that travels (as a

@@ -1,0 +1,117 @@
+"""The link to the engine on this home's Unix socket (engine.service.ipc).
+
+A command is one exchange; following a run or a backfill is the engine pushing it at every
+change. Nothing here imports storage: with an engine up, `dagtop materialize` starts, sends,
+prints and exits. Only if the engine stops in the middle of a stream is the rest followed in
+storage, as the database link follows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from engine.client.links import EngineGone, Link
+from engine.errors import EngineError
+from engine.protocol.commands import Command, SocketRequest, Stream, socket_request
+from engine.service import ipc
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine as SAEngine
+
+Req = TypeVar("Req")
+Ans = TypeVar("Ans")
+Upd = TypeVar("Upd")
+
+
+class LocalSocket(Link):
+    """Args:
+    home: The home folder whose engine listens on its socket.
+    db: This home's database, opened only should a stream have to be followed there.
+    """
+
+    where = "socket"
+
+    def __init__(self, home: Path, db: Callable[[], SAEngine]) -> None:
+        self.home = home
+        self._db = db
+
+    def call(self, command: Command[Req, Ans], request: Req) -> Ans:
+        first, answers = self._ask(socket_request(command, request))
+        answers.close()
+        result: Ans = first["result"]
+        return result
+
+    def follow(
+        self, stream: Stream[Req, Upd], request: Req, on_update: Callable[[Upd], None] | None
+    ) -> Upd:
+        first, answers = self._ask(socket_request(stream, request))
+        return self._updates(stream, request, first, answers, on_update)
+
+    def call_and_follow(
+        self,
+        command: Command[Req, Any],
+        request: Req,
+        stream: Stream[Any, Upd],
+        on_update: Callable[[Upd], None] | None,
+    ) -> Upd:
+        first, answers = self._ask(socket_request(command, request, follow=stream))
+        result = first["result"]
+        try:
+            first = next(answers)
+        except (ipc.Closed, StopIteration, OSError, ValueError):
+            first = {}  # it stopped right after answering: follow the stream in storage
+        return self._updates(stream, result, first, answers, on_update)
+
+    def _ask(
+        self, message: SocketRequest
+    ) -> tuple[dict[str, Any], Generator[dict[str, Any], None, None]]:
+        """Send `message`; the engine's first answer, and the rest to come.
+
+        Raises:
+            EngineGone: no engine listens (a dead engine's socket file): nothing was sent.
+            EngineError: the engine refused, or went away before answering.
+        """
+        answers = ipc.request(self.home, message)
+        try:
+            first = next(answers)
+        except ipc.Unavailable:
+            raise EngineGone(f"no engine answers on {ipc.socket_path(self.home)}") from None
+        except (ipc.Closed, StopIteration, OSError, ValueError):
+            raise EngineError(
+                f"the engine went away before answering {message['kind']!r}; check `dagtop runs`",
+                title="No answer",
+            ) from None
+        if "error" in first:
+            raise EngineError(first["error"], title="Engine refused")
+        return first, answers
+
+    def _updates(
+        self,
+        stream: Stream[Any, Upd],
+        request: object,
+        first: dict[str, Any],
+        answers: Generator[dict[str, Any], None, None],
+        on_update: Callable[[Upd], None] | None,
+    ) -> Upd:
+        last: Upd | None = None
+        answer = first
+        try:
+            while "update" in answer:
+                last = answer["update"]
+                if on_update is not None:
+                    on_update(last)
+                answer = next(answers)
+        except StopIteration:  # the stream ended, and the engine said so
+            assert last is not None  # every stream starts with the state it follows
+            return last
+        except (ipc.Closed, OSError, ValueError):
+            pass  # the engine stopped in the middle
+        if "error" in answer:
+            raise EngineError(answer["error"], title="Engine refused")
+        from engine.service import commands
+
+        # The engine stopped before the stream ended: what it ran is in storage.
+        watched: Upd = commands.stream(stream.kind).watch(self._db(), request, on_update)
+        return watched

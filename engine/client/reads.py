@@ -1,0 +1,296 @@
+"""Reading a project's history: runs, attempts, samples, partitions, lineage, backfills,
+schedules and sensors, as frozen views (never storage rows), straight from storage.
+
+An embedded engine's memory answers where it knows better than storage (its definitions, its
+scheduler's next ticks, a running backfill's counts). Reads are not commands yet; one that
+should be answered over the engine's socket becomes a command of engine.service.commands
+whose in-process handler reads storage as these do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.client.project import Project
+from engine.errors import EngineError
+from engine.history.views import (
+    AttemptView,
+    LogRef,
+    MachineView,
+    NodeStatus,
+    RunView,
+    SampleView,
+    attempt_view,
+    node_statuses,
+    run_views,
+)
+from engine.status import PartitionStatus, StepStatus
+
+if TYPE_CHECKING:
+    from engine.automation.backfill import ProgressReader
+    from engine.automation.scheduler import ScheduleStatus
+    from engine.automation.sensors import SensorStatus
+    from engine.history.lineage import LineageNode, StaleState
+    from engine.history.partition_status import PartitionChanges, PartitionCursor, PartitionState
+    from engine.loading.manifest import Manifest
+
+
+class Reads(Project):
+    """What a client reads."""
+
+    _backfill_reader: ProgressReader | None = None  # the UI's list of backfills, every second
+
+    # --- runs ---------------------------------------------------------------------------------
+
+    def run(self, run_id: str) -> RunView:
+        """Raises: RunNotFound."""
+        from engine.storage import repo
+
+        with self._read() as s:
+            return run_views(s, [repo.find_run(s, run_id)])[0]
+
+    def runs(self, limit: int = 50, offset: int = 0) -> list[RunView]:
+        """The newest runs first."""
+        from engine.storage import repo
+
+        with self._read() as s:
+            return run_views(s, repo.recent_runs(s, limit, offset))
+
+    def runs_since(self, updated_after: float, limit: int = 500) -> list[RunView]:
+        """Runs changed after a time (by `updated_at`), for incremental refreshes."""
+        from engine.storage import repo
+
+        with self._read() as s:
+            return run_views(s, repo.runs_changed_since(s, updated_after, limit))
+
+    def attempts(self, run_id: str) -> list[AttemptView]:
+        """Every attempt of every step of a run, in the order they started."""
+        from engine.storage import repo
+
+        with self._read() as s:
+            run = repo.find_run(s, run_id)
+            return [attempt_view(a) for a in repo.attempts_of(s, run.id)]
+
+    def samples(self, attempt_id: int, since: float | None = None) -> list[SampleView]:
+        """The resource samples of a step attempt (live while it runs, downsampled after);
+        with `since`, only those taken after it (for polling a long attempt cheaply)."""
+        from engine.storage import repo
+
+        with self._read() as s:
+            return [
+                SampleView(t=x.t, cpu_percent=x.cpu_percent, rss_bytes=x.rss_bytes)
+                for x in repo.samples_of(s, attempt_id, since)
+            ]
+
+    def logs(self, run_id: str, step: str | None = None) -> list[LogRef]:
+        """Every attempt's log file of a run (or of one step), in the order they started.
+
+        Raises:
+            RunNotFound: no such run.
+            EngineError: the run has no step `step`.
+        """
+        from engine.storage import repo
+
+        with self._read() as s:
+            run = repo.find_run(s, run_id)
+            attempts = repo.attempts_of(s, run.id)
+            keys = [st.key for st in repo.steps_of(s, [run.id])[run.id]]
+        if step is not None and step not in keys:
+            from engine.errors import suggest
+
+            raise EngineError(
+                f"run {run.id} has no step {step!r}" + suggest(step, keys), title="Unknown step"
+            )
+        return [
+            LogRef(key=a.key, attempt=a.attempt, status=StepStatus(a.status), path=Path(a.log_path))
+            for a in attempts
+            if step is None or a.key == step
+        ]
+
+    # --- assets and tasks ---------------------------------------------------------------------
+
+    def node_statuses(self, pipeline: str | None = None) -> dict[str, NodeStatus]:
+        """The latest step status of every asset, or of one task pipeline's tasks. An asset
+        whose latest step succeeded but whose value is out of date (or gone) reads "stale",
+        with why."""
+        manifest = self.load()
+        if pipeline is not None:
+            found = manifest.pipelines.get(pipeline)
+            keys = list(found.tasks) if found is not None else []
+        else:
+            keys = list(manifest.assets)
+        with self._read() as s:
+            statuses = node_statuses(s, keys, pipeline)
+            if pipeline is not None:
+                return statuses
+            from engine.history.lineage import VALUE_MISSING, Staleness
+
+            staleness = Staleness(s, manifest)
+            done = {k: n for k, n in statuses.items() if n.status == "success"}
+            staleness.preload_pairs(
+                (key, [node.partition if manifest.assets[key].partitions else None])
+                for key, node in done.items()
+            )
+            for key, node in done.items():
+                part = node.partition if manifest.assets[key].partitions else None
+                mat = staleness.current(key, part)
+                why = staleness.reasons(key, part)
+                if mat is not None and not staleness.present(mat):
+                    why = (VALUE_MISSING,)
+                if why:
+                    statuses[key] = dataclasses.replace(
+                        node, status=PartitionStatus.STALE, reason=", ".join(why)
+                    )
+            return statuses
+
+    def describe(self) -> dict[str, Any]:
+        """Every definition as plain data (what `dagtop list --json` prints)."""
+        from engine.loading.describe import describe_definitions
+
+        manifest = self.load()
+        staleness = None
+        if self._has_history():
+            from engine.history.lineage import asset_staleness
+
+            with self._read() as s:
+                staleness = asset_staleness(s, manifest)
+        return describe_definitions(manifest, self.config.timezone, staleness)
+
+    def _has_history(self) -> bool:
+        """Whether there is a database to read: without one, `dagtop list` needs no storage
+        (SQLModel costs ~0.35 s to import) and nothing can be stale."""
+        if os.environ.get("DAGTOP_DATABASE_URL") or self.config.database_url:
+            return True
+        return (self.paths.home / "dagtop.db").exists()
+
+    def machine(self) -> MachineView:
+        """This machine's CPU and memory use (for the UI's header)."""
+        import psutil
+
+        mem = psutil.virtual_memory()
+        return MachineView(
+            cpu_percent=psutil.cpu_percent(interval=None),
+            memory_used=mem.total - mem.available,
+            memory_total=mem.total,
+        )
+
+    # --- partitions, lineage and staleness ----------------------------------------------------
+
+    def partitions(self, asset: str) -> list[PartitionState]:
+        """The status of every partition of `asset` (see engine.history.partition_status)."""
+        from engine.history.partition_status import partition_states
+
+        manifest = self.load()
+        _known_asset(manifest, asset)
+        with self._read() as s:
+            return partition_states(s, manifest, asset)
+
+    def partition_changes(
+        self, assets: Sequence[str], cursor: PartitionCursor | None = None
+    ) -> PartitionChanges:
+        """The partition states of `assets` that may have changed since `cursor`, or all of
+        them without one (see engine.history.partition_status): what the partition matrix
+        polls. Hand its `cursor` back at the next call.
+
+        Raises:
+            SelectionError: an unknown asset.
+        """
+        from engine.history.partition_status import partition_changes
+
+        manifest = self.load()
+        for asset in assets:
+            _known_asset(manifest, asset)
+        with self._read() as s:
+            return partition_changes(s, manifest, list(assets), cursor)
+
+    def lineage(
+        self, asset: str, partition: str | None = None, downstream: bool = False
+    ) -> LineageNode:
+        """How the current value of `asset` [partition] was produced: the materializations it
+        consumed, back to the roots; or, with `downstream`, the assets that depend on it and
+        their newest materializations (see engine.history.lineage).
+
+        Raises:
+            SelectionError: no such asset.
+            PartitionError: the key is missing, not needed, or invalid.
+            EngineError: (upstream) the asset partition was never materialized.
+        """
+        from engine.history.lineage import downstream_lineage, upstream_lineage
+
+        manifest = self.load()
+        _known_asset(manifest, asset)
+        build = downstream_lineage if downstream else upstream_lineage
+        with self._read() as s:
+            return build(s, manifest, asset, partition)
+
+    def stale(self, selection: Sequence[str], partition: str | None = None) -> list[StaleState]:
+        """Each asset of a selection, in dependency order: missing, stale (with the reasons)
+        or current; partitioned assets at `partition`.
+
+        Raises:
+            SelectionError, PartitionError: as for `materialize`.
+        """
+        from engine.history.lineage import stale_states
+        from engine.history.plan import validate_partition
+        from engine.loading.selection import resolve
+
+        manifest = self.load()
+        names = resolve(manifest, selection)
+        validate_partition(manifest, names, partition)
+        with self._read() as s:
+            return stale_states(s, manifest, names, partition)
+
+    # --- backfills, schedules, sensors --------------------------------------------------------
+
+    def backfill_progress(self, backfill_id: str, with_keys: bool = True) -> dict[str, Any]:
+        """A backfill's row and how many of its keys each status covers (one aggregate query);
+        with `with_keys`, also its key list (`partitions`)."""
+        from engine.automation.backfill import progress
+
+        with self._read() as s:
+            return progress(s, backfill_id, with_keys)
+
+    def backfills(self, limit: int = 20, with_keys: bool = True) -> list[dict[str, Any]]:
+        """The newest backfills and their progress. Without `with_keys` (the UI's list, read
+        every second) each dict says only how many keys there are and the first and last,
+        and only running backfills are counted again at each call."""
+        from engine.automation.backfill import ProgressReader, progress
+        from engine.storage import repo
+
+        with self._read() as s:
+            if with_keys:
+                return [progress(s, b.id) for b in repo.recent_backfills(s, limit)]
+            if self._backfill_reader is None:
+                self._backfill_reader = ProgressReader()
+            live = self.engine.backfill_progress if self.engine is not None else None
+            return self._backfill_reader.recent(s, limit, live)
+
+    def schedules(self) -> list[ScheduleStatus]:
+        """Every schedule's status: next and last tick, last run, on/off."""
+        if self.engine is not None and self.engine.scheduler is not None:
+            found: list[ScheduleStatus] = self.engine.scheduler.status()
+            return found
+        from engine.automation.scheduler import statuses
+
+        return statuses(self.db, self.load(), self.config.timezone)
+
+    def sensors(self) -> list[SensorStatus]:
+        """Every file sensor's status: files seen, last file, on/off."""
+        if self.engine is not None and self.engine.sensors is not None:
+            found: list[SensorStatus] = self.engine.sensors.status()
+            return found
+        from engine.automation.sensors import statuses
+
+        return statuses(self.db, self.load())
+
+
+def _known_asset(manifest: Manifest, asset: str) -> None:
+    """Raises: SelectionError: no asset is named `asset`."""
+    if asset not in manifest.assets:
+        from engine.errors import SelectionError, suggest
+
+        raise SelectionError(f"unknown asset {asset!r}" + suggest(asset, manifest.assets))
