@@ -70,6 +70,7 @@ from typing import Any
 import psutil
 
 from engine.status import BackfillStatus, RunStatus, StepStatus
+from engine.units import control_character
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -95,6 +96,11 @@ NAME_PARTS = [
     "quote'd", 'dq"x', "$HOME", "star*", "[brackets]", "per%cent", "tab\tin", "ñandú", "zero0",
     "CON", "nul", "-dash", "#hash", "ümlaut", "back\\slash", "new\nline",
 ]  # fmt: skip
+
+
+def _ignored_name(path: str) -> bool:
+    """Whether the file sensor skips this dropped file: its name has a control character."""
+    return control_character(Path(path).name) is not None
 
 
 def log(msg: str) -> None:
@@ -669,7 +675,7 @@ class Soak:
         started = time.monotonic()
         deadline = started + self.args.settle_timeout
         with self.drops_lock:
-            dropped = {d.path for d in self.drops}
+            dropped = {d.path for d in self.drops if not _ignored_name(d.path)}
         while time.monotonic() < deadline:
             if inst.proc.poll() is not None:
                 self.notes.append(f"the final daemon exited early: {_tail_file(inst.out)}")
@@ -830,7 +836,12 @@ class Soak:
 
     def _audit_drops(self, runs: list[sqlite3.Row], fig: dict[str, Any]) -> list[Failure]:
         fail: list[Failure] = []
-        drops = {d.path: d for d in self.drops}
+        # A name with a control character is ignored by the sensor, by design (it would forge a
+        # line wherever the path is printed): it must start nothing, be named in a warning, and
+        # stay where it was dropped.
+        ignored = {d.path: d for d in self.drops if _ignored_name(d.path)}
+        drops = {d.path: d for d in self.drops if d.path not in ignored}
+        fail += self._audit_ignored_drops(ignored, runs, fig)
         rows = self.query(
             "SELECT path, size, mtime_ns, run_id FROM sensorfile WHERE sensor='drops'"
         )
@@ -880,6 +891,34 @@ class Soak:
             fail.append(
                 Failure("drops", f"{len(runs_missing)} drop(s) with no run: {runs_missing[:3]}")
             )
+        return fail
+
+    def _audit_ignored_drops(
+        self, ignored: dict[str, Drop], runs: list[sqlite3.Row], fig: dict[str, Any]
+    ) -> list[Failure]:
+        fail: list[Failure] = []
+        claimed = {
+            r["path"] for r in self.query("SELECT path FROM sensorfile WHERE sensor='drops'")
+        }
+        ran = {
+            json.loads(r["params"] or "{}").get("path") for r in runs if r["trigger"] == "sensor"
+        }
+        logs = _read(self.home / "daemon.log") + "".join(_read(i.out) for i in self.instances)
+        started = sorted(p for p in ignored if p in claimed or p in ran)
+        unnamed = sorted(p for p in ignored if f"sensor ignores {p!r}" not in logs)
+        gone = sorted(p for p in ignored if not Path(p).exists())
+        fig["ignored_drops"] = {
+            "control_character_names": len(ignored),
+            "started_something": len(started),
+            "not_named_in_a_warning": len(unnamed),
+            "removed": len(gone),
+        }
+        if started:
+            fail.append(Failure("drops", f"ignored name(s) started a run: {started[:3]}"))
+        if unnamed:
+            fail.append(Failure("drops", f"ignored name(s) not named in a warning: {unnamed[:3]}"))
+        if gone:
+            fail.append(Failure("drops", f"ignored file(s) no longer there: {gone[:3]}"))
         return fail
 
     def _audit_logs(self, reader_out: Path, fig: dict[str, Any]) -> list[Failure]:
