@@ -215,7 +215,7 @@ def _sweep(db: SAEngine, where: str, url: bool) -> int:
         if status is None:
             unknown.append(value.rel)  # a run, or an attempt, this database does not know
             continue
-        if run_id in active or status == "running":
+        if run_id in active or status == StepStatus.RUNNING:
             continue  # a worker may be writing or recording it right now
         if temp:
             try:
