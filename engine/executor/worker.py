@@ -265,6 +265,7 @@ def run(spec: WorkerSpec, reporter: Reporter) -> None:
     from engine.authoring import iomanager
     from engine.authoring.context import StepContext
     from engine.authoring.definitions import AssetDef, Pipeline
+    from engine.authoring.multi_partitions import dimensions_of
 
     key = spec["key"]
     log = _setup_logging(key)
@@ -300,6 +301,7 @@ def run(spec: WorkerSpec, reporter: Reporter) -> None:
             raise StepFailure(FailureKind.OUTPUT, str(exc)) from exc
         kwargs = _load_inputs(spec, items)
         fn, takes_context, what = defn.fn, defn.takes_context, f"asset {defn.name!r}"
+        ctx.dimensions = dimensions_of(defn.partitions, partition)
     else:
         pipeline = _find(items, Pipeline, spec["pipeline"])
         task = pipeline.tasks.get(key) if pipeline else None
