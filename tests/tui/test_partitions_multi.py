@@ -4,6 +4,8 @@ both dimensions. Against the fake client (fast, deterministic)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from textual.widgets import Static
 
@@ -165,3 +167,12 @@ def test_a_year_by_24_regions_lays_out_every_cell() -> None:
     assert rows[f"sales{SEP}r23"][-1].status == F  # type: ignore[union-attr]
     assert rows["sales"][-1].status == F and rows["sales"][-2].status == M  # type: ignore[union-attr]
     assert sum(s is not None and s.status == M for v in rows.values() for s in v) == 25 * 365 - 2
+
+
+def test_snapshot_grid_with_a_selection(snap_compare: Any, fake: FakeClient) -> None:
+    async def run(pilot: Any) -> None:
+        await polled_screen(pilot.app, pilot, PartitionsScreen)
+        await pilot.press("down", "down", "shift+down", "shift+left", "shift+left")
+
+    app = Host(fake, lambda: PartitionsScreen("sales"))
+    assert snap_compare(app, terminal_size=(100, 24), run_before=run)

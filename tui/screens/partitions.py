@@ -207,16 +207,17 @@ class PartitionsScreen(PolledScreen[tuple["MatrixLayout", "PartitionChanges"]]):
         grid = info.grid
         self.matrix.set_layout(info.rows, info.keys, info.kind, grid.labels if grid else None)
         count = f"{len(info.keys):,} {_NOUN.get(info.kind, 'key')}s"
+        title = f" [b]Partitions[/]  group [b]{escape(info.group)}[/]  {escape(info.description)}"
         if grid is not None:
+            # The shape first: the two definitions' description runs past most terminals.
             total = len(info.keys) * len(grid.row_keys)
             count = (
-                f"{grid.column_dimension} × {grid.row_dimension}: {count} × "
+                f"{escape(grid.column_dimension)} × {escape(grid.row_dimension)}: {count} × "
                 f"{len(grid.row_keys):,} = {total:,} keys"
             )
-        self.query_one("#partitions-title", Static).update(
-            f" [b]Partitions[/]  group [b]{escape(info.group)}[/]  {escape(info.description)}"
-            f"  {count}"
-        )
+            title = f" [b]Partitions[/]  group [b]{escape(info.group)}[/]  {count}"
+            count = f"[dim]{escape(info.description)}[/]"
+        self.query_one("#partitions-title", Static).update(f"{title}  {count}")
 
     def poll_read(self) -> Callable[[], tuple[MatrixLayout, PartitionChanges]] | None:
         info, cursor, client = self.layout_info, self._cursor, self.client
