@@ -184,6 +184,28 @@ class MultiPartitions(PartitionsDefinition):
             )
         raise InvalidPartitionKey(f"{key!r}: {'; '.join(problems)}")
 
+    def validate_bound(self, key: str, now: datetime | None = None) -> None:
+        """Check one end of a range as :meth:`keys_between` takes it: a key of this definition,
+        or a key of its time dimension.
+
+        Raises:
+            InvalidPartitionKey: With a one-line message naming the dimension at fault.
+        """
+        timed = self.time_dimension
+        if timed is not None and isinstance(key, str) and DELIMITER not in key:
+            try:
+                self.dimension(timed).validate_key(key, now)
+            except InvalidPartitionKey as exc:
+                other = self.other_dimension
+                if self._valid_in(self.dimension(other), key):
+                    raise InvalidPartitionKey(
+                        f"{key!r} names only the {other}: give a {timed} or a whole key "
+                        f"({self._shape()})"
+                    ) from None
+                raise InvalidPartitionKey(f"{timed}: {exc}") from None
+            return
+        self.validate_key(key, now)
+
     def keys_between(self, first: str, last: str, now: datetime | None = None) -> list[str]:
         """See :meth:`PartitionsDefinition.keys_between`.
 

@@ -19,6 +19,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 pdef = manifest.assets[asset].partitions_def
                 assert pdef is not None and len(pdef.keys()) == n
                 keys = timed(pdef.keys, args.repeat)
-                read = timed(lambda a=asset: client.partitions(a), args.repeat)
+                read = timed(partial(client.partitions, asset), args.repeat)
                 ui = statistics.median(
                     asyncio.run(first_states(client, asset)) for _ in range(args.repeat)
                 )

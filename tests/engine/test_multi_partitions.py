@@ -257,3 +257,13 @@ def test_a_year_of_days_by_24_regions_lists_fast_enough_to_be_linear() -> None:
     assert len(keys) == 365 * 24
     assert keys[0] == "2024-01-01|r00" and keys[-1] == "2024-12-30|r23"
     assert len(set(keys)) == len(keys)
+
+
+def test_a_bound_of_a_range_is_a_key_or_a_key_of_the_time_dimension() -> None:
+    pdef = grid()
+    pdef.validate_bound("2025-01-02", NOW)
+    pdef.validate_bound("2025-01-02|us", NOW)
+    with pytest.raises(InvalidPartitionKey, match="date: '2025-01-09' has not ended"):
+        pdef.validate_bound("2025-01-09", NOW)
+    with pytest.raises(InvalidPartitionKey, match="names only the region"):
+        pdef.validate_bound("us", NOW)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from textual.widgets import Static
+from textual.widgets import Button, Input, Static
 
 from engine.history.partition_status import PartitionState
 from engine.loading.manifest import Manifest
@@ -176,3 +176,21 @@ def test_snapshot_grid_with_a_selection(snap_compare: Any, fake: FakeClient) -> 
 
     app = Host(fake, lambda: PartitionsScreen("sales"))
     assert snap_compare(app, terminal_size=(100, 24), run_before=run)
+
+
+async def test_the_backfill_dialog_takes_days_for_a_grid(fake: FakeClient) -> None:
+    """Opened without a range (from the home screen): From/To are days, covering every region;
+    "missing and failed" trims them to what needs doing."""
+    app = Host(fake, lambda: BackfillDialog(["sales"], None, None))
+    async with app.run_test(size=(120, 30)) as pilot:
+        dialog = app.screen
+        assert isinstance(dialog, BackfillDialog)
+        await until(lambda: not dialog.query_one("#backfill-start", Button).disabled, pilot)
+        assert dialog.query_one("#backfill-from", Input).value == "2025-01-01"
+        assert dialog.query_one("#backfill-to", Input).value == "2025-01-10"
+        apac = [f"2025-01-{d:02d}|apac" for d in range(1, 11)]
+        assert sorted(dialog.planned_keys) == sorted([*apac, "2025-01-03|eu"])
+        dialog.query_one("#backfill-to", Input).value = "2025-01-32"
+        await until(lambda: dialog.query_one("#backfill-start", Button).disabled, pilot)
+        error = str(dialog.query_one("#backfill-to-error", Static).render())
+        assert error.startswith("date: '2025-01-32' is not a daily partition key")
