@@ -194,3 +194,29 @@ async def test_the_backfill_dialog_takes_days_for_a_grid(fake: FakeClient) -> No
         await until(lambda: dialog.query_one("#backfill-start", Button).disabled, pilot)
         error = str(dialog.query_one("#backfill-to-error", Static).render())
         assert error.startswith("date: '2025-01-32' is not a daily partition key")
+
+
+def test_a_grid_whose_time_dimension_sorts_second() -> None:
+    from engine.authoring.multi_partitions import MultiPartitions
+    from engine.authoring.partitions import DailyPartitions, StaticPartitions
+
+    pdef = MultiPartitions(
+        {
+            "date": DailyPartitions(start="2025-01-01", end="2025-01-03"),
+            "color": StaticPartitions(["red", "blue"]),
+        }
+    )
+    grid = Grid.of(pdef, ["paint"])
+    assert (grid.column_dimension, grid.row_dimension) == ("date", "color")
+    assert grid.columns == ("2025-01-01", "2025-01-02") and not grid.column_first
+    assert grid.key("2025-01-02", "blue") == "blue|2025-01-02"
+    assert grid.parts("blue|2025-01-02") == ("2025-01-02", "blue")
+    assets, keys = grid.keys_of(["paint"], ["2025-01-01", "2025-01-02"])
+    assert assets == ["paint"] and keys == pdef.keys()  # in the definition's order
+    states = [PartitionState(k, M, 1.0, "r") for k in keys]
+    rows = grid.full_rows("paint", states)
+    assert [s.key for s in rows[f"paint{SEP}blue"] if s] == ["2025-01-01", "2025-01-02"]
+
+    static = MultiPartitions({"a": StaticPartitions(["x", "y"]), "b": StaticPartitions(["1"])})
+    both = Grid.of(static, ["s"])
+    assert (both.column_dimension, both.row_dimension, both.kind) == ("a", "b", "static")
