@@ -37,10 +37,10 @@ class StepContext:
     params: dict[str, Any]
     key: str
     home: Path
+    dimensions: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
     partition_keys: list[str] = field(default_factory=list)
-    dimensions: dict[str, str] = field(default_factory=dict)
     _on_metadata: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
 
     def add_metadata(self, data: dict[str, Any]) -> None:
