@@ -315,9 +315,15 @@ class MultiPartitions(PartitionsDefinition):
         if DELIMITER not in key:
             for name, pdef in self.dimensions:
                 if self._valid_in(pdef, key):
+                    every = ""
+                    if name == self.time_dimension:
+                        every = (
+                            f" (backfill --from {key} --to {key} covers every "
+                            f"{self.other_dimension})"
+                        )
                     return (
                         f"{key!r} names only the {name}: a key of this asset is "
-                        f"{self._shape()}{hint}"
+                        f"{self._shape()}{hint}{every}"
                     )
         return f"{key!r} is not a key of {self._shape()}{hint}"
 

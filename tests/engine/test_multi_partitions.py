@@ -161,8 +161,9 @@ def test_validate_key() -> None:
         pdef.validate_key("2025-01-09|us", NOW)
     with pytest.raises(InvalidPartitionKey, match=r"did you mean '2025-01-02\|us'"):
         pdef.validate_key("us|2025-01-02", NOW)
-    with pytest.raises(InvalidPartitionKey, match=r"names only the date.*DATE\|REGION"):
+    with pytest.raises(InvalidPartitionKey, match=r"names only the date.*DATE\|REGION") as info:
         pdef.validate_key("2025-01-02", NOW)
+    assert "backfill --from 2025-01-02 --to 2025-01-02 covers every region" in str(info.value)
     with pytest.raises(InvalidPartitionKey, match=r"not a key of DATE\|REGION, e.g. '"):
         pdef.validate_key("a|b|c", NOW)
     with pytest.raises(InvalidPartitionKey, match="control character"):
