@@ -300,6 +300,11 @@ def run(spec: WorkerSpec, reporter: Reporter) -> None:
             raise StepFailure(FailureKind.OUTPUT, str(exc)) from exc
         kwargs = _load_inputs(spec, items)
         fn, takes_context, what = defn.fn, defn.takes_context, f"asset {defn.name!r}"
+        if defn.partitions is not None and defn.partitions.kind == "multi" and partition:
+            # The pipeline file imported MultiPartitions already: this import costs nothing.
+            from engine.authoring.multi_partitions import dimensions_of
+
+            ctx.dimensions = dimensions_of(defn.partitions, partition)
     else:
         pipeline = _find(items, Pipeline, spec["pipeline"])
         task = pipeline.tasks.get(key) if pipeline else None
