@@ -4,6 +4,8 @@ processes and real SQLite (the pipelines are in tests/fixtures/pipelines/task_fl
 from __future__ import annotations
 
 import pickle
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +14,11 @@ from sqlmodel import col, select
 
 from engine.client import Client, RunView
 from engine.status import RunStatus, StepStatus
-from engine.storage.db import read_scope
+from engine.storage.db import read_scope, session_scope
 from engine.storage.models import Step, StepAttempt
 from tests.engine.test_executor import log_text, make_project, step
+from tests.engine.test_recovery import all_rows, dagtop
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.serial
 
@@ -32,6 +36,14 @@ def returned(client: Client, run: RunView, key: str) -> Any:
     assert attempts and attempts[-1].output_path, f"{key} stored no value"
     with open(attempts[-1].output_path, "rb") as fh:
         return pickle.load(fh)
+
+
+def update_params(run_id: str) -> Any:
+    from sqlmodel import update
+
+    from engine.storage.models import Run
+
+    return update(Run).where(col(Run.id) == run_id).values(params='{"files": ["a.csv", "b.csv"]}')
 
 
 def outcome(view: RunView) -> dict[str, tuple[str, str | None]]:
@@ -179,3 +191,42 @@ def test_rerun_from_failure_keeps_what_a_branch_skipped(client: Client) -> None:
     assert {r.key: r.skip for r in rows if r.status == StepStatus.SKIPPED} == {
         "report_bad": "branch", "notify": "upstream_failed",
     }  # fmt: skip
+
+
+@pytest.mark.timeout(90)
+def test_an_engine_killed_among_mapped_instances_is_finished_by_a_rerun(client: Client) -> None:
+    engine = subprocess.Popen(
+        dagtop(client, "run", "per_file", "--param", 'files=["a.csv","b.csv"]',
+               "--param", "sleep=30"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+
+        def instances_running() -> list[StepAttempt] | None:
+            if not (client.paths.home / "dagtop.db").exists():
+                return None
+            attempts = [a for a in all_rows(client, StepAttempt) if a.key.startswith("process[")]
+            return attempts if len(attempts) == 2 and all(a.pid for a in attempts) else None
+
+        running = wait_for(instances_running, 30, "both mapped instances to start")
+        engine.send_signal(signal.SIGKILL)
+        assert engine.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.wait()
+    run_id = running[0].run_id
+    with session_scope(client.db) as s:
+        s.exec(update_params(run_id))  # the re-run need not sleep again
+
+    view = Client(home=client.paths.home, pipelines=client.paths.pipelines).rerun_from_failure(
+        run_id
+    )
+
+    assert view.status == RunStatus.SUCCESS, outcome(view)
+    # Expanded once: the same two instances, each run again after the crash.
+    assert [s.key for s in view.steps] == [
+        "list_files", "process[0]", "process[1]", "summarize", "tidy",
+    ]  # fmt: skip
+    assert [step(view, f"process[{i}]").attempts for i in range(2)] == [2, 2]
+    assert returned(client, view, "summarize") == {"seen": ["A.CSV", "B.CSV"]}
