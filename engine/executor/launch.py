@@ -19,6 +19,7 @@ from engine.authoring.partitions import safe_key
 from engine.executor.spawn import Launch, worker_argv
 from engine.loading.config import Paths
 from engine.loading.manifest import AssetSpec, Manifest, PipelineSpec, TaskSpec, split_key
+from engine.status import StepStatus
 from engine.storage import repo
 from engine.storage.models import Run
 
@@ -147,6 +148,15 @@ def task_inputs(
 
     def value_of(name: str) -> str:
         if name not in outputs:
+            up = repo.step(session, run_id, name)
+            if up is not None and up.status in (StepStatus.SKIPPED, StepStatus.FAILED):
+                # Its trigger rule let this task run without it: it has no value to pass.
+                why = f" ({up.error})" if up.error else ""
+                raise InputMissing(
+                    f"upstream task {name!r} {up.status}{why}: it returned no value to pass "
+                    f"as parameter {name!r}; a task whose trigger rule lets it run without an "
+                    "upstream should not take that upstream's value"
+                )
             raise InputMissing(f"upstream task {name!r} has no stored return value in this run")
         return outputs[name]
 

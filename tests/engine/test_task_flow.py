@@ -230,3 +230,13 @@ def test_an_engine_killed_among_mapped_instances_is_finished_by_a_rerun(client: 
     ]  # fmt: skip
     assert [step(view, f"process[{i}]").attempts for i in range(2)] == [2, 2]
     assert returned(client, view, "summarize") == {"seen": ["A.CSV", "B.CSV"]}
+
+
+def test_a_task_taking_the_value_of_an_upstream_that_did_not_run_fails_saying_so(
+    client: Client,
+) -> None:
+    view = client.run_pipeline("takes_a_skipped_value")
+
+    assert view.status == RunStatus.FAILED
+    error = step(view, "wants_it").error or ""
+    assert error.startswith("upstream task 'never' skipped (not chosen by choose_none)"), error
