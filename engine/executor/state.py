@@ -280,7 +280,7 @@ class RunState:
             elif status == StepStatus.SKIPPED:
                 skipped += 1
                 first_skipped = first_skipped or f"upstream {up} skipped"
-        rule = self.rules.get(split_key(st.key)[0], DEFAULT_RULE)
+        rule = self.rules.get(split_key(st.key)[0], DEFAULT_RULE) if self.rules else DEFAULT_RULE
         verdict = trigger(rule, Counts(len(st.upstream), success, failed, skipped))
         if verdict is SkipKind.UPSTREAM_FAILED:
             why = first_failed if rule != "one_success" else ""
