@@ -12,7 +12,9 @@ from textual.widgets import DataTable
 
 from engine.client import Client
 from engine.status import RunStatus, StepStatus
+from tests.tui import fakes
 from tests.tui.test_run_screen import RunApp
+from tests.tui.waits import until
 from tui.screens.home import graph_nodes
 from tui.screens.run import RunScreen
 from tui.widgets.dag import layout_dag
@@ -70,3 +72,22 @@ async def test_mapped_instances_and_skip_reasons_are_rows_of_the_run_screen(
     assert empty.status == RunStatus.SUCCESS
     status = client.node_statuses(pipeline="per_file")["process"]
     assert (status.status, status.reason) == (StepStatus.SKIPPED, "mapped to no instance")
+
+
+async def test_a_mapped_step_before_its_list_says_what_it_will_become() -> None:
+    t = 1_750_000_000.0
+    steps = (
+        fakes.step("list_files", StepStatus.RUNNING, started=t, kind="python"),
+        fakes.step("process", StepStatus.QUEUED, upstream=("list_files",), kind="map"),
+        fakes.step("summarize", StepStatus.QUEUED, upstream=("process",), kind="python"),
+    )
+    client = fakes.FakeClient(
+        runs=[fakes.run("5a6b7c8d9e0f", RunStatus.RUNNING, "per_file", steps, t, kind="pipeline")]
+    )
+    app = RunApp(client, "5a6b", now=t + 1)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await until(lambda: isinstance(app.screen, RunScreen) and app.screen.run is not None, pilot)
+        table = app.screen.query_one("#steps", DataTable)
+        reason = str(table.get_cell("process", "reason"))
+        assert reason == "mapped: one step per element of list_files's list"
+        assert str(table.get_cell("summarize", "reason")) == ""
