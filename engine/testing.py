@@ -364,3 +364,8 @@ __all__ = [
     "load_module",
     "materialize",
 ]
+
+# Task pipelines, with the executor's rules (imported lazily there: assets-only tests pay nothing).
+from engine.testing_tasks import PipelineResult, run_pipeline  # noqa: E402
+
+__all__ += ["PipelineResult", "run_pipeline"]

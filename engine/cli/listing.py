@@ -37,8 +37,16 @@ def print_definitions(data: dict[str, Any]) -> None:
         sched = f"  schedule {p['schedule']}" if p["schedule"] else ""
         print(f"pipeline · {p['name']}{sched}")
         for t in p["tasks"]:
-            up = "← " + ", ".join(t["upstream"]) if t["upstream"] else ""
-            print(f"  {t['id']:<24} {t['kind']:<7} {up}".rstrip())
+            extra = ["← " + ", ".join(t["upstream"])] if t["upstream"] else []
+            if t.get("expand"):
+                extra.append(f"mapped over {t['expand']['over']}")
+            if t.get("branch"):
+                extra.append("branch")
+            if t.get("short_circuit"):
+                extra.append("short-circuit")
+            if t.get("trigger_rule", "all_success") != "all_success":
+                extra.append(f"trigger rule {t['trigger_rule']}")
+            print(f"  {t['id']:<24} {t['kind']:<7} {'  '.join(extra)}".rstrip())
     if data["schedules"]:
         print("schedules")
         for s in data["schedules"]:

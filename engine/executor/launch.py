@@ -19,7 +19,8 @@ from engine.authoring.multi_partitions import link
 from engine.authoring.partitions import safe_key
 from engine.executor.spawn import Launch, worker_argv
 from engine.loading.config import Paths
-from engine.loading.manifest import AssetSpec, Manifest, TaskSpec
+from engine.loading.manifest import AssetSpec, Manifest, PipelineSpec, TaskSpec, split_key
+from engine.status import StepStatus
 from engine.storage import repo
 from engine.storage.models import Run
 
@@ -138,14 +139,53 @@ def _partitions(items: dict[str, str], up: AssetSpec) -> PartitionsInput:
     return src
 
 
-def task_inputs(session: Session, run_id: str, task: TaskSpec) -> dict[str, Input]:
+def task_inputs(
+    session: Session,
+    run_id: str,
+    pipeline: PipelineSpec,
+    task: TaskSpec,
+    index: int | None = None,
+) -> dict[str, Input]:
+    """Value files for each input of a task (instance `index` of a mapped one): an upstream's
+    return value, the element `index` of the list a mapped task is expanded over, or the
+    values of a mapped upstream's instances as a list, in order."""
+    outputs: dict[str, str] = {}
+    for att in repo.attempts_of(session, run_id):  # in order: the newest attempt wins
+        if att.output_path:
+            outputs[att.key] = att.output_path
+
+    def value_of(name: str) -> str:
+        if name not in outputs:
+            up = repo.step(session, run_id, name)
+            if up is not None and up.status in (StepStatus.SKIPPED, StepStatus.FAILED):
+                # Its trigger rule let this task run without it: it has no value to pass.
+                why = f" ({up.error})" if up.error else ""
+                raise InputMissing(
+                    f"upstream task {name!r} {up.status}{why}: it returned no value to pass "
+                    f"as parameter {name!r}; a task whose trigger rule lets it run without an "
+                    "upstream should not take that upstream's value"
+                )
+            raise InputMissing(f"upstream task {name!r} has no stored return value in this run")
+        return outputs[name]
+
     inputs: dict[str, Input] = {}
     for name in task.inputs:
-        st = repo.step(session, run_id, name)
-        attempts = [a for a in repo.attempts_of(session, run_id) if a.key == name and a.output_path]
-        if st is None or not attempts:
-            raise InputMissing(f"upstream task {name!r} has no stored return value in this run")
-        inputs[name] = _single(attempts[-1].output_path or "", "pickle")
+        up = pipeline.tasks.get(name)
+        if up is not None and up.expand is not None:
+            # Every instance that exists: all ran, or the trigger rule lets this run without.
+            keys = sorted(
+                (i, key)
+                for key in outputs
+                if (split := split_key(key))[0] == name and (i := split[1]) is not None
+            )
+            inputs[name] = {"mode": "list", "paths": [outputs[k] for _i, k in keys], "io": "pickle"}
+        else:
+            inputs[name] = _single(value_of(name), "pickle")
+    if task.expand is not None:
+        param, source = task.expand
+        if index is None:
+            raise InputMissing(f"task {task.id!r} is mapped, but this step is no instance of it")
+        inputs[param] = {"mode": "item", "path": value_of(source), "io": "pickle", "index": index}
     return inputs
 
 
@@ -236,7 +276,8 @@ def prepare(
             input_ids=ids,
         )
     pipeline = manifest.pipelines[json.loads(run.selection)]
-    task = pipeline.tasks[key]
+    task_id, index = split_key(key)
+    task = pipeline.tasks[task_id]
     env = _step_env(run.id, key, attempt, None, paths.home)
     if task.kind == "shell":
         env.update(task.env or {})
@@ -261,14 +302,21 @@ def prepare(
         "partition": None,
         "params": params,
         "home": str(paths.home),
-        "inputs": task_inputs(session, run.id, task),
+        "inputs": task_inputs(session, run.id, pipeline, task, index),
         # "@tasks" cannot be an asset's name, so the value sweep can tell these apart.
         "output_stem": (
-            f"{values}/@tasks/{run.id}/{key}.{attempt}"
+            f"{values}/@tasks/{run.id}/{safe_key(key)}.{attempt}"
             if values
-            else str(spec_dir / "values" / f"{key}.{attempt}")
+            else str(spec_dir / "values" / f"{safe_key(key)}.{attempt}")
         ),
     }
+    if task.branch:
+        task_spec["result"] = "branch"
+        task_spec["downstream"] = task.downstream_of(pipeline.tasks)
+    elif task.short_circuit:
+        task_spec["result"] = "short_circuit"
+    elif any(t.expand is not None and t.expand[1] == task.id for t in pipeline.tasks.values()):
+        task_spec["result"] = "count"
     return Launch(
         argv=worker,
         cwd=str(paths.project),

@@ -168,7 +168,9 @@ def plan(
             Step(
                 run_id=run_id,
                 key=key,
-                kind=pipeline.tasks[key].kind,
+                # A mapped task's step stands for its instances until its list is known, when
+                # the executor replaces it by one step per element (`process[0]`, ...).
+                kind="map" if pipeline.tasks[key].expand is not None else pipeline.tasks[key].kind,
                 position=i,
                 upstream=json.dumps(graph[key]),
                 max_attempts=pipeline.tasks[key].retries + 1,

@@ -135,13 +135,32 @@ def test_training_group_deploys_once(client: Client) -> None:
 def test_task_pipeline_succeeds(client: Client) -> None:
     view = client.run_pipeline("training_tasks")
     assert view.status == RunStatus.SUCCESS, view.to_json()
-    assert _statuses(view) == dict.fromkeys(
-        ["extract", "validate", "train", "baseline", "evaluate", "publish"], StepStatus.SUCCESS
-    )
+    ran = ["extract", "validate", "train", "baseline", "evaluate", "good_enough", "publish"]
+    assert _statuses(view) == {
+        **dict.fromkeys(ran, StepStatus.SUCCESS),
+        "quarantine": StepStatus.SKIPPED,
+        "tidy": StepStatus.SUCCESS,
+    }
+    assert _step(view, "quarantine").error == "not chosen by validate"
     assert set(_step(view, "train").upstream) == {"extract", "validate"}
     assert set(_step(view, "evaluate").upstream) == {"extract", "train", "baseline"}
     marker = client.paths.home / "published" / "training_tasks.done"
     assert marker.read_text().strip() == view.id
+
+
+def test_task_pipeline_quarantines_data_that_fails_validation(client: Client) -> None:
+    view = client.run_pipeline("training_tasks", params={"min_images": 5000})
+    assert view.status == RunStatus.SUCCESS, view.to_json()  # a branch's skips are no failure
+    assert _statuses(view)["quarantine"] == StepStatus.SUCCESS
+    assert {s.key: s.error for s in view.steps if s.status == StepStatus.SKIPPED} == {
+        "train": "not chosen by validate",
+        "baseline": "not chosen by validate",
+        "evaluate": "upstream train skipped",
+        "good_enough": "upstream evaluate skipped",
+        "publish": "upstream good_enough skipped",
+    }
+    assert _statuses(view)["tidy"] == StepStatus.SUCCESS  # all_done: it ran
+    assert not (client.paths.home / "published" / "training_tasks.done").exists()
 
 
 def test_daily_partition_then_report(client: Client) -> None:
