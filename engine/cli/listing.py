@@ -25,6 +25,10 @@ def print_definitions(data: dict[str, Any]) -> None:
                 extra.append("← " + ", ".join(a["upstream"]))
             if a["checks"]:
                 extra.append("checks: " + ", ".join(c["name"] for c in a["checks"]))
+            if a.get("resources"):
+                extra.append("resources: " + ", ".join(a["resources"]))
+            if a.get("config"):
+                extra.append(f"config: {a['config']['class']}")
             if a.get("status") == "stale":
                 extra.append(f"{GLYPHS['stale']} stale ({a['stale_reason']})")
             elif a.get("status") == "missing" and a.get("stale_reason"):
@@ -38,6 +42,12 @@ def print_definitions(data: dict[str, Any]) -> None:
         for t in p["tasks"]:
             up = "← " + ", ".join(t["upstream"]) if t["upstream"] else ""
             print(f"  {t['id']:<24} {t['kind']:<7} {up}".rstrip())
+    if data.get("resources"):
+        print("resources")
+        for r in data["resources"]:
+            used = "used by " + ", ".join(r["used_by"]) if r["used_by"] else "used by no asset"
+            about = "  — " + r["description"].splitlines()[0] if r["description"] else ""
+            print(f"  {r['name']:<24} {r['file']}:{r['line']}  {used}{about}")
     if data["schedules"]:
         print("schedules")
         for s in data["schedules"]:
