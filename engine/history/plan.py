@@ -166,9 +166,10 @@ def check_config(
         unknown = [p for p in params if p not in fields and p not in allowed]
         if unknown:
             name, config = typed[0]
+            same = [f for f in fields if f.lower() == unknown[0].lower()]  # `c` for `C`
+            hint = f" (did you mean {same[0]}?)" if same else suggest(unknown[0], fields)
             raise ConfigParamError(
-                f"asset {name!r}: config {config['class']} has no field {unknown[0]!r}"
-                + suggest(unknown[0], fields)
+                f"asset {name!r}: config {config['class']} has no field {unknown[0]!r}{hint}"
             )
     return out
 

@@ -68,16 +68,15 @@ def build_manifest(
 
 
 def _settings_errors(m: Manifest, settings: ResourceSettings) -> None:
+    prefix = "tool.dagtop.resources" if settings.source == "pyproject.toml" else "resources"
     for name in settings.tables:
         if name in m.resources:
             continue
-        owner = _probable_owner(m, name)
+        owner = next((rel for rel in m.errors if _defines(m, rel, name)), None)
         if owner is not None:
-            why = (
-                f"[resources.{name}]: resource {name!r} is defined in {owner}, which failed to load"
-            )
+            why = f"[{prefix}.{name}]: resource {name!r} is in {owner}, which failed to load"
         else:
-            why = f"[resources.{name}] names no resource" + suggest(name, m.resources)
+            why = f"[{prefix}.{name}] names no resource" + suggest(name, m.resources)
         m.errors[settings.source] = FileError(
             file=settings.source,
             kind="unknown-resource",
@@ -164,7 +163,7 @@ def _assemble(
 
 def _owner_of(name: str, results: dict[str, dict[str, Any]]) -> str | None:
     for rel, result in results.items():
-        for a in result.get("assets") or ():
+        for a in (*(result.get("assets") or ()), *(result.get("resources") or ())):
             if a["name"] == name:
                 return rel
     return None
@@ -186,6 +185,15 @@ def _probable_owner(m: Manifest, name: str) -> str | None:
         if pattern.search(text):
             return rel
     return None
+
+
+def _defines(m: Manifest, rel: str, name: str) -> bool:
+    """A broken file's source seems to define a function `name`."""
+    try:
+        text = (Path(m.root) / rel).read_text(errors="replace")
+    except OSError:
+        return False
+    return re.search(rf"\bdef\s+{re.escape(name)}\s*\(", text) is not None
 
 
 # Records a problem: (file, kind, message, line).
@@ -216,7 +224,7 @@ def _graph_errors(
                 continue
             owner = _owner_of(name, results) or _probable_owner(m, name)
             if owner is not None and owner != spec.file:
-                why = f"asset {name!r} is defined in {owner}, which failed to load"
+                why = f"{name!r} is defined in {owner}, which failed to load"
             else:
                 if name in spec.inputs:
                     why = f"asset {spec.name!r} has a parameter {name!r} that names no asset"
