@@ -1,0 +1,79 @@
+"""`m` on an asset with a typed config: the form, checked as it is typed, then the run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from textual.widgets import Button, Input, Label, Static
+
+from engine.client import RunRequest
+from tests.tui.fakes import FakeClient
+from tests.tui.reading import plain
+from tests.tui.test_home import ready
+from tests.tui.waits import until
+from tui.app import DagtopApp
+from tui.screens.config import ConfigForm
+from tui.widgets.pipelines_tree import NodeRef
+
+
+@pytest.fixture
+def app(fake_client: FakeClient, clock: Callable[[], float]) -> DagtopApp:
+    return DagtopApp(fake_client, mode="offline", clock=clock)
+
+
+async def test_m_opens_the_config_form_validated_as_you_type(
+    app: DagtopApp, fake_client: FakeClient
+) -> None:
+    async with app.run_test(size=(160, 48)) as pilot:
+        home = await ready(app, pilot)
+        tree = home.pipelines
+        tree.focus()
+        tree.move_cursor(tree.find(NodeRef("asset", "trained_model", "ml_training.py", "training")))
+        await pilot.pause()
+        await pilot.press("m")
+        await until(lambda: isinstance(app.screen, ConfigForm), pilot)
+        form = app.screen
+        assert isinstance(form, ConfigForm)
+        # Each field with its type and its default.
+        rows = [
+            tuple(plain(label.render()).strip() for label in row.query(Label))
+            for row in form.query(".field")
+        ]
+        assert rows == [("C", "float"), ("max_iter", "int"), ("tags", "list[str]")]
+        values = {i.name: i.value for i in form.query(Input)}
+        assert values == {"C": "1.0", "max_iter": "500", "tags": ""}  # a default_factory
+        error = form.query_one("#config-error", Static)
+        run = form.query_one("#config-run", Button)
+        assert plain(error.render()).strip() == "✓ valid" and not run.disabled
+
+        c = form.query_one("#field-C", Input)
+        c.value = ""
+        await pilot.press(*"fast")
+        await until(lambda: form.error is not None, pilot)
+        assert (
+            "field 'C'" in plain(error.render()).strip()
+            and "valid number" in plain(error.render()).strip()
+        )
+        assert run.disabled and c.has_class("-invalid")
+        await pilot.press("enter")  # refused: nothing is submitted, the form stays
+        await pilot.pause()
+        assert app.screen is form and fake_client.submitted == []
+
+        c.value = ""
+        await pilot.press(*"0.5")
+        await until(lambda: form.error is None, pilot)
+        assert plain(error.render()).strip() == "✓ valid" and not c.has_class("-invalid")
+        form.query_one("#field-tags", Input).value = '["nightly"]'
+        await pilot.press("enter")
+        await until(lambda: len(fake_client.submitted) == 1, pilot)
+        assert fake_client.submitted == [
+            RunRequest(selection=("trained_model",), params={"C": "0.5", "tags": '["nightly"]'})
+        ]
+
+        # Escape runs nothing.
+        await pilot.press("m")
+        await until(lambda: isinstance(app.screen, ConfigForm), pilot)
+        await pilot.press("escape")
+        await until(lambda: not isinstance(app.screen, ConfigForm), pilot)
+        assert len(fake_client.submitted) == 1
