@@ -241,7 +241,7 @@ def materialize(
                 needs.setdefault(name, []).append(up)
             elif up in defn.inputs:
                 raise ValueError(
-                    f"asset {name!r} reads {up!r}, which is neither run, given nor a resource: "
+                    f"asset {name!r} reads {up!r}, which is neither run nor given (nor a resource): "
                     f"add it to the assets, or pass inputs={{{up!r}: ...}} or "
                     f"resources={{{up!r}: ...}}"
                 )
