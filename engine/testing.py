@@ -241,8 +241,8 @@ def materialize(
                 needs.setdefault(name, []).append(up)
             elif up in defn.inputs:
                 raise ValueError(
-                    f"asset {name!r} reads {up!r}, which is neither run nor given (nor a resource): "
-                    f"add it to the assets, or pass inputs={{{up!r}: ...}} or "
+                    f"asset {name!r} reads {up!r}, which is neither run nor given (nor a "
+                    f"resource): add it to the assets, or pass inputs={{{up!r}: ...}} or "
                     f"resources={{{up!r}: ...}}"
                 )
     root = Path(home) if home is not None else Path(tempfile.mkdtemp(prefix="dagtop-test-"))
