@@ -1,19 +1,22 @@
-"""`m` on an asset with a typed config: the form, checked as it is typed, then the run."""
+"""`m` on an asset with a typed config: the form, checked as it is typed, then the run; and
+resources in the tree."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from textual.widgets import Button, Input, Label, Static
 
 from engine.client import RunRequest
-from tests.tui.fakes import FakeClient
+from tests.tui.fakes import FakeClient, load_pipeline
 from tests.tui.reading import plain
 from tests.tui.test_home import ready
 from tests.tui.waits import until
 from tui.app import DagtopApp
 from tui.screens.config import ConfigForm
+from tui.screens.home import HomeScreen
 from tui.widgets.pipelines_tree import NodeRef
 
 
@@ -77,3 +80,20 @@ async def test_m_opens_the_config_form_validated_as_you_type(
         await pilot.press("escape")
         await until(lambda: not isinstance(app.screen, ConfigForm), pilot)
         assert len(fake_client.submitted) == 1
+
+
+async def test_a_file_of_resources_names_them_in_the_tree(
+    tmp_path: Path, clock: Callable[[], float]
+) -> None:
+    source = "from engine import resource\n\n\n@resource\ndef warehouse():\n    return 1\n"
+    app = DagtopApp(FakeClient(load_pipeline(tmp_path, "res.py", source), []), mode="offline",
+                    clock=clock)  # fmt: skip
+    async with app.run_test(size=(120, 40)) as pilot:
+
+        def label() -> str | None:
+            screens = [s for s in app.screen_stack if isinstance(s, HomeScreen)]
+            nodes = screens[0].pipelines.root.children if screens else []
+            return plain(nodes[0].label).strip() if nodes else None
+
+        await until(lambda: label() is not None, pilot)
+        assert label() == "res.py  (resources: warehouse)"
