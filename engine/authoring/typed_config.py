@@ -56,14 +56,29 @@ def config_param(fn: Callable[..., Any]) -> tuple[str, type] | None:
         return None
     try:
         hints = typing.get_type_hints(fn)
-    except Exception:  # noqa: BLE001 - an unresolvable annotation: use what is a class already
-        hints = {k: v for k, v in raw.items() if isinstance(v, type)}
+    except Exception:  # noqa: BLE001 - one annotation does not resolve (a TYPE_CHECKING import)
+        hints = _each_hint(fn, raw)
     found = [(n, c) for n, c in hints.items() if n != "return" and is_config_class(c)]
     if len(found) > 1:
         raise TypeError(
             f"two parameters have a typed config ({found[0][0]!r} and {found[1][0]!r}): use one"
         )
     return found[0] if found else None
+
+
+def _each_hint(fn: Callable[..., Any], raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The annotations that resolve, one by one, as `typing.get_type_hints` resolves them all
+    (a string is evaluated in the function's module); the others are left out."""
+    namespace = getattr(fn, "__globals__", {})
+    hints: dict[str, Any] = {}
+    for name, annotation in raw.items():
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, namespace)  # noqa: S307 - what typing does too
+            except Exception:  # noqa: BLE001, S112 - not a class we could use
+                continue
+        hints[name] = annotation
+    return hints
 
 
 def describe_config(param: str, cls: type) -> dict[str, Any]:

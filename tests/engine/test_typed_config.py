@@ -252,3 +252,44 @@ def test_testing_refuses_bad_config_and_names_a_failing_resource(
     mod.store = store
     with pytest.raises(ResourceBuildError, match="resource 'store' failed to build: OSError"):
         materialize([mod.saved], inputs={"trained": None}, home=tmp_path)
+
+
+def test_a_typed_config_is_found_beside_an_annotation_that_does_not_resolve(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "pipelines"
+    root.mkdir()
+    (root / "hinted.py").write_text(
+        textwrap.dedent(
+            """
+            from __future__ import annotations
+
+            from dataclasses import dataclass
+            from typing import TYPE_CHECKING
+
+            from engine import asset
+
+            if TYPE_CHECKING:
+                import pandas as pd
+
+
+            @dataclass
+            class Cfg:
+                n: int = 1
+
+
+            @asset
+            def up():
+                return 1
+
+
+            @asset
+            def down(up: pd.DataFrame, cfg: Cfg) -> pd.DataFrame:
+                return up
+            """
+        )
+    )
+    m = load(root)
+    assert m.ok, m.errors
+    down = m.assets["down"]
+    assert down.inputs == ("up",) and down.config is not None and down.config["param"] == "cfg"
