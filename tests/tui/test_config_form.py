@@ -92,7 +92,7 @@ async def test_a_file_of_resources_names_them_in_the_tree(
 
         def label() -> str | None:
             screens = [s for s in app.screen_stack if isinstance(s, HomeScreen)]
-            nodes = screens[0].pipelines.root.children if screens else []
+            nodes = list(screens[0].pipelines.root.children) if screens else []
             return plain(nodes[0].label).strip() if nodes else None
 
         await until(lambda: label() is not None, pilot)
