@@ -86,12 +86,15 @@ def describe_config(param: str, cls: type) -> dict[str, Any]:
     JSON schema, and whether it refuses unknown fields (unless its model allows extras)."""
     from pydantic import TypeAdapter
 
-    if _is_pydantic(cls):
-        schema = cls.model_json_schema()  # type: ignore[attr-defined]
-        extra = cls.model_config.get("extra")  # type: ignore[attr-defined]
-    else:
-        schema = TypeAdapter(cls).json_schema()
-        extra = None
+    extra = cls.model_config.get("extra") if _is_pydantic(cls) else None  # type: ignore[attr-defined]
+    try:
+        # A pydantic model's own method: it honours the model's json_schema_extra and such.
+        adapter: Any = cls if _is_pydantic(cls) else TypeAdapter(cls)
+        schema = adapter.model_json_schema() if _is_pydantic(cls) else adapter.json_schema()
+    except Exception:  # noqa: BLE001 - a field type with no JSON schema (arbitrary_types_allowed)
+        # Its names and which are required are still checked where the run is planned; the
+        # values are checked by the class itself, in the step.
+        schema = _names_only(cls)
     return {
         "param": param,
         "class": cls.__qualname__,
@@ -99,6 +102,20 @@ def describe_config(param: str, cls: type) -> dict[str, Any]:
         "schema": schema,
         "forbid_extra": extra not in ("allow", "ignore"),
     }
+
+
+def _names_only(cls: type) -> dict[str, Any]:
+    """A schema of the fields' names and which are required, any value allowed."""
+    if _is_pydantic(cls):
+        fields = cls.model_fields  # type: ignore[attr-defined]
+        required = [name for name, info in fields.items() if info.is_required()]
+    else:
+        missing = dataclasses.MISSING
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        required = [
+            f.name for f in fields.values() if f.default is missing and f.default_factory is missing
+        ]
+    return {"properties": {name: {} for name in fields}, "required": required}
 
 
 def fields_of(config: Mapping[str, Any]) -> list[dict[str, Any]]:

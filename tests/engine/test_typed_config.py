@@ -54,6 +54,16 @@ PIPELINE = textwrap.dedent(
         k: int = 1
 
 
+    class Holder:
+        pass
+
+
+    class Odd(BaseModel):  # a field with no JSON schema
+        model_config = ConfigDict(arbitrary_types_allowed=True)
+        holder: Holder | None = None
+        k: int = 1
+
+
     @dataclass
     class Needed:
         days: int
@@ -82,6 +92,11 @@ PIPELINE = textwrap.dedent(
     @asset
     def loose(cfg: Loose):
         return cfg
+
+
+    @asset
+    def odd(cfg: Odd):
+        return cfg.k
 
 
     @asset
@@ -162,6 +177,12 @@ def test_a_bad_value_is_one_line_naming_the_field(
 
 def test_a_model_that_allows_extras_takes_other_params(manifest: Manifest) -> None:
     assert checked(manifest, ["loose"], k="2", other="x") == {"k": 2, "other": "x"}
+
+
+def test_a_model_without_a_json_schema_still_has_its_names_checked(manifest: Manifest) -> None:
+    assert checked(manifest, ["odd"], k="2") == {"k": "2"}  # its value is checked in the step
+    with pytest.raises(ConfigParamError, match="config Odd has no field 'kk'"):
+        checked(manifest, ["odd"], kk="2")
 
 
 def test_no_typed_config_leaves_params_alone(manifest: Manifest) -> None:
