@@ -57,6 +57,14 @@ class CommandStatus(StrEnum):
     ABANDONED = "abandoned"  # its sender stopped waiting before an engine took it
 
 
+class TickStatus(StrEnum):
+    """What a schedule's tick (or a sensor's evaluation) did."""
+
+    STARTED = "started"  # it requested a run
+    SKIPPED = "skipped"  # nothing to request (paused, a skip reason, a run of it still going)
+    FAILED = "failed"  # its request could not be planned: the reason is recorded with it
+
+
 class PartitionStatus(StrEnum):
     """One partition of an asset (or an unpartitioned asset) in the partition matrix."""
 

@@ -178,6 +178,9 @@ def _check_backfill_policy(
         )
     if partitions is None:
         raise DefinitionError(f"{what}: backfill_policy needs partitions= (it splits their runs)")
+    if partitions.kind == "multi":
+        # Runs of consecutive keys mean nothing across two dimensions.
+        raise DefinitionError(f"{what}: backfill_policy does not apply to MultiPartitions")
 
 
 def hook_spec(hook: Any, what: str) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.status import Freshness
 from engine.units import GLYPHS
 
 
@@ -29,10 +30,10 @@ def print_definitions(data: dict[str, Any]) -> None:
                 extra.append("resources: " + ", ".join(a["resources"]))
             if a.get("config"):
                 extra.append(f"config: {a['config']['class']}")
-            if a.get("status") == "stale":
-                extra.append(f"{GLYPHS['stale']} stale ({a['stale_reason']})")
-            elif a.get("status") == "missing" and a.get("stale_reason"):
-                extra.append(f"{GLYPHS['missing']} missing ({a['stale_reason']})")
+            if a.get("status") == Freshness.STALE:
+                extra.append(f"{GLYPHS[Freshness.STALE]} stale ({a['stale_reason']})")
+            elif a.get("status") == Freshness.MISSING and a.get("stale_reason"):
+                extra.append(f"{GLYPHS[Freshness.MISSING]} missing ({a['stale_reason']})")
             if a["description"]:
                 extra.append("— " + a["description"].splitlines()[0])
             print(f"  {a['name']:<24} {'  '.join(extra)}".rstrip())

@@ -130,7 +130,7 @@ class Reads(Project):
             from engine.history.lineage import VALUE_MISSING, Staleness
 
             staleness = Staleness(s, manifest)
-            done = {k: n for k, n in statuses.items() if n.status == "success"}
+            done = {k: n for k, n in statuses.items() if n.status == StepStatus.SUCCESS}
             staleness.preload_pairs(
                 (key, [node.partition if manifest.assets[key].partitions else None])
                 for key, node in done.items()

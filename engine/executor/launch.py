@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import Session
 
 from engine.authoring.backfill_policy import keys_of
+from engine.authoring.multi_partitions import link
 from engine.authoring.partitions import safe_key
 from engine.executor.spawn import Launch, worker_argv
 from engine.loading.config import Paths
@@ -78,6 +79,8 @@ def asset_inputs(
                 continue
             raise InputMissing(f"upstream asset {name!r} is no longer defined")
         same_partitions = up.partitions is not None and up.partitions == spec.partitions
+        by_dimension = None if partition is None else link(up.partitions, spec.partitions)
+        picked = None if by_dimension is None else by_dimension.upstream_key(partition or "")
         if keys is not None and same_partitions:
             mats = repo.latest_per_partition(session, name)
             items = {k: path for k in keys if k in mats and (path := mats[k].value_path)}
@@ -94,8 +97,9 @@ def asset_inputs(
             if not missing and gone is None:
                 inputs[name] = _partitions(items, up)
                 ids.extend(mats[k].id or 0 for k in keys)
-        elif up.partitions is None or (same_partitions and partition is not None):
-            key = partition if up.partitions is not None else None
+        elif up.partitions is None or (same_partitions and partition is not None) or picked:
+            # A MultiPartitions asset reads the upstream key that is its dimension's part.
+            key = picked or (partition if up.partitions is not None else None)
             mat = repo.latest_materialization(session, name, key)
             if mat is None or mat.value_path is None:
                 if name in spec.optional_inputs:
@@ -117,6 +121,10 @@ def asset_inputs(
             # A partition whose value file is gone is missing, as if never materialized.
             mats = repo.latest_per_partition(session, name)
             found = {k: m for k, m in mats.items() if k is not None and not _gone(m.value_path)}
+            if by_dimension is not None:
+                # Partitioned by one dimension of its MultiPartitions upstream: the keys that
+                # have this partition's key in that dimension.
+                found = {k: m for k, m in found.items() if by_dimension.reads(k, partition)}
             items = {k: path for k, m in found.items() if (path := m.value_path)}
             inputs[name] = _partitions(items, up)
             ids.extend(m.id or 0 for m in found.values())

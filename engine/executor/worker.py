@@ -351,6 +351,11 @@ def run(spec: WorkerSpec, reporter: Reporter) -> None:
         if "resources" in spec:
             kwargs.update(_open_resources(spec, items, ctx))
         fn, takes_context, what = defn.fn, defn.takes_context, f"asset {defn.name!r}"
+        if defn.partitions is not None and defn.partitions.kind == "multi" and partition:
+            # The pipeline file imported MultiPartitions already: this import costs nothing.
+            from engine.authoring.multi_partitions import dimensions_of
+
+            ctx.dimensions = dimensions_of(defn.partitions, partition)
     else:
         pipeline = _find(items, Pipeline, spec["pipeline"])
         task = pipeline.tasks.get(key) if pipeline else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import graphlib
 import json
+import shlex
 import time
 import uuid
 from collections.abc import Sequence
@@ -83,7 +84,8 @@ def validate_partition(
         if partitioned:
             example = manifest.assets[partitioned[0]].partitions_def
             keys = example.keys() if example else []
-            hint = f" (e.g. --partition {keys[-1]})" if keys else ""
+            # Quoted: a MultiPartitions key has a "|", which a shell reads as a pipe.
+            hint = f" (e.g. --partition {shlex.quote(keys[-1])})" if keys else ""
             raise PartitionError(
                 f"asset {partitioned[0]!r} is partitioned: pass --partition KEY{hint}"
             )

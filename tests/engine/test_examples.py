@@ -76,6 +76,7 @@ def test_check_is_clean(project: Path) -> None:
         "ingest.py",
         "ml_training.py",
         "ml_training_tasks.py",
+        "regional_sales.py",
     }
 
 
@@ -202,3 +203,23 @@ def test_ingest_without_a_path_error_reaches_the_step(client: Client) -> None:
     assert step.error is not None
     assert "ValueError" in step.error
     assert MISSING_PATH in step.error
+
+
+def test_regional_sales_over_two_dimensions(client: Client) -> None:
+    for key in ("2025-01-05|us", "2025-01-05|eu", "2025-01-06|eu"):
+        view = client.materialize(["regional_orders", "regional_revenue"], partition=key)
+        assert view.status == RunStatus.SUCCESS, view.to_json()
+    orders, _ = _latest(client, "regional_orders", "2025-01-05|eu")
+    assert orders[0]["order_id"].startswith("eu-2025-01-05-")  # from context.dimensions
+    eu, _ = _latest(client, "regional_revenue", "2025-01-05|eu")
+    us, _ = _latest(client, "regional_revenue", "2025-01-05|us")
+
+    view = client.materialize(["daily_revenue"], partition="2025-01-05")
+    assert view.status == RunStatus.SUCCESS, view.to_json()
+    day, metadata = _latest(client, "daily_revenue", "2025-01-05")
+    assert day["by_region"] == {"us": us, "eu": eu} and metadata["regions"] == 2
+
+    view = client.materialize(["region_trend"], partition="eu")
+    assert view.status == RunStatus.SUCCESS, view.to_json()
+    trend, _ = _latest(client, "region_trend", "eu")
+    assert trend["days"] == 2
