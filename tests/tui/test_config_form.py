@@ -10,13 +10,14 @@ import pytest
 from textual.widgets import Button, Input, Label, Static
 
 from engine.client import RunRequest
-from tests.tui.fakes import FakeClient, load_pipeline
+from tests.tui.fakes import FakeClient, Host, load_pipeline
 from tests.tui.reading import plain
 from tests.tui.test_home import ready
-from tests.tui.waits import until
+from tests.tui.waits import polled_screen, until
 from tui.app import DagtopApp
 from tui.screens.config import ConfigForm
 from tui.screens.home import HomeScreen
+from tui.screens.partitions import PartitionsScreen
 from tui.widgets.pipelines_tree import NodeRef
 
 
@@ -97,3 +98,37 @@ async def test_a_file_of_resources_names_them_in_the_tree(
 
         await until(lambda: label() is not None, pilot)
         assert label() == "res.py  (resources: warehouse)"
+
+
+TYPED_DAYS = """
+from dataclasses import dataclass
+
+from engine import StaticPartitions, asset
+
+
+@dataclass
+class Knobs:
+    rate: float = 0.1
+
+
+@asset(partitions=StaticPartitions(["eu", "us"]))
+def scored(knobs: Knobs):
+    return knobs.rate
+"""
+
+
+async def test_m_in_the_partition_matrix_asks_for_the_config_too(tmp_path: Path) -> None:
+    fake = FakeClient(load_pipeline(tmp_path, "typed.py", TYPED_DAYS))
+    app = Host(fake, lambda: PartitionsScreen("scored"))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await polled_screen(app, pilot, PartitionsScreen)
+        await pilot.press("m")
+        await until(lambda: isinstance(app.screen, ConfigForm), pilot)
+        form = app.screen
+        assert isinstance(form, ConfigForm)
+        form.query_one("#field-rate", Input).value = "0.5"
+        await pilot.press("enter")
+        await until(lambda: bool(fake.submitted), pilot)
+        (request,) = fake.submitted
+        assert request.selection == ("scored",) and request.params == {"rate": "0.5"}
+        assert request.partition in ("eu", "us")
