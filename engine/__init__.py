@@ -15,16 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 _HOMES = {
     "engine.authoring.backfill_policy": ("BackfillPolicy",),
-    "engine.authoring.context": ("StepContext", "build_context"),
+    "engine.authoring.context": ("ResourceContext", "StepContext", "build_context"),
     "engine.authoring.definitions": (
         "AssetDef",
         "CheckDef",
         "CheckResult",
         "Pipeline",
+        "ResourceDef",
         "TaskDef",
         "asset",
         "check",
         "file_sensor",
+        "resource",
         "schedule",
         "shell",
         "task",
@@ -42,16 +44,18 @@ _WHERE = {name: module for module, names in _HOMES.items() for name in names}
 
 if TYPE_CHECKING:
     from engine.authoring.backfill_policy import BackfillPolicy
-    from engine.authoring.context import StepContext, build_context
+    from engine.authoring.context import ResourceContext, StepContext, build_context
     from engine.authoring.definitions import (
         AssetDef,
         CheckDef,
         CheckResult,
         Pipeline,
+        ResourceDef,
         TaskDef,
         asset,
         check,
         file_sensor,
+        resource,
         schedule,
         shell,
         task,
@@ -92,6 +96,8 @@ __all__ = [
     "PartitionsDefinition",
     "Pipeline",
     "PickleIO",
+    "ResourceContext",
+    "ResourceDef",
     "StaticPartitions",
     "StepContext",
     "TaskDef",
@@ -99,6 +105,7 @@ __all__ = [
     "build_context",
     "check",
     "file_sensor",
+    "resource",
     "schedule",
     "shell",
     "task",

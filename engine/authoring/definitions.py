@@ -503,6 +503,84 @@ def check(
     return wrap
 
 
+# --- resources --------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class ResourceDef:
+    """A resource: a client or connection built once per step that names it, torn down after."""
+
+    name: str
+    fn: Callable[..., Any]
+    takes_context: bool
+    description: str | None
+    file: str
+    line: int
+
+    def __repr__(self) -> str:
+        return f"<resource {self.name}>"
+
+
+@overload
+def resource(fn: Callable[..., Any], /) -> ResourceDef: ...
+
+
+@overload
+def resource(
+    fn: None = None, /, *, name: str | None = None, description: str | None = None
+) -> Callable[[Callable[..., Any]], ResourceDef]: ...
+
+
+def resource(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+) -> ResourceDef | Callable[[Callable[..., Any]], ResourceDef]:
+    """Declare a resource: an asset parameter named after it receives what the function gives.
+
+    The function may take `context` (`context.config` is the `[resources.NAME]` table of
+    dagtop.toml; `context.log`, `context.home`). It returns the resource, or yields it once:
+    code after the `yield` is its teardown, run after the step whether it succeeded or failed.
+    A resource is built in the step's own process, only for a step that names it.
+
+    Args:
+        name: The resource's name (default: the function's name).
+        description: Shown in `dagtop list` (default: the docstring).
+
+    Raises:
+        DefinitionError: the name is not an identifier, or the function takes other parameters.
+    """
+
+    def wrap(func: Callable[..., Any]) -> ResourceDef:
+        if not callable(func):
+            raise DefinitionError(f"@resource must decorate a function, got {func!r}")
+        resource_name = name or func.__name__
+        what = f"resource {resource_name!r}"
+        if not resource_name.isidentifier():
+            raise DefinitionError(f"{what}: a name must be a Python identifier")
+        takes_context, required, _ = _inputs_of(func, what)
+        if required:
+            raise DefinitionError(
+                f"{what}: a resource takes only `context`, not {required[0]!r} "
+                "(its settings come from [resources." + resource_name + "] in dagtop.toml)"
+            )
+        file, line = _fn_location(func)
+        defn = ResourceDef(
+            name=resource_name,
+            fn=func,
+            takes_context=takes_context,
+            description=description or inspect.getdoc(func),
+            file=file,
+            line=line,
+        )
+        _registry.add(defn)
+        return defn
+
+    return wrap(fn) if fn is not None else wrap
+
+
 # --- Airflow-style task pipelines -------------------------------------------------------------
 
 _pipeline_stack: list[Pipeline] = []
@@ -1043,5 +1121,5 @@ def target_spec(target: Target) -> dict[str, Any]:
     return {"kind": "assets", "selection": selection}
 
 
-Definition = AssetDef | CheckDef | Pipeline | ScheduleDef | SensorDef
+Definition = AssetDef | CheckDef | Pipeline | ResourceDef | ScheduleDef | SensorDef
 """What a pipeline module registers while it is imported."""
