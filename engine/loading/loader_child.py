@@ -104,6 +104,7 @@ def describe(item: Any, module: str) -> tuple[str, dict[str, Any]]:
             "partitions_per_run": (
                 item.backfill_policy.max_partitions_per_run if item.backfill_policy else 1
             ),
+            "auto": item.auto.to_spec() if item.auto is not None else None,
         }
     if isinstance(item, d.CheckDef):
         return "checks", {

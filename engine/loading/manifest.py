@@ -48,6 +48,8 @@ class AssetSpec:
     hooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # event -> hook
     # Its BackfillPolicy: 1 is a run per partition (the default), None no limit.
     partitions_per_run: int | None = 1
+    # Its automation condition (`Auto.to_spec()`), evaluated by the engine's `auto` sensor.
+    auto: dict[str, Any] | None = None
 
     @property
     def ranged(self) -> bool:
