@@ -37,6 +37,8 @@ is about to act on; never every run or every materialization.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -407,8 +409,18 @@ class Automation:
         with read_scope(self._db) as session:
             return is_enabled(session)
 
-    def set_enabled(self, enabled: bool) -> None:
-        """Turn the `auto` sensor on or off, persistently; on evaluates at once."""
+    def owns(self, name: str) -> bool:
+        """Whether `name` is the sensor this part evaluates (`auto`)."""
+        return name == AUTO_SENSOR
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        """Turn the `auto` sensor on or off, persistently; on evaluates at once.
+
+        Raises:
+            EngineError: `name` is not `auto`.
+        """
+        if not self.owns(name):
+            raise EngineError(f"{name!r} is not the automation sensor {AUTO_SENSOR!r}")
         with session_scope(self._db) as session:
             repo.set_toggle(session, "sensor", AUTO_SENSOR, enabled, self._clock())
         log.info("sensor %s turned %s", AUTO_SENSOR, "on" if enabled else "off")
@@ -506,3 +518,20 @@ def is_enabled(session: Session) -> bool:
     """Whether the `auto` sensor is on (it is unless turned off)."""
     row = repo.toggles(session, "sensor").get(AUTO_SENSOR)
     return row is None or row.enabled
+
+
+def _register() -> None:
+    """List `auto` with the other sensors (`dagtop sensors`, `dagtop sensor on|off`) through
+    the sensor registry, where this build has one."""
+    with contextlib.suppress(ImportError):
+        registry = importlib.import_module("engine.automation.sensor_registry")
+        registry.register_builtin(
+            registry.BuiltinSensor(
+                AUTO_SENSOR,
+                "asset automation: evaluates every @asset(auto=...) condition",
+                interval=INTERVAL,
+            )
+        )
+
+
+_register()

@@ -469,7 +469,7 @@ class Engine:
             from engine.automation.auto import AUTO_SENSOR, Automation
 
             if isinstance(self.automation, Automation):
-                self.automation.set_enabled(enabled)
+                self.automation.set_enabled(name, enabled)
             else:  # read by the engine that evaluates automation, at its next pass
                 with session_scope(self.db) as s:
                     repo.set_toggle(s, kind, AUTO_SENSOR, enabled, time.time())
