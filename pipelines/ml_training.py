@@ -7,12 +7,18 @@ What this example shows:
   - step options: `retries`, `timeout` and `memory_limit` on the training step;
   - logging (`context.log`) and metadata (`context.add_metadata`) shown in the UI;
   - deploying an artifact under the home folder (`context.home`), atomically and only when
-    the new model beats the one already deployed, so re-running the pipeline is safe.
+    the new model beats the one already deployed, so re-running the pipeline is safe;
+  - retraining when new data lands: everything after `raw_digits` is `Auto.eager()`, so with
+    an engine up (`dagtop daemon` or the UI), each new `raw_digits` (by hand, a schedule or a
+    sensor) makes the engine's `auto` sensor request one run of features, trained_model,
+    evaluation and deployed, in that order (`dagtop runs` says why: "upstream raw_digits
+    updated at 09:01"). `dagtop sensor off auto` stops that.
 
 Try it:
     dagtop materialize group:training         # everything
     dagtop materialize '*trained_model'       # trained_model and everything upstream of it
     dagtop materialize 'evaluation+'          # re-evaluate the stored model, deploy if better
+    dagtop materialize raw_digits             # with an engine up: new data, and it retrains
 
 The dataset is scikit-learn's bundled 8x8 handwritten digits (1,797 images, no download).
 
@@ -33,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine import CheckResult, asset, check
+from engine import Auto, CheckResult, asset, check
 
 GROUP = "training"
 N_PIXELS = 64  # 8x8 images, flattened
@@ -84,7 +90,7 @@ def no_nulls(raw_digits: dict[str, Any]) -> CheckResult:
     )
 
 
-@asset(group=GROUP)
+@asset(group=GROUP, auto=Auto.eager())
 def features(context, raw_digits: dict[str, Any]) -> dict[str, Any]:
     """Pixels scaled to [0, 1] and a fixed train/test split."""
     import numpy as np
@@ -100,7 +106,7 @@ def features(context, raw_digits: dict[str, Any]) -> dict[str, Any]:
     return {"x_train": x[train], "y_train": y[train], "x_test": x[test], "y_test": y[test]}
 
 
-@asset(group=GROUP, retries=1, timeout=120, memory_limit="1GiB")
+@asset(group=GROUP, retries=1, timeout=120, memory_limit="1GiB", auto=Auto.eager())
 def trained_model(context, features: dict[str, Any]) -> Any:
     """A logistic regression fitted on the training split.
 
@@ -127,7 +133,7 @@ def trained_model(context, features: dict[str, Any]) -> Any:
     return model
 
 
-@asset(group=GROUP)
+@asset(group=GROUP, auto=Auto.eager())
 def evaluation(context, features: dict[str, Any], trained_model: Any) -> dict[str, Any]:
     """Test accuracy of the new model and of the currently deployed one (if any).
 
@@ -176,7 +182,7 @@ def accuracy_above_90pct(evaluation: dict[str, Any]) -> CheckResult:
     )
 
 
-@asset(group=GROUP)
+@asset(group=GROUP, auto=Auto.eager())
 def deployed(context, evaluation: dict[str, Any]) -> dict[str, Any]:
     """Write the evaluated model to `<home>/models/digits.pkl` if it beats the deployed one."""
     path = _model_path(context.home)
