@@ -68,6 +68,9 @@ AUTO_SENSOR = "auto"
 """The built-in sensor that evaluates automation: `dagtop sensor off auto` stops it."""
 INTERVAL = 30.0
 """Seconds between passes when nothing was materialized."""
+MIN_GAP = 0.25
+"""Seconds at least between two passes: a burst of materializations (a backfill's) is one
+pass, not one per step."""
 _TIME_PARTITIONS = ("daily", "hourly")
 
 # A fault point for the crash tests: with DAGTOP_FAULT=auto-before-commit (or
@@ -390,11 +393,13 @@ class Automation:
         self._poked.set()
 
     def _loop(self) -> None:
+        last = 0.0
         while not self._stop.is_set():
             poked = self._poked.wait(self.interval)
-            self._poked.clear()
-            if self._stop.is_set():
+            if self._stop.wait(max(0.0, MIN_GAP - (time.monotonic() - last))):
                 return
+            self._poked.clear()
+            last = time.monotonic()
             full, self._full = self._full or not poked, False
             try:
                 self.run_pass(only_if_new=not full)

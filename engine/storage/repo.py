@@ -710,16 +710,20 @@ def add_auto_requests(session: Session, rows: Sequence[AutoRequest]) -> None:
 def active_asset_steps(session: Session, assets: Iterable[str]) -> set[tuple[str, str | None]]:
     """(asset, partition) of every step of `assets` in a run still queued or running: found
     through the runs' status index, so the cost is the runs in flight, not the history."""
-    wanted = set(assets)
+    wanted = sorted(set(assets))
     runs = list(session.exec(select(Run.id).where(col(Run.status).in_(ACTIVE_RUN))))
     out: set[tuple[str, str | None]] = set()
+    if not wanted:
+        return out
+    keys = set(wanted)
     for i in range(0, len(runs), ID_CHUNK):
-        for key, partition, status in session.exec(
-            select(Step.key, Step.partition, Step.status).where(
-                col(Step.run_id).in_(runs[i : i + ID_CHUNK]), Step.kind == "asset"
-            )
-        ):
-            if key in wanted and not StepStatus(status).finished:
+        query = select(Step.key, Step.partition, Step.status).where(
+            col(Step.run_id).in_(runs[i : i + ID_CHUNK]), Step.kind == "asset"
+        )
+        if len(wanted) <= ID_CHUNK:  # else matched here: the bound parameters would overflow
+            query = query.where(col(Step.key).in_(wanted))
+        for key, partition, status in session.exec(query):
+            if key in keys and not StepStatus(status).finished:
                 out.add((key, partition))
     return out
 
