@@ -23,9 +23,10 @@ PIPELINE = textwrap.dedent(
     import os
     import time
 
-    from engine import Auto, StaticPartitions, asset
+    from engine import Auto, DailyPartitions, StaticPartitions, asset
 
     regions = StaticPartitions(["eu", "us"])
+    days = DailyPartitions(start="2025-01-01", end="2025-01-10")
 
 
     @asset
@@ -69,6 +70,16 @@ PIPELINE = textwrap.dedent(
     @asset(auto=Auto.on_cron("* * * * *"))
     def digest(raw):
         return len(raw)
+
+
+    @asset(partitions=days)
+    def events(context):
+        return context.partition
+
+
+    @asset(partitions=days, auto=Auto.eager())
+    def daily_counts(events):
+        return len(events)
     """
 )
 
@@ -176,6 +187,21 @@ def test_eager_on_static_partitions_runs_each_key_whose_upstream_updated(
     client.materialize(["sales"], partition="us")
     runs = wait_for(lambda: settled(client, 4))
     assert sorted(r.partition or "" for r in runs[2:]) == ["eu", "us"]
+
+
+def test_eager_on_time_partitions_looks_at_the_latest_partition_only(
+    engine: tuple[Client, Engine],
+) -> None:
+    client, eng = engine
+    wait_for(lambda: settled(client, 1))
+    client.materialize(["events"], partition="2025-01-03")  # an old day: not eager's concern
+    time.sleep(0.5)
+    assert eng.automation.run_pass() == []
+    client.materialize(["events"], partition="2025-01-09")  # the latest day
+    runs = wait_for(lambda: settled(client, 2))
+    assert runs[1].partition == "2025-01-09" and [s.key for s in runs[1].steps] == ["daily_counts"]
+    assert runs[1].to_json()["reason"] == "missing"  # what `runs --json` prints
+    assert runs[1].to_json()["trigger"] == "auto"
 
 
 def test_on_missing_runs_once_even_when_it_fails(project: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]

@@ -164,3 +164,27 @@ def test_kill_9_at_any_instant_keeps_one_run_per_upstream_update(
     time.sleep(1.0)
     assert raw_updates(project) >= 2
     assert len(auto_runs(project)) == raw_updates(project)
+
+
+def test_dagtop_sensor_off_auto_stops_automation_with_or_without_a_daemon(
+    project: Path, start_daemon: Start
+) -> None:
+    off = subprocess.run(dagtop(project, "sensor", "off", "auto"), capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert off.returncode == 0 and off.stdout.strip() == "sensor auto is off", off.stderr
+    start_daemon()
+    materialize_raw(project)
+    time.sleep(1.5)
+    assert raw_updates(project) == 1 and auto_runs(project) == []
+    on = subprocess.run(dagtop(project, "sensor", "on", "auto"), capture_output=True, text=True,
+                        timeout=60)  # fmt: skip
+    assert on.returncode == 0, on.stderr
+    wait_for(lambda: all_done(project, 1), what="the chain's run once the sensor is on")
+    off = subprocess.run(dagtop(project, "sensor", "off", "auto"), capture_output=True,
+                         text=True, timeout=60)  # through the daemon's socket  # fmt: skip
+    assert off.returncode == 0, off.stderr
+    materialize_raw(project)
+    time.sleep(1.5)
+    assert len(auto_runs(project)) == 1
+    shown = subprocess.run(dagtop(project, "runs"), capture_output=True, text=True, timeout=60)
+    assert "auto" in shown.stdout and "(cleaned: missing; report: upstream cleaned" in shown.stdout
