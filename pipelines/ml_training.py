@@ -11,8 +11,9 @@ What this example shows:
   - retraining when new data lands: everything after `raw_digits` is `Auto.eager()`, so with
     an engine up (`dagtop daemon` or the UI), each new `raw_digits` (by hand, a schedule or a
     sensor) makes the engine's `auto` sensor request one run of features, trained_model,
-    evaluation and deployed, in that order (`dagtop runs` says why: "upstream raw_digits
-    updated at 09:01"). `dagtop sensor off auto` stops that.
+    evaluation and deployed, in that order (`dagtop runs` says why: "features: upstream
+    raw_digits updated at 09:01; then trained_model, evaluation, deployed"). `dagtop sensor
+    off auto` stops that.
 
 Try it:
     dagtop materialize group:training         # everything

@@ -316,10 +316,17 @@ def group_runs(manifest: Manifest, wants: list[Want]) -> list[tuple[RunRequest, 
         names = toposort(manifest, [w.asset for w in members])
         by_name = {w.asset: w for w in members}
         members = [by_name[n] for n in names]
-        if len(members) == 1:
-            reason = members[0].reason
+        # The run says why its first assets were asked for, then which follow them in it:
+        # "cleaned: upstream raw updated at 09:01; then report" (each asset's own reason is
+        # kept with its cause).
+        roots = [w for w in members if not w.cause.startswith("via:")]
+        followers = [w.asset for w in members if w.cause.startswith("via:")]
+        if len(roots) == 1 and not followers:
+            reason = roots[0].reason
         else:
-            reason = "; ".join(f"{w.asset}: {w.reason}" for w in members)
+            reason = "; ".join(f"{w.asset}: {w.reason}" for w in roots)
+            if followers:
+                reason += f"; then {', '.join(followers)}"
         request = RunRequest(
             selection=tuple(names),
             partition=key,

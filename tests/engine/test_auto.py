@@ -130,7 +130,7 @@ def test_an_eager_chain_runs_once_per_upstream_update_in_one_run_in_order(
     chain = runs[1]
     assert chain.status == RunStatus.SUCCESS
     assert [s.key for s in chain.steps] == ["cleaned", "report"]  # one run, dependency order
-    assert chain.reason == "cleaned: missing; report: upstream cleaned requested in the same run"
+    assert chain.reason == "cleaned: missing; then report"
     assert eng.automation.run_pass() == []  # nothing left to ask for
 
     client.materialize(["raw"])

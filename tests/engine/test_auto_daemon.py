@@ -187,4 +187,4 @@ def test_dagtop_sensor_off_auto_stops_automation_with_or_without_a_daemon(
     time.sleep(1.5)
     assert len(auto_runs(project)) == 1
     shown = subprocess.run(dagtop(project, "runs"), capture_output=True, text=True, timeout=60)
-    assert "auto" in shown.stdout and "(cleaned: missing; report: upstream cleaned" in shown.stdout
+    assert "auto" in shown.stdout and "(cleaned: missing; then report)" in shown.stdout
