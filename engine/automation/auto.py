@@ -18,7 +18,9 @@ Conditions, as Dagster's automation conditions define them:
   every upstream has a value.
 
 Exactly once per cause. Each request names its cause: the newest upstream materialization it
-answers (`mat:ID`), a cron tick (`cron:EPOCH`), being missing (`missing`), or, for an asset
+answers (`mat:ID`), a cron tick (`cron:EPOCH`), being missing (`missing`; for an eager asset
+`missing:ID`, with the newest upstream value, so that it is asked again if it stays missing
+after an upstream update), or, for an asset
 requested together with an upstream in the same run, that upstream's cause (`via:ASSET:CAUSE`).
 The cause rows (`AutoRequest`, unique per asset, partition and cause) are written in the
 transaction of the runs they requested, so that a cause consumed has its run, a cause not
@@ -234,6 +236,7 @@ def _condition(
     mine = values.one(spec.name, key)
     via: tuple[str, str] | None = None  # an upstream requested in this pass, and its cause
     updated: list[tuple[str, Any]] = []
+    newest_up = 0  # the newest upstream value's id
     newest_since_tick = True
     for up_name in spec.upstream:
         up = manifest.assets.get(up_name)
@@ -242,10 +245,12 @@ def _condition(
         same = _same_key(spec, up, key)
         up_key = key if same and up.partitions is not None else None
         if same or up.partitions is None:
-            if (up_name, up_key) in planned:
+            requested = (up_name, up_key) in planned
+            if requested and up_key == key:  # in the same run: this asset joins it
                 via = via or (up_name, planned[(up_name, up_key)])
                 continue
-            busy = (up_name, up_key) in active
+            # Requested for another partition key, so in another run: wait for its value.
+            busy = requested or (up_name, up_key) in active
             one = values.one(up_name, up_key)
             reads = [] if one is None else [one]
         else:
@@ -256,6 +261,7 @@ def _condition(
             return None  # an upstream is missing: no condition asks for anything
         if busy and kind != "on_cron":
             return None
+        newest_up = max(newest_up, *(int(m.id) for m in reads))
         if tick is not None and max(m.created_at for m in reads) < tick:
             newest_since_tick = False
         if mine is not None:
@@ -270,7 +276,10 @@ def _condition(
     if via is not None and (kind == "eager" or mine is None):
         return Want(spec.name, key, via[1], f"upstream {via[0]} requested in the same run")
     if mine is None:
-        return Want(spec.name, key, "missing", "missing")
+        # on_missing asks once. eager asks again at each upstream update while it stays
+        # missing (a run that failed), so its cause names the newest upstream value.
+        cause = f"missing:{newest_up}" if kind == "eager" and newest_up else "missing"
+        return Want(spec.name, key, cause, "missing")
     if kind != "eager" or not updated:
         return None
     up_name, mat = max(updated, key=lambda pair: pair[1].id)

@@ -302,3 +302,66 @@ def test_a_bad_cron_is_a_load_error(tmp_path: Path) -> None:
     )
     manifest = load(tmp_path, cache_dir=tmp_path / "cache")
     assert "bad.py" in manifest.errors and "on_cron" in manifest.errors["bad.py"].message
+
+
+MIXED = textwrap.dedent(
+    """
+    from engine import Auto, DailyPartitions, asset
+
+    days = DailyPartitions(start="2025-01-01", end="2025-01-05")
+
+
+    @asset
+    def base(context):
+        if context.params.get("fail"):
+            raise RuntimeError("asked to fail")
+        return 1
+
+
+    @asset(auto=Auto.eager())
+    def lookup(base):
+        return base + 1
+
+
+    @asset(partitions=days, auto=Auto.eager())
+    def per_day(context, lookup):
+        return f"{context.partition}: {lookup}"
+    """
+)
+
+
+def test_an_eager_asset_partitioned_otherwise_waits_for_its_upstreams_run(tmp_path: Path) -> None:
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "mixed.py").write_text(MIXED)
+    client, eng = _engine(tmp_path)
+    try:
+        client.materialize(["base"])
+        # lookup is requested first (unpartitioned); per_day, in a run of its own partition,
+        # must wait for lookup's value rather than run beside it and miss it.
+        runs = wait_for(lambda: settled(client, 2), what="lookup's run, then per_day's")
+        assert [[s.key for s in r.steps] for r in runs] == [["lookup"], ["per_day"]]
+        assert all(r.status == RunStatus.SUCCESS for r in runs)
+        assert runs[1].partition == "2025-01-04"
+    finally:
+        eng.stop()
+
+
+def test_a_missing_eager_asset_whose_run_failed_is_asked_again_when_an_upstream_updates(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "mixed.py").write_text(
+        MIXED.replace("return base + 1", "return 1 / (base - 1)")
+    )
+    client, eng = _engine(tmp_path)
+    try:
+        client.materialize(["base"])
+        runs = wait_for(lambda: settled(client, 1))
+        assert runs[0].status == RunStatus.FAILED  # lookup divides by zero: still missing
+        time.sleep(0.5)
+        assert eng.automation.run_pass() == []  # once per cause
+        client.materialize(["base"])  # a new upstream value: lookup is asked for again
+        runs = wait_for(lambda: settled(client, 2))
+        assert [s.key for s in runs[1].steps] == ["lookup"]
+    finally:
+        eng.stop()
