@@ -156,7 +156,7 @@ def test_eager_waits_for_a_missing_or_running_upstream(engine: tuple[Client, Eng
     runs = wait_for(lambda: settled(client, 2))
     assert [s.key for s in runs[1].steps] == ["cleaned"]  # report waits: prices is missing
     # raw updated while a newer raw is being materialized: cleaned waits for it, then runs once.
-    slow = client.submit(_request(["raw"], {"sleep": 1.5}))
+    slow = client.submit(_request(["raw"], {"sleep": 5}))  # long enough on a loaded machine
     client.materialize(["raw"])
     assert not client.run(slow).finished
     time.sleep(0.3)
