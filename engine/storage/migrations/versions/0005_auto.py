@@ -1,7 +1,7 @@
 """Asset automation: why a run was requested, and what the `auto` sensor consumed.
 
 Revision ID: auto
-Revises: 0003
+Revises: tasks
 
 - `run.reason`: why automation requested a run ("upstream cleaned updated at 09:01").
 - `autorequest`: one row per cause the `auto` sensor acted on for an asset partition, unique,
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "auto"
-down_revision = "0003"
+down_revision = "tasks"
 branch_labels = None
 depends_on = None
 
