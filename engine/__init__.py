@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _HOMES = {
+    "engine.authoring.auto": ("Auto",),
     "engine.authoring.backfill_policy": ("BackfillPolicy",),
     "engine.authoring.context": ("ResourceContext", "StepContext", "build_context"),
     "engine.authoring.definitions": (
@@ -43,6 +44,7 @@ _HOMES = {
 _WHERE = {name: module for module, names in _HOMES.items() for name in names}
 
 if TYPE_CHECKING:
+    from engine.authoring.auto import Auto
     from engine.authoring.backfill_policy import BackfillPolicy
     from engine.authoring.context import ResourceContext, StepContext, build_context
     from engine.authoring.definitions import (
@@ -85,6 +87,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AssetDef",
+    "Auto",
     "BackfillPolicy",
     "CheckDef",
     "CheckResult",

@@ -12,12 +12,19 @@ What this example shows:
     assets that name it (its folder comes from `[resources.model_store]` in dagtop.toml;
     a test passes `resources={"model_store": ...}`); deploying is atomic and happens only
     when the new model beats the one already deployed, so re-running the pipeline is safe.
+  - retraining when new data lands: everything after `raw_digits` is `Auto.eager()`, so with
+    an engine up (`dagtop daemon` or the UI), each new `raw_digits` (by hand, a schedule or a
+    sensor) makes the engine's `auto` sensor request one run of features, trained_model,
+    evaluation and deployed, in that order (`dagtop runs` says why: "features: upstream
+    raw_digits updated at 09:01; then trained_model, evaluation, deployed"). `dagtop sensor
+    off auto` stops that.
 
 Try it:
     dagtop materialize group:training         # everything
     dagtop materialize '*trained_model'       # trained_model and everything upstream of it
     dagtop materialize trained_model --param C=0.5 --param max_iter=300
     dagtop materialize 'evaluation+'          # re-evaluate the stored model, deploy if better
+    dagtop materialize raw_digits             # with an engine up: new data, and it retrains
 
 The dataset is scikit-learn's bundled 8x8 handwritten digits (1,797 images, no download).
 
@@ -39,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine import CheckResult, asset, check, resource
+from engine import Auto, CheckResult, asset, check, resource
 
 GROUP = "training"
 N_PIXELS = 64  # 8x8 images, flattened
@@ -145,7 +152,7 @@ def no_nulls(raw_digits: dict[str, Any]) -> CheckResult:
     )
 
 
-@asset(group=GROUP)
+@asset(group=GROUP, auto=Auto.eager())
 def features(context, raw_digits: dict[str, Any]) -> dict[str, Any]:
     """Pixels scaled to [0, 1] and a fixed train/test split."""
     import numpy as np
@@ -161,7 +168,7 @@ def features(context, raw_digits: dict[str, Any]) -> dict[str, Any]:
     return {"x_train": x[train], "y_train": y[train], "x_test": x[test], "y_test": y[test]}
 
 
-@asset(group=GROUP, retries=1, timeout=120, memory_limit="1GiB")
+@asset(group=GROUP, retries=1, timeout=120, memory_limit="1GiB", auto=Auto.eager())
 def trained_model(context, features: dict[str, Any], config: TrainConfig) -> Any:
     """A logistic regression fitted on the training split, with the run's `TrainConfig`.
 
@@ -191,7 +198,7 @@ def trained_model(context, features: dict[str, Any], config: TrainConfig) -> Any
     return model
 
 
-@asset(group=GROUP)
+@asset(group=GROUP, auto=Auto.eager())
 def evaluation(
     context, features: dict[str, Any], trained_model: Any, model_store: ModelStore
 ) -> dict[str, Any]:
@@ -241,7 +248,7 @@ def accuracy_above_90pct(evaluation: dict[str, Any]) -> CheckResult:
     )
 
 
-@asset(group=GROUP)
+@asset(group=GROUP, auto=Auto.eager())
 def deployed(context, evaluation: dict[str, Any], model_store: ModelStore) -> dict[str, Any]:
     """Deploy the evaluated model to the model store if it beats the deployed one."""
     path = model_store.path(MODEL_NAME)

@@ -24,6 +24,8 @@ def print_definitions(data: dict[str, Any]) -> None:
                 extra.append(a["partitions"])
             if a["upstream"]:
                 extra.append("← " + ", ".join(a["upstream"]))
+            if a.get("auto"):
+                extra.append(f"auto: {a['auto']}")
             if a["checks"]:
                 extra.append("checks: " + ", ".join(c["name"] for c in a["checks"]))
             if a.get("resources"):

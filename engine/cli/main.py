@@ -24,7 +24,7 @@ from engine.cli import logs as cli_logs
 from engine.client import Client, RunView, iso
 from engine.errors import EngineError
 from engine.status import BackfillStatus, Freshness, RunStatus, StepStatus
-from engine.units import GLYPHS, format_bytes, format_duration, glyph
+from engine.units import GLYPHS, format_bytes, format_duration, glyph, one_line
 
 if TYPE_CHECKING:
     from engine.history.lineage import StaleState
@@ -574,6 +574,7 @@ def runs(client: Client, limit: int, as_json: bool) -> None:  # fmt: skip
             f"{glyph(v.status)} {v.id}  {v.status:<8} {when}  "
             f"{format_duration(took):>8}  {done}/{len(v.steps)}  {v.trigger:<8} "
             f"{v.target}{' [' + v.partition + ']' if v.partition else ''}"
+            f"{'  (' + one_line(v.reason) + ')' if v.reason else ''}"
         )
 
 

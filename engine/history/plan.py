@@ -34,6 +34,7 @@ class RunRequest:
     trigger: str = "manual"
     trigger_ref: str | None = None
     backfill_id: str | None = None
+    reason: str | None = None  # why automation asked for it, shown with the run
 
     def to_command(self) -> RunCommand:
         """The request as the `run` command carries it to an engine (engine.protocol)."""
@@ -250,6 +251,7 @@ def plan(
         trigger=request.trigger,
         trigger_ref=request.trigger_ref,
         backfill_id=request.backfill_id,
+        reason=request.reason,
         created_at=now,
         updated_at=now,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from engine.authoring.auto import describe_auto
 from engine.authoring.typed_config import fields_of
 from engine.loading.manifest import Manifest
 
@@ -44,6 +45,7 @@ def describe_definitions(
                 "timeout": a.timeout,
                 "memory_limit": a.memory_limit,
                 "pool": a.pool,
+                "auto": describe_auto(a.auto) or None,
                 "description": a.description,
                 "resources": list(a.resources),
                 "config": None

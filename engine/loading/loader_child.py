@@ -113,6 +113,7 @@ def describe(item: Any, module: str) -> tuple[str, dict[str, Any]]:
                 item.backfill_policy.max_partitions_per_run if item.backfill_policy else 1
             ),
             "config": config,
+            "auto": item.auto.to_spec() if item.auto is not None else None,
         }
     if isinstance(item, d.ResourceDef):
         return "resources", {

@@ -53,6 +53,8 @@ class AssetSpec:
     # Its typed config (`engine.authoring.typed_config.describe_config`): the parameter, the
     # class, its JSON schema; None when no parameter has one.
     config: dict[str, Any] | None = None
+    # Its automation condition (`Auto.to_spec()`), evaluated by the engine's `auto` sensor.
+    auto: dict[str, Any] | None = None
 
     @property
     def ranged(self) -> bool:

@@ -230,6 +230,13 @@ def _graph_errors(
                     why = f"asset {spec.name!r} depends on {name!r} that names no asset"
                     why += suggest(name, m.assets)
             add(spec.file, "unknown-input", why, spec.line)
+        if spec.auto is not None and spec.auto.get("kind") == "on_cron":
+            from engine.authoring.cron import CronError, parse_cron
+
+            try:
+                parse_cron(spec.auto["cron"])
+            except CronError as exc:
+                add(spec.file, "cron", f"asset {spec.name!r}: Auto.on_cron: {exc}", spec.line)
     for asset, checks in m.checks.items():
         if asset not in m.assets:
             for c in checks:
@@ -303,6 +310,10 @@ def _schedule_errors(m: Manifest, s: ScheduleSpec, add: _Add) -> None:
 
 
 def _sensor_errors(m: Manifest, s: SensorSpec, add: _Add) -> None:
+    if s.name == "auto":
+        add(s.file, "duplicate", "sensor 'auto' is the built-in sensor of asset automation: "
+            "name yours otherwise", s.line)  # fmt: skip
+        return
     if not os.path.isdir(s.path):
         add(
             s.file,
