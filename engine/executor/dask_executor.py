@@ -201,7 +201,9 @@ class RemoteAttempt:
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = launch.log_path.open("ab")
+        # Readable by its owner only, like every log (a step may print what it should not).
+        fd = os.open(launch.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._log = open(fd, "ab")  # noqa: SIM115 - closed when the attempt ends
         self.payload: DaskPayload = {
             "key": key,
             "attempt": attempt_id,

@@ -44,6 +44,7 @@ import psutil
 from engine.executor import spawn
 from engine.executor.leftovers import Leftovers, append_lines
 from engine.executor.monitor import Monitor, Sample, kill_tree, stop_tree
+from engine.processes import child_environ
 from engine.protocol.worker import decode_event, reported_children
 
 if TYPE_CHECKING:
@@ -172,7 +173,7 @@ class _Attempt:
             tmp / "spec.json",
             log_path,
             cwd=p["cwd"] if os.path.isdir(p["cwd"]) else str(tmp),
-            env={**os.environ, **p["env"]},
+            env={**child_environ(os.environ), **p["env"]},
             guard=[sys.executable, "-S", "-c", _GUARD, str(os.getpid())],
         )
         self.pid = proc.pid

@@ -19,6 +19,7 @@ from engine.authoring.partitions import safe_key
 from engine.executor.spawn import Launch, worker_argv
 from engine.loading.config import Paths
 from engine.loading.manifest import AssetSpec, Manifest, TaskSpec
+from engine.processes import child_environ
 from engine.storage import repo
 from engine.storage.models import Run
 
@@ -144,7 +145,7 @@ def task_inputs(session: Session, run_id: str, task: TaskSpec) -> dict[str, Inpu
 def _step_env(
     run_id: str, key: str, attempt: int, partition: str | None, home: Path
 ) -> dict[str, str]:
-    env = dict(os.environ)
+    env = child_environ(os.environ)
     # NUL cannot travel in an environment variable; such a key is still in the spec intact.
     partition = (partition or "").replace("\x00", "\\0")
     env.update(
