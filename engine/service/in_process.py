@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from engine.errors import EngineError
+from engine.errors import EngineError, ExecutorError
 from engine.protocol.commands import BackfillInfo, FollowRun, RunWire
 from engine.service.watch import run_wire, watch_run
+from engine.status import RunStatus
 from engine.storage import repo
 from engine.storage.db import read_scope, session_scope
 
@@ -240,9 +241,15 @@ class InProcess:
 
         reconcile(self.db)
         server = self._forkserver()
-        coordinator = Coordinator(
-            self.db, self.paths, self.config, self.manifest, on_change=on_change, forkserver=server
-        )
+        try:
+            coordinator = Coordinator(
+                self.db, self.paths, self.config, self.manifest, on_change, forkserver=server
+            )
+        except ExecutorError as exc:
+            # The runs were recorded queued: fail them with the reason, or a later engine
+            # would run what the user was told could not start.
+            self._fail_unstarted(run_ids, exc.msg)
+            raise
         for run_id in run_ids:
             coordinator.submit(run_id)
         try:
@@ -258,6 +265,15 @@ class InProcess:
             # would be lost with it. (The fork server is left to exit with this process:
             # waiting for it would add its interpreter's teardown to every command.)
             coordinator.send_alerts()
+
+    def _fail_unstarted(self, run_ids: Sequence[str], reason: str) -> None:
+        from engine.history.run_control import fail_unstarted
+
+        now = time.time()
+        with session_scope(self.db) as s:
+            for run in repo.runs_by_id(s, run_ids).values():
+                if run.status == RunStatus.QUEUED and run.owner is None:
+                    fail_unstarted(s, run, now, reason)
 
 
 class _Pusher:

@@ -272,6 +272,13 @@ def test_a_killed_worker_fails_the_attempt_its_processes_die_and_the_retry_runs_
     assert one.status == StepStatus.FAILED
     assert one.error == f"dask worker {first.worker} lost"
     assert two.status == StepStatus.SUCCESS and two.worker not in (None, first.worker)
+    # `runs --json` shows where each attempt ran and why the first one ended.
+    places = step(view, "victim").to_json()["placements"]
+    assert [(p["attempt"], p["worker"], p["error"]) for p in places] == [
+        (1, first.worker, f"dask worker {first.worker} lost"),
+        (2, two.worker, None),
+    ]
+    assert all(p["host"] for p in places)
     # Dask reran the lost task elsewhere, but the step itself ran once per attempt.
     lines = starts.read_text().splitlines()
     assert [line.split()[0] for line in lines] == ["1", "2"]

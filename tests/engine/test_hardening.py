@@ -141,3 +141,59 @@ def test_the_home_folder_and_its_logs_are_the_users_only(project: Path) -> None:
     assert logs
     for log in logs:
         assert stat.S_IMODE(log.stat().st_mode) == 0o600, log
+
+
+# --- honest semantics ---------------------------------------------------------------------------
+
+
+def test_a_run_whose_executor_cannot_be_reached_fails_with_the_reason(project: Path) -> None:
+    done = dagtop(project, "materialize", "printed", env={"DAGTOP_EXECUTOR": "dask://127.0.0.1:1"})
+    assert done.returncode == 2, done
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:1" in done.stderr
+
+    def runs() -> list[dict[str, object]]:
+        listed = dagtop(project, "runs", "--json")
+        assert listed.returncode == 0, listed
+        return list(json.loads(listed.stdout))
+
+    (run,) = runs()
+    assert run["status"] == "failed"  # never left queued for a later engine to run unasked
+    assert "cannot reach the Dask scheduler" in str(run["error"])
+    assert "cannot reach the Dask scheduler" in str(run["steps"][0]["error"])  # type: ignore[index]
+    # A later command with an executor that works runs its own run, not the failed one.
+    assert dagtop(project, "materialize", "printed").returncode == 0
+    statuses = {r["id"]: r["status"] for r in runs()}
+    assert statuses[run["id"]] == "failed" and sorted(statuses.values()) == ["failed", "success"]
+
+
+RETRIED = textwrap.dedent(
+    """
+    from pathlib import Path
+
+    from engine import asset
+
+
+    @asset(retries=1)
+    def flaky(context):
+        mark = Path(context.home) / "tried"
+        if not mark.exists():
+            mark.touch()
+            raise RuntimeError("first time unlucky")
+        return 1
+    """
+)
+
+
+def test_runs_json_shows_every_attempts_host_worker_and_reason(project: Path) -> None:
+    (project / "pipelines" / "flaky.py").write_text(RETRIED)
+    done = dagtop(project, "materialize", "flaky", "--json")
+    assert done.returncode == 0, done
+    listed = dagtop(project, "runs", "--json")
+    (step,) = json.loads(listed.stdout)[0]["steps"]
+    places = step["placements"]
+    assert [(p["attempt"], p["status"], p["worker"]) for p in places] == [
+        (1, "failed", "local"),
+        (2, "success", "local"),
+    ]
+    assert "first time unlucky" in places[0]["error"] and places[1]["error"] is None
+    assert all(p["host"] for p in places)
