@@ -334,8 +334,13 @@ def cancel(client: Client, run_id: str) -> None:
 
 
 @app.command()
+@click.option(
+    "--standby",
+    is_flag=True,
+    help="If an engine already runs on this database, wait and take over when it stops",
+)
 @click.pass_obj
-def daemon(client: Client) -> None:
+def daemon(client: Client, standby: bool) -> None:
     """Run schedules, sensors and queued runs with no UI, until Ctrl-C or SIGTERM."""
     import logging
 
@@ -347,7 +352,7 @@ def daemon(client: Client) -> None:
     logging.getLogger().addHandler(logging.FileHandler(log))
     for handler in logging.getLogger().handlers:
         handler.setFormatter(RedactingFormatter(fmt))
-    _exit(client.serve_forever())
+    _exit(client.serve_forever(standby=standby))
 
 
 @app.command()

@@ -10,6 +10,8 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -163,7 +165,10 @@ def test_a_run_whose_executor_cannot_be_reached_fails_with_the_reason(project: P
     # A later command with an executor that works runs its own run, not the failed one.
     assert dagtop(project, "materialize", "printed").returncode == 0
     statuses = {r["id"]: r["status"] for r in runs()}
-    assert statuses[run["id"]] == "failed" and sorted(statuses.values()) == ["failed", "success"]
+    assert statuses[run["id"]] == "failed" and sorted(map(str, statuses.values())) == [
+        "failed",
+        "success",
+    ]
 
 
 RETRIED = textwrap.dedent(
@@ -197,3 +202,110 @@ def test_runs_json_shows_every_attempts_host_worker_and_reason(project: Path) ->
     ]
     assert "first time unlucky" in places[0]["error"] and places[1]["error"] is None
     assert all(p["host"] for p in places)
+
+
+# --- one engine per database --------------------------------------------------------------------
+
+
+def daemon_in(home: Path, project: Path, url: str, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGTOP_")}
+    env["DAGTOP_DATABASE_URL"] = url
+    cmd = [DAGTOP, "--home", str(home), "--pipelines", str(project / "pipelines"), "daemon", *args]
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def holder_pid(project: Path, url: str) -> int | None:
+    from engine.service import lease
+    from engine.storage.db import close, open_db
+
+    db = open_db(url)
+    try:
+        holder = lease.live_holder(db)
+        return None if holder is None else holder.pid
+    finally:
+        close(db)
+
+
+@pytest.fixture
+def shared(project: Path) -> Iterator[tuple[str, list[subprocess.Popen[str]]]]:
+    """A database two homes share, and the daemons a test started (stopped after it)."""
+    procs: list[subprocess.Popen[str]] = []
+    yield f"sqlite:///{project / 'shared.db'}", procs
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+def test_a_second_daemon_names_the_running_engines_home_host_and_pid(
+    project: Path, shared: tuple[str, list[subprocess.Popen[str]]]
+) -> None:
+    import socket
+
+    from tests.waiting import wait_for
+
+    url, procs = shared
+    first = daemon_in(project / "home-a", project, url)
+    procs.append(first)
+    wait_for(lambda: holder_pid(project, url) == first.pid, 30, "the first daemon")
+    second = daemon_in(project / "home-b", project, url)
+    procs.append(second)
+    assert second.wait(timeout=30) != 0
+    err = second.stderr.read() if second.stderr else ""
+    assert "already running" in err, err
+    assert str(project / "home-a") in err and str(project / "home-b") not in err
+    assert f"pid {first.pid} on {socket.gethostname()}" in err
+    assert "--standby" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_standby_daemon_takes_over_when_the_engine_is_killed(
+    project: Path, shared: tuple[str, list[subprocess.Popen[str]]]
+) -> None:
+    from tests.waiting import wait_for
+
+    url, procs = shared
+    first = daemon_in(project / "home-a", project, url)
+    procs.append(first)
+    wait_for(lambda: holder_pid(project, url) == first.pid, 30, "the first daemon")
+    standby = daemon_in(project / "home-b", project, url, "--standby")
+    procs.append(standby)
+    time.sleep(1.5)
+    assert standby.poll() is None  # it waits, and holds nothing
+    assert holder_pid(project, url) == first.pid
+
+    os.killpg(first.pid, 9)
+    first.wait()
+    wait_for(lambda: holder_pid(project, url) == standby.pid, 15, "the standby to take over")
+    # It is a whole engine now: a run handed to it is run.
+    env = {"DAGTOP_DATABASE_URL": url}
+    cmd = ["--home", str(project / "home-b"), "materialize", "printed", "--json"]
+    done = subprocess.run(
+        [DAGTOP, "--pipelines", str(project / "pipelines"), *cmd],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("DAGTOP_")}, **env},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done
+    assert json.loads(done.stdout)["status"] == "success"
+
+
+def test_dagtop_executor_is_refused_while_an_engine_runs_the_database(
+    project: Path, shared: tuple[str, list[subprocess.Popen[str]]]
+) -> None:
+    from tests.waiting import wait_for
+
+    url, procs = shared
+    first = daemon_in(project / "home", project, url)
+    procs.append(first)
+    wait_for(lambda: holder_pid(project, url) == first.pid, 30, "the daemon")
+    env = {"DAGTOP_DATABASE_URL": url, "DAGTOP_EXECUTOR": "local"}
+    done = dagtop(project, "materialize", "printed", env=env)
+    assert done.returncode == 2, done
+    assert "DAGTOP_EXECUTOR=local" in done.stderr and f"pid {first.pid}" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    # Without the override the engine takes the run.
+    done = dagtop(project, "materialize", "printed", "--json", env={"DAGTOP_DATABASE_URL": url})
+    assert done.returncode == 0, done
