@@ -309,3 +309,33 @@ def test_dagtop_executor_is_refused_while_an_engine_runs_the_database(
     # Without the override the engine takes the run.
     done = dagtop(project, "materialize", "printed", "--json", env={"DAGTOP_DATABASE_URL": url})
     assert done.returncode == 0, done
+
+
+# --- export and import --------------------------------------------------------------------------
+
+
+def test_export_refuses_to_export_nothing_and_names_the_database_it_read(project: Path) -> None:
+    out = project / "history.jsonl"
+    done = dagtop(project, "db", "export", str(out))
+    assert done.returncode == 2, done
+    assert "nothing to export" in done.stderr and "the home folder's" in done.stderr
+    assert str(project / "home" / "dagtop.db") in done.stderr
+    assert not out.exists() and not (project / "home" / "dagtop.db").exists()
+
+    empty = f"sqlite:///{project / 'empty.db'}"
+    assert dagtop(project, "db", "migrate", "--url", empty).returncode == 0
+    done = dagtop(project, "db", "export", str(out), env={"DAGTOP_DATABASE_URL": empty})
+    assert done.returncode == 2, done
+    assert "holds no history" in done.stderr and "from DAGTOP_DATABASE_URL" in done.stderr
+    assert str(project / "empty.db") in done.stderr and not out.exists()
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_import_into_a_database_with_history_says_how_to_proceed(project: Path) -> None:
+    assert dagtop(project, "materialize", "printed").returncode == 0
+    out = project / "history.jsonl"
+    assert dagtop(project, "db", "export", str(out)).returncode == 0
+    done = dagtop(project, "db", "import", str(out))  # into the very database it came from
+    assert done.returncode == 2, done
+    assert "not empty" in done.stderr and "nothing was imported" in done.stderr
+    assert "dagtop db migrate --url" in done.stderr
