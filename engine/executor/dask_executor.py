@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
+CAPACITY_EVERY = 2.0
+"""Seconds between two readings of what the cluster offers (workers come and go)."""
 SILENCE = 3.0
 """A placed attempt quiet this long (it sends a heartbeat every second): is its worker alive?"""
 
@@ -72,11 +74,34 @@ class DaskExecutor:
         self.queue = distributed.Queue(f"{self.name}-stream", client=self.client)
         self.attempts: dict[str, RemoteAttempt] = {}
         self.lost: str | None = None
+        self._capacity: tuple[float, int, dict[str, float]] | None = None
         self._stop = threading.Event()
         self._pump = threading.Thread(target=self._run_pump, name=f"{self.name}-pump", daemon=True)
         self._pump.start()
         self._ticker = threading.Thread(target=self._tick, name=f"{self.name}-tick", daemon=True)
         self._ticker.start()
+
+    def capacity(self) -> tuple[int, dict[str, float]]:
+        """What the cluster offers now: its worker threads in all, and each resource summed
+        over the workers that offer it (asked at most every `CAPACITY_EVERY` seconds)."""
+        now = time.monotonic()
+        if self._capacity is None or now - self._capacity[0] > CAPACITY_EVERY:
+            threads = 0
+            resources: dict[str, float] = {}
+            try:
+                workers = self.client.scheduler_info()["workers"].values()
+            except Exception:  # noqa: BLE001 - keep the last answer; a lost cluster shows elsewhere
+                workers = None
+            if workers is not None:
+                for w in workers:
+                    threads += int(w.get("nthreads", 0))
+                    for name, amount in (w.get("resources") or {}).items():
+                        resources[name] = resources.get(name, 0.0) + float(amount)
+                self._capacity = (now, threads, resources)
+            elif self._capacity is None:
+                return 1, {}
+        assert self._capacity is not None
+        return self._capacity[1], self._capacity[2]
 
     def submit(self, attempt_id: int, launch: Launch) -> RemoteAttempt:
         """Send an attempt to the cluster.

@@ -72,6 +72,9 @@ def resolve_paths(home: str | Path | None, pipelines: str | Path | None) -> Path
 @dataclass(frozen=True)
 class Config:
     max_workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+    max_workers_set: bool = False
+    """Whether max_workers was given (config or DAGTOP_MAX_WORKERS): unset, the Dask executor
+    runs as many steps at once as the cluster has threads."""
     pools: dict[str, int] = field(default_factory=dict)
     load_timeout: float = 30.0
     timezone: str | None = None
@@ -120,7 +123,9 @@ def load_config(project: Path) -> Config:
         break
     if not data:
         env_workers = os.environ.get("DAGTOP_MAX_WORKERS")
-        config = Config(max_workers=int(env_workers)) if env_workers else Config()
+        config = (
+            Config(max_workers=int(env_workers), max_workers_set=True) if env_workers else Config()
+        )
         return replace(config, **_executor("config", {}))
     src = source or "config"
     known = {
@@ -154,6 +159,7 @@ def load_config(project: Path) -> Config:
         max_workers=_positive_int(
             src, "max_workers", int(workers) if isinstance(workers, str) else workers
         ),
+        max_workers_set="max_workers" in data or bool(os.environ.get("DAGTOP_MAX_WORKERS")),
         pools=pools,
         load_timeout=float(timeout),
         timezone=tz,

@@ -325,6 +325,32 @@ def test_a_dask_worker_runs_steps_without_importing_storage(
     assert not {m for m in loaded if m.startswith(("engine.storage", "engine.executor.launch"))}
 
 
+def test_unset_limits_default_to_what_the_cluster_offers(
+    cluster: tuple[str, Any], tmp_path: Path
+) -> None:
+    from engine.executor.coordinator import Coordinator
+
+    client = make_project(tmp_path, cluster[0], "remote")
+    assert client.config.max_workers == 4  # read now: the file changes next
+    # Neither max_workers nor [pools] given: the cluster's three threads, its one gpu.
+    (tmp_path / "project" / "dagtop.toml").write_text(
+        f'executor = "dask"\ndask_scheduler = "{cluster[0]}"\n'
+    )
+    unset = Client(tmp_path / "home", tmp_path / "project" / "pipelines")
+    coordinator = Coordinator(unset.db, unset.paths, unset.config, unset.load)
+    try:
+        workers, pool_size = coordinator._limits()
+        assert (workers, pool_size("gpu"), pool_size("tpu")) == (3, 1, 1)
+    finally:
+        coordinator.close()
+    # Given, they are what the config says, whatever the cluster offers.
+    given = Coordinator(client.db, client.paths, client.config, client.load)
+    try:
+        assert given._limits()[0] == 4
+    finally:
+        given.close()
+
+
 def test_a_pool_no_worker_offers_fails_at_once(cluster: tuple[str, Any], tmp_path: Path) -> None:
     client = make_project(tmp_path, cluster[0], "remote")
 
