@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_warned: set[str] = set()
+"""Schedulers this process already warned about (see `open_scheduler`)."""
 CONNECT_TIMEOUT = 5.0
 CAPACITY_EVERY = 2.0
 """Seconds between two readings of what the cluster offers (workers come and go)."""
@@ -60,6 +62,17 @@ class DaskExecutor:
             raise ExecutorError(
                 "executor = dask needs the distributed package: pip install 'dagtop[dask]'"
             ) from None
+        if address.startswith("tcp://") and address not in _warned:
+            from engine.loading.config import Config, open_scheduler
+
+            if open_scheduler(Config(executor="dask", dask_scheduler=address)):
+                _warned.add(address)  # once per process: an engine reconnects after a close
+                log.warning(
+                    "the Dask scheduler %s is reached over plain tcp:// off this machine: "
+                    "anyone who can reach it runs code as its workers' user; use tls:// "
+                    "(see the README's Dask security section)",
+                    address,
+                )
         try:
             self.client = distributed.Client(
                 address, timeout=timeout, set_as_default=False, name="dagtop"

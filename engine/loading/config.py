@@ -230,6 +230,23 @@ def _executor(src: str, data: dict[str, Any]) -> dict[str, Any]:
     return {"executor": "local", "dask_scheduler": None}
 
 
+def open_scheduler(config: Config) -> str | None:
+    """The Dask scheduler's address when it is reached over plain `tcp://` off this machine
+    (anyone who can reach such a scheduler runs code as its workers' user), else None."""
+    address = config.dask_scheduler
+    if config.executor != "dask" or address is None or not address.startswith("tcp://"):
+        return None
+    host = address[len("tcp://") :].rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return None
+    import ipaddress
+
+    try:
+        return None if ipaddress.ip_address(host).is_loopback else address
+    except ValueError:  # a host name: not this machine's loopback, as far as we can tell
+        return address
+
+
 def _address(what: str, raw: str) -> str:
     """`tcp://HOST:PORT` from `HOST:PORT` or `tcp://HOST:PORT`."""
     address = raw if "://" in raw else f"tcp://{raw}"
