@@ -6,8 +6,9 @@ What this example shows:
   - a non-blocking check (`accuracy_above_90pct`): a warning on the run, not a stop;
   - step options: `retries`, `timeout` and `memory_limit` on the training step;
   - logging (`context.log`) and metadata (`context.add_metadata`) shown in the UI;
-  - deploying an artifact under the home folder (`context.home`), atomically and only when
-    the new model beats the one already deployed, so re-running the pipeline is safe.
+  - deploying an artifact to `context.shared_dir` (a folder every worker reaches, also on a
+    Dask cluster), atomically and only when the new model beats the one already deployed, so
+    re-running the pipeline is safe.
 
 Try it:
     dagtop materialize group:training         # everything
@@ -45,8 +46,10 @@ TEST_FRACTION = 0.25
 MIN_ACCURACY = 0.9
 
 
-def _model_path(home: Path) -> Path:
-    return home / "models" / "digits.pkl"
+def _model_path(shared: Path | str) -> Path:
+    # shared_dir, not home: on a Dask cluster `evaluation` may run on another machine than
+    # the `deployed` that wrote the model, and home is the coordinator's folder.
+    return Path(shared) / "models" / "digits.pkl"
 
 
 @asset(group=GROUP)
@@ -140,7 +143,7 @@ def evaluation(context, features: dict[str, Any], trained_model: Any) -> dict[st
     context.log.info("new model: %.4f accuracy on %d test images", accuracy, len(y))
 
     deployed_accuracy = None
-    path = _model_path(context.home)
+    path = _model_path(context.shared_dir)
     if path.exists():
         try:
             with path.open("rb") as fh:
@@ -178,8 +181,9 @@ def accuracy_above_90pct(evaluation: dict[str, Any]) -> CheckResult:
 
 @asset(group=GROUP)
 def deployed(context, evaluation: dict[str, Any]) -> dict[str, Any]:
-    """Write the evaluated model to `<home>/models/digits.pkl` if it beats the deployed one."""
-    path = _model_path(context.home)
+    """Write the evaluated model to `<shared_dir>/models/digits.pkl` if it beats the deployed
+    one."""
+    path = _model_path(context.shared_dir)
     new, old = evaluation["accuracy"], evaluation["deployed_accuracy"]
     # Strictly better only: an equal model (the same code on the same data) is not redeployed,
     # so running the pipeline twice leaves the deployed file untouched.

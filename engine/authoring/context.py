@@ -23,7 +23,12 @@ class StepContext:
         attempt: 1 for the first attempt, 2 for the first retry, ...
         params: Run parameters (`--param K=V`; a sensor run has `path`).
         key: The asset name or task id.
-        home: The dagtop home folder (a place for artifacts such as deployed models).
+        home: The dagtop home folder of the engine that coordinates the run: on a Dask
+            worker of another machine, a path of that machine, not this one.
+        shared_dir: A folder every worker reaches, for artifacts other steps read (a deployed
+            model): `@shared` under the project's `values_dir` (the home's values folder by
+            default). A `Path`, or a `str` URL when `values_dir` is an fsspec URL (open it
+            with fsspec). Not created in advance. In a unit test, the test's home folder.
         resources: What a test passed as `engine.testing.materialize(resources=...)` (clients,
             fakes); empty in real runs, so `context.resources.get("db") or connect()` works.
     """
@@ -38,7 +43,12 @@ class StepContext:
     metadata: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
     partition_keys: list[str] = field(default_factory=list)
+    shared_dir: Path | str = ""
     _on_metadata: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.shared_dir:
+            self.shared_dir = self.home
 
     def add_metadata(self, data: dict[str, Any]) -> None:
         """Attach metadata (numbers, strings, small lists) to this step's materialization."""
@@ -58,6 +68,7 @@ def build_context(
     home: Path | None = None,
     resources: dict[str, Any] | None = None,
     partition_keys: list[str] | None = None,
+    shared_dir: Path | str | None = None,
 ) -> StepContext:
     """A context for calling one asset or task function directly in a unit test.
 
@@ -75,4 +86,5 @@ def build_context(
         home=Path(home) if home is not None else Path(tempfile.mkdtemp(prefix="dagtop-test-")),
         resources=dict(resources or {}),
         partition_keys=list(partition_keys or ([partition] if partition is not None else [])),
+        shared_dir=shared_dir or "",
     )

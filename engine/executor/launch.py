@@ -142,6 +142,11 @@ def task_inputs(session: Session, run_id: str, task: TaskSpec) -> dict[str, Inpu
     return inputs
 
 
+SHARED = "@shared"
+"""`context.shared_dir`, under the values folder (a name no asset can have: the value sweep
+leaves it alone)."""
+
+
 def _step_env(
     run_id: str, key: str, attempt: int, partition: str | None, home: Path
 ) -> dict[str, str]:
@@ -206,6 +211,7 @@ def prepare(
             "home": str(paths.home),
             "inputs": inputs,
             "output_stem": f"{part_dir}/{run.id}.{attempt}",
+            "shared_dir": f"{values or paths.values}/{SHARED}",
             "checks": [
                 {"file": c.file, "name": c.name, "blocking": c.blocking}
                 for c in manifest.checks.get(key, [])
@@ -255,6 +261,7 @@ def prepare(
         "params": params,
         "home": str(paths.home),
         "inputs": task_inputs(session, run.id, task),
+        "shared_dir": f"{values or paths.values}/{SHARED}",
         # "@tasks" cannot be an asset's name, so the value sweep can tell these apart.
         "output_stem": (
             f"{values}/@tasks/{run.id}/{key}.{attempt}"

@@ -99,7 +99,7 @@ def test_examples_do_not_import_heavy_libraries_at_top_level(project: Path) -> N
 
 
 def test_training_group_deploys_once(client: Client) -> None:
-    model = client.paths.home / "models" / "digits.pkl"
+    model = client.paths.values / "@shared" / "models" / "digits.pkl"  # context.shared_dir
 
     first = client.materialize(["group:training"])
     assert first.status == RunStatus.SUCCESS, first.to_json()

@@ -339,3 +339,33 @@ def test_import_into_a_database_with_history_says_how_to_proceed(project: Path) 
     assert done.returncode == 2, done
     assert "not empty" in done.stderr and "nothing was imported" in done.stderr
     assert "dagtop db migrate --url" in done.stderr
+
+
+# --- smaller ------------------------------------------------------------------------------------
+
+SHARED = textwrap.dedent(
+    """
+    from engine import asset
+
+
+    @asset
+    def shared(context):
+        return str(context.shared_dir)
+    """
+)
+
+
+@pytest.mark.parametrize("values_dir", [None, "elsewhere/values"])
+def test_steps_get_a_shared_dir_under_the_values_folder(
+    project: Path, values_dir: str | None
+) -> None:
+    (project / "pipelines" / "shared.py").write_text(SHARED)
+    if values_dir:
+        (project / "dagtop.toml").write_text(f'values_dir = "{values_dir}"\n')
+    done = dagtop(project, "materialize", "shared", "--json")
+    assert done.returncode == 0, done
+    values = project / values_dir if values_dir else project / "home" / "values"
+    stored = next((values / "shared").rglob("*.pkl"))
+    import pickle
+
+    assert pickle.loads(stored.read_bytes()) == str(values / "@shared")
