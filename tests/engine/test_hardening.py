@@ -369,3 +369,31 @@ def test_steps_get_a_shared_dir_under_the_values_folder(
     import pickle
 
     assert pickle.loads(stored.read_bytes()) == str(values / "@shared")
+
+
+def test_a_killed_workers_attempt_folders_are_removed_by_the_next_sweep(tmp_path: Path) -> None:
+    from engine.executor.dask_task import attempt_folder, sweep_attempt_folders
+
+    code = (
+        "import sys, time\n"
+        "from engine.executor.dask_task import attempt_folder\n"
+        "print(attempt_folder(sys.argv[1]), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    victim = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert victim.stdout is not None
+    left = Path(victim.stdout.readline().strip())
+    (left / "step.log").write_text("a log the step wrote")
+    victim.kill()  # SIGKILL: nothing of it runs again
+    victim.wait()
+    mine = attempt_folder(str(tmp_path))  # this live process's: in use
+    unmarked = tmp_path / "dagtop-attempt-unmarked"  # not provably dagtop's: left alone
+    unmarked.mkdir()
+    other = tmp_path / "not-dagtop"
+    other.mkdir()
+
+    assert sweep_attempt_folders(str(tmp_path)) == 1
+    assert not left.exists()
+    assert mine.exists() and unmarked.exists() and other.exists()
