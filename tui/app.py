@@ -246,7 +246,7 @@ def _log_to_file(path: Path) -> Callable[[], None]:
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the home, the user's only
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))  # the user's only
         handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
     except OSError:

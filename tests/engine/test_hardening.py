@@ -134,6 +134,18 @@ def test_steps_do_not_inherit_dagtops_settings(project: Path, forkserver: str) -
             assert "DAGTOP_FORKSERVER" not in text
 
 
+def test_the_home_folder_is_the_users_only_whichever_part_makes_it(tmp_path: Path) -> None:
+    from engine.storage.db import close, connect
+    from tui.app import _log_to_file
+
+    restore = _log_to_file(tmp_path / "ui-home" / "ui.log")  # the UI, before any engine
+    restore()
+    close(connect(f"sqlite:///{tmp_path / 'db-home' / 'dagtop.db'}"))  # a command's database
+    for home in ("ui-home", "db-home"):
+        assert stat.S_IMODE((tmp_path / home).stat().st_mode) == 0o700, home
+    assert stat.S_IMODE((tmp_path / "ui-home" / "ui.log").stat().st_mode) == 0o600
+
+
 def test_the_home_folder_and_its_logs_are_the_users_only(project: Path) -> None:
     done = dagtop(project, "materialize", "printed", "--json")
     assert done.returncode == 0, done
