@@ -60,7 +60,8 @@ class DaskExecutor:
             import distributed
         except ImportError:
             raise ExecutorError(
-                "executor = dask needs the distributed package: pip install 'dagtop[dask]'"
+                "executor = dask needs the distributed package: pip install -e '.[dask]' in "
+                "dagtop's clone"
             ) from None
         if address.startswith("tcp://") and address not in _warned:
             from engine.loading.config import Config, open_scheduler

@@ -219,7 +219,11 @@ def connect(url: str) -> SAEngine:
     try:
         engine = create_engine(url, **kwargs)
     except ImportError as exc:
-        hint = " (pip install 'dagtop[postgres]')" if url.startswith("postgres") else ""
+        hint = (
+            " (pip install -e '.[postgres]' in dagtop's clone)"
+            if url.startswith("postgres")
+            else ""
+        )
         raise StorageError(f"cannot open database {display_url(url)}: {exc}{hint}") from exc
     except Exception as exc:  # noqa: BLE001 - a malformed URL is a user error
         raise StorageError(f"cannot open database {display_url(url)!r}: {exc}") from exc
