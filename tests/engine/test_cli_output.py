@@ -85,6 +85,7 @@ RUN_SHAPE: dict[str, tuple[type, ...]] = {
     "created_at": (str,),
     "started_at": NULLABLE_STR,
     "ended_at": NULLABLE_STR,
+    "error": NULLABLE_STR,
     "steps": (list,),
     "checks": (list,),
 }
@@ -105,6 +106,7 @@ STEP_SHAPE: dict[str, tuple[type, ...]] = {
     "metadata": (dict,),
     "host": NULLABLE_STR,
     "worker": NULLABLE_STR,
+    "placements": (list,),  # every attempt: {attempt, status, host, worker, error}
 }
 CHECK_SHAPE: dict[str, tuple[type, ...]] = {
     "asset": (str,),
