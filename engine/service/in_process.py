@@ -171,15 +171,19 @@ class InProcess:
             server.close()  # the engine starts its own
         from engine.service.daemon import Engine
 
-        engine = Engine(
-            self.paths,
-            self.config,
-            kind="cli",
-            db=self.db,
-            schedules=False,
-            sensors=False,
-            watch=False,
-        )
+        try:
+            engine = Engine(
+                self.paths,
+                self.config,
+                kind="cli",
+                db=self.db,
+                schedules=False,
+                sensors=False,
+                watch=False,
+            )
+        except ExecutorError as exc:
+            self._fail_backfill(backfill_id, exc.msg)
+            raise
         engine.start()
         try:
             info: BackfillInfo | None = None
@@ -220,7 +224,11 @@ class InProcess:
         if on_update is not None:
             with read_scope(self.db) as s:
                 on_update(progress(s, backfill_id, with_keys=False))
-        self.execute(run_ids)
+        try:
+            self.execute(run_ids)
+        except ExecutorError as exc:
+            self._fail_backfill(backfill_id, exc.msg)
+            raise
         with session_scope(self.db) as s:
             advance_backfills(s, time.time())  # success, failed or canceled, as an engine would
         with read_scope(self.db) as s:
@@ -265,6 +273,17 @@ class InProcess:
             # would be lost with it. (The fork server is left to exit with this process:
             # waiting for it would add its interpreter's teardown to every command.)
             coordinator.send_alerts()
+
+    def _fail_backfill(self, backfill_id: str, reason: str) -> None:
+        """Its executor cannot be reached: fail the backfill's unstarted runs, and so the
+        backfill (which a later engine would otherwise carry on unasked)."""
+        from engine.automation.backfill import advance_backfills
+
+        with read_scope(self.db) as s:
+            run_ids = [row[0] for row in repo.backfill_run_states(s, backfill_id)]
+        self._fail_unstarted(run_ids, reason)
+        with session_scope(self.db) as s:
+            advance_backfills(s, time.time())
 
     def _fail_unstarted(self, run_ids: Sequence[str], reason: str) -> None:
         from engine.history.run_control import fail_unstarted

@@ -183,6 +183,33 @@ def test_a_run_whose_executor_cannot_be_reached_fails_with_the_reason(project: P
     ]
 
 
+DAILY = textwrap.dedent(
+    """
+    from engine import DailyPartitions, asset
+
+
+    @asset(partitions=DailyPartitions(start="2025-01-01", end="2025-02-01"))
+    def daily(context):
+        return 1
+    """
+)
+
+
+@pytest.mark.parametrize("at_once", ["1", "5"])  # an engine of its own; all runs at once
+def test_a_backfill_whose_executor_cannot_be_reached_fails_with_its_runs(
+    project: Path, at_once: str
+) -> None:
+    (project / "pipelines" / "daily.py").write_text(DAILY)
+    args = ["backfill", "daily", "--from", "2025-01-01", "--to", "2025-01-03"]
+    env = {"DAGTOP_EXECUTOR": "dask://127.0.0.1:1"}
+    done = dagtop(project, *args, "--max-parallel", at_once, env=env)
+    assert done.returncode == 2 and "cannot reach the Dask scheduler" in done.stderr, done
+    runs = json.loads(dagtop(project, "runs", "--json").stdout)
+    assert len(runs) == 3 and {r["status"] for r in runs} == {"failed"}
+    (backfill,) = json.loads(dagtop(project, "backfills", "--json").stdout)
+    assert backfill["status"] == "failed", backfill
+
+
 RETRIED = textwrap.dedent(
     """
     from pathlib import Path
