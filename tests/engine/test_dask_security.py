@@ -90,6 +90,9 @@ def tls_cluster(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     subprocess.run(CERTS.split(), cwd=certs, check=True, capture_output=True, timeout=60)
     procs: list[subprocess.Popen[bytes]] = []
 
+    # The worker's own environment holds a dagtop setting: its steps must not see it.
+    env = {**os.environ, "DAGTOP_DATABASE_URL": "sqlite:///worker-secret.db"}
+
     def start(*args: str) -> None:
         procs.append(
             subprocess.Popen(
@@ -98,7 +101,8 @@ def tls_cluster(tmp_path: Path) -> Iterator[tuple[str, Path]]:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
-            )  # fmt: skip
+                env=env,
+            )
         )
 
     try:
@@ -124,6 +128,7 @@ def tls_cluster(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 WHERE = """
+import os
 import socket
 
 from engine import asset
@@ -131,6 +136,7 @@ from engine import asset
 
 @asset
 def where():
+    print(sorted(os.environ))
     return socket.gethostname()
 """
 
@@ -165,6 +171,8 @@ def test_the_readmes_tls_setup_runs_steps_and_refuses_strangers(
     (step,) = json.loads(done.stdout)["steps"]
     assert step["status"] == "success" and step["worker"].startswith("tls://127.0.0.1:"), step
     assert "plain tcp://" not in done.stderr  # TLS: nothing to warn about
+    log = Path(step["log_path"]).read_text()
+    assert "'DAGTOP_RUN_ID'" in log and "DAGTOP_DATABASE_URL" not in log, log
 
     # Someone without the key cannot even talk to it, let alone submit code.
     with pytest.raises(Exception):  # noqa: B017 - whatever way the handshake fails
