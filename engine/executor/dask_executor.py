@@ -80,6 +80,12 @@ class DaskExecutor:
             )
         except Exception as exc:  # noqa: BLE001 - every way to fail here is "cannot reach it"
             reason = first_line(exc)
+            if address.startswith("tls://") and ("TLS" in reason or "ssl" in reason.lower()):
+                reason += (
+                    "; a tls:// scheduler needs the certificate in DASK_DISTRIBUTED__COMM__TLS__"
+                    "CA_FILE, ..._CLIENT__CERT and ..._CLIENT__KEY (see the README's Dask "
+                    "security section)"
+                )
             raise ExecutorError(
                 f"cannot reach the Dask scheduler at {address}: {reason}", title="Dask"
             ) from None

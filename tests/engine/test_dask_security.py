@@ -174,6 +174,14 @@ def test_the_readmes_tls_setup_runs_steps_and_refuses_strangers(
     log = Path(step["log_path"]).read_text()
     assert "'DAGTOP_RUN_ID'" in log and "DAGTOP_DATABASE_URL" not in log, log
 
+    # Without the certificate, dagtop says what is missing.
+    bare = {k: v for k, v in env.items() if not k.startswith("DASK_")}
+    refused = subprocess.run(
+        [DAGTOP, "--home", str(project / "home"), "materialize", "where"],
+        cwd=project, env=bare, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "DASK_DISTRIBUTED__COMM__TLS__" in refused.stderr, refused
+
     # Someone without the key cannot even talk to it, let alone submit code.
     with pytest.raises(Exception):  # noqa: B017 - whatever way the handshake fails
         distributed.Client(address.replace("tls://", "tcp://"), timeout=1, set_as_default=False)
