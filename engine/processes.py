@@ -1,4 +1,4 @@
-"""Facts about processes that every layer may need, with no dependency of its own."""
+"""Facts about processes that every layer may need (psutil is imported only when asked)."""
 
 from __future__ import annotations
 
@@ -44,3 +44,26 @@ def child_environ(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment a step, a hook or a fork server inherits from `environ`: all of it but
     dagtop's own settings (a shell step could print the database URL into its log)."""
     return {k: v for k, v in environ.items() if k not in DAGTOP_SETTINGS}
+
+
+def same_process_alive(pid: int | None, created: float | None, *, if_unsure: bool) -> bool:
+    """Whether the process recorded as `pid`, created at `created`, still runs (not a zombie).
+
+    A pid now naming a process born at another time is not it: pids are reused. `if_unsure` is
+    the answer when psutil cannot tell (access denied): True where taking a live process for
+    dead would cost something (recording a running step as ended), False where the caller
+    only looks for a live owner.
+    """
+    if not pid:
+        return False
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if created is not None and abs(proc.create_time() - created) > 0.01:
+            return False
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return if_unsure

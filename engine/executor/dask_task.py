@@ -44,7 +44,7 @@ import psutil
 from engine.executor import spawn
 from engine.executor.leftovers import Leftovers, append_lines
 from engine.executor.monitor import Monitor, Sample, kill_tree, stop_tree
-from engine.processes import child_environ
+from engine.processes import child_environ, same_process_alive
 from engine.protocol.worker import decode_event, reported_children
 
 if TYPE_CHECKING:
@@ -135,22 +135,11 @@ def sweep_attempt_folders(parent: str | None = None) -> int:
             pid, create_time = int(pid_text), float(created)
         except (OSError, ValueError):
             continue
-        if _alive(pid, create_time):
+        if same_process_alive(pid, create_time, if_unsure=True):  # unsure: leave it
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed += 1
     return removed
-
-
-def _alive(pid: int, create_time: float) -> bool:
-    # engine.executor.recovery has the same test, but imports storage: a worker must not.
-    try:
-        proc = psutil.Process(pid)
-        return abs(proc.create_time() - create_time) < 0.01 and (
-            proc.status() != psutil.STATUS_ZOMBIE
-        )
-    except psutil.Error:
-        return False
 
 
 def run_attempt(payload: DaskPayload) -> TaskResult:

@@ -8,11 +8,11 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-from engine.status import BackfillStatus, CommandStatus, RunStatus, StepStatus
+from engine.status import BackfillStatus, CommandStatus, RunStatus, StepStatus, TickStatus
 
 # The schema revision these tables are: the newest migration in engine/storage/migrations/versions
 # (a test keeps them in step).
-HEAD = "0003"
+HEAD = "tasks"
 # dagtop releases from before migrations read only `meta.schema_version` and refuse anything
 # above 1: a database this dagtop has touched says 2, so they never write into it.
 LEGACY_SCHEMA_VERSION = "2"
@@ -105,6 +105,7 @@ class Step(SQLModel, table=True):
     peak_rss_bytes: int | None = Field(default=None, sa_type=BIG)
     cpu_seconds: float | None = None
     log_path: str | None = None
+    skip: str | None = None  # a skipped step's `SkipKind` (its `error` says why in words)
 
 
 class StepAttempt(SQLModel, table=True):
@@ -207,7 +208,7 @@ class ScheduleTick(SQLModel, table=True):
     schedule: str = Field(index=True)
     tick_time: float
     run_id: str | None = None
-    status: str = "started"  # started | skipped | failed
+    status: str = TickStatus.STARTED.value
     reason: str | None = Field(default=None, sa_type=CleanString)
     created_at: float
 

@@ -107,6 +107,8 @@ STEP_SHAPE: dict[str, tuple[type, ...]] = {
     "host": NULLABLE_STR,
     "worker": NULLABLE_STR,
     "placements": (list,),  # every attempt: {attempt, status, host, worker, error}
+    "skip": NULLABLE_STR,  # a skipped step's kind of skip: "branch", "upstream_failed", ...
+    "map_index": (int, type(None)),  # a mapped task's instance: process[2] -> 2
 }
 CHECK_SHAPE: dict[str, tuple[type, ...]] = {
     "asset": (str,),
