@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from engine.automation.backfill import ProgressReader
     from engine.automation.scheduler import ScheduleStatus
     from engine.automation.sensors import SensorStatus
+    from engine.history.asset_page import AssetPage
     from engine.history.lineage import LineageNode, StaleState
     from engine.history.partition_status import PartitionChanges, PartitionCursor, PartitionState
     from engine.loading.manifest import Manifest
@@ -146,6 +147,23 @@ class Reads(Project):
                         node, status=PartitionStatus.STALE, reason=", ".join(why)
                     )
             return statuses
+
+    def asset(self, name: str, partition: str | None = None, limit: int = 50) -> AssetPage:
+        """One asset's page: its definition, partition counts and staleness, its newest
+        `limit` materializations (of `partition` only, if given) with their metadata and
+        checks, each check's history and pass rate, and its numeric metadata as series (see
+        engine.history.asset_page).
+
+        Raises:
+            SelectionError: no such asset (with the nearest name).
+            PartitionError: `partition` given for an unpartitioned asset, or not one of its keys.
+        """
+        from engine.history.asset_page import asset_page
+
+        manifest = self.load()
+        _known_asset(manifest, name)
+        with self._read() as s:
+            return asset_page(s, manifest, name, partition, limit)
 
     def describe(self) -> dict[str, Any]:
         """Every definition as plain data (what `dagtop list --json` prints)."""

@@ -12,7 +12,7 @@ from engine.status import BackfillStatus, CommandStatus, RunStatus, StepStatus
 
 # The schema revision these tables are: the newest migration in engine/storage/migrations/versions
 # (a test keeps them in step).
-HEAD = "0003"
+HEAD = "assetpage"
 # dagtop releases from before migrations read only `meta.schema_version` and refuse anything
 # above 1: a database this dagtop has touched says 2, so they never write into it.
 LEGACY_SCHEMA_VERSION = "2"
@@ -36,12 +36,16 @@ class _Clean(TypeDecorator[str]):
         return value.replace("\x00", "\\x00") if dialect.name == "postgresql" else value
 
 
+# `cache_ok` again on each subclass: SQLAlchemy reads it from the class itself, and without it
+# warns and leaves every statement over these columns out of its compiled cache.
 class CleanText(_Clean):
     impl = Text
+    cache_ok = True
 
 
 class CleanString(_Clean):
     impl = String
+    cache_ok = True
 
 
 # Byte counts and nanosecond times overflow PostgreSQL's 32-bit INTEGER; on SQLite every
@@ -154,6 +158,7 @@ _CURRENT = text("value_path IS NOT NULL")
 class Materialization(SQLModel, table=True):
     __table_args__ = (
         Index("ix_mat_asset_partition", "asset", "partition", "created_at"),
+        Index("ix_mat_asset_created", "asset", "created_at", "id"),  # an asset's newest, all keys
         Index(
             "ix_mat_current", "asset", "partition", "created_at",
             sqlite_where=_CURRENT, postgresql_where=_CURRENT,

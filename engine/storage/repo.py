@@ -942,3 +942,58 @@ def asset_steps_changed_since(
 def last_update(session: Session) -> float:
     """The newest `updated_at` of any run (0 without runs): where a changes cursor starts."""
     return float(session.exec(select(func.max(Run.updated_at))).one() or 0.0)
+
+
+# --- an asset's page ----------------------------------------------------------------------------
+
+
+def asset_history(
+    session: Session, asset: str, limit: int, partition: str | None = None
+) -> list[Any]:
+    """The newest `limit` materializations of `asset`, newest first, or of one `partition`:
+    read in order from an index (`ix_mat_asset_created`, or `ix_mat_asset_partition` for one
+    key), so the read costs `limit` rows whatever the history holds. Rows, as the bulk reads."""
+    query = select_columns(*MAT_ROW).where(col(Materialization.asset) == asset)
+    if partition is not None:
+        query = query.where(col(Materialization.partition) == partition)
+    order = (col(Materialization.created_at).desc(), col(Materialization.id).desc())
+    return list(session.execute(query.order_by(*order).limit(limit)))
+
+
+def asset_steps_of_runs(session: Session, asset: str, run_ids: Iterable[str]) -> dict[str, Any]:
+    """The step of `asset` in each of these runs, with its run's trigger: run id -> row
+    (`started_at`, `ended_at`, `trigger`, `trigger_ref`)."""
+    ids = sorted(set(run_ids))
+    out: dict[str, Any] = {}
+    for i in range(0, len(ids), ID_CHUNK):
+        for row in session.execute(
+            select_columns(
+                col(Step.run_id), col(Step.started_at), col(Step.ended_at),
+                col(Run.trigger), col(Run.trigger_ref),
+            )
+            .join(Run, col(Run.id) == col(Step.run_id))
+            .where(col(Step.run_id).in_(ids[i : i + ID_CHUNK]), col(Step.key) == asset)
+        ):  # fmt: skip
+            out[row.run_id] = row
+    return out
+
+
+def asset_checks_of_runs(session: Session, asset: str, run_ids: Iterable[str]) -> list[Any]:
+    """The check results of `asset` in these runs, oldest first: found through the runs
+    (`ix_checkrecord_run_id`), never through every check the asset ever ran. Rows."""
+    ids = sorted(set(run_ids))
+    out: list[Any] = []
+    for i in range(0, len(ids), ID_CHUNK):
+        out += session.execute(
+            select_columns(*CHECK_ROW)
+            .where(
+                col(CheckRecord.run_id).in_(ids[i : i + ID_CHUNK]),
+                func.coalesce(CheckRecord.asset, "") == asset,  # as in failed_checks
+            )
+            .order_by(col(CheckRecord.id))
+        )
+    out.sort(key=lambda row: row.id)
+    return out
+
+
+CHECK_ROW = tuple(inspect(CheckRecord).columns)

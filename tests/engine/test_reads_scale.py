@@ -80,6 +80,10 @@ READS: dict[str, Callable[[Client, Any], Any]] = {
     "task node statuses": lambda c, h: c.node_statuses(pipeline="ingest"),
     "logs by an id prefix": lambda c, h: c.logs(h.a_run[:5]),
     "stale": lambda c, h: c.stale(["clean", "hourly_report"], h.a_key),
+    "asset page": lambda c, h: c.asset("clean", limit=20),
+    # One: the small history has one materialization of that key, the large one more.
+    "asset page --partition": lambda c, h: c.asset("clean", h.a_key, limit=1),
+    "asset page of an unpartitioned asset": lambda c, h: c.asset("hourly_report", limit=20),
 }
 
 
@@ -131,6 +135,10 @@ def test_the_reads_go_through_their_indexes(plans: Callable[[str], str]) -> None
         "SELECT * FROM materialization WHERE asset = 'clean' AND value_path IS NOT NULL"
     )
     assert "ix_run_updated" in plans("SELECT id FROM run WHERE updated_at > 5")
+    assert "ix_mat_asset_created" in plans(
+        "SELECT * FROM materialization WHERE asset = 'clean' ORDER BY created_at DESC, id DESC"
+        " LIMIT 20"
+    )
     assert "PRIMARY KEY" in plans(
         "SELECT * FROM run WHERE id >= 'ab' AND id < 'ac' AND id LIKE 'ab%'"
     ) or "sqlite_autoindex_run_1" in plans(

@@ -36,7 +36,8 @@ from engine.client import (
     StepView,
 )
 from engine.client_api import ClientAPI
-from engine.errors import EngineError, RunNotFound
+from engine.errors import EngineError, RunNotFound, SelectionError
+from engine.history.asset_page import AssetPage
 from engine.history.lineage import LineageNode
 from engine.history.partition_status import PartitionChanges, PartitionCursor, PartitionState
 from engine.loading.config import Paths
@@ -230,6 +231,7 @@ class FakeClient:
         backfills: What `backfills` lists (dicts as `engine.automation.backfill.progress`).
         schedules: The schedules' states, as the scheduler reports them.
         sensors: The sensors' states.
+        pages: Asset pages by name; an asset without one has a page with no history.
     """
 
     def __init__(
@@ -243,6 +245,7 @@ class FakeClient:
         backfills: Sequence[dict[str, Any]] = (),
         schedules: Sequence[ScheduleStatus] = (),
         sensors: Sequence[SensorStatus] = (),
+        pages: dict[str, AssetPage] | None = None,
     ) -> None:
         project = Path("/srv/ml-project")
         self.paths = Paths(home=project / ".dagtop", pipelines=project / "pipelines")
@@ -256,6 +259,8 @@ class FakeClient:
         self.backfill_items: list[dict[str, Any]] = list(backfills)
         self.schedule_items = {s.name: s for s in schedules}
         self.sensor_items = {s.name: s for s in sensors}
+        self.pages: dict[str, AssetPage] = dict(pages or {})
+        self.asset_reads: list[tuple[str, str | None, int]] = []  # (name, partition, limit)
         self.asset_status: dict[str, NodeStatus] = {}
         self.task_status: dict[str, dict[str, NodeStatus]] = {}
         self._derive_statuses()
@@ -345,6 +350,19 @@ class FakeClient:
         self.put(replace(view, status=RunStatus.CANCELED, ended_at=NOW))
         return view.id
 
+    def asset(self, name: str, partition: str | None = None, limit: int = 50) -> AssetPage:
+        """The page a test gave for `name` (narrowed to `partition` and cut to `limit`, as
+        storage would), or one with no history."""
+        self.asset_reads.append((name, partition, limit))
+        if name not in self.manifest.assets:
+            raise SelectionError(f"unknown asset {name!r}")
+        page = self.pages.get(name) or empty_page(self.manifest, name)
+        mats = [m for m in page.materializations if partition in (None, m.partition)]
+        return replace(
+            page, partition=partition, limit=limit, materializations=tuple(mats[:limit]),
+            more=len(mats) > limit,
+        )  # fmt: skip
+
     # --- partitions and lineage ---------------------------------------------------------------
 
     def partitions(self, asset: str) -> list[PartitionState]:
@@ -432,6 +450,21 @@ class FakeClient:
             self.schedule_items[name] = replace(self.schedule_items[name], enabled=enabled)
         else:
             self.sensor_items[name] = replace(self.sensor_items[name], enabled=enabled)
+
+
+def empty_page(manifest: Manifest, name: str) -> AssetPage:
+    """The page of an asset of `manifest` that was never materialized."""
+    spec = manifest.assets[name]
+    pdef = spec.partitions_def
+    return AssetPage(
+        name=name, group=spec.group, description=spec.description, file=spec.file,
+        line=spec.line, partitions=pdef.describe() if pdef is not None else None,
+        partition_counts={PartitionStatus.MISSING: len(pdef.keys()) if pdef else 1},
+        code_version=spec.code_version, resources=(), upstream=spec.upstream,
+        downstream=tuple(manifest.downstream().get(name, ())), stale=False, stale_reasons=(),
+        partition=None, limit=50, materializations=(), more=False, checks=(), series={},
+        by_partition={},
+    )  # fmt: skip
 
 
 # --- one screen at a time ---------------------------------------------------------------------
