@@ -37,7 +37,13 @@ from engine.client import (
 )
 from engine.client_api import ClientAPI
 from engine.errors import EngineError, RunNotFound, SelectionError
-from engine.history.asset_page import AssetPage
+from engine.history.asset_page import (
+    AssetPage,
+    CheckHistory,
+    CheckResult,
+    MaterializationView,
+    Point,
+)
 from engine.history.lineage import LineageNode
 from engine.history.partition_status import PartitionChanges, PartitionCursor, PartitionState
 from engine.loading.config import Paths
@@ -464,6 +470,62 @@ def empty_page(manifest: Manifest, name: str) -> AssetPage:
         downstream=tuple(manifest.downstream().get(name, ())), stale=False, stale_reasons=(),
         partition=None, limit=50, materializations=(), more=False, checks=(), series={},
         by_partition={},
+    )  # fmt: skip
+
+
+def trained_page(manifest: Manifest, accuracies: Sequence[float] = (0.95, 0.97, 0.96)) -> AssetPage:
+    """`evaluation` after a training per accuracy (oldest first, an hour apart), its check
+    failing on the second; `accuracy` and `rows` are numbers, `model` text."""
+    runs = [f"e{i:03d}0000000" for i in range(len(accuracies))]
+    mats = tuple(
+        MaterializationView(
+            id=i + 1, run_id=runs[i], partition=None,
+            created_at=SCREEN_NOW - 3600 * (len(runs) - i), duration=2.0 + i,
+            trigger="manual" if i else "schedule",
+            metadata={"accuracy": acc, "rows": 1437 + i, "model": "LogisticRegression"},
+            checks={"accuracy_above_90pct": i != 1}, current=i == len(runs) - 1,
+            code_version="c0de",
+        )
+        for i, acc in enumerate(accuracies)
+    )[::-1]  # fmt: skip
+    results = tuple(
+        CheckResult(m.run_id, None, m.created_at, m.checks["accuracy_above_90pct"],
+                    {"accuracy": m.metadata["accuracy"], "minimum": 0.9}, None)
+        for m in mats
+    )  # fmt: skip
+    series = {
+        key: tuple(Point(m.created_at, float(m.metadata[key]), m.run_id, None) for m in mats[::-1])
+        for key in ("accuracy", "rows")
+    }
+    return replace(
+        empty_page(manifest, "evaluation"), partition_counts={PartitionStatus.MATERIALIZED: 1},
+        materializations=mats, series=series,
+        checks=(CheckHistory("accuracy_above_90pct", False, None, results),),
+    )  # fmt: skip
+
+
+def sales_page(manifest: Manifest) -> AssetPage:
+    """`revenue` materialized for 2025-01-01 to 03, the 2nd twice."""
+    made = [("2025-01-01", 1501.2), ("2025-01-02", 2000.0), ("2025-01-03", 1765.1),
+            ("2025-01-02", 2123.4)]  # fmt: skip
+    mats = tuple(
+        MaterializationView(
+            id=i + 1, run_id=f"s{i:03d}0000000", partition=key,
+            created_at=SCREEN_NOW - 600 * (len(made) - i), duration=0.1, trigger="backfill",
+            metadata={"revenue": value}, checks={"revenue_is_positive": True},
+            current=i != 1, code_version="c0de",
+        )
+        for i, (key, value) in enumerate(made)
+    )[::-1]  # fmt: skip
+    current = sorted((m for m in mats if m.current), key=lambda m: m.partition or "")
+    return replace(
+        empty_page(manifest, "revenue"),
+        partition_counts={PartitionStatus.MATERIALIZED: 3, PartitionStatus.MISSING: 28},
+        materializations=mats,
+        series={"revenue": tuple(Point(m.created_at, m.metadata["revenue"], m.run_id,
+                                       m.partition) for m in mats[::-1])},
+        by_partition={"revenue": tuple(Point(m.created_at, m.metadata["revenue"], m.run_id,
+                                             m.partition) for m in current)},
     )  # fmt: skip
 
 
