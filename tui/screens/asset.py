@@ -38,6 +38,8 @@ LIMIT = 100
 """Materializations read for the page (and plotted): the newest, of one partition if narrowed."""
 METADATA_COLUMNS = 12
 """Metadata keys shown as columns of the materializations table, first seen first."""
+CHECK_ROWS = 5
+"""Checks shown at once (the table scrolls for more)."""
 HISTORY_GLYPHS = 40
 """Check results drawn per check, newest first."""
 
@@ -214,6 +216,8 @@ class AssetScreen(PolledScreen["AssetPage"]):
             table.add_row(head, "blocking" if c.blocking else "warn", rate, history, newest,
                           key=c.name)  # fmt: skip
         table.display = bool(page.checks)
+        # Its rows, a header and the border: `auto` lost to the materializations' `1fr`.
+        table.styles.height = min(len(page.checks), CHECK_ROWS) + 3
 
     # --- the plot -----------------------------------------------------------------------------
 
@@ -245,11 +249,18 @@ class AssetScreen(PolledScreen["AssetPage"]):
             pane.border_title = f"{self.metric} by partition (last {len(points)} keys)"
             plt.bar(list(range(len(values))), values, width=0.6)
         else:
-            labels = [datetime.fromtimestamp(p.at).strftime("%m-%d %H:%M") for p in points]
+            span = points[-1].at - points[0].at
+            form = "%H:%M:%S" if span < 3600 else "%H:%M" if span < 86400 else "%m-%d %H:%M"
+            labels = [datetime.fromtimestamp(p.at).strftime(form) for p in points]
             where = f" of {self.page.partition}" if self.page and self.page.partition else ""
             pane.border_title = f"{self.metric} over the last {len(points)} materializations{where}"
-            plt.plot(list(range(len(values))), values, marker="braille")
+            # Quadrant blocks, not braille: fonts without braille draw it as boxes.
+            plt.plot(list(range(len(values))), values, marker="hd")
             plt.scatter(list(range(len(values))), values, marker="●")
+        low, high = min(values), max(values)
+        if low == high:  # a flat line in the middle, not on the frame's edge
+            pad = abs(low) * 0.05 or 1.0
+            plt.ylim(low - pad, high + pad)
         # A few labels along the x axis: every key would overlap.
         step = max(1, len(labels) // 4)
         ticks = [float(i) for i in range(0, len(labels), step)]
