@@ -1,5 +1,6 @@
-"""The command palette finds anything by name: assets, runs by id prefix, task pipelines,
-schedules and sensors, and the actions on them, ranked by fuzzy match."""
+"""The ways to an asset's page and anything else: the command palette finds anything by name
+(assets, runs by id prefix, task pipelines, schedules and sensors, and the actions on them,
+ranked by fuzzy match), and Enter on an asset in the tree opens its page."""
 
 from __future__ import annotations
 
@@ -120,3 +121,27 @@ async def test_a_word_is_not_read_as_a_run_id(app: DagtopApp) -> None:
         await home_ready(app, pilot)
         found = await search(app, pilot, "deployed", "deployed")
         assert not any(title.startswith("run ") for title in found)
+
+
+async def test_enter_on_an_asset_in_the_tree_opens_its_page(app: DagtopApp) -> None:
+    from tui.widgets.pipelines_tree import NodeRef
+
+    async with app.run_test(size=(160, 48)) as pilot:
+        home = await home_ready(app, pilot)
+        tree = home.pipelines
+        tree.focus()
+        tree.move_cursor(tree.find(NodeRef("asset", "revenue", "daily_sales.py", "sales")))
+        await pilot.pause()
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, AssetScreen), pilot)
+        assert isinstance(app.screen, AssetScreen) and app.screen.asset == "revenue"
+        # A task still opens its latest step.
+        await pilot.press("escape")
+        await until(lambda: app.screen is home, pilot)
+        tree.move_cursor(
+            tree.find(NodeRef("task", "extract", "ml_training_tasks.py", "training_tasks"))
+        )
+        await pilot.pause()
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, RunScreen), pilot)
+        assert isinstance(app.screen, RunScreen) and app.screen.run_id == "a0b1c2d3e4f5"

@@ -56,6 +56,7 @@ class AssetScreen(PolledScreen["AssetPage"]):
     """One asset's page (`dagtop asset NAME`, in the UI)."""
 
     CSS_PATH = "asset.tcss"
+    HELP_TITLE = "Asset page"
     AUTO_FOCUS = "#asset-mats"
     BINDINGS: ClassVar[list[BindingType]] = [
         # Before the tables' own enter, so that the footer shows what Enter does here.
