@@ -98,7 +98,11 @@ class ClientAPI(Protocol):
     ) -> PartitionChanges: ...
 
     def lineage(
-        self, asset: str, partition: str | None = None, downstream: bool = False
+        self,
+        asset: str,
+        partition: str | None = None,
+        downstream: bool = False,
+        materialization: int | None = None,
     ) -> LineageNode: ...
 
     # --- backfills ----------------------------------------------------------------------------

@@ -226,24 +226,31 @@ class Reads(Project):
             return partition_changes(s, manifest, list(assets), cursor)
 
     def lineage(
-        self, asset: str, partition: str | None = None, downstream: bool = False
+        self,
+        asset: str,
+        partition: str | None = None,
+        downstream: bool = False,
+        materialization: int | None = None,
     ) -> LineageNode:
-        """How the current value of `asset` [partition] was produced: the materializations it
-        consumed, back to the roots; or, with `downstream`, the assets that depend on it and
-        their newest materializations (see engine.history.lineage).
+        """How the current value of `asset` [partition] (or its materialization whose id is
+        `materialization`) was produced: the materializations it consumed, back to the roots;
+        or, with `downstream`, the assets that depend on it and their newest materializations
+        (see engine.history.lineage).
 
         Raises:
             SelectionError: no such asset.
             PartitionError: the key is missing, not needed, or invalid.
-            EngineError: (upstream) the asset partition was never materialized.
+            EngineError: (upstream) the asset partition was never materialized, or has no such
+                materialization.
         """
         from engine.history.lineage import downstream_lineage, upstream_lineage
 
         manifest = self.load()
         _known_asset(manifest, asset)
-        build = downstream_lineage if downstream else upstream_lineage
         with self._read() as s:
-            return build(s, manifest, asset, partition)
+            if downstream:
+                return downstream_lineage(s, manifest, asset, partition)
+            return upstream_lineage(s, manifest, asset, partition, materialization)
 
     def stale(self, selection: Sequence[str], partition: str | None = None) -> list[StaleState]:
         """Each asset of a selection, in dependency order: missing, stale (with the reasons)

@@ -182,3 +182,17 @@ def test_dagtop_asset_prints_the_page_and_its_json(trained: Client) -> None:
     ]
     bad_key = dagtop("asset", "sales", "--partition", "mars")
     assert bad_key.returncode == 2 and len(bad_key.stderr.strip().splitlines()) == 1
+
+
+def test_the_lineage_of_an_older_materialization(trained: Client) -> None:
+    oldest = trained.asset("model").materializations[-1]
+    root = trained.lineage("model", materialization=oldest.id)
+    assert (root.materialization_id, root.run_id, root.replaced) == (
+        oldest.id, oldest.run_id, True,
+    )  # fmt: skip
+    (rows,) = root.children
+    assert rows.asset == "rows" and rows.run_id == oldest.run_id
+    assert trained.lineage("model").materialization_id != oldest.id
+    sales = trained.asset("sales").materializations[0]
+    with pytest.raises(EngineError, match="no materialization"):
+        trained.lineage("model", materialization=sales.id)

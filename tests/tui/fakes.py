@@ -267,6 +267,7 @@ class FakeClient:
         self.sensor_items = {s.name: s for s in sensors}
         self.pages: dict[str, AssetPage] = dict(pages or {})
         self.asset_reads: list[tuple[str, str | None, int]] = []  # (name, partition, limit)
+        self.lineage_reads: list[tuple[str, str | None, bool, int | None]] = []
         self.asset_status: dict[str, NodeStatus] = {}
         self.task_status: dict[str, dict[str, NodeStatus]] = {}
         self._derive_statuses()
@@ -400,9 +401,14 @@ class FakeClient:
         return PartitionChanges(states, True, PartitionCursor(0.0, frozenset(), ()))
 
     def lineage(
-        self, asset: str, partition: str | None = None, downstream: bool = False
+        self,
+        asset: str,
+        partition: str | None = None,
+        downstream: bool = False,
+        materialization: int | None = None,
     ) -> LineageNode:
         """The newest run that made `asset`, alone: this history records no inputs."""
+        self.lineage_reads.append((asset, partition, downstream, materialization))
         node = self.asset_status.get(asset)
         if node is None or node.status != StepStatus.SUCCESS:
             raise EngineError(f"asset {asset!r} has no materialization yet", "Never materialized")

@@ -105,6 +105,8 @@ async def test_enter_opens_the_run_and_i_the_lineage(client: FakeClient) -> None
         await until(lambda: isinstance(app.screen, LineageScreen), pilot)
         lineage = app.screen
         assert isinstance(lineage, LineageScreen) and lineage.asset == "evaluation"
+        # That materialization's lineage (the second newest, id 2), not the current value's.
+        await until(lambda: client.lineage_reads == [("evaluation", None, False, 2)], pilot)
 
 
 async def test_a_partitioned_asset_by_partition_and_narrowed(client: FakeClient) -> None:

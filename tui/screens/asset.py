@@ -313,7 +313,7 @@ class AssetScreen(PolledScreen["AssetPage"]):
             return
         from tui.screens.lineage import LineageScreen
 
-        self.app.push_screen(LineageScreen(self.asset, mat.partition))
+        self.app.push_screen(LineageScreen(self.asset, mat.partition, mat.id))
 
     def action_narrow(self) -> None:
         if self.partition is not None:
