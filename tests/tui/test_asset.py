@@ -169,3 +169,11 @@ async def test_a_new_materialization_appears_at_the_next_read(
         assert screen.query_one("#asset-plot-pane").border_title == (
             "accuracy over the last 4 materializations"
         )
+
+
+def test_a_slow_page_is_read_less_often() -> None:
+    screen = AssetScreen("clean")
+    screen._read_seconds = 0.01
+    assert screen.poll_delay() == AssetScreen.POLL_SECONDS
+    screen._read_seconds = 0.7  # a year of hourly partitions
+    assert screen.poll_delay() == pytest.approx(7.0)

@@ -10,6 +10,7 @@ the selected materialization's partition.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -41,6 +42,8 @@ METADATA_COLUMNS = 12
 CHECK_ROWS = 5
 """Checks shown at once (the table scrolls for more)."""
 HISTORY_GLYPHS = 40
+READ_SHARE = 10
+"""The page is read again after at least this many times its last read took."""
 """Check results drawn per check, newest first."""
 
 
@@ -87,6 +90,7 @@ class AssetScreen(PolledScreen["AssetPage"]):
         self.across = False
         """Plot the key across partitions (each one's current value) instead of over time."""
         self._columns: list[str] = []
+        self._read_seconds = 0.0
 
     def compose(self) -> ComposeResult:
         yield Static(self._title(), id="asset-title")
@@ -114,7 +118,20 @@ class AssetScreen(PolledScreen["AssetPage"]):
     # --- reading ------------------------------------------------------------------------------
 
     def poll_read(self) -> Callable[[], AssetPage]:
-        return partial(self.client.asset, self.asset, self.partition, LIMIT)
+        read = partial(self.client.asset, self.asset, self.partition, LIMIT)
+
+        def timed() -> AssetPage:
+            started = time.perf_counter()
+            page = read()
+            self._read_seconds = time.perf_counter() - started
+            return page
+
+        return timed
+
+    def poll_delay(self) -> float:
+        # The partition counts judge every key: a year of hourly keys is ~0.7 s a read, so a
+        # slow read is repeated less often (a tenth of the time at most goes to reading).
+        return max(self.POLL_SECONDS, self._read_seconds * READ_SHARE)
 
     def poll_apply(self, data: AssetPage) -> None:
         if data == self.page:
