@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import EngineError
@@ -159,6 +159,32 @@ class AssetPage:
         for mat in reversed(self.materializations):
             keys.update(dict.fromkeys(mat.metadata))
         return list(keys)
+
+    def to_wire(self) -> dict[str, Any]:
+        """Every field as JSON, times kept as epoch floats (for the engine's socket)."""
+        return asdict(self)
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> AssetPage:
+        def series(found: dict[str, Any]) -> dict[str, tuple[Point, ...]]:
+            return {key: tuple(Point(**p) for p in points) for key, points in found.items()}
+
+        fields = dict(data)
+        fields["partition_counts"] = {
+            PartitionStatus(k): v for k, v in data["partition_counts"].items()
+        }
+        for name in ("resources", "upstream", "downstream", "stale_reasons"):
+            fields[name] = tuple(data[name])
+        fields["materializations"] = tuple(
+            MaterializationView(**m) for m in data["materializations"]
+        )
+        fields["checks"] = tuple(
+            CheckHistory(**{**c, "results": tuple(CheckResult(**r) for r in c["results"])})
+            for c in data["checks"]
+        )
+        fields["series"] = series(data["series"])
+        fields["by_partition"] = series(data["by_partition"])
+        return cls(**fields)
 
     def to_json(self) -> dict[str, Any]:
         def points(series: dict[str, tuple[Point, ...]]) -> dict[str, Any]:

@@ -196,3 +196,11 @@ def test_the_lineage_of_an_older_materialization(trained: Client) -> None:
     sales = trained.asset("sales").materializations[0]
     with pytest.raises(EngineError, match="no materialization"):
         trained.lineage("model", materialization=sales.id)
+
+
+def test_the_page_travels_as_json(trained: Client) -> None:
+    from engine.client import AssetPage
+
+    for page in (trained.asset("model"), trained.asset("sales"), trained.asset("sales", "eu")):
+        wire = json.loads(json.dumps(page.to_wire()))
+        assert AssetPage.from_wire(wire) == page
