@@ -177,3 +177,19 @@ def test_a_slow_page_is_read_less_often() -> None:
     assert screen.poll_delay() == AssetScreen.POLL_SECONDS
     screen._read_seconds = 0.7  # a year of hourly partitions
     assert screen.poll_delay() == pytest.approx(7.0)
+
+
+async def test_a_metadata_key_named_as_a_column(
+    client: FakeClient, examples_manifest: Manifest
+) -> None:
+    from dataclasses import replace
+
+    page = trained_page(examples_manifest)
+    mats = tuple(replace(m, metadata={"run": 7, "when": "today"}) for m in page.materializations)
+    client.pages["evaluation"] = replace(page, materializations=mats)
+    app = Host(client, lambda: AssetScreen("evaluation"))
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await opened(app, pilot)
+        table = screen.query_one("#asset-mats", Table)
+        labels = [str(c.label) for c in table.ordered_columns]
+        assert labels[-2:] == ["run", "when"] and cells(table)[0][-2:] == ["7", "today"]

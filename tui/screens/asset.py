@@ -188,8 +188,10 @@ class AssetScreen(PolledScreen["AssetPage"]):
             current = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         table.clear(columns=columns != self._columns)
         if columns != self._columns:
-            for name in columns:
-                table.add_column(name, key=name)
+            fixed = len(columns) - len(keys)
+            for i, name in enumerate(columns):
+                # A metadata key may be named as a fixed column (`run`, `when`): its own key.
+                table.add_column(name, key=name if i < fixed else f"metadata:{name}")
             self._columns = columns
         for m in page.materializations:
             cells: list[str | Text] = [_when(m.created_at), m.run_id[:8]]
