@@ -70,10 +70,15 @@ async def test_the_page_shows_details_history_checks_and_a_plot(client: FakeClie
         assert [r[4] for r in rows] == ["✓", "✗", "✓"]
         assert rows[0][2] == "4.00 s" and rows[2][3] == "schedule"
 
-        # Each check: its kind, pass rate, history newest first, and its newest result.
-        (check,) = cells(screen.query_one("#asset-checks", Table))
+        # Each check: its kind, pass rate, history newest first, and its result for the
+        # selected materialization, which follows the cursor.
+        checks = screen.query_one("#asset-checks", Table)
+        (check,) = cells(checks)
         assert check[:4] == ["✓ accuracy_above_90pct", "warn", "2/3 67%", "✓✗✓"]
-        assert "accuracy=0.96" in check[4] and "minimum=0.9" in check[4]
+        assert check[4] == "✓  accuracy=0.96  minimum=0.9"
+        await pilot.press("down")
+        await until(lambda: cells(checks)[0][4] == "✗  accuracy=0.97  minimum=0.9", pilot)
+        await pilot.press("up")
 
         # The first numeric key is plotted; n switches to the next, text is never plotted.
         pane = screen.query_one("#asset-plot-pane")

@@ -216,28 +216,49 @@ class AssetScreen(PolledScreen["AssetPage"]):
     def _show_checks(self, page: AssetPage) -> None:
         table = self.query_one("#asset-checks", Table)
         table.clear(columns=True)
-        for name in ("check", "kind", "passed", "history (newest first)", "newest result"):
+        for name in ("check", "kind", "passed", "history (newest first)"):
             table.add_column(name, key=name)
+        table.add_column("result of the selected materialization", key="result")
         for c in page.checks:
             history = Text()
             for result in c.results[:HISTORY_GLYPHS]:
                 history.append_text(_verdict(result.passed))
             if c.pass_rate is None:
                 rate = Text("never ran", STYLES["never"])
-                newest = ""
             else:
                 rate = Text(f"{c.passed}/{len(c.results)} {c.pass_rate:.0%}")
-                top = c.results[0]
-                newest = "  ".join(f"{k}={format_value(v, 20)}" for k, v in top.metadata.items())
-                if top.error:
-                    newest = f"{top.error.splitlines()[0][:60]}  {newest}"
             head = _verdict(c.results[0].passed) if c.results else status_text(None)
             head.append(f" {c.name}")
-            table.add_row(head, "blocking" if c.blocking else "warn", rate, history, newest,
+            table.add_row(head, "blocking" if c.blocking else "warn", rate, history, "",
                           key=c.name)  # fmt: skip
+        self._show_results()
         table.display = bool(page.checks)
         # Its rows, a header and the border: `auto` lost to the materializations' `1fr`.
         table.styles.height = min(len(page.checks), CHECK_ROWS) + 3
+
+    @on(DataTable.RowHighlighted, "#asset-mats")
+    def _show_results(self) -> None:
+        """Each check's result (verdict, metadata, error) for the selected materialization."""
+        if self.page is None:
+            return
+        table = self.query_one("#asset-checks", Table)
+        mat = self._selected()
+        for c in self.page.checks:
+            found = None
+            if mat is not None:
+                found = next(
+                    (r for r in c.results
+                     if (r.run_id, r.partition) == (mat.run_id, mat.partition)),
+                    None,
+                )  # fmt: skip
+            text = Text("–" if mat is not None else "", STYLES["never"])
+            if found is not None:
+                text = _verdict(found.passed)
+                if found.error:
+                    text.append(f" {found.error.splitlines()[0][:60]}")
+                for k, v in found.metadata.items():
+                    text.append(f"  {k}={format_value(v, 20)}")
+            table.update_cell(c.name, "result", text)
 
     # --- the plot -----------------------------------------------------------------------------
 
