@@ -198,3 +198,21 @@ async def test_a_metadata_key_named_as_a_column(
         table = screen.query_one("#asset-mats", Table)
         labels = [str(c.label) for c in table.ordered_columns]
         assert labels[-2:] == ["run", "when"] and cells(table)[0][-2:] == ["7", "today"]
+
+
+@pytest.mark.parametrize("size", [(160, 48), (100, 30)], ids=["160x48", "100x30"])
+def test_snapshot_asset_page(snap_compare: Any, client: FakeClient, size: tuple[int, int]) -> None:
+    async def run(pilot: Any) -> None:
+        await opened(pilot.app, pilot)
+
+    app = Host(client, lambda: AssetScreen("evaluation"))
+    assert snap_compare(app, terminal_size=size, run_before=run)
+
+
+def test_snapshot_asset_page_by_partition(snap_compare: Any, client: FakeClient) -> None:
+    async def run(pilot: Any) -> None:
+        await opened(pilot.app, pilot)
+        await pilot.press("v")
+
+    app = Host(client, lambda: AssetScreen("revenue"))
+    assert snap_compare(app, terminal_size=(160, 48), run_before=run)

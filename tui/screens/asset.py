@@ -233,8 +233,10 @@ class AssetScreen(PolledScreen["AssetPage"]):
                           key=c.name)  # fmt: skip
         self._show_results()
         table.display = bool(page.checks)
-        # Its rows, a header and the border: `auto` lost to the materializations' `1fr`.
-        table.styles.height = min(len(page.checks), CHECK_ROWS) + 3
+        # Its rows, a header, the border and a line for the horizontal scrollbar (a long
+        # result overflows a narrow terminal; the bar would hide the last row): `auto` lost to
+        # the materializations' `1fr`.
+        table.styles.height = min(len(page.checks), CHECK_ROWS) + 4
 
     @on(DataTable.RowHighlighted, "#asset-mats")
     def _show_results(self) -> None:
