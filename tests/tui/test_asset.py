@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,7 +10,15 @@ from textual.widgets import Static
 
 from engine.loading.manifest import Manifest
 from tests.tui.fakes import SCREEN_NOW as NOW
-from tests.tui.fakes import FakeClient, Host, run, sales_page, step, trained_page
+from tests.tui.fakes import (
+    FakeClient,
+    Host,
+    pipeline_client,
+    run,
+    sales_page,
+    step,
+    trained_page,
+)
 from tests.tui.reading import plain
 from tests.tui.waits import poll_quickly, polled_screen, until
 from tui.screens.asset import AssetScreen
@@ -216,3 +225,43 @@ def test_snapshot_asset_page_by_partition(snap_compare: Any, client: FakeClient)
 
     app = Host(client, lambda: AssetScreen("revenue"))
     assert snap_compare(app, terminal_size=(160, 48), run_before=run)
+
+
+MODEL = """
+from engine import CheckResult, asset, check
+
+@asset(group="ml")
+def model(context):
+    import os
+    accuracy = float(os.environ.get("ACCURACY", "0.5"))
+    context.add_metadata({"accuracy": accuracy, "kind": "logistic"})
+    return accuracy
+
+
+@check(asset="model")
+def good_enough(model):
+    return CheckResult(passed=model > 0.6, metadata={"accuracy": model})
+"""
+
+
+@pytest.mark.serial
+async def test_the_page_over_a_real_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = pipeline_client(tmp_path, "model.py", MODEL)
+    for accuracy in ("0.5", "0.9"):
+        monkeypatch.setenv("ACCURACY", accuracy)
+        assert client.materialize(["model"]).status == "success"
+    app = Host(client, lambda: AssetScreen("model"))
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await opened(app, pilot)
+        rows = cells(screen.query_one("#asset-mats", Table))
+        assert [(r[4], r[5], r[6]) for r in rows] == [
+            ("✓", "0.9", "logistic"), ("✗", "0.5", "logistic"),
+        ]  # fmt: skip
+        (check,) = cells(screen.query_one("#asset-checks", Table))
+        assert check[:4] == ["✓ good_enough", "warn", "1/2 50%", "✓✗"]
+        assert screen.query_one("#asset-plot-pane").border_title == (
+            "accuracy over the last 2 materializations"
+        )
+        assert [p.value for p in screen.page.series["accuracy"]] == [0.5, 0.9]  # type: ignore[union-attr]

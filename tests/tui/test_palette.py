@@ -145,3 +145,13 @@ async def test_enter_on_an_asset_in_the_tree_opens_its_page(app: DagtopApp) -> N
         await pilot.press("enter")
         await until(lambda: isinstance(app.screen, RunScreen), pilot)
         assert isinstance(app.screen, RunScreen) and app.screen.run_id == "a0b1c2d3e4f5"
+
+
+async def test_backfill_by_name_opens_the_dialog(app: DagtopApp) -> None:
+    from tui.screens.backfill import BackfillDialog
+
+    async with app.run_test(size=(160, 48)) as pilot:
+        await home_ready(app, pilot)
+        await search(app, pilot, "backfill orders", "Backfill orders")
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, BackfillDialog), pilot)
