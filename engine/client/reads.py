@@ -161,7 +161,11 @@ class Reads(Project):
         from engine.history.asset_page import asset_page
 
         manifest = self.load()
-        _known_asset(manifest, name)
+        if name not in manifest.assets:
+            from engine.errors import SelectionError, suggest
+
+            hint = suggest(name, manifest.assets) or " (`dagtop list` shows every asset)"
+            raise SelectionError(f"unknown asset {name!r}{hint}")
         with self._read() as s:
             return asset_page(s, manifest, name, partition, limit)
 

@@ -180,6 +180,10 @@ def test_dagtop_asset_prints_the_page_and_its_json(trained: Client) -> None:
     assert unknown.stderr.strip().splitlines() == [
         "dagtop: error: unknown asset 'modle' (did you mean model?)"
     ]
+    far = dagtop("asset", "zzz")
+    assert far.returncode == 2 and far.stderr.strip().splitlines() == [
+        "dagtop: error: unknown asset 'zzz' (`dagtop list` shows every asset)"
+    ]
     bad_key = dagtop("asset", "sales", "--partition", "mars")
     assert bad_key.returncode == 2 and len(bad_key.stderr.strip().splitlines()) == 1
 
