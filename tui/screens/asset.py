@@ -42,6 +42,8 @@ METADATA_COLUMNS = 12
 CHECK_ROWS = 5
 """Checks shown at once (the table scrolls for more)."""
 HISTORY_GLYPHS = 40
+MAX_BARS = 40
+"""Partitions drawn as bars; more are drawn as a line."""
 READ_SHARE = 10
 """The page is read again after at least this many times its last read took."""
 """Check results drawn per check, newest first."""
@@ -290,7 +292,10 @@ class AssetScreen(PolledScreen["AssetPage"]):
         if self.across:
             labels = [p.partition or "" for p in points]
             pane.border_title = f"{self.metric} by partition (last {len(points)} keys)"
-            plt.bar(list(range(len(values))), values, width=0.6)
+            if len(values) <= MAX_BARS:
+                plt.bar(list(range(len(values))), values, width=0.6)
+            else:  # bars a cell wide or less read as noise: a line
+                plt.plot(list(range(len(values))), values, marker="hd")
         else:
             span = points[-1].at - points[0].at
             form = "%H:%M:%S" if span < 3600 else "%H:%M" if span < 86400 else "%m-%d %H:%M"
