@@ -291,7 +291,8 @@ class AssetScreen(PolledScreen["AssetPage"]):
         values = [p.value for p in points]
         if self.across:
             labels = [p.partition or "" for p in points]
-            pane.border_title = f"{self.metric} by partition (last {len(points)} keys)"
+            shown = "the one key" if len(points) == 1 else f"last {len(points)} keys"
+            pane.border_title = f"{self.metric} by partition ({shown})"
             if len(values) <= MAX_BARS:
                 plt.bar(list(range(len(values))), values, width=0.6)
             else:  # bars a cell wide or less read as noise: a line
@@ -301,7 +302,12 @@ class AssetScreen(PolledScreen["AssetPage"]):
             form = "%H:%M:%S" if span < 3600 else "%H:%M" if span < 86400 else "%m-%d %H:%M"
             labels = [datetime.fromtimestamp(p.at).strftime(form) for p in points]
             where = f" of {self.page.partition}" if self.page and self.page.partition else ""
-            pane.border_title = f"{self.metric} over the last {len(points)} materializations{where}"
+            made = (
+                "its one materialization"
+                if len(points) == 1
+                else f"the last {len(points)} materializations"
+            )
+            pane.border_title = f"{self.metric} over {made}{where}"
             # Quadrant blocks, not braille: fonts without braille draw it as boxes.
             plt.plot(list(range(len(values))), values, marker="hd")
             plt.scatter(list(range(len(values))), values, marker="●")
