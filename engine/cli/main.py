@@ -23,10 +23,12 @@ from engine.cli import db as cli_db
 from engine.cli import logs as cli_logs
 from engine.client import Client, RunView, iso
 from engine.errors import EngineError
+from engine.status import BackfillStatus, Freshness, RunStatus, StepStatus
 from engine.units import GLYPHS, format_bytes, format_duration, glyph, one_line
 
 if TYPE_CHECKING:
     from engine.client import AssetPage
+    from engine.history.lineage import StaleState
 
 
 def _exit(code: int) -> NoReturn:
@@ -169,7 +171,7 @@ class _Progress:
             return
         with self._lock:
             for st in view.steps:
-                if st.status in ("queued", "running"):
+                if not st.status.finished:
                     continue
                 mark = (st.key, st.attempts, st.status)
                 if mark in self.shown:
@@ -197,10 +199,10 @@ def _finish_run(view: RunView, as_json: bool) -> None:
     else:
         took = (view.ended_at or time.time()) - (view.started_at or view.created_at)
         for c in view.checks:
-            mark = GLYPHS["success" if c.passed else "failed"]
+            mark = GLYPHS[StepStatus.SUCCESS if c.passed else StepStatus.FAILED]
             print(f"  check {c.name} on {c.asset}: {mark}{' ' + c.error if c.error else ''}")
         print(f"{glyph(view.status)} run {view.id} {view.status} in {format_duration(took)}")
-    if view.status != "success":
+    if view.status != RunStatus.SUCCESS:
         _exit(1)
 
 
@@ -264,7 +266,7 @@ def _materialize_stale(
     )
     if as_json:
         _emit_json({"states": [st.to_json() for st in states], "run": view and view.to_json()})
-        if view is not None and view.status != "success":
+        if view is not None and view.status != RunStatus.SUCCESS:
             _exit(1)
     elif view is None:
         print("nothing is stale")
@@ -273,11 +275,11 @@ def _materialize_stale(
         _finish_run(view, as_json)
 
 
-def _print_due(states: list[Any]) -> None:
-    due = [st for st in states if st.status != "current"]
+def _print_due(states: list[StaleState]) -> None:
+    due = [st for st in states if st.status != Freshness.CURRENT]
     for st in due:
         where = f" [{st.partition}]" if st.partition else ""
-        mark = GLYPHS["missing" if st.status == "missing" else "stale"]
+        mark = GLYPHS[st.status]
         print(f"{mark} {st.asset + where:<24} {st.status}: {', '.join(st.reasons)}", flush=True)
     if due:
         print(f"materializing {len(due)} of {len(states)} asset(s)", flush=True)
@@ -325,7 +327,7 @@ def cancel(client: Client, run_id: str) -> None:
     """Cancel a run: queued steps are dropped, running ones stopped."""
     view = client.cancel(run_id)
     print(f"{glyph(view.status)} run {view.id} {view.status}")
-    if view.status not in ("canceled", "success", "failed"):
+    if not view.status.finished:
         _exit(1)
 
 
@@ -402,11 +404,13 @@ def backfill(
             if shown is not None:
                 shown.close()
     _print_backfill(info, as_json)
-    if info["status"] not in ("success", "running"):
+    if info["status"] not in (BackfillStatus.SUCCESS, BackfillStatus.RUNNING):
         _exit(1)
 
 
 BAR = "█"  # the progress bar's fill
+_ENDED = (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELED)  # a backfill run's ends
+_BESIDE_THE_BAR = (RunStatus.FAILED, RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.CANCELED)
 
 
 class BackfillProgress:
@@ -440,13 +444,10 @@ class BackfillProgress:
 
     def _redraw(self, info: dict[str, Any]) -> None:
         c, total = info["counts"], info["total"]
-        done = c.get("success", 0)
+        done = c.get(RunStatus.SUCCESS, 0)
         width = 30
         bar = BAR * int(width * done / total) if total else ""
-        tail = "  ".join(
-            f"{GLYPHS[status]} {c.get(status, 0)}"
-            for status in ("failed", "running", "queued", "canceled")
-        )
+        tail = "  ".join(f"{GLYPHS[status]} {c.get(status, 0)}" for status in _BESIDE_THE_BAR)
         self.out.write(f"\r{bar:<{width}} {done}/{total}  {tail} ")
         self.out.flush()
         self.drawn = True
@@ -459,16 +460,14 @@ class BackfillProgress:
                 f"backfill {info['id']}: {total} partitions of {', '.join(info['selection'])}, "
                 f"{info['max_parallel']} at once\n"
             )
-        finished = sum(c.get(status, 0) for status in ("success", "failed", "canceled"))
+        finished = sum(c.get(status, 0) for status in _ENDED)
         tenths = finished * 10 // total if total else 10
-        first_failure = c.get("failed", 0) > 0 and self.failed == 0
-        self.failed = c.get("failed", 0)
+        first_failure = c.get(RunStatus.FAILED, 0) > 0 and self.failed == 0
+        self.failed = c.get(RunStatus.FAILED, 0)
         if tenths > self.tenths or first_failure:
             self.tenths = max(self.tenths, tenths)
             counts = "  ".join(
-                f"{GLYPHS[status]} {c[status]}"
-                for status in ("success", "failed", "canceled")
-                if c.get(status)
+                f"{GLYPHS[status]} {c[status]}" for status in _ENDED if c.get(status)
             )
             took = format_duration(time.monotonic() - self.started)
             self.out.write(f"  {finished}/{total} finished  {counts}  ({took})\n")
@@ -645,7 +644,7 @@ def runs(client: Client, limit: int, as_json: bool) -> None:  # fmt: skip
     for v in views:
         when = datetime.fromtimestamp(v.created_at).strftime("%Y-%m-%d %H:%M:%S")
         took = (v.ended_at or time.time()) - v.started_at if v.started_at else None
-        done = sum(1 for s in v.steps if s.status == "success")
+        done = sum(1 for s in v.steps if s.status == StepStatus.SUCCESS)
         print(
             f"{glyph(v.status)} {v.id}  {v.status:<8} {when}  "
             f"{format_duration(took):>8}  {done}/{len(v.steps)}  {v.trigger:<8} "
