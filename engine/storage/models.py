@@ -159,7 +159,7 @@ _CURRENT = text("value_path IS NOT NULL")
 class Materialization(SQLModel, table=True):
     __table_args__ = (
         Index("ix_mat_asset_partition", "asset", "partition", "created_at"),
-        Index("ix_mat_asset_created", "asset", "created_at", "id"),  # an asset's newest, all keys
+        Index("ix_mat_asset_id", "asset", "id"),  # an asset's newest, whatever their partition
         Index(
             "ix_mat_current", "asset", "partition", "created_at",
             sqlite_where=_CURRENT, postgresql_where=_CURRENT,

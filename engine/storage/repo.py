@@ -966,13 +966,16 @@ def last_update(session: Session) -> float:
 def asset_history(
     session: Session, asset: str, limit: int, partition: str | None = None
 ) -> list[Any]:
-    """The newest `limit` materializations of `asset`, newest first, or of one `partition`:
-    read in order from an index (`ix_mat_asset_created`, or `ix_mat_asset_partition` for one
-    key), so the read costs `limit` rows whatever the history holds. Rows, as the bulk reads."""
+    """The newest `limit` materializations of `asset` (or of one `partition` of it), the last
+    recorded first: read in order from an index (`ix_mat_asset_id`, or
+    `ix_mat_asset_partition` for one key), so the read costs `limit` rows whatever the history
+    holds. Rows, as the bulk reads."""
     query = select_columns(*MAT_ROW).where(col(Materialization.asset) == asset)
-    if partition is not None:
+    if partition is None:
+        order = (col(Materialization.id).desc(),)
+    else:
         query = query.where(col(Materialization.partition) == partition)
-    order = (col(Materialization.created_at).desc(), col(Materialization.id).desc())
+        order = (col(Materialization.created_at).desc(), col(Materialization.id).desc())
     return list(session.execute(query.order_by(*order).limit(limit)))
 
 

@@ -135,9 +135,12 @@ def test_the_reads_go_through_their_indexes(plans: Callable[[str], str]) -> None
         "SELECT * FROM materialization WHERE asset = 'clean' AND value_path IS NOT NULL"
     )
     assert "ix_run_updated" in plans("SELECT id FROM run WHERE updated_at > 5")
-    assert "ix_mat_asset_created" in plans(
-        "SELECT * FROM materialization WHERE asset = 'clean' ORDER BY created_at DESC, id DESC"
-        " LIMIT 20"
+    assert "ix_mat_asset_id" in plans(
+        "SELECT * FROM materialization WHERE asset = 'clean' ORDER BY id DESC LIMIT 20"
+    )
+    assert "ix_mat_asset_partition" in plans(
+        "SELECT * FROM materialization WHERE asset = 'clean' AND partition = '2025-01-01-05:00'"
+        " ORDER BY created_at DESC, id DESC LIMIT 20"
     )
     assert "PRIMARY KEY" in plans(
         "SELECT * FROM run WHERE id >= 'ab' AND id < 'ac' AND id LIKE 'ab%'"
