@@ -972,11 +972,12 @@ def asset_history(
     holds. Rows, as the bulk reads."""
     query = select_columns(*MAT_ROW).where(col(Materialization.asset) == asset)
     if partition is None:
-        order = (col(Materialization.id).desc(),)
+        query = query.order_by(col(Materialization.id).desc())
     else:
-        query = query.where(col(Materialization.partition) == partition)
-        order = (col(Materialization.created_at).desc(), col(Materialization.id).desc())
-    return list(session.execute(query.order_by(*order).limit(limit)))
+        query = query.where(col(Materialization.partition) == partition).order_by(
+            col(Materialization.created_at).desc(), col(Materialization.id).desc()
+        )
+    return list(session.execute(query.limit(limit)))
 
 
 def asset_steps_of_runs(session: Session, asset: str, run_ids: Iterable[str]) -> dict[str, Any]:
