@@ -12,7 +12,7 @@ from engine.status import BackfillStatus, CommandStatus, RunStatus, StepStatus, 
 
 # The schema revision these tables are: the newest migration in engine/storage/migrations/versions
 # (a test keeps them in step).
-HEAD = "assetpage"
+HEAD = "tasks"
 # dagtop releases from before migrations read only `meta.schema_version` and refuse anything
 # above 1: a database this dagtop has touched says 2, so they never write into it.
 LEGACY_SCHEMA_VERSION = "2"
@@ -159,7 +159,6 @@ _CURRENT = text("value_path IS NOT NULL")
 class Materialization(SQLModel, table=True):
     __table_args__ = (
         Index("ix_mat_asset_partition", "asset", "partition", "created_at"),
-        Index("ix_mat_asset_id", "asset", "id"),  # an asset's newest, whatever their partition
         Index(
             "ix_mat_current", "asset", "partition", "created_at",
             sqlite_where=_CURRENT, postgresql_where=_CURRENT,

@@ -967,17 +967,51 @@ def asset_history(
     session: Session, asset: str, limit: int, partition: str | None = None
 ) -> list[Any]:
     """The newest `limit` materializations of `asset` (or of one `partition` of it), the last
-    recorded first: read in order from an index (`ix_mat_asset_id`, or
-    `ix_mat_asset_partition` for one key), so the read costs `limit` rows whatever the history
-    holds. Rows, as the bulk reads."""
-    query = select_columns(*MAT_ROW).where(col(Materialization.asset) == asset)
-    if partition is None:
-        query = query.order_by(col(Materialization.id).desc())
-    else:
-        query = query.where(col(Materialization.partition) == partition).order_by(
-            col(Materialization.created_at).desc(), col(Materialization.id).desc()
+    recorded first (across partitions: of the runs planned last). Rows, as the bulk reads.
+
+    One partition's are read in order from `ix_mat_asset_partition`. Across partitions they are
+    found through the asset's newest steps (`ix_step_key`: a step that succeeded recorded its
+    materializations, one per key for a range), a batch at a time until `limit` are found, so
+    the read costs the steps it walks back through, not the asset's whole history. No index of
+    its own: one led by `asset` ties with `ix_mat_current` for the reads of current values, and
+    SQLite, without statistics, then breaks the tie by the order the indexes were created in.
+    """
+    if partition is not None:
+        return list(
+            session.execute(
+                select_columns(*MAT_ROW)
+                .where(
+                    col(Materialization.asset) == asset,
+                    col(Materialization.partition) == partition,
+                )
+                .order_by(col(Materialization.created_at).desc(), col(Materialization.id).desc())
+                .limit(limit)
+            )
         )
-    return list(session.execute(query.limit(limit)))
+    out: list[Any] = []
+    before: int | None = None
+    batch = limit + 10  # a few failed steps between materializations cost no second query
+    while len(out) < limit:
+        query = select(Step.id, Step.run_id).where(Step.key == asset, Step.kind == "asset")
+        if before is not None:
+            query = query.where(col(Step.id) < before)
+        steps = session.exec(query.order_by(col(Step.id).desc()).limit(batch)).all()
+        if not steps:
+            break
+        before = steps[-1][0]
+        found = session.execute(
+            select_columns(*MAT_ROW).where(
+                col(Materialization.run_id).in_([run_id for _, run_id in steps]),
+                # coalesce(): matched on each row the run index finds (as in failed_checks).
+                func.coalesce(Materialization.asset, "") == asset,
+            )
+        ).all()
+        out += found
+        batch = min(batch * 2, ID_CHUNK)
+    # Steps are numbered as runs are planned and runs may end in another order (a backfill's,
+    # in parallel): what was found is ordered by when each value was recorded.
+    out.sort(key=lambda mat: (mat.created_at, mat.id or 0), reverse=True)
+    return out[:limit]
 
 
 def asset_steps_of_runs(session: Session, asset: str, run_ids: Iterable[str]) -> dict[str, Any]:
