@@ -48,6 +48,13 @@ class AssetSpec:
     hooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # event -> hook
     # Its BackfillPolicy: 1 is a run per partition (the default), None no limit.
     partitions_per_run: int | None = 1
+    # The resources its parameters name (built in its step's process), in parameter order.
+    resources: tuple[str, ...] = ()
+    # Its typed config (`engine.authoring.typed_config.describe_config`): the parameter, the
+    # class, its JSON schema; None when no parameter has one.
+    config: dict[str, Any] | None = None
+    # Its automation condition (`Auto.to_spec()`), evaluated by the engine's `auto` sensor.
+    auto: dict[str, Any] | None = None
 
     @property
     def ranged(self) -> bool:
@@ -62,6 +69,17 @@ class AssetSpec:
     @property
     def partitions_def(self) -> PartitionsDefinition | None:
         return None if self.partitions is None else PartitionsDefinition.from_spec(self.partitions)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSpec:
+    name: str
+    file: str
+    module: str
+    line: int
+    description: str | None
+    # Its `[resources.NAME]` table from the project's settings (filled in at validation).
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +232,7 @@ class Manifest:
     pipelines: dict[str, PipelineSpec] = field(default_factory=dict)
     schedules: dict[str, ScheduleSpec] = field(default_factory=dict)
     sensors: dict[str, SensorSpec] = field(default_factory=dict)
+    resources: dict[str, ResourceSpec] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -253,6 +272,7 @@ class Manifest:
             },
             schedules={k: ScheduleSpec(**v) for k, v in data["schedules"].items()},
             sensors={k: SensorSpec(**v) for k, v in data["sensors"].items()},
+            resources={k: ResourceSpec(**v) for k, v in data.get("resources", {}).items()},
         )
 
 
@@ -263,5 +283,6 @@ def asset_from_dict(v: dict[str, Any]) -> AssetSpec:
             "inputs": tuple(v["inputs"]),
             "optional_inputs": tuple(v["optional_inputs"]),
             "deps": tuple(v["deps"]),
+            "resources": tuple(v.get("resources", ())),
         }
     )

@@ -61,6 +61,7 @@ class Engine:
         db: An open storage engine (opened from the home folder when None).
         schedules: Run the cron scheduler (off for tests that drive it directly).
         sensors: Run file sensors.
+        automation: Run the `auto` sensor (asset automation conditions).
         watch: Reload pipelines when their files change.
     """
 
@@ -73,6 +74,7 @@ class Engine:
         schedules: bool = True,
         sensors: bool = True,
         watch: bool = True,
+        automation: bool = True,
     ) -> None:
         from engine.storage.db import database_url, open_db
 
@@ -95,6 +97,8 @@ class Engine:
         self._want_schedules, self._want_sensors, self._want_watch = schedules, sensors, watch
         self.scheduler: Any = None
         self.sensors: Any = None
+        self._want_automation = automation
+        self.automation: Any = None
         self.watcher: PipelineWatcher | None = None
         self._socket: SocketServer | None = None
         self.started_at: float | None = None
@@ -151,6 +155,17 @@ class Engine:
             self.sensors = SensorRunner(self.db, self._record_run, self._start_run)
             self.sensors.sync(self.manifest())
             self.sensors.start()
+        if self._want_automation:
+            from engine.automation.auto import Automation
+
+            self.automation = Automation(
+                self.db,
+                self.manifest,
+                self._record_run,
+                self._start_run,
+                timezone=self.config.timezone,
+            )
+            self.automation.start()
         if self._want_watch and self.paths.pipelines.is_dir():
             self.watcher = PipelineWatcher(self.paths.pipelines, self.reload)
             self.watcher.start()
@@ -225,6 +240,8 @@ class Engine:
             self.watcher.stop()
         if self.sensors is not None:
             self.sensors.stop()
+        if self.automation is not None:
+            self.automation.stop()
         if self.scheduler is not None:
             self.scheduler.shutdown()
         self.coordinator.draining = True
@@ -265,6 +282,8 @@ class Engine:
                 self.scheduler.sync(merged)
             if self.sensors is not None:
                 self.sensors.sync(merged)
+            if self.automation is not None:
+                self.automation.poke(full=True)
             log.info(
                 "pipelines reloaded: %d assets, %d broken file(s)",
                 len(merged.assets),
@@ -360,6 +379,10 @@ class Engine:
         ended = not self.coordinator.is_active(run_id)
         if ended:
             self._wake.set()
+        if self.automation is not None:
+            # Each step's end may have recorded a materialization: the `auto` sensor evaluates
+            # right after (and checks first, in one indexed read, that one was recorded).
+            self.automation.poke(full=ended)
         self._emit(EngineEvent("run", run_id, ended))
 
     # --- backfills ----------------------------------------------------------------------------
@@ -443,6 +466,16 @@ class Engine:
     # --- schedules and sensors ----------------------------------------------------------------
 
     def set_enabled(self, kind: str, name: str, enabled: bool) -> None:
+        if kind == "sensor" and name == "auto" and "auto" not in self.manifest().sensors:
+            from engine.automation.auto import AUTO_SENSOR, Automation
+
+            if isinstance(self.automation, Automation):
+                self.automation.set_enabled(name, enabled)
+            else:  # read by the engine that evaluates automation, at its next pass
+                with session_scope(self.db) as s:
+                    repo.set_toggle(s, kind, AUTO_SENSOR, enabled, time.time())
+            self._emit(EngineEvent(kind, name))
+            return
         part = self.scheduler if kind == "schedule" else self.sensors
         if part is None:
             raise EngineError(f"{kind}s are not running in this engine")

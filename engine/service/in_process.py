@@ -120,7 +120,8 @@ class InProcess:
         from engine.errors import suggest
 
         manifest = self.manifest()
-        names = manifest.schedules if kind == "schedule" else manifest.sensors
+        # `auto` is the built-in sensor that evaluates asset automation (engine.automation.auto).
+        names = list(manifest.schedules) if kind == "schedule" else [*manifest.sensors, "auto"]
         if name not in names:
             raise EngineError(f"no {kind} named {name!r}" + suggest(name, names))
         with session_scope(self.db) as s:
@@ -179,6 +180,7 @@ class InProcess:
             schedules=False,
             sensors=False,
             watch=False,
+            automation=False,
         )
         engine.start()
         try:
