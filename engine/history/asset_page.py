@@ -296,8 +296,7 @@ def asset_page(
         partitions=pdef.describe() if pdef is not None else None,
         partition_counts=dict(counts),
         code_version=spec.code_version,
-        # Declared by `@asset(resources=...)` where the definitions know resources.
-        resources=tuple(getattr(spec, "resources", ()) or ()),
+        resources=spec.resources,
         upstream=spec.upstream,
         downstream=downstream,
         stale=bool(stale),

@@ -472,7 +472,7 @@ def empty_page(manifest: Manifest, name: str) -> AssetPage:
         name=name, group=spec.group, description=spec.description, file=spec.file,
         line=spec.line, partitions=pdef.describe() if pdef is not None else None,
         partition_counts={PartitionStatus.MISSING: len(pdef.keys()) if pdef else 1},
-        code_version=spec.code_version, resources=(), upstream=spec.upstream,
+        code_version=spec.code_version, resources=spec.resources, upstream=spec.upstream,
         downstream=tuple(manifest.downstream().get(name, ())), stale=False, stale_reasons=(),
         partition=None, limit=50, materializations=(), more=False, checks=(), series={},
         by_partition={},

@@ -160,6 +160,8 @@ async def test_an_asset_never_materialized_says_so(client: FakeClient) -> None:
     app = Host(client, lambda: AssetScreen("deployed"))
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await opened(app, pilot)
+        details = plain(screen.query_one("#asset-details", Static).content)
+        assert "resources  model_store" in details and "□ missing" in details
         assert screen.query_one("#asset-mats", Table).row_count == 0
         empty = screen.query_one("#asset-plot-empty", Static)
         assert empty.display and "no numeric metadata yet" in plain(empty.content)
