@@ -26,7 +26,7 @@ from engine.client_api import ClientAPI
 from engine.errors import EngineError
 from engine.redact import RedactingFormatter
 from engine.status import RunStatus, StepStatus
-from tui.commands import DagtopCommands
+from tui.commands import DagtopCommands, JumpCommands
 from tui.feedback import report_worker_failure
 from tui.messages import EngineChanged
 
@@ -48,7 +48,7 @@ class DagtopApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "dagtop"
-    COMMANDS = App.COMMANDS | {DagtopCommands}
+    COMMANDS = App.COMMANDS | {DagtopCommands, JumpCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", show=True),
         Binding("question_mark", "help", "Help", show=True, key_display="?"),
