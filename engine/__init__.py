@@ -32,10 +32,12 @@ _HOMES = {
     "engine.authoring.iomanager": ("IOManager", "JsonIO", "PickleIO"),
     "engine.authoring.partitions": (
         "DailyPartitions",
+        "DynamicPartitions",
         "HourlyPartitions",
         "PartitionsDefinition",
         "StaticPartitions",
     ),
+    "engine.authoring.sensors": ("RunRequest", "SensorContext", "SkipReason", "sensor"),
 }
 _WHERE = {name: module for module, names in _HOMES.items() for name in names}
 
@@ -58,10 +60,12 @@ if TYPE_CHECKING:
     from engine.authoring.iomanager import IOManager, JsonIO, PickleIO
     from engine.authoring.partitions import (
         DailyPartitions,
+        DynamicPartitions,
         HourlyPartitions,
         PartitionsDefinition,
         StaticPartitions,
     )
+    from engine.authoring.sensors import RunRequest, SensorContext, SkipReason, sensor
 
 
 def __getattr__(name: str) -> Any:
@@ -83,12 +87,16 @@ __all__ = [
     "CheckDef",
     "CheckResult",
     "DailyPartitions",
+    "DynamicPartitions",
     "HourlyPartitions",
     "IOManager",
     "JsonIO",
     "PartitionsDefinition",
     "Pipeline",
     "PickleIO",
+    "RunRequest",
+    "SensorContext",
+    "SkipReason",
     "StaticPartitions",
     "StepContext",
     "TaskDef",
@@ -97,6 +105,7 @@ __all__ = [
     "check",
     "file_sensor",
     "schedule",
+    "sensor",
     "shell",
     "task",
 ]

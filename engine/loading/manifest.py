@@ -63,6 +63,12 @@ class AssetSpec:
     def partitions_def(self) -> PartitionsDefinition | None:
         return None if self.partitions is None else PartitionsDefinition.from_spec(self.partitions)
 
+    @property
+    def dynamic(self) -> str | None:
+        """The name of its DynamicPartitions, if it has them."""
+        parts = self.partitions
+        return parts.get("name") if parts is not None and parts.get("kind") == "dynamic" else None
+
 
 @dataclass(frozen=True, slots=True)
 class CheckSpec:
@@ -158,6 +164,21 @@ class SensorSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class CustomSensorSpec:
+    """A sensor written as a function (`@sensor`), evaluated in a child process."""
+
+    name: str
+    file: str
+    module: str
+    line: int
+    function: str  # the name it is registered under in its module's definitions
+    target: Target | None
+    interval: float
+    timeout: float
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FileInfo:
     """One discovered pipeline file and the fingerprint its cached result is keyed on."""
 
@@ -178,6 +199,7 @@ class Manifest:
     pipelines: dict[str, PipelineSpec] = field(default_factory=dict)
     schedules: dict[str, ScheduleSpec] = field(default_factory=dict)
     sensors: dict[str, SensorSpec] = field(default_factory=dict)
+    custom_sensors: dict[str, CustomSensorSpec] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -220,6 +242,9 @@ class Manifest:
             },
             schedules={k: ScheduleSpec(**v) for k, v in data["schedules"].items()},
             sensors={k: SensorSpec(**v) for k, v in data["sensors"].items()},
+            custom_sensors={
+                k: CustomSensorSpec(**v) for k, v in data.get("custom_sensors", {}).items()
+            },
         )
 
 

@@ -119,7 +119,12 @@ class InProcess:
         from engine.errors import suggest
 
         manifest = self.manifest()
-        names = manifest.schedules if kind == "schedule" else manifest.sensors
+        if kind == "schedule":
+            names: list[str] = list(manifest.schedules)
+        else:
+            from engine.automation.sensor_registry import sensor_names
+
+            names = sensor_names(manifest)
         if name not in names:
             raise EngineError(f"no {kind} named {name!r}" + suggest(name, names))
         with session_scope(self.db) as s:
