@@ -279,6 +279,23 @@ class Actions(Project):
             raise EngineError(f"only schedules and sensors are turned on and off, not {kind!r}")
         self._call(protocol.TOGGLE, protocol.ToggleCommand(kind=kind, name=name, enabled=enabled))
 
+    # --- dynamic partitions -------------------------------------------------------------------
+
+    def change_keys(self, op: str, name: str, keys: Sequence[str]) -> protocol.KeysChanged:
+        """Add (`op="add"`) or remove keys of DynamicPartitions `name`. Adding a key that
+        exists changes nothing; removing one keeps its runs and values.
+
+        Raises:
+            PartitionError: no asset uses that name, or a key is empty or holds a control
+                character.
+        """
+        if op not in ("add", "remove"):
+            raise EngineError(f"keys are added or removed, not {op!r}")
+        cmd = protocol.KeysCommand(
+            op="add" if op == "add" else "remove", name=name, keys=list(keys)
+        )
+        return self._call(protocol.KEYS, cmd)
+
 
 def _engine_link(link: Link) -> Link:
     """Raises: NoEngine: `link` reaches no engine (what is asked needs one)."""

@@ -33,7 +33,7 @@ from engine.status import PartitionStatus, StepStatus
 if TYPE_CHECKING:
     from engine.automation.backfill import ProgressReader
     from engine.automation.scheduler import ScheduleStatus
-    from engine.automation.sensors import SensorStatus
+    from engine.automation.sensors import SensorStatus, SensorTickView
     from engine.history.lineage import LineageNode, StaleState
     from engine.history.partition_status import PartitionChanges, PartitionCursor, PartitionState
     from engine.loading.manifest import Manifest
@@ -129,6 +129,7 @@ class Reads(Project):
                 return statuses
             from engine.history.lineage import VALUE_MISSING, Staleness
 
+            manifest = bind(s, manifest)
             staleness = Staleness(s, manifest)
             done = {k: n for k, n in statuses.items() if n.status == "success"}
             staleness.preload_pairs(
@@ -157,7 +158,7 @@ class Reads(Project):
             from engine.history.lineage import asset_staleness
 
             with self._read() as s:
-                staleness = asset_staleness(s, manifest)
+                staleness = asset_staleness(s, bind(s, manifest))
         return describe_definitions(manifest, self.config.timezone, staleness)
 
     def _has_history(self) -> bool:
@@ -187,7 +188,7 @@ class Reads(Project):
         manifest = self.load()
         _known_asset(manifest, asset)
         with self._read() as s:
-            return partition_states(s, manifest, asset)
+            return partition_states(s, bind(s, manifest), asset)
 
     def partition_changes(
         self, assets: Sequence[str], cursor: PartitionCursor | None = None
@@ -205,7 +206,7 @@ class Reads(Project):
         for asset in assets:
             _known_asset(manifest, asset)
         with self._read() as s:
-            return partition_changes(s, manifest, list(assets), cursor)
+            return partition_changes(s, bind(s, manifest), list(assets), cursor)
 
     def lineage(
         self, asset: str, partition: str | None = None, downstream: bool = False
@@ -225,7 +226,7 @@ class Reads(Project):
         _known_asset(manifest, asset)
         build = downstream_lineage if downstream else upstream_lineage
         with self._read() as s:
-            return build(s, manifest, asset, partition)
+            return build(s, bind(s, manifest), asset, partition)
 
     def stale(self, selection: Sequence[str], partition: str | None = None) -> list[StaleState]:
         """Each asset of a selection, in dependency order: missing, stale (with the reasons)
@@ -240,8 +241,9 @@ class Reads(Project):
 
         manifest = self.load()
         names = resolve(manifest, selection)
-        validate_partition(manifest, names, partition)
         with self._read() as s:
+            manifest = bind(s, manifest)
+            validate_partition(manifest, names, partition)
             return stale_states(s, manifest, names, partition)
 
     # --- backfills, schedules, sensors --------------------------------------------------------
@@ -279,13 +281,53 @@ class Reads(Project):
         return statuses(self.db, self.load(), self.config.timezone)
 
     def sensors(self) -> list[SensorStatus]:
-        """Every file sensor's status: files seen, last file, on/off."""
-        if self.engine is not None and self.engine.sensors is not None:
-            found: list[SensorStatus] = self.engine.sensors.status()
-            return found
-        from engine.automation.sensors import statuses
+        """Every sensor's status (file, custom and built-in), sorted by name: on/off, and the
+        files seen or the last tick and the next."""
+        import time
 
-        return statuses(self.db, self.load())
+        from engine.automation.sensor_registry import statuses
+
+        files = None
+        if self.engine is not None and self.engine.sensors is not None:
+            files = self.engine.sensors.status()
+        return statuses(self.db, self.load(), files, now=time.time())
+
+    def sensor_ticks(self, name: str, limit: int = 50) -> list[SensorTickView]:
+        """A sensor's ticks, newest first (custom and built-in sensors; none for file sensors).
+
+        Raises:
+            EngineError: no sensor has that name.
+        """
+        from engine.automation.sensor_registry import sensor_names, ticks
+
+        names = sensor_names(self.load())
+        if name not in names:
+            from engine.errors import EngineError, suggest
+
+            raise EngineError(f"unknown sensor {name!r}" + suggest(name, names))
+        return ticks(self.db, name, limit)
+
+    def dynamic_keys(self, name: str) -> list[str]:
+        """The keys of DynamicPartitions `name`, in the order they were added.
+
+        Raises:
+            PartitionError: no asset is partitioned by it, and no key was ever stored under it.
+        """
+        from engine.history.dynamic import known_definition
+        from engine.storage import repo
+
+        with self._read() as s:
+            keys = repo.dynamic_keys(s, [name])[name]
+            stored = [name] if keys or repo.dynamic_key_count(s, name) else []
+        known_definition(self.load(), name, stored)
+        return keys
+
+
+def bind(session: Any, manifest: Manifest) -> Manifest:
+    """The manifest with its dynamic partitions' keys as stored (engine.history.dynamic)."""
+    from engine.history.dynamic import bind as bind_keys
+
+    return bind_keys(session, manifest)
 
 
 def _known_asset(manifest: Manifest, asset: str) -> None:

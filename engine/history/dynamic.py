@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 from sqlmodel import Session
 
 from engine.authoring.partitions import InvalidPartitionKey, check_dynamic_key
 from engine.errors import PartitionError, suggest
 from engine.loading.manifest import Manifest
+from engine.protocol.commands import KeysChanged
 from engine.storage import repo
 
 
@@ -72,6 +74,26 @@ def known_definition(manifest: Manifest, name: str, stored: Sequence[str] = ()) 
         f" (known: {', '.join(sorted(names))})" if names else " (no asset uses DynamicPartitions)"
     )
     raise PartitionError(f"no asset is partitioned by DynamicPartitions {name!r}{hint}")
+
+
+def change(
+    db: Any, manifest: Manifest, op: str, name: str, keys: Sequence[str], now: float
+) -> KeysChanged:
+    """`dagtop keys add|remove NAME KEY...`: one transaction; answers what changed and the keys
+    there now.
+
+    Raises:
+        PartitionError: an unknown definition, a bad key, or an unknown operation.
+    """
+    from engine.storage.db import session_scope
+
+    if op not in ("add", "remove"):
+        raise PartitionError(f"keys are added or removed, not {op!r}")
+    with session_scope(db) as session:
+        stored = [name] if repo.dynamic_key_count(session, name) else []
+        known_definition(manifest, name, stored)
+        changed = (add if op == "add" else remove)(session, name, keys, now)
+        return {"changed": changed, "keys": repo.dynamic_keys(session, [name])[name]}
 
 
 def add(session: Session, name: str, keys: Sequence[str], now: float) -> list[str]:

@@ -31,6 +31,7 @@ from engine.loading import loader
 from engine.loading.config import Config, Paths
 from engine.loading.manifest import Manifest
 from engine.loading.watcher import PipelineWatcher, keep_last_good
+from engine.protocol.commands import KeysChanged
 from engine.service import lease
 from engine.service.admission import Admission
 from engine.service.commands import answer
@@ -488,6 +489,16 @@ class Engine:
                 with session_scope(self.db) as s:  # a built-in sensor reads it at its next pass
                     repo.set_toggle(s, "sensor", name, enabled, time.time())
         self._emit(EngineEvent(kind, name))
+
+    # --- dynamic partitions -------------------------------------------------------------------
+
+    def change_keys(self, op: str, name: str, keys: Sequence[str]) -> KeysChanged:
+        """Add or remove keys of dynamic partitions (see engine.history.dynamic.change)."""
+        from engine.history.dynamic import change
+
+        changed = change(self.db, self.manifest(), op, name, keys, time.time())
+        self._emit(EngineEvent("keys", name))
+        return changed
 
     # --- the housekeeping loop ----------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from engine.errors import EngineError
-from engine.protocol.commands import BackfillInfo, FollowRun, RunWire
+from engine.protocol.commands import BackfillInfo, FollowRun, KeysChanged, RunWire
 from engine.service.watch import run_wire, watch_run
 from engine.storage import repo
 from engine.storage.db import read_scope, session_scope
@@ -129,6 +129,12 @@ class InProcess:
             raise EngineError(f"no {kind} named {name!r}" + suggest(name, names))
         with session_scope(self.db) as s:
             repo.set_toggle(s, kind, name, enabled, time.time())
+
+    def change_keys(self, op: str, name: str, keys: Sequence[str]) -> KeysChanged:
+        """Add or remove keys of dynamic partitions in storage."""
+        from engine.history.dynamic import change
+
+        return change(self.db, self.manifest(), op, name, keys, time.time())
 
     # --- streams ------------------------------------------------------------------------------
 

@@ -835,6 +835,13 @@ def dynamic_keys(session: Session, definitions: Iterable[str]) -> dict[str, list
     return out
 
 
+def dynamic_key_count(session: Session, definition: str) -> int:
+    """How many keys were ever stored under `definition` (removed ones too)."""
+    return int(
+        session.exec(select(func.count()).where(DynamicPartitionKey.definition == definition)).one()
+    )
+
+
 def add_dynamic_keys(
     session: Session, definition: str, keys: Sequence[str], now: float
 ) -> list[str]:
