@@ -67,6 +67,10 @@ class TickOutcome:
     keys_added: int = 0
 
 
+class _TurnedOff(Exception):
+    """The sensor was turned off while it was evaluated."""
+
+
 @dataclass(slots=True)
 class _State:
     spec: CustomSensorSpec
@@ -284,6 +288,9 @@ class CustomSensorRunner:
         if answer is not None:
             try:
                 outcome = self._record(spec, answer, started, duration, tail)
+            except _TurnedOff:
+                log.info("sensor %s was turned off while evaluated: nothing recorded", name)
+                return TickOutcome(name, "skipped", reason="turned off")
             except IntegrityError:
                 error = "a run key was requested by another engine at the same moment"
             except EngineError as exc:
@@ -336,6 +343,11 @@ class CustomSensorRunner:
         run_ids: list[str] = []
         skipped = added = 0
         with session_scope(self._db) as session:
+            toggle = repo.toggles(session, "sensor").get(name)
+            if toggle is not None and not toggle.enabled:
+                # Turned off while it was evaluated: nothing is requested while it is off, and
+                # what it saw is seen again (from the same cursor) once it is on.
+                raise _TurnedOff
             for definition, keys in (answer.get("partitions") or {}).items():
                 added += len(repo.add_dynamic_keys(session, definition, keys, now))
             keyed = [r["run_key"] for r in requests if r.get("run_key") is not None]

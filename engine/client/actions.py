@@ -234,12 +234,13 @@ class Actions(Project):
         last: str | None = None,
         max_parallel: int = 4,
     ) -> str:
-        """Record a backfill of `selection` over `keys` (or the range `first`..`last`).
+        """Record a backfill of `selection` over `keys` (or the range `first`..`last`; with
+        neither, every key of static or dynamic partitions).
 
         Raises:
             SelectionError, PartitionError: nothing is recorded.
         """
-        if keys is None and (first is None or last is None):
+        if keys is None and (first is None) != (last is None):
             raise EngineError("give --from and --to, or --partitions k1,k2")
         command: protocol.BackfillCommand = {
             "selection": list(selection),
