@@ -23,7 +23,7 @@ from sqlmodel import col, select
 
 from engine.automation.custom_sensors import CustomSensorRunner
 from engine.automation.sensor_registry import _BUILTIN, BuiltinSensor, register_builtin
-from engine.client import Client
+from engine.client import Client, RunView
 from engine.history.plan import record
 from engine.loading.loader import load
 from engine.loading.manifest import Manifest
@@ -368,12 +368,14 @@ def test_two_waves_of_thirty_jobs_across_a_kill_9_start_exactly_thirty_runs_each
         assert sorted(runs["by_cursor"]) == expected
         assert sorted(runs["by_key"]) == expected
         client = Client(tmp_path / "home", tmp_path / "pipelines")
-        done = wait_for(
-            lambda: (views := client.runs(100)) and all(v.finished for v in views) and views,
-            timeout=60,
-            what="every run to finish",
-        )
-        assert {v.status for v in done if v.trigger == "sensor"} == {"success"}
+
+        def finished() -> list[RunView] | None:
+            views = client.runs(100)
+            return views if all(v.finished for v in views) else None
+
+        done = wait_for(finished, timeout=60, what="every run to finish")
+        assert len(done) == 60
+        assert {v.status for v in done} == {"success"}
     finally:
         db.dispose()
 
