@@ -23,7 +23,7 @@ from textual.app import App
 from textual.screen import Screen
 
 from engine.automation.scheduler import ScheduleStatus
-from engine.automation.sensors import SensorStatus
+from engine.automation.sensors import SensorStatus, SensorTickView
 from engine.client import (
     AttemptView,
     CheckView,
@@ -230,6 +230,7 @@ class FakeClient:
         backfills: What `backfills` lists (dicts as `engine.automation.backfill.progress`).
         schedules: The schedules' states, as the scheduler reports them.
         sensors: The sensors' states.
+        sensor_ticks: Each custom sensor's ticks, newest first.
     """
 
     def __init__(
@@ -243,6 +244,7 @@ class FakeClient:
         backfills: Sequence[dict[str, Any]] = (),
         schedules: Sequence[ScheduleStatus] = (),
         sensors: Sequence[SensorStatus] = (),
+        sensor_ticks: dict[str, list[SensorTickView]] | None = None,
     ) -> None:
         project = Path("/srv/ml-project")
         self.paths = Paths(home=project / ".dagtop", pipelines=project / "pipelines")
@@ -256,6 +258,7 @@ class FakeClient:
         self.backfill_items: list[dict[str, Any]] = list(backfills)
         self.schedule_items = {s.name: s for s in schedules}
         self.sensor_items = {s.name: s for s in sensors}
+        self.tick_lists: dict[str, list[SensorTickView]] = dict(sensor_ticks or {})
         self.asset_status: dict[str, NodeStatus] = {}
         self.task_status: dict[str, dict[str, NodeStatus]] = {}
         self._derive_statuses()
@@ -423,6 +426,9 @@ class FakeClient:
 
     def sensors(self) -> list[SensorStatus]:
         return list(self.sensor_items.values())
+
+    def sensor_ticks(self, name: str, limit: int = 50) -> list[SensorTickView]:
+        return self.tick_lists.get(name, [])[:limit]
 
     def set_enabled(self, kind: str, name: str, enabled: bool) -> None:
         if self.toggle_error is not None:
