@@ -72,6 +72,7 @@ def test_check_is_clean(project: Path) -> None:
     assert report["ok"] is True
     assert report["errors"] == []
     assert set(report["files"]) == {
+        "customers.py",
         "daily_sales.py",
         "ingest.py",
         "ml_training.py",
@@ -202,3 +203,37 @@ def test_ingest_without_a_path_error_reaches_the_step(client: Client) -> None:
     assert step.error is not None
     assert "ValueError" in step.error
     assert MISSING_PATH in step.error
+
+
+def test_customer_files_feed_dynamic_partitions_through_the_sensor(
+    client: Client, project: Path
+) -> None:
+    import time
+
+    from engine.loading.config import load_config, resolve_paths
+    from engine.service.daemon import Engine
+    from engine.status import PartitionStatus
+    from tests.waiting import wait_for
+
+    for sample in (project / "pipelines" / "samples" / "customers").glob("*.csv"):
+        shutil.copy(sample, project / "pipelines" / "signups" / sample.name)
+    paths = resolve_paths(project / "home", project / "pipelines")
+    engine = Engine(paths, load_config(paths.project), schedules=False, watch=False)
+    engine.start()
+    try:
+        client.attach(engine)
+
+        def modelled() -> bool:
+            states = client.partitions("customer_model")
+            return [p.status for p in states] == [PartitionStatus.MATERIALIZED] * 2
+
+        wait_for(modelled, timeout=60, what="both customers' models")
+        assert client.dynamic_keys("customers") == ["acme", "globex"]
+        model, _ = _latest(client, "customer_model", "acme")
+        assert model["slope"] > 0 and model["next_order"] > 171.0
+        time.sleep(0.5)
+        (last,) = [s for s in client.sensors() if s.name == "new_customers"]
+        assert last.kind == "custom" and last.last_tick is not None
+        assert len([r for r in client.runs(20) if r.trigger == "sensor"]) == 2  # one per file
+    finally:
+        engine.stop()
