@@ -22,7 +22,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from engine.authoring.definitions import (
     Target,
@@ -84,15 +84,33 @@ class SensorDef:
         return self.fn(*args, **kwargs)
 
 
+@overload
+def sensor(fn: Callable[..., Any], /) -> SensorDef: ...
+
+
+@overload
 def sensor(
-    fn: Callable[..., Any] | None = None,
+    fn: None = None,
+    /,
     *,
     target: Target | None = None,
     name: str | None = None,
     interval: float = DEFAULT_INTERVAL,
     timeout: float = DEFAULT_TIMEOUT,
     description: str | None = None,
-) -> Any:
+) -> Callable[[Callable[..., Any]], SensorDef]: ...
+
+
+def sensor(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    target: Target | None = None,
+    name: str | None = None,
+    interval: float = DEFAULT_INTERVAL,
+    timeout: float = DEFAULT_TIMEOUT,
+    description: str | None = None,
+) -> SensorDef | Callable[[Callable[..., Any]], SensorDef]:
     """Make a function a sensor the engine evaluates every `interval` seconds.
 
     The function takes a `SensorContext` (`context.cursor`, `context.update_cursor()`,
