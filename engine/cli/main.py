@@ -600,7 +600,7 @@ def sensors_(client: Client, name: str | None, limit: int, as_json: bool) -> Non
                 last += f", last {_when(s.last_seen_at)}"
             nxt = ""
         else:
-            every = f"every {format_duration(s.interval)}" if s.interval else ""
+            every = f"every {s.interval:g} s" if s.interval else ""
             last = _tick_line(s.last_tick) if s.last_tick else "no tick yet"
             nxt = f"  next {_when(s.next_tick_at)}" if s.next_tick_at else ""
         print(f"{state} {s.name:<20} {s.kind:<7} {every} → {s.target}")
