@@ -72,11 +72,11 @@ def test_check_is_clean(project: Path) -> None:
     assert report["ok"] is True
     assert report["errors"] == []
     assert set(report["files"]) == {
-        "customers.py",
         "daily_sales.py",
         "ingest.py",
         "ml_training.py",
         "ml_training_tasks.py",
+        "per_customer.py",
     }
 
 
