@@ -24,6 +24,7 @@ from sqlmodel import col, select
 from engine.automation.custom_sensors import CustomSensorRunner
 from engine.automation.sensor_registry import _BUILTIN, BuiltinSensor, register_builtin
 from engine.client import Client, RunView
+from engine.errors import EngineError
 from engine.history.plan import record
 from engine.loading.loader import load
 from engine.loading.manifest import Manifest
@@ -469,3 +470,49 @@ def test_a_sensor_turned_off_while_evaluated_records_nothing(project: Project) -
     assert project.runs("by_cursor") == [] and project.ticks("by_cursor") == []
     with read_scope(project.db) as s:
         assert repo.sensor_cursor(s, "by_cursor") is None
+
+
+def test_turning_a_custom_sensor_off_with_no_engine_up_is_kept_for_the_next(
+    tmp_path: Path,
+) -> None:
+    write_project(tmp_path, faulty=False)
+    client = Client(tmp_path / "home", tmp_path / "pipelines")
+    client.set_enabled("sensor", "by_key", False)
+    listed = {s.name: s for s in client.sensors()}
+    assert listed["by_key"].enabled is False and listed["by_key"].next_tick_at is None
+    assert listed["by_cursor"].enabled is True and listed["by_cursor"].kind == "custom"
+    with pytest.raises(EngineError, match="no sensor named 'by_kye'"):
+        client.set_enabled("sensor", "by_kye", True)
+
+
+@pytest.mark.parametrize(
+    ("source", "kind", "message"),
+    [
+        (
+            'from engine import sensor\n@sensor(target="nothing")\ndef s(context):\n    pass\n',
+            "unknown-target",
+            "sensor 's': unknown asset 'nothing'",
+        ),
+        (
+            'from engine import file_sensor, sensor\nfile_sensor("s", ".", target="job")\n'
+            '@sensor(target="job")\ndef s(context):\n    pass\n',
+            "duplicate",
+            "sensor 's' is defined twice",
+        ),
+        (
+            'from engine import sensor\n@sensor(target="job", interval=0)\ndef s(context):\n'
+            "    pass\n",
+            "definition",
+            "interval must be a number of seconds > 0",
+        ),
+    ],
+)
+def test_a_bad_sensor_is_a_load_error_of_its_file(
+    tmp_path: Path, source: str, kind: str, message: str
+) -> None:
+    write_project(tmp_path, faulty=False)
+    (tmp_path / "pipelines" / "bad.py").write_text(source)
+    manifest = load(tmp_path / "pipelines")
+    error = manifest.errors["bad.py"]
+    assert error.kind == kind and message in error.message, error
+    assert "by_key" in manifest.custom_sensors  # the other file still loads
