@@ -30,6 +30,7 @@ _HOMES = {
         "task",
     ),
     "engine.authoring.iomanager": ("IOManager", "JsonIO", "PickleIO"),
+    "engine.authoring.multi_partitions": ("MultiPartitions",),
     "engine.authoring.partitions": (
         "DailyPartitions",
         "DynamicPartitions",
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
         task,
     )
     from engine.authoring.iomanager import IOManager, JsonIO, PickleIO
+    from engine.authoring.multi_partitions import MultiPartitions
     from engine.authoring.partitions import (
         DailyPartitions,
         DynamicPartitions,
@@ -91,6 +93,7 @@ __all__ = [
     "HourlyPartitions",
     "IOManager",
     "JsonIO",
+    "MultiPartitions",
     "PartitionsDefinition",
     "Pipeline",
     "PickleIO",

@@ -1,4 +1,4 @@
-"""Facts about processes that every layer may need, with no dependency of its own."""
+"""Facts about processes that every layer may need (psutil is imported only when asked)."""
 
 from __future__ import annotations
 
@@ -22,3 +22,26 @@ def describe_exit(returncode: int) -> str:
         # Real-time signals have no name in the enum.
         return f"killed by signal {-returncode}"
     return _EXIT_WORDS.get(sig, f"killed by {sig.name}")
+
+
+def same_process_alive(pid: int | None, created: float | None, *, if_unsure: bool) -> bool:
+    """Whether the process recorded as `pid`, created at `created`, still runs (not a zombie).
+
+    A pid now naming a process born at another time is not it: pids are reused. `if_unsure` is
+    the answer when psutil cannot tell (access denied): True where taking a live process for
+    dead would cost something (recording a running step as ended), False where the caller
+    only looks for a live owner.
+    """
+    if not pid:
+        return False
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if created is not None and abs(proc.create_time() - created) > 0.01:
+            return False
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return if_unsure

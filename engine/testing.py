@@ -30,6 +30,7 @@ from engine.authoring import definitions, iomanager
 from engine.authoring.backfill_policy import range_values
 from engine.authoring.context import build_context
 from engine.authoring.definitions import AssetDef, CheckDef, CheckResult
+from engine.authoring.multi_partitions import DimensionLink, dimensions_of, link
 from engine.authoring.output_types import OutputTypeError, check_output
 from engine.authoring.partitions import InvalidPartitionKey, safe_key
 from engine.errors import PartitionError
@@ -233,6 +234,7 @@ def materialize(
             ctx = build_context(
                 partition=key, params=params, run_id=run_id, key=name, home=root,
                 resources=resources, partition_keys=call_keys,
+                dimensions=dimensions_of(defn.partitions, key),
             )  # fmt: skip
             try:
                 value = defn.fn(ctx, **kwargs) if defn.takes_context else defn.fn(**kwargs)
@@ -298,11 +300,25 @@ def _inputs(
                 kwargs[up] = {k: stored[(up, k)] for k in key}
             elif updef.partitions == defn.partitions and isinstance(key, str):
                 kwargs[up] = stored[(up, key)]
+            elif isinstance(key, str) and (by := _link(updef, defn)) is not None:
+                # One dimension of a MultiPartitions asset, as the engine maps it.
+                picked = by.upstream_key(key)
+                if picked is not None:
+                    kwargs[up] = stored[(up, picked)]
+                else:
+                    mine = {k: v for (a, k), v in stored.items() if a == up}
+                    kwargs[up] = {k: v for k, v in mine.items() if by.reads(k, key)}
             else:
                 kwargs[up] = {k: v for (a, k), v in stored.items() if a == up}
         elif up in given:
             kwargs[up] = given[up]
     return kwargs
+
+
+def _link(up: AssetDef, down: AssetDef) -> DimensionLink | None:
+    if up.partitions is None or down.partitions is None:
+        return None
+    return link(up.partitions.to_spec(), down.partitions.to_spec())
 
 
 def _round_trip(defn: AssetDef, value: Any, home: Path, key: str | None, run_id: str) -> Any:
@@ -348,3 +364,8 @@ __all__ = [
     "load_module",
     "materialize",
 ]
+
+# Task pipelines, with the executor's rules (imported lazily there: assets-only tests pay nothing).
+from engine.testing_tasks import PipelineResult, run_pipeline  # noqa: E402
+
+__all__ += ["PipelineResult", "run_pipeline"]

@@ -17,6 +17,8 @@ class StepContext:
         log: A logger whose lines land in the step's log file with time and level.
         partition: The partition key being materialized, or None (also for a range of more
             than one key).
+        dimensions: For a `MultiPartitions` asset, the key of each dimension of `partition`
+            (`{"date": "2025-01-01", "region": "us"}`); else empty.
         partition_keys: Every partition key this step materializes, in order: the range of
             an asset with a `BackfillPolicy`, else `[partition]` (empty if unpartitioned).
         run_id: The run's id.
@@ -35,6 +37,7 @@ class StepContext:
     params: dict[str, Any]
     key: str
     home: Path
+    dimensions: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
     partition_keys: list[str] = field(default_factory=list)
@@ -91,6 +94,7 @@ def build_context(
     home: Path | None = None,
     resources: dict[str, Any] | None = None,
     partition_keys: list[str] | None = None,
+    dimensions: dict[str, str] | None = None,
 ) -> StepContext:
     """A context for calling one asset or task function directly in a unit test.
 
@@ -108,4 +112,5 @@ def build_context(
         home=Path(home) if home is not None else Path(tempfile.mkdtemp(prefix="dagtop-test-")),
         resources=dict(resources or {}),
         partition_keys=list(partition_keys or ([partition] if partition is not None else [])),
+        dimensions=dict(dimensions or {}),
     )

@@ -178,6 +178,9 @@ def _check_backfill_policy(
         )
     if partitions is None:
         raise DefinitionError(f"{what}: backfill_policy needs partitions= (it splits their runs)")
+    if partitions.kind == "multi":
+        # Runs of consecutive keys mean nothing across two dimensions.
+        raise DefinitionError(f"{what}: backfill_policy does not apply to MultiPartitions")
 
 
 def hook_spec(hook: Any, what: str) -> dict[str, Any] | None:
@@ -571,9 +574,62 @@ class TaskDef(_Chainable):
     pool: str | None = None
     file: str = ""
     line: int = 0
+    trigger_rule: str = "all_success"
+    branch: bool = False
+    short_circuit: bool = False
+    expand_over: tuple[str, str] | None = None  # (parameter, upstream task id)
 
     def _targets(self) -> list[TaskDef]:
         return [self]
+
+    def expand(self, **mapping: TaskDef) -> TaskDef:
+        """Run this task once per element of an upstream task's return value (a list), as
+        Airflow's dynamic task mapping does: `process.expand(item=list_files)` makes one step
+        per file, `process[0]`, `process[1]`, ..., each with its own process, log, retries and
+        status, created when `list_files` has returned. `item` receives the element; a task
+        taking `process` as a parameter receives the instances' return values as a list, in
+        order (`[]` when the list was empty). Returns the task.
+
+        Raises:
+            DefinitionError: not exactly one parameter, a parameter the function does not
+                take, or a value that is not a task of the same pipeline.
+        """
+        what = f"task {self.id!r}"
+        if self.fn is None:
+            raise DefinitionError(f"{what}: a shell task cannot be expanded")
+        if self.expand_over is not None:
+            raise DefinitionError(f"{what}: expand() was already called")
+        if len(mapping) != 1:
+            raise DefinitionError(
+                f"{what}: expand() takes exactly one parameter=upstream_task, got {len(mapping)}"
+            )
+        ((param, source),) = mapping.items()
+        if param not in self.inputs:
+            raise DefinitionError(
+                f"{what}: expand({param}=...) names no required parameter of the function"
+            )
+        if not isinstance(source, TaskDef):
+            raise DefinitionError(
+                f"{what}: expand({param}=...) takes a task, not {type(source).__name__} "
+                "(a literal list needs no mapping task: return it from one)"
+            )
+        if source.pipeline is not self.pipeline:
+            raise DefinitionError(f"{what}: expand() over task {source.id!r} of another pipeline")
+        if source is self:
+            raise DefinitionError(f"{what}: a task cannot be expanded over itself")
+        if source.fn is None:
+            raise DefinitionError(
+                f"{what}: expand() over shell task {source.id!r}, which returns no value"
+            )
+        if self.branch or self.short_circuit:
+            raise DefinitionError(f"{what}: a mapped task cannot be a branch or a short-circuit")
+        self.inputs = tuple(n for n in self.inputs if n != param)
+        if param in self.upstream and param not in self.pipeline.tasks:
+            self.upstream.remove(param)  # a parameter that names no task was not an edge
+        if source.id not in self.upstream:
+            self.upstream.append(source.id)
+        self.expand_over = (param, source.id)
+        return self
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.fn is None:
@@ -677,6 +733,9 @@ def task(
     timeout: float | None = None,
     memory_limit: int | str | None = None,
     pool: str | None = None,
+    trigger_rule: str = "all_success",
+    branch: bool = False,
+    short_circuit: bool = False,
 ) -> TaskDef: ...
 
 
@@ -691,6 +750,9 @@ def task(
     timeout: float | None = None,
     memory_limit: int | str | None = None,
     pool: str | None = None,
+    trigger_rule: str = "all_success",
+    branch: bool = False,
+    short_circuit: bool = False,
 ) -> Callable[[Callable[..., Any]], TaskDef]: ...
 
 
@@ -704,11 +766,23 @@ def task(
     timeout: float | None = None,
     memory_limit: int | str | None = None,
     pool: str | None = None,
+    trigger_rule: str = "all_success",
+    branch: bool = False,
+    short_circuit: bool = False,
 ) -> TaskDef | Callable[[Callable[..., Any]], TaskDef]:
     """A Python task in the enclosing `Pipeline`: `task(fn, id="x")` or `@task`.
 
     The function may take `context` first and parameters named after upstream task ids, which
     receive those tasks' return values (and make them upstream if `>>` did not).
+
+    Args:
+        trigger_rule: When the task runs, given its direct upstream tasks, as Airflow defines
+            it: "all_success" (the default), "all_done", "one_success", "one_failed",
+            "none_failed" or "none_failed_min_one_success".
+        branch: The task returns the id (or a list of ids, or None) of the direct downstream
+            tasks to run; the others are skipped.
+        short_circuit: A falsy return value skips every task downstream, whatever its
+            trigger rule (Airflow's `ignore_downstream_trigger_rules=True`).
     """
 
     def wrap(func: Callable[..., Any]) -> TaskDef:
@@ -721,6 +795,8 @@ def task(
         if not task_id.isidentifier():
             raise DefinitionError(f"{what}: an id must be a Python identifier")
         takes_context, required, _ = _inputs_of(func, what)
+        if branch and short_circuit:
+            raise DefinitionError(f"{what}: a task is a branch or a short-circuit, not both")
         file, line = _fn_location(func)
         return pipeline.add(
             TaskDef(
@@ -737,10 +813,36 @@ def task(
                 pool=pool,
                 file=file,
                 line=line,
+                trigger_rule=_check_trigger_rule(what, trigger_rule),
+                branch=bool(branch),
+                short_circuit=bool(short_circuit),
             )
         )
 
     return wrap(fn) if fn is not None else wrap
+
+
+TRIGGER_RULES = (
+    "all_success",
+    "all_done",
+    "one_success",
+    "one_failed",
+    "none_failed",
+    "none_failed_min_one_success",
+)
+"""The trigger rules a task may have, as Airflow names and defines them."""
+
+
+def _check_trigger_rule(what: str, rule: object) -> str:
+    rule = getattr(rule, "value", rule)  # an enum of the same words works too
+    if not isinstance(rule, str) or rule not in TRIGGER_RULES:
+        from engine.errors import suggest
+
+        hint = suggest(rule, TRIGGER_RULES) if isinstance(rule, str) else ""
+        raise DefinitionError(
+            f"{what}: unknown trigger_rule {rule!r}{hint} (one of {', '.join(TRIGGER_RULES)})"
+        )
+    return rule
 
 
 def shell(
@@ -753,6 +855,7 @@ def shell(
     timeout: float | None = None,
     memory_limit: int | str | None = None,
     pool: str | None = None,
+    trigger_rule: str = "all_success",
 ) -> TaskDef:
     """A shell command task in the enclosing `Pipeline`; it fails when the command exits non-zero.
 
@@ -786,6 +889,7 @@ def shell(
             pool=pool,
             file=file,
             line=line,
+            trigger_rule=_check_trigger_rule(what, trigger_rule),
         )
     )
 

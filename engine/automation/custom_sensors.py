@@ -43,6 +43,7 @@ from engine.automation.targets import request_for
 from engine.errors import EngineError, suggest
 from engine.history.plan import RunRequest
 from engine.loading.manifest import CustomSensorSpec, Manifest
+from engine.status import TickStatus
 from engine.storage import repo
 from engine.storage.db import read_scope, session_scope
 from engine.storage.models import SensorRunKey, SensorTick
@@ -59,7 +60,7 @@ class TickOutcome:
     """What one evaluation came to (also what its SensorTick row says)."""
 
     sensor: str
-    status: str  # requested | skipped | failed
+    status: TickStatus  # started (it requested runs) | skipped | failed
     run_ids: tuple[str, ...] = ()
     run_keys_skipped: int = 0
     reason: str | None = None
@@ -283,14 +284,14 @@ class CustomSensorRunner:
                 state.proc = None
         if self._stop_evt.is_set() and error is not None:
             # Ended by stop(): not the sensor's failure, and not recorded.
-            return TickOutcome(name, "failed", error="the engine stopped")
+            return TickOutcome(name, TickStatus.FAILED, error="the engine stopped")
         duration = time.monotonic() - t0
         if answer is not None:
             try:
                 outcome = self._record(spec, answer, started, duration, tail)
             except _TurnedOff:
                 log.info("sensor %s was turned off while evaluated: nothing recorded", name)
-                return TickOutcome(name, "skipped", reason="turned off")
+                return TickOutcome(name, TickStatus.SKIPPED, reason="turned off")
             except IntegrityError:
                 error = "a run key was requested by another engine at the same moment"
             except EngineError as exc:
@@ -304,14 +305,14 @@ class CustomSensorRunner:
             sensor=name,
             started_at=started,
             duration=duration,
-            status="failed",
+            status=TickStatus.FAILED,
             error=error,
             cursor=cursor,
             log_tail=tail or None,
         )
         with session_scope(self._db) as session:
             repo.add_sensor_tick(session, tick)
-        outcome = TickOutcome(name, "failed", error=error)
+        outcome = TickOutcome(name, TickStatus.FAILED, error=error)
         self._told(outcome)
         return outcome
 
@@ -385,9 +386,9 @@ class CustomSensorRunner:
                 repo.set_sensor_cursor(session, name, cursor, now)
             else:
                 cursor = repo.sensor_cursor(session, name)
-            status = "requested" if run_ids else "skipped"
+            status = TickStatus.STARTED if run_ids else TickStatus.SKIPPED
             reason = answer.get("skip")
-            if status == "skipped" and not reason:
+            if status == TickStatus.SKIPPED and not reason:
                 reason = (
                     f"{skipped} run key(s) already requested" if skipped else "nothing to request"
                 )
@@ -400,7 +401,7 @@ class CustomSensorRunner:
                     status=status,
                     run_ids=json.dumps(run_ids),
                     run_keys_skipped=skipped,
-                    reason=reason if status == "skipped" else None,
+                    reason=reason if status == TickStatus.SKIPPED else None,
                     cursor=cursor,
                     keys_added=added,
                     log_tail=tail or None,
@@ -409,7 +410,7 @@ class CustomSensorRunner:
         if run_ids:
             log.info("sensor %s requested %d run(s)", name, len(run_ids))
         return TickOutcome(
-            name, status, tuple(run_ids), skipped, reason if status == "skipped" else None,
+            name, status, tuple(run_ids), skipped, reason if status == TickStatus.SKIPPED else None,
             None, added,
         )  # fmt: skip
 

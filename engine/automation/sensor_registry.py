@@ -27,6 +27,7 @@ from sqlmodel import Session
 
 from engine.automation.sensors import SensorStatus, SensorTickView
 from engine.loading.manifest import Manifest, target_label
+from engine.status import TickStatus
 from engine.storage import repo
 from engine.storage.db import read_scope
 from engine.storage.models import SensorTick
@@ -90,7 +91,7 @@ def tick_view(row: SensorTick) -> SensorTickView:
         sensor=row.sensor,
         started_at=row.started_at,
         duration=row.duration,
-        status=row.status,
+        status=TickStatus(row.status),
         run_ids=tuple(json.loads(row.run_ids or "[]")),
         run_keys_skipped=row.run_keys_skipped,
         reason=row.reason,

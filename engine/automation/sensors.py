@@ -52,6 +52,7 @@ from engine.automation.targets import request_for
 from engine.errors import EngineError, suggest
 from engine.history.plan import RunRequest
 from engine.loading.manifest import Manifest, SensorSpec, target_label
+from engine.status import TickStatus
 from engine.storage import repo
 from engine.storage.db import read_scope, session_scope
 from engine.storage.models import SensorFile
@@ -89,7 +90,7 @@ class SensorTickView:
     sensor: str
     started_at: float
     duration: float
-    status: str  # requested | skipped | failed
+    status: TickStatus  # started (it requested runs) | skipped | failed
     run_ids: tuple[str, ...] = ()
     run_keys_skipped: int = 0
     reason: str | None = None

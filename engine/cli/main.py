@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import click
 
@@ -23,7 +23,11 @@ from engine.cli import db as cli_db
 from engine.cli import logs as cli_logs
 from engine.client import Client, RunView, iso
 from engine.errors import EngineError
+from engine.status import BackfillStatus, Freshness, RunStatus, StepStatus, TickStatus
 from engine.units import GLYPHS, format_bytes, format_duration, glyph, one_line
+
+if TYPE_CHECKING:
+    from engine.history.lineage import StaleState
 
 
 def _exit(code: int) -> NoReturn:
@@ -166,7 +170,7 @@ class _Progress:
             return
         with self._lock:
             for st in view.steps:
-                if st.status in ("queued", "running"):
+                if not st.status.finished:
                     continue
                 mark = (st.key, st.attempts, st.status)
                 if mark in self.shown:
@@ -194,10 +198,10 @@ def _finish_run(view: RunView, as_json: bool) -> None:
     else:
         took = (view.ended_at or time.time()) - (view.started_at or view.created_at)
         for c in view.checks:
-            mark = GLYPHS["success" if c.passed else "failed"]
+            mark = GLYPHS[StepStatus.SUCCESS if c.passed else StepStatus.FAILED]
             print(f"  check {c.name} on {c.asset}: {mark}{' ' + c.error if c.error else ''}")
         print(f"{glyph(view.status)} run {view.id} {view.status} in {format_duration(took)}")
-    if view.status != "success":
+    if view.status != RunStatus.SUCCESS:
         _exit(1)
 
 
@@ -261,7 +265,7 @@ def _materialize_stale(
     )
     if as_json:
         _emit_json({"states": [st.to_json() for st in states], "run": view and view.to_json()})
-        if view is not None and view.status != "success":
+        if view is not None and view.status != RunStatus.SUCCESS:
             _exit(1)
     elif view is None:
         print("nothing is stale")
@@ -270,11 +274,11 @@ def _materialize_stale(
         _finish_run(view, as_json)
 
 
-def _print_due(states: list[Any]) -> None:
-    due = [st for st in states if st.status != "current"]
+def _print_due(states: list[StaleState]) -> None:
+    due = [st for st in states if st.status != Freshness.CURRENT]
     for st in due:
         where = f" [{st.partition}]" if st.partition else ""
-        mark = GLYPHS["missing" if st.status == "missing" else "stale"]
+        mark = GLYPHS[st.status]
         print(f"{mark} {st.asset + where:<24} {st.status}: {', '.join(st.reasons)}", flush=True)
     if due:
         print(f"materializing {len(due)} of {len(states)} asset(s)", flush=True)
@@ -322,7 +326,7 @@ def cancel(client: Client, run_id: str) -> None:
     """Cancel a run: queued steps are dropped, running ones stopped."""
     view = client.cancel(run_id)
     print(f"{glyph(view.status)} run {view.id} {view.status}")
-    if view.status not in ("canceled", "success", "failed"):
+    if not view.status.finished:
         _exit(1)
 
 
@@ -399,11 +403,13 @@ def backfill(
             if shown is not None:
                 shown.close()
     _print_backfill(info, as_json)
-    if info["status"] not in ("success", "running"):
+    if info["status"] not in (BackfillStatus.SUCCESS, BackfillStatus.RUNNING):
         _exit(1)
 
 
 BAR = "█"  # the progress bar's fill
+_ENDED = (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELED)  # a backfill run's ends
+_BESIDE_THE_BAR = (RunStatus.FAILED, RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.CANCELED)
 
 
 class BackfillProgress:
@@ -437,13 +443,10 @@ class BackfillProgress:
 
     def _redraw(self, info: dict[str, Any]) -> None:
         c, total = info["counts"], info["total"]
-        done = c.get("success", 0)
+        done = c.get(RunStatus.SUCCESS, 0)
         width = 30
         bar = BAR * int(width * done / total) if total else ""
-        tail = "  ".join(
-            f"{GLYPHS[status]} {c.get(status, 0)}"
-            for status in ("failed", "running", "queued", "canceled")
-        )
+        tail = "  ".join(f"{GLYPHS[status]} {c.get(status, 0)}" for status in _BESIDE_THE_BAR)
         self.out.write(f"\r{bar:<{width}} {done}/{total}  {tail} ")
         self.out.flush()
         self.drawn = True
@@ -456,16 +459,14 @@ class BackfillProgress:
                 f"backfill {info['id']}: {total} partitions of {', '.join(info['selection'])}, "
                 f"{info['max_parallel']} at once\n"
             )
-        finished = sum(c.get(status, 0) for status in ("success", "failed", "canceled"))
+        finished = sum(c.get(status, 0) for status in _ENDED)
         tenths = finished * 10 // total if total else 10
-        first_failure = c.get("failed", 0) > 0 and self.failed == 0
-        self.failed = c.get("failed", 0)
+        first_failure = c.get(RunStatus.FAILED, 0) > 0 and self.failed == 0
+        self.failed = c.get(RunStatus.FAILED, 0)
         if tenths > self.tenths or first_failure:
             self.tenths = max(self.tenths, tenths)
             counts = "  ".join(
-                f"{GLYPHS[status]} {c[status]}"
-                for status in ("success", "failed", "canceled")
-                if c.get(status)
+                f"{GLYPHS[status]} {c[status]}" for status in _ENDED if c.get(status)
             )
             took = format_duration(time.monotonic() - self.started)
             self.out.write(f"  {finished}/{total} finished  {counts}  ({took})\n")
@@ -553,11 +554,11 @@ def _when(ts: float | None) -> str:
 
 def _tick_line(tick: Any) -> str:
     """A tick in one line: when, how long, and what it requested, why it skipped, or its error."""
-    if tick.status == "requested":
+    if tick.status == TickStatus.STARTED:
         what = f"requested {len(tick.run_ids)} run(s)"
         if tick.run_keys_skipped:
             what += f", {tick.run_keys_skipped} run key(s) already requested"
-    elif tick.status == "skipped":
+    elif tick.status == TickStatus.SKIPPED:
         what = f"skipped: {tick.reason}"
     else:
         what = f"failed: {tick.error}"
@@ -607,7 +608,11 @@ def sensors_(client: Client, name: str | None, limit: int, as_json: bool) -> Non
         print(f"    last: {last}{nxt}")
 
 
-_TICK_GLYPH = {"requested": "success", "skipped": "skipped", "failed": "failed"}
+_TICK_GLYPH = {
+    TickStatus.STARTED: StepStatus.SUCCESS,
+    TickStatus.SKIPPED: StepStatus.SKIPPED,
+    TickStatus.FAILED: StepStatus.FAILED,
+}
 
 
 @app.command("keys")
@@ -658,7 +663,7 @@ def runs(client: Client, limit: int, as_json: bool) -> None:  # fmt: skip
     for v in views:
         when = datetime.fromtimestamp(v.created_at).strftime("%Y-%m-%d %H:%M:%S")
         took = (v.ended_at or time.time()) - v.started_at if v.started_at else None
-        done = sum(1 for s in v.steps if s.status == "success")
+        done = sum(1 for s in v.steps if s.status == StepStatus.SUCCESS)
         print(
             f"{glyph(v.status)} {v.id}  {v.status:<8} {when}  "
             f"{format_duration(took):>8}  {done}/{len(v.steps)}  {v.trigger:<8} "

@@ -25,6 +25,7 @@ from engine.history.views import (
     RunView,
     SampleView,
     attempt_view,
+    mapped_node_statuses,
     node_statuses,
     run_views,
 )
@@ -126,12 +127,20 @@ class Reads(Project):
         with self._read() as s:
             statuses = node_statuses(s, keys, pipeline)
             if pipeline is not None:
+                maps = {
+                    t.id: t.expand[1]
+                    for t in (found.tasks.values() if found is not None else ())
+                    if t.expand is not None
+                }
+                if maps:
+                    # A mapped task's steps are its instances (`process[0]`, ...): summed up.
+                    statuses.update(mapped_node_statuses(s, maps, statuses))
                 return statuses
             from engine.history.lineage import VALUE_MISSING, Staleness
 
             manifest = bind(s, manifest)
             staleness = Staleness(s, manifest)
-            done = {k: n for k, n in statuses.items() if n.status == "success"}
+            done = {k: n for k, n in statuses.items() if n.status == StepStatus.SUCCESS}
             staleness.preload_pairs(
                 (key, [node.partition if manifest.assets[key].partitions else None])
                 for key, node in done.items()

@@ -260,6 +260,8 @@ class Coordinator:
         state = recording.claim_run(self.db, run_id, self.owner, now)
         if state is None:
             return
+        if state.pipeline is not None:
+            state.bind(self.manifest())
         self._runs[run_id] = state
         log.info("[run %s] started (%d steps)", run_id, len(state.steps))
         self._changed(run_id)
@@ -288,6 +290,11 @@ class Coordinator:
         updates = run.unrunnable()
         if updates:
             self._set_steps(run, updates, now)
+        for key, source in run.expansions():
+            instances = recording.record_expansion(self.db, run.id, key, source, now)
+            run.expanded(key, instances, kind="python")
+            log.info("[run %s] %s mapped into %d steps", run.id, key, len(instances))
+            self._changed(run.id)
         if run.finished() and not any(live.run_id == run.id for live in self._live.values()):
             self._end_run(run, now)
 

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
         Event,
         Input,
         OutputEvent,
+        ResultEvent,
+        TaskStepSpec,
         WorkerSpec,
     )
 
@@ -137,6 +139,8 @@ def _input_io(src: Input, own_file: str, own_items: list[Any], root: str) -> Any
 
     if src["io"] in iomanager.BUILTIN:
         return iomanager.BUILTIN[src["io"]]
+    if src["mode"] == "item" or src["mode"] == "list":
+        raise ValueError(f"a task's value has no IO manager {src['io']!r}")  # always pickle
     file = src.get("file")
     items = own_items if file == own_file else _import(root, file) if file else []
     upstream = _find(items, AssetDef, src.get("asset", ""))
@@ -154,6 +158,10 @@ def _load_inputs(spec: WorkerSpec, items: list[Any]) -> dict[str, Any]:
             io = _input_io(src, spec["file"], items, spec["root"])
             if src["mode"] == "single":
                 values[name] = iomanager.load(io, src["path"])
+            elif src["mode"] == "item":
+                values[name] = iomanager.load(io, src["path"])[src["index"]]
+            elif src["mode"] == "list":
+                values[name] = [iomanager.load(io, p) for p in src["paths"]]
             else:
                 values[name] = {k: iomanager.load(io, p) for k, p in src["items"].items()}
         except StepFailure:
@@ -254,6 +262,49 @@ def _run_checks(
             )  # fmt: skip
 
 
+def _task_result(spec: TaskStepSpec, value: Any, what: str) -> ResultEvent | None:
+    """The `result` event a task's return value makes, when the coordinator needs one: the
+    ids a branch chose, whether a short-circuit passes, the length of a list mapped over.
+
+    Raises:
+        StepFailure: a branch returned something other than ids of its direct downstream
+            tasks, or a task mapped over returned something other than a list.
+    """
+    wanted = spec.get("result")
+    result: list[str] | bool | int
+    if wanted == "short_circuit":
+        result = bool(value)
+    elif wanted == "branch":
+        chosen = [] if value is None else [value] if isinstance(value, str) else value
+        if not isinstance(chosen, list | tuple | set | frozenset) or not all(
+            isinstance(x, str) for x in chosen
+        ):
+            raise StepFailure(
+                FailureKind.OUTPUT,
+                f"{what} is a branch: it must return a task id, a list of ids or None, "
+                f"not {type(value).__name__}",
+            )
+        downstream = spec.get("downstream", [])
+        unknown = sorted(set(chosen) - set(downstream))
+        if unknown:
+            raise StepFailure(
+                FailureKind.OUTPUT,
+                f"{what} chose {', '.join(map(repr, unknown))}, which is not a direct downstream "
+                f"task (one of: {', '.join(downstream) or 'none'})",
+            )
+        result = list(dict.fromkeys(chosen))
+    elif wanted == "count":
+        if not isinstance(value, list | tuple):
+            raise StepFailure(
+                FailureKind.OUTPUT,
+                f"{what} is mapped over: it must return a list, not {type(value).__name__}",
+            )
+        result = len(value)
+    else:
+        return None
+    return {"e": EventKind.RESULT, "t": time.time(), "value": result}
+
+
 def _output(path: str, size: int, partition: str | None = None) -> OutputEvent:
     event: OutputEvent = {"e": EventKind.OUTPUT, "t": time.time(), "path": path, "size": size}
     if partition is not None:
@@ -303,9 +354,14 @@ def run(spec: WorkerSpec, reporter: Reporter) -> None:
             raise StepFailure(FailureKind.OUTPUT, str(exc)) from exc
         kwargs = _load_inputs(spec, items)
         fn, takes_context, what = defn.fn, defn.takes_context, f"asset {defn.name!r}"
+        if defn.partitions is not None and defn.partitions.kind == "multi" and partition:
+            # The pipeline file imported MultiPartitions already: this import costs nothing.
+            from engine.authoring.multi_partitions import dimensions_of
+
+            ctx.dimensions = dimensions_of(defn.partitions, partition)
     else:
         pipeline = _find(items, Pipeline, spec["pipeline"])
-        task = pipeline.tasks.get(key) if pipeline else None
+        task = pipeline.tasks.get(key.partition("[")[0]) if pipeline else None  # process[0]
         if task is None or task.fn is None:
             raise StepFailure(
                 FailureKind.IMPORT, f"task {key!r} is no longer defined in {spec['file']}"
@@ -314,8 +370,11 @@ def run(spec: WorkerSpec, reporter: Reporter) -> None:
         kwargs = _load_inputs(spec, items)
         fn, takes_context, what = task.fn, task.takes_context, f"task {task.id!r}"
     value = _call(fn, ctx, takes_context, kwargs, what)
+    result = None
     if spec["kind"] == "asset":
         _check_type(fn, value, what, log)  # before storing: downstream never sees a bad value
+    else:
+        result = _task_result(spec, value, what)  # before storing too: a bad one fails the step
     if spec["kind"] == "asset" and keys is not None:
         from engine.authoring.backfill_policy import RangeOutputError, range_values
 
@@ -339,6 +398,8 @@ def run(spec: WorkerSpec, reporter: Reporter) -> None:
     else:
         path, size = _store(io, value, spec["output_stem"], what)
         reporter.send(_output(path, size))
+    if result is not None:
+        reporter.send(result)
     if spec["kind"] == "asset":
         _run_checks(spec, items, value, ctx, reporter)
 

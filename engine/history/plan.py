@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import graphlib
 import json
+import shlex
 import time
 import uuid
 from collections.abc import Sequence
@@ -83,7 +84,8 @@ def validate_partition(
         if partitioned:
             example = manifest.assets[partitioned[0]].partitions_def
             keys = example.keys() if example else []
-            hint = f" (e.g. --partition {keys[-1]})" if keys else ""
+            # Quoted: a MultiPartitions key has a "|", which a shell reads as a pipe.
+            hint = f" (e.g. --partition {shlex.quote(keys[-1])})" if keys else ""
             raise PartitionError(
                 f"asset {partitioned[0]!r} is partitioned: pass --partition KEY{hint}"
             )
@@ -166,7 +168,9 @@ def plan(
             Step(
                 run_id=run_id,
                 key=key,
-                kind=pipeline.tasks[key].kind,
+                # A mapped task's step stands for its instances until its list is known, when
+                # the executor replaces it by one step per element (`process[0]`, ...).
+                kind="map" if pipeline.tasks[key].expand is not None else pipeline.tasks[key].kind,
                 position=i,
                 upstream=json.dumps(graph[key]),
                 max_attempts=pipeline.tasks[key].retries + 1,

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from engine.loading.manifest import split_key
 from engine.status import PartitionStatus, RunStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -47,6 +48,11 @@ class StepView:
     metadata: dict[str, Any] = field(default_factory=dict)
     host: str | None = None  # where its latest attempt ran
     worker: str | None = None  # "local", or the executor worker's address
+    # A skipped step's kind of skip (`status.SkipKind`: "branch", "short_circuit",
+    # "upstream_failed", "skipped"); `error` says why in words ("not chosen by choose").
+    skip: str | None = None
+    # A mapped task's instance (`process[2]`): its index; its task is the key before `[`.
+    map_index: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -229,6 +235,8 @@ def run_views(s: Session, runs: Sequence[Run]) -> list[RunView]:
                         metadata=metadata.get(st.key, {}),
                         host=placed.get((r.id, st.key), (None, None))[0],
                         worker=placed.get((r.id, st.key), (None, None))[1],
+                        skip=st.skip,
+                        map_index=split_key(st.key)[1] if r.kind == "pipeline" else None,
                     )
                     for st in steps[r.id]
                 ),
@@ -275,3 +283,55 @@ def node_statuses(s: Session, keys: Iterable[str], pipeline: str | None) -> dict
         )
         for st in steps
     }
+
+
+def mapped_node_statuses(
+    s: Session, maps: dict[str, str], statuses: dict[str, NodeStatus]
+) -> dict[str, NodeStatus]:
+    """The node of each mapped task of a pipeline (`maps`: task id -> the task it maps over),
+    from its instances in the newest run of the task it maps over: running while one is,
+    failed if one failed, skipped when all were (or none was made), else success; its reason
+    counts them. `statuses` holds the other tasks' nodes (`node_statuses`)."""
+    from engine.storage import repo
+
+    runs = {statuses[src].run_id for src in maps.values() if src in statuses}
+    steps = repo.steps_of(s, runs)
+    out: dict[str, NodeStatus] = {}
+    for task_id, source in maps.items():
+        if source not in statuses:
+            continue
+        run_id = statuses[source].run_id
+        own = [st for st in steps.get(run_id, []) if split_key(st.key)[0] == task_id]
+        if not own:
+            if statuses[source].status == StepStatus.SUCCESS:  # its list was empty
+                out[task_id] = NodeStatus(
+                    task_id, StepStatus.SKIPPED, run_id, None, statuses[source].at,
+                    "mapped to no instance",
+                )  # fmt: skip
+            continue
+        found = [StepStatus(st.status) for st in own]
+        instances = [st for st in own if st.key != task_id]
+        status = summary_status(found)
+        reason = None
+        if instances or own[0].kind != "map":
+            counts = {x: found.count(x) for x in dict.fromkeys(found)}
+            reason = f"{len(instances)} mapped: " + ", ".join(
+                f"{n} {x.value}" for x, n in counts.items()
+            )
+        if not instances and own[0].kind == "map" and status == StepStatus.SUCCESS:
+            status, reason = StepStatus.SKIPPED, "mapped to no instance"
+        ends = [t for st in own if (t := st.ended_at or st.started_at) is not None]
+        out[task_id] = NodeStatus(task_id, status, run_id, None, max(ends, default=None), reason)
+    return out
+
+
+def summary_status(found: list[StepStatus]) -> StepStatus:
+    """One status for a mapped task's instances: running while one is (or queued while one
+    waits), failed if one failed, canceled if one was, skipped when all were, else success."""
+    for status in (StepStatus.RUNNING, StepStatus.RETRYING, StepStatus.QUEUED,
+                   StepStatus.FAILED, StepStatus.CANCELED):  # fmt: skip
+        if status in found:
+            return status
+    if found and all(x == StepStatus.SKIPPED for x in found):
+        return StepStatus.SKIPPED
+    return StepStatus.SUCCESS

@@ -55,7 +55,17 @@ def describe_definitions(
                 "file": p.file,
                 "schedule": p.schedule,
                 "tasks": [
-                    {"id": t.id, "kind": t.kind, "upstream": list(t.upstream)}
+                    {
+                        "id": t.id,
+                        "kind": t.kind,
+                        "upstream": list(t.upstream),
+                        "trigger_rule": t.trigger_rule,
+                        "branch": t.branch,
+                        "short_circuit": t.short_circuit,
+                        "expand": {"parameter": t.expand[0], "over": t.expand[1]}
+                        if t.expand
+                        else None,
+                    }  # fmt: skip
                     for t in p.tasks.values()
                 ],
             }

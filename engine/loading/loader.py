@@ -34,8 +34,9 @@ DEFAULT_TIMEOUT = 30.0
 CACHE_NAME = "manifest-cache.json"
 # Bump when the shape or the meaning of a file's result changes, so old caches are ignored
 # (6: code versions no longer come from inspect.getsource, and can differ for a few functions;
-# 7: assets carry their backfill policy; 8: sensors carry their settle time; 9: custom sensors).
-CACHE_FORMAT = 9
+# 7: assets carry their backfill policy; 8: sensors carry their settle time; 9: tasks carry
+# their trigger rule, branch, short-circuit and mapping; 10: custom sensors).
+CACHE_FORMAT = 10
 # Results worth importing again next time: the cause may be outside the file (a package being
 # installed, a slow machine), so its unchanged content proves nothing.
 RETRY_KINDS = frozenset({"import", "crash", "timeout"})

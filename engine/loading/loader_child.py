@@ -161,6 +161,12 @@ def _describe_pipeline(p: d.Pipeline, module: str) -> dict[str, Any]:
                 f"that names no task of the pipeline",
                 line=t.line,
             )
+        if t.expand_over is not None and p.tasks[t.expand_over[1]].expand_over is not None:
+            raise DefinitionError(
+                f"task {t.id!r} of pipeline {p.name!r} is expanded over {t.expand_over[1]!r}, "
+                "itself a mapped task: map over a task that gathers its results instead",
+                line=t.line,
+            )
         tasks[t.id] = {
             "id": t.id,
             "kind": "python" if t.fn is not None else "shell",
@@ -175,6 +181,10 @@ def _describe_pipeline(p: d.Pipeline, module: str) -> dict[str, Any]:
             "memory_limit": t.memory_limit,
             "pool": t.pool,
             "line": t.line,
+            "trigger_rule": t.trigger_rule,
+            "branch": t.branch,
+            "short_circuit": t.short_circuit,
+            "expand": list(t.expand_over) if t.expand_over else None,
         }
     return {
         "name": p.name,

@@ -96,6 +96,42 @@ class TaskSpec:
     memory_limit: int | None
     pool: str | None
     line: int
+    trigger_rule: str = "all_success"  # as Airflow defines it (authoring.TRIGGER_RULES)
+    branch: bool = False  # returns the ids of the direct downstream tasks to run
+    short_circuit: bool = False  # a falsy return skips everything downstream
+    # Mapped over an upstream's list: (the parameter that gets each element, that task's id).
+    expand: tuple[str, str] | None = None
+
+    def downstream_of(self, tasks: dict[str, TaskSpec]) -> list[str]:
+        """The ids of the tasks directly downstream of this one, in definition order."""
+        return [t.id for t in tasks.values() if self.id in t.upstream]
+
+
+def mapped_key(task_id: str, index: int) -> str:
+    """The step key of a mapped task's instance: `process[0]`, as Airflow shows map indexes."""
+    return f"{task_id}[{index}]"
+
+
+def split_key(key: str) -> tuple[str, int | None]:
+    """A task step's key as (task id, map index): `process[2]` -> ("process", 2); a task that
+    is not a mapped instance has no index. Task ids are identifiers, so `[` never is part."""
+    task_id, bracket, rest = key.partition("[")
+    if not bracket or not rest.endswith("]") or not rest[:-1].isdigit():
+        return key, None
+    return task_id, int(rest[:-1])
+
+
+def task_from_dict(raw: dict[str, Any]) -> TaskSpec:
+    """A task from its JSON form (the loader's result, the manifest cache)."""
+    expand = raw.get("expand")
+    return TaskSpec(
+        **{
+            **raw,
+            "upstream": tuple(raw["upstream"]),
+            "inputs": tuple(raw["inputs"]),
+            "expand": (expand[0], expand[1]) if expand else None,
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,10 +261,7 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         def tasks(raw: dict[str, Any]) -> dict[str, TaskSpec]:
-            return {
-                k: TaskSpec(**{**v, "upstream": tuple(v["upstream"]), "inputs": tuple(v["inputs"])})
-                for k, v in raw.items()
-            }
+            return {k: task_from_dict(v) for k, v in raw.items()}
 
         return cls(
             root=data["root"],

@@ -27,8 +27,8 @@ from engine.loading.manifest import (
     ScheduleSpec,
     SensorSpec,
     Target,
-    TaskSpec,
     asset_from_dict,
+    task_from_dict,
 )
 
 
@@ -95,10 +95,7 @@ def _assemble(
         for c in result["checks"]:
             m.checks.setdefault(c["asset"], []).append(CheckSpec(**{**c, "file": rel}))
         for p in result["pipelines"]:
-            tasks = {
-                k: TaskSpec(**{**t, "upstream": tuple(t["upstream"]), "inputs": tuple(t["inputs"])})
-                for k, t in p["tasks"].items()
-            }
+            tasks = {k: task_from_dict(t) for k, t in p["tasks"].items()}
             m.pipelines[p["name"]] = PipelineSpec(**{**p, "tasks": tasks, "file": rel})
         for s in result["schedules"]:
             m.schedules[s["name"]] = ScheduleSpec(**{**s, "file": rel})

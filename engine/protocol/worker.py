@@ -38,6 +38,7 @@ class EventKind(StrEnum):
     OUTPUT = "output"  # a value stored (one per partition key for a ranged asset)
     CHECK = "check"  # a check's result
     PARTITIONS = "partitions"  # `context.add_partitions`: keys of dynamic partitions
+    RESULT = "result"  # what a task's return value decides: a branch, a short-circuit, a map
     FINISHED = "finished"  # the step succeeded: always the last event
     ERROR = "error"  # the step failed: always the last event
 
@@ -74,7 +75,22 @@ if TYPE_CHECKING:
         file: str
         asset: str
 
-    Input = SingleInput | PartitionsInput
+    class ItemInput(TypedDict):
+        """One element of an upstream task's list: a mapped instance's parameter."""
+
+        mode: Literal["item"]
+        path: str
+        io: str
+        index: int
+
+    class ListInput(TypedDict):
+        """The values of a mapped task's instances, in order: the step gets a list."""
+
+        mode: Literal["list"]
+        paths: list[str]
+        io: str
+
+    Input = SingleInput | PartitionsInput | ItemInput | ListInput
 
     class CheckRef(TypedDict):
         """A check the worker runs on the asset's value, found by name in its file."""
@@ -110,6 +126,11 @@ if TYPE_CHECKING:
 
         kind: Literal["task"]
         pipeline: str
+        # What the coordinator must learn from the return value (a `ResultEvent`), if anything:
+        # the ids a branch chose (checked against `downstream`), whether a short-circuit
+        # lets its downstream run, or how many elements a list that a task maps over has.
+        result: NotRequired[Literal["branch", "short_circuit", "count"]]
+        downstream: NotRequired[list[str]]
 
     WorkerSpec = AssetStepSpec | TaskStepSpec
 
@@ -152,6 +173,14 @@ if TYPE_CHECKING:
         error: str | None  # the check raised, returned nonsense, or is gone
         blocking: bool
 
+    class ResultEvent(TypedDict):
+        """What the return value decides: the ids a branch chose (`list[str]`), whether a
+        short-circuit passes (`bool`), or the length of a list mapped over (`int`)."""
+
+        e: Literal[EventKind.RESULT]
+        t: float
+        value: list[str] | bool | int
+
     class FinishedEvent(TypedDict):
         e: Literal[EventKind.FINISHED]
         t: float
@@ -174,6 +203,7 @@ if TYPE_CHECKING:
         | PartitionsEvent
         | OutputEvent
         | CheckEvent
+        | ResultEvent
         | FinishedEvent
         | ErrorEvent
     )
@@ -195,6 +225,7 @@ _FIELDS: dict[EventKind, dict[str, tuple[type, ...]]] = {
         "name": (str,), "passed": (bool,), "metadata": (dict,), "description": _OPTIONAL_STR,
         "error": _OPTIONAL_STR, "blocking": (bool,),
     },
+    EventKind.RESULT: {"value": (list, bool, int)},
     EventKind.FINISHED: {"peak_rss": _OPTIONAL_INT, "children": _OPTIONAL_LIST},
     EventKind.ERROR: {
         "kind": (str,), "message": (str,), "traceback": (str,), "peak_rss": _OPTIONAL_INT,
@@ -248,6 +279,14 @@ def last_event(events: Sequence[Event]) -> LastEvent | None:
             return event
         if event["e"] == EventKind.ERROR:
             return event
+    return None
+
+
+def task_result(events: Sequence[Event]) -> list[str] | bool | int | None:
+    """What the task's return value decided (its `result` event), or None when it sent none."""
+    for event in events[::-1]:
+        if event["e"] == EventKind.RESULT:
+            return event["value"]
     return None
 
 

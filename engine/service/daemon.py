@@ -37,6 +37,7 @@ from engine.service.admission import Admission
 from engine.service.commands import answer
 from engine.service.events import EngineEvent
 from engine.service.ipc import SocketServer, socket_path
+from engine.status import BackfillStatus, CommandStatus
 from engine.storage import repo
 from engine.storage.db import close, read_scope, session_scope, sqlite_path, verify
 
@@ -445,7 +446,7 @@ class Engine:
                 if info is None:
                     with read_scope(self.db) as s:
                         info = progress(s, backfill_id, with_keys=True)
-                    if info["status"] != "running":
+                    if info["status"] != BackfillStatus.RUNNING:
                         yield info
                         return
                     info.pop("partitions")
@@ -548,14 +549,14 @@ class Engine:
         with session_scope(self.db) as s:
             commands = repo.take_commands(s, time.time())
         for cmd in commands:
-            status, result, error = "done", None, None
+            status, result, error = CommandStatus.DONE, None, None
             try:
                 result = answer(self, cmd.kind, json.loads(cmd.payload or "{}"))
             except EngineError as exc:
-                status, error = "failed", exc.msg
+                status, error = CommandStatus.FAILED, exc.msg
             except Exception as exc:  # noqa: BLE001 - report, never crash the engine
                 log.exception("command %s failed", cmd.kind)
-                status, error = "failed", f"{type(exc).__name__}: {exc}"
+                status, error = CommandStatus.FAILED, f"{type(exc).__name__}: {exc}"
             with session_scope(self.db) as s:
                 row = repo.get_command(s, cmd.id or 0)
                 if row is not None:

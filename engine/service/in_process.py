@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from engine.errors import EngineError
 from engine.protocol.commands import BackfillInfo, FollowRun, KeysChanged, RunWire
 from engine.service.watch import run_wire, watch_run
+from engine.status import BackfillStatus, RunStatus
 from engine.storage import repo
 from engine.storage.db import read_scope, session_scope
 
@@ -209,13 +210,18 @@ class InProcess:
 
         with read_scope(self.db) as s:
             backfill = repo.find_backfill(s, backfill_id)
-            if backfill.status != "running" or backfill.cancel_requested:
+            if backfill.status != BackfillStatus.RUNNING or backfill.cancel_requested:
                 return None
             rows = run_counts(s, [backfill.id])[backfill.id]
-            if sum(n for status, _, n in rows if status != "success") > backfill.max_parallel:
+            if (
+                sum(n for status, _, n in rows if status != RunStatus.SUCCESS)
+                > backfill.max_parallel
+            ):
                 return None
-            left = [r for r in repo.backfill_run_states(s, backfill.id) if r[1] != "success"]
-            if any(status != "queued" or owner for _, status, _, owner, _ in left):
+            left = [
+                r for r in repo.backfill_run_states(s, backfill.id) if r[1] != RunStatus.SUCCESS
+            ]
+            if any(status != RunStatus.QUEUED or owner for _, status, _, owner, _ in left):
                 return None  # a run to recover or being canceled: the engine's path
             return [run_id for run_id, *_ in left]
 

@@ -8,7 +8,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-from engine.status import BackfillStatus, CommandStatus, RunStatus, StepStatus
+from engine.status import BackfillStatus, CommandStatus, RunStatus, StepStatus, TickStatus
 
 # The schema revision these tables are: the newest migration in engine/storage/migrations/versions
 # (a test keeps them in step).
@@ -105,6 +105,7 @@ class Step(SQLModel, table=True):
     peak_rss_bytes: int | None = Field(default=None, sa_type=BIG)
     cpu_seconds: float | None = None
     log_path: str | None = None
+    skip: str | None = None  # a skipped step's `SkipKind` (its `error` says why in words)
 
 
 class StepAttempt(SQLModel, table=True):
@@ -207,7 +208,7 @@ class ScheduleTick(SQLModel, table=True):
     schedule: str = Field(index=True)
     tick_time: float
     run_id: str | None = None
-    status: str = "started"  # started | skipped | failed
+    status: str = TickStatus.STARTED.value
     reason: str | None = Field(default=None, sa_type=CleanString)
     created_at: float
 
@@ -239,7 +240,7 @@ class SensorTick(SQLModel, table=True):
     sensor: str
     started_at: float
     duration: float
-    status: str  # requested | skipped | failed
+    status: str  # a TickStatus: started (it requested runs) | skipped | failed
     run_ids: str = "[]"  # JSON list of the runs it started
     run_keys_skipped: int = 0  # requests whose run key the sensor had already requested
     reason: str | None = Field(default=None, sa_type=CleanString)  # a SkipReason's text

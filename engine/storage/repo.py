@@ -179,6 +179,22 @@ def add_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         session.execute(insert(Event), list(rows))
 
 
+def step_result(session: Session, run_id: str, key: str) -> Any:
+    """What the newest `result` event of a step's attempts carried (a task's return value
+    decided: a branch's ids, a short-circuit's verdict, a list's length), or None."""
+    row = session.exec(
+        select(Event)
+        .where(Event.run_id == run_id, Event.step_key == key, Event.kind == "result")
+        .order_by(col(Event.id).desc())
+    ).first()
+    return json.loads(row.data).get("value") if row is not None and row.data else None
+
+
+def delete_step(session: Session, step: Step) -> None:
+    """A step that never ran, replaced (a mapped task by its instances)."""
+    session.delete(step)
+
+
 def events_of(session: Session, run_id: str, after_id: int = 0) -> Sequence[Event]:
     return session.exec(
         select(Event)

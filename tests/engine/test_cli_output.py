@@ -105,6 +105,8 @@ STEP_SHAPE: dict[str, tuple[type, ...]] = {
     "metadata": (dict,),
     "host": NULLABLE_STR,
     "worker": NULLABLE_STR,
+    "skip": NULLABLE_STR,  # a skipped step's kind of skip: "branch", "upstream_failed", ...
+    "map_index": (int, type(None)),  # a mapped task's instance: process[2] -> 2
 }
 CHECK_SHAPE: dict[str, tuple[type, ...]] = {
     "asset": (str,),

@@ -28,6 +28,7 @@ from engine.errors import EngineError
 from engine.history.plan import record
 from engine.loading.loader import load
 from engine.loading.manifest import Manifest
+from engine.status import TickStatus
 from engine.storage import repo
 from engine.storage.db import open_db, read_scope
 from engine.storage.models import Run, SensorRunKey, SensorTick
@@ -190,14 +191,14 @@ def test_a_cursor_sensor_requests_each_job_once_and_skips_with_its_reason(
     assert runner.tick("by_cursor").reason == "no new jobs"
     project.queue("a", "b")
     first = runner.tick("by_cursor")
-    assert first.status == "requested" and len(first.run_ids) == 2
+    assert first.status == TickStatus.STARTED and len(first.run_ids) == 2
     assert runner.tick("by_cursor").status == "skipped"
     project.queue("c")
     assert len(runner.tick("by_cursor").run_ids) == 1
     assert [json.loads(r.params)["job"] for r in project.runs("by_cursor")] == ["a", "b", "c"]
     assert {r.trigger for r in project.runs("by_cursor")} == {"sensor"}
     ticks = project.ticks("by_cursor")
-    assert [t.status for t in ticks] == ["skipped", "requested", "skipped", "requested"]
+    assert [t.status for t in ticks] == ["skipped", "started", "skipped", "started"]
     assert ticks[-1].cursor == "c"
     assert "found 2" in (ticks[1].log_tail or "")  # what the sensor printed, kept with the tick
 
@@ -266,7 +267,7 @@ def test_keys_added_by_a_tick_are_usable_by_its_own_requests(project: Project) -
     (project.root / "signups" / "acme").touch()
     (project.root / "signups" / "globex").touch()
     outcome = project.runner().tick("signups")
-    assert outcome.status == "requested" and outcome.keys_added == 2
+    assert outcome.status == TickStatus.STARTED and outcome.keys_added == 2
     assert sorted(r.partition or "" for r in project.runs("signups")) == ["acme", "globex"]
     with read_scope(project.db) as s:
         assert repo.dynamic_keys(s, ["customers"]) == {"customers": ["acme", "globex"]}

@@ -158,6 +158,26 @@ def test_example_pipelines_run_on_the_cluster(cluster: tuple[str, Any], tmp_path
     assert evaluation.strip(), "the step's output never reached its log file here"
 
 
+def test_mapping_branches_and_trigger_rules_on_the_cluster(
+    cluster: tuple[str, Any], tmp_path: Path
+) -> None:
+    client = make_project(tmp_path, cluster[0], "task_flow")
+
+    mapped = client.run_pipeline("per_file", params={"files": ["a.csv", "flaky.csv"]})
+    branch = client.run_pipeline("branching", params={"score": 0.1})
+    rules = client.run_pipeline("rules")
+
+    assert mapped.status == RunStatus.SUCCESS
+    assert [s.key for s in mapped.steps][1:3] == ["process[0]", "process[1]"]
+    assert step(mapped, "process[1]").attempts == 2  # its own retry, on a worker
+    assert branch.status == RunStatus.SUCCESS
+    assert step(branch, "train").error == "not chosen by choose"
+    assert rules.status == RunStatus.FAILED
+    assert step(rules, "cleanup").status == StepStatus.SUCCESS  # all_done after the failure
+    for attempt in client.attempts(mapped.id):
+        assert attempt.worker is not None and attempt.worker.startswith("tcp://127.0.0.1:")
+
+
 # --- streaming, limits, cancel ------------------------------------------------------------------
 
 

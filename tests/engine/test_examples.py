@@ -77,6 +77,7 @@ def test_check_is_clean(project: Path) -> None:
         "ml_training.py",
         "ml_training_tasks.py",
         "per_customer.py",
+        "regional_sales.py",
     }
 
 
@@ -135,13 +136,32 @@ def test_training_group_deploys_once(client: Client) -> None:
 def test_task_pipeline_succeeds(client: Client) -> None:
     view = client.run_pipeline("training_tasks")
     assert view.status == RunStatus.SUCCESS, view.to_json()
-    assert _statuses(view) == dict.fromkeys(
-        ["extract", "validate", "train", "baseline", "evaluate", "publish"], StepStatus.SUCCESS
-    )
+    ran = ["extract", "validate", "train", "baseline", "evaluate", "good_enough", "publish"]
+    assert _statuses(view) == {
+        **dict.fromkeys(ran, StepStatus.SUCCESS),
+        "quarantine": StepStatus.SKIPPED,
+        "tidy": StepStatus.SUCCESS,
+    }
+    assert _step(view, "quarantine").error == "not chosen by validate"
     assert set(_step(view, "train").upstream) == {"extract", "validate"}
     assert set(_step(view, "evaluate").upstream) == {"extract", "train", "baseline"}
     marker = client.paths.home / "published" / "training_tasks.done"
     assert marker.read_text().strip() == view.id
+
+
+def test_task_pipeline_quarantines_data_that_fails_validation(client: Client) -> None:
+    view = client.run_pipeline("training_tasks", params={"min_images": 5000})
+    assert view.status == RunStatus.SUCCESS, view.to_json()  # a branch's skips are no failure
+    assert _statuses(view)["quarantine"] == StepStatus.SUCCESS
+    assert {s.key: s.error for s in view.steps if s.status == StepStatus.SKIPPED} == {
+        "train": "not chosen by validate",
+        "baseline": "not chosen by validate",
+        "evaluate": "upstream train skipped",
+        "good_enough": "upstream evaluate skipped",
+        "publish": "upstream good_enough skipped",
+    }
+    assert _statuses(view)["tidy"] == StepStatus.SUCCESS  # all_done: it ran
+    assert not (client.paths.home / "published" / "training_tasks.done").exists()
 
 
 def test_daily_partition_then_report(client: Client) -> None:
@@ -203,6 +223,26 @@ def test_ingest_without_a_path_error_reaches_the_step(client: Client) -> None:
     assert step.error is not None
     assert "ValueError" in step.error
     assert MISSING_PATH in step.error
+
+
+def test_regional_sales_over_two_dimensions(client: Client) -> None:
+    for key in ("2025-01-05|us", "2025-01-05|eu", "2025-01-06|eu"):
+        view = client.materialize(["regional_orders", "regional_revenue"], partition=key)
+        assert view.status == RunStatus.SUCCESS, view.to_json()
+    orders, _ = _latest(client, "regional_orders", "2025-01-05|eu")
+    assert orders[0]["order_id"].startswith("eu-2025-01-05-")  # from context.dimensions
+    eu, _ = _latest(client, "regional_revenue", "2025-01-05|eu")
+    us, _ = _latest(client, "regional_revenue", "2025-01-05|us")
+
+    view = client.materialize(["daily_revenue"], partition="2025-01-05")
+    assert view.status == RunStatus.SUCCESS, view.to_json()
+    day, metadata = _latest(client, "daily_revenue", "2025-01-05")
+    assert day["by_region"] == {"us": us, "eu": eu} and metadata["regions"] == 2
+
+    view = client.materialize(["region_trend"], partition="eu")
+    assert view.status == RunStatus.SUCCESS, view.to_json()
+    trend, _ = _latest(client, "region_trend", "eu")
+    assert trend["days"] == 2
 
 
 def test_customer_files_feed_dynamic_partitions_through_the_sensor(

@@ -97,3 +97,20 @@ def test_daily_sales_over_two_days(sales: ModuleType) -> None:
 def test_a_report_with_no_days_says_to_backfill(sales: ModuleType) -> None:
     with pytest.raises(ValueError, match="backfill some days first"):
         materialize([sales.revenue_report], inputs={"revenue": {}})
+
+
+def test_regional_sales_by_day_and_region(tmp_path: Path) -> None:
+    regional = load_module(EXAMPLES / "regional_sales.py")
+    keys = ["2025-01-05|us", "2025-01-05|eu", "2025-01-05|apac"]
+    result = materialize([regional.regional_orders, regional.regional_revenue], keys, home=tmp_path)
+    revenue = result.values["regional_revenue"]
+    assert list(revenue) == keys
+    assert result.values["regional_orders"]["2025-01-05|eu"][0]["order_id"].startswith("eu-")
+
+    # A downstream by day is given the day's keys, as the engine would give them.
+    day = materialize([regional.daily_revenue], "2025-01-05", inputs={"regional_revenue": revenue})
+    assert day.values["daily_revenue"]["by_region"] == {
+        "us": revenue["2025-01-05|us"],
+        "eu": revenue["2025-01-05|eu"],
+        "apac": revenue["2025-01-05|apac"],
+    }

@@ -19,7 +19,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from engine.errors import EngineError
-from engine.status import RunStatus
+from engine.status import RunStatus, StepStatus, TickStatus
 from engine.units import GLYPHS, glyph
 from tui.feedback import PolledScreen, ask, clock_now, span
 from tui.widgets import NEVER, STARTED
@@ -87,7 +87,7 @@ def _one_line(text: str, limit: int = 40) -> str:
     return line[:limit] + "…" if len(line) > limit else line
 
 
-def last_run(tick_status: str | None, run_id: str | None, run_status: str | None) -> str:
+def last_run(tick_status: TickStatus | None, run_id: str | None, run_status: str | None) -> str:
     """What the last tick did: its run's status and id, or why it started nothing."""
     if run_id:
         return f"{run_status or tick_status or STARTED} {run_id[:8]}"
@@ -115,11 +115,11 @@ def schedule_row(
 
 def tick_result(tick: SensorTickView) -> str:
     """What a tick did, in a few words: its runs, why it skipped, or its error."""
-    if tick.status == "requested":
+    if tick.status == TickStatus.STARTED:
         text = f"requested {len(tick.run_ids)} run{'s' if len(tick.run_ids) != 1 else ''}"
         if tick.run_keys_skipped:
             text += f" ({tick.run_keys_skipped} already requested)"
-    elif tick.status == "skipped":
+    elif tick.status == TickStatus.SKIPPED:
         text = f"skipped: {_one_line(tick.reason or '')}"
     else:
         text = f"failed: {_one_line(tick.error or '')}"
@@ -179,7 +179,12 @@ def _render(column: str, value: str) -> Text:
         return Text(f"{'●' if on_ else '○'} {value}", style="green" if on_ else "dim")
     if column == "result":
         status = value.split(" ", 1)[0].rstrip(":")
-        tick = {"requested": "success", "skipped": "skipped", "failed": "failed"}.get(status)
+        # The first word of `tick_result`, as the status its glyph shows.
+        tick = {
+            "requested": StepStatus.SUCCESS,
+            "skipped": StepStatus.SKIPPED,
+            "failed": StepStatus.FAILED,
+        }.get(status)
         if tick is not None:
             return Text(f"{glyph(tick)} {value}", style=RUN_STYLES.get(tick, "dim"))
     if column == "run":

@@ -68,7 +68,9 @@ def graph_nodes(manifest: Manifest, kind: str, name: str) -> list[DagNode]:
         pipeline = manifest.pipelines.get(name)
         if pipeline is None:
             return []
-        return [DagNode(t.id, t.upstream) for t in pipeline.tasks.values()]
+        return [
+            DagNode(t.id, t.upstream, mapped=t.expand is not None) for t in pipeline.tasks.values()
+        ]
     return [
         DagNode(
             a.name,

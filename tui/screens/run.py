@@ -365,6 +365,10 @@ class RunScreen(Screen[None]):
             elapsed = (s.ended_at if s.ended_at is not None else now) - s.started_at
         failed = (StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED)
         reason = s.error if s.status in failed else None
+        if s.kind == "map" and not s.status.finished:
+            # A mapped task before its list is known: it becomes one row per element.
+            up = ", ".join(s.upstream)
+            reason = f"mapped: one step per element of {up}'s list" if up else "mapped"
         peak_rss = s.peak_rss_bytes
         if peak_rss is None and s.key == self.step and (shown := self.shown_attempt()):
             # recorded when the attempt ends; meanwhile the samples we have say as much
