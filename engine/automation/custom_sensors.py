@@ -53,6 +53,10 @@ log = logging.getLogger(__name__)
 LOOP_TICK = 0.1  # seconds between two looks for a sensor that is due
 LOG_TAIL = 4000  # characters of a tick's output kept with it
 STOP_GRACE = 2.0  # seconds stop() waits for evaluations it ended
+# Ticks kept per sensor: one every 30 s is 2,880 a day. Older ones are deleted every
+# PRUNE_EVERY ticks of the sensor (its cursor and run keys are not ticks, and stay).
+KEEP_TICKS = 1000
+PRUNE_EVERY = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +177,8 @@ class CustomSensorRunner:
         self._thread: threading.Thread | None = None
         self._stop_evt = threading.Event()
         self._workers: set[threading.Thread] = set()
+        self._ticks: dict[str, int] = {}  # ticks recorded by this runner, per sensor
+        self.keep_ticks = KEEP_TICKS
 
     # --- what the engine calls ----------------------------------------------------------------
 
@@ -317,6 +323,13 @@ class CustomSensorRunner:
         return outcome
 
     def _told(self, outcome: TickOutcome) -> None:
+        count = self._ticks[outcome.sensor] = self._ticks.get(outcome.sensor, 0) + 1
+        if count % PRUNE_EVERY == 0:
+            try:
+                with session_scope(self._db) as session:
+                    repo.prune_sensor_ticks(session, outcome.sensor, self.keep_ticks)
+            except Exception:  # history only: a failed prune is tried again later
+                log.exception("sensor %s: could not prune old ticks", outcome.sensor)
         for run_id in outcome.run_ids:
             try:
                 self._start_run(run_id)

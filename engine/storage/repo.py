@@ -812,6 +812,24 @@ def add_sensor_tick(session: Session, tick: SensorTick) -> None:
     session.add(tick)
 
 
+def prune_sensor_ticks(session: Session, sensor: str, keep: int) -> None:
+    """Delete the sensor's ticks but its newest `keep` (its cursor and run keys are kept
+    elsewhere: a tick is history only)."""
+    oldest_kept = session.exec(
+        select(SensorTick.id)
+        .where(SensorTick.sensor == sensor)
+        .order_by(col(SensorTick.id).desc())
+        .offset(keep - 1)
+        .limit(1)
+    ).first()
+    if oldest_kept is not None:
+        session.execute(
+            delete(SensorTick).where(
+                col(SensorTick.sensor) == sensor, col(SensorTick.id) < oldest_kept
+            )
+        )
+
+
 def sensor_ticks(session: Session, sensor: str, limit: int = 50) -> Sequence[SensorTick]:
     """The sensor's ticks, newest first."""
     return session.exec(

@@ -517,3 +517,21 @@ def test_a_bad_sensor_is_a_load_error_of_its_file(
     error = manifest.errors["bad.py"]
     assert error.kind == kind and message in error.message, error
     assert "by_key" in manifest.custom_sensors  # the other file still loads
+
+
+def test_old_ticks_are_pruned_and_the_run_keys_stay(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.automation import custom_sensors
+
+    monkeypatch.setattr(custom_sensors, "PRUNE_EVERY", 3)
+    runner = project.runner()
+    runner.keep_ticks = 2
+    project.queue("a")
+    for _ in range(3):
+        runner.tick("by_key")
+    ticks = project.ticks("by_key")
+    assert [t.status for t in ticks] == [TickStatus.SKIPPED, TickStatus.SKIPPED]
+    with read_scope(project.db) as s:
+        assert repo.requested_run_keys(s, "by_key", ["a"]) == {"a"}
+    assert runner.tick("by_key").run_ids == ()
