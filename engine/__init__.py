@@ -14,17 +14,20 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _HOMES = {
+    "engine.authoring.auto": ("Auto",),
     "engine.authoring.backfill_policy": ("BackfillPolicy",),
-    "engine.authoring.context": ("StepContext", "build_context"),
+    "engine.authoring.context": ("ResourceContext", "StepContext", "build_context"),
     "engine.authoring.definitions": (
         "AssetDef",
         "CheckDef",
         "CheckResult",
         "Pipeline",
+        "ResourceDef",
         "TaskDef",
         "asset",
         "check",
         "file_sensor",
+        "resource",
         "schedule",
         "shell",
         "task",
@@ -43,17 +46,20 @@ _HOMES = {
 _WHERE = {name: module for module, names in _HOMES.items() for name in names}
 
 if TYPE_CHECKING:
+    from engine.authoring.auto import Auto
     from engine.authoring.backfill_policy import BackfillPolicy
-    from engine.authoring.context import StepContext, build_context
+    from engine.authoring.context import ResourceContext, StepContext, build_context
     from engine.authoring.definitions import (
         AssetDef,
         CheckDef,
         CheckResult,
         Pipeline,
+        ResourceDef,
         TaskDef,
         asset,
         check,
         file_sensor,
+        resource,
         schedule,
         shell,
         task,
@@ -85,6 +91,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AssetDef",
+    "Auto",
     "BackfillPolicy",
     "CheckDef",
     "CheckResult",
@@ -97,6 +104,8 @@ __all__ = [
     "PartitionsDefinition",
     "Pipeline",
     "PickleIO",
+    "ResourceContext",
+    "ResourceDef",
     "RunRequest",
     "SensorContext",
     "SkipReason",
@@ -107,6 +116,7 @@ __all__ = [
     "build_context",
     "check",
     "file_sensor",
+    "resource",
     "schedule",
     "sensor",
     "shell",

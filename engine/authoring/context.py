@@ -26,8 +26,8 @@ class StepContext:
         params: Run parameters (`--param K=V`; a sensor run has `path`).
         key: The asset name or task id.
         home: The dagtop home folder (a place for artifacts such as deployed models).
-        resources: What a test passed as `engine.testing.materialize(resources=...)` (clients,
-            fakes); empty in real runs, so `context.resources.get("db") or connect()` works.
+        resources: The resources built for this step (those its parameters name), by name; in
+            a test, what `engine.testing.materialize(resources=...)` was given.
     """
 
     log: logging.Logger
@@ -83,6 +83,23 @@ class StepContext:
         self.added_partitions.setdefault(partitions.name, []).extend(checked)
         if self._on_partitions is not None and checked:
             self._on_partitions(partitions.name, checked)
+
+
+@dataclass
+class ResourceContext:
+    """What a `@resource` function receives as `context`.
+
+    Attributes:
+        name: The resource's name.
+        config: Its `[resources.NAME]` table of dagtop.toml (empty if there is none).
+        log: The step's logger: lines land in the step's log file.
+        home: The dagtop home folder.
+    """
+
+    name: str
+    config: dict[str, Any]
+    log: logging.Logger
+    home: Path
 
 
 def build_context(

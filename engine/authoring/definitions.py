@@ -20,6 +20,7 @@ from pathlib import Path
 from types import CodeType, FunctionType
 from typing import Any, Self, TypeVar, overload
 
+from engine.authoring.auto import Auto
 from engine.authoring.backfill_policy import BackfillPolicy
 from engine.authoring.partitions import PartitionsDefinition
 from engine.errors import DefinitionError
@@ -281,6 +282,8 @@ class AssetDef:
     pinned_version: str | None = None
     """The `code_version=` given, which replaces the hash of the source."""
     backfill_policy: BackfillPolicy | None = None
+    auto: Auto | None = None
+    """When the engine's `auto` sensor materializes it on its own (`Auto.eager()`, ...)."""
 
     @cached_property
     def code_version(self) -> str:
@@ -312,6 +315,7 @@ def asset(
     group: str | None = None,
     partitions: PartitionsDefinition | None = None,
     backfill_policy: BackfillPolicy | None = None,
+    auto: Auto | None = None,
     deps: Iterable[str | AssetDef] = (),
     retries: int = 0,
     retry_delay: float = 1.0,
@@ -336,6 +340,7 @@ def asset(
     group: str | None = None,
     partitions: PartitionsDefinition | None = None,
     backfill_policy: BackfillPolicy | None = None,
+    auto: Auto | None = None,
     deps: Iterable[str | AssetDef] = (),
     retries: int = 0,
     retry_delay: float = 1.0,
@@ -362,6 +367,9 @@ def asset(
         backfill_policy: `BackfillPolicy.single_run()` to backfill a range in one run (or
             `multi_run(n)`: runs of n partitions). The function is then always called with a
             range: `context.partition_keys` lists it and it returns `{key: value}`.
+        auto: When the engine materializes it on its own: `Auto.eager()` (whenever an
+            upstream updates), `Auto.on_cron("0 9 * * *")` (once per tick, after every upstream
+            updated since it) or `Auto.on_missing()` (once, while missing). Off by default.
         deps: Upstream assets that must run first but whose values are not passed in.
         retries: Extra attempts after a failure.
         retry_delay: Seconds before the first retry; doubles each attempt (capped).
@@ -396,6 +404,11 @@ def asset(
         _check_text(what, f"group {group!r}", group)
         _check_retries(what, retries, retry_delay)
         _check_backfill_policy(what, backfill_policy, partitions)
+        if auto is not None and not isinstance(auto, Auto):
+            raise DefinitionError(
+                f"{what}: auto must be Auto.eager(), Auto.on_cron(CRON) or Auto.on_missing(), "
+                f"got {auto!r}"
+            )
         takes_context, required, optional = _inputs_of(func, what)
         dep_names = tuple(d.name if isinstance(d, AssetDef) else str(d) for d in deps)
         file, line = _fn_location(func)
@@ -405,6 +418,7 @@ def asset(
             group=group or "default",
             partitions=partitions,
             backfill_policy=backfill_policy,
+            auto=auto,
             inputs=required,
             optional_inputs=optional,
             deps=dep_names,
@@ -501,6 +515,84 @@ def check(
         return defn
 
     return wrap
+
+
+# --- resources --------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class ResourceDef:
+    """A resource: a client or connection built once per step that names it, torn down after."""
+
+    name: str
+    fn: Callable[..., Any]
+    takes_context: bool
+    description: str | None
+    file: str
+    line: int
+
+    def __repr__(self) -> str:
+        return f"<resource {self.name}>"
+
+
+@overload
+def resource(fn: Callable[..., Any], /) -> ResourceDef: ...
+
+
+@overload
+def resource(
+    fn: None = None, /, *, name: str | None = None, description: str | None = None
+) -> Callable[[Callable[..., Any]], ResourceDef]: ...
+
+
+def resource(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+) -> ResourceDef | Callable[[Callable[..., Any]], ResourceDef]:
+    """Declare a resource: an asset parameter named after it receives what the function gives.
+
+    The function may take `context` (`context.config` is the `[resources.NAME]` table of
+    dagtop.toml; `context.log`, `context.home`). It returns the resource, or yields it once:
+    code after the `yield` is its teardown, run after the step whether it succeeded or failed.
+    A resource is built in the step's own process, only for a step that names it.
+
+    Args:
+        name: The resource's name (default: the function's name).
+        description: Shown in `dagtop list` (default: the docstring).
+
+    Raises:
+        DefinitionError: the name is not an identifier, or the function takes other parameters.
+    """
+
+    def wrap(func: Callable[..., Any]) -> ResourceDef:
+        if not callable(func):
+            raise DefinitionError(f"@resource must decorate a function, got {func!r}")
+        resource_name = name or func.__name__
+        what = f"resource {resource_name!r}"
+        if not resource_name.isidentifier():
+            raise DefinitionError(f"{what}: a name must be a Python identifier")
+        takes_context, required, _ = _inputs_of(func, what)
+        if required:
+            raise DefinitionError(
+                f"{what}: a resource takes only `context`, not {required[0]!r} "
+                "(its settings come from [resources." + resource_name + "] in dagtop.toml)"
+            )
+        file, line = _fn_location(func)
+        defn = ResourceDef(
+            name=resource_name,
+            fn=func,
+            takes_context=takes_context,
+            description=description or inspect.getdoc(func),
+            file=file,
+            line=line,
+        )
+        _registry.add(defn)
+        return defn
+
+    return wrap(fn) if fn is not None else wrap
 
 
 # --- Airflow-style task pipelines -------------------------------------------------------------
@@ -1043,5 +1135,5 @@ def target_spec(target: Target) -> dict[str, Any]:
     return {"kind": "assets", "selection": selection}
 
 
-Definition = AssetDef | CheckDef | Pipeline | ScheduleDef | SensorDef
+Definition = AssetDef | CheckDef | Pipeline | ResourceDef | ScheduleDef | SensorDef
 """What a pipeline module registers while it is imported."""

@@ -165,6 +165,14 @@ def _latest_fire_time(
         span *= 4
 
 
+def latest_fire_time(
+    trigger: CronTrigger, low: datetime, inclusive: bool, high: datetime
+) -> datetime | None:
+    """The last fire time of `trigger` from `low` (excluded unless `inclusive`) up to `high`
+    included, in UTC; None if there is none."""
+    return _latest_fire_time(trigger, low, inclusive, high)
+
+
 # --- the scheduler ----------------------------------------------------------------------------
 
 

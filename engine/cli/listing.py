@@ -24,8 +24,14 @@ def print_definitions(data: dict[str, Any]) -> None:
                 extra.append(a["partitions"])
             if a["upstream"]:
                 extra.append("← " + ", ".join(a["upstream"]))
+            if a.get("auto"):
+                extra.append(f"auto: {a['auto']}")
             if a["checks"]:
                 extra.append("checks: " + ", ".join(c["name"] for c in a["checks"]))
+            if a.get("resources"):
+                extra.append("resources: " + ", ".join(a["resources"]))
+            if a.get("config"):
+                extra.append(f"config: {a['config']['class']}")
             if a.get("status") == Freshness.STALE:
                 extra.append(f"{GLYPHS[Freshness.STALE]} stale ({a['stale_reason']})")
             elif a.get("status") == Freshness.MISSING and a.get("stale_reason"):
@@ -47,6 +53,12 @@ def print_definitions(data: dict[str, Any]) -> None:
             if t.get("trigger_rule", "all_success") != "all_success":
                 extra.append(f"trigger rule {t['trigger_rule']}")
             print(f"  {t['id']:<24} {t['kind']:<7} {'  '.join(extra)}".rstrip())
+    if data.get("resources"):
+        print("resources")
+        for r in data["resources"]:
+            used = "used by " + ", ".join(r["used_by"]) if r["used_by"] else "used by no asset"
+            about = "  — " + r["description"].splitlines()[0] if r["description"] else ""
+            print(f"  {r['name']:<24} {r['file']}:{r['line']}  {used}{about}")
     if data["schedules"]:
         print("schedules")
         for s in data["schedules"]:

@@ -123,7 +123,10 @@ def check(client: Client, as_json: bool) -> None:
             }
         )
     else:
-        for rel in sorted(manifest.files):
+        # The project's settings file comes first when it is wrong ([resources.NAME] naming
+        # no resource): it is no pipeline file, but its error is one of the project's.
+        settings = [rel for rel in manifest.errors if rel not in manifest.files]
+        for rel in [*settings, *sorted(manifest.files)]:
             err = manifest.errors.get(rel)
             if err is None:
                 print(f"{GLYPHS['success']} {rel}")
@@ -132,7 +135,7 @@ def check(client: Client, as_json: bool) -> None:
                 print(f"{GLYPHS['failed']} {rel}{where}  {err.kind}: {err.message}")
         n_err = len(manifest.errors)
         print(
-            f"{len(manifest.files) - n_err} file(s) ok, {n_err} broken; "
+            f"{len(manifest.files) + len(settings) - n_err} file(s) ok, {n_err} broken; "
             f"{len(manifest.assets)} assets, {len(manifest.pipelines)} task pipelines"
         )
     if not manifest.ok:
@@ -668,6 +671,7 @@ def runs(client: Client, limit: int, as_json: bool) -> None:  # fmt: skip
             f"{glyph(v.status)} {v.id}  {v.status:<8} {when}  "
             f"{format_duration(took):>8}  {done}/{len(v.steps)}  {v.trigger:<8} "
             f"{v.target}{' [' + v.partition + ']' if v.partition else ''}"
+            f"{'  (' + one_line(v.reason) + ')' if v.reason else ''}"
         )
 
 

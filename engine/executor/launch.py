@@ -258,6 +258,14 @@ def prepare(
                 for c in manifest.checks.get(key, [])
             ],
         }
+        if aspec.resources:
+            spec["resources"] = {
+                name: {"file": res.file, "config": res.config}
+                for name in aspec.resources
+                if (res := manifest.resources.get(name)) is not None
+            }
+        if aspec.config is not None:
+            spec["config_param"] = aspec.config["param"]
         if keys is not None:
             # A ranged asset: the keys it is called with, and where each key's value goes.
             spec["partitions"] = keys

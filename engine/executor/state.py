@@ -42,8 +42,9 @@ if TYPE_CHECKING:
     from engine.protocol.worker import CheckEvent, ErrorEvent, Event
     from engine.storage.models import Run, Step
 
-# A value of the wrong type will be of the wrong type again: retrying only wastes time.
-NOT_RETRIED = frozenset({FailureKind.TYPE})
+# A value of the wrong type will be of the wrong type again, and params that do not make the
+# typed config will not make it again: retrying only wastes time.
+NOT_RETRIED = frozenset({FailureKind.TYPE, FailureKind.CONFIG})
 MAX_RETRY_DELAY = 300.0
 """Seconds: the exponential backoff between attempts stops growing here."""
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from engine.protocol.worker import EventKind, FailureKind, encode_event
 
 if TYPE_CHECKING:
+    from engine.authoring.resources import OpenResources
     from engine.protocol.worker import (
         AssetStepSpec,
         CheckRef,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 _PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 _subreaper = False  # this process adopts its descendants' orphans
+_opened: OpenResources | None = None  # the resources built for the step, torn down at its end
 
 
 class Reporter:
@@ -305,6 +307,51 @@ def _task_result(spec: TaskStepSpec, value: Any, what: str) -> ResultEvent | Non
     return {"e": EventKind.RESULT, "t": time.time(), "value": result}
 
 
+def _open_resources(spec: AssetStepSpec, items: list[Any], ctx: Any) -> dict[str, Any]:
+    """Build the resources the step names (its spec lists only those), once each, in this
+    process; their teardowns run when the step is over (`_close_resources`)."""
+    global _opened
+    from engine.authoring.definitions import ResourceDef
+    from engine.authoring.resources import OpenResources, ResourceBuildError
+
+    _opened = opened = OpenResources(ctx.log, ctx.home)
+    for name, ref in spec.get("resources", {}).items():
+        in_file = items if ref["file"] == spec["file"] else _import(spec["root"], ref["file"])
+        defn = _find(in_file, ResourceDef, name)
+        if defn is None:
+            raise StepFailure(
+                FailureKind.RESOURCE, f"resource {name!r} is no longer defined in {ref['file']}"
+            )
+        try:
+            opened.build(defn, ref["config"])
+        except ResourceBuildError as exc:
+            tb = _user_traceback(exc.cause) if exc.cause is not None else ""
+            raise StepFailure(FailureKind.RESOURCE, str(exc), tb) from exc
+    ctx.resources.update(opened.values)
+    return opened.values
+
+
+def _close_resources() -> None:
+    if _opened is not None:
+        _opened.close()
+
+
+def _typed_config(fn: Any, param: str, params: dict[str, Any]) -> Any:
+    """The step's typed config, from the run's params (checked when the run was planned)."""
+    from engine.authoring.typed_config import config_param, instantiate
+
+    try:
+        found = config_param(fn)
+        if found is None or found[0] != param:
+            raise TypeError(f"parameter {param!r} no longer has a typed config")
+        return instantiate(found[1], params)
+    except Exception as exc:  # noqa: BLE001 - the class refused the values, or is gone
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise StepFailure(
+            FailureKind.CONFIG, f"config {param!r}: {type(exc).__name__}: {first}".rstrip(": ")
+        ) from exc
+
+
 def _output(path: str, size: int, partition: str | None = None) -> OutputEvent:
     event: OutputEvent = {"e": EventKind.OUTPUT, "t": time.time(), "path": path, "size": size}
     if partition is not None:
@@ -353,6 +400,10 @@ def run(spec: WorkerSpec, reporter: Reporter) -> None:
         except ValueError as exc:
             raise StepFailure(FailureKind.OUTPUT, str(exc)) from exc
         kwargs = _load_inputs(spec, items)
+        if "config_param" in spec:
+            kwargs[spec["config_param"]] = _typed_config(defn.fn, spec["config_param"], ctx.params)
+        if "resources" in spec:
+            kwargs.update(_open_resources(spec, items, ctx))
         fn, takes_context, what = defn.fn, defn.takes_context, f"asset {defn.name!r}"
         if defn.partitions is not None and defn.partitions.kind == "multi" and partition:
             # The pipeline file imported MultiPartitions already: this import costs nothing.
@@ -490,7 +541,10 @@ def main(spec_path: str | None = None, fd: int | None = None) -> None:
     spec: WorkerSpec = json.loads(Path(spec_path).read_text())
     reporter.send({"e": EventKind.STARTED, "t": time.time(), "pid": os.getpid()})
     try:
-        run(spec, reporter)
+        try:
+            run(spec, reporter)
+        finally:
+            _close_resources()  # after the step, whether it succeeded or failed
     except StepFailure as exc:
         # The traceback, then the coordinator's last line says why the step failed.
         if exc.tb:

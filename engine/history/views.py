@@ -87,6 +87,7 @@ class RunView:
     ended_at: float | None
     steps: tuple[StepView, ...]
     checks: tuple[CheckView, ...]
+    reason: str | None = None  # why automation requested it (trigger `auto`)
 
     @property
     def finished(self) -> bool:
@@ -101,6 +102,7 @@ class RunView:
             "partition": self.partition,
             "params": self.params,
             "trigger": self.trigger,
+            "reason": self.reason,
             "created_at": iso(self.created_at),
             "started_at": iso(self.started_at),
             "ended_at": iso(self.ended_at),
@@ -214,6 +216,7 @@ def run_views(s: Session, runs: Sequence[Run]) -> list[RunView]:
                 partition=r.partition,
                 params=json.loads(r.params or "{}"),
                 trigger=r.trigger,
+                reason=r.reason,
                 created_at=r.created_at,
                 started_at=r.started_at,
                 ended_at=r.ended_at,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from engine.authoring.auto import describe_auto
+from engine.authoring.typed_config import fields_of
 from engine.loading.manifest import Manifest
 
 
@@ -43,7 +45,16 @@ def describe_definitions(
                 "timeout": a.timeout,
                 "memory_limit": a.memory_limit,
                 "pool": a.pool,
+                "auto": describe_auto(a.auto) or None,
                 "description": a.description,
+                "resources": list(a.resources),
+                "config": None
+                if a.config is None
+                else {
+                    "param": a.config["param"],
+                    "class": a.config["class"],
+                    "fields": fields_of(a.config),
+                },  # fmt: skip
                 "status": getattr(staleness.get(a.name), "status", None),
                 "stale_reason": getattr(staleness.get(a.name), "reason", None),
             }
@@ -90,6 +101,18 @@ def describe_definitions(
                 "settle": s.settle,
             }
             for s in m.sensors.values()
+        ],
+        "resources": [
+            {
+                "name": r.name,
+                "file": r.file,
+                "line": r.line,
+                "description": r.description,
+                # The names of its settings only: their values may be secrets.
+                "settings": sorted(r.config),
+                "used_by": [a.name for a in m.assets.values() if r.name in a.resources],
+            }
+            for r in m.resources.values()
         ],
         "custom_sensors": [
             {

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from engine.authoring import definitions as d
+from engine.authoring.typed_config import config_param, describe_config
 from engine.authoring import sensors as custom
 from engine.errors import DefinitionError
 from engine.loading.modules import NAMESPACE, import_pipeline_module, module_name_for
@@ -83,14 +84,21 @@ def _io_label(io: Any) -> str:
 def describe(item: Any, module: str) -> tuple[str, dict[str, Any]]:
     """The plain-data form of one registered definition, and which section it belongs to."""
     if isinstance(item, d.AssetDef):
+        inputs, optional, config = list(item.inputs), list(item.optional_inputs), None
+        typed = config_param(item.fn)
+        if typed is not None:
+            # The typed config is no upstream: it comes from the run's params.
+            inputs = [n for n in inputs if n != typed[0]]
+            optional = [n for n in optional if n != typed[0]]
+            config = describe_config(*typed)
         return "assets", {
             "name": item.name,
             "module": module,
             "line": item.line,
             "group": item.group,
             "partitions": item.partitions.to_spec() if item.partitions else None,
-            "inputs": list(item.inputs),
-            "optional_inputs": list(item.optional_inputs),
+            "inputs": inputs,
+            "optional_inputs": optional,
             "deps": list(item.deps),
             "retries": item.retries,
             "retry_delay": item.retry_delay,
@@ -105,6 +113,15 @@ def describe(item: Any, module: str) -> tuple[str, dict[str, Any]]:
             "partitions_per_run": (
                 item.backfill_policy.max_partitions_per_run if item.backfill_policy else 1
             ),
+            "config": config,
+            "auto": item.auto.to_spec() if item.auto is not None else None,
+        }
+    if isinstance(item, d.ResourceDef):
+        return "resources", {
+            "name": item.name,
+            "module": module,
+            "line": item.line,
+            "description": item.description,
         }
     if isinstance(item, d.CheckDef):
         return "checks", {
@@ -233,6 +250,7 @@ def load_file(
         "pipelines": [],
         "schedules": [],
         "sensors": [],
+        "resources": [],
         "custom_sensors": [],
     }
     seen: dict[tuple[str, str], int] = {}

@@ -48,6 +48,13 @@ class AssetSpec:
     hooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # event -> hook
     # Its BackfillPolicy: 1 is a run per partition (the default), None no limit.
     partitions_per_run: int | None = 1
+    # The resources its parameters name (built in its step's process), in parameter order.
+    resources: tuple[str, ...] = ()
+    # Its typed config (`engine.authoring.typed_config.describe_config`): the parameter, the
+    # class, its JSON schema; None when no parameter has one.
+    config: dict[str, Any] | None = None
+    # Its automation condition (`Auto.to_spec()`), evaluated by the engine's `auto` sensor.
+    auto: dict[str, Any] | None = None
 
     @property
     def ranged(self) -> bool:
@@ -68,6 +75,17 @@ class AssetSpec:
         """The name of its DynamicPartitions, if it has them."""
         parts = self.partitions
         return parts.get("name") if parts is not None and parts.get("kind") == "dynamic" else None
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSpec:
+    name: str
+    file: str
+    module: str
+    line: int
+    description: str | None
+    # Its `[resources.NAME]` table from the project's settings (filled in at validation).
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +253,7 @@ class Manifest:
     pipelines: dict[str, PipelineSpec] = field(default_factory=dict)
     schedules: dict[str, ScheduleSpec] = field(default_factory=dict)
     sensors: dict[str, SensorSpec] = field(default_factory=dict)
+    resources: dict[str, ResourceSpec] = field(default_factory=dict)
     custom_sensors: dict[str, CustomSensorSpec] = field(default_factory=dict)
 
     @property
@@ -275,6 +294,7 @@ class Manifest:
             },
             schedules={k: ScheduleSpec(**v) for k, v in data["schedules"].items()},
             sensors={k: SensorSpec(**v) for k, v in data["sensors"].items()},
+            resources={k: ResourceSpec(**v) for k, v in data.get("resources", {}).items()},
             custom_sensors={
                 k: CustomSensorSpec(**v) for k, v in data.get("custom_sensors", {}).items()
             },
@@ -288,5 +308,6 @@ def asset_from_dict(v: dict[str, Any]) -> AssetSpec:
             "inputs": tuple(v["inputs"]),
             "optional_inputs": tuple(v["optional_inputs"]),
             "deps": tuple(v["deps"]),
+            "resources": tuple(v.get("resources", ())),
         }
     )

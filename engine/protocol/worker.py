@@ -53,6 +53,8 @@ class FailureKind(StrEnum):
     EXCEPTION = "exception"  # the step raised
     TYPE = "type"  # the value does not match the asset's return annotation
     OUTPUT = "output"  # the value could not be stored, or a range's values are wrong
+    RESOURCE = "resource"  # a resource the step names failed to build
+    CONFIG = "config"  # the run's params do not make the step's typed config
 
 
 if TYPE_CHECKING:
@@ -99,6 +101,12 @@ if TYPE_CHECKING:
         name: str
         blocking: bool
 
+    class ResourceRef(TypedDict):
+        """A resource the step names: found by name in its file, built with its settings."""
+
+        file: str
+        config: dict[str, Any]
+
     class _StepSpec(TypedDict):
         key: str  # the asset's name, or the task's id
         root: str  # the pipelines folder
@@ -120,6 +128,10 @@ if TYPE_CHECKING:
         # value goes. Absent otherwise.
         partitions: NotRequired[list[str]]
         output_stems: NotRequired[dict[str, str]]
+        # The resources its parameters name, by name; absent when none.
+        resources: NotRequired[dict[str, ResourceRef]]
+        # The parameter that receives the typed config (built from `params`); absent if none.
+        config_param: NotRequired[str]
 
     class TaskStepSpec(_StepSpec):
         """A Python task's attempt."""

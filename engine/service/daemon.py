@@ -62,6 +62,7 @@ class Engine:
         db: An open storage engine (opened from the home folder when None).
         schedules: Run the cron scheduler (off for tests that drive it directly).
         sensors: Run file sensors.
+        automation: Run the `auto` sensor (asset automation conditions).
         watch: Reload pipelines when their files change.
     """
 
@@ -74,6 +75,7 @@ class Engine:
         schedules: bool = True,
         sensors: bool = True,
         watch: bool = True,
+        automation: bool = True,
     ) -> None:
         from engine.storage.db import database_url, open_db
 
@@ -101,6 +103,8 @@ class Engine:
         # engine.automation.sensor_registry.SensorPart): file sensors, custom sensors, and
         # whatever built-in sensor attaches itself.
         self.sensor_parts: list[Any] = []
+        self._want_automation = automation
+        self.automation: Any = None
         self.watcher: PipelineWatcher | None = None
         self._socket: SocketServer | None = None
         self.started_at: float | None = None
@@ -169,6 +173,18 @@ class Engine:
             self.custom_sensors.sync(self.manifest())
             self.custom_sensors.start()
             self.sensor_parts += [self.sensors, self.custom_sensors]
+        if self._want_automation:
+            from engine.automation.auto import Automation
+
+            self.automation = Automation(
+                self.db,
+                self.manifest,
+                self._record_run,
+                self._start_run,
+                timezone=self.config.timezone,
+            )
+            self.automation.start()
+            self.sensor_parts.append(self.automation)
         if self._want_watch and self.paths.pipelines.is_dir():
             self.watcher = PipelineWatcher(self.paths.pipelines, self.reload)
             self.watcher.start()
@@ -245,6 +261,8 @@ class Engine:
             self.sensors.stop()
         if self.custom_sensors is not None:
             self.custom_sensors.stop()
+        if self.automation is not None:
+            self.automation.stop()
         if self.scheduler is not None:
             self.scheduler.shutdown()
         self.coordinator.draining = True
@@ -287,6 +305,8 @@ class Engine:
                 self.sensors.sync(merged)
             if self.custom_sensors is not None:
                 self.custom_sensors.sync(merged)
+            if self.automation is not None:
+                self.automation.poke(full=True)
             log.info(
                 "pipelines reloaded: %d assets, %d broken file(s)",
                 len(merged.assets),
@@ -382,6 +402,10 @@ class Engine:
         ended = not self.coordinator.is_active(run_id)
         if ended:
             self._wake.set()
+        if self.automation is not None:
+            # Each step's end may have recorded a materialization: the `auto` sensor evaluates
+            # right after (and checks first, in one indexed read, that one was recorded).
+            self.automation.poke(full=ended)
         self._emit(EngineEvent("run", run_id, ended))
 
     # --- backfills ----------------------------------------------------------------------------

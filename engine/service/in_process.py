@@ -190,6 +190,7 @@ class InProcess:
             schedules=False,
             sensors=False,
             watch=False,
+            automation=False,
         )
         engine.start()
         try:

@@ -67,8 +67,9 @@ class Run(SQLModel, table=True):
     selection: str = "[]"  # JSON list of asset names, or the pipeline name
     partition: str | None = None
     params: str = "{}"  # JSON object
-    trigger: str = "manual"  # manual | schedule | sensor | backfill | retry
+    trigger: str = "manual"  # manual | schedule | sensor | backfill | retry | auto
     trigger_ref: str | None = None  # the schedule, sensor or backfill that made it
+    reason: str | None = Field(default=None, sa_type=CleanString)  # why automation asked for it
     backfill_id: str | None = Field(default=None, index=True)
     status: str = RunStatus.QUEUED.value
     created_at: float
@@ -225,6 +226,27 @@ class SensorFile(SQLModel, table=True):
     mtime_ns: int = Field(sa_type=BIG)
     run_id: str | None = None
     seen_at: float
+
+
+class AutoRequest(SQLModel, table=True):
+    """What the `auto` sensor consumed: one row per cause it acted on for an asset partition
+    (an upstream's materialization, a cron tick, being missing), written in the transaction of
+    the run it requested, so that a cause never leads to two runs.
+
+    `partition` is "" for an unpartitioned asset: a NULL would never collide in the unique
+    constraint. A row of cause "seen" keeps when the sensor first evaluated an asset (cron ticks
+    before it are not its).
+    """
+
+    __table_args__ = (UniqueConstraint("asset", "partition", "cause"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    asset: str
+    partition: str = ""
+    cause: str
+    run_id: str | None = None
+    reason: str | None = Field(default=None, sa_type=CleanString)
+    created_at: float
 
 
 class SensorTick(SQLModel, table=True):

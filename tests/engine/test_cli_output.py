@@ -82,6 +82,7 @@ RUN_SHAPE: dict[str, tuple[type, ...]] = {
     "partition": NULLABLE_STR,
     "params": (dict,),
     "trigger": (str,),
+    "reason": NULLABLE_STR,  # why automation requested it (trigger `auto`)
     "created_at": (str,),
     "started_at": NULLABLE_STR,
     "ended_at": NULLABLE_STR,

@@ -8,6 +8,7 @@ project under tmp_path whose `dagtop.toml` points at the cluster, and drives the
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -409,3 +410,34 @@ def test_the_local_executor_never_imports_distributed() -> None:
         "assert 'distributed' not in sys.modules and 'dask' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+
+
+def test_resources_and_typed_config_on_the_cluster(
+    cluster: tuple[str, Any], tmp_path: Path
+) -> None:
+    address, _ = cluster
+    folder = tmp_path / "journal"
+    folder.mkdir()
+    client = make_project(tmp_path, address, "resourced",
+                          extra=f'[resources.journal]\nfolder = "{folder}"\n')  # fmt: skip
+    journal = folder / "journal.jsonl"
+
+    def entries() -> list[dict[str, Any]]:
+        lines = journal.read_text().splitlines()
+        journal.unlink()
+        return [json.loads(line) for line in lines]
+
+    view = client.materialize(["configured"], params={"C": "0.5"})
+    assert view.status == RunStatus.SUCCESS, [(s.key, s.error) for s in view.steps]
+    (attempt,) = client.attempts(view.id)
+    assert attempt.worker is not None and attempt.worker.startswith("tcp://127.0.0.1:")
+    built, called, torn = entries()
+    assert (built["event"], called, torn["event"]) == (
+        "built", {"event": "called", "C": 0.5, "pid": attempt.pid}, "torn down",
+    )  # fmt: skip
+    assert built["pid"] == torn["pid"] == attempt.pid != os.getpid()
+
+    failed = client.materialize(["configured"], params={"fail": "true"})
+    assert failed.status == RunStatus.FAILED
+    assert step(failed, "configured").error == "RuntimeError: failed on purpose"
+    assert [e["event"] for e in entries()] == ["built", "called", "torn down"]

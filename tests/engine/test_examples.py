@@ -100,6 +100,32 @@ def test_examples_do_not_import_heavy_libraries_at_top_level(project: Path) -> N
     assert proc.stdout.strip() == "[]"
 
 
+def test_new_digits_retrain_evaluate_and_deploy_on_their_own_with_an_engine_up(
+    client: Client,
+) -> None:
+    from engine.service.daemon import Engine
+    from tests.waiting import wait_for
+
+    engine = Engine(client.paths, client.config, kind="tui", db=client.db, schedules=False,
+                    sensors=False, watch=False)  # fmt: skip
+    engine.start()
+    client.attach(engine)
+    try:
+        assert client.materialize(["raw_digits"]).status == RunStatus.SUCCESS  # new data
+        auto = wait_for(
+            lambda: next((r for r in client.runs(10) if r.trigger == "auto" and r.finished), None),
+            timeout=180,
+            what="the retraining run",
+        )
+        assert auto.status == RunStatus.SUCCESS, auto.to_json()
+        assert [st.key for st in auto.steps] == ["features", "trained_model", "evaluation",
+                                                 "deployed"]  # fmt: skip
+        assert auto.reason == "features: missing; then trained_model, evaluation, deployed"
+        assert (client.paths.home / "models" / "digits.pkl").is_file()
+    finally:
+        engine.stop()
+
+
 def test_training_group_deploys_once(client: Client) -> None:
     model = client.paths.home / "models" / "digits.pkl"
 

@@ -11,7 +11,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from engine.testing import build_context, load_module, materialize
+from engine.testing import ConfigParamError, build_context, load_module, materialize
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "pipelines"
 
@@ -53,6 +53,21 @@ def test_the_training_pipeline_trains_evaluates_and_deploys_once(
     assert again.values["deployed"]["reason"].startswith("kept the deployed model")
 
 
+def test_training_takes_its_config_from_params_and_deploys_to_the_store_given(
+    ml: ModuleType, tmp_path: Path
+) -> None:
+    store = ml.ModelStore(tmp_path / "elsewhere")
+    result = materialize(ml, params={"C": "0.5", "max_iter": "300", "tags": '["nightly"]'},
+                         resources={"model_store": store}, home=tmp_path)  # fmt: skip
+    assert result.success
+    model = result.values["trained_model"]
+    assert (model.C, model.max_iter) == (0.5, 300)
+    assert store.path("digits").is_file()
+    assert not (tmp_path / "models").exists()
+    with pytest.raises(ConfigParamError, match="field 'C'"):
+        materialize(ml, params={"C": "fast"}, home=tmp_path)
+
+
 def test_features_scale_and_split_a_small_fixture(ml: ModuleType) -> None:
     result = materialize([ml.features], inputs={"raw_digits": tiny_digits(40)})
     features = result.values["features"]
@@ -72,7 +87,8 @@ def test_the_blocking_check_catches_missing_pixels(ml: ModuleType) -> None:
 def test_deployed_keeps_a_better_model(ml: ModuleType, tmp_path: Path) -> None:
     evaluation = {"model": "a model", "accuracy": 0.91, "deployed_accuracy": 0.95, "test_rows": 9}
     context = build_context(home=tmp_path)
-    assert ml.deployed(context, evaluation)["deployed"] is False
+    store = ml.ModelStore(tmp_path / "models")
+    assert ml.deployed(context, evaluation, store)["deployed"] is False
     assert not (tmp_path / "models" / "digits.pkl").exists()
     assert context.metadata["deployed"] is False
 

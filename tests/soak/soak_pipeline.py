@@ -17,7 +17,9 @@ behaviour can be predicted from what the soak passed it:
 - `ingest`: the target of the `drops` file sensor on `<project>/inbox`;
 - `job`: the target of the `jobs` custom sensor, one run per job file in `<project>/queue`
   (its run key is the file's name);
-- `soak_tasks`: a small Airflow-style pipeline with a shell step.
+- `soak_tasks`: a small Airflow-style pipeline with a shell step;
+- `feed` -> `feed_clean` -> `feed_summary`: an eager chain (`Auto.eager()`): every `feed` the
+  soak materializes must bring the other two up to date, never twice for one update.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import (
+    Auto,
     BackfillPolicy,
     CheckResult,
     DailyPartitions,
@@ -190,6 +193,21 @@ def ingest(context: StepContext) -> dict[str, Any]:
     data = path.read_bytes()
     context.add_metadata({"file": path.name, "size": len(data)})
     return {"path": str(path), "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+@asset(group="soak")
+def feed(context: StepContext) -> dict[str, Any]:
+    return {"seq": context.params.get("seq"), "run": context.run_id}
+
+
+@asset(group="soak", auto=Auto.eager())
+def feed_clean(feed: dict[str, Any]) -> dict[str, Any]:
+    return {**feed, "clean": True}
+
+
+@asset(group="soak", auto=Auto.eager())
+def feed_summary(feed_clean: dict[str, Any]) -> str:
+    return f"feed {feed_clean['seq']} from run {feed_clean['run']}"
 
 
 schedule("* * * * *", "ticker", name="every_minute", catchup=True)

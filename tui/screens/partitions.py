@@ -469,7 +469,17 @@ class PartitionsScreen(PolledScreen[tuple["MatrixLayout", "PartitionChanges"]]):
 
     @work(exclusive=True, group="partitions-materialize", exit_on_error=False)
     async def materialize(self, asset: str, key: str) -> None:
-        request = RunRequest(selection=(asset,), partition=key)
+        params: dict[str, str] = {}
+        manifest = await asyncio.to_thread(self.client.load)
+        spec = manifest.assets.get(asset)
+        if spec is not None and spec.config is not None:  # its typed config's form first
+            from tui.screens.config import ConfigForm
+
+            chosen = await self.app.push_screen_wait(ConfigForm(asset, spec.config))
+            if chosen is None:
+                return
+            params = chosen
+        request = RunRequest(selection=(asset,), partition=key, params=params)
         run_id = await ask(self, partial(self.client.submit, request), refused=Exception)
         if run_id is None:
             return

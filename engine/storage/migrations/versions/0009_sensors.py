@@ -1,7 +1,7 @@
 """Custom sensors and dynamic partitions.
 
 Revision ID: sensors
-Revises: tasks
+Revises: auto
 
 - `sensortick`: each evaluation of a custom sensor (what it requested, skipped or failed on).
 - `sensorcursor`: a custom sensor's cursor, written with the runs of the tick that moved it.
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "sensors"
-down_revision = "tasks"
+down_revision = "auto"
 branch_labels = None
 depends_on = None
 
