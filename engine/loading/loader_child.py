@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from engine.authoring import definitions as d
-from engine.authoring.typed_config import config_param, describe_config
 from engine.authoring import sensors as custom
+from engine.authoring.typed_config import config_param, describe_config
 from engine.errors import DefinitionError
 from engine.loading.modules import NAMESPACE, import_pipeline_module, module_name_for
 
