@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Mapping
 
 _EXIT_WORDS = {
     signal.SIGSEGV: "segmentation fault (SIGSEGV)",
@@ -22,6 +23,27 @@ def describe_exit(returncode: int) -> str:
         # Real-time signals have no name in the enum.
         return f"killed by signal {-returncode}"
     return _EXIT_WORDS.get(sig, f"killed by {sig.name}")
+
+
+DAGTOP_SETTINGS = frozenset(
+    {
+        "DAGTOP_DATABASE_URL",  # may hold a password
+        "DAGTOP_EXECUTOR",
+        "DAGTOP_MAX_WORKERS",
+        "DAGTOP_FORKSERVER",
+        "DAGTOP_PIPELINES",
+        "DAGTOP_HOME",  # a step gets its own DAGTOP_HOME: the engine's home
+        "DAGTOP_BELL",
+        "DAGTOP_ALERT",
+    }
+)
+"""dagtop's own settings and internals: the engine reads them; nothing it starts inherits them."""
+
+
+def child_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a step, a hook or a fork server inherits from `environ`: all of it but
+    dagtop's own settings (a shell step could print the database URL into its log)."""
+    return {k: v for k, v in environ.items() if k not in DAGTOP_SETTINGS}
 
 
 def same_process_alive(pid: int | None, created: float | None, *, if_unsure: bool) -> bool:

@@ -9,7 +9,8 @@ What this example shows:
   - typed run config: `trained_model` takes a `TrainConfig`, filled from the run's params
     (`--param C=0.5`) and checked before the run is recorded (`--param C=fast` is refused);
   - a resource: `model_store`, where models are deployed, defined once and handed to the
-    assets that name it (its folder comes from `[resources.model_store]` in dagtop.toml;
+    assets that name it (its folder comes from `[resources.model_store]` in dagtop.toml, else
+    it is `models` in `context.shared_dir`, a folder every Dask worker reaches;
     a test passes `resources={"model_store": ...}`); deploying is atomic and happens only
     when the new model beats the one already deployed, so re-running the pipeline is safe.
   - retraining when new data lands: everything after `raw_digits` is `Auto.eager()`, so with
@@ -112,9 +113,11 @@ class ModelStore:
 @resource
 def model_store(context) -> ModelStore:
     """Where models are deployed: `[resources.model_store] folder = "..."` in dagtop.toml
-    (default: the home folder's `models`)."""
+    (default: `models` in `context.shared_dir`, which every worker reaches: on a Dask cluster
+    `evaluation` may run on another machine than the `deployed` that wrote the model, and
+    the home folder is the coordinating engine's)."""
     folder = context.config.get("folder")
-    return ModelStore(Path(folder).expanduser() if folder else context.home / "models")
+    return ModelStore(Path(folder).expanduser() if folder else Path(context.shared_dir) / "models")
 
 
 @asset(group=GROUP)

@@ -25,7 +25,12 @@ class StepContext:
         attempt: 1 for the first attempt, 2 for the first retry, ...
         params: Run parameters (`--param K=V`; a sensor run has `path`).
         key: The asset name or task id.
-        home: The dagtop home folder (a place for artifacts such as deployed models).
+        home: The dagtop home folder of the engine that coordinates the run (on a Dask
+            worker of another machine, a path that machine may not have).
+        shared_dir: A folder every worker reaches, for artifacts other steps read (a deployed
+            model): `@shared` under the project's `values_dir` (the home's values folder by
+            default). A `Path`, or a `str` URL when `values_dir` is an fsspec URL (open it
+            with fsspec). Not created in advance. In a unit test, the test's home folder.
         resources: The resources built for this step (those its parameters name), by name; in
             a test, what `engine.testing.materialize(resources=...)` was given.
     """
@@ -42,8 +47,13 @@ class StepContext:
     resources: dict[str, Any] = field(default_factory=dict)
     partition_keys: list[str] = field(default_factory=list)
     added_partitions: dict[str, list[str]] = field(default_factory=dict)
+    shared_dir: Path | str = ""
     _on_metadata: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
     _on_partitions: Callable[[str, list[str]], None] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.shared_dir:
+            self.shared_dir = self.home
 
     def add_metadata(self, data: dict[str, Any]) -> None:
         """Attach metadata (numbers, strings, small lists) to this step's materialization."""
@@ -93,13 +103,19 @@ class ResourceContext:
         name: The resource's name.
         config: Its `[resources.NAME]` table of dagtop.toml (empty if there is none).
         log: The step's logger: lines land in the step's log file.
-        home: The dagtop home folder.
+        home: The dagtop home folder (the coordinating engine's).
+        shared_dir: The step's `context.shared_dir`: a folder every worker reaches.
     """
 
     name: str
     config: dict[str, Any]
     log: logging.Logger
     home: Path
+    shared_dir: Path | str = ""
+
+    def __post_init__(self) -> None:
+        if not self.shared_dir:
+            self.shared_dir = self.home
 
 
 def build_context(
@@ -111,6 +127,7 @@ def build_context(
     home: Path | None = None,
     resources: dict[str, Any] | None = None,
     partition_keys: list[str] | None = None,
+    shared_dir: Path | str | None = None,
     dimensions: dict[str, str] | None = None,
 ) -> StepContext:
     """A context for calling one asset or task function directly in a unit test.
@@ -129,5 +146,6 @@ def build_context(
         home=Path(home) if home is not None else Path(tempfile.mkdtemp(prefix="dagtop-test-")),
         resources=dict(resources or {}),
         partition_keys=list(partition_keys or ([partition] if partition is not None else [])),
+        shared_dir=shared_dir or "",
         dimensions=dict(dimensions or {}),
     )

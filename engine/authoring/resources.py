@@ -31,11 +31,13 @@ class OpenResources:
     Args:
         log: The step's logger (`context.log` of each resource).
         home: The dagtop home folder.
+        shared_dir: The step's `context.shared_dir` (default: `home`).
     """
 
-    def __init__(self, log: logging.Logger, home: Path) -> None:
+    def __init__(self, log: logging.Logger, home: Path, shared_dir: Path | str = "") -> None:
         self.log = log
         self.home = home
+        self.shared_dir = shared_dir
         self.values: dict[str, Any] = {}
         self._teardowns: list[tuple[str, Callable[[], None]]] = []
 
@@ -46,7 +48,13 @@ class OpenResources:
             ResourceBuildError: the function raised, or a generator yielded nothing.
         """
         name = defn.name
-        ctx = ResourceContext(name=name, config=dict(config or {}), log=self.log, home=self.home)
+        ctx = ResourceContext(
+            name=name,
+            config=dict(config or {}),
+            log=self.log,
+            home=self.home,
+            shared_dir=self.shared_dir,
+        )
         try:
             made = defn.fn(ctx) if defn.takes_context else defn.fn()
             if inspect.isgenerator(made):

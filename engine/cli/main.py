@@ -23,6 +23,7 @@ from engine.cli import db as cli_db
 from engine.cli import logs as cli_logs
 from engine.client import Client, RunView, iso
 from engine.errors import EngineError
+from engine.redact import RedactingFormatter, redact
 from engine.status import BackfillStatus, Freshness, RunStatus, StepStatus, TickStatus
 from engine.units import GLYPHS, format_bytes, format_duration, glyph, one_line
 
@@ -38,7 +39,8 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON")
 
 
 def _emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    # A value may quote a URL (an error, a setting): no password leaves in JSON either.
+    sys.stdout.write(redact(json.dumps(data, indent=2, default=str)) + "\n")
 
 
 def _parse_params(items: Sequence[str] | None) -> dict[str, Any]:
@@ -78,7 +80,9 @@ def app(ctx: click.Context, home: Path | None, pipelines: Path | None, verbose: 
     if verbose:
         import logging
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        logging.basicConfig(level=logging.INFO)
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(RedactingFormatter("%(asctime)s %(name)s %(message)s"))
     ctx.obj = Client(home=home, pipelines=pipelines)
     # However the command ends (the process then leaves with os._exit, which closes nothing):
     # checkpoint what it wrote, so no -wal and -shm files are left beside the database.
@@ -337,18 +341,25 @@ def cancel(client: Client, run_id: str) -> None:
 
 
 @app.command()
+@click.option(
+    "--standby",
+    is_flag=True,
+    help="If an engine already runs on this database, wait and take over when it stops",
+)
 @click.pass_obj
-def daemon(client: Client) -> None:
+def daemon(client: Client, standby: bool) -> None:
     """Run schedules, sensors and queued runs with no UI, until Ctrl-C or SIGTERM."""
     import logging
 
     client._ensure_home()
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=logging.INFO, format=fmt)
-    handler = logging.FileHandler(client.paths.home / "daemon.log")
-    handler.setFormatter(logging.Formatter(fmt))
-    logging.getLogger().addHandler(handler)
-    _exit(client.serve_forever())
+    logging.basicConfig(level=logging.INFO)
+    log = client.paths.home / "daemon.log"
+    os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))  # the user's only
+    logging.getLogger().addHandler(logging.FileHandler(log))
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(RedactingFormatter(fmt))
+    _exit(client.serve_forever(standby=standby))
 
 
 @app.command()
@@ -688,7 +699,7 @@ def main() -> None:
         if isinstance(exc.code, str):
             sys.stderr.write(exc.code + "\n")
     except EngineError as exc:
-        sys.stderr.write(f"dagtop: error: {exc.msg}\n")
+        sys.stderr.write(f"dagtop: error: {redact(exc.msg)}\n")
         code = 2
     except KeyboardInterrupt:
         sys.stderr.write("dagtop: interrupted\n")

@@ -177,6 +177,14 @@ class Reads(Project):
             return True
         return (self.paths.home / "dagtop.db").exists()
 
+    def warnings(self) -> list[str]:
+        """Standing problems of the project's setup, one short line each (the UI's status
+        bar shows them): today, a Dask scheduler reached over plain tcp:// off this machine."""
+        from engine.loading.config import open_scheduler
+
+        address = open_scheduler(self.config)
+        return [f"Dask scheduler {address} is not TLS"] if address else []
+
     def machine(self) -> MachineView:
         """This machine's CPU and memory use (for the UI's header)."""
         import psutil

@@ -312,7 +312,24 @@ class Coordinator:
 
     # --- starting steps -----------------------------------------------------------------------
 
+    def _limits(self) -> tuple[int, Callable[[str], int]]:
+        """Steps at once, and each pool's size. Both count across the whole cluster. Set in
+        the config they are what it says; unset, on the local executor, this machine's cores
+        and 1 per pool, and on Dask what the cluster offers now: its threads, and for a pool
+        the amount of that resource its workers offer together."""
+        pools = self.config.pools
+        if self._dask is None:
+            return self.config.max_workers, lambda pool: pools.get(pool, 1)
+        threads, offered = self._dask.capacity()
+        workers = self.config.max_workers if self.config.max_workers_set else max(1, threads)
+
+        def size(pool: str) -> int:
+            return pools[pool] if pool in pools else max(1, int(offered.get(pool, 0)))
+
+        return workers, size
+
     def _start_ready(self, now: float) -> None:
+        max_workers, pool_size = self._limits()
         in_pools: dict[str, int] = {}
         for live in self._live.values():
             if live.launch.pool:
@@ -322,15 +339,14 @@ class Coordinator:
             if run.canceling:
                 continue
             for st in run.steps.values():
-                if len(self._live) >= self.config.max_workers:
+                if len(self._live) >= max_workers:
                     return
                 if not run.ready(st, now):
                     continue
                 manifest = manifest or self.manifest()
                 pool = run.definition(manifest, st.key, "pool")
                 if pool is not None:
-                    limit = self.config.pools.get(pool, 1)
-                    if in_pools.get(pool, 0) >= limit:
+                    if in_pools.get(pool, 0) >= pool_size(pool):
                         continue
                     in_pools[pool] = in_pools.get(pool, 0) + 1
                 self._start(run, st, manifest, now)

@@ -20,6 +20,7 @@ from engine.authoring.partitions import safe_key
 from engine.executor.spawn import Launch, worker_argv
 from engine.loading.config import Paths
 from engine.loading.manifest import AssetSpec, Manifest, PipelineSpec, TaskSpec, split_key
+from engine.processes import child_environ
 from engine.status import StepStatus
 from engine.storage import repo
 from engine.storage.models import Run
@@ -189,10 +190,15 @@ def task_inputs(
     return inputs
 
 
+SHARED = "@shared"
+"""`context.shared_dir`, under the values folder (a name no asset can have: the value sweep
+leaves it alone)."""
+
+
 def _step_env(
     run_id: str, key: str, attempt: int, partition: str | None, home: Path
 ) -> dict[str, str]:
-    env = dict(os.environ)
+    env = child_environ(os.environ)
     # NUL cannot travel in an environment variable; such a key is still in the spec intact.
     partition = (partition or "").replace("\x00", "\\0")
     env.update(
@@ -253,6 +259,7 @@ def prepare(
             "home": str(paths.home),
             "inputs": inputs,
             "output_stem": f"{part_dir}/{run.id}.{attempt}",
+            "shared_dir": f"{values or paths.values}/{SHARED}",
             "checks": [
                 {"file": c.file, "name": c.name, "blocking": c.blocking}
                 for c in manifest.checks.get(key, [])
@@ -311,6 +318,7 @@ def prepare(
         "params": params,
         "home": str(paths.home),
         "inputs": task_inputs(session, run.id, pipeline, task, index),
+        "shared_dir": f"{values or paths.values}/{SHARED}",
         # "@tasks" cannot be an asset's name, so the value sweep can tell these apart.
         "output_stem": (
             f"{values}/@tasks/{run.id}/{safe_key(key)}.{attempt}"

@@ -202,7 +202,8 @@ def _sweep(db: SAEngine, where: str, url: bool) -> int:
     removed, foreign, unknown = 0, [], []
     for value, own in ours.items():
         if own is None:
-            foreign.append(value.rel)
+            if not value.rel.startswith("@shared/"):  # steps' own artifacts: not ours to list
+                foreign.append(value.rel)
             continue
         run_id, step, number, temp = own
         status = attempts.get((run_id, step, number))

@@ -314,7 +314,7 @@ def _open_resources(spec: AssetStepSpec, items: list[Any], ctx: Any) -> dict[str
     from engine.authoring.definitions import ResourceDef
     from engine.authoring.resources import OpenResources, ResourceBuildError
 
-    _opened = opened = OpenResources(ctx.log, ctx.home)
+    _opened = opened = OpenResources(ctx.log, ctx.home, ctx.shared_dir)
     for name, ref in spec.get("resources", {}).items():
         in_file = items if ref["file"] == spec["file"] else _import(spec["root"], ref["file"])
         defn = _find(in_file, ResourceDef, name)
@@ -381,6 +381,7 @@ def run(spec: WorkerSpec, reporter: Reporter) -> None:
         params=spec["params"] or {},
         key=key,
         home=Path(spec["home"]),
+        shared_dir=_shared_dir(spec.get("shared_dir")),
         _on_metadata=lambda data: reporter.send(
             {"e": EventKind.METADATA, "t": time.time(), "data": data}
         ),
@@ -574,6 +575,13 @@ def main(spec_path: str | None = None, fd: int | None = None) -> None:
     # Skip interpreter teardown (atexit of user libraries, GC of big values): the result is
     # stored and reported; nothing else the process does can matter.
     _exit(reporter, 0)
+
+
+def _shared_dir(location: str | None) -> Path | str:
+    """`context.shared_dir`: a Path for a folder, the URL itself for an fsspec store."""
+    if not location:
+        return ""  # the context falls back to the home folder
+    return location if "://" in location else Path(location)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,21 @@ def requeue_failed(session: Session, run_id: str, now: float) -> str:
     return run.id
 
 
+def fail_unstarted(session: Session, run: Run, now: float, reason: str) -> None:
+    """Fail a queued run that cannot start (its executor cannot be reached): the user is told
+    it failed, so it must never run later. Its steps are skipped with the reason."""
+    for step in repo.steps_of(session, [run.id])[run.id]:
+        if not StepStatus(step.status).finished and step.status != StepStatus.RUNNING:
+            transition_step(step, StepStatus.SKIPPED)
+            step.error, step.ended_at = f"not started: {reason}", now
+            session.add(step)
+    transition_run(run, RunStatus.FAILED)
+    run.error = reason
+    run.ended_at = now
+    run.updated_at = now
+    session.add(run)
+
+
 def cancel_unstarted(
     session: Session,
     run: Run,

@@ -48,6 +48,9 @@ class StepView:
     metadata: dict[str, Any] = field(default_factory=dict)
     host: str | None = None  # where its latest attempt ran
     worker: str | None = None  # "local", or the executor worker's address
+    # Every attempt, oldest first: {"attempt", "status", "host", "worker", "error"} (a retry
+    # after a lost worker ran elsewhere, and the reason the first one ended shows here).
+    placements: tuple[dict[str, Any], ...] = ()
     # A skipped step's kind of skip (`status.SkipKind`: "branch", "short_circuit",
     # "upstream_failed", "skipped"); `error` says why in words ("not chosen by choose").
     skip: str | None = None
@@ -57,6 +60,7 @@ class StepView:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["upstream"] = list(self.upstream)
+        out["placements"] = [dict(p) for p in self.placements]
         out["started_at"], out["ended_at"] = iso(self.started_at), iso(self.ended_at)
         return out
 
@@ -88,6 +92,7 @@ class RunView:
     steps: tuple[StepView, ...]
     checks: tuple[CheckView, ...]
     reason: str | None = None  # why automation requested it (trigger `auto`)
+    error: str | None = None  # why the run failed as a whole (its executor unreachable, say)
 
     @property
     def finished(self) -> bool:
@@ -106,6 +111,7 @@ class RunView:
             "created_at": iso(self.created_at),
             "started_at": iso(self.started_at),
             "ended_at": iso(self.ended_at),
+            "error": self.error,
             "steps": [s.to_json() for s in self.steps],
             "checks": [asdict(c) for c in self.checks],
         }
@@ -120,7 +126,12 @@ class RunView:
         fields["status"] = RunStatus(data["status"])
         fields["steps"] = tuple(
             StepView(
-                **{**st, "status": StepStatus(st["status"]), "upstream": tuple(st["upstream"])}
+                **{
+                    **st,
+                    "status": StepStatus(st["status"]),
+                    "upstream": tuple(st["upstream"]),
+                    "placements": tuple(st.get("placements", ())),
+                }
             )
             for st in data["steps"]
         )
@@ -236,17 +247,32 @@ def run_views(s: Session, runs: Sequence[Run]) -> list[RunView]:
                         ended_at=st.ended_at,
                         upstream=tuple(json.loads(st.upstream)),
                         metadata=metadata.get(st.key, {}),
-                        host=placed.get((r.id, st.key), (None, None))[0],
-                        worker=placed.get((r.id, st.key), (None, None))[1],
+                        host=_latest(placed, r.id, st.key)[0],
+                        worker=_latest(placed, r.id, st.key)[1],
+                        placements=tuple(
+                            {"attempt": n, "status": status, "host": h, "worker": w, "error": e}
+                            for n, status, h, w, e in placed.get((r.id, st.key), ())
+                        ),
                         skip=st.skip,
                         map_index=split_key(st.key)[1] if r.kind == "pipeline" else None,
                     )
                     for st in steps[r.id]
                 ),
                 checks=checks,
+                error=r.error,
             )
         )
     return views
+
+
+def _latest(
+    placed: dict[tuple[str, str], list[tuple[int, str, str | None, str | None, str | None]]],
+    run_id: str,
+    key: str,
+) -> tuple[str | None, str | None]:
+    """(host, worker) of a step's latest attempt."""
+    attempts = placed.get((run_id, key))
+    return (attempts[-1][2], attempts[-1][3]) if attempts else (None, None)
 
 
 def attempt_view(a: StepAttempt) -> AttemptView:

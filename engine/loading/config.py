@@ -75,6 +75,9 @@ def resolve_paths(home: str | Path | None, pipelines: str | Path | None) -> Path
 @dataclass(frozen=True)
 class Config:
     max_workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+    max_workers_set: bool = False
+    """Whether max_workers was given (config or DAGTOP_MAX_WORKERS): unset, the Dask executor
+    runs as many steps at once as the cluster has threads."""
     pools: dict[str, int] = field(default_factory=dict)
     load_timeout: float = 30.0
     timezone: str | None = None
@@ -129,7 +132,9 @@ def load_config(project: Path) -> Config:
         break
     if not data:
         env_workers = os.environ.get("DAGTOP_MAX_WORKERS")
-        config = Config(max_workers=int(env_workers)) if env_workers else Config()
+        config = (
+            Config(max_workers=int(env_workers), max_workers_set=True) if env_workers else Config()
+        )
         return replace(config, **_executor("config", {}))
     src = source or "config"
     known = {
@@ -163,6 +168,7 @@ def load_config(project: Path) -> Config:
         max_workers=_positive_int(
             src, "max_workers", int(workers) if isinstance(workers, str) else workers
         ),
+        max_workers_set="max_workers" in data or bool(os.environ.get("DAGTOP_MAX_WORKERS")),
         pools=pools,
         load_timeout=float(timeout),
         timezone=tz,
@@ -253,6 +259,23 @@ def _executor(src: str, data: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f'{src}: executor = "dask" needs dask_scheduler = "tcp://HOST:PORT"')
         return {"executor": "dask", "dask_scheduler": _address(f"{src}: dask_scheduler", address)}
     return {"executor": "local", "dask_scheduler": None}
+
+
+def open_scheduler(config: Config) -> str | None:
+    """The Dask scheduler's address when it is reached over plain `tcp://` off this machine
+    (anyone who can reach such a scheduler runs code as its workers' user), else None."""
+    address = config.dask_scheduler
+    if config.executor != "dask" or address is None or not address.startswith("tcp://"):
+        return None
+    host = address[len("tcp://") :].rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return None
+    import ipaddress
+
+    try:
+        return None if ipaddress.ip_address(host).is_loopback else address
+    except ValueError:  # a host name: not this machine's loopback, as far as we can tell
+        return address
 
 
 def _address(what: str, raw: str) -> str:

@@ -120,7 +120,7 @@ def _read_cache(path: Path) -> _Cache | None:
 def _write_cache(path: Path, cache: _Cache) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the home, the user's only
         tmp.write_text(
             json.dumps(
                 {

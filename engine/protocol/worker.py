@@ -118,6 +118,7 @@ if TYPE_CHECKING:
         home: str
         inputs: dict[str, Input]
         output_stem: str  # where the value goes, without the IO manager's extension
+        shared_dir: NotRequired[str]  # `context.shared_dir`: a folder or an fsspec URL
 
     class AssetStepSpec(_StepSpec):
         """An asset's attempt."""

@@ -83,7 +83,7 @@ class Engine:
         self.config = config
         self.kind = kind
         self.db = db if db is not None else open_db(database_url(paths.home, config.database_url))
-        self.me = lease.my_id(kind)
+        self.me = lease.my_id(kind, paths.home)
         self._manifest: Manifest | None = None
         self._manifest_lock = threading.Lock()
         self._stop = threading.Event()
@@ -124,8 +124,11 @@ class Engine:
         verify(self.db)
         holder = lease.try_acquire(self.db, self.me)
         if holder is not None:
+            # The holder's own home, host and pid: with a shared database it may be anywhere.
             raise EngineBusy(
-                f"an engine is already running for {self.paths.home}: {holder.description}"
+                f"an engine is already running on this database: {holder.description}; stop "
+                "it first, or start this one with `dagtop daemon --standby` to take over when "
+                "it stops"
             )
         self.started_at = time.time()
         reconcile(self.db)
@@ -598,8 +601,12 @@ class Engine:
         return full
 
 
-def run_daemon(paths: Paths, config: Config) -> int:
-    """`dagtop daemon`: run the engine until SIGINT or SIGTERM; returns the exit code."""
+def run_daemon(paths: Paths, config: Config, standby: bool = False) -> int:
+    """`dagtop daemon`: run the engine until SIGINT or SIGTERM; returns the exit code.
+
+    With `standby`, an engine that finds the lease held waits, and starts as soon as it can
+    take it (its holder stopped, died on this machine, or stopped renewing it on another).
+    """
     import signal
 
     stop = threading.Event()
@@ -613,6 +620,17 @@ def run_daemon(paths: Paths, config: Config) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     engine = Engine(paths, config, kind="daemon")
     try:
+        if standby:
+
+            def waiting(holder: lease.Holder) -> None:
+                log.info(
+                    "standby: %s holds this database; taking over when it stops", holder.description
+                )
+
+            if not lease.wait_to_acquire(engine.db, engine.me, stop, waiting):
+                close(engine.db)
+                return 0
+            log.info("standby: took over the lease")
         engine.start()
     except BaseException:
         close(engine.db)  # refused (a damaged database, another engine): leave no -wal behind

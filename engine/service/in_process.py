@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from engine.errors import EngineError
+from engine.errors import EngineError, ExecutorError
 from engine.protocol.commands import BackfillInfo, FollowRun, KeysChanged, RunWire
 from engine.service.watch import run_wire, watch_run
 from engine.status import BackfillStatus, RunStatus
@@ -182,16 +182,20 @@ class InProcess:
             server.close()  # the engine starts its own
         from engine.service.daemon import Engine
 
-        engine = Engine(
-            self.paths,
-            self.config,
-            kind="cli",
-            db=self.db,
-            schedules=False,
-            sensors=False,
-            watch=False,
-            automation=False,
-        )
+        try:
+            engine = Engine(
+                self.paths,
+                self.config,
+                kind="cli",
+                db=self.db,
+                schedules=False,
+                sensors=False,
+                watch=False,
+                automation=False,
+            )
+        except ExecutorError as exc:
+            self._fail_backfill(backfill_id, exc.msg)
+            raise
         engine.start()
         try:
             info: BackfillInfo | None = None
@@ -237,7 +241,11 @@ class InProcess:
         if on_update is not None:
             with read_scope(self.db) as s:
                 on_update(progress(s, backfill_id, with_keys=False))
-        self.execute(run_ids)
+        try:
+            self.execute(run_ids)
+        except ExecutorError as exc:
+            self._fail_backfill(backfill_id, exc.msg)
+            raise
         with session_scope(self.db) as s:
             advance_backfills(s, time.time())  # success, failed or canceled, as an engine would
         with read_scope(self.db) as s:
@@ -258,9 +266,15 @@ class InProcess:
 
         reconcile(self.db)
         server = self._forkserver()
-        coordinator = Coordinator(
-            self.db, self.paths, self.config, self.manifest, on_change=on_change, forkserver=server
-        )
+        try:
+            coordinator = Coordinator(
+                self.db, self.paths, self.config, self.manifest, on_change, forkserver=server
+            )
+        except ExecutorError as exc:
+            # The runs were recorded queued: fail them with the reason, or a later engine
+            # would run what the user was told could not start.
+            self._fail_unstarted(run_ids, exc.msg)
+            raise
         for run_id in run_ids:
             coordinator.submit(run_id)
         try:
@@ -276,6 +290,26 @@ class InProcess:
             # would be lost with it. (The fork server is left to exit with this process:
             # waiting for it would add its interpreter's teardown to every command.)
             coordinator.send_alerts()
+
+    def _fail_backfill(self, backfill_id: str, reason: str) -> None:
+        """Its executor cannot be reached: fail the backfill's unstarted runs, and so the
+        backfill (which a later engine would otherwise carry on unasked)."""
+        from engine.automation.backfill import advance_backfills
+
+        with read_scope(self.db) as s:
+            run_ids = [row[0] for row in repo.backfill_run_states(s, backfill_id)]
+        self._fail_unstarted(run_ids, reason)
+        with session_scope(self.db) as s:
+            advance_backfills(s, time.time())
+
+    def _fail_unstarted(self, run_ids: Sequence[str], reason: str) -> None:
+        from engine.history.run_control import fail_unstarted
+
+        now = time.time()
+        with session_scope(self.db) as s:
+            for run in repo.runs_by_id(s, run_ids).values():
+                if run.status == RunStatus.QUEUED and run.owner is None:
+                    fail_unstarted(s, run, now, reason)
 
 
 class _Pusher:

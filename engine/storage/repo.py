@@ -129,19 +129,20 @@ def attempts_of(session: Session, run_id: str) -> Sequence[StepAttempt]:
 
 def placements_of_runs(
     session: Session, run_ids: Iterable[str]
-) -> dict[tuple[str, str], tuple[str | None, str | None]]:
-    """Where each step of these runs last ran: (run id, step key) -> (host, worker)."""
+) -> dict[tuple[str, str], list[tuple[int, str, str | None, str | None, str | None]]]:
+    """Where each attempt of each step of these runs ran, oldest first: (run id, step key) ->
+    [(attempt, status, host, worker, error)]."""
     ids = list(run_ids)
-    out: dict[tuple[str, str], tuple[str | None, str | None]] = {}
+    out: dict[tuple[str, str], list[tuple[int, str, str | None, str | None, str | None]]] = {}
     if not ids:
         return out
     rows = session.exec(
-        select(StepAttempt.run_id, StepAttempt.key, StepAttempt.host, StepAttempt.worker)
-        .where(col(StepAttempt.run_id).in_(ids))
-        .order_by(col(StepAttempt.id))
+        select(StepAttempt).where(col(StepAttempt.run_id).in_(ids)).order_by(col(StepAttempt.id))
     )
-    for run_id, key, host, worker in rows:
-        out[(run_id, key)] = (host, worker)  # the latest attempt wins
+    for a in rows:
+        out.setdefault((a.run_id, a.key), []).append(
+            (a.attempt, a.status, a.host, a.worker, a.error)
+        )
     return out
 
 

@@ -293,6 +293,13 @@ def test_a_killed_worker_fails_the_attempt_its_processes_die_and_the_retry_runs_
     assert one.status == StepStatus.FAILED
     assert one.error == f"dask worker {first.worker} lost"
     assert two.status == StepStatus.SUCCESS and two.worker not in (None, first.worker)
+    # `runs --json` shows where each attempt ran and why the first one ended.
+    places = step(view, "victim").to_json()["placements"]
+    assert [(p["attempt"], p["worker"], p["error"]) for p in places] == [
+        (1, first.worker, f"dask worker {first.worker} lost"),
+        (2, two.worker, None),
+    ]
+    assert all(p["host"] for p in places)
     # Dask reran the lost task elsewhere, but the step itself ran once per attempt.
     lines = starts.read_text().splitlines()
     assert [line.split()[0] for line in lines] == ["1", "2"]
@@ -337,6 +344,32 @@ def test_a_dask_worker_runs_steps_without_importing_storage(
     assert {"engine.executor.dask_task", "engine.executor.spawn"} <= loaded
     assert not {"sqlmodel", "sqlalchemy", "pydantic"} & {m.split(".")[0] for m in loaded}
     assert not {m for m in loaded if m.startswith(("engine.storage", "engine.executor.launch"))}
+
+
+def test_unset_limits_default_to_what_the_cluster_offers(
+    cluster: tuple[str, Any], tmp_path: Path
+) -> None:
+    from engine.executor.coordinator import Coordinator
+
+    client = make_project(tmp_path, cluster[0], "remote")
+    assert client.config.max_workers == 4  # read now: the file changes next
+    # Neither max_workers nor [pools] given: the cluster's three threads, its one gpu.
+    (tmp_path / "project" / "dagtop.toml").write_text(
+        f'executor = "dask"\ndask_scheduler = "{cluster[0]}"\n'
+    )
+    unset = Client(tmp_path / "home", tmp_path / "project" / "pipelines")
+    coordinator = Coordinator(unset.db, unset.paths, unset.config, unset.load)
+    try:
+        workers, pool_size = coordinator._limits()
+        assert (workers, pool_size("gpu"), pool_size("tpu")) == (3, 1, 1)
+    finally:
+        coordinator.close()
+    # Given, they are what the config says, whatever the cluster offers.
+    given = Coordinator(client.db, client.paths, client.config, client.load)
+    try:
+        assert given._limits()[0] == 4
+    finally:
+        given.close()
 
 
 def test_a_pool_no_worker_offers_fails_at_once(cluster: tuple[str, Any], tmp_path: Path) -> None:

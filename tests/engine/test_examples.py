@@ -127,7 +127,7 @@ def test_new_digits_retrain_evaluate_and_deploy_on_their_own_with_an_engine_up(
 
 
 def test_training_group_deploys_once(client: Client) -> None:
-    model = client.paths.home / "models" / "digits.pkl"
+    model = client.paths.values / "@shared" / "models" / "digits.pkl"  # context.shared_dir
 
     first = client.materialize(["group:training"])
     assert first.status == RunStatus.SUCCESS, first.to_json()

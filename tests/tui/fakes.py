@@ -260,6 +260,7 @@ class FakeClient:
         self.sensor_items = {s.name: s for s in sensors}
         self.tick_lists: dict[str, list[SensorTickView]] = dict(sensor_ticks or {})
         self.asset_status: dict[str, NodeStatus] = {}
+        self.setup_warnings: list[str] = []
         self.task_status: dict[str, dict[str, NodeStatus]] = {}
         self._derive_statuses()
         # What the UI asked for.
@@ -328,6 +329,9 @@ class FakeClient:
         if pipeline is not None:
             return dict(self.task_status.get(pipeline, {}))
         return dict(self.asset_status)
+
+    def warnings(self) -> list[str]:
+        return list(self.setup_warnings)
 
     def machine(self) -> MachineView:
         return MachineView(cpu_percent=63.0, memory_used=int(7.1 * 2**30), memory_total=24 * 2**30)

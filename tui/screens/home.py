@@ -226,6 +226,7 @@ class HomeScreen(HomeActions):
         self.query_one("#runs-pane").border_title = "Runs"
         self.status_bar.project = tilde(self.dagtop.client.paths.project)
         self.status_bar.mode = self.dagtop.mode
+        self.status_bar.warning = "; ".join(self.dagtop.client.warnings())
         self.dag.empty_message = "loading pipelines…"
         self.pipelines.focus()
         self.load_manifest()
