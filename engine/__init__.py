@@ -36,10 +36,12 @@ _HOMES = {
     "engine.authoring.multi_partitions": ("MultiPartitions",),
     "engine.authoring.partitions": (
         "DailyPartitions",
+        "DynamicPartitions",
         "HourlyPartitions",
         "PartitionsDefinition",
         "StaticPartitions",
     ),
+    "engine.authoring.sensors": ("RunRequest", "SensorContext", "SkipReason", "sensor"),
 }
 _WHERE = {name: module for module, names in _HOMES.items() for name in names}
 
@@ -66,10 +68,12 @@ if TYPE_CHECKING:
     from engine.authoring.multi_partitions import MultiPartitions
     from engine.authoring.partitions import (
         DailyPartitions,
+        DynamicPartitions,
         HourlyPartitions,
         PartitionsDefinition,
         StaticPartitions,
     )
+    from engine.authoring.sensors import RunRequest, SensorContext, SkipReason, sensor
 
 
 def __getattr__(name: str) -> Any:
@@ -92,6 +96,7 @@ __all__ = [
     "CheckDef",
     "CheckResult",
     "DailyPartitions",
+    "DynamicPartitions",
     "HourlyPartitions",
     "IOManager",
     "JsonIO",
@@ -101,6 +106,9 @@ __all__ = [
     "PickleIO",
     "ResourceContext",
     "ResourceDef",
+    "RunRequest",
+    "SensorContext",
+    "SkipReason",
     "StaticPartitions",
     "StepContext",
     "TaskDef",
@@ -110,6 +118,7 @@ __all__ = [
     "file_sensor",
     "resource",
     "schedule",
+    "sensor",
     "shell",
     "task",
 ]

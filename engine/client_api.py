@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from engine.automation.scheduler import ScheduleStatus as ScheduleStatus
     from engine.automation.sensors import SensorStatus as SensorStatus
+    from engine.automation.sensors import SensorTickView as SensorTickView
     from engine.history.asset_page import AssetPage as AssetPage
     from engine.history.lineage import LineageNode as LineageNode
     from engine.history.partition_status import PartitionChanges as PartitionChanges
@@ -130,6 +131,10 @@ class ClientAPI(Protocol):
     def schedules(self) -> list[ScheduleStatus]: ...
 
     def sensors(self) -> list[SensorStatus]: ...
+
+    def sensor_ticks(self, name: str, limit: int = 50) -> list[SensorTickView]:
+        """A custom or built-in sensor's ticks, newest first."""
+        ...
 
     def set_enabled(self, kind: str, name: str, enabled: bool) -> None: ...
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,8 +46,10 @@ class StepContext:
     metadata: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
     partition_keys: list[str] = field(default_factory=list)
+    added_partitions: dict[str, list[str]] = field(default_factory=dict)
     shared_dir: Path | str = ""
     _on_metadata: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
+    _on_partitions: Callable[[str, list[str]], None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.shared_dir:
@@ -60,6 +62,37 @@ class StepContext:
         self.metadata.update(data)
         if self._on_metadata is not None:
             self._on_metadata(data)
+
+    def add_partitions(self, partitions: Any, keys: Iterable[str]) -> None:
+        """Add keys to dynamic partitions (a `DynamicPartitions`, or its name). They are
+        recorded with this step's materialization, when it succeeds; a key that exists is
+        left as it is. `context.added_partitions` collects them.
+
+        Raises:
+            ValueError: a key is empty or holds a control character.
+            TypeError: `partitions` is not dynamic partitions, or `keys` is one string.
+        """
+        from engine.authoring.partitions import (
+            DynamicPartitions,
+            InvalidPartitionKey,
+            check_dynamic_key,
+        )
+
+        if isinstance(partitions, str):
+            partitions = DynamicPartitions(partitions)
+        if not isinstance(partitions, DynamicPartitions):
+            raise TypeError(
+                f"add_partitions takes a DynamicPartitions, not {type(partitions).__name__}"
+            )
+        if isinstance(keys, str):
+            raise TypeError("add_partitions takes a list of keys, not one string")
+        try:
+            checked = [check_dynamic_key(key) for key in keys]
+        except InvalidPartitionKey as exc:
+            raise ValueError(str(exc)) from None
+        self.added_partitions.setdefault(partitions.name, []).extend(checked)
+        if self._on_partitions is not None and checked:
+            self._on_partitions(partitions.name, checked)
 
 
 @dataclass

@@ -144,12 +144,15 @@ class PartitionsDefinition(ABC):
         if kind == StaticPartitions.kind:
             _check_spec_fields(spec, required={"keys"}, optional=set())
             return StaticPartitions(spec["keys"])
+        if kind == DynamicPartitions.kind:
+            _check_spec_fields(spec, required={"name"}, optional={"keys"})
+            return DynamicPartitions(spec["name"]).with_keys(spec.get("keys") or ())
         for cls in (DailyPartitions, HourlyPartitions):
             if kind == cls.kind:
                 _check_spec_fields(spec, required={"start"}, optional={"end", "timezone"})
                 return cls(spec["start"], end=spec.get("end"), timezone=spec.get("timezone", "UTC"))
         raise ValueError(
-            f"unknown partitions kind {kind!r} (expected 'daily', 'hourly' or 'static')"
+            f"unknown partitions kind {kind!r} (expected 'daily', 'hourly', 'static' or 'dynamic')"
         )
 
 
@@ -679,6 +682,112 @@ class StaticPartitions(PartitionsDefinition):
     def describe(self) -> str:
         """See :meth:`PartitionsDefinition.describe`."""
         return f"StaticPartitions: {_preview(self.partition_keys)}"
+
+
+@dataclass(frozen=True, init=False)
+class DynamicPartitions(PartitionsDefinition):
+    """Partitions whose keys are added and removed at run time, such as customers.
+
+    The keys live in the engine's database: `dagtop keys add NAME KEY...`, or
+    `context.add_partitions(defn, keys)` from a sensor or an asset. Two definitions with the
+    same name are the same set of keys.
+
+    Args:
+        name: The name the keys are stored under (letters, digits, `_`, `-`, `.`).
+
+    Raises:
+        ValueError: the name is empty or not made of those characters.
+    """
+
+    name: str
+    # The keys known when this object was made (`with_keys`), in the order they were added:
+    # definitions are read from pipeline files, keys from the database, bound where both are.
+    partition_keys: tuple[str, ...] = field(compare=False)
+    kind: ClassVar[str] = "dynamic"
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str) or not _DYNAMIC_NAME_RE.fullmatch(name):
+            raise ValueError(
+                f"DynamicPartitions name must be letters, digits, '_', '-' or '.', got {name!r}"
+            )
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "partition_keys", ())
+
+    def __repr__(self) -> str:
+        return f"DynamicPartitions({self.name!r})"
+
+    def with_keys(self, keys: Sequence[str]) -> DynamicPartitions:
+        """The same definition, knowing `keys` (as stored)."""
+        bound = DynamicPartitions(self.name)
+        object.__setattr__(bound, "partition_keys", tuple(keys))
+        return bound
+
+    def _position(self, key: str) -> int:
+        if not isinstance(key, str):
+            raise InvalidPartitionKey(
+                f"partition key must be a string, got {type(key).__name__} {key!r}"
+            )
+        try:
+            return self.partition_keys.index(key)
+        except ValueError:
+            pass
+        _check_text(key)
+        close = difflib.get_close_matches(key, self.partition_keys, n=1)
+        if close:
+            hint = f"did you mean {close[0]!r}?"
+        elif self.partition_keys:
+            hint = f"known: {_preview(self.partition_keys)}"
+        else:
+            hint = f"it has no keys yet: `dagtop keys add {self.name} KEY`"
+        raise InvalidPartitionKey(f"{key!r} is not a key of {self.name!r} ({hint})")
+
+    def keys(self, now: datetime | None = None) -> list[str]:
+        """See :meth:`PartitionsDefinition.keys`: the keys bound; ``now`` is ignored."""
+        return list(self.partition_keys)
+
+    def validate_key(self, key: str, now: datetime | None = None) -> None:
+        """See :meth:`PartitionsDefinition.validate_key`; ``now`` is ignored."""
+        self._position(key)
+
+    def keys_between(self, first: str, last: str, now: datetime | None = None) -> list[str]:
+        """See :meth:`PartitionsDefinition.keys_between`; order is the order keys were added."""
+        lo, hi = self._position(first), self._position(last)
+        if lo > hi:
+            raise InvalidPartitionKey(f"first key {first!r} is after last key {last!r}")
+        return list(self.partition_keys[lo : hi + 1])
+
+    def last_complete_key(self, at: datetime) -> str | None:
+        """Return None: dynamic partitions have no periods."""
+        return None
+
+    def period(self, key: str) -> tuple[datetime, datetime]:
+        """Raise ValueError: dynamic partitions have no time period."""
+        raise ValueError(f"dynamic partition {key!r} has no time period")
+
+    def to_spec(self) -> dict[str, Any]:
+        """See :meth:`PartitionsDefinition.to_spec` (the name only: keys are not definitions)."""
+        return {"kind": self.kind, "name": self.name}
+
+    def describe(self) -> str:
+        """See :meth:`PartitionsDefinition.describe`."""
+        return f"DynamicPartitions {self.name!r}"
+
+
+def check_dynamic_key(key: object) -> str:
+    """A key about to be added to dynamic partitions, checked as every key is.
+
+    Raises:
+        InvalidPartitionKey: not a non-empty string, or it holds a control character.
+    """
+    if not isinstance(key, str) or not key:
+        raise InvalidPartitionKey(f"a partition key is a non-empty string, not {key!r}")
+    _check_text(key)
+    if key.strip() != key:
+        raise InvalidPartitionKey(f"partition key {key!r} starts or ends with a space")
+    return key
+
+
+_DYNAMIC_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
 
 def _preview(keys: Sequence[str]) -> str:

@@ -40,8 +40,6 @@ def backfill_keys(
     """
     if keys is not None:
         return list(keys)
-    if first is None or last is None:
-        raise EngineError("give --from and --to, or --partitions k1,k2")
     from engine.authoring.partitions import InvalidPartitionKey
     from engine.errors import PartitionError
     from engine.loading.selection import resolve
@@ -49,6 +47,10 @@ def backfill_keys(
     names = resolve(manifest, selection)
     pdefs = [manifest.assets[n].partitions_def for n in names]
     pdef = next((p for p in pdefs if p is not None), None)
+    if first is None and last is None and pdef is not None and pdef.kind in ("static", "dynamic"):
+        return pdef.keys()  # every key: static and dynamic keys have no open end
+    if first is None or last is None:
+        raise EngineError("give --from and --to, or --partitions k1,k2")
     if pdef is None:
         raise EngineError(f"none of {', '.join(names)} is partitioned: nothing to backfill")
     try:
@@ -77,9 +79,11 @@ def create_backfill(
     if max_parallel < 1:
         raise EngineError("--max-parallel must be at least 1")
     from engine.authoring.backfill_policy import range_text
+    from engine.history.dynamic import bind
     from engine.history.plan import run_keys
 
     now = time.time() if now is None else now
+    manifest = bind(session, manifest)
     runs = run_keys(manifest, selection, keys)
     backfill_id = uuid.uuid4().hex[:12]
     session.add(

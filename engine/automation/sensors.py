@@ -52,6 +52,7 @@ from engine.automation.targets import request_for
 from engine.errors import EngineError, suggest
 from engine.history.plan import RunRequest
 from engine.loading.manifest import Manifest, SensorSpec, target_label
+from engine.status import TickStatus
 from engine.storage import repo
 from engine.storage.db import read_scope, session_scope
 from engine.storage.models import SensorFile
@@ -83,7 +84,40 @@ WatchKey = tuple[str, bool]  # (folder, recursive): sensors with the same key sh
 
 
 @dataclass(frozen=True, slots=True)
+class SensorTickView:
+    """One tick of a custom or built-in sensor, as its history shows it."""
+
+    sensor: str
+    started_at: float
+    duration: float
+    status: TickStatus  # started (it requested runs) | skipped | failed
+    run_ids: tuple[str, ...] = ()
+    run_keys_skipped: int = 0
+    reason: str | None = None
+    error: str | None = None
+    cursor: str | None = None
+    keys_added: int = 0
+    log_tail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at,
+            "duration": self.duration,
+            "status": self.status,
+            "run_ids": list(self.run_ids),
+            "run_keys_skipped": self.run_keys_skipped,
+            "reason": self.reason,
+            "error": self.error,
+            "cursor": self.cursor,
+            "keys_added": self.keys_added,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class SensorStatus:
+    """A sensor of any kind: a file sensor (`path`, `pattern`, the files it saw), a custom one
+    (`interval`, its last tick) or a built-in one (the engine's own, such as `auto`)."""
+
     name: str
     path: str
     pattern: str
@@ -93,6 +127,11 @@ class SensorStatus:
     last_file: str | None
     last_seen_at: float | None
     last_run_id: str | None
+    kind: str = "file"  # file | custom | builtin
+    interval: float | None = None
+    description: str | None = None
+    last_tick: SensorTickView | None = None
+    next_tick_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -275,6 +314,11 @@ class SensorRunner:
             self._reconcile_watches()
             for name in dict.fromkeys(to_scan):
                 self._scan(name)
+
+    def owns(self, name: str) -> bool:
+        """Whether `name` is one of this runner's (file) sensors."""
+        with self._lock:
+            return name in self._sensors
 
     def set_enabled(self, name: str, enabled: bool) -> None:
         """Turn a sensor on or off, persistently.

@@ -72,5 +72,12 @@ def print_definitions(data: dict[str, Any]) -> None:
                 f"  {s['name']:<24} {s['path']}/{s['pattern']} → {_target(s['target'])}"
                 f"  settle {s['settle']:g} s"
             )
+    if data.get("custom_sensors"):
+        print("custom sensors")
+        for s in data["custom_sensors"]:
+            target = _target(s["target"]) if s["target"] else "(each request's target)"
+            print(
+                f"  {s['name']:<24} every {s['interval']:g} s → {target}  ({s['file']}:{s['line']})"
+            )
     for e in data["errors"]:
         print(f"{GLYPHS['failed']} {e['file']}: {e['kind']}: {e['message']}")

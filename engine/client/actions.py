@@ -257,12 +257,13 @@ class Actions(Project):
         last: str | None = None,
         max_parallel: int = 4,
     ) -> str:
-        """Record a backfill of `selection` over `keys` (or the range `first`..`last`).
+        """Record a backfill of `selection` over `keys` (or the range `first`..`last`; with
+        neither, every key of static or dynamic partitions).
 
         Raises:
             SelectionError, PartitionError: nothing is recorded.
         """
-        if keys is None and (first is None or last is None):
+        if keys is None and (first is None) != (last is None):
             raise EngineError("give --from and --to, or --partitions k1,k2")
         command: protocol.BackfillCommand = {
             "selection": list(selection),
@@ -306,6 +307,23 @@ class Actions(Project):
         if kind not in ("schedule", "sensor"):
             raise EngineError(f"only schedules and sensors are turned on and off, not {kind!r}")
         self._call(protocol.TOGGLE, protocol.ToggleCommand(kind=kind, name=name, enabled=enabled))
+
+    # --- dynamic partitions -------------------------------------------------------------------
+
+    def change_keys(self, op: str, name: str, keys: Sequence[str]) -> protocol.KeysChanged:
+        """Add (`op="add"`) or remove keys of DynamicPartitions `name`. Adding a key that
+        exists changes nothing; removing one keeps its runs and values.
+
+        Raises:
+            PartitionError: no asset uses that name, or a key is empty or holds a control
+                character.
+        """
+        if op not in ("add", "remove"):
+            raise EngineError(f"keys are added or removed, not {op!r}")
+        cmd = protocol.KeysCommand(
+            op="add" if op == "add" else "remove", name=name, keys=list(keys)
+        )
+        return self._call(protocol.KEYS, cmd)
 
 
 def _engine_link(link: Link) -> Link:

@@ -34,7 +34,7 @@ from engine.status import PartitionStatus, StepStatus
 if TYPE_CHECKING:
     from engine.automation.backfill import ProgressReader
     from engine.automation.scheduler import ScheduleStatus
-    from engine.automation.sensors import SensorStatus
+    from engine.automation.sensors import SensorStatus, SensorTickView
     from engine.history.asset_page import AssetPage
     from engine.history.lineage import LineageNode, StaleState
     from engine.history.partition_status import PartitionChanges, PartitionCursor, PartitionState
@@ -139,6 +139,7 @@ class Reads(Project):
                 return statuses
             from engine.history.lineage import VALUE_MISSING, Staleness
 
+            manifest = bind(s, manifest)
             staleness = Staleness(s, manifest)
             done = {k: n for k, n in statuses.items() if n.status == StepStatus.SUCCESS}
             staleness.preload_pairs(
@@ -176,7 +177,7 @@ class Reads(Project):
             hint = suggest(name, manifest.assets) or " (`dagtop list` shows every asset)"
             raise SelectionError(f"unknown asset {name!r}{hint}")
         with self._read() as s:
-            return asset_page(s, manifest, name, partition, limit)
+            return asset_page(s, bind(s, manifest), name, partition, limit)
 
     def describe(self) -> dict[str, Any]:
         """Every definition as plain data (what `dagtop list --json` prints)."""
@@ -188,7 +189,7 @@ class Reads(Project):
             from engine.history.lineage import asset_staleness
 
             with self._read() as s:
-                staleness = asset_staleness(s, manifest)
+                staleness = asset_staleness(s, bind(s, manifest))
         return describe_definitions(manifest, self.config.timezone, staleness)
 
     def _has_history(self) -> bool:
@@ -226,7 +227,7 @@ class Reads(Project):
         manifest = self.load()
         _known_asset(manifest, asset)
         with self._read() as s:
-            return partition_states(s, manifest, asset)
+            return partition_states(s, bind(s, manifest), asset)
 
     def partition_changes(
         self, assets: Sequence[str], cursor: PartitionCursor | None = None
@@ -244,7 +245,7 @@ class Reads(Project):
         for asset in assets:
             _known_asset(manifest, asset)
         with self._read() as s:
-            return partition_changes(s, manifest, list(assets), cursor)
+            return partition_changes(s, bind(s, manifest), list(assets), cursor)
 
     def lineage(
         self,
@@ -269,9 +270,10 @@ class Reads(Project):
         manifest = self.load()
         _known_asset(manifest, asset)
         with self._read() as s:
+            bound = bind(s, manifest)
             if downstream:
-                return downstream_lineage(s, manifest, asset, partition)
-            return upstream_lineage(s, manifest, asset, partition, materialization)
+                return downstream_lineage(s, bound, asset, partition)
+            return upstream_lineage(s, bound, asset, partition, materialization)
 
     def stale(self, selection: Sequence[str], partition: str | None = None) -> list[StaleState]:
         """Each asset of a selection, in dependency order: missing, stale (with the reasons)
@@ -286,8 +288,9 @@ class Reads(Project):
 
         manifest = self.load()
         names = resolve(manifest, selection)
-        validate_partition(manifest, names, partition)
         with self._read() as s:
+            manifest = bind(s, manifest)
+            validate_partition(manifest, names, partition)
             return stale_states(s, manifest, names, partition)
 
     # --- backfills, schedules, sensors --------------------------------------------------------
@@ -325,13 +328,53 @@ class Reads(Project):
         return statuses(self.db, self.load(), self.config.timezone)
 
     def sensors(self) -> list[SensorStatus]:
-        """Every file sensor's status: files seen, last file, on/off."""
-        if self.engine is not None and self.engine.sensors is not None:
-            found: list[SensorStatus] = self.engine.sensors.status()
-            return found
-        from engine.automation.sensors import statuses
+        """Every sensor's status (file, custom and built-in), sorted by name: on/off, and the
+        files seen or the last tick and the next."""
+        import time
 
-        return statuses(self.db, self.load())
+        from engine.automation.sensor_registry import statuses
+
+        files = None
+        if self.engine is not None and self.engine.sensors is not None:
+            files = self.engine.sensors.status()
+        return statuses(self.db, self.load(), files, now=time.time())
+
+    def sensor_ticks(self, name: str, limit: int = 50) -> list[SensorTickView]:
+        """A sensor's ticks, newest first (custom and built-in sensors; none for file sensors).
+
+        Raises:
+            EngineError: no sensor has that name.
+        """
+        from engine.automation.sensor_registry import sensor_names, ticks
+
+        names = sensor_names(self.load())
+        if name not in names:
+            from engine.errors import EngineError, suggest
+
+            raise EngineError(f"unknown sensor {name!r}" + suggest(name, names))
+        return ticks(self.db, name, limit)
+
+    def dynamic_keys(self, name: str) -> list[str]:
+        """The keys of DynamicPartitions `name`, in the order they were added.
+
+        Raises:
+            PartitionError: no asset is partitioned by it, and no key was ever stored under it.
+        """
+        from engine.history.dynamic import known_definition
+        from engine.storage import repo
+
+        with self._read() as s:
+            keys = repo.dynamic_keys(s, [name])[name]
+            stored = [name] if keys or repo.dynamic_key_count(s, name) else []
+        known_definition(self.load(), name, stored)
+        return keys
+
+
+def bind(session: Any, manifest: Manifest) -> Manifest:
+    """The manifest with its dynamic partitions' keys as stored (engine.history.dynamic)."""
+    from engine.history.dynamic import bind as bind_keys
+
+    return bind_keys(session, manifest)
 
 
 def _known_asset(manifest: Manifest, asset: str) -> None:

@@ -44,6 +44,7 @@ from engine.status import RunStatus, StepStatus, transition_run, transition_step
 from engine.storage import repo
 from engine.storage.db import session_scope
 from engine.storage.models import CheckRecord, Materialization, StepAttempt
+from engine.units import control_character
 
 if TYPE_CHECKING:
     from engine.protocol.worker import Event, Placement
@@ -343,6 +344,9 @@ def _record_outputs(
     for e in events:
         if e["e"] == EventKind.METADATA:
             metadata.update(e["data"])
+        elif e["e"] == EventKind.PARTITIONS:  # with its materialization, or not at all
+            keys = [k for k in e["keys"] if isinstance(k, str) and k and not control_character(k)]
+            repo.add_dynamic_keys(s, e["name"], keys, now)
     metadata_json = json.dumps(metadata, default=repr)
     inputs_json = json.dumps(live.launch.input_ids)
     stale = repo.add_materializations(

@@ -385,6 +385,9 @@ def run(spec: WorkerSpec, reporter: Reporter) -> None:
         _on_metadata=lambda data: reporter.send(
             {"e": EventKind.METADATA, "t": time.time(), "data": data}
         ),
+        _on_partitions=lambda name, keys: reporter.send(
+            {"e": EventKind.PARTITIONS, "t": time.time(), "name": name, "keys": keys}
+        ),
     )
     items = _import(spec["root"], spec["file"])
     if spec["kind"] == "asset":

@@ -266,9 +266,10 @@ def record(
     Callers that must record something else atomically with the run (a schedule tick, a
     sensor's cursor row) do it in the same session.
     """
+    from engine.history.dynamic import bind
     from engine.storage import repo
 
-    run, steps = plan(manifest, request, now)
+    run, steps = plan(bind(session, manifest), request, now)
     repo.add_run(session, run, steps)
     return run.id
 
@@ -289,10 +290,12 @@ def record_many(
     """
     from dataclasses import replace
 
+    from engine.history.dynamic import bind
     from engine.storage import repo
 
     if not partitions:
         return []
+    manifest = bind(session, manifest)
     run, steps = plan(manifest, replace(request, partition=partitions[0]), now)
     names = json.loads(run.selection)
     pdefs: dict[str, PartitionsDefinition] = {}

@@ -114,6 +114,18 @@ def describe_definitions(
             }
             for r in m.resources.values()
         ],
+        "custom_sensors": [
+            {
+                "name": s.name,
+                "file": s.file,
+                "line": s.line,
+                "target": s.target,
+                "interval": s.interval,
+                "timeout": s.timeout,
+                "description": s.description,
+            }
+            for s in m.custom_sensors.values()
+        ],
         "errors": [
             {"file": e.file, "kind": e.kind, "message": e.message} for e in m.errors.values()
         ],

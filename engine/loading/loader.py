@@ -36,8 +36,8 @@ CACHE_NAME = "manifest-cache.json"
 # (6: code versions no longer come from inspect.getsource, and can differ for a few functions;
 # 7: assets carry their backfill policy; 8: sensors carry their settle time; 9: tasks carry
 # their trigger rule, branch, short-circuit and mapping; 10: resources, and assets' typed
-# config; 11: assets' automation condition).
-CACHE_FORMAT = 11
+# config; 11: assets' automation condition; 12: custom sensors).
+CACHE_FORMAT = 12
 # Results worth importing again next time: the cause may be outside the file (a package being
 # installed, a slow machine), so its unchanged content proves nothing.
 RETRY_KINDS = frozenset({"import", "crash", "timeout"})
@@ -85,7 +85,7 @@ class _Cache:
     results: dict[str, dict[str, Any]]  # rel -> {"sha256": ..., "result": ...}
 
 
-_SECTIONS = ("assets", "checks", "pipelines", "schedules", "sensors")
+_SECTIONS = ("assets", "checks", "pipelines", "schedules", "sensors", "custom_sensors")
 
 
 def _valid_entry(entry: Any) -> bool:

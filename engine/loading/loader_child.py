@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from engine.authoring import definitions as d
+from engine.authoring import sensors as custom
 from engine.authoring.typed_config import config_param, describe_config
 from engine.errors import DefinitionError
 from engine.loading.modules import NAMESPACE, import_pipeline_module, module_name_for
@@ -143,6 +144,17 @@ def describe(item: Any, module: str) -> tuple[str, dict[str, Any]]:
             "start": item.start,
             "hooks": item.hooks,
         }
+    if isinstance(item, custom.SensorDef):
+        return "custom_sensors", {
+            "name": item.name,
+            "module": module,
+            "line": item.line,
+            "function": item.name,
+            "target": custom.target_of(item),
+            "interval": item.interval,
+            "timeout": item.timeout,
+            "description": item.description,
+        }
     if isinstance(item, d.SensorDef):
         return "sensors", {
             "name": item.name,
@@ -239,6 +251,7 @@ def load_file(
         "schedules": [],
         "sensors": [],
         "resources": [],
+        "custom_sensors": [],
     }
     seen: dict[tuple[str, str], int] = {}
     try:

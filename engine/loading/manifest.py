@@ -70,6 +70,12 @@ class AssetSpec:
     def partitions_def(self) -> PartitionsDefinition | None:
         return None if self.partitions is None else PartitionsDefinition.from_spec(self.partitions)
 
+    @property
+    def dynamic(self) -> str | None:
+        """The name of its DynamicPartitions, if it has them."""
+        parts = self.partitions
+        return parts.get("name") if parts is not None and parts.get("kind") == "dynamic" else None
+
 
 @dataclass(frozen=True, slots=True)
 class ResourceSpec:
@@ -212,6 +218,21 @@ class SensorSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class CustomSensorSpec:
+    """A sensor written as a function (`@sensor`), evaluated in a child process."""
+
+    name: str
+    file: str
+    module: str
+    line: int
+    function: str  # the name it is registered under in its module's definitions
+    target: Target | None
+    interval: float
+    timeout: float
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FileInfo:
     """One discovered pipeline file and the fingerprint its cached result is keyed on."""
 
@@ -233,6 +254,7 @@ class Manifest:
     schedules: dict[str, ScheduleSpec] = field(default_factory=dict)
     sensors: dict[str, SensorSpec] = field(default_factory=dict)
     resources: dict[str, ResourceSpec] = field(default_factory=dict)
+    custom_sensors: dict[str, CustomSensorSpec] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -273,6 +295,9 @@ class Manifest:
             schedules={k: ScheduleSpec(**v) for k, v in data["schedules"].items()},
             sensors={k: SensorSpec(**v) for k, v in data["sensors"].items()},
             resources={k: ResourceSpec(**v) for k, v in data.get("resources", {}).items()},
+            custom_sensors={
+                k: CustomSensorSpec(**v) for k, v in data.get("custom_sensors", {}).items()
+            },
         )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from engine.errors import suggest
 from engine.loading.manifest import (
     CheckSpec,
+    CustomSensorSpec,
     FileError,
     FileInfo,
     Manifest,
@@ -87,19 +88,21 @@ def _settings_errors(m: Manifest, settings: ResourceSettings) -> None:
 
 
 def _duplicates(results: dict[str, dict[str, Any]], errors: dict[str, FileError]) -> None:
-    for section, noun in (
-        ("assets", "asset"),
-        ("pipelines", "pipeline"),
-        ("schedules", "schedule"),
-        ("sensors", "sensor"),
-        ("resources", "resource"),
+    # File sensors and custom sensors share one namespace (`dagtop sensor on|off NAME`).
+    for sections, noun in (
+        (("assets",), "asset"),
+        (("pipelines",), "pipeline"),
+        (("schedules",), "schedule"),
+        (("sensors", "custom_sensors"), "sensor"),
+        (("resources",), "resource"),
     ):
         owners: dict[str, list[tuple[str, int]]] = {}
         for rel, result in results.items():
             if result.get("error"):
                 continue
-            for item in result.get(section, ()):
-                owners.setdefault(item["name"], []).append((rel, item["line"]))
+            for section in sections:
+                for item in result.get(section, ()):
+                    owners.setdefault(item["name"], []).append((rel, item["line"]))
         for name, places in owners.items():
             if len(places) < 2:
                 continue
@@ -139,6 +142,8 @@ def _assemble(
             m.schedules[s["name"]] = ScheduleSpec(**{**s, "file": rel})
         for s in result["sensors"]:
             m.sensors[s["name"]] = SensorSpec(**{**s, "file": rel})
+        for s in result.get("custom_sensors", ()):
+            m.custom_sensors[s["name"]] = CustomSensorSpec(**{**s, "file": rel})
         for r in result.get("resources", ()):
             config = dict(tables.get(r["name"], {}))
             m.resources[r["name"]] = ResourceSpec(**{**r, "file": rel, "config": config})
@@ -255,6 +260,9 @@ def _graph_errors(
         _schedule_errors(m, schedule, add)
     for sensor in m.sensors.values():
         _sensor_errors(m, sensor, add)
+    for custom in m.custom_sensors.values():
+        if custom.target is not None and (problem := _target_error(m, custom.target)):
+            add(custom.file, "unknown-target", f"sensor {custom.name!r}: {problem}", custom.line)
     return found
 
 

@@ -122,6 +122,21 @@ class ToggleCommand(TypedDict):
     enabled: bool
 
 
+class KeysCommand(TypedDict):
+    """Add keys to, or remove keys from, dynamic partitions."""
+
+    op: Literal["add", "remove"]
+    name: str  # the DynamicPartitions' name
+    keys: list[str]
+
+
+class KeysChanged(TypedDict):
+    """What `keys` changed: the keys added (or removed), and every key there now."""
+
+    changed: list[str]
+    keys: list[str]
+
+
 class Done(TypedDict):
     ok: bool
 
@@ -145,6 +160,7 @@ BACKFILL_CANCEL = Command("backfill_cancel", BackfillRef, BackfillRef)
 BACKFILL_RESUME = Command("backfill_resume", BackfillRef, BackfillRef)
 TOGGLE = Command("toggle", ToggleCommand, Done)
 RELOAD = Command("reload", NoArguments, Reloaded)
+KEYS = Command("keys", KeysCommand, KeysChanged)
 FOLLOW_RUN: Stream[FollowRun, RunWire] = Stream("follow_run", FollowRun, dict)
 FOLLOW_BACKFILL: Stream[BackfillRef, BackfillInfo] = Stream("follow_backfill", BackfillRef, dict)
 

@@ -37,6 +37,7 @@ class EventKind(StrEnum):
     METADATA = "metadata"  # `context.add_metadata`
     OUTPUT = "output"  # a value stored (one per partition key for a ranged asset)
     CHECK = "check"  # a check's result
+    PARTITIONS = "partitions"  # `context.add_partitions`: keys of dynamic partitions
     RESULT = "result"  # what a task's return value decides: a branch, a short-circuit, a map
     FINISHED = "finished"  # the step succeeded: always the last event
     ERROR = "error"  # the step failed: always the last event
@@ -162,6 +163,12 @@ if TYPE_CHECKING:
         t: float
         data: dict[str, Any]
 
+    class PartitionsEvent(TypedDict):
+        e: Literal[EventKind.PARTITIONS]
+        t: float
+        name: str  # the DynamicPartitions' name
+        keys: list[str]
+
     class OutputEvent(TypedDict):
         e: Literal[EventKind.OUTPUT]
         t: float
@@ -206,6 +213,7 @@ if TYPE_CHECKING:
         StartedEvent
         | LogEvent
         | MetadataEvent
+        | PartitionsEvent
         | OutputEvent
         | CheckEvent
         | ResultEvent
@@ -224,6 +232,7 @@ _FIELDS: dict[EventKind, dict[str, tuple[type, ...]]] = {
     EventKind.STARTED: {"pid": (int,)},
     EventKind.LOG: {"level": (str,), "message": (str,)},
     EventKind.METADATA: {"data": (dict,)},
+    EventKind.PARTITIONS: {"name": (str,), "keys": (list,)},
     EventKind.OUTPUT: {"path": (str,), "size": (int,)},
     EventKind.CHECK: {
         "name": (str,), "passed": (bool,), "metadata": (dict,), "description": _OPTIONAL_STR,

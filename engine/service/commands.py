@@ -25,6 +25,7 @@ from engine.protocol.commands import (
     BackfillRef,
     Done,
     FollowRun,
+    KeysChanged,
     NoArguments,
     Reloaded,
     RunWire,
@@ -45,6 +46,9 @@ Send = Callable[[Ans], None]
 class Target(Protocol):
     """What a command asks of whoever does its work: an engine, or this process."""
 
+    @property
+    def db(self) -> SAEngine: ...
+
     def manifest(self) -> Manifest: ...
 
     def submit(self, request: RunRequest) -> str: ...
@@ -61,12 +65,11 @@ class Target(Protocol):
 
     def set_enabled(self, kind: str, name: str, enabled: bool) -> None: ...
 
+    def change_keys(self, op: str, name: str, keys: Sequence[str]) -> KeysChanged: ...
+
 
 class EngineHandle(Target, Protocol):
     """An engine as its commands and its socket see it (`engine.service.daemon.Engine`)."""
-
-    @property
-    def db(self) -> SAEngine: ...
 
     @property
     def running(self) -> bool: ...
@@ -113,9 +116,13 @@ class StreamHandler(Generic[Req, Ans]):
     here: Callable[[Here, Req, Send[Ans] | None], Ans]
 
 
-def _keys(manifest: Manifest, cmd: BackfillCommand) -> list[str]:
+def _keys(target: Target, cmd: BackfillCommand) -> list[str]:
     from engine.automation.backfill import backfill_keys
+    from engine.history.dynamic import bind
+    from engine.storage.db import read_scope
 
+    with read_scope(target.db) as session:  # dynamic partitions' keys as stored now
+        manifest = bind(session, target.manifest())
     return backfill_keys(manifest, cmd["selection"], cmd["keys"], cmd.get("first"), cmd.get("last"))
 
 
@@ -166,14 +173,10 @@ COMMANDS: dict[str, Handler[Any, Any]] = {
         Handler(
             protocol.BACKFILL,
             engine=lambda e, cmd: {
-                "backfill_id": e.backfill(
-                    cmd["selection"], _keys(e.manifest(), cmd), cmd["max_parallel"]
-                )
+                "backfill_id": e.backfill(cmd["selection"], _keys(e, cmd), cmd["max_parallel"])
             },
             here=lambda h, cmd: {
-                "backfill_id": h.backfill(
-                    cmd["selection"], _keys(h.manifest(), cmd), cmd["max_parallel"]
-                )
+                "backfill_id": h.backfill(cmd["selection"], _keys(h, cmd), cmd["max_parallel"])
             },
         ),
         Handler(
@@ -188,6 +191,11 @@ COMMANDS: dict[str, Handler[Any, Any]] = {
         ),
         Handler(protocol.TOGGLE, engine=_toggle, here=_toggle),
         Handler(protocol.RELOAD, engine=_reload),  # nothing to reload with no engine up
+        Handler(
+            protocol.KEYS,
+            engine=lambda e, cmd: e.change_keys(cmd["op"], cmd["name"], cmd["keys"]),
+            here=lambda h, cmd: h.change_keys(cmd["op"], cmd["name"], cmd["keys"]),
+        ),  # nothing to reload with no engine up
     )
 }
 

@@ -21,7 +21,7 @@ from typing import Any
 from sqlmodel import Session
 
 from engine.authoring.iomanager import is_url
-from engine.errors import EngineBusy, EngineError
+from engine.errors import EngineBusy, EngineError, suggest
 from engine.executor.coordinator import Coordinator
 from engine.executor.recovery import reconcile, sweep_values
 from engine.history.plan import RunRequest, record
@@ -31,6 +31,7 @@ from engine.loading import loader
 from engine.loading.config import Config, Paths
 from engine.loading.manifest import Manifest
 from engine.loading.watcher import PipelineWatcher, keep_last_good
+from engine.protocol.commands import KeysChanged
 from engine.service import lease
 from engine.service.admission import Admission
 from engine.service.commands import answer
@@ -97,6 +98,11 @@ class Engine:
         self._want_schedules, self._want_sensors, self._want_watch = schedules, sensors, watch
         self.scheduler: Any = None
         self.sensors: Any = None
+        self.custom_sensors: Any = None
+        # What evaluates sensors here and hears of their toggles (see
+        # engine.automation.sensor_registry.SensorPart): file sensors, custom sensors, and
+        # whatever built-in sensor attaches itself.
+        self.sensor_parts: list[Any] = []
         self._want_automation = automation
         self.automation: Any = None
         self.watcher: PipelineWatcher | None = None
@@ -158,6 +164,18 @@ class Engine:
             self.sensors = SensorRunner(self.db, self._record_run, self._start_run)
             self.sensors.sync(self.manifest())
             self.sensors.start()
+            from engine.automation.custom_sensors import CustomSensorRunner
+
+            self.custom_sensors = CustomSensorRunner(
+                self.db,
+                self.paths.pipelines,
+                self._record_run,
+                self._start_run,
+                on_tick=lambda outcome: self._emit(EngineEvent("sensor", outcome.sensor)),
+            )
+            self.custom_sensors.sync(self.manifest())
+            self.custom_sensors.start()
+            self.sensor_parts += [self.sensors, self.custom_sensors]
         if self._want_automation:
             from engine.automation.auto import Automation
 
@@ -169,6 +187,7 @@ class Engine:
                 timezone=self.config.timezone,
             )
             self.automation.start()
+            self.sensor_parts.append(self.automation)
         if self._want_watch and self.paths.pipelines.is_dir():
             self.watcher = PipelineWatcher(self.paths.pipelines, self.reload)
             self.watcher.start()
@@ -243,6 +262,8 @@ class Engine:
             self.watcher.stop()
         if self.sensors is not None:
             self.sensors.stop()
+        if self.custom_sensors is not None:
+            self.custom_sensors.stop()
         if self.automation is not None:
             self.automation.stop()
         if self.scheduler is not None:
@@ -285,6 +306,8 @@ class Engine:
                 self.scheduler.sync(merged)
             if self.sensors is not None:
                 self.sensors.sync(merged)
+            if self.custom_sensors is not None:
+                self.custom_sensors.sync(merged)
             if self.automation is not None:
                 self.automation.poke(full=True)
             log.info(
@@ -469,21 +492,41 @@ class Engine:
     # --- schedules and sensors ----------------------------------------------------------------
 
     def set_enabled(self, kind: str, name: str, enabled: bool) -> None:
-        if kind == "sensor" and name == "auto" and "auto" not in self.manifest().sensors:
-            from engine.automation.auto import AUTO_SENSOR, Automation
+        """Turn a schedule or a sensor (of any kind) on or off, persistently.
 
-            if isinstance(self.automation, Automation):
-                self.automation.set_enabled(name, enabled)
-            else:  # read by the engine that evaluates automation, at its next pass
-                with session_scope(self.db) as s:
-                    repo.set_toggle(s, kind, AUTO_SENSOR, enabled, time.time())
-            self._emit(EngineEvent(kind, name))
-            return
-        part = self.scheduler if kind == "schedule" else self.sensors
-        if part is None:
-            raise EngineError(f"{kind}s are not running in this engine")
-        part.set_enabled(name, enabled)
+        Raises:
+            EngineError: nothing of that kind has that name.
+        """
+        if kind == "schedule":
+            if self.scheduler is None:
+                raise EngineError("schedules are not running in this engine")
+            self.scheduler.set_enabled(name, enabled)
+        else:
+            part = next((p for p in self.sensor_parts if p.owns(name)), None)
+            if part is not None:
+                part.set_enabled(name, enabled)
+            else:
+                from engine.automation.sensor_registry import sensor_names
+
+                names = sensor_names(self.manifest())
+                if name not in names:
+                    raise EngineError(
+                        f"unknown sensor {name!r}{suggest(name, names)} (see `dagtop sensors`)",
+                        title="Unknown sensor",
+                    )
+                with session_scope(self.db) as s:  # a built-in sensor reads it at its next pass
+                    repo.set_toggle(s, "sensor", name, enabled, time.time())
         self._emit(EngineEvent(kind, name))
+
+    # --- dynamic partitions -------------------------------------------------------------------
+
+    def change_keys(self, op: str, name: str, keys: Sequence[str]) -> KeysChanged:
+        """Add or remove keys of dynamic partitions (see engine.history.dynamic.change)."""
+        from engine.history.dynamic import change
+
+        changed = change(self.db, self.manifest(), op, name, keys, time.time())
+        self._emit(EngineEvent("keys", name))
+        return changed
 
     # --- the housekeeping loop ----------------------------------------------------------------
 

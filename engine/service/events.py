@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class EngineEvent:
-    """Something changed: `kind` is run | backfill | reload | schedule | sensor."""
+    """Something changed: `kind` is run | backfill | reload | schedule | sensor (a toggle, or
+    a custom sensor's tick) | keys (dynamic partitions' keys)."""
 
     kind: str
     ref: str | None = None

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from engine.errors import EngineError, ExecutorError
-from engine.protocol.commands import BackfillInfo, FollowRun, RunWire
+from engine.protocol.commands import BackfillInfo, FollowRun, KeysChanged, RunWire
 from engine.service.watch import run_wire, watch_run
 from engine.status import BackfillStatus, RunStatus
 from engine.storage import repo
@@ -120,12 +120,22 @@ class InProcess:
         from engine.errors import suggest
 
         manifest = self.manifest()
-        # `auto` is the built-in sensor that evaluates asset automation (engine.automation.auto).
-        names = list(manifest.schedules) if kind == "schedule" else [*manifest.sensors, "auto"]
+        if kind == "schedule":
+            names: list[str] = list(manifest.schedules)
+        else:
+            from engine.automation.sensor_registry import sensor_names
+
+            names = sensor_names(manifest)
         if name not in names:
             raise EngineError(f"no {kind} named {name!r}" + suggest(name, names))
         with session_scope(self.db) as s:
             repo.set_toggle(s, kind, name, enabled, time.time())
+
+    def change_keys(self, op: str, name: str, keys: Sequence[str]) -> KeysChanged:
+        """Add or remove keys of dynamic partitions in storage."""
+        from engine.history.dynamic import change
+
+        return change(self.db, self.manifest(), op, name, keys, time.time())
 
     # --- streams ------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from engine.status import BackfillStatus, CommandStatus, RunStatus, StepStatus, 
 
 # The schema revision these tables are: the newest migration in engine/storage/migrations/versions
 # (a test keeps them in step).
-HEAD = "auto"
+HEAD = "sensors"
 # dagtop releases from before migrations read only `meta.schema_version` and refuse anything
 # above 1: a database this dagtop has touched says 2, so they never write into it.
 LEGACY_SCHEMA_VERSION = "2"
@@ -251,6 +251,62 @@ class AutoRequest(SQLModel, table=True):
     run_id: str | None = None
     reason: str | None = Field(default=None, sa_type=CleanString)
     created_at: float
+
+
+class SensorTick(SQLModel, table=True):
+    """One evaluation of a custom sensor: when, how long, what it requested or why not.
+
+    A tick that requested runs is written in the same transaction as those runs, their run
+    keys and the sensor's new cursor; one that failed or timed out is written alone.
+    """
+
+    __table_args__ = (Index("ix_sensortick_sensor", "sensor", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    sensor: str
+    started_at: float
+    duration: float
+    status: str  # a TickStatus: started (it requested runs) | skipped | failed
+    run_ids: str = "[]"  # JSON list of the runs it started
+    run_keys_skipped: int = 0  # requests whose run key the sensor had already requested
+    reason: str | None = Field(default=None, sa_type=CleanString)  # a SkipReason's text
+    error: str | None = Field(default=None, sa_column=Column(CleanText))
+    cursor: str | None = Field(default=None, sa_column=Column(CleanText))  # after the tick
+    keys_added: int = 0  # dynamic partition keys added by the tick
+    log_tail: str | None = Field(default=None, sa_column=Column(CleanText))
+
+
+class SensorCursor(SQLModel, table=True):
+    """A custom sensor's cursor (`context.cursor`), as its last recorded tick left it."""
+
+    sensor: str = Field(primary_key=True)
+    cursor: str | None = Field(default=None, sa_column=Column(CleanText))
+    updated_at: float
+
+
+class SensorRunKey(SQLModel, table=True):
+    """A run key a custom sensor requested: the same key never starts a second run."""
+
+    __table_args__ = (UniqueConstraint("sensor", "run_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    sensor: str
+    run_key: str
+    run_id: str | None = None
+    created_at: float
+
+
+class DynamicPartitionKey(SQLModel, table=True):
+    """A key of a DynamicPartitions definition. A removed key keeps its row (and its history)
+    with `removed_at` set; adding it again clears it."""
+
+    __table_args__ = (UniqueConstraint("definition", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)  # the keys' order
+    definition: str = Field(index=True)
+    key: str
+    added_at: float
+    removed_at: float | None = None
 
 
 class Toggle(SQLModel, table=True):

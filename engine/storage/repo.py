@@ -22,13 +22,17 @@ from engine.storage.models import (
     Backfill,
     CheckRecord,
     Command,
+    DynamicPartitionKey,
     Event,
     Lease,
     Materialization,
     ResourceSample,
     Run,
     ScheduleTick,
+    SensorCursor,
     SensorFile,
+    SensorRunKey,
+    SensorTick,
     Step,
     StepAttempt,
     Toggle,
@@ -844,6 +848,161 @@ def sensor_stats(session: Session) -> dict[str, tuple[int, Any]]:
         )
     }
     return {sensor: (int(n), newest[last]) for sensor, n, last in counts if last in newest}
+
+
+# --- custom sensors ---------------------------------------------------------------------------
+# A tick, the runs it requested, their run keys and the sensor's new cursor are one transaction.
+
+
+def sensor_cursor(session: Session, sensor: str) -> str | None:
+    row = session.get(SensorCursor, sensor)
+    return None if row is None else row.cursor
+
+
+def set_sensor_cursor(session: Session, sensor: str, cursor: str | None, now: float) -> None:
+    row = session.get(SensorCursor, sensor)
+    if row is None:
+        row = SensorCursor(sensor=sensor, updated_at=now)
+    row.cursor, row.updated_at = cursor, now
+    session.add(row)
+
+
+def requested_run_keys(session: Session, sensor: str, keys: Iterable[str]) -> set[str]:
+    """Which of `keys` the sensor has already requested (each started its one run then)."""
+    wanted = list(dict.fromkeys(keys))
+    found: set[str] = set()
+    for i in range(0, len(wanted), SENSOR_PATH_CHUNK):
+        chunk = wanted[i : i + SENSOR_PATH_CHUNK]
+        found.update(
+            session.exec(
+                select(SensorRunKey.run_key).where(
+                    SensorRunKey.sensor == sensor, col(SensorRunKey.run_key).in_(chunk)
+                )
+            ).all()
+        )
+    return found
+
+
+def add_run_keys(session: Session, rows: Sequence[SensorRunKey]) -> None:
+    """Insert run keys; one already requested fails with IntegrityError (another engine)."""
+    if rows:
+        session.add_all(list(rows))
+        session.flush()
+
+
+def add_sensor_tick(session: Session, tick: SensorTick) -> None:
+    session.add(tick)
+
+
+def prune_sensor_ticks(session: Session, sensor: str, keep: int) -> None:
+    """Delete the sensor's ticks but its newest `keep` (its cursor and run keys are kept
+    elsewhere: a tick is history only)."""
+    oldest_kept = session.exec(
+        select(SensorTick.id)
+        .where(SensorTick.sensor == sensor)
+        .order_by(col(SensorTick.id).desc())
+        .offset(keep - 1)
+        .limit(1)
+    ).first()
+    if oldest_kept is not None:
+        session.execute(
+            delete(SensorTick).where(
+                col(SensorTick.sensor) == sensor, col(SensorTick.id) < oldest_kept
+            )
+        )
+
+
+def sensor_ticks(session: Session, sensor: str, limit: int = 50) -> Sequence[SensorTick]:
+    """The sensor's ticks, newest first."""
+    return session.exec(
+        select(SensorTick)
+        .where(SensorTick.sensor == sensor)
+        .order_by(col(SensorTick.id).desc())
+        .limit(limit)
+    ).all()
+
+
+def last_sensor_ticks(session: Session) -> dict[str, SensorTick]:
+    """Per sensor, its newest tick."""
+    newest = select(func.max(SensorTick.id)).group_by(SensorTick.sensor)
+    rows = session.exec(select(SensorTick).where(col(SensorTick.id).in_(newest))).all()
+    return {row.sensor: row for row in rows}
+
+
+# --- dynamic partitions -----------------------------------------------------------------------
+
+
+def dynamic_keys(session: Session, definitions: Iterable[str]) -> dict[str, list[str]]:
+    """The current keys of each definition, in the order they were first added."""
+    names = list(dict.fromkeys(definitions))
+    out: dict[str, list[str]] = {name: [] for name in names}
+    if not names:
+        return out
+    rows = session.exec(
+        select(DynamicPartitionKey.definition, DynamicPartitionKey.key)
+        .where(
+            col(DynamicPartitionKey.definition).in_(names),
+            col(DynamicPartitionKey.removed_at).is_(None),
+        )
+        .order_by(col(DynamicPartitionKey.id))
+    ).all()
+    for definition, key in rows:
+        out[definition].append(key)
+    return out
+
+
+def dynamic_key_count(session: Session, definition: str) -> int:
+    """How many keys were ever stored under `definition` (removed ones too)."""
+    return int(
+        session.exec(select(func.count()).where(DynamicPartitionKey.definition == definition)).one()
+    )
+
+
+def add_dynamic_keys(
+    session: Session, definition: str, keys: Sequence[str], now: float
+) -> list[str]:
+    """Add keys (a key that exists is left as it is; a removed one comes back); returns the
+    keys that were not there."""
+    rows = {
+        row.key: row
+        for row in session.exec(
+            select(DynamicPartitionKey).where(
+                DynamicPartitionKey.definition == definition,
+                col(DynamicPartitionKey.key).in_(list(keys)),
+            )
+        )
+    }
+    added: list[str] = []
+    for key in dict.fromkeys(keys):
+        row = rows.get(key)
+        if row is None:
+            session.add(DynamicPartitionKey(definition=definition, key=key, added_at=now))
+        elif row.removed_at is not None:
+            row.removed_at = None
+            session.add(row)
+        else:
+            continue
+        added.append(key)
+    session.flush()
+    return added
+
+
+def remove_dynamic_keys(
+    session: Session, definition: str, keys: Sequence[str], now: float
+) -> list[str]:
+    """Mark keys removed (their rows and every run and value of them stay); returns the keys
+    that were there."""
+    rows = session.exec(
+        select(DynamicPartitionKey).where(
+            DynamicPartitionKey.definition == definition,
+            col(DynamicPartitionKey.key).in_(list(keys)),
+            col(DynamicPartitionKey.removed_at).is_(None),
+        )
+    ).all()
+    for row in rows:
+        row.removed_at = now
+        session.add(row)
+    return [row.key for row in rows]
 
 
 def latest_per_partition_of(

@@ -76,6 +76,7 @@ def test_check_is_clean(project: Path) -> None:
         "ingest.py",
         "ml_training.py",
         "ml_training_tasks.py",
+        "per_customer.py",
         "regional_sales.py",
     }
 
@@ -268,3 +269,37 @@ def test_regional_sales_over_two_dimensions(client: Client) -> None:
     assert view.status == RunStatus.SUCCESS, view.to_json()
     trend, _ = _latest(client, "region_trend", "eu")
     assert trend["days"] == 2
+
+
+def test_customer_files_feed_dynamic_partitions_through_the_sensor(
+    client: Client, project: Path
+) -> None:
+    import time
+
+    from engine.loading.config import load_config, resolve_paths
+    from engine.service.daemon import Engine
+    from engine.status import PartitionStatus
+    from tests.waiting import wait_for
+
+    for sample in (project / "pipelines" / "samples" / "customers").glob("*.csv"):
+        shutil.copy(sample, project / "pipelines" / "signups" / sample.name)
+    paths = resolve_paths(project / "home", project / "pipelines")
+    engine = Engine(paths, load_config(paths.project), schedules=False, watch=False)
+    engine.start()
+    try:
+        client.attach(engine)
+
+        def modelled() -> bool:
+            states = client.partitions("customer_model")
+            return [p.status for p in states] == [PartitionStatus.MATERIALIZED] * 2
+
+        wait_for(modelled, timeout=60, what="both customers' models")
+        assert client.dynamic_keys("customers") == ["acme", "globex"]
+        model, _ = _latest(client, "customer_model", "acme")
+        assert model["slope"] > 0 and model["next_order"] > 171.0
+        time.sleep(0.5)
+        (last,) = [s for s in client.sensors() if s.name == "new_customers"]
+        assert last.kind == "custom" and last.last_tick is not None
+        assert len([r for r in client.runs(20) if r.trigger == "sensor"]) == 2  # one per file
+    finally:
+        engine.stop()

@@ -18,6 +18,8 @@ What runs at the same time, against a throw-away project (tests/soak/soak_pipeli
   or succeed leaving helper processes in their group, in a new session and orphaned, or time out
   with children that ignore SIGTERM;
 - backfills of daily partitions started with `--no-wait`, canceled with `--cancel`, some resumed;
+- waves of job files (`.job`, each written under a temporary name and renamed) in the queue of
+  the `jobs` custom sensor, which requests one run per file with the file's name as run key;
 - kill -9 of the daemon's pid only (as a crash would: its workers and fork server are orphaned),
   at random moments during the first part of the soak (`--kill-until`), some while it starts,
   each followed by a restart; the rest of the soak runs on one daemon, whose memory is measured;
@@ -35,7 +37,8 @@ What runs at the same time, against a throw-away project (tests/soak/soak_pipeli
 At the end the daemon is stopped cleanly (SIGTERM), the schedule is turned off, a fresh daemon
 reconciles until nothing is queued or running (with a deadline) and is stopped, and the audit
 checks and prints: every run, step and attempt is terminal; every dropped file has exactly one
-cursor row and exactly one run (`params.path` unique); every materialization that has a
+cursor row and exactly one run (`params.path` unique); every queued job has exactly one run
+key and one run of the `jobs` sensor; every materialization that has a
 `value_path` has its file, and every file under `home/values` has its materialization; no
 "database is locked" anywhere (daemon logs, CLI stderr, reader errors); the daemon's RSS grew by
 at most 20% (first vs last minute of the last daemon, or first vs last 20% of it when it lived
@@ -86,6 +89,7 @@ TERMINAL_ATTEMPT = {StepStatus.SUCCESS, StepStatus.FAILED, StepStatus.CANCELED}
 ACTIVE_RUNS = (
     f"SELECT count(*) AS n FROM run WHERE status IN ('{RunStatus.QUEUED}', '{RunStatus.RUNNING}')"
 )
+JOB_KEYS = "SELECT run_key, run_id FROM sensorrunkey WHERE sensor = 'jobs'"
 RUNNING_BACKFILLS = f"SELECT count(*) AS n FROM backfill WHERE status = '{BackfillStatus.RUNNING}'"
 MODES = (
     "ok", "ok", "ok", "ok", "fail", "flaky", "timeout", "memory", "exit", "noisy", "helpers",
@@ -182,6 +186,8 @@ class Soak:
         self.project = self.work / "project"
         self.pipelines = self.project / "pipelines"
         self.inbox = self.project / "inbox"
+        self.queue = self.project / "queue"
+        self.jobs: list[str] = []  # job files queued for the `jobs` custom sensor
         self.home = self.project / "home"
         self.db_path = self.home / "dagtop.db"
         self.cli_dir = self.work / "cli"
@@ -213,7 +219,7 @@ class Soak:
     # --- setup ----------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        for folder in (self.pipelines, self.inbox, self.home, self.cli_dir):
+        for folder in (self.pipelines, self.inbox, self.queue, self.home, self.cli_dir):
             folder.mkdir(parents=True, exist_ok=True)
         shutil.copy(PIPELINE, self.pipelines / "soak_pipeline.py")
         (self.project / "dagtop.toml").write_text("max_workers = 4\nload_timeout = 20\n")
@@ -493,6 +499,18 @@ class Soak:
         for thread in writers:
             thread.join()
 
+    def _queuer(self) -> None:
+        """Waves of job files for the `jobs` custom sensor, each renamed into place whole."""
+        n = 0
+        while not self.stop.wait(self.rng.uniform(1.0, 4.0)):
+            for _ in range(self.rng.randint(1, 12)):
+                n += 1
+                name = f"job{n:06}"
+                tmp = self.queue / f"{name}.tmp"
+                tmp.write_text(name)
+                tmp.rename(self.queue / f"{name}.job")
+                self.jobs.append(name)
+
     def _backfiller(self) -> None:
         while not self.stop.wait(self.rng.uniform(*self.backfill_gap)):
             first = date(2024, 1, 1) + timedelta(days=self.rng.randrange(330))
@@ -621,6 +639,7 @@ class Soak:
                 self._killer,
                 self._submitter,
                 self._dropper,
+                self._queuer,
                 self._backfiller,
                 self._damager,
             )
@@ -688,8 +707,11 @@ class Soak:
             active = self.query(ACTIVE_RUNS)[0]["n"]
             backfills = self.query(RUNNING_BACKFILLS)[0]["n"]
             seen = {r["path"] for r in self.query("SELECT path FROM sensorfile")}
+            keyed = {r["run_key"] for r in self.query(JOB_KEYS)}
+            jobs_in = set(self.jobs) <= keyed
             caught_up = not self._chain_behind()
-            if not active and not backfills and dropped <= seen and caught_up and inst.ready:
+            ready = inst.ready and jobs_in and caught_up
+            if not active and not backfills and dropped <= seen and ready:
                 time.sleep(1.0)  # one more look: a sensor claim may have just queued a run
                 active = self.query(ACTIVE_RUNS)[0]["n"]
                 if not active:
@@ -751,8 +773,9 @@ class Soak:
                 )
                 fail.append(Failure(f"terminal {what}s", f"{len(bad)} not terminal: {shown}"))
 
-        # 2. every dropped file ran exactly once
+        # 2. every dropped file ran exactly once, and every queued job
         fail += self._audit_drops(runs, fig)
+        fail += self._audit_jobs(runs, fig)
 
         # 3. values and their records
         missing, unreferenced, temps = self._value_audit()
@@ -859,7 +882,7 @@ class Soak:
             per_path.setdefault(row["path"], []).append(row)
         sensor_runs: dict[str, list[str]] = {}
         for run in runs:
-            if run["trigger"] == "sensor":
+            if run["trigger"] == "sensor" and run["trigger_ref"] == "drops":
                 path = json.loads(run["params"] or "{}").get("path")
                 sensor_runs.setdefault(path, []).append(run["id"])
         never = [p for p in drops if p not in per_path]
@@ -868,7 +891,7 @@ class Soak:
         stranger = [p for p in per_path if p not in drops]
         runs_wrong = {p: ids for p, ids in sensor_runs.items() if len(ids) != 1}
         runs_missing = [p for p in drops if p not in sensor_runs]
-        sensor_status = Counter(r["status"] for r in runs if r["trigger"] == "sensor")
+        sensor_status = Counter(r["status"] for r in runs if r["trigger_ref"] == "drops")
         fig["drops"] = {
             "dropped": len(drops),
             "by_kind": dict(Counter(d.how for d in drops.values())),
@@ -900,6 +923,45 @@ class Soak:
             fail.append(
                 Failure("drops", f"{len(runs_missing)} drop(s) with no run: {runs_missing[:3]}")
             )
+        return fail
+
+    def _audit_jobs(self, runs: list[sqlite3.Row], fig: dict[str, Any]) -> list[Failure]:
+        """Each job file queued for the `jobs` custom sensor: one run key, one run, across the
+        kills; every tick that failed says why."""
+        fail: list[Failure] = []
+        per_job: dict[str, list[str]] = {}
+        for run in runs:
+            if run["trigger"] == "sensor" and run["trigger_ref"] == "jobs":
+                per_job.setdefault(json.loads(run["params"] or "{}").get("job"), []).append(
+                    run["id"]
+                )
+        keys = self.query(JOB_KEYS)
+        ticks = self.query("SELECT status, error FROM sensortick WHERE sensor = 'jobs'")
+        queued = set(self.jobs)
+        fig["jobs"] = {
+            "queued": len(queued),
+            "run_keys": len(keys),
+            "runs": sum(len(v) for v in per_job.values()),
+            "run_status": dict(Counter(r["status"] for r in runs if r["trigger_ref"] == "jobs")),
+            "ticks": dict(Counter(t["status"] for t in ticks)),
+        }
+        twice = {j: ids for j, ids in per_job.items() if len(ids) > 1}
+        missing = sorted(queued - per_job.keys())
+        stranger = sorted(str(j) for j in per_job.keys() - queued)
+        unkeyed = [r["run_key"] for r in keys if not r["run_id"]]
+        silent = [t for t in ticks if t["status"] == "failed" and not t["error"]]
+        if twice:
+            fail.append(Failure("jobs", f"{len(twice)} job(s) with more than one run: {twice}"))
+        if missing:
+            fail.append(Failure("jobs", f"{len(missing)} job(s) never ran: {missing[:5]}"))
+        if stranger:
+            fail.append(Failure("jobs", f"runs of jobs never queued: {stranger[:5]}"))
+        if unkeyed or len(keys) != len(queued):
+            fail.append(
+                Failure("jobs", f"{len(keys)} run key(s) for {len(queued)} jobs ({unkeyed[:3]})")
+            )
+        if silent:
+            fail.append(Failure("jobs", f"{len(silent)} failed tick(s) without an error"))
         return fail
 
     def _audit_ignored_drops(

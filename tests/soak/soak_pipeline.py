@@ -15,6 +15,8 @@ behaviour can be predicted from what the soak passed it:
 - `daily` / `daily_sum`: daily partitions for backfills (random sleeps, ~10% random failures);
 - `daily_range`: the same backfilled in runs of up to 5 days (a backfill policy);
 - `ingest`: the target of the `drops` file sensor on `<project>/inbox`;
+- `job`: the target of the `jobs` custom sensor, one run per job file in `<project>/queue`
+  (its run key is the file's name);
 - `soak_tasks`: a small Airflow-style pipeline with a shell step;
 - `feed` -> `feed_clean` -> `feed_summary`: an eager chain (`Auto.eager()`): every `feed` the
   soak materializes must bring the other two up to date, never twice for one update.
@@ -37,17 +39,20 @@ from engine import (
     CheckResult,
     DailyPartitions,
     Pipeline,
+    RunRequest,
     StepContext,
     asset,
     check,
     file_sensor,
     schedule,
+    sensor,
     shell,
     task,
 )
 
 # <project>/pipelines/soak_pipeline.py -> <project>/inbox
 INBOX = Path(__file__).resolve().parent.parent / "inbox"
+QUEUE = INBOX.parent / "queue"  # job files for the `jobs` custom sensor
 MODES = (
     "ok", "ok", "ok", "ok", "fail", "flaky", "timeout", "memory", "exit", "noisy", "helpers",
     "stubborn",
@@ -207,6 +212,18 @@ def feed_summary(feed_clean: dict[str, Any]) -> str:
 
 schedule("* * * * *", "ticker", name="every_minute", catchup=True)
 file_sensor("drops", path=str(INBOX), target="ingest")
+
+
+@asset(group="soak")
+def job(context: StepContext) -> dict[str, Any]:
+    return {"job": context.params["job"], "run": context.run_id}
+
+
+@sensor(target="job", interval=2, timeout=20)
+def jobs(context: Any) -> Any:
+    """Every job file in the queue, once: its name is the run key."""
+    for path in sorted(QUEUE.glob("*.job")):
+        yield RunRequest(run_key=path.stem, params={"job": path.stem})
 
 
 with Pipeline("soak_tasks", retries=1, retry_delay=0.1):

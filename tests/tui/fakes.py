@@ -23,7 +23,7 @@ from textual.app import App
 from textual.screen import Screen
 
 from engine.automation.scheduler import ScheduleStatus
-from engine.automation.sensors import SensorStatus
+from engine.automation.sensors import SensorStatus, SensorTickView
 from engine.client import (
     AttemptView,
     CheckView,
@@ -238,6 +238,7 @@ class FakeClient:
         schedules: The schedules' states, as the scheduler reports them.
         sensors: The sensors' states.
         pages: Asset pages by name; an asset without one has a page with no history.
+        sensor_ticks: Each custom sensor's ticks, newest first.
     """
 
     def __init__(
@@ -252,6 +253,7 @@ class FakeClient:
         schedules: Sequence[ScheduleStatus] = (),
         sensors: Sequence[SensorStatus] = (),
         pages: dict[str, AssetPage] | None = None,
+        sensor_ticks: dict[str, list[SensorTickView]] | None = None,
     ) -> None:
         project = Path("/srv/ml-project")
         self.paths = Paths(home=project / ".dagtop", pipelines=project / "pipelines")
@@ -268,6 +270,7 @@ class FakeClient:
         self.pages: dict[str, AssetPage] = dict(pages or {})
         self.asset_reads: list[tuple[str, str | None, int]] = []  # (name, partition, limit)
         self.lineage_reads: list[tuple[str, str | None, bool, int | None]] = []
+        self.tick_lists: dict[str, list[SensorTickView]] = dict(sensor_ticks or {})
         self.asset_status: dict[str, NodeStatus] = {}
         self.setup_warnings: list[str] = []
         self.task_status: dict[str, dict[str, NodeStatus]] = {}
@@ -457,6 +460,9 @@ class FakeClient:
 
     def sensors(self) -> list[SensorStatus]:
         return list(self.sensor_items.values())
+
+    def sensor_ticks(self, name: str, limit: int = 50) -> list[SensorTickView]:
+        return self.tick_lists.get(name, [])[:limit]
 
     def set_enabled(self, kind: str, name: str, enabled: bool) -> None:
         if self.toggle_error is not None:

@@ -172,3 +172,50 @@ async def test_real_engine_lists_and_toggles(tmp_path: Path) -> None:
             await until(lambda: not screen.schedules["nightly"].enabled, pilot, timeout=10)
             assert cell(screen, "schedules-table", "nightly", "enabled") == "○ off"
             assert cell(screen, "schedules-table", "nightly", "next") == "– (off)"
+
+
+# --- custom sensors and their ticks ----------------------------------------------------------
+
+
+def custom_sensor_client() -> FakeClient:
+    """The file sensor, and a custom sensor whose last tick requested two runs."""
+    from engine.automation.sensors import SensorTickView
+
+    ticks = [
+        SensorTickView(
+            "exports", NOW - 30, 0.4, TickStatus.STARTED, ("aa11bb22cc33", "dd44ee55ff66")
+        ),
+        SensorTickView("exports", NOW - 60, 0.3, TickStatus.SKIPPED, reason="no new exports"),
+        SensorTickView("exports", NOW - 90, 3.0, TickStatus.FAILED, error="timed out after 3 s"),
+    ]
+    custom = SensorStatus(
+        "exports", "", "", "group:sales", True, 0, None, None, None, kind="custom",
+        interval=30.0, last_tick=ticks[0], next_tick_at=NOW + 5,
+    )  # fmt: skip
+    client = fake_client()
+    client.sensor_items["exports"] = custom
+    client.tick_lists["exports"] = ticks
+    client.put(run("dd44ee55ff66", RunStatus.SUCCESS, "group:sales", (), NOW - 29))
+    return client
+
+
+async def test_a_custom_sensor_shows_its_last_tick_and_its_tick_history() -> None:
+    fake = custom_sensor_client()
+    app = Host(fake, AutomationScreen)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await ready(app, pilot)
+        assert cell(screen, "sensors-table", "exports", "watch") == "every 30s"
+        assert cell(screen, "sensors-table", "exports", "file") == "requested 2 runs"
+        assert cell(screen, "sensors-table", "exports", "at") == "30s ago"
+        assert cell(screen, "sensors-table", "exports", "next") == "in 5s"
+        assert cell(screen, "sensors-table", "exports", "run") == "✓ success dd44ee55"
+        ticks = screen.query_one("#ticks-table")
+        assert not ticks.display  # the file sensor `inbox` is under the cursor: no ticks
+        await pilot.press("tab", "down")  # the sensors table, then `exports`
+        await until(lambda: bool(ticks.display), pilot)
+        assert ticks.border_title == "Ticks of exports"
+        await until(lambda: cell(screen, "ticks-table", "2", "result") != "", pilot)
+        assert cell(screen, "ticks-table", "0", "result") == "✓ requested 2 runs"
+        assert cell(screen, "ticks-table", "1", "result") == "⊘ skipped: no new exports"
+        assert cell(screen, "ticks-table", "2", "result") == "✗ failed: timed out after 3 s"
+        assert cell(screen, "ticks-table", "0", "runs") == "aa11bb22, dd44ee55"

@@ -1,4 +1,8 @@
-"""Schedules and sensors: when each fires next, what it did last, and a key to turn it on or off."""
+"""Schedules and sensors: when each fires next, what it did last, and a key to turn it on or off.
+
+Sensors of every kind share one table: a file sensor shows its folder and the files it saw, a
+custom or built-in sensor its interval and its last tick; the ticks of the sensor under the
+cursor are listed below it."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from engine.errors import EngineError
-from engine.status import RunStatus, TickStatus
+from engine.status import RunStatus, StepStatus, TickStatus
 from engine.units import GLYPHS, glyph
 from tui.feedback import PolledScreen, ask, clock_now, span
 from tui.widgets import NEVER, STARTED
@@ -23,7 +27,7 @@ from tui.widgets.footer import KeyFooter
 from tui.widgets.table import Table, sync_table
 
 if TYPE_CHECKING:
-    from engine.client_api import ClientAPI, ScheduleStatus, SensorStatus
+    from engine.client_api import ClientAPI, ScheduleStatus, SensorStatus, SensorTickView
 
 RUN_STYLES: dict[str, str] = {
     RunStatus.SUCCESS: "green",
@@ -45,13 +49,21 @@ SCHEDULE_COLUMNS = (
 SENSOR_COLUMNS = (
     ("enabled", "on/off"),
     ("name", "sensor"),
-    ("watch", "path / pattern"),
+    ("watch", "watches / every"),
     ("target", "target"),
     ("seen", "files seen"),
-    ("file", "last file"),
-    ("at", "last seen"),
+    ("file", "last file / tick"),
+    ("at", "last"),
+    ("next", "next tick"),
     ("run", "last run"),
 )
+TICK_COLUMNS = (
+    ("at", "tick"),
+    ("took", "took"),
+    ("result", "result"),
+    ("runs", "runs"),
+)
+TICK_HISTORY = 30  # ticks listed for the selected sensor
 _KIND = {"schedules-table": "schedule", "sensors-table": "sensor"}
 
 
@@ -101,23 +113,80 @@ def schedule_row(
     )
 
 
+def tick_result(tick: SensorTickView) -> str:
+    """What a tick did, in a few words: its runs, why it skipped, or its error."""
+    if tick.status == TickStatus.STARTED:
+        text = f"requested {len(tick.run_ids)} run{'s' if len(tick.run_ids) != 1 else ''}"
+        if tick.run_keys_skipped:
+            text += f" ({tick.run_keys_skipped} already requested)"
+    elif tick.status == TickStatus.SKIPPED:
+        text = f"skipped: {_one_line(tick.reason or '')}"
+    else:
+        text = f"failed: {_one_line(tick.error or '')}"
+    return text + (f", +{tick.keys_added} keys" if tick.keys_added else "")
+
+
+def last_sensor_run(item: SensorStatus) -> str | None:
+    """The run a sensor started last: its last file's, or its last tick's last."""
+    if item.kind == "file" or item.last_tick is None:
+        return item.last_run_id
+    return item.last_tick.run_ids[-1] if item.last_tick.run_ids else None
+
+
 def sensor_row(item: SensorStatus, now: float, run_status: str | None = None) -> tuple[str, ...]:
+    on = "on" if item.enabled else "off"
+    if item.kind == "file":
+        return (
+            on,
+            item.name,
+            f"{item.path}  {item.pattern}",
+            item.target,
+            f"{item.files_seen:,}",
+            item.last_file or "–",
+            relative(item.last_seen_at, now),
+            "–",
+            last_run(None, item.last_run_id, run_status),
+        )
+    tick = item.last_tick
+    every = f"every {span(item.interval)}" if item.interval else "–"
+    if item.kind == "builtin":
+        every += " (built-in)"
+    run_id = last_sensor_run(item)
+    tick_status = None if tick is None or run_id else tick.status
     return (
-        "on" if item.enabled else "off",
+        on,
         item.name,
-        f"{item.path}  {item.pattern}",
+        every,
         item.target,
-        f"{item.files_seen:,}",
-        item.last_file or "–",
-        relative(item.last_seen_at, now),
-        last_run(None, item.last_run_id, run_status),
+        "–",
+        tick_result(tick) if tick is not None else "–",
+        relative(tick.started_at if tick else None, now),
+        relative(item.next_tick_at, now) if item.enabled else "– (off)",
+        last_run(tick_status, run_id, run_status),
     )
+
+
+def tick_row(tick: SensorTickView, now: float) -> tuple[str, ...]:
+    runs = ", ".join(run_id[:8] for run_id in tick.run_ids[:3])
+    if len(tick.run_ids) > 3:
+        runs += f" +{len(tick.run_ids) - 3}"
+    return (relative(tick.started_at, now), f"{tick.duration:.1f}s", tick_result(tick), runs)
 
 
 def _render(column: str, value: str) -> Text:
     if column == "enabled":
         on_ = value == "on"
         return Text(f"{'●' if on_ else '○'} {value}", style="green" if on_ else "dim")
+    if column == "result":
+        status = value.split(" ", 1)[0].rstrip(":")
+        # The first word of `tick_result`, as the status its glyph shows.
+        tick = {
+            "requested": StepStatus.SUCCESS,
+            "skipped": StepStatus.SKIPPED,
+            "failed": StepStatus.FAILED,
+        }.get(status)
+        if tick is not None:
+            return Text(f"{glyph(tick)} {value}", style=RUN_STYLES.get(tick, "dim"))
     if column == "run":
         status = value.split(" ", 1)[0].rstrip(":")
         if status in GLYPHS and status != NEVER:  # a run's status, or what a tick did
@@ -131,26 +200,35 @@ class AutomationState:
     schedules: list[ScheduleStatus]
     sensors: list[SensorStatus]
     run_statuses: dict[str, RunStatus]  # run id -> status, for the last runs shown
+    ticks: tuple[str, list[SensorTickView]] | None = None  # the selected sensor's ticks
 
 
-def read_automation(client: ClientAPI, known: dict[str, RunStatus]) -> AutomationState:
-    """Schedules, sensors, and the status of each one's last run.
+def read_automation(
+    client: ClientAPI, known: dict[str, RunStatus], selected: str | None = None
+) -> AutomationState:
+    """Schedules, sensors, the status of each one's last run, and the ticks of the sensor
+    `selected` (if it has ticks: a custom or built-in sensor).
 
     Args:
         client: The facade.
         known: Statuses already read; finished runs never change, so they are not read again.
+        selected: The sensor under the cursor.
     """
     schedules = client.schedules()
     sensors = client.sensors()
     statuses = {k: v for k, v in known.items() if v.finished}
-    items: list[ScheduleStatus | SensorStatus] = [*schedules, *sensors]
-    for item in items:
-        run_id = item.last_run_id
+    run_ids = [item.last_run_id for item in schedules] + [last_sensor_run(s) for s in sensors]
+    for run_id in run_ids:
         if run_id and run_id not in statuses:
             # A run pruned from history (RunNotFound): the tick's own status still shows.
             with contextlib.suppress(EngineError):
                 statuses[run_id] = RunStatus(client.run(run_id).status)
-    return AutomationState(schedules, sensors, statuses)
+    ticks = None
+    chosen = next((s for s in sensors if s.name == selected), None)
+    if chosen is not None and chosen.kind != "file":
+        with contextlib.suppress(EngineError):
+            ticks = (chosen.name, client.sensor_ticks(chosen.name, TICK_HISTORY))
+    return AutomationState(schedules, sensors, statuses, ticks)
 
 
 class AutomationScreen(PolledScreen[AutomationState]):
@@ -171,6 +249,7 @@ class AutomationScreen(PolledScreen[AutomationState]):
         self.sensors: dict[str, SensorStatus] = {}
         """The latest status of each sensor, by name."""
         self._cells: dict[str, dict[str, tuple[str, ...]]] = {"schedule": {}, "sensor": {}}
+        self._tick_cells: dict[str, tuple[str, ...]] = {}
         self._runs: dict[str, RunStatus] = {}  # last runs' statuses
 
     def compose(self) -> ComposeResult:
@@ -182,18 +261,29 @@ class AutomationScreen(PolledScreen[AutomationState]):
                 table.add_column(label, key=key)
             yield table
             yield Static("", id=f"{kind}s-note", classes="automation-note")
+        ticks: DataTable[Any] = Table(id="ticks-table", cursor_type="none")
+        for key, label in TICK_COLUMNS:
+            ticks.add_column(label, key=key)
+        yield ticks
         yield KeyFooter()
 
     def on_mount(self) -> None:
         for note in self.query(".automation-note"):
             note.display = False
+        self.query_one("#ticks-table", DataTable).display = False
         self.poll()
 
     # --- refreshing --------------------------------------------------------------------------
 
     def poll_read(self) -> Callable[[], AutomationState]:
-        client, known = self.client, self._runs
-        return lambda: read_automation(client, known)
+        client, known, selected = self.client, self._runs, self._selected_sensor()
+        return lambda: read_automation(client, known, selected)
+
+    def _selected_sensor(self) -> str | None:
+        table = self.query_one("#sensors-table", DataTable)
+        if not table.row_count:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
 
     def poll_apply(self, data: AutomationState) -> None:
         self._runs = runs = data.run_statuses
@@ -205,12 +295,25 @@ class AutomationScreen(PolledScreen[AutomationState]):
             for name, item in self.schedules.items()
         }
         sensors = {
-            name: sensor_row(item, now, runs.get(item.last_run_id or ""))
+            name: sensor_row(item, now, runs.get(last_sensor_run(item) or ""))
             for name, item in self.sensors.items()
         }
         self._apply("schedule", SCHEDULE_COLUMNS, schedules)
         self._apply("sensor", SENSOR_COLUMNS, sensors)
+        self._apply_ticks(data.ticks, now)
         self.refresh_bindings()
+
+    def _apply_ticks(self, ticks: tuple[str, list[SensorTickView]] | None, now: float) -> None:
+        table = self.query_one("#ticks-table", DataTable)
+        table.display = ticks is not None
+        if ticks is None:
+            return
+        name, items = ticks
+        table.border_title = f"Ticks of {name}" + ("" if items else ": none yet")
+        rows = {str(i): tick_row(tick, now) for i, tick in enumerate(items)}
+        with self.app.batch_update():
+            sync_table(table, [c for c, _ in TICK_COLUMNS], rows, self._tick_cells, _render)
+        self._tick_cells = rows
 
     def _apply(
         self, kind: str, columns: tuple[tuple[str, str], ...], rows: dict[str, tuple[str, ...]]
@@ -242,8 +345,10 @@ class AutomationScreen(PolledScreen[AutomationState]):
         return True
 
     @on(DataTable.RowHighlighted)
-    def _highlighted(self) -> None:
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.refresh_bindings()
+        if event.data_table.id == "sensors-table":
+            self.poll()  # the ticks of the sensor now under the cursor
 
     def on_descendant_focus(self) -> None:
         self.refresh_bindings()
@@ -276,4 +381,6 @@ __all__ = [
     "relative",
     "schedule_row",
     "sensor_row",
+    "tick_result",
+    "tick_row",
 ]

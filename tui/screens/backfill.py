@@ -22,6 +22,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
 
 from engine.authoring.multi_partitions import MultiPartitions
+from engine.authoring.partitions import DynamicPartitions
 from engine.errors import EngineError
 from engine.history.plan import run_keys
 from engine.status import PartitionStatus
@@ -82,6 +83,10 @@ def _read_form_data(client: ClientAPI, selection: list[str]) -> _FormData:
         for name in [*selection, *downstream]
         if manifest.assets[name].partitions is not None
     }
+    if isinstance(pdef, DynamicPartitions):
+        # Its keys are stored, not defined: the partitions read just above list them in order.
+        first = next(n for n in selection if manifest.assets[n].partitions)
+        pdef = pdef.with_keys([k for k in statuses.get(first, {}) if k is not None])
     return _FormData(manifest, pdef, downstream, statuses, list(pdef.keys()))
 
 
