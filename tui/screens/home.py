@@ -142,6 +142,17 @@ def settle_heap() -> None:
         gc.freeze()
 
 
+def _file_graph(manifest: Manifest, file: str) -> tuple[str, str] | None:
+    """The first graph a loaded file defines: ("group", name) or ("pipeline", name)."""
+    if file in manifest.errors:
+        return None
+    group = next((a.group for a in manifest.assets.values() if a.file == file), None)
+    if group is not None:
+        return ("group", group)
+    pipeline = next((p.name for p in manifest.pipelines.values() if p.file == file), None)
+    return ("pipeline", pipeline) if pipeline is not None else None
+
+
 def _read_source(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8", errors="replace")
@@ -287,15 +298,9 @@ class HomeScreen(HomeActions):
 
     def _show_first_graph(self, manifest: Manifest) -> None:
         for file in sorted(set(manifest.files) | set(manifest.errors)):
-            if file in manifest.errors:
-                continue
-            group = next((a.group for a in manifest.assets.values() if a.file == file), None)
-            if group is not None:
-                self.show_graph("group", group)
-                return
-            pipeline = next((p.name for p in manifest.pipelines.values() if p.file == file), None)
-            if pipeline is not None:
-                self.show_graph("pipeline", pipeline)
+            graph = _file_graph(manifest, file)
+            if graph is not None:
+                self.show_graph(*graph)
                 return
         if manifest.errors:
             self.show_graph("broken", sorted(manifest.errors)[0])
@@ -353,6 +358,8 @@ class HomeScreen(HomeActions):
             runs = client.runs_since(since - OVERLAP)
             wanted = {r.target for r in runs if r.kind == "pipeline"} & known | unread
             assets = any(r.kind != "pipeline" for r in runs)
+        if not client.paths.pipelines.is_dir():
+            return runs, None, {}  # said by the manifest's load; the runs still show
         asset_statuses = client.node_statuses() if assets else None
         tasks = {name: client.node_statuses(pipeline=name) for name in sorted(wanted)}
         return runs, asset_statuses, tasks
@@ -416,6 +423,16 @@ class HomeScreen(HomeActions):
             return
         self.graph_shown = (kind, name)
         pane = self.query_one("#graph-pane", ContentSwitcher)
+        if kind == "broken" and name not in self.manifest.errors:
+            # Fixed since it was shown: its graph replaces the old traceback.
+            self.graph_shown = None
+            graph = _file_graph(self.manifest, name)
+            if graph is not None:
+                self.show_graph(*graph)
+            else:
+                pane.current = "dag"
+                self.dag.set_layout(layout_dag([]))
+            return
         if kind == "broken":
             pane.border_title = f"{name} · failed to load"
             pane.current = "error-view"
@@ -612,8 +629,10 @@ class HomeScreen(HomeActions):
         table = self.runs_table
         if table.filter_text:
             text = f"filter: {table.filter_text} · {table.row_count} shown"
-        elif not table.runs:
+        elif not table.runs and self.manifest is not None and self.manifest.assets:
             text = "no runs yet: select an asset and press m"
+        elif not table.runs and self.manifest is not None and self.manifest.pipelines:
+            text = "no runs yet: select a task pipeline and press m"
         else:
             text = ""
         self.query_one("#runs-pane").border_subtitle = text

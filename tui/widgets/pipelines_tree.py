@@ -143,6 +143,11 @@ class PipelinesTree(Tree[NodeRef]):
         if self.cursor_node is not None:
             return  # moved since the rebuild (by the user or by the graph): leave it there
         node = self.find(ref) if ref is not None else None
+        if node is None and ref is not None:
+            # A file that broke or was fixed is listed under its other kind: stay on it.
+            node = self.find(NodeRef("file", ref.file, ref.file)) or self.find(
+                NodeRef("broken", ref.file, ref.file)
+            )
         if node is None:
             node = next(iter(self.root.children), None)
         if node is not None:
