@@ -25,6 +25,7 @@ from engine.client import Client, RunView
 from engine.client_api import ClientAPI
 from engine.errors import EngineError
 from engine.status import RunStatus, StepStatus
+from engine.units import plural
 from tui.commands import DagtopCommands
 from tui.feedback import report_worker_failure
 from tui.messages import EngineChanged
@@ -203,7 +204,7 @@ class DagtopApp(App[None]):
             return
         choice = await self.push_screen_wait(QuitScreen(len(live)))
         if choice == "stop":
-            self.notify(f"stopping {len(live)} run(s)…", title="Quit")
+            self.notify(f"stopping {plural(len(live), 'run')}…", title="Quit")
             await asyncio.to_thread(self._stop_runs, live)
             self.exit()
         elif choice == "handoff":

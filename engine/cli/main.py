@@ -23,7 +23,7 @@ from engine.cli import db as cli_db
 from engine.cli import logs as cli_logs
 from engine.client import Client, RunView, iso
 from engine.errors import EngineError
-from engine.units import GLYPHS, format_bytes, format_duration, glyph
+from engine.units import GLYPHS, format_bytes, format_duration, glyph, plural
 
 
 def _exit(code: int) -> NoReturn:
@@ -51,6 +51,42 @@ def _parse_params(items: Sequence[str] | None) -> dict[str, Any]:
     return params
 
 
+def _warn_unread_params(
+    client: Client, params: dict[str, Any], selection: Sequence[str] = (), pipeline: str = ""
+) -> None:
+    """Warn of a --param that the target's files never name: most likely a typo, which would
+    otherwise be recorded with the run and silently ignored. Only a name that appears nowhere
+    in those files is reported, so a parameter read in any way is never warned about."""
+    if not params:
+        return
+    import re
+
+    from engine.loading.selection import resolve
+
+    manifest = client.load()
+    if pipeline:
+        spec = manifest.pipelines.get(pipeline)
+        files = {spec.file} if spec is not None else set()
+    else:
+        try:
+            files = {manifest.assets[name].file for name in resolve(manifest, selection)}
+        except EngineError:
+            return  # the run itself says what is wrong with the selection
+    sources = []
+    for file in sorted(files):
+        try:
+            sources.append((Path(manifest.root) / file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            return  # unreadable: cannot tell, so say nothing
+    for key in params:
+        if files and not any(re.search(rf"\b{re.escape(key)}\b", text) for text in sources):
+            where = ", ".join(sorted(files))
+            sys.stderr.write(
+                f"dagtop: warning: --param {key} is named nowhere in {where}: "
+                "no step reads it (a typo?)\n"
+            )
+
+
 # click, not a heavier layer over it: each `dagtop` command is a short process, and its start
 # counts (a run handed to a running daemon is done in about the time the import takes).
 @click.group(
@@ -69,6 +105,7 @@ def _parse_params(items: Sequence[str] | None) -> dict[str, Any]:
     help="Folder of pipeline files [default: ./pipelines]",
 )
 @click.option("--verbose", "-v", is_flag=True, help="Log the engine's work")
+@click.version_option(package_name="dagtop", message="%(prog)s %(version)s")
 @click.pass_context
 def app(ctx: click.Context, home: Path | None, pipelines: Path | None, verbose: bool) -> None:
     if verbose:
@@ -128,8 +165,9 @@ def check(client: Client, as_json: bool) -> None:
                 print(f"{GLYPHS['failed']} {rel}{where}  {err.kind}: {err.message}")
         n_err = len(manifest.errors)
         print(
-            f"{len(manifest.files) - n_err} file(s) ok, {n_err} broken; "
-            f"{len(manifest.assets)} assets, {len(manifest.pipelines)} task pipelines"
+            f"{plural(len(manifest.files) - n_err, 'file')} ok, {n_err} broken; "
+            f"{plural(len(manifest.assets), 'asset')}, "
+            f"{plural(len(manifest.pipelines), 'task pipeline')}"
         )
     if not manifest.ok:
         _exit(1)
@@ -239,9 +277,9 @@ def materialize(
     else:
         if not selection:
             raise EngineError("name what to materialize: an asset, group:NAME, or *")
-        view = client.materialize(
-            selection, partition=partition, params=_parse_params(param), on_change=progress
-        )
+        params = _parse_params(param)
+        _warn_unread_params(client, params, selection=selection)
+        view = client.materialize(selection, partition=partition, params=params, on_change=progress)
     progress(view)
     _finish_run(view, as_json)
 
@@ -277,7 +315,7 @@ def _print_due(states: list[Any]) -> None:
         mark = GLYPHS["missing" if st.status == "missing" else "stale"]
         print(f"{mark} {st.asset + where:<24} {st.status}: {', '.join(st.reasons)}", flush=True)
     if due:
-        print(f"materializing {len(due)} of {len(states)} asset(s)", flush=True)
+        print(f"materializing {len(due)} of {plural(len(states), 'asset')}", flush=True)
 
 
 @app.command()
@@ -310,7 +348,9 @@ def run_(client: Client, pipeline: str, param: tuple[str, ...], as_json: bool) -
     """Run a task pipeline now and wait for the result."""
     client.prewarm()
     progress = _Progress(as_json)
-    view = client.run_pipeline(pipeline, _parse_params(param), on_change=progress)
+    params = _parse_params(param)
+    _warn_unread_params(client, params, pipeline=pipeline)
+    view = client.run_pipeline(pipeline, params, on_change=progress)
     progress(view)
     _finish_run(view, as_json)
 
@@ -558,7 +598,8 @@ def sensor_(client: Client, state: str, name: str) -> None:
 @click.pass_obj
 def runs(client: Client, limit: int, as_json: bool) -> None:  # fmt: skip
     """Recent runs, newest first."""
-    views = client.runs(limit)
+    views = client.runs(limit + 1)  # one more than shown: whether to say there are more
+    more, views = len(views) > limit, views[:limit]
     if as_json:
         _emit_json([v.to_json() for v in views])
         return
@@ -571,6 +612,8 @@ def runs(client: Client, limit: int, as_json: bool) -> None:  # fmt: skip
             f"{format_duration(took):>8}  {done}/{len(v.steps)}  {v.trigger:<8} "
             f"{v.target}{' [' + v.partition + ']' if v.partition else ''}"
         )
+    if more:
+        print(f"… more runs not shown (--limit {limit * 2} shows more)")
 
 
 app.add_command(cli_logs.logs)
