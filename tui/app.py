@@ -51,6 +51,9 @@ class DagtopApp(App[None]):
     COMMANDS = App.COMMANDS | {DagtopCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", show=True),
+        # What a terminal user presses first. Textual's own ctrl+c only says to press ctrl+q;
+        # in a text box with a selection it still copies (the box's binding comes first).
+        Binding("ctrl+c", "quit", "Quit", show=False),
         Binding("question_mark", "help", "Help", show=True, key_display="?"),
         Binding("B", "backfills", "Backfills", show=True),
         Binding("S", "automation", "Schedules", show=True, tooltip="Schedules & sensors"),

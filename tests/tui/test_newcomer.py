@@ -76,3 +76,87 @@ async def test_a_fixed_file_replaces_its_traceback_on_screen(tmp_path: Path) -> 
             assert ref != NodeRef("broken", "my_first.py", "my_first.py")
     finally:
         engine.stop(grace=1.0)
+
+
+CHAIN = '''"""Three steps; the last two wait for a file each."""
+
+import pathlib
+import time
+
+from engine import asset
+
+GATES = pathlib.Path({gates!r})
+
+
+def wait_for(name):
+    while not (GATES / name).exists():
+        time.sleep(0.05)
+
+
+@asset
+def first(context):
+    for i in range(300):  # longer than the log pane: it scrolls
+        context.log.info("first %d", i)
+    return 1
+
+
+@asset
+def second(context, first):
+    for i in range(300):
+        context.log.info("second %d", i)
+    wait_for("second")
+    return 2
+
+
+@asset
+def third(context, second):
+    context.log.info("third waiting")
+    wait_for("third")
+    return 3
+'''
+
+
+async def test_the_run_screen_follows_the_running_step(tmp_path: Path) -> None:
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "chain.py").write_text(CHAIN.format(gates=str(gates)))
+    client = Client(home=tmp_path / "home", pipelines=pipelines)
+    engine = client.start_engine(kind="tui")
+    try:
+        from engine.client import RunRequest
+        from engine.status import StepStatus
+        from tui.screens.run import RunScreen
+
+        run_id = client.submit(RunRequest(selection=("*third",)))
+
+        def status(key: str) -> str:
+            return next(s.status for s in client.run(run_id).steps if s.key == key)
+
+        app = DagtopApp(client, mode="embedded")
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(lambda: isinstance(app.screen, HomeScreen), pilot)
+            app.push_screen(RunScreen(run_id))  # at once: nothing has run yet
+            await until(lambda: isinstance(app.screen, RunScreen), pilot)
+            screen = app.screen
+            assert isinstance(screen, RunScreen)
+            await until(lambda: status("second") == StepStatus.RUNNING, pilot, 30)
+            await until(lambda: screen.step == "second", pilot, 5)
+
+            (gates / "second").touch()  # second ends, third runs: the log follows it
+            await until(lambda: status("third") == StepStatus.RUNNING, pilot, 30)
+            await until(lambda: screen.step == "third", pilot, 5)
+
+            await pilot.press("tab")  # to the steps table; the user picks first
+            await pilot.press("k", "k")
+            await until(lambda: screen.step == "first", pilot, 5)
+            assert not screen.auto_step
+            (gates / "third").touch()
+            await until(lambda: client.run(run_id).finished, pilot, 30)
+            await pilot.pause(1.0)
+            assert screen.step == "first"  # the user's pick stays
+    finally:
+        (gates / "second").touch()
+        (gates / "third").touch()
+        engine.stop(grace=1.0)

@@ -54,7 +54,28 @@ class KeyFooter(Footer):
     def compose(self) -> ComposeResult:
         if self._bindings_ready:
             self._shown = tuple(shown for shown, _, _ in self._keys())
+        self.call_after_refresh(self._fit)
         yield from super().compose()
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._fit)
+
+    def _fit(self) -> None:
+        """Show the keys that fit whole before the palette key, in order, and hide the rest:
+        on a narrow terminal the line ends cleanly rather than in half a word."""
+        keys = list(self.query(FooterKey))
+        fixed = [key for key in keys if key.has_class("-command-palette")]
+        room = self.size.width - sum(key.outer_size.width for key in fixed)
+        used = 0
+        viewport = self.app.size
+        for key in keys:
+            if key in fixed:
+                continue
+            width = key.get_content_width(viewport, viewport) + key.styles.gutter.width
+            width += key.styles.margin.width
+            used += width
+            if key.display != (used <= room):
+                key.display = used <= room
 
     def bindings_changed(self, screen: Screen[Any]) -> None:
         if self._shown is None or not self.app.app_focus:
