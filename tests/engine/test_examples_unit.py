@@ -53,6 +53,14 @@ def test_the_training_pipeline_trains_evaluates_and_deploys_once(
     assert again.values["deployed"]["reason"].startswith("kept the deployed model")
 
 
+def test_the_first_deployment_says_it_deployed(ml: ModuleType, tmp_path: Path) -> None:
+    evaluation = {"model": "a model", "accuracy": 0.91, "deployed_accuracy": None, "test_rows": 9}
+    context = build_context(home=tmp_path)
+    result = ml.deployed(context, evaluation)
+    assert result["deployed"] is True
+    assert result["reason"] == "the first model (none was deployed before)"
+
+
 def test_features_scale_and_split_a_small_fixture(ml: ModuleType) -> None:
     result = materialize([ml.features], inputs={"raw_digits": tiny_digits(40)})
     features = result.values["features"]
