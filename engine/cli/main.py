@@ -113,6 +113,7 @@ def app(ctx: click.Context, home: Path | None, pipelines: Path | None, verbose: 
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     ctx.obj = Client(home=home, pipelines=pipelines)
+    ctx.obj.reads_over_socket = ctx.invoked_subcommand is not None  # the UI reads storage
     # However the command ends (the process then leaves with os._exit, which closes nothing):
     # checkpoint what it wrote, so no -wal and -shm files are left beside the database.
     ctx.call_on_close(ctx.obj.close)

@@ -243,6 +243,10 @@ class Engine:
     def running(self) -> bool:
         return self.started_at is not None and not self._stop.is_set()
 
+    @property
+    def timezone(self) -> str | None:
+        return self.config.timezone
+
     # --- definitions --------------------------------------------------------------------------
 
     def manifest(self) -> Manifest:

@@ -91,3 +91,54 @@ def test_an_unknown_param_warns(project: Path) -> None:
     assert "--param rate" not in task.stderr  # named in the file: maybe read
     odd = run(project, "run", "chores", "--param", "depth=3")
     assert "warning: --param depth is named nowhere in my_first.py" in odd.stderr, odd.stderr
+
+
+PARTED = """
+from engine import StaticPartitions, asset
+
+
+@asset(partitions=StaticPartitions(["a", "b"]))
+def part(context):
+    context.log.info("part %s", context.partition)
+    return 1
+"""
+
+NO_STORAGE = """
+import sys
+from engine.cli.main import app
+try:
+    app(sys.argv[1:], prog_name="dagtop")
+except SystemExit as exc:
+    assert not exc.code, exc.code
+sys.stdout.flush()
+leaked = sorted(m for m in ("sqlmodel", "sqlalchemy", "engine.storage") if m in sys.modules)
+assert not leaked, leaked
+"""
+
+
+def test_reads_are_answered_over_the_socket_without_storage(project: Path) -> None:
+    from engine.client import Client
+
+    (project / "pipelines" / "parted.py").write_text(PARTED)
+    assert run(project, "materialize", "part", "--partition", "a").returncode == 0
+    assert run(project, "run", "chores").returncode == 0
+    reads = [("runs",), ("list",), ("partitions", "part")]
+    run_id = run(project, "runs", "--limit", "1").stdout.split()[1]
+    reads.append(("logs", run_id))
+    alone = {args: run(project, *args).stdout for args in reads}  # storage read here
+
+    client = Client(home=project / "home", pipelines=project / "pipelines")
+    engine = client.start_engine(kind="daemon")
+    try:
+        base = ["--home", str(project / "home"), "--pipelines", str(project / "pipelines")]
+        for args in reads:
+            result = subprocess.run(
+                [sys.executable, "-c", NO_STORAGE, *base, *args],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert result.returncode == 0, (args, result.stderr)
+            assert result.stdout == alone[args], args
+        unknown = run(project, "partitions", "nope")
+        assert unknown.returncode == 2 and "unknown asset 'nope'" in unknown.stderr
+    finally:
+        engine.stop(grace=1.0)
