@@ -160,3 +160,37 @@ async def test_the_run_screen_follows_the_running_step(tmp_path: Path) -> None:
         (gates / "second").touch()
         (gates / "third").touch()
         engine.stop(grace=1.0)
+
+
+async def test_the_first_frame_is_drawn_while_the_engine_starts(tmp_path: Path) -> None:
+    from concurrent.futures import Future
+    from typing import Any
+
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "my_first.py").write_text(HELLO)
+    client = Client(home=tmp_path / "home", pipelines=pipelines)
+    starting: Future[Any] = Future()
+    app = DagtopApp(client, mode="embedded", engine_starting=starting)
+    engine = None
+    try:
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(lambda: isinstance(app.screen, HomeScreen), pilot)
+            home = app.screen
+            assert isinstance(home, HomeScreen)
+            await until(lambda: home.graph_shown == ("group", "default"), pilot, 30)
+            assert app._unsubscribe is None  # no engine yet: read from storage
+
+            engine = client.start_engine(kind="tui")
+            starting.set_result(engine)
+            await until(lambda: app._unsubscribe is not None, pilot)
+            tree = home.pipelines
+            tree.move_cursor(tree.find(NodeRef("asset", "hello", "my_first.py", "default")))
+            await pilot.pause()
+            await pilot.press("m")  # runs on the engine that started meanwhile
+            await until(lambda: bool(home.runs_table.runs), pilot, 30)
+            run = next(iter(home.runs_table.runs.values()))
+            await until(lambda: client.run(run.id).finished, pilot, 30)
+    finally:
+        if engine is not None:
+            engine.stop(grace=1.0)
