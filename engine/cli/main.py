@@ -23,7 +23,7 @@ from engine.cli import db as cli_db
 from engine.cli import logs as cli_logs
 from engine.client import Client, RunView, iso
 from engine.errors import EngineError
-from engine.units import GLYPHS, format_bytes, format_duration, glyph, plural
+from engine.units import GLYPHS, control_character, format_bytes, format_duration, glyph, plural
 
 
 def _exit(code: int) -> NoReturn:
@@ -79,6 +79,8 @@ def _warn_unread_params(
         except (OSError, UnicodeDecodeError):
             return  # unreadable: cannot tell, so say nothing
     for key in params:
+        if control_character(key) is not None:
+            continue  # refused with its own message when the run is planned
         if files and not any(re.search(rf"\b{re.escape(key)}\b", text) for text in sources):
             where = ", ".join(sorted(files))
             sys.stderr.write(
