@@ -14,22 +14,26 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _HOMES = {
+    "engine.authoring.auto": ("Auto",),
     "engine.authoring.backfill_policy": ("BackfillPolicy",),
-    "engine.authoring.context": ("StepContext", "build_context"),
+    "engine.authoring.context": ("ResourceContext", "StepContext", "build_context"),
     "engine.authoring.definitions": (
         "AssetDef",
         "CheckDef",
         "CheckResult",
         "Pipeline",
+        "ResourceDef",
         "TaskDef",
         "asset",
         "check",
         "file_sensor",
+        "resource",
         "schedule",
         "shell",
         "task",
     ),
     "engine.authoring.iomanager": ("IOManager", "JsonIO", "PickleIO"),
+    "engine.authoring.multi_partitions": ("MultiPartitions",),
     "engine.authoring.partitions": (
         "DailyPartitions",
         "HourlyPartitions",
@@ -40,22 +44,26 @@ _HOMES = {
 _WHERE = {name: module for module, names in _HOMES.items() for name in names}
 
 if TYPE_CHECKING:
+    from engine.authoring.auto import Auto
     from engine.authoring.backfill_policy import BackfillPolicy
-    from engine.authoring.context import StepContext, build_context
+    from engine.authoring.context import ResourceContext, StepContext, build_context
     from engine.authoring.definitions import (
         AssetDef,
         CheckDef,
         CheckResult,
         Pipeline,
+        ResourceDef,
         TaskDef,
         asset,
         check,
         file_sensor,
+        resource,
         schedule,
         shell,
         task,
     )
     from engine.authoring.iomanager import IOManager, JsonIO, PickleIO
+    from engine.authoring.multi_partitions import MultiPartitions
     from engine.authoring.partitions import (
         DailyPartitions,
         HourlyPartitions,
@@ -79,6 +87,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AssetDef",
+    "Auto",
     "BackfillPolicy",
     "CheckDef",
     "CheckResult",
@@ -86,9 +95,12 @@ __all__ = [
     "HourlyPartitions",
     "IOManager",
     "JsonIO",
+    "MultiPartitions",
     "PartitionsDefinition",
     "Pipeline",
     "PickleIO",
+    "ResourceContext",
+    "ResourceDef",
     "StaticPartitions",
     "StepContext",
     "TaskDef",
@@ -96,6 +108,7 @@ __all__ = [
     "build_context",
     "check",
     "file_sensor",
+    "resource",
     "schedule",
     "shell",
     "task",

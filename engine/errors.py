@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from engine.redact import redact
+
 
 class EngineError(Exception):
     """Base of every error a user can cause; `msg` is one line that says what to do."""
@@ -15,6 +17,7 @@ class EngineError(Exception):
     title = "Error"
 
     def __init__(self, msg: str, title: str | None = None) -> None:
+        msg = redact(msg)  # a message may quote a database URL, parsed or not
         super().__init__(msg)
         self.msg = msg
         if title is not None:

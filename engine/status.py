@@ -40,6 +40,21 @@ class StepStatus(StrEnum):
         return self in _STEP_TERMINAL
 
 
+class SkipKind(StrEnum):
+    """Why a step was skipped, in the terms of Airflow's trigger rules, which tell an upstream
+    that failed (`upstream_failed`) from one that was skipped."""
+
+    UPSTREAM_FAILED = "upstream_failed"  # an upstream failed, or was blocked by a check
+    BRANCH = "branch"  # a branch task did not choose it
+    SHORT_CIRCUIT = "short_circuit"  # a short-circuit task returned a falsy value
+    SKIPPED = "skipped"  # its trigger rule skips it (upstream skipped, or a rule not met)
+
+    @property
+    def failed(self) -> bool:
+        """Whether it counts as a failure: for downstream trigger rules, and for the run."""
+        return self is SkipKind.UPSTREAM_FAILED
+
+
 class BackfillStatus(StrEnum):
     RUNNING = "running"
     SUCCESS = "success"  # every run it made succeeded
@@ -55,6 +70,14 @@ class CommandStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     ABANDONED = "abandoned"  # its sender stopped waiting before an engine took it
+
+
+class TickStatus(StrEnum):
+    """What a schedule's tick (or a sensor's evaluation) did."""
+
+    STARTED = "started"  # it requested a run
+    SKIPPED = "skipped"  # nothing to request (paused, a skip reason, a run of it still going)
+    FAILED = "failed"  # its request could not be planned: the reason is recorded with it
 
 
 class PartitionStatus(StrEnum):

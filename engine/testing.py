@@ -29,9 +29,12 @@ from typing import Any
 from engine.authoring import definitions, iomanager
 from engine.authoring.backfill_policy import range_values
 from engine.authoring.context import build_context
-from engine.authoring.definitions import AssetDef, CheckDef, CheckResult
+from engine.authoring.definitions import AssetDef, CheckDef, CheckResult, ResourceDef
+from engine.authoring.multi_partitions import DimensionLink, dimensions_of, link
 from engine.authoring.output_types import OutputTypeError, check_output
 from engine.authoring.partitions import InvalidPartitionKey, safe_key
+from engine.authoring.resources import OpenResources, ResourceBuildError
+from engine.authoring.typed_config import ConfigParamError, config_param
 from engine.errors import PartitionError
 
 
@@ -101,6 +104,17 @@ def load_module(path: str | Path) -> types.ModuleType:
         return import_pipeline_module(path.parent, path.name)
     finally:
         del definitions._registry.items[registered:]
+
+
+def _module_resources(found: dict[str, AssetDef]) -> dict[str, ResourceDef]:
+    """The resources defined in (or imported into) the modules of the assets run."""
+    out: dict[str, ResourceDef] = {}
+    for defn in found.values():
+        module = sys.modules.get(defn.fn.__module__)
+        for value in vars(module).values() if module is not None else ():
+            if isinstance(value, ResourceDef):
+                out.setdefault(value.name, value)
+    return out
 
 
 def _collect(assets: Any) -> tuple[dict[str, AssetDef], list[CheckDef]]:
@@ -173,6 +187,7 @@ def materialize(
     params: dict[str, Any] | None = None,
     resources: dict[str, Any] | None = None,
     *,
+    resource_config: dict[str, dict[str, Any]] | None = None,
     inputs: dict[str, Any] | None = None,
     home: str | Path | None = None,
     raise_on_error: bool = True,
@@ -184,8 +199,14 @@ def materialize(
             checks defined in the assets' modules run too.
         partition: The key for partitioned assets, or several keys: each partitioned asset
             runs once per key, and an unpartitioned one downstream sees `{key: value}`.
-        params: The run's params (`context.params`).
-        resources: Anything the functions should find as `context.resources`.
+        params: The run's params (`context.params`); an asset with a typed config gets them
+            validated into it, as in a real run.
+        resources: Resources by name, replacing those defined (a fake client): a parameter
+            named after one receives it, and `context.resources` holds them. A resource not
+            replaced is built from its `@resource` (found in the assets' modules) and torn
+            down after each call.
+        resource_config: The `context.config` of the resources built, by name (what
+            `[resources.NAME]` of dagtop.toml gives a real run).
         inputs: Values for upstream assets that are not run, by name (fixtures).
         home: The home folder (`context.home`, and where values are stored); default a new
             temporary folder. In pytest, pass `tmp_path`.
@@ -198,19 +219,32 @@ def materialize(
     Raises:
         ValueError: an asset reads an upstream that is neither run nor given in `inputs`.
         PartitionError: a partitioned asset without a key, or an invalid key.
+        ConfigParamError: the params do not validate against an asset's typed config.
+        ResourceBuildError: a resource's function raised.
         OutputTypeError: a value does not match its asset's return annotation.
     """
     found, checks = _collect(assets)
     order = _order(found)
     keys = _keys(partition, found)
     given = dict(inputs or {})
+    overrides = dict(resources or {})
+    defined = _module_resources(found)
+    configs = {name: _typed_config(defn, params or {}) for name, defn in found.items()}
+    needs: dict[str, list[str]] = {}  # each asset's resources, by parameter
     for name in order:
         defn = found[name]
-        for up in defn.inputs:
-            if up not in found and up not in given:
+        typed = configs[name]
+        config_name = typed[0] if typed is not None else None
+        for up in (*defn.inputs, *defn.optional_inputs):
+            if up in found or up in given or up == config_name:
+                continue
+            if up in overrides or up in defined:
+                needs.setdefault(name, []).append(up)
+            elif up in defn.inputs:
                 raise ValueError(
-                    f"asset {name!r} reads {up!r}, which is neither run nor given: add it to "
-                    f"the assets, or pass inputs={{{up!r}: ...}}"
+                    f"asset {name!r} reads {up!r}, which is neither run nor given (nor a "
+                    f"resource): add it to the assets, or pass inputs={{{up!r}: ...}} or "
+                    f"resources={{{up!r}: ...}}"
                 )
     root = Path(home) if home is not None else Path(tempfile.mkdtemp(prefix="dagtop-test-"))
     run_id = "test-" + uuid.uuid4().hex[:8]
@@ -232,10 +266,23 @@ def materialize(
             kwargs = _inputs(defn, call_keys if ranged else key, found, stored, given)
             ctx = build_context(
                 partition=key, params=params, run_id=run_id, key=name, home=root,
-                resources=resources, partition_keys=call_keys,
+                resources=overrides, partition_keys=call_keys,
+                dimensions=dimensions_of(defn.partitions, key),
             )  # fmt: skip
+            typed = configs[name]
+            if typed is not None:
+                kwargs[typed[0]] = typed[1]
+            opened = OpenResources(ctx.log, root)
             try:
-                value = defn.fn(ctx, **kwargs) if defn.takes_context else defn.fn(**kwargs)
+                try:
+                    for res in needs.get(name, ()):
+                        kwargs[res] = overrides[res] if res in overrides else opened.build(
+                            defined[res], (resource_config or {}).get(res)
+                        )  # fmt: skip
+                    ctx.resources.update(opened.values)
+                    value = defn.fn(ctx, **kwargs) if defn.takes_context else defn.fn(**kwargs)
+                finally:
+                    opened.close()  # torn down after the call, whether it succeeded or not
                 check_output(defn.fn, value, f"asset {name!r}", ctx.log)
                 parts = range_values(value, keys, f"asset {name!r}") if ranged else {key: value}
                 for k, part in parts.items():
@@ -257,6 +304,31 @@ def materialize(
                     outcome = _run_check(c, value, ctx, key)
                     result.checks += [replace(outcome, partition=k) for k in parts]
     return result
+
+
+def _typed_config(defn: AssetDef, params: dict[str, Any]) -> tuple[str, Any] | None:
+    """(parameter, config object) for an asset with a typed config, checked as the engine
+    checks a run's params."""
+    from engine.authoring.typed_config import (
+        ConfigParamError,
+        check_params_against,
+        describe_config,
+        instantiate,
+    )
+
+    found = config_param(defn.fn)
+    if found is None:
+        return None
+    param, cls = found
+    described = describe_config(param, cls)
+    values = check_params_against(f"asset {defn.name!r}", described, params)
+    fields = described["schema"].get("properties", {})
+    unknown = [p for p in params if p not in fields]
+    if unknown and described["forbid_extra"]:
+        raise ConfigParamError(
+            f"asset {defn.name!r}: config {described['class']} has no field {unknown[0]!r}"
+        )
+    return param, instantiate(cls, values)
 
 
 def _ranged(defn: AssetDef) -> bool:
@@ -298,11 +370,25 @@ def _inputs(
                 kwargs[up] = {k: stored[(up, k)] for k in key}
             elif updef.partitions == defn.partitions and isinstance(key, str):
                 kwargs[up] = stored[(up, key)]
+            elif isinstance(key, str) and (by := _link(updef, defn)) is not None:
+                # One dimension of a MultiPartitions asset, as the engine maps it.
+                picked = by.upstream_key(key)
+                if picked is not None:
+                    kwargs[up] = stored[(up, picked)]
+                else:
+                    mine = {k: v for (a, k), v in stored.items() if a == up}
+                    kwargs[up] = {k: v for k, v in mine.items() if by.reads(k, key)}
             else:
                 kwargs[up] = {k: v for (a, k), v in stored.items() if a == up}
         elif up in given:
             kwargs[up] = given[up]
     return kwargs
+
+
+def _link(up: AssetDef, down: AssetDef) -> DimensionLink | None:
+    if up.partitions is None or down.partitions is None:
+        return None
+    return link(up.partitions.to_spec(), down.partitions.to_spec())
 
 
 def _round_trip(defn: AssetDef, value: Any, home: Path, key: str | None, run_id: str) -> Any:
@@ -342,9 +428,16 @@ def _run_check(c: CheckDef, value: Any, ctx: Any, key: str | None) -> CheckOutco
 
 __all__ = [
     "CheckOutcome",
+    "ConfigParamError",
     "MaterializeResult",
     "OutputTypeError",
+    "ResourceBuildError",
     "build_context",
     "load_module",
     "materialize",
 ]
+
+# Task pipelines, with the executor's rules (imported lazily there: assets-only tests pay nothing).
+from engine.testing_tasks import PipelineResult, run_pipeline  # noqa: E402
+
+__all__ += ["PipelineResult", "run_pipeline"]

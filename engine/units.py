@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 
-from engine.status import PartitionStatus, StepStatus
+from engine.status import PartitionStatus, StepStatus, TickStatus
 
 MAX_SIZE = 1024**5  # 1 PiB: anything larger is a typo, not a memory limit
 
@@ -117,7 +117,7 @@ GLYPHS: dict[str, str] = {
     PartitionStatus.MISSING: "□",
     "check-failed": "⊠",  # materialized (or stale), but its value failed a check
     # schedule ticks
-    "started": "▶",  # a tick that started a run whose status is not known yet
+    TickStatus.STARTED: "▶",  # a tick that started a run whose status is not known yet
 }
 """Status -> glyph, for the whole product (CLI and UI). One glyph has one meaning: `■` is
 canceled everywhere. The glyph alone must say it (colour-blind users, no-colour terminals)."""

@@ -6,13 +6,26 @@ What this example shows:
   - a non-blocking check (`accuracy_above_90pct`): a warning on the run, not a stop;
   - step options: `retries`, `timeout` and `memory_limit` on the training step;
   - logging (`context.log`) and metadata (`context.add_metadata`) shown in the UI;
-  - deploying an artifact under the home folder (`context.home`), atomically and only when
-    the new model beats the one already deployed, so re-running the pipeline is safe.
+  - typed run config: `trained_model` takes a `TrainConfig`, filled from the run's params
+    (`--param C=0.5`) and checked before the run is recorded (`--param C=fast` is refused);
+  - a resource: `model_store`, where models are deployed, defined once and handed to the
+    assets that name it (its folder comes from `[resources.model_store]` in dagtop.toml, else
+    it is `models` in `context.shared_dir`, a folder every Dask worker reaches;
+    a test passes `resources={"model_store": ...}`); deploying is atomic and happens only
+    when the new model beats the one already deployed, so re-running the pipeline is safe.
+  - retraining when new data lands: everything after `raw_digits` is `Auto.eager()`, so with
+    an engine up (`dagtop daemon` or the UI), each new `raw_digits` (by hand, a schedule or a
+    sensor) makes the engine's `auto` sensor request one run of features, trained_model,
+    evaluation and deployed, in that order (`dagtop runs` says why: "features: upstream
+    raw_digits updated at 09:01; then trained_model, evaluation, deployed"). `dagtop sensor
+    off auto` stops that.
 
 Try it:
     dagtop materialize group:training         # everything
     dagtop materialize '*trained_model'       # trained_model and everything upstream of it
+    dagtop materialize trained_model --param C=0.5 --param max_iter=300
     dagtop materialize 'evaluation+'          # re-evaluate the stored model, deploy if better
+    dagtop materialize raw_digits             # with an engine up: new data, and it retrains
 
 The dataset is scikit-learn's bundled 8x8 handwritten digits (1,797 images, no download).
 
@@ -30,10 +43,11 @@ import os
 import pickle
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine import CheckResult, asset, check
+from engine import Auto, CheckResult, asset, check, resource
 
 GROUP = "training"
 N_PIXELS = 64  # 8x8 images, flattened
@@ -45,8 +59,65 @@ TEST_FRACTION = 0.25
 MIN_ACCURACY = 0.9
 
 
-def _model_path(home: Path) -> Path:
-    return home / "models" / "digits.pkl"
+MODEL_NAME = "digits"
+
+
+@dataclass
+class TrainConfig:
+    """The training run's settings, from its params: `--param C=0.5 --param max_iter=300`.
+
+    A dataclass (a pydantic model works the same): importing pydantic here would cost every
+    import of this file, by the loader and by each step's worker.
+    """
+
+    C: float = 1.0  # inverse regularization strength of the logistic regression
+    max_iter: int = 500
+    tags: list[str] = field(default_factory=list)  # `--param 'tags=["nightly"]'`
+
+
+class ModelStore:
+    """Deployed models: one pickle per name in a folder, replaced atomically."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{name}.pkl"
+
+    def load(self, name: str) -> Any | None:
+        path = self.path(name)
+        if not path.exists():
+            return None
+        with path.open("rb") as fh:
+            return pickle.load(fh)
+
+    def deploy(self, name: str, model: Any) -> Path:
+        path = self.path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write a temp file in the same folder, then rename it over the old one: os.replace is
+        # atomic, so a crash or a reader at the wrong moment never sees half a model.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; a model server may run as another user
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+@resource
+def model_store(context) -> ModelStore:
+    """Where models are deployed: `[resources.model_store] folder = "..."` in dagtop.toml
+    (default: `models` in `context.shared_dir`, which every worker reaches: on a Dask cluster
+    `evaluation` may run on another machine than the `deployed` that wrote the model, and
+    the home folder is the coordinating engine's)."""
+    folder = context.config.get("folder")
+    return ModelStore(Path(folder).expanduser() if folder else Path(context.shared_dir) / "models")
 
 
 @asset(group=GROUP)
@@ -84,7 +155,7 @@ def no_nulls(raw_digits: dict[str, Any]) -> CheckResult:
     )
 
 
-@asset(group=GROUP)
+@asset(group=GROUP, auto=Auto.eager())
 def features(context, raw_digits: dict[str, Any]) -> dict[str, Any]:
     """Pixels scaled to [0, 1] and a fixed train/test split."""
     import numpy as np
@@ -100,9 +171,9 @@ def features(context, raw_digits: dict[str, Any]) -> dict[str, Any]:
     return {"x_train": x[train], "y_train": y[train], "x_test": x[test], "y_test": y[test]}
 
 
-@asset(group=GROUP, retries=1, timeout=120, memory_limit="1GiB")
-def trained_model(context, features: dict[str, Any]) -> Any:
-    """A logistic regression fitted on the training split.
+@asset(group=GROUP, retries=1, timeout=120, memory_limit="1GiB", auto=Auto.eager())
+def trained_model(context, features: dict[str, Any], config: TrainConfig) -> Any:
+    """A logistic regression fitted on the training split, with the run's `TrainConfig`.
 
     `retries=1` tries once more after a failure, `timeout` kills a fit that hangs, and
     `memory_limit` kills the step's whole process tree if it grows past 1 GiB.
@@ -110,9 +181,12 @@ def trained_model(context, features: dict[str, Any]) -> Any:
     from sklearn.linear_model import LogisticRegression
 
     x, y = features["x_train"], features["y_train"]
-    context.log.info("fitting on %d images (attempt %d)", len(y), context.attempt)
+    context.log.info(
+        "fitting on %d images (attempt %d, C=%g, max_iter=%d%s)", len(y), context.attempt,
+        config.C, config.max_iter, f", tags {', '.join(config.tags)}" if config.tags else "",
+    )  # fmt: skip
     started = time.perf_counter()
-    model = LogisticRegression(max_iter=500)
+    model = LogisticRegression(C=config.C, max_iter=config.max_iter)
     model.fit(x, y)
     took = time.perf_counter() - started
     train_accuracy = float(model.score(x, y))
@@ -127,8 +201,10 @@ def trained_model(context, features: dict[str, Any]) -> Any:
     return model
 
 
-@asset(group=GROUP)
-def evaluation(context, features: dict[str, Any], trained_model: Any) -> dict[str, Any]:
+@asset(group=GROUP, auto=Auto.eager())
+def evaluation(
+    context, features: dict[str, Any], trained_model: Any, model_store: ModelStore
+) -> dict[str, Any]:
     """Test accuracy of the new model and of the currently deployed one (if any).
 
     The value carries the evaluated model along, so `deployed` can only ever deploy the model
@@ -140,11 +216,10 @@ def evaluation(context, features: dict[str, Any], trained_model: Any) -> dict[st
     context.log.info("new model: %.4f accuracy on %d test images", accuracy, len(y))
 
     deployed_accuracy = None
-    path = _model_path(context.home)
+    path = model_store.path(MODEL_NAME)
     if path.exists():
         try:
-            with path.open("rb") as fh:
-                current = pickle.load(fh)
+            current = model_store.load(MODEL_NAME)
             deployed_accuracy = float(current.score(x, y))
             context.log.info("deployed model: %.4f accuracy", deployed_accuracy)
         except Exception as exc:  # an unreadable model is as good as none
@@ -176,10 +251,10 @@ def accuracy_above_90pct(evaluation: dict[str, Any]) -> CheckResult:
     )
 
 
-@asset(group=GROUP)
-def deployed(context, evaluation: dict[str, Any]) -> dict[str, Any]:
-    """Write the evaluated model to `<home>/models/digits.pkl` if it beats the deployed one."""
-    path = _model_path(context.home)
+@asset(group=GROUP, auto=Auto.eager())
+def deployed(context, evaluation: dict[str, Any], model_store: ModelStore) -> dict[str, Any]:
+    """Deploy the evaluated model to the model store if it beats the deployed one."""
+    path = model_store.path(MODEL_NAME)
     new, old = evaluation["accuracy"], evaluation["deployed_accuracy"]
     # Strictly better only: an equal model (the same code on the same data) is not redeployed,
     # so running the pipeline twice leaves the deployed file untouched.
@@ -193,20 +268,7 @@ def deployed(context, evaluation: dict[str, Any]) -> dict[str, Any]:
             else f"new accuracy {new:.4f} > deployed {old:.4f}"
         )
         deploy = True
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write a temp file in the same folder, then rename it over the old one: os.replace is
-        # atomic, so a crash or a reader at the wrong moment never sees half a model.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".digits-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                pickle.dump(evaluation["model"], fh, protocol=pickle.HIGHEST_PROTOCOL)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; a model server may run as another user
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        model_store.deploy(MODEL_NAME, evaluation["model"])
     context.log.info("%s: %s", "deployed" if deploy else "not deployed", reason)
     result = {
         "deployed": deploy,

@@ -5,12 +5,20 @@ What this example shows:
   - `@task` functions that receive upstream return values through parameters named after the
     upstream task ids (`train(extract)` gets what `extract` returned);
   - ordering without passing values (`validate >> ...`), fan-out and fan-in with lists
-    (`validate >> [train, baseline] >> evaluate`): train and baseline run in parallel;
-  - a failing task as a quality gate: `evaluate` raises, so `publish` never runs;
+    (`[train, baseline] >> evaluate`): train and baseline run in parallel;
+  - a branch on validation: `validate` (`branch=True`) returns the ids of the tasks to run
+    next, `["train", "baseline"]` when the data looks right, else `"quarantine"`; the tasks it
+    did not choose are skipped ("not chosen by validate"), and so is what needs them;
+  - a short-circuit as a quality gate: `good_enough` (`short_circuit=True`) returns whether
+    the model beats the bar; False skips `publish` ("short-circuited by good_enough"). A run
+    whose only skips were chosen so is a success;
+  - a clean-up that runs whatever happened upstream: `trigger_rule="all_done"`;
   - a `shell(...)` task, which sees DAGTOP_HOME and DAGTOP_RUN_ID in its environment.
 
 Try it:
     dagtop run training_tasks
+    dagtop run training_tasks --param min_images=5000    # too few images: quarantined
+    dagtop run training_tasks --param min_accuracy=0.999 # not good enough: not published
 
 Return values are pickled to disk and unpickled by the next task's process: keep them
 small-ish (arrays of a few MB are fine, whole datasets are better written to files).
@@ -53,16 +61,28 @@ with Pipeline(
         context.log.info("extracted %d images (%d for testing)", len(images), n_test)
         return {"images": images, "labels": digits.target, "test": order[:n_test]}
 
-    @task
-    def validate(context, extract: dict[str, Any]) -> int:
-        """Fail the run early (and skip everything after) if the data looks wrong."""
+    @task(branch=True)
+    def validate(context, extract: dict[str, Any]) -> str | list[str]:
+        """Train only on data that looks right: returns the tasks to run next."""
         images, labels = extract["images"], extract["labels"]
+        problems = []
         if images.shape[1:] != (64,) or len(labels) != len(images):
-            raise ValueError(f"unexpected shapes: images {images.shape}, labels {labels.shape}")
+            problems.append(f"unexpected shapes: images {images.shape}, labels {labels.shape}")
         if images.max() > 16:
-            raise ValueError(f"pixel values go up to {images.max()}, expected 0-16")
+            problems.append(f"pixel values go up to {images.max()}, expected 0-16")
+        if len(images) < int(context.params.get("min_images", 1000)):
+            problems.append(f"only {len(images)} images")
+        if problems:
+            context.log.warning("data rejected: %s", "; ".join(problems))
+            return "quarantine"
         context.log.info("%d images look fine", len(images))
-        return len(images)
+        return ["train", "baseline"]
+
+    @task
+    def quarantine(context, extract: dict[str, Any]) -> int:
+        """Set the rejected data aside for a person to look at (here: count it)."""
+        context.log.warning("quarantined %d images", len(extract["images"]))
+        return len(extract["images"])
 
     @task(retries=1, timeout=120, memory_limit="1GiB")
     def train(context, extract: dict[str, Any]) -> Any:
@@ -89,13 +109,22 @@ with Pipeline(
 
     @task
     def evaluate(context, extract: dict[str, Any], train: Any, baseline: float) -> dict[str, Any]:
-        """Test accuracy; raising here stops the pipeline before `publish`."""
+        """Test accuracy, and what it has to beat."""
         test = extract["test"]
         accuracy = float(train.score(extract["images"][test] / 16.0, extract["labels"][test]))
         context.log.info("accuracy %.4f (baseline %.4f)", accuracy, baseline)
-        if accuracy < max(MIN_ACCURACY, baseline):
-            raise ValueError(f"accuracy {accuracy:.4f} is too low to publish")
         return {"accuracy": accuracy, "baseline": baseline}
+
+    @task(short_circuit=True)
+    def good_enough(context, evaluate: dict[str, Any]) -> bool:
+        """Publish only a model that beats the bar: False skips everything downstream."""
+        bar = max(float(context.params.get("min_accuracy", MIN_ACCURACY)), evaluate["baseline"])
+        if evaluate["accuracy"] < bar:
+            context.log.warning(
+                "accuracy %.4f is below %.4f: not published", evaluate["accuracy"], bar
+            )
+            return False
+        return True
 
     # A shell task: any command, run by /bin/sh. It fails if the command exits non-zero.
     publish = shell(
@@ -105,6 +134,14 @@ with Pipeline(
         id="publish",
     )
 
+    @task(trigger_rule="all_done")
+    def tidy(context) -> None:
+        """Runs once everything before it finished, however it went (Airflow's all_done);
+        a short-circuit skips it all the same, as Airflow's does by default."""
+        context.log.info("nothing to tidy in this example")
+
     # `a >> b` runs b after a. `train` and `evaluate` already depend on the tasks they take as
     # parameters; `>>` adds the orderings that pass no value (train waits for validate).
-    extract >> validate >> [train, baseline] >> evaluate >> publish
+    extract >> validate >> [train, baseline, quarantine]
+    [train, baseline] >> evaluate >> good_enough >> publish
+    [publish, quarantine] >> tidy

@@ -26,6 +26,7 @@ from textual.worker import Worker
 from engine.client import Client, RunView
 from engine.client_api import ClientAPI
 from engine.errors import EngineError
+from engine.redact import RedactingFormatter
 from engine.status import RunStatus, StepStatus
 from engine.units import plural
 from tui.commands import DagtopCommands
@@ -280,11 +281,12 @@ def _log_to_file(path: Path) -> Callable[[], None]:
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the home, the user's only
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))  # the user's only
         handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
     except OSError:
         handler = logging.NullHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root.handlers = [handler]
     root.setLevel(logging.INFO)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import CodeType, FunctionType
 from typing import Any, Self, TypeVar, overload
 
+from engine.authoring.auto import Auto
 from engine.authoring.backfill_policy import BackfillPolicy
 from engine.authoring.partitions import PartitionsDefinition
 from engine.errors import DefinitionError
@@ -178,6 +179,9 @@ def _check_backfill_policy(
         )
     if partitions is None:
         raise DefinitionError(f"{what}: backfill_policy needs partitions= (it splits their runs)")
+    if partitions.kind == "multi":
+        # Runs of consecutive keys mean nothing across two dimensions.
+        raise DefinitionError(f"{what}: backfill_policy does not apply to MultiPartitions")
 
 
 def hook_spec(hook: Any, what: str) -> dict[str, Any] | None:
@@ -278,6 +282,8 @@ class AssetDef:
     pinned_version: str | None = None
     """The `code_version=` given, which replaces the hash of the source."""
     backfill_policy: BackfillPolicy | None = None
+    auto: Auto | None = None
+    """When the engine's `auto` sensor materializes it on its own (`Auto.eager()`, ...)."""
 
     @cached_property
     def code_version(self) -> str:
@@ -309,6 +315,7 @@ def asset(
     group: str | None = None,
     partitions: PartitionsDefinition | None = None,
     backfill_policy: BackfillPolicy | None = None,
+    auto: Auto | None = None,
     deps: Iterable[str | AssetDef] = (),
     retries: int = 0,
     retry_delay: float = 1.0,
@@ -333,6 +340,7 @@ def asset(
     group: str | None = None,
     partitions: PartitionsDefinition | None = None,
     backfill_policy: BackfillPolicy | None = None,
+    auto: Auto | None = None,
     deps: Iterable[str | AssetDef] = (),
     retries: int = 0,
     retry_delay: float = 1.0,
@@ -359,6 +367,9 @@ def asset(
         backfill_policy: `BackfillPolicy.single_run()` to backfill a range in one run (or
             `multi_run(n)`: runs of n partitions). The function is then always called with a
             range: `context.partition_keys` lists it and it returns `{key: value}`.
+        auto: When the engine materializes it on its own: `Auto.eager()` (whenever an
+            upstream updates), `Auto.on_cron("0 9 * * *")` (once per tick, after every upstream
+            updated since it) or `Auto.on_missing()` (once, while missing). Off by default.
         deps: Upstream assets that must run first but whose values are not passed in.
         retries: Extra attempts after a failure.
         retry_delay: Seconds before the first retry; doubles each attempt (capped).
@@ -393,6 +404,11 @@ def asset(
         _check_text(what, f"group {group!r}", group)
         _check_retries(what, retries, retry_delay)
         _check_backfill_policy(what, backfill_policy, partitions)
+        if auto is not None and not isinstance(auto, Auto):
+            raise DefinitionError(
+                f"{what}: auto must be Auto.eager(), Auto.on_cron(CRON) or Auto.on_missing(), "
+                f"got {auto!r}"
+            )
         takes_context, required, optional = _inputs_of(func, what)
         dep_names = tuple(d.name if isinstance(d, AssetDef) else str(d) for d in deps)
         file, line = _fn_location(func)
@@ -402,6 +418,7 @@ def asset(
             group=group or "default",
             partitions=partitions,
             backfill_policy=backfill_policy,
+            auto=auto,
             inputs=required,
             optional_inputs=optional,
             deps=dep_names,
@@ -500,6 +517,84 @@ def check(
     return wrap
 
 
+# --- resources --------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class ResourceDef:
+    """A resource: a client or connection built once per step that names it, torn down after."""
+
+    name: str
+    fn: Callable[..., Any]
+    takes_context: bool
+    description: str | None
+    file: str
+    line: int
+
+    def __repr__(self) -> str:
+        return f"<resource {self.name}>"
+
+
+@overload
+def resource(fn: Callable[..., Any], /) -> ResourceDef: ...
+
+
+@overload
+def resource(
+    fn: None = None, /, *, name: str | None = None, description: str | None = None
+) -> Callable[[Callable[..., Any]], ResourceDef]: ...
+
+
+def resource(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+) -> ResourceDef | Callable[[Callable[..., Any]], ResourceDef]:
+    """Declare a resource: an asset parameter named after it receives what the function gives.
+
+    The function may take `context` (`context.config` is the `[resources.NAME]` table of
+    dagtop.toml; `context.log`, `context.home`). It returns the resource, or yields it once:
+    code after the `yield` is its teardown, run after the step whether it succeeded or failed.
+    A resource is built in the step's own process, only for a step that names it.
+
+    Args:
+        name: The resource's name (default: the function's name).
+        description: Shown in `dagtop list` (default: the docstring).
+
+    Raises:
+        DefinitionError: the name is not an identifier, or the function takes other parameters.
+    """
+
+    def wrap(func: Callable[..., Any]) -> ResourceDef:
+        if not callable(func):
+            raise DefinitionError(f"@resource must decorate a function, got {func!r}")
+        resource_name = name or func.__name__
+        what = f"resource {resource_name!r}"
+        if not resource_name.isidentifier():
+            raise DefinitionError(f"{what}: a name must be a Python identifier")
+        takes_context, required, _ = _inputs_of(func, what)
+        if required:
+            raise DefinitionError(
+                f"{what}: a resource takes only `context`, not {required[0]!r} "
+                "(its settings come from [resources." + resource_name + "] in dagtop.toml)"
+            )
+        file, line = _fn_location(func)
+        defn = ResourceDef(
+            name=resource_name,
+            fn=func,
+            takes_context=takes_context,
+            description=description or inspect.getdoc(func),
+            file=file,
+            line=line,
+        )
+        _registry.add(defn)
+        return defn
+
+    return wrap(fn) if fn is not None else wrap
+
+
 # --- Airflow-style task pipelines -------------------------------------------------------------
 
 _pipeline_stack: list[Pipeline] = []
@@ -571,9 +666,62 @@ class TaskDef(_Chainable):
     pool: str | None = None
     file: str = ""
     line: int = 0
+    trigger_rule: str = "all_success"
+    branch: bool = False
+    short_circuit: bool = False
+    expand_over: tuple[str, str] | None = None  # (parameter, upstream task id)
 
     def _targets(self) -> list[TaskDef]:
         return [self]
+
+    def expand(self, **mapping: TaskDef) -> TaskDef:
+        """Run this task once per element of an upstream task's return value (a list), as
+        Airflow's dynamic task mapping does: `process.expand(item=list_files)` makes one step
+        per file, `process[0]`, `process[1]`, ..., each with its own process, log, retries and
+        status, created when `list_files` has returned. `item` receives the element; a task
+        taking `process` as a parameter receives the instances' return values as a list, in
+        order (`[]` when the list was empty). Returns the task.
+
+        Raises:
+            DefinitionError: not exactly one parameter, a parameter the function does not
+                take, or a value that is not a task of the same pipeline.
+        """
+        what = f"task {self.id!r}"
+        if self.fn is None:
+            raise DefinitionError(f"{what}: a shell task cannot be expanded")
+        if self.expand_over is not None:
+            raise DefinitionError(f"{what}: expand() was already called")
+        if len(mapping) != 1:
+            raise DefinitionError(
+                f"{what}: expand() takes exactly one parameter=upstream_task, got {len(mapping)}"
+            )
+        ((param, source),) = mapping.items()
+        if param not in self.inputs:
+            raise DefinitionError(
+                f"{what}: expand({param}=...) names no required parameter of the function"
+            )
+        if not isinstance(source, TaskDef):
+            raise DefinitionError(
+                f"{what}: expand({param}=...) takes a task, not {type(source).__name__} "
+                "(a literal list needs no mapping task: return it from one)"
+            )
+        if source.pipeline is not self.pipeline:
+            raise DefinitionError(f"{what}: expand() over task {source.id!r} of another pipeline")
+        if source is self:
+            raise DefinitionError(f"{what}: a task cannot be expanded over itself")
+        if source.fn is None:
+            raise DefinitionError(
+                f"{what}: expand() over shell task {source.id!r}, which returns no value"
+            )
+        if self.branch or self.short_circuit:
+            raise DefinitionError(f"{what}: a mapped task cannot be a branch or a short-circuit")
+        self.inputs = tuple(n for n in self.inputs if n != param)
+        if param in self.upstream and param not in self.pipeline.tasks:
+            self.upstream.remove(param)  # a parameter that names no task was not an edge
+        if source.id not in self.upstream:
+            self.upstream.append(source.id)
+        self.expand_over = (param, source.id)
+        return self
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.fn is None:
@@ -678,6 +826,9 @@ def task(
     timeout: float | None = None,
     memory_limit: int | str | None = None,
     pool: str | None = None,
+    trigger_rule: str = "all_success",
+    branch: bool = False,
+    short_circuit: bool = False,
 ) -> TaskDef: ...
 
 
@@ -692,6 +843,9 @@ def task(
     timeout: float | None = None,
     memory_limit: int | str | None = None,
     pool: str | None = None,
+    trigger_rule: str = "all_success",
+    branch: bool = False,
+    short_circuit: bool = False,
 ) -> Callable[[Callable[..., Any]], TaskDef]: ...
 
 
@@ -705,11 +859,23 @@ def task(
     timeout: float | None = None,
     memory_limit: int | str | None = None,
     pool: str | None = None,
+    trigger_rule: str = "all_success",
+    branch: bool = False,
+    short_circuit: bool = False,
 ) -> TaskDef | Callable[[Callable[..., Any]], TaskDef]:
     """A Python task in the enclosing `Pipeline`: `task(fn, id="x")` or `@task`.
 
     The function may take `context` first and parameters named after upstream task ids, which
     receive those tasks' return values (and make them upstream if `>>` did not).
+
+    Args:
+        trigger_rule: When the task runs, given its direct upstream tasks, as Airflow defines
+            it: "all_success" (the default), "all_done", "one_success", "one_failed",
+            "none_failed" or "none_failed_min_one_success".
+        branch: The task returns the id (or a list of ids, or None) of the direct downstream
+            tasks to run; the others are skipped.
+        short_circuit: A falsy return value skips every task downstream, whatever its
+            trigger rule (Airflow's `ignore_downstream_trigger_rules=True`).
     """
 
     def wrap(func: Callable[..., Any]) -> TaskDef:
@@ -722,6 +888,8 @@ def task(
         if not task_id.isidentifier():
             raise DefinitionError(f"{what}: an id must be a Python identifier")
         takes_context, required, _ = _inputs_of(func, what)
+        if branch and short_circuit:
+            raise DefinitionError(f"{what}: a task is a branch or a short-circuit, not both")
         file, line = _fn_location(func)
         return pipeline.add(
             TaskDef(
@@ -738,10 +906,36 @@ def task(
                 pool=pool,
                 file=file,
                 line=line,
+                trigger_rule=_check_trigger_rule(what, trigger_rule),
+                branch=bool(branch),
+                short_circuit=bool(short_circuit),
             )
         )
 
     return wrap(fn) if fn is not None else wrap
+
+
+TRIGGER_RULES = (
+    "all_success",
+    "all_done",
+    "one_success",
+    "one_failed",
+    "none_failed",
+    "none_failed_min_one_success",
+)
+"""The trigger rules a task may have, as Airflow names and defines them."""
+
+
+def _check_trigger_rule(what: str, rule: object) -> str:
+    rule = getattr(rule, "value", rule)  # an enum of the same words works too
+    if not isinstance(rule, str) or rule not in TRIGGER_RULES:
+        from engine.errors import suggest
+
+        hint = suggest(rule, TRIGGER_RULES) if isinstance(rule, str) else ""
+        raise DefinitionError(
+            f"{what}: unknown trigger_rule {rule!r}{hint} (one of {', '.join(TRIGGER_RULES)})"
+        )
+    return rule
 
 
 def shell(
@@ -754,6 +948,7 @@ def shell(
     timeout: float | None = None,
     memory_limit: int | str | None = None,
     pool: str | None = None,
+    trigger_rule: str = "all_success",
 ) -> TaskDef:
     """A shell command task in the enclosing `Pipeline`; it fails when the command exits non-zero.
 
@@ -787,6 +982,7 @@ def shell(
             pool=pool,
             file=file,
             line=line,
+            trigger_rule=_check_trigger_rule(what, trigger_rule),
         )
     )
 
@@ -941,5 +1137,5 @@ def target_spec(target: Target) -> dict[str, Any]:
     return {"kind": "assets", "selection": selection}
 
 
-Definition = AssetDef | CheckDef | Pipeline | ScheduleDef | SensorDef
+Definition = AssetDef | CheckDef | Pipeline | ResourceDef | ScheduleDef | SensorDef
 """What a pipeline module registers while it is imported."""

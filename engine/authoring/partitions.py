@@ -137,6 +137,10 @@ class PartitionsDefinition(ABC):
         if not isinstance(spec, dict):
             raise ValueError(f"partitions spec must be a dict, got {type(spec).__name__}")
         kind = spec.get("kind")
+        if kind == "multi":
+            from engine.authoring.multi_partitions import MultiPartitions
+
+            return MultiPartitions.from_dimensions_spec(spec)
         if kind == StaticPartitions.kind:
             _check_spec_fields(spec, required={"keys"}, optional=set())
             return StaticPartitions(spec["keys"])

@@ -35,6 +35,7 @@ from engine.errors import ConfigError, EngineError, SelectionError, suggest
 from engine.history.plan import RunRequest
 from engine.loading.manifest import Manifest, ScheduleSpec, target_label
 from engine.loading.selection import resolve
+from engine.status import TickStatus
 from engine.storage import repo
 from engine.storage.db import read_scope, session_scope
 from engine.storage.models import ScheduleTick
@@ -57,7 +58,7 @@ class ScheduleStatus:
     next_tick: datetime | None
     last_tick: datetime | None
     last_run_id: str | None
-    last_status: str | None  # the tick's status: started | skipped | failed
+    last_status: TickStatus | None
     last_reason: str | None
 
 
@@ -162,6 +163,14 @@ def _latest_fire_time(
         if latest is not None or begin == low:
             return latest
         span *= 4
+
+
+def latest_fire_time(
+    trigger: CronTrigger, low: datetime, inclusive: bool, high: datetime
+) -> datetime | None:
+    """The last fire time of `trigger` from `low` (excluded unless `inclusive`) up to `high`
+    included, in UTC; None if there is none."""
+    return _latest_fire_time(trigger, low, inclusive, high)
 
 
 # --- the scheduler ----------------------------------------------------------------------------
@@ -421,14 +430,14 @@ class Scheduler:
         requested: set[str] = set()
         run_ids: list[str] = []
         for tick in ticks:
-            status, reason, request = "started", None, None
+            status, reason, request = TickStatus.STARTED, None, None
             try:
                 request = self._request(spec, tick, parts)
             except EngineError as exc:
-                status, reason = "failed", exc.msg
+                status, reason = TickStatus.FAILED, exc.msg
                 log.warning("schedule %s: tick %s failed: %s", spec.name, tick, exc.msg)
             except Exception as exc:
-                status, reason = "failed", f"{type(exc).__name__}: {exc}"
+                status, reason = TickStatus.FAILED, f"{type(exc).__name__}: {exc}"
                 log.exception("schedule %s: tick %s failed", spec.name, tick)
             if request is not None and parts is not None:
                 key = request.partition
@@ -441,7 +450,7 @@ class Scheduler:
                 else:
                     requested.add(key)
                 if reason is not None:
-                    status, request = "skipped", None
+                    status, request = TickStatus.SKIPPED, None
             try:
                 run_id = self._record_tick(spec.name, tick, status, reason, request)
             except _TickTaken:
@@ -480,7 +489,7 @@ class Scheduler:
         self,
         name: str,
         tick: datetime,
-        status: str,
+        status: TickStatus,
         reason: str | None,
         request: RunRequest | None,
     ) -> str | None:
@@ -509,17 +518,17 @@ class Scheduler:
                 except SQLAlchemyError:
                     raise
                 except EngineError as exc:
-                    row.status, row.reason = "failed", exc.msg
+                    row.status, row.reason = TickStatus.FAILED, exc.msg
                     log.warning("schedule %s: tick %s failed: %s", name, tick, exc.msg)
                 except Exception as exc:
-                    row.status, row.reason = "failed", f"{type(exc).__name__}: {exc}"
+                    row.status, row.reason = TickStatus.FAILED, f"{type(exc).__name__}: {exc}"
                     log.exception("schedule %s: planning the run of tick %s failed", name, tick)
                 else:
                     row.run_id = run_id
                 session.add(row)
         if run_id is not None:
             log.info("schedule %s: tick %s started run %s", name, tick.isoformat(), run_id)
-        elif status != "failed":
+        elif status != TickStatus.FAILED:
             log.info("schedule %s: tick %s %s (%s)", name, tick.isoformat(), status, reason)
         return run_id
 
@@ -583,7 +592,7 @@ class Scheduler:
                     if last is None
                     else datetime.fromtimestamp(last.tick_time, self.timezone),
                     last_run_id=None if last is None else last.run_id,
-                    last_status=None if last is None else last.status,
+                    last_status=None if last is None else TickStatus(last.status),
                     last_reason=None if last is None else last.reason,
                 )
             )

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import click
 
@@ -23,7 +23,20 @@ from engine.cli import db as cli_db
 from engine.cli import logs as cli_logs
 from engine.client import Client, RunView, iso
 from engine.errors import EngineError
-from engine.units import GLYPHS, control_character, format_bytes, format_duration, glyph, plural
+from engine.redact import RedactingFormatter, redact
+from engine.status import BackfillStatus, Freshness, RunStatus, StepStatus
+from engine.units import (
+    GLYPHS,
+    control_character,
+    format_bytes,
+    format_duration,
+    glyph,
+    one_line,
+    plural,
+)
+
+if TYPE_CHECKING:
+    from engine.history.lineage import StaleState
 
 
 def _exit(code: int) -> NoReturn:
@@ -34,7 +47,8 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON")
 
 
 def _emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    # A value may quote a URL (an error, a setting): no password leaves in JSON either.
+    sys.stdout.write(redact(json.dumps(data, indent=2, default=str)) + "\n")
 
 
 def _parse_params(items: Sequence[str] | None) -> dict[str, Any]:
@@ -113,7 +127,9 @@ def app(ctx: click.Context, home: Path | None, pipelines: Path | None, verbose: 
     if verbose:
         import logging
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        logging.basicConfig(level=logging.INFO)
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(RedactingFormatter("%(asctime)s %(name)s %(message)s"))
     ctx.obj = Client(home=home, pipelines=pipelines)
     ctx.obj.reads_over_socket = ctx.invoked_subcommand is not None  # the UI reads storage
     # However the command ends (the process then leaves with os._exit, which closes nothing):
@@ -159,7 +175,10 @@ def check(client: Client, as_json: bool) -> None:
             }
         )
     else:
-        for rel in sorted(manifest.files):
+        # The project's settings file comes first when it is wrong ([resources.NAME] naming
+        # no resource): it is no pipeline file, but its error is one of the project's.
+        settings = [rel for rel in manifest.errors if rel not in manifest.files]
+        for rel in [*settings, *sorted(manifest.files)]:
             err = manifest.errors.get(rel)
             if err is None:
                 print(f"{GLYPHS['success']} {rel}")
@@ -168,7 +187,7 @@ def check(client: Client, as_json: bool) -> None:
                 print(f"{GLYPHS['failed']} {rel}{where}  {err.kind}: {err.message}")
         n_err = len(manifest.errors)
         print(
-            f"{plural(len(manifest.files) - n_err, 'file')} ok, {n_err} broken; "
+            f"{plural(len(manifest.files) + len(settings) - n_err, 'file')} ok, {n_err} broken; "
             f"{plural(len(manifest.assets), 'asset')}, "
             f"{plural(len(manifest.pipelines), 'task pipeline')}"
         )
@@ -207,7 +226,7 @@ class _Progress:
             return
         with self._lock:
             for st in view.steps:
-                if st.status in ("queued", "running"):
+                if not st.status.finished:
                     continue
                 mark = (st.key, st.attempts, st.status)
                 if mark in self.shown:
@@ -235,10 +254,10 @@ def _finish_run(view: RunView, as_json: bool) -> None:
     else:
         took = (view.ended_at or time.time()) - (view.started_at or view.created_at)
         for c in view.checks:
-            mark = GLYPHS["success" if c.passed else "failed"]
+            mark = GLYPHS[StepStatus.SUCCESS if c.passed else StepStatus.FAILED]
             print(f"  check {c.name} on {c.asset}: {mark}{' ' + c.error if c.error else ''}")
         print(f"{glyph(view.status)} run {view.id} {view.status} in {format_duration(took)}")
-    if view.status != "success":
+    if view.status != RunStatus.SUCCESS:
         _exit(1)
 
 
@@ -302,7 +321,7 @@ def _materialize_stale(
     )
     if as_json:
         _emit_json({"states": [st.to_json() for st in states], "run": view and view.to_json()})
-        if view is not None and view.status != "success":
+        if view is not None and view.status != RunStatus.SUCCESS:
             _exit(1)
     elif view is None:
         print("nothing is stale")
@@ -311,11 +330,11 @@ def _materialize_stale(
         _finish_run(view, as_json)
 
 
-def _print_due(states: list[Any]) -> None:
-    due = [st for st in states if st.status != "current"]
+def _print_due(states: list[StaleState]) -> None:
+    due = [st for st in states if st.status != Freshness.CURRENT]
     for st in due:
         where = f" [{st.partition}]" if st.partition else ""
-        mark = GLYPHS["missing" if st.status == "missing" else "stale"]
+        mark = GLYPHS[st.status]
         print(f"{mark} {st.asset + where:<24} {st.status}: {', '.join(st.reasons)}", flush=True)
     if due:
         print(f"materializing {len(due)} of {plural(len(states), 'asset')}", flush=True)
@@ -365,7 +384,7 @@ def cancel(client: Client, run_id: str) -> None:
     """Cancel a run: queued steps are dropped, running ones stopped."""
     view = client.cancel(run_id)
     print(f"{glyph(view.status)} run {view.id} {view.status}")
-    if view.status not in ("canceled", "success", "failed"):
+    if not view.status.finished:
         _exit(1)
 
 
@@ -373,18 +392,25 @@ def cancel(client: Client, run_id: str) -> None:
 
 
 @app.command()
+@click.option(
+    "--standby",
+    is_flag=True,
+    help="If an engine already runs on this database, wait and take over when it stops",
+)
 @click.pass_obj
-def daemon(client: Client) -> None:
+def daemon(client: Client, standby: bool) -> None:
     """Run schedules, sensors and queued runs with no UI, until Ctrl-C or SIGTERM."""
     import logging
 
     client._ensure_home()
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=logging.INFO, format=fmt)
-    handler = logging.FileHandler(client.paths.home / "daemon.log")
-    handler.setFormatter(logging.Formatter(fmt))
-    logging.getLogger().addHandler(handler)
-    _exit(client.serve_forever())
+    logging.basicConfig(level=logging.INFO)
+    log = client.paths.home / "daemon.log"
+    os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))  # the user's only
+    logging.getLogger().addHandler(logging.FileHandler(log))
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(RedactingFormatter(fmt))
+    _exit(client.serve_forever(standby=standby))
 
 
 @app.command()
@@ -442,11 +468,13 @@ def backfill(
             if shown is not None:
                 shown.close()
     _print_backfill(info, as_json)
-    if info["status"] not in ("success", "running"):
+    if info["status"] not in (BackfillStatus.SUCCESS, BackfillStatus.RUNNING):
         _exit(1)
 
 
 BAR = "█"  # the progress bar's fill
+_ENDED = (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELED)  # a backfill run's ends
+_BESIDE_THE_BAR = (RunStatus.FAILED, RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.CANCELED)
 
 
 class BackfillProgress:
@@ -480,13 +508,10 @@ class BackfillProgress:
 
     def _redraw(self, info: dict[str, Any]) -> None:
         c, total = info["counts"], info["total"]
-        done = c.get("success", 0)
+        done = c.get(RunStatus.SUCCESS, 0)
         width = 30
         bar = BAR * int(width * done / total) if total else ""
-        tail = "  ".join(
-            f"{GLYPHS[status]} {c.get(status, 0)}"
-            for status in ("failed", "running", "queued", "canceled")
-        )
+        tail = "  ".join(f"{GLYPHS[status]} {c.get(status, 0)}" for status in _BESIDE_THE_BAR)
         self.out.write(f"\r{bar:<{width}} {done}/{total}  {tail} ")
         self.out.flush()
         self.drawn = True
@@ -499,16 +524,14 @@ class BackfillProgress:
                 f"backfill {info['id']}: {total} partitions of {', '.join(info['selection'])}, "
                 f"{info['max_parallel']} at once\n"
             )
-        finished = sum(c.get(status, 0) for status in ("success", "failed", "canceled"))
+        finished = sum(c.get(status, 0) for status in _ENDED)
         tenths = finished * 10 // total if total else 10
-        first_failure = c.get("failed", 0) > 0 and self.failed == 0
-        self.failed = c.get("failed", 0)
+        first_failure = c.get(RunStatus.FAILED, 0) > 0 and self.failed == 0
+        self.failed = c.get(RunStatus.FAILED, 0)
         if tenths > self.tenths or first_failure:
             self.tenths = max(self.tenths, tenths)
             counts = "  ".join(
-                f"{GLYPHS[status]} {c[status]}"
-                for status in ("success", "failed", "canceled")
-                if c.get(status)
+                f"{GLYPHS[status]} {c[status]}" for status in _ENDED if c.get(status)
             )
             took = format_duration(time.monotonic() - self.started)
             self.out.write(f"  {finished}/{total} finished  {counts}  ({took})\n")
@@ -609,11 +632,12 @@ def runs(client: Client, limit: int, as_json: bool) -> None:  # fmt: skip
     for v in views:
         when = datetime.fromtimestamp(v.created_at).strftime("%Y-%m-%d %H:%M:%S")
         took = (v.ended_at or time.time()) - v.started_at if v.started_at else None
-        done = sum(1 for s in v.steps if s.status == "success")
+        done = sum(1 for s in v.steps if s.status == StepStatus.SUCCESS)
         print(
             f"{glyph(v.status)} {v.id}  {v.status:<8} {when}  "
             f"{format_duration(took):>8}  {done}/{len(v.steps)}  {v.trigger:<8} "
             f"{v.target}{' [' + v.partition + ']' if v.partition else ''}"
+            f"{'  (' + one_line(v.reason) + ')' if v.reason else ''}"
         )
     if more:
         print(f"… more runs not shown (--limit {limit * 2} shows more)")
@@ -632,7 +656,7 @@ def main() -> None:
         if isinstance(exc.code, str):
             sys.stderr.write(exc.code + "\n")
     except EngineError as exc:
-        sys.stderr.write(f"dagtop: error: {exc.msg}\n")
+        sys.stderr.write(f"dagtop: error: {redact(exc.msg)}\n")
         code = 2
     except KeyboardInterrupt:
         sys.stderr.write("dagtop: interrupted\n")

@@ -56,11 +56,12 @@ class Actions(Project):
         self.attach(engine)
         return engine
 
-    def serve_forever(self) -> int:
-        """Run this project's engine headless until SIGINT or SIGTERM (`dagtop daemon`)."""
+    def serve_forever(self, standby: bool = False) -> int:
+        """Run this project's engine headless until SIGINT or SIGTERM (`dagtop daemon`); with
+        `standby`, wait for the running engine's lease and take over when it stops."""
         from engine.service.daemon import run_daemon
 
-        return run_daemon(self.paths, self.config)
+        return run_daemon(self.paths, self.config, standby=standby)
 
     def prewarm(self) -> None:
         """Start the step fork server now, so it warms up on another core while this process
@@ -138,10 +139,32 @@ class Actions(Project):
     ) -> RunView:
         """Send a command that starts a run, and follow the run to its end."""
         pushed = None if on_change is None else (lambda w: on_change(RunView.from_wire(w)))
-        wire = self._ask(
-            lambda link: link.call_and_follow(command, request, protocol.FOLLOW_RUN, pushed)
+
+        def use(link: Link) -> protocol.RunWire:
+            self._refuse_executor_override(link)
+            return link.call_and_follow(command, request, protocol.FOLLOW_RUN, pushed)
+
+        return RunView.from_wire(self._ask(use))
+
+    def _refuse_executor_override(self, link: Link) -> None:
+        """DAGTOP_EXECUTOR chooses the executor of a command that runs its own steps (and of
+        an engine as it starts). A run handed to an engine already running elsewhere would
+        run on that engine's executor, silently: refuse, saying which engine and what to do.
+
+        Raises:
+            EngineError: DAGTOP_EXECUTOR is set and another process's engine would run it.
+        """
+        override = os.environ.get("DAGTOP_EXECUTOR", "").strip()
+        if not override or link.runs_here or link.where == "embedded":
+            return
+        holder = self.daemon()
+        who = f"the {holder.description}" if holder is not None else "another engine"
+        raise EngineError(
+            f"DAGTOP_EXECUTOR={override} is for a command that runs its own steps, but {who} "
+            "runs this database's runs with its own executor: unset DAGTOP_EXECUTOR to hand "
+            "it the run, or stop that engine to run it here",
+            title="Executor override",
         )
-        return RunView.from_wire(wire)
 
     # --- runs ---------------------------------------------------------------------------------
 
@@ -248,7 +271,12 @@ class Actions(Project):
             "last": last,
             "max_parallel": max_parallel,
         }
-        return self._call(protocol.BACKFILL, command)["backfill_id"]
+
+        def use(link: Link) -> protocol.BackfillRef:
+            self._refuse_executor_override(link)
+            return link.call(protocol.BACKFILL, command)
+
+        return self._ask(use)["backfill_id"]
 
     def backfill_action(self, action: str, backfill_id: str) -> str:
         """`cancel` or `resume` a backfill; returns its full id."""

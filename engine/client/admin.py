@@ -55,11 +55,41 @@ class DatabaseAdmin(Project):
         return SchemaChange(found=found, now=now, had_stamp=stamped is not None)
 
     def export_db(self, path: Path, url: str | None = None) -> dict[str, int]:
-        """Write the database's history to a JSON-lines file; rows per table."""
-        from engine.storage import transfer
-        from engine.storage.db import open_db
+        """Write the database's history to a JSON-lines file; rows per table.
 
-        return transfer.export(open_db(self.database_url(url)), path)
+        Raises:
+            StorageError: the database holds no history (the wrong one, most likely: the
+                message names it and the setting it came from); nothing is written.
+        """
+        from engine.storage import transfer
+        from engine.storage.db import display_url, open_db, sqlite_path
+
+        target = self.database_url(url)
+        where = f"{display_url(target)} ({self._chosen_by(url)})"
+        missing = sqlite_path(target)
+        if missing is not None and not missing.exists():  # never create one just to read it
+            raise StorageError(
+                f"nothing to export: there is no database at {where}; name the one to read "
+                "with --url",
+                title="Nothing to export",
+            )
+        empty = (
+            f"nothing to export: {where} holds no history, and {path} was not written; "
+            "name the database to read with --url"
+        )
+        return transfer.export(open_db(target), path, if_empty=empty)
+
+    def _chosen_by(self, url: str | None) -> str:
+        """Which setting chose the database: what a user checks when it is the wrong one."""
+        import os
+
+        if url:
+            return "from --url"
+        if os.environ.get("DAGTOP_DATABASE_URL"):
+            return "from DAGTOP_DATABASE_URL"
+        if self.config.database_url:
+            return "from database_url in the project's config"
+        return "the home folder's"
 
     def import_db(self, path: Path, url: str | None = None) -> dict[str, int]:
         """Load an export into the database, which must have no history; rows per table."""

@@ -42,7 +42,10 @@ class Project:
 
     def _ensure_home(self) -> None:
         try:
-            self.paths.home.mkdir(parents=True, exist_ok=True)
+            if not self.paths.home.exists():
+                # Readable by the user only, as the socket is: it holds logs (which may show
+                # what a step printed), values and the history.
+                self.paths.home.mkdir(parents=True, exist_ok=True, mode=0o700)
             # A name of this process and thread's own: several processes (a daemon, CLIs, the
             # UI) and threads check the same home at once.
             probe = self.paths.home / f".write-test-{os.getpid()}-{threading.get_ident()}"

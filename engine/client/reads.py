@@ -23,12 +23,13 @@ from engine.history.views import (
     RunView,
     SampleView,
     attempt_view,
+    mapped_node_statuses,
     node_statuses,
     run_views,
 )
 from engine.protocol import commands as protocol
 from engine.protocol.commands import Command
-from engine.status import PartitionStatus
+from engine.status import PartitionStatus, StepStatus
 
 Req = TypeVar("Req")
 Ans = TypeVar("Ans")
@@ -147,11 +148,19 @@ class Reads(Project):
         with self._read() as s:
             statuses = node_statuses(s, keys, pipeline)
             if pipeline is not None:
+                maps = {
+                    t.id: t.expand[1]
+                    for t in (found.tasks.values() if found is not None else ())
+                    if t.expand is not None
+                }
+                if maps:
+                    # A mapped task's steps are its instances (`process[0]`, ...): summed up.
+                    statuses.update(mapped_node_statuses(s, maps, statuses))
                 return statuses
             from engine.history.lineage import VALUE_MISSING, Staleness
 
             staleness = Staleness(s, manifest)
-            done = {k: n for k, n in statuses.items() if n.status == "success"}
+            done = {k: n for k, n in statuses.items() if n.status == StepStatus.SUCCESS}
             staleness.preload_pairs(
                 (key, [node.partition if manifest.assets[key].partitions else None])
                 for key, node in done.items()
@@ -186,6 +195,14 @@ class Reads(Project):
         if os.environ.get("DAGTOP_DATABASE_URL") or self.config.database_url:
             return True
         return (self.paths.home / "dagtop.db").exists()
+
+    def warnings(self) -> list[str]:
+        """Standing problems of the project's setup, one short line each (the UI's status
+        bar shows them): today, a Dask scheduler reached over plain tcp:// off this machine."""
+        from engine.loading.config import open_scheduler
+
+        address = open_scheduler(self.config)
+        return [f"Dask scheduler {address} is not TLS"] if address else []
 
     def machine(self) -> MachineView:
         """This machine's CPU and memory use (for the UI's header)."""

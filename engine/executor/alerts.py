@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from engine.processes import child_environ
+
 log = logging.getLogger(__name__)
 
 EVENTS = ("on_failure", "on_retry", "on_success")
@@ -143,7 +145,7 @@ class Alerter:
 def _send_shell(hook: dict[str, Any], alert: Alert, timeout: float) -> None:
     proc = subprocess.Popen(
         ["/bin/sh", "-c", hook["command"]],
-        env={**os.environ, **alert.env()},
+        env={**child_environ(os.environ), **alert.env()},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -168,7 +170,7 @@ def _send_python(hook: dict[str, Any], alert: Alert, timeout: float) -> None:
     # User code never runs in the engine: the function runs in a child of its own.
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.executor.alerts", hook["path"], hook["qualname"]],
-        env={**os.environ, **alert.env(), "DAGTOP_ALERT": json.dumps(asdict(alert))},
+        env={**child_environ(os.environ), **alert.env(), "DAGTOP_ALERT": json.dumps(asdict(alert))},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -260,6 +260,8 @@ class Coordinator:
         state = recording.claim_run(self.db, run_id, self.owner, now)
         if state is None:
             return
+        if state.pipeline is not None:
+            state.bind(self.manifest())
         self._runs[run_id] = state
         log.info("[run %s] started (%d steps)", run_id, len(state.steps))
         self._changed(run_id)
@@ -288,6 +290,11 @@ class Coordinator:
         updates = run.unrunnable()
         if updates:
             self._set_steps(run, updates, now)
+        for key, source in run.expansions():
+            instances = recording.record_expansion(self.db, run.id, key, source, now)
+            run.expanded(key, instances, kind="python")
+            log.info("[run %s] %s mapped into %d steps", run.id, key, len(instances))
+            self._changed(run.id)
         if run.finished() and not any(live.run_id == run.id for live in self._live.values()):
             self._end_run(run, now)
 
@@ -305,7 +312,24 @@ class Coordinator:
 
     # --- starting steps -----------------------------------------------------------------------
 
+    def _limits(self) -> tuple[int, Callable[[str], int]]:
+        """Steps at once, and each pool's size. Both count across the whole cluster. Set in
+        the config they are what it says; unset, on the local executor, this machine's cores
+        and 1 per pool, and on Dask what the cluster offers now: its threads, and for a pool
+        the amount of that resource its workers offer together."""
+        pools = self.config.pools
+        if self._dask is None:
+            return self.config.max_workers, lambda pool: pools.get(pool, 1)
+        threads, offered = self._dask.capacity()
+        workers = self.config.max_workers if self.config.max_workers_set else max(1, threads)
+
+        def size(pool: str) -> int:
+            return pools[pool] if pool in pools else max(1, int(offered.get(pool, 0)))
+
+        return workers, size
+
     def _start_ready(self, now: float) -> None:
+        max_workers, pool_size = self._limits()
         in_pools: dict[str, int] = {}
         for live in self._live.values():
             if live.launch.pool:
@@ -315,15 +339,14 @@ class Coordinator:
             if run.canceling:
                 continue
             for st in run.steps.values():
-                if len(self._live) >= self.config.max_workers:
+                if len(self._live) >= max_workers:
                     return
                 if not run.ready(st, now):
                     continue
                 manifest = manifest or self.manifest()
                 pool = run.definition(manifest, st.key, "pool")
                 if pool is not None:
-                    limit = self.config.pools.get(pool, 1)
-                    if in_pools.get(pool, 0) >= limit:
+                    if in_pools.get(pool, 0) >= pool_size(pool):
                         continue
                     in_pools[pool] = in_pools.get(pool, 0) + 1
                 self._start(run, st, manifest, now)

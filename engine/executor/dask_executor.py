@@ -39,7 +39,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_warned: set[str] = set()
+"""Schedulers this process already warned about (see `open_scheduler`)."""
 CONNECT_TIMEOUT = 5.0
+CAPACITY_EVERY = 2.0
+"""Seconds between two readings of what the cluster offers (workers come and go)."""
 SILENCE = 3.0
 """A placed attempt quiet this long (it sends a heartbeat every second): is its worker alive?"""
 
@@ -56,14 +60,32 @@ class DaskExecutor:
             import distributed
         except ImportError:
             raise ExecutorError(
-                "executor = dask needs the distributed package: pip install 'dagtop[dask]'"
+                "executor = dask needs the distributed package: pip install -e '.[dask]' in "
+                "dagtop's clone"
             ) from None
+        if address.startswith("tcp://") and address not in _warned:
+            from engine.loading.config import Config, open_scheduler
+
+            if open_scheduler(Config(executor="dask", dask_scheduler=address)):
+                _warned.add(address)  # once per process: an engine reconnects after a close
+                log.warning(
+                    "the Dask scheduler %s is reached over plain tcp:// off this machine: "
+                    "anyone who can reach it runs code as its workers' user; use tls:// "
+                    "(see the README's Dask security section)",
+                    address,
+                )
         try:
             self.client = distributed.Client(
                 address, timeout=timeout, set_as_default=False, name="dagtop"
             )
         except Exception as exc:  # noqa: BLE001 - every way to fail here is "cannot reach it"
             reason = first_line(exc)
+            if address.startswith("tls://") and ("TLS" in reason or "ssl" in reason.lower()):
+                reason += (
+                    "; a tls:// scheduler needs the certificate in DASK_DISTRIBUTED__COMM__TLS__"
+                    "CA_FILE, ..._CLIENT__CERT and ..._CLIENT__KEY (see the README's Dask "
+                    "security section)"
+                )
             raise ExecutorError(
                 f"cannot reach the Dask scheduler at {address}: {reason}", title="Dask"
             ) from None
@@ -72,11 +94,34 @@ class DaskExecutor:
         self.queue = distributed.Queue(f"{self.name}-stream", client=self.client)
         self.attempts: dict[str, RemoteAttempt] = {}
         self.lost: str | None = None
+        self._capacity: tuple[float, int, dict[str, float]] | None = None
         self._stop = threading.Event()
         self._pump = threading.Thread(target=self._run_pump, name=f"{self.name}-pump", daemon=True)
         self._pump.start()
         self._ticker = threading.Thread(target=self._tick, name=f"{self.name}-tick", daemon=True)
         self._ticker.start()
+
+    def capacity(self) -> tuple[int, dict[str, float]]:
+        """What the cluster offers now: its worker threads in all, and each resource summed
+        over the workers that offer it (asked at most every `CAPACITY_EVERY` seconds)."""
+        now = time.monotonic()
+        if self._capacity is None or now - self._capacity[0] > CAPACITY_EVERY:
+            threads = 0
+            resources: dict[str, float] = {}
+            try:
+                workers = self.client.scheduler_info()["workers"].values()
+            except Exception:  # noqa: BLE001 - keep the last answer; a lost cluster shows elsewhere
+                workers = None
+            if workers is not None:
+                for w in workers:
+                    threads += int(w.get("nthreads", 0))
+                    for name, amount in (w.get("resources") or {}).items():
+                        resources[name] = resources.get(name, 0.0) + float(amount)
+                self._capacity = (now, threads, resources)
+            elif self._capacity is None:
+                return 1, {}
+        assert self._capacity is not None
+        return self._capacity[1], self._capacity[2]
 
     def submit(self, attempt_id: int, launch: Launch) -> RemoteAttempt:
         """Send an attempt to the cluster.
@@ -201,7 +246,9 @@ class RemoteAttempt:
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = launch.log_path.open("ab")
+        # Readable by its owner only, like every log (a step may print what it should not).
+        fd = os.open(launch.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._log = open(fd, "ab")  # noqa: SIM115 - closed when the attempt ends
         self.payload: DaskPayload = {
             "key": key,
             "attempt": attempt_id,

@@ -44,6 +44,7 @@ import psutil
 from engine.executor import spawn
 from engine.executor.leftovers import Leftovers, append_lines
 from engine.executor.monitor import Monitor, Sample, kill_tree, stop_tree
+from engine.processes import child_environ, same_process_alive
 from engine.protocol.worker import decode_event, reported_children
 
 if TYPE_CHECKING:
@@ -108,10 +109,49 @@ kill_tree(step)
 """
 
 
+PREFIX = "dagtop-attempt-"
+OWNER = ".dagtop-owner"
+"""In each attempt folder: "pid create_time" of the worker process that made it."""
+_swept = False
+
+
+def attempt_folder(parent: str | None = None) -> Path:
+    """A new attempt folder in the temp folder, marked with the process that owns it."""
+    tmp = Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent))
+    (tmp / OWNER).write_text(f"{os.getpid()} {psutil.Process().create_time():.3f}")
+    return tmp
+
+
+def sweep_attempt_folders(parent: str | None = None) -> int:
+    """Remove the attempt folders that worker processes killed with SIGKILL left behind: the
+    ones marked by a process of this user that is gone. A folder without the mark, of
+    another user, or of a live process is left alone. Returns how many were removed."""
+    removed = 0
+    for folder in Path(parent or tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        try:
+            if folder.is_symlink() or folder.lstat().st_uid != os.getuid():
+                continue
+            pid_text, _, created = (folder / OWNER).read_text().partition(" ")
+            pid, create_time = int(pid_text), float(created)
+        except (OSError, ValueError):
+            continue
+        if same_process_alive(pid, create_time, if_unsure=True):  # unsure: leave it
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed += 1
+    return removed
+
+
 def run_attempt(payload: DaskPayload) -> TaskResult:
     """The Dask task: run one attempt and return its end (also sent on the queue)."""
     from distributed import Event, Queue, get_worker
 
+    global _swept
+    if not _swept:
+        # The first attempt in this worker process: what a killed predecessor left goes.
+        _swept = True
+        with contextlib.suppress(OSError):
+            sweep_attempt_folders()
     worker = get_worker()
     claim = Event(payload["claim"])
     if claim.is_set():
@@ -144,10 +184,10 @@ class _Attempt:
         self.ended_leftovers = False
 
     def run(self) -> TaskResult:
-        tmp = tempfile.mkdtemp(prefix="dagtop-attempt-")
+        tmp = attempt_folder()
         try:
             try:
-                proc, events_fd, log_path = self._spawn(Path(tmp))
+                proc, events_fd, log_path = self._spawn(tmp)
             except Exception as exc:  # noqa: BLE001 - the attempt fails; the worker lives on
                 error = f"could not start the step on dask worker {self.worker.address}: "
                 error += f"{type(exc).__name__}: {exc}"
@@ -172,7 +212,7 @@ class _Attempt:
             tmp / "spec.json",
             log_path,
             cwd=p["cwd"] if os.path.isdir(p["cwd"]) else str(tmp),
-            env={**os.environ, **p["env"]},
+            env={**child_environ(os.environ), **p["env"]},
             guard=[sys.executable, "-S", "-c", _GUARD, str(os.getpid())],
         )
         self.pid = proc.pid

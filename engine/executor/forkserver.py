@@ -31,6 +31,8 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING, cast
 
+from engine.processes import child_environ
+
 if TYPE_CHECKING:
     from engine.protocol.worker import ExitReport, ForkRequest
 
@@ -190,6 +192,8 @@ class ForkServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             cwd=cwd,
+            # Its children's /proc/PID/environ shows the server's own start: start it clean.
+            env=child_environ(os.environ),
             start_new_session=True,
         )
         theirs.close()

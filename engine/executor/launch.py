@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING
 from sqlmodel import Session
 
 from engine.authoring.backfill_policy import keys_of
+from engine.authoring.multi_partitions import link
 from engine.authoring.partitions import safe_key
 from engine.executor.spawn import Launch, worker_argv
 from engine.loading.config import Paths
-from engine.loading.manifest import AssetSpec, Manifest, TaskSpec
+from engine.loading.manifest import AssetSpec, Manifest, PipelineSpec, TaskSpec, split_key
+from engine.processes import child_environ
+from engine.status import StepStatus
 from engine.storage import repo
 from engine.storage.models import Run
 
@@ -78,6 +81,8 @@ def asset_inputs(
                 continue
             raise InputMissing(f"upstream asset {name!r} is no longer defined")
         same_partitions = up.partitions is not None and up.partitions == spec.partitions
+        by_dimension = None if partition is None else link(up.partitions, spec.partitions)
+        picked = None if by_dimension is None else by_dimension.upstream_key(partition or "")
         if keys is not None and same_partitions:
             mats = repo.latest_per_partition(session, name)
             items = {k: path for k in keys if k in mats and (path := mats[k].value_path)}
@@ -94,8 +99,9 @@ def asset_inputs(
             if not missing and gone is None:
                 inputs[name] = _partitions(items, up)
                 ids.extend(mats[k].id or 0 for k in keys)
-        elif up.partitions is None or (same_partitions and partition is not None):
-            key = partition if up.partitions is not None else None
+        elif up.partitions is None or (same_partitions and partition is not None) or picked:
+            # A MultiPartitions asset reads the upstream key that is its dimension's part.
+            key = picked or (partition if up.partitions is not None else None)
             mat = repo.latest_materialization(session, name, key)
             if mat is None or mat.value_path is None:
                 if name in spec.optional_inputs:
@@ -117,6 +123,10 @@ def asset_inputs(
             # A partition whose value file is gone is missing, as if never materialized.
             mats = repo.latest_per_partition(session, name)
             found = {k: m for k, m in mats.items() if k is not None and not _gone(m.value_path)}
+            if by_dimension is not None:
+                # Partitioned by one dimension of its MultiPartitions upstream: the keys that
+                # have this partition's key in that dimension.
+                found = {k: m for k, m in found.items() if by_dimension.reads(k, partition)}
             items = {k: path for k, m in found.items() if (path := m.value_path)}
             inputs[name] = _partitions(items, up)
             ids.extend(m.id or 0 for m in found.values())
@@ -130,21 +140,65 @@ def _partitions(items: dict[str, str], up: AssetSpec) -> PartitionsInput:
     return src
 
 
-def task_inputs(session: Session, run_id: str, task: TaskSpec) -> dict[str, Input]:
+def task_inputs(
+    session: Session,
+    run_id: str,
+    pipeline: PipelineSpec,
+    task: TaskSpec,
+    index: int | None = None,
+) -> dict[str, Input]:
+    """Value files for each input of a task (instance `index` of a mapped one): an upstream's
+    return value, the element `index` of the list a mapped task is expanded over, or the
+    values of a mapped upstream's instances as a list, in order."""
+    outputs: dict[str, str] = {}
+    for att in repo.attempts_of(session, run_id):  # in order: the newest attempt wins
+        if att.output_path:
+            outputs[att.key] = att.output_path
+
+    def value_of(name: str) -> str:
+        if name not in outputs:
+            up = repo.step(session, run_id, name)
+            if up is not None and up.status in (StepStatus.SKIPPED, StepStatus.FAILED):
+                # Its trigger rule let this task run without it: it has no value to pass.
+                why = f" ({up.error})" if up.error else ""
+                raise InputMissing(
+                    f"upstream task {name!r} {up.status}{why}: it returned no value to pass "
+                    f"as parameter {name!r}; a task whose trigger rule lets it run without an "
+                    "upstream should not take that upstream's value"
+                )
+            raise InputMissing(f"upstream task {name!r} has no stored return value in this run")
+        return outputs[name]
+
     inputs: dict[str, Input] = {}
     for name in task.inputs:
-        st = repo.step(session, run_id, name)
-        attempts = [a for a in repo.attempts_of(session, run_id) if a.key == name and a.output_path]
-        if st is None or not attempts:
-            raise InputMissing(f"upstream task {name!r} has no stored return value in this run")
-        inputs[name] = _single(attempts[-1].output_path or "", "pickle")
+        up = pipeline.tasks.get(name)
+        if up is not None and up.expand is not None:
+            # Every instance that exists: all ran, or the trigger rule lets this run without.
+            keys = sorted(
+                (i, key)
+                for key in outputs
+                if (split := split_key(key))[0] == name and (i := split[1]) is not None
+            )
+            inputs[name] = {"mode": "list", "paths": [outputs[k] for _i, k in keys], "io": "pickle"}
+        else:
+            inputs[name] = _single(value_of(name), "pickle")
+    if task.expand is not None:
+        param, source = task.expand
+        if index is None:
+            raise InputMissing(f"task {task.id!r} is mapped, but this step is no instance of it")
+        inputs[param] = {"mode": "item", "path": value_of(source), "io": "pickle", "index": index}
     return inputs
+
+
+SHARED = "@shared"
+"""`context.shared_dir`, under the values folder (a name no asset can have: the value sweep
+leaves it alone)."""
 
 
 def _step_env(
     run_id: str, key: str, attempt: int, partition: str | None, home: Path
 ) -> dict[str, str]:
-    env = dict(os.environ)
+    env = child_environ(os.environ)
     # NUL cannot travel in an environment variable; such a key is still in the spec intact.
     partition = (partition or "").replace("\x00", "\\0")
     env.update(
@@ -205,11 +259,20 @@ def prepare(
             "home": str(paths.home),
             "inputs": inputs,
             "output_stem": f"{part_dir}/{run.id}.{attempt}",
+            "shared_dir": f"{values or paths.values}/{SHARED}",
             "checks": [
                 {"file": c.file, "name": c.name, "blocking": c.blocking}
                 for c in manifest.checks.get(key, [])
             ],
         }
+        if aspec.resources:
+            spec["resources"] = {
+                name: {"file": res.file, "config": res.config}
+                for name in aspec.resources
+                if (res := manifest.resources.get(name)) is not None
+            }
+        if aspec.config is not None:
+            spec["config_param"] = aspec.config["param"]
         if keys is not None:
             # A ranged asset: the keys it is called with, and where each key's value goes.
             spec["partitions"] = keys
@@ -228,7 +291,8 @@ def prepare(
             input_ids=ids,
         )
     pipeline = manifest.pipelines[json.loads(run.selection)]
-    task = pipeline.tasks[key]
+    task_id, index = split_key(key)
+    task = pipeline.tasks[task_id]
     env = _step_env(run.id, key, attempt, None, paths.home)
     if task.kind == "shell":
         env.update(task.env or {})
@@ -253,14 +317,22 @@ def prepare(
         "partition": None,
         "params": params,
         "home": str(paths.home),
-        "inputs": task_inputs(session, run.id, task),
+        "inputs": task_inputs(session, run.id, pipeline, task, index),
+        "shared_dir": f"{values or paths.values}/{SHARED}",
         # "@tasks" cannot be an asset's name, so the value sweep can tell these apart.
         "output_stem": (
-            f"{values}/@tasks/{run.id}/{key}.{attempt}"
+            f"{values}/@tasks/{run.id}/{safe_key(key)}.{attempt}"
             if values
-            else str(spec_dir / "values" / f"{key}.{attempt}")
+            else str(spec_dir / "values" / f"{safe_key(key)}.{attempt}")
         ),
     }
+    if task.branch:
+        task_spec["result"] = "branch"
+        task_spec["downstream"] = task.downstream_of(pipeline.tasks)
+    elif task.short_circuit:
+        task_spec["result"] = "short_circuit"
+    elif any(t.expand is not None and t.expand[1] == task.id for t in pipeline.tasks.values()):
+        task_spec["result"] = "count"
     return Launch(
         argv=worker,
         cwd=str(paths.project),

@@ -162,7 +162,7 @@ def append_lines(path: str | os.PathLike[str], lines: Iterable[str]) -> None:
     if not text:
         return
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
     except OSError:
         return
     try:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from engine.executor import spawn as spawning
 from engine.executor.forkserver import ForkServer
 from engine.executor.spawn import Launch
+from engine.processes import same_process_alive
 
 if TYPE_CHECKING:
     from engine.protocol.worker import ExitReport
@@ -153,16 +154,6 @@ def create_time(pid: int) -> float | None:
 
 
 def still_running(pid: int, created: float | None) -> bool:
-    """Whether the process that had `pid` and was created at `created` is still running (not
-    a zombie). A pid now naming a process born at another time is not it: pids are reused."""
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        if created is not None and abs(proc.create_time() - created) > 0.01:
-            return False
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.Error:
-        return True
+    """Whether a step's process still runs; unsure counts as running (its end is recorded
+    only once it is surely gone)."""
+    return same_process_alive(pid, created, if_unsure=True)

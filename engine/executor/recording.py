@@ -73,21 +73,76 @@ def claim_run(db: SAEngine, run_id: str, owner: str, now: float) -> RunState | N
 def record_steps(db: SAEngine, run_id: str, updates: Updates, now: float) -> None:
     """Settle steps that end without running (skipped, canceled), each with its reason."""
     with session_scope(db) as s:
-        for key, (status, reason) in updates.items():
-            row = repo.step(s, run_id, key)
-            assert row is not None
-            transition_step(row, status)
-            row.error = reason
-            row.ended_at = now
-            s.add(row)
+        _settle_steps(s, run_id, updates, now)
+        repo.touch_runs(s, [run_id], now)
+
+
+def _settle_steps(s: Session, run_id: str, updates: Updates, now: float) -> None:
+    for key, settle in updates.items():
+        row = repo.step(s, run_id, key)
+        assert row is not None
+        transition_step(row, settle.status)
+        row.error = settle.reason
+        row.skip = settle.skip.value if settle.skip else None
+        row.ended_at = now
+        row.retry_at = None
+        s.add(row)
+    repo.add_events(
+        s,
+        [
+            {
+                "run_id": run_id,
+                "step_key": k,
+                "ts": now,
+                "kind": u.status.value,
+                "message": u.reason,
+            }
+            for k, u in updates.items()
+        ],
+    )
+
+
+def record_expansion(
+    db: SAEngine, run_id: str, key: str, source: str, now: float
+) -> list[tuple[int, int]]:
+    """Replace the mapped task's step `key` (which never ran) by one step per element of the
+    list `source` returned, `key[0]`, `key[1]`, ..., in one transaction: each in the mapped
+    step's place in the order and upstream of its downstream steps. Returns each new step's
+    (id, index); none for an empty list, when the downstream steps lose that upstream."""
+    from engine.loading.manifest import mapped_key
+    from engine.storage.models import Step
+
+    with session_scope(db) as s:
+        row = repo.step(s, run_id, key)
+        assert row is not None and row.status == StepStatus.QUEUED
+        count = repo.step_result(s, run_id, source)
+        count = count if isinstance(count, int) and not isinstance(count, bool) else 0
+        instances = [
+            Step(
+                run_id=run_id, key=mapped_key(key, i), partition=row.partition, kind="python",
+                position=row.position, upstream=row.upstream, max_attempts=row.max_attempts,
+            )
+            for i in range(count)
+        ]  # fmt: skip
+        keys = [st.key for st in instances]
+        for other in repo.steps_of(s, [run_id])[run_id]:
+            upstream = json.loads(other.upstream)
+            if key in upstream:
+                i = upstream.index(key)
+                other.upstream = json.dumps(upstream[:i] + keys + upstream[i + 1 :])
+                s.add(other)
+        repo.delete_step(s, row)
+        s.flush()
+        for st in instances:
+            s.add(st)
+        s.flush()
         repo.add_events(
             s,
-            [
-                {"run_id": run_id, "step_key": k, "ts": now, "kind": st.value, "message": r}
-                for k, (st, r) in updates.items()
-            ],
-        )
+            [{"run_id": run_id, "step_key": key, "ts": now, "kind": "mapped",
+              "message": f"{count} instance{'' if count == 1 else 's'} from {source}"}],
+        )  # fmt: skip
         repo.touch_runs(s, [run_id], now)
+        return [(st.id or 0, i) for i, st in enumerate(instances)]
 
 
 def record_run_end(db: SAEngine, run_id: str, final: RunStatus, now: float) -> None:
@@ -238,6 +293,10 @@ def record_end(
             row.ended_at = now
         if status == StepStatus.SUCCESS and live is not None and live.launch.spec is not None:
             stale_values = _record_outputs(s, run_id, live, attempt_id, events, now)
+        if outcome.skips:
+            # What a branch or a short-circuit skips ends with it: a crash in between must not
+            # leave a step it did not choose queued, to run on resume.
+            _settle_steps(s, run_id, outcome.skips, now)
         s.add(att)
         s.add(row)
         repo.add_events(s, [_event_row(run_id, st.key, st.attempts, e) for e in events])

@@ -31,6 +31,7 @@ from engine.executor.leftovers import append_lines, end_line
 from engine.executor.monitor import kill_tree
 from engine.executor.state import may_retry
 from engine.loading.config import Paths
+from engine.processes import same_process_alive
 from engine.status import RunStatus, StepStatus, transition_run, transition_step
 from engine.storage import repo
 from engine.storage.db import read_scope, session_scope
@@ -42,16 +43,9 @@ MAX_INTERRUPTIONS = 3
 
 
 def process_alive(pid: int | None, create_time: float | None) -> bool:
-    """True when `pid` is the very process that was recorded (pids are reused)."""
-    if not pid:
-        return False
-    try:
-        proc = psutil.Process(pid)
-        if create_time is not None and abs(proc.create_time() - create_time) > 0.01:
-            return False
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+    """True when `pid` is the very process that was recorded (pids are reused); unsure counts
+    as gone, so a run whose owner cannot be seen is recovered."""
+    return same_process_alive(pid, create_time, if_unsure=False)
 
 
 def owner_alive(owner: str | None) -> bool:
@@ -208,14 +202,15 @@ def _sweep(db: SAEngine, where: str, url: bool) -> int:
     removed, foreign, unknown = 0, [], []
     for value, own in ours.items():
         if own is None:
-            foreign.append(value.rel)
+            if not value.rel.startswith("@shared/"):  # steps' own artifacts: not ours to list
+                foreign.append(value.rel)
             continue
         run_id, step, number, temp = own
         status = attempts.get((run_id, step, number))
         if status is None:
             unknown.append(value.rel)  # a run, or an attempt, this database does not know
             continue
-        if run_id in active or status == "running":
+        if run_id in active or status == StepStatus.RUNNING:
             continue  # a worker may be writing or recording it right now
         if temp:
             try:

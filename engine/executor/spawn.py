@@ -54,7 +54,7 @@ def open_io(
     pipe; a shell step's log starts with its command (the last of `argv`). Returns (log fd,
     events read fd, events write fd); the caller closes them."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     if spec is None:
         os.write(log_fd, f"$ {argv[-1]}\n".encode())
         return log_fd, None, None

@@ -20,12 +20,19 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from engine.executor.alerts import Alert
 from engine.executor.monitor import TreeStats, describe_exit
-from engine.protocol.worker import EventKind, FailureKind, decode_event, reported_children
-from engine.status import RunStatus, StepStatus
+from engine.loading.manifest import mapped_key, split_key
+from engine.protocol.worker import (
+    EventKind,
+    FailureKind,
+    decode_event,
+    reported_children,
+    task_result,
+)
+from engine.status import RunStatus, SkipKind, StepStatus
 
 if TYPE_CHECKING:
     from engine.executor.dask_executor import RemoteAttempt
@@ -35,13 +42,88 @@ if TYPE_CHECKING:
     from engine.protocol.worker import CheckEvent, ErrorEvent, Event
     from engine.storage.models import Run, Step
 
-# A value of the wrong type will be of the wrong type again: retrying only wastes time.
-NOT_RETRIED = frozenset({FailureKind.TYPE})
+# A value of the wrong type will be of the wrong type again, and params that do not make the
+# typed config will not make it again: retrying only wastes time.
+NOT_RETRIED = frozenset({FailureKind.TYPE, FailureKind.CONFIG})
 MAX_RETRY_DELAY = 300.0
 """Seconds: the exponential backoff between attempts stops growing here."""
 
-# Steps settled in one pass without running: key -> (new status, the reason).
-Updates = dict[str, tuple[StepStatus, str | None]]
+
+class Settle(NamedTuple):
+    """How a step ends without running: its new status, why in words, and for a skip its kind
+    (which trigger rules downstream and the run's end read)."""
+
+    status: StepStatus
+    reason: str | None
+    skip: SkipKind | None = None
+
+
+# Steps settled in one pass without running: key -> how.
+Updates = dict[str, Settle]
+
+DEFAULT_RULE = "all_success"
+
+
+class Counts(NamedTuple):
+    """A step's direct upstream, counted as Airflow's trigger rules count them: a step skipped
+    because of a failure upstream (Airflow's `upstream_failed`), a canceled one and one whose
+    blocking check failed count as failed; one skipped by a branch, a short-circuit or a
+    trigger rule as skipped."""
+
+    total: int
+    success: int
+    failed: int
+    skipped: int
+
+    @property
+    def done(self) -> int:
+        return self.success + self.failed + self.skipped
+
+
+def trigger(rule: str, c: Counts) -> SkipKind | bool | None:
+    """What a trigger rule says of a step whose upstream is `c`, as Airflow decides it (its
+    `TriggerRuleDep`, with upstream failures flagged): True when the step may run now, a
+    `SkipKind` when it never will (`UPSTREAM_FAILED` is Airflow's `upstream_failed` state,
+    `SKIPPED` its `skipped`), None while it must wait. A step without upstream runs.
+
+    - all_success: every upstream succeeded; any failure makes it upstream_failed at once,
+      else any skip skips it.
+    - all_done: every upstream finished, however.
+    - one_success: one upstream succeeded (without waiting for the rest); when all finished
+      without a success: skipped if all were skipped, else upstream_failed.
+    - one_failed: one upstream failed (without waiting); all finished without: skipped.
+    - none_failed: every upstream succeeded or was skipped; any failure: upstream_failed.
+    - none_failed_min_one_success: as none_failed, and skipped when every upstream was.
+    """
+    if c.total == 0:
+        return True
+    complete = c.done == c.total
+    if rule == "all_done":
+        return True if complete else None
+    if rule == "one_success":
+        if c.success:
+            return True
+        if complete:
+            return SkipKind.SKIPPED if c.skipped == c.total else SkipKind.UPSTREAM_FAILED
+        return None
+    if rule == "one_failed":
+        if c.failed:
+            return True
+        return SkipKind.SKIPPED if complete else None
+    if rule in ("none_failed", "none_failed_min_one_success"):
+        if c.failed:
+            return SkipKind.UPSTREAM_FAILED
+        if not complete:
+            return None
+        if rule == "none_failed_min_one_success" and c.skipped == c.total:
+            return SkipKind.SKIPPED
+        return True
+    # all_success, and any rule this engine does not know (the loader refuses those)
+    if c.failed:
+        return SkipKind.UPSTREAM_FAILED
+    if c.skipped:
+        return SkipKind.SKIPPED
+    return True if c.success == c.total else None
 
 
 def may_claim(
@@ -66,6 +148,11 @@ def retry_delay(base: float | None, attempts: int) -> float:
     return min(delay, MAX_RETRY_DELAY)
 
 
+MAP = "map"
+"""The kind of a mapped task's step before its upstream returned the list: it never runs, and
+becomes one step per element (`process[0]`, ...) when the list is known."""
+
+
 @dataclass
 class StepState:
     id: int
@@ -75,6 +162,8 @@ class StepState:
     attempts: int
     max_attempts: int
     retry_at: float | None
+    kind: str = "asset"
+    skip: SkipKind | None = None
 
 
 @dataclass
@@ -96,6 +185,7 @@ class Outcome:
     retry_in: float | None  # seconds until the next attempt, when there is one
     retry_at: float | None
     blocks: str | None  # why what is downstream may not run: a blocking check failed
+    skips: Updates = field(default_factory=dict)  # what a branch or a short-circuit skips
 
 
 @dataclass
@@ -107,6 +197,8 @@ class RunState:
     pipeline: str | None  # the task pipeline's name, or None for an asset run
     canceling: bool = False
     blocked: dict[str, str] = field(default_factory=dict)  # asset -> failed blocking check
+    rules: dict[str, str] = field(default_factory=dict)  # task id -> its trigger rule
+    maps: dict[str, str] = field(default_factory=dict)  # mapped task id -> the task it maps over
 
     @classmethod
     def from_rows(cls, run: Run, steps: list[Step]) -> RunState:
@@ -125,71 +217,178 @@ class RunState:
                     attempts=st.attempts,
                     max_attempts=st.max_attempts,
                     retry_at=st.retry_at,
+                    kind=st.kind,
+                    skip=SkipKind(st.skip) if st.skip else None,
                 )
                 for st in steps
             },
         )
 
+    def bind(self, manifest: Manifest) -> None:
+        """Learn from the definitions what the rules need of a task pipeline: each task's
+        trigger rule, and which tasks are mapped over which (read once, when the run is
+        claimed: a reload in the middle of a run does not change how it goes on)."""
+        pipeline = manifest.pipelines.get(self.pipeline) if self.pipeline else None
+        if pipeline is None:
+            return
+        for task in pipeline.tasks.values():
+            self.rules[task.id] = task.trigger_rule
+            if task.expand is not None:
+                self.maps[task.id] = task.expand[1]
+
     def definition(self, manifest: Manifest, key: str, attr: str) -> Any:
-        """An attribute of the step's current definition (None when it is gone)."""
+        """An attribute of the step's current definition (None when it is gone); a mapped
+        instance's is its task's."""
         if self.pipeline is None:
             spec: Any = manifest.assets.get(key)
         else:
             pipeline = manifest.pipelines.get(self.pipeline)
-            spec = pipeline.tasks.get(key) if pipeline else None
+            spec = pipeline.tasks.get(split_key(key)[0]) if pipeline else None
         return getattr(spec, attr, None)
 
     # --- which steps run, and which never will ------------------------------------------------
 
     def ready(self, st: StepState, now: float) -> bool:
-        """Whether the step may start now: queued (or due for a retry), its upstream done."""
+        """Whether the step may start now: queued and its trigger rule met (or due for a
+        retry). A mapped task's step never starts: it is expanded (`expansions`)."""
         if st.status == StepStatus.RETRYING:
-            if st.retry_at is not None and st.retry_at > now:
-                return False
-        elif st.status != StepStatus.QUEUED:
+            return st.retry_at is None or st.retry_at <= now
+        if st.status != StepStatus.QUEUED or st.kind == MAP:
             return False
-        return all(self.steps[up].status == StepStatus.SUCCESS for up in st.upstream) and not any(
-            up in self.blocked for up in st.upstream
-        )
+        return self._decide(st, {})[0] is True
 
-    def skip_reason(self, st: StepState, pending: Updates) -> str | None:
-        """Why the step can never run (counting the updates not yet applied), or None."""
+    def _decide(self, st: StepState, pending: Updates) -> tuple[SkipKind | bool | None, str]:
+        """What the step's trigger rule says now (counting the updates not yet applied), and
+        when it skips, why in words."""
+        success = failed = skipped = 0
+        first_failed = first_skipped = ""
         for up in st.upstream:
-            up_status = pending.get(up, (self.steps[up].status, None))[0]
-            if up_status == StepStatus.FAILED:
-                return f"upstream {up} failed"
-            if up_status in (StepStatus.SKIPPED, StepStatus.CANCELED):
-                return f"upstream {up} {up_status.value}"
-            if up in self.blocked:
-                return self.blocked[up]
-        return None
+            upstream = self.steps[up]
+            status, skip = upstream.status, upstream.skip
+            if up in pending:
+                status, skip = pending[up].status, pending[up].skip
+            if status == StepStatus.SUCCESS and up not in self.blocked:
+                success += 1
+            elif status == StepStatus.SUCCESS:
+                failed += 1
+                first_failed = first_failed or self.blocked[up]
+            elif status == StepStatus.FAILED or status == StepStatus.CANCELED:
+                failed += 1
+                first_failed = first_failed or f"upstream {up} {status.value}"
+            elif status == StepStatus.SKIPPED and (skip is None or skip.failed):
+                failed += 1
+                first_failed = first_failed or f"upstream {up} skipped"
+            elif status == StepStatus.SKIPPED:
+                skipped += 1
+                first_skipped = first_skipped or f"upstream {up} skipped"
+        rule = self.rules.get(split_key(st.key)[0], DEFAULT_RULE) if self.rules else DEFAULT_RULE
+        verdict = trigger(rule, Counts(len(st.upstream), success, failed, skipped))
+        if verdict is SkipKind.UPSTREAM_FAILED:
+            why = first_failed if rule != "one_success" else ""
+            return verdict, why or f"no upstream succeeded (trigger rule {rule})"
+        if verdict is SkipKind.SKIPPED:
+            if rule == "one_failed":
+                return verdict, "no upstream failed (trigger rule one_failed)"
+            if rule == "all_success":
+                return verdict, first_skipped
+            return verdict, f"every upstream was skipped (trigger rule {rule})"
+        return verdict, ""
 
     def unrunnable(self) -> Updates:
         """The steps that end now without running, each with its reason: with a cancel
-        requested, every step still waiting; then every step whose upstream failed, was
-        skipped or canceled, or is blocked by a check (through the whole graph at once)."""
+        requested, every step still waiting; then every step that its trigger rule skips,
+        through the whole graph at once (by default, a step whose upstream failed, was
+        skipped or canceled, or is blocked by a check). A mapped task whose rule lets it run
+        but whose list never came (its upstream did not succeed) is skipped too."""
         updates: Updates = {}
         if self.canceling:
             for st in self.steps.values():
                 if st.status in (StepStatus.QUEUED, StepStatus.RETRYING):
-                    updates[st.key] = (StepStatus.CANCELED, "canceled by user")
+                    updates[st.key] = Settle(StepStatus.CANCELED, "canceled by user")
         changed = True
         while changed:
             changed = False
             for st in self.steps.values():
-                status = updates.get(st.key, (st.status, None))[0]
-                if status != StepStatus.QUEUED:
+                if st.status != StepStatus.QUEUED or st.key in updates:
                     continue
-                reason = self.skip_reason(st, updates)
-                if reason:
-                    updates[st.key] = (StepStatus.SKIPPED, reason)
+                verdict, why = self._decide(st, updates)
+                if isinstance(verdict, SkipKind):
+                    updates[st.key] = Settle(StepStatus.SKIPPED, why, verdict)
                     changed = True
+                elif verdict is True and st.kind == MAP:
+                    settle = self._nothing_to_map(st, updates)
+                    if settle is not None:
+                        updates[st.key] = settle
+                        changed = True
         return updates
+
+    def _nothing_to_map(self, st: StepState, pending: Updates) -> Settle | None:
+        """A mapped task whose trigger rule lets it run, but whose list never came: the task it
+        maps over did not succeed (and is done). It is skipped as that task was, or as
+        upstream_failed when that one failed."""
+        name = self.maps.get(st.key, "")
+        source = self.steps.get(name)
+        if source is None:
+            return Settle(StepStatus.SKIPPED, f"nothing to map over: no step {name!r}",
+                          SkipKind.UPSTREAM_FAILED)  # fmt: skip
+        status, skip = source.status, source.skip
+        if name in pending:
+            status, skip = pending[name].status, pending[name].skip
+        if status == StepStatus.SUCCESS or not status.finished:
+            return None
+        kind = SkipKind.SKIPPED
+        if status != StepStatus.SKIPPED or skip is None or skip.failed:
+            kind = SkipKind.UPSTREAM_FAILED
+        why = f"nothing to map over: upstream {name} {status.value}"
+        return Settle(StepStatus.SKIPPED, why, kind)
+
+    def expansions(self) -> list[tuple[str, str]]:
+        """The mapped tasks to expand now, each with the task whose list it maps over: queued,
+        their trigger rule met, that task succeeded."""
+        found = []
+        for st in self.steps.values():
+            if st.kind != MAP or st.status != StepStatus.QUEUED:
+                continue
+            source = self.steps.get(self.maps.get(st.key, ""))
+            ok = source is not None and source.status == StepStatus.SUCCESS
+            if ok and source is not None and self._decide(st, {})[0] is True:
+                found.append((st.key, source.key))
+        return found
+
+    def expanded(self, key: str, instances: Sequence[tuple[int, int]], kind: str) -> None:
+        """The mapped task `key` became `instances` (each (its step id, its index)) in storage:
+        each takes the mapped step's place upstream of its downstream steps."""
+        mapped = self.steps.pop(key)
+        keys = []
+        for step_id, index in instances:
+            new_key = mapped_key(key, index)
+            keys.append(new_key)
+            self.steps[new_key] = StepState(
+                id=step_id, key=new_key, upstream=list(mapped.upstream),
+                status=StepStatus.QUEUED, attempts=0, max_attempts=mapped.max_attempts,
+                retry_at=None, kind=kind,
+            )  # fmt: skip
+        for st in self.steps.values():
+            if key in st.upstream:
+                i = st.upstream.index(key)
+                st.upstream[i : i + 1] = keys
+
+    def descendants(self, key: str) -> list[str]:
+        """Every step downstream of `key`, directly or not, in the run's order."""
+        below, found = {key}, True
+        while found:
+            found = False
+            for st in self.steps.values():
+                if st.key not in below and below.intersection(st.upstream):
+                    below.add(st.key)
+                    found = True
+        return [k for k in self.steps if k in below and k != key]
 
     def apply(self, updates: Updates) -> None:
         """The steps in `updates` were settled in storage."""
-        for key, (status, _reason) in updates.items():
-            self.steps[key].status = status
+        for key, settle in updates.items():
+            self.steps[key].status = settle.status
+            self.steps[key].skip = settle.skip
 
     def finished(self) -> bool:
         """Whether every step has finished (attempts may still be ending)."""
@@ -209,9 +408,15 @@ class RunState:
         statuses = [st.status for st in self.steps.values()]
         if self.canceling or StepStatus.CANCELED in statuses:
             return RunStatus.CANCELED
-        if all(s == StepStatus.SUCCESS for s in statuses) and not self.blocked:
-            return RunStatus.SUCCESS
-        return RunStatus.FAILED
+        # Skips chosen by a branch, a short-circuit or a trigger rule are how the run was meant
+        # to go; one caused by a failure (or a skip recorded before skips had kinds) is not.
+        if self.blocked or any(
+            st.status == StepStatus.FAILED
+            or (st.status == StepStatus.SKIPPED and (st.skip is None or st.skip.failed))
+            for st in self.steps.values()
+        ):
+            return RunStatus.FAILED
+        return RunStatus.SUCCESS
 
     # --- an attempt, from its start to its end ------------------------------------------------
 
@@ -237,11 +442,39 @@ class RunState:
             retry_in = retry_delay(base, st.attempts)
             retry_at = now + retry_in
         blocks = None
+        skips: Updates = {}
         if end.status == StepStatus.SUCCESS:
             for check in failed_blocking_checks(events):
                 blocks = f"blocking check {check['name']} on {st.key} failed"
+            skips = self.chosen_skips(st.key, task_result(events))
         status = StepStatus.RETRYING if retry_in is not None else end.status
-        return Outcome(end, status, retry_in, retry_at, blocks)
+        return Outcome(end, status, retry_in, retry_at, blocks, skips)
+
+    def chosen_skips(self, key: str, result: list[str] | bool | int | None) -> Updates:
+        """What a task's result skips, as Airflow does: a branch (a list of the ids it chose)
+        skips the direct downstream tasks it did not choose, and a short-circuit that returned
+        False skips everything downstream whatever its trigger rule (Airflow's default,
+        `ignore_downstream_trigger_rules=True`). What is skipped so is settled at once, in the
+        same write as the task's end; trigger rules take it from there."""
+        waiting = (StepStatus.QUEUED, StepStatus.RETRYING)
+        if isinstance(result, bool):  # before int: a bool is an int
+            if result:
+                return {}
+            return {
+                k: Settle(StepStatus.SKIPPED, f"short-circuited by {key}", SkipKind.SHORT_CIRCUIT)
+                for k in self.descendants(key)
+                if self.steps[k].status in waiting
+            }
+        if isinstance(result, list):
+            chosen = set(result)
+            return {
+                st.key: Settle(StepStatus.SKIPPED, f"not chosen by {key}", SkipKind.BRANCH)
+                for st in self.steps.values()
+                if key in st.upstream
+                and st.status in waiting
+                and split_key(st.key)[0] not in chosen
+            }
+        return {}
 
     def ended(self, st: StepState, outcome: Outcome) -> None:
         """The attempt's outcome was recorded."""
@@ -250,6 +483,7 @@ class RunState:
             st.retry_at = outcome.retry_at
         if outcome.blocks is not None:
             self.blocked[st.key] = outcome.blocks
+        self.apply(outcome.skips)
 
     def alert_for(
         self,

@@ -25,17 +25,21 @@ from typing import TYPE_CHECKING, Any
 from engine.protocol.worker import EventKind, FailureKind, encode_event
 
 if TYPE_CHECKING:
+    from engine.authoring.resources import OpenResources
     from engine.protocol.worker import (
         AssetStepSpec,
         CheckRef,
         Event,
         Input,
         OutputEvent,
+        ResultEvent,
+        TaskStepSpec,
         WorkerSpec,
     )
 
 _PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 _subreaper = False  # this process adopts its descendants' orphans
+_opened: OpenResources | None = None  # the resources built for the step, torn down at its end
 
 
 class Reporter:
@@ -137,6 +141,8 @@ def _input_io(src: Input, own_file: str, own_items: list[Any], root: str) -> Any
 
     if src["io"] in iomanager.BUILTIN:
         return iomanager.BUILTIN[src["io"]]
+    if src["mode"] == "item" or src["mode"] == "list":
+        raise ValueError(f"a task's value has no IO manager {src['io']!r}")  # always pickle
     file = src.get("file")
     items = own_items if file == own_file else _import(root, file) if file else []
     upstream = _find(items, AssetDef, src.get("asset", ""))
@@ -154,6 +160,10 @@ def _load_inputs(spec: WorkerSpec, items: list[Any]) -> dict[str, Any]:
             io = _input_io(src, spec["file"], items, spec["root"])
             if src["mode"] == "single":
                 values[name] = iomanager.load(io, src["path"])
+            elif src["mode"] == "item":
+                values[name] = iomanager.load(io, src["path"])[src["index"]]
+            elif src["mode"] == "list":
+                values[name] = [iomanager.load(io, p) for p in src["paths"]]
             else:
                 values[name] = {k: iomanager.load(io, p) for k, p in src["items"].items()}
         except StepFailure:
@@ -254,6 +264,94 @@ def _run_checks(
             )  # fmt: skip
 
 
+def _task_result(spec: TaskStepSpec, value: Any, what: str) -> ResultEvent | None:
+    """The `result` event a task's return value makes, when the coordinator needs one: the
+    ids a branch chose, whether a short-circuit passes, the length of a list mapped over.
+
+    Raises:
+        StepFailure: a branch returned something other than ids of its direct downstream
+            tasks, or a task mapped over returned something other than a list.
+    """
+    wanted = spec.get("result")
+    result: list[str] | bool | int
+    if wanted == "short_circuit":
+        result = bool(value)
+    elif wanted == "branch":
+        chosen = [] if value is None else [value] if isinstance(value, str) else value
+        if not isinstance(chosen, list | tuple | set | frozenset) or not all(
+            isinstance(x, str) for x in chosen
+        ):
+            raise StepFailure(
+                FailureKind.OUTPUT,
+                f"{what} is a branch: it must return a task id, a list of ids or None, "
+                f"not {type(value).__name__}",
+            )
+        downstream = spec.get("downstream", [])
+        unknown = sorted(set(chosen) - set(downstream))
+        if unknown:
+            raise StepFailure(
+                FailureKind.OUTPUT,
+                f"{what} chose {', '.join(map(repr, unknown))}, which is not a direct downstream "
+                f"task (one of: {', '.join(downstream) or 'none'})",
+            )
+        result = list(dict.fromkeys(chosen))
+    elif wanted == "count":
+        if not isinstance(value, list | tuple):
+            raise StepFailure(
+                FailureKind.OUTPUT,
+                f"{what} is mapped over: it must return a list, not {type(value).__name__}",
+            )
+        result = len(value)
+    else:
+        return None
+    return {"e": EventKind.RESULT, "t": time.time(), "value": result}
+
+
+def _open_resources(spec: AssetStepSpec, items: list[Any], ctx: Any) -> dict[str, Any]:
+    """Build the resources the step names (its spec lists only those), once each, in this
+    process; their teardowns run when the step is over (`_close_resources`)."""
+    global _opened
+    from engine.authoring.definitions import ResourceDef
+    from engine.authoring.resources import OpenResources, ResourceBuildError
+
+    _opened = opened = OpenResources(ctx.log, ctx.home, ctx.shared_dir)
+    for name, ref in spec.get("resources", {}).items():
+        in_file = items if ref["file"] == spec["file"] else _import(spec["root"], ref["file"])
+        defn = _find(in_file, ResourceDef, name)
+        if defn is None:
+            raise StepFailure(
+                FailureKind.RESOURCE, f"resource {name!r} is no longer defined in {ref['file']}"
+            )
+        try:
+            opened.build(defn, ref["config"])
+        except ResourceBuildError as exc:
+            tb = _user_traceback(exc.cause) if exc.cause is not None else ""
+            raise StepFailure(FailureKind.RESOURCE, str(exc), tb) from exc
+    ctx.resources.update(opened.values)
+    return opened.values
+
+
+def _close_resources() -> None:
+    if _opened is not None:
+        _opened.close()
+
+
+def _typed_config(fn: Any, param: str, params: dict[str, Any]) -> Any:
+    """The step's typed config, from the run's params (checked when the run was planned)."""
+    from engine.authoring.typed_config import config_param, instantiate
+
+    try:
+        found = config_param(fn)
+        if found is None or found[0] != param:
+            raise TypeError(f"parameter {param!r} no longer has a typed config")
+        return instantiate(found[1], params)
+    except Exception as exc:  # noqa: BLE001 - the class refused the values, or is gone
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise StepFailure(
+            FailureKind.CONFIG, f"config {param!r}: {type(exc).__name__}: {first}".rstrip(": ")
+        ) from exc
+
+
 def _output(path: str, size: int, partition: str | None = None) -> OutputEvent:
     event: OutputEvent = {"e": EventKind.OUTPUT, "t": time.time(), "path": path, "size": size}
     if partition is not None:
@@ -283,6 +381,7 @@ def run(spec: WorkerSpec, reporter: Reporter) -> None:
         params=spec["params"] or {},
         key=key,
         home=Path(spec["home"]),
+        shared_dir=_shared_dir(spec.get("shared_dir")),
         _on_metadata=lambda data: reporter.send(
             {"e": EventKind.METADATA, "t": time.time(), "data": data}
         ),
@@ -299,10 +398,19 @@ def run(spec: WorkerSpec, reporter: Reporter) -> None:
         except ValueError as exc:
             raise StepFailure(FailureKind.OUTPUT, str(exc)) from exc
         kwargs = _load_inputs(spec, items)
+        if "config_param" in spec:
+            kwargs[spec["config_param"]] = _typed_config(defn.fn, spec["config_param"], ctx.params)
+        if "resources" in spec:
+            kwargs.update(_open_resources(spec, items, ctx))
         fn, takes_context, what = defn.fn, defn.takes_context, f"asset {defn.name!r}"
+        if defn.partitions is not None and defn.partitions.kind == "multi" and partition:
+            # The pipeline file imported MultiPartitions already: this import costs nothing.
+            from engine.authoring.multi_partitions import dimensions_of
+
+            ctx.dimensions = dimensions_of(defn.partitions, partition)
     else:
         pipeline = _find(items, Pipeline, spec["pipeline"])
-        task = pipeline.tasks.get(key) if pipeline else None
+        task = pipeline.tasks.get(key.partition("[")[0]) if pipeline else None  # process[0]
         if task is None or task.fn is None:
             raise StepFailure(
                 FailureKind.IMPORT, f"task {key!r} is no longer defined in {spec['file']}"
@@ -311,8 +419,11 @@ def run(spec: WorkerSpec, reporter: Reporter) -> None:
         kwargs = _load_inputs(spec, items)
         fn, takes_context, what = task.fn, task.takes_context, f"task {task.id!r}"
     value = _call(fn, ctx, takes_context, kwargs, what)
+    result = None
     if spec["kind"] == "asset":
         _check_type(fn, value, what, log)  # before storing: downstream never sees a bad value
+    else:
+        result = _task_result(spec, value, what)  # before storing too: a bad one fails the step
     if spec["kind"] == "asset" and keys is not None:
         from engine.authoring.backfill_policy import RangeOutputError, range_values
 
@@ -336,6 +447,8 @@ def run(spec: WorkerSpec, reporter: Reporter) -> None:
     else:
         path, size = _store(io, value, spec["output_stem"], what)
         reporter.send(_output(path, size))
+    if result is not None:
+        reporter.send(result)
     if spec["kind"] == "asset":
         _run_checks(spec, items, value, ctx, reporter)
 
@@ -426,7 +539,10 @@ def main(spec_path: str | None = None, fd: int | None = None) -> None:
     spec: WorkerSpec = json.loads(Path(spec_path).read_text())
     reporter.send({"e": EventKind.STARTED, "t": time.time(), "pid": os.getpid()})
     try:
-        run(spec, reporter)
+        try:
+            run(spec, reporter)
+        finally:
+            _close_resources()  # after the step, whether it succeeded or failed
     except StepFailure as exc:
         # The traceback, then the coordinator's last line says why the step failed.
         if exc.tb:
@@ -456,6 +572,13 @@ def main(spec_path: str | None = None, fd: int | None = None) -> None:
     # Skip interpreter teardown (atexit of user libraries, GC of big values): the result is
     # stored and reported; nothing else the process does can matter.
     _exit(reporter, 0)
+
+
+def _shared_dir(location: str | None) -> Path | str:
+    """`context.shared_dir`: a Path for a folder, the URL itself for an fsspec store."""
+    if not location:
+        return ""  # the context falls back to the home folder
+    return location if "://" in location else Path(location)
 
 
 if __name__ == "__main__":

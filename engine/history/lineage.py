@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from engine.authoring.multi_partitions import link
 from engine.authoring.partitions import InvalidPartitionKey
 from engine.errors import EngineError, PartitionError
 from engine.history.views import iso
@@ -215,10 +216,14 @@ class Staleness:
                 up = self.manifest.assets.get(up_name)
                 if up is None:
                     continue
+                by_dimension = link(up.partitions, spec.partitions)
                 if up.partitions is None:
                     todo.append((up_name, (None,)))
                 elif up.partitions == spec.partitions and None not in keys:
                     todo.append((up_name, keys))
+                elif by_dimension is not None and not by_dimension.fan_in and None not in keys:
+                    picked = {by_dimension.upstream_key(k) for k in keys if k is not None}
+                    todo.append((up_name, tuple(picked)))
                 else:
                     whole.add(up_name)
         single = [n for n, known in wanted.items() if known == {None} and n not in self._latest]
@@ -258,9 +263,16 @@ class Staleness:
             up = self.manifest.assets.get(name)
             if up is None:
                 continue
+            by_dimension = None if key is None else link(up.partitions, spec.partitions)
+            picked = None if by_dimension is None or key is None else by_dimension.upstream_key(key)
             if up.partitions is None or (up.partitions == spec.partitions and key is not None):
                 one = self.current(name, key if up.partitions is not None else None)
                 read = [one] if one is not None else []
+            elif picked is not None:  # a dimension of a MultiPartitions key: that one key
+                one = self.current(name, picked)
+                read = [one] if one is not None else []
+            elif by_dimension is not None:  # the upstream keys with this key in a dimension
+                read = [m for k, m in self.latest(name).items() if by_dimension.reads(k, key)]
             else:  # every materialized partition, seen as {key: value}
                 read = list(self.latest(name).values())
             if any(m.created_at > mat.created_at for m in read):
@@ -511,6 +523,14 @@ def downstream_lineage(
                 cmat = current(child, None)
             elif cspec.partitions == spec.partitions and key is not None:
                 ckey, cmat = key, current(child, key)
+            elif key is not None and (by := link(spec.partitions, cspec.partitions)) is not None:
+                if by.fan_in:  # the child is partitioned by one dimension of this key
+                    ckey = by.downstream_key(key)
+                    cmat = None if ckey is None else current(child, ckey)
+                else:  # the child is MultiPartitions: its newest key with this part
+                    with_part = [m for k, m in build.ev.latest(child).items() if by.reads(key, k)]
+                    cmat = max(with_part, key=lambda m: m.created_at, default=None)
+                    ckey = cmat.partition if cmat is not None else None
             else:
                 mats = build.ev.latest(child).values()
                 cmat = max(mats, key=lambda m: m.created_at, default=None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import graphlib
 import json
+import shlex
 import time
 import uuid
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ class RunRequest:
     trigger: str = "manual"
     trigger_ref: str | None = None
     backfill_id: str | None = None
+    reason: str | None = None  # why automation asked for it, shown with the run
 
     def to_command(self) -> RunCommand:
         """The request as the `run` command carries it to an engine (engine.protocol)."""
@@ -83,7 +85,8 @@ def validate_partition(
         if partitioned:
             example = manifest.assets[partitioned[0]].partitions_def
             keys = example.keys() if example else []
-            hint = f" (e.g. --partition {keys[-1]})" if keys else ""
+            # Quoted: a MultiPartitions key has a "|", which a shell reads as a pipe.
+            hint = f" (e.g. --partition {shlex.quote(keys[-1])})" if keys else ""
             raise PartitionError(
                 f"asset {partitioned[0]!r} is partitioned: pass --partition KEY{hint}"
             )
@@ -135,6 +138,45 @@ def check_params(params: dict[str, Any]) -> None:
             )
 
 
+# Params the engine itself gives a run of each trigger: never an unknown config field.
+ENGINE_PARAMS = {"schedule": frozenset({"scheduled_for"}), "sensor": frozenset({"path"})}
+
+
+def check_config(
+    manifest: Manifest, names: Sequence[str], params: dict[str, Any], trigger: str = "manual"
+) -> dict[str, Any]:
+    """Check the params against the typed config of each asset in `names` (its schema in the
+    manifest: no pipeline module is imported); the params with those values as validated
+    (`"0.5"` for a float field is 0.5). Unchanged when no asset has a typed config.
+
+    Raises:
+        ConfigParamError: a value does not validate, a required field is missing, or a param
+            is a field of no typed config (unless a model allows extras).
+    """
+    typed = [(n, c) for n in names if (c := manifest.assets[n].config) is not None]
+    if not typed:
+        return params
+    from engine.authoring.typed_config import ConfigParamError, check_params_against
+    from engine.errors import suggest
+
+    out = dict(params)
+    fields: dict[str, None] = {}
+    for name, config in typed:
+        out.update(check_params_against(f"asset {name!r}", config, params))
+        fields.update(dict.fromkeys(config["schema"].get("properties", {})))
+    if all(config.get("forbid_extra", True) for _, config in typed):
+        allowed = ENGINE_PARAMS.get(trigger, frozenset())
+        unknown = [p for p in params if p not in fields and p not in allowed]
+        if unknown:
+            name, config = typed[0]
+            same = [f for f in fields if f.lower() == unknown[0].lower()]  # `c` for `C`
+            hint = f" (did you mean {same[0]}?)" if same else suggest(unknown[0], fields)
+            raise ConfigParamError(
+                f"asset {name!r}: config {config['class']} has no field {unknown[0]!r}{hint}"
+            )
+    return out
+
+
 def plan(
     manifest: Manifest, request: RunRequest, now: float | None = None
 ) -> tuple[Run, list[Step]]:
@@ -143,11 +185,13 @@ def plan(
     Raises:
         SelectionError: the selection or pipeline names nothing.
         PartitionError: the partition key does not fit the selected assets.
+        ConfigParamError: the params do not validate against a selected asset's typed config.
         EngineError: a parameter name contains a control character.
     """
     from engine.storage.models import Run, Step  # storage costs ~0.3 s to import: only here
 
     check_params(request.params)
+    params = request.params
     now = time.time() if now is None else now
     run_id = new_run_id()
     if request.pipeline is not None:
@@ -169,7 +213,9 @@ def plan(
             Step(
                 run_id=run_id,
                 key=key,
-                kind=pipeline.tasks[key].kind,
+                # A mapped task's step stands for its instances until its list is known, when
+                # the executor replaces it by one step per element (`process[0]`, ...).
+                kind="map" if pipeline.tasks[key].expand is not None else pipeline.tasks[key].kind,
                 position=i,
                 upstream=json.dumps(graph[key]),
                 max_attempts=pipeline.tasks[key].retries + 1,
@@ -182,6 +228,7 @@ def plan(
 
         names = resolve(manifest, request.selection)
         validate_partition(manifest, names, request.partition)
+        params = check_config(manifest, names, params, request.trigger)
         chosen = set(names)
         graph = {n: [u for u in manifest.assets[n].upstream if u in chosen] for n in names}
         steps = [
@@ -203,10 +250,11 @@ def plan(
         target=target,
         selection=selection,
         partition=request.partition,
-        params=json.dumps(request.params),
+        params=json.dumps(params),
         trigger=request.trigger,
         trigger_ref=request.trigger_ref,
         backfill_id=request.backfill_id,
+        reason=request.reason,
         created_at=now,
         updated_at=now,
     )

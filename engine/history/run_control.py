@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from engine.errors import EngineError
 from engine.executor.recovery import owner_alive
-from engine.status import RunStatus, StepStatus, transition_run, transition_step
+from engine.status import RunStatus, SkipKind, StepStatus, transition_run, transition_step
 from engine.storage import repo
 
 if TYPE_CHECKING:
@@ -35,8 +35,12 @@ def requeue_failed(session: Session, run_id: str, now: float) -> str:
         raise EngineError(f"run {run.id} is still running", title="Run is running")
     for step in repo.steps_of(session, [run.id])[run.id]:
         if step.status in (StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED):
+            if step.status == StepStatus.SKIPPED and step.skip and not SkipKind(step.skip).failed:
+                # Skipped by a branch, a short-circuit or a trigger rule: the task that chose
+                # so succeeded and stays so; the skip stays with it.
+                continue
             transition_step(step, StepStatus.QUEUED)
-            step.error, step.ended_at, step.retry_at = None, None, None
+            step.error, step.ended_at, step.retry_at, step.skip = None, None, None, None
             # Give the step its retry budget again on top of the attempts it already used.
             step.max_attempts = step.attempts + max(1, step.max_attempts - step.attempts)
             session.add(step)
@@ -48,6 +52,21 @@ def requeue_failed(session: Session, run_id: str, now: float) -> str:
     run.updated_at = now
     session.add(run)
     return run.id
+
+
+def fail_unstarted(session: Session, run: Run, now: float, reason: str) -> None:
+    """Fail a queued run that cannot start (its executor cannot be reached): the user is told
+    it failed, so it must never run later. Its steps are skipped with the reason."""
+    for step in repo.steps_of(session, [run.id])[run.id]:
+        if not StepStatus(step.status).finished and step.status != StepStatus.RUNNING:
+            transition_step(step, StepStatus.SKIPPED)
+            step.error, step.ended_at = f"not started: {reason}", now
+            session.add(step)
+    transition_run(run, RunStatus.FAILED)
+    run.error = reason
+    run.ended_at = now
+    run.updated_at = now
+    session.add(run)
 
 
 def cancel_unstarted(

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from engine.loading.manifest import split_key
 from engine.status import PartitionStatus, RunStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -47,10 +48,19 @@ class StepView:
     metadata: dict[str, Any] = field(default_factory=dict)
     host: str | None = None  # where its latest attempt ran
     worker: str | None = None  # "local", or the executor worker's address
+    # Every attempt, oldest first: {"attempt", "status", "host", "worker", "error"} (a retry
+    # after a lost worker ran elsewhere, and the reason the first one ended shows here).
+    placements: tuple[dict[str, Any], ...] = ()
+    # A skipped step's kind of skip (`status.SkipKind`: "branch", "short_circuit",
+    # "upstream_failed", "skipped"); `error` says why in words ("not chosen by choose").
+    skip: str | None = None
+    # A mapped task's instance (`process[2]`): its index; its task is the key before `[`.
+    map_index: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["upstream"] = list(self.upstream)
+        out["placements"] = [dict(p) for p in self.placements]
         out["started_at"], out["ended_at"] = iso(self.started_at), iso(self.ended_at)
         return out
 
@@ -81,6 +91,8 @@ class RunView:
     ended_at: float | None
     steps: tuple[StepView, ...]
     checks: tuple[CheckView, ...]
+    reason: str | None = None  # why automation requested it (trigger `auto`)
+    error: str | None = None  # why the run failed as a whole (its executor unreachable, say)
 
     @property
     def finished(self) -> bool:
@@ -95,9 +107,11 @@ class RunView:
             "partition": self.partition,
             "params": self.params,
             "trigger": self.trigger,
+            "reason": self.reason,
             "created_at": iso(self.created_at),
             "started_at": iso(self.started_at),
             "ended_at": iso(self.ended_at),
+            "error": self.error,
             "steps": [s.to_json() for s in self.steps],
             "checks": [asdict(c) for c in self.checks],
         }
@@ -112,7 +126,12 @@ class RunView:
         fields["status"] = RunStatus(data["status"])
         fields["steps"] = tuple(
             StepView(
-                **{**st, "status": StepStatus(st["status"]), "upstream": tuple(st["upstream"])}
+                **{
+                    **st,
+                    "status": StepStatus(st["status"]),
+                    "upstream": tuple(st["upstream"]),
+                    "placements": tuple(st.get("placements", ())),
+                }
             )
             for st in data["steps"]
         )
@@ -220,6 +239,7 @@ def run_views(s: Session, runs: Sequence[Run]) -> list[RunView]:
                 partition=r.partition,
                 params=json.loads(r.params or "{}"),
                 trigger=r.trigger,
+                reason=r.reason,
                 created_at=r.created_at,
                 started_at=r.started_at,
                 ended_at=r.ended_at,
@@ -239,15 +259,32 @@ def run_views(s: Session, runs: Sequence[Run]) -> list[RunView]:
                         ended_at=st.ended_at,
                         upstream=tuple(json.loads(st.upstream)),
                         metadata=metadata.get(st.key, {}),
-                        host=placed.get((r.id, st.key), (None, None))[0],
-                        worker=placed.get((r.id, st.key), (None, None))[1],
+                        host=_latest(placed, r.id, st.key)[0],
+                        worker=_latest(placed, r.id, st.key)[1],
+                        placements=tuple(
+                            {"attempt": n, "status": status, "host": h, "worker": w, "error": e}
+                            for n, status, h, w, e in placed.get((r.id, st.key), ())
+                        ),
+                        skip=st.skip,
+                        map_index=split_key(st.key)[1] if r.kind == "pipeline" else None,
                     )
                     for st in steps[r.id]
                 ),
                 checks=checks,
+                error=r.error,
             )
         )
     return views
+
+
+def _latest(
+    placed: dict[tuple[str, str], list[tuple[int, str, str | None, str | None, str | None]]],
+    run_id: str,
+    key: str,
+) -> tuple[str | None, str | None]:
+    """(host, worker) of a step's latest attempt."""
+    attempts = placed.get((run_id, key))
+    return (attempts[-1][2], attempts[-1][3]) if attempts else (None, None)
 
 
 def attempt_view(a: StepAttempt) -> AttemptView:
@@ -287,3 +324,55 @@ def node_statuses(s: Session, keys: Iterable[str], pipeline: str | None) -> dict
         )
         for st in steps
     }
+
+
+def mapped_node_statuses(
+    s: Session, maps: dict[str, str], statuses: dict[str, NodeStatus]
+) -> dict[str, NodeStatus]:
+    """The node of each mapped task of a pipeline (`maps`: task id -> the task it maps over),
+    from its instances in the newest run of the task it maps over: running while one is,
+    failed if one failed, skipped when all were (or none was made), else success; its reason
+    counts them. `statuses` holds the other tasks' nodes (`node_statuses`)."""
+    from engine.storage import repo
+
+    runs = {statuses[src].run_id for src in maps.values() if src in statuses}
+    steps = repo.steps_of(s, runs)
+    out: dict[str, NodeStatus] = {}
+    for task_id, source in maps.items():
+        if source not in statuses:
+            continue
+        run_id = statuses[source].run_id
+        own = [st for st in steps.get(run_id, []) if split_key(st.key)[0] == task_id]
+        if not own:
+            if statuses[source].status == StepStatus.SUCCESS:  # its list was empty
+                out[task_id] = NodeStatus(
+                    task_id, StepStatus.SKIPPED, run_id, None, statuses[source].at,
+                    "mapped to no instance",
+                )  # fmt: skip
+            continue
+        found = [StepStatus(st.status) for st in own]
+        instances = [st for st in own if st.key != task_id]
+        status = summary_status(found)
+        reason = None
+        if instances or own[0].kind != "map":
+            counts = {x: found.count(x) for x in dict.fromkeys(found)}
+            reason = f"{len(instances)} mapped: " + ", ".join(
+                f"{n} {x.value}" for x, n in counts.items()
+            )
+        if not instances and own[0].kind == "map" and status == StepStatus.SUCCESS:
+            status, reason = StepStatus.SKIPPED, "mapped to no instance"
+        ends = [t for st in own if (t := st.ended_at or st.started_at) is not None]
+        out[task_id] = NodeStatus(task_id, status, run_id, None, max(ends, default=None), reason)
+    return out
+
+
+def summary_status(found: list[StepStatus]) -> StepStatus:
+    """One status for a mapped task's instances: running while one is (or queued while one
+    waits), failed if one failed, canceled if one was, skipped when all were, else success."""
+    for status in (StepStatus.RUNNING, StepStatus.RETRYING, StepStatus.QUEUED,
+                   StepStatus.FAILED, StepStatus.CANCELED):  # fmt: skip
+        if status in found:
+            return status
+    if found and all(x == StepStatus.SKIPPED for x in found):
+        return StepStatus.SKIPPED
+    return StepStatus.SUCCESS

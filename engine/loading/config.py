@@ -13,6 +13,9 @@ from `[tool.dagtop]` in its `pyproject.toml`; `dagtop.toml` wins when both exist
     [pools]
     gpu = 1                    # steps with pool="gpu" run one at a time
 
+    [resources.warehouse]      # the config of the resource `warehouse` (context.config)
+    url = "postgresql://localhost/shop"
+
     [alerts]
     on_failure = "notify-send dagtop \"$DAGTOP_STEP failed\""  # default hook for every step
     window = 300               # at most one alert per step and event in this many seconds
@@ -72,6 +75,9 @@ def resolve_paths(home: str | Path | None, pipelines: str | Path | None) -> Path
 @dataclass(frozen=True)
 class Config:
     max_workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+    max_workers_set: bool = False
+    """Whether max_workers was given (config or DAGTOP_MAX_WORKERS): unset, the Dask executor
+    runs as many steps at once as the cluster has threads."""
     pools: dict[str, int] = field(default_factory=dict)
     load_timeout: float = 30.0
     timezone: str | None = None
@@ -88,6 +94,10 @@ class Config:
     """Rolling backups of a SQLite history that an engine keeps beside it; 0 turns them off."""
     backup_every: float = 86_400.0
     """Seconds between two rolling backups while an engine runs."""
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each `[resources.NAME]` table: what the resource NAME finds as `context.config`."""
+    resource_lines: dict[str, int] = field(default_factory=dict)
+    """Where each of those tables starts in the settings file (for errors)."""
     source: str | None = None
 
 
@@ -105,11 +115,13 @@ def load_config(project: Path) -> Config:
     """
     data: dict[str, Any] = {}
     source = None
+    text = ""
     for candidate, section in ((project / "dagtop.toml", None), (project / "pyproject.toml", "x")):
         if not candidate.is_file():
             continue
         try:
-            raw = tomllib.loads(candidate.read_text())
+            text = candidate.read_text()
+            raw = tomllib.loads(text)
         except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{candidate.name}: {exc}") from exc
         if section:
@@ -120,12 +132,14 @@ def load_config(project: Path) -> Config:
         break
     if not data:
         env_workers = os.environ.get("DAGTOP_MAX_WORKERS")
-        config = Config(max_workers=int(env_workers)) if env_workers else Config()
+        config = (
+            Config(max_workers=int(env_workers), max_workers_set=True) if env_workers else Config()
+        )
         return replace(config, **_executor("config", {}))
     src = source or "config"
     known = {
         "max_workers", "pools", "load_timeout", "timezone", "alerts", "database_url",
-        "executor", "dask_scheduler", "values_dir", "backups", "backup_every",
+        "executor", "dask_scheduler", "values_dir", "backups", "backup_every", "resources",
     }  # fmt: skip
     unknown = set(data) - known
     if unknown:
@@ -154,6 +168,7 @@ def load_config(project: Path) -> Config:
         max_workers=_positive_int(
             src, "max_workers", int(workers) if isinstance(workers, str) else workers
         ),
+        max_workers_set="max_workers" in data or bool(os.environ.get("DAGTOP_MAX_WORKERS")),
         pools=pools,
         load_timeout=float(timeout),
         timezone=tz,
@@ -163,9 +178,31 @@ def load_config(project: Path) -> Config:
         values_dir=_values_dir(src, data.get("values_dir"), project),
         backups=_backups(src, data.get("backups", 3)),
         backup_every=_interval(src, "backup_every", data.get("backup_every", 86_400.0)),
+        resources=_resources(src, data.get("resources", {})),
+        resource_lines=_table_lines(
+            text, "tool.dagtop.resources" if src == "pyproject.toml" else "resources"
+        ),
         source=source,
         **_executor(src, data),
     )
+
+
+def _resources(src: str, raw: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise ConfigError(f"{src}: [resources] holds one table per resource: [resources.NAME]")
+    return {str(name): dict(table) for name, table in raw.items()}
+
+
+def _table_lines(text: str, prefix: str) -> dict[str, int]:
+    """The line each `[PREFIX.NAME]` table starts at (tomllib keeps no positions): an error
+    about a table names its line. A table written inline (`resources = {...}`) has none."""
+    pattern = re.compile(
+        rf"^[ \t]*\[[ \t]*{re.escape(prefix)}\.\s*\"?([^\]\".]+)\"?\s*\]", re.MULTILINE
+    )
+    lines: dict[str, int] = {}
+    for match in pattern.finditer(text):
+        lines.setdefault(match.group(1).strip(), text.count("\n", 0, match.start()) + 1)
+    return lines
 
 
 def _backups(src: str, raw: Any) -> int:
@@ -222,6 +259,23 @@ def _executor(src: str, data: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f'{src}: executor = "dask" needs dask_scheduler = "tcp://HOST:PORT"')
         return {"executor": "dask", "dask_scheduler": _address(f"{src}: dask_scheduler", address)}
     return {"executor": "local", "dask_scheduler": None}
+
+
+def open_scheduler(config: Config) -> str | None:
+    """The Dask scheduler's address when it is reached over plain `tcp://` off this machine
+    (anyone who can reach such a scheduler runs code as its workers' user), else None."""
+    address = config.dask_scheduler
+    if config.executor != "dask" or address is None or not address.startswith("tcp://"):
+        return None
+    host = address[len("tcp://") :].rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return None
+    import ipaddress
+
+    try:
+        return None if ipaddress.ip_address(host).is_loopback else address
+    except ValueError:  # a host name: not this machine's loopback, as far as we can tell
+        return address
 
 
 def _address(what: str, raw: str) -> str:

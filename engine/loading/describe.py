@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from engine.authoring.auto import describe_auto
+from engine.authoring.typed_config import fields_of
 from engine.loading.manifest import Manifest
 
 
@@ -43,7 +45,16 @@ def describe_definitions(
                 "timeout": a.timeout,
                 "memory_limit": a.memory_limit,
                 "pool": a.pool,
+                "auto": describe_auto(a.auto) or None,
                 "description": a.description,
+                "resources": list(a.resources),
+                "config": None
+                if a.config is None
+                else {
+                    "param": a.config["param"],
+                    "class": a.config["class"],
+                    "fields": fields_of(a.config),
+                },  # fmt: skip
                 "status": getattr(staleness.get(a.name), "status", None),
                 "stale_reason": getattr(staleness.get(a.name), "reason", None),
             }
@@ -55,7 +66,17 @@ def describe_definitions(
                 "file": p.file,
                 "schedule": p.schedule,
                 "tasks": [
-                    {"id": t.id, "kind": t.kind, "upstream": list(t.upstream)}
+                    {
+                        "id": t.id,
+                        "kind": t.kind,
+                        "upstream": list(t.upstream),
+                        "trigger_rule": t.trigger_rule,
+                        "branch": t.branch,
+                        "short_circuit": t.short_circuit,
+                        "expand": {"parameter": t.expand[0], "over": t.expand[1]}
+                        if t.expand
+                        else None,
+                    }  # fmt: skip
                     for t in p.tasks.values()
                 ],
             }
@@ -80,6 +101,18 @@ def describe_definitions(
                 "settle": s.settle,
             }
             for s in m.sensors.values()
+        ],
+        "resources": [
+            {
+                "name": r.name,
+                "file": r.file,
+                "line": r.line,
+                "description": r.description,
+                # The names of its settings only: their values may be secrets.
+                "settings": sorted(r.config),
+                "used_by": [a.name for a in m.assets.values() if r.name in a.resources],
+            }
+            for r in m.resources.values()
         ],
         "errors": [
             {"file": e.file, "kind": e.kind, "message": e.message} for e in m.errors.values()

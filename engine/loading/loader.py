@@ -34,8 +34,10 @@ DEFAULT_TIMEOUT = 30.0
 CACHE_NAME = "manifest-cache.json"
 # Bump when the shape or the meaning of a file's result changes, so old caches are ignored
 # (6: code versions no longer come from inspect.getsource, and can differ for a few functions;
-# 7: assets carry their backfill policy; 8: sensors carry their settle time).
-CACHE_FORMAT = 8
+# 7: assets carry their backfill policy; 8: sensors carry their settle time; 9: tasks carry
+# their trigger rule, branch, short-circuit and mapping; 10: resources, and assets' typed
+# config; 11: assets' automation condition).
+CACHE_FORMAT = 11
 # Results worth importing again next time: the cause may be outside the file (a package being
 # installed, a slow machine), so its unchanged content proves nothing.
 RETRY_KINDS = frozenset({"import", "crash", "timeout"})
@@ -118,7 +120,7 @@ def _read_cache(path: Path) -> _Cache | None:
 def _write_cache(path: Path, cache: _Cache) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the home, the user's only
         tmp.write_text(
             json.dumps(
                 {
@@ -379,7 +381,24 @@ def load(
                 {rel: {"sha256": infos[rel].sha256, "result": results[rel]} for rel in infos}
             )
             _write_cache(cache_path, _Cache(root=str(root), helpers=helpers, results=merged))
-    return validate.build_manifest(root, infos, results)
+    return validate.build_manifest(root, infos, results, _resource_settings(root.parent))
+
+
+def _resource_settings(project: Path) -> validate.ResourceSettings | None:
+    """The project's `[resources.NAME]` tables; None when its settings do not read (that
+    error is reported where the settings are read for themselves)."""
+    from engine.errors import ConfigError
+    from engine.loading.config import load_config
+
+    try:
+        config = load_config(project)
+    except ConfigError:
+        return None
+    return validate.ResourceSettings(
+        source=config.source or "dagtop.toml",
+        tables=config.resources,
+        lines=config.resource_lines,
+    )
 
 
 def _module_clashes(files: list[str]) -> dict[str, str]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from engine.authoring import definitions as d
+from engine.authoring.typed_config import config_param, describe_config
 from engine.errors import DefinitionError
 from engine.loading.modules import NAMESPACE, import_pipeline_module, module_name_for
 
@@ -82,14 +83,21 @@ def _io_label(io: Any) -> str:
 def describe(item: Any, module: str) -> tuple[str, dict[str, Any]]:
     """The plain-data form of one registered definition, and which section it belongs to."""
     if isinstance(item, d.AssetDef):
+        inputs, optional, config = list(item.inputs), list(item.optional_inputs), None
+        typed = config_param(item.fn)
+        if typed is not None:
+            # The typed config is no upstream: it comes from the run's params.
+            inputs = [n for n in inputs if n != typed[0]]
+            optional = [n for n in optional if n != typed[0]]
+            config = describe_config(*typed)
         return "assets", {
             "name": item.name,
             "module": module,
             "line": item.line,
             "group": item.group,
             "partitions": item.partitions.to_spec() if item.partitions else None,
-            "inputs": list(item.inputs),
-            "optional_inputs": list(item.optional_inputs),
+            "inputs": inputs,
+            "optional_inputs": optional,
             "deps": list(item.deps),
             "retries": item.retries,
             "retry_delay": item.retry_delay,
@@ -104,6 +112,15 @@ def describe(item: Any, module: str) -> tuple[str, dict[str, Any]]:
             "partitions_per_run": (
                 item.backfill_policy.max_partitions_per_run if item.backfill_policy else 1
             ),
+            "config": config,
+            "auto": item.auto.to_spec() if item.auto is not None else None,
+        }
+    if isinstance(item, d.ResourceDef):
+        return "resources", {
+            "name": item.name,
+            "module": module,
+            "line": item.line,
+            "description": item.description,
         }
     if isinstance(item, d.CheckDef):
         return "checks", {
@@ -149,6 +166,12 @@ def _describe_pipeline(p: d.Pipeline, module: str) -> dict[str, Any]:
                 f"that names no task of the pipeline",
                 line=t.line,
             )
+        if t.expand_over is not None and p.tasks[t.expand_over[1]].expand_over is not None:
+            raise DefinitionError(
+                f"task {t.id!r} of pipeline {p.name!r} is expanded over {t.expand_over[1]!r}, "
+                "itself a mapped task: map over a task that gathers its results instead",
+                line=t.line,
+            )
         tasks[t.id] = {
             "id": t.id,
             "kind": "python" if t.fn is not None else "shell",
@@ -163,6 +186,10 @@ def _describe_pipeline(p: d.Pipeline, module: str) -> dict[str, Any]:
             "memory_limit": t.memory_limit,
             "pool": t.pool,
             "line": t.line,
+            "trigger_rule": t.trigger_rule,
+            "branch": t.branch,
+            "short_circuit": t.short_circuit,
+            "expand": list(t.expand_over) if t.expand_over else None,
         }
     return {
         "name": p.name,
@@ -211,6 +238,7 @@ def load_file(
         "pipelines": [],
         "schedules": [],
         "sensors": [],
+        "resources": [],
     }
     seen: dict[tuple[str, str], int] = {}
     try:

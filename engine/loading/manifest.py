@@ -48,6 +48,13 @@ class AssetSpec:
     hooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # event -> hook
     # Its BackfillPolicy: 1 is a run per partition (the default), None no limit.
     partitions_per_run: int | None = 1
+    # The resources its parameters name (built in its step's process), in parameter order.
+    resources: tuple[str, ...] = ()
+    # Its typed config (`engine.authoring.typed_config.describe_config`): the parameter, the
+    # class, its JSON schema; None when no parameter has one.
+    config: dict[str, Any] | None = None
+    # Its automation condition (`Auto.to_spec()`), evaluated by the engine's `auto` sensor.
+    auto: dict[str, Any] | None = None
 
     @property
     def ranged(self) -> bool:
@@ -62,6 +69,17 @@ class AssetSpec:
     @property
     def partitions_def(self) -> PartitionsDefinition | None:
         return None if self.partitions is None else PartitionsDefinition.from_spec(self.partitions)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSpec:
+    name: str
+    file: str
+    module: str
+    line: int
+    description: str | None
+    # Its `[resources.NAME]` table from the project's settings (filled in at validation).
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +108,42 @@ class TaskSpec:
     memory_limit: int | None
     pool: str | None
     line: int
+    trigger_rule: str = "all_success"  # as Airflow defines it (authoring.TRIGGER_RULES)
+    branch: bool = False  # returns the ids of the direct downstream tasks to run
+    short_circuit: bool = False  # a falsy return skips everything downstream
+    # Mapped over an upstream's list: (the parameter that gets each element, that task's id).
+    expand: tuple[str, str] | None = None
+
+    def downstream_of(self, tasks: dict[str, TaskSpec]) -> list[str]:
+        """The ids of the tasks directly downstream of this one, in definition order."""
+        return [t.id for t in tasks.values() if self.id in t.upstream]
+
+
+def mapped_key(task_id: str, index: int) -> str:
+    """The step key of a mapped task's instance: `process[0]`, as Airflow shows map indexes."""
+    return f"{task_id}[{index}]"
+
+
+def split_key(key: str) -> tuple[str, int | None]:
+    """A task step's key as (task id, map index): `process[2]` -> ("process", 2); a task that
+    is not a mapped instance has no index. Task ids are identifiers, so `[` never is part."""
+    task_id, bracket, rest = key.partition("[")
+    if not bracket or not rest.endswith("]") or not rest[:-1].isdigit():
+        return key, None
+    return task_id, int(rest[:-1])
+
+
+def task_from_dict(raw: dict[str, Any]) -> TaskSpec:
+    """A task from its JSON form (the loader's result, the manifest cache)."""
+    expand = raw.get("expand")
+    return TaskSpec(
+        **{
+            **raw,
+            "upstream": tuple(raw["upstream"]),
+            "inputs": tuple(raw["inputs"]),
+            "expand": (expand[0], expand[1]) if expand else None,
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +232,7 @@ class Manifest:
     pipelines: dict[str, PipelineSpec] = field(default_factory=dict)
     schedules: dict[str, ScheduleSpec] = field(default_factory=dict)
     sensors: dict[str, SensorSpec] = field(default_factory=dict)
+    resources: dict[str, ResourceSpec] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -203,10 +258,7 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         def tasks(raw: dict[str, Any]) -> dict[str, TaskSpec]:
-            return {
-                k: TaskSpec(**{**v, "upstream": tuple(v["upstream"]), "inputs": tuple(v["inputs"])})
-                for k, v in raw.items()
-            }
+            return {k: task_from_dict(v) for k, v in raw.items()}
 
         return cls(
             root=data["root"],
@@ -220,6 +272,7 @@ class Manifest:
             },
             schedules={k: ScheduleSpec(**v) for k, v in data["schedules"].items()},
             sensors={k: SensorSpec(**v) for k, v in data["sensors"].items()},
+            resources={k: ResourceSpec(**v) for k, v in data.get("resources", {}).items()},
         )
 
 
@@ -230,5 +283,6 @@ def asset_from_dict(v: dict[str, Any]) -> AssetSpec:
             "inputs": tuple(v["inputs"]),
             "optional_inputs": tuple(v["optional_inputs"]),
             "deps": tuple(v["deps"]),
+            "resources": tuple(v.get("resources", ())),
         }
     )

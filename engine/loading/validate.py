@@ -9,10 +9,11 @@ until nothing changes, and every other file still loads.
 
 from __future__ import annotations
 
+import dataclasses
 import graphlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +24,66 @@ from engine.loading.manifest import (
     FileInfo,
     Manifest,
     PipelineSpec,
+    ResourceSpec,
     ScheduleSpec,
     SensorSpec,
     Target,
-    TaskSpec,
     asset_from_dict,
+    task_from_dict,
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class ResourceSettings:
+    """The `[resources.NAME]` tables of the project's settings, and where each one starts."""
+
+    source: str  # the settings file's name (dagtop.toml or pyproject.toml)
+    tables: Mapping[str, dict[str, Any]]
+    lines: Mapping[str, int]
+
+
 def build_manifest(
-    root: Path, infos: dict[str, FileInfo], results: dict[str, dict[str, Any]]
+    root: Path,
+    infos: dict[str, FileInfo],
+    results: dict[str, dict[str, Any]],
+    settings: ResourceSettings | None = None,
 ) -> Manifest:
+    """The validated manifest of the files' results; `settings` gives each resource its
+    `[resources.NAME]` table, and a table that names no resource is an error of that file."""
     errors: dict[str, FileError] = {}
     for rel, result in results.items():
         if result.get("error"):
             errors[rel] = FileError(**result["error"])
     _duplicates(results, errors)
+    tables = settings.tables if settings is not None else {}
     while True:
-        manifest = _assemble(root, infos, results, errors)
+        manifest = _assemble(root, infos, results, errors, tables)
         found = _graph_errors(manifest, results, errors)
         if not found:
-            return manifest
+            break
         errors.update(found)
+    if settings is not None:
+        _settings_errors(manifest, settings)
+    return manifest
+
+
+def _settings_errors(m: Manifest, settings: ResourceSettings) -> None:
+    prefix = "tool.dagtop.resources" if settings.source == "pyproject.toml" else "resources"
+    for name in settings.tables:
+        if name in m.resources:
+            continue
+        owner = next((rel for rel in m.errors if _defines(m, rel, name)), None)
+        if owner is not None:
+            why = f"[{prefix}.{name}]: resource {name!r} is in {owner}, which failed to load"
+        else:
+            why = f"[{prefix}.{name}] names no resource" + suggest(name, m.resources)
+        m.errors[settings.source] = FileError(
+            file=settings.source,
+            kind="unknown-resource",
+            message=why,
+            line=settings.lines.get(name),
+        )
+        return  # one error a file, as for pipeline files
 
 
 def _duplicates(results: dict[str, dict[str, Any]], errors: dict[str, FileError]) -> None:
@@ -53,12 +92,13 @@ def _duplicates(results: dict[str, dict[str, Any]], errors: dict[str, FileError]
         ("pipelines", "pipeline"),
         ("schedules", "schedule"),
         ("sensors", "sensor"),
+        ("resources", "resource"),
     ):
         owners: dict[str, list[tuple[str, int]]] = {}
         for rel, result in results.items():
             if result.get("error"):
                 continue
-            for item in result[section]:
+            for item in result.get(section, ()):
                 owners.setdefault(item["name"], []).append((rel, item["line"]))
         for name, places in owners.items():
             if len(places) < 2:
@@ -81,6 +121,7 @@ def _assemble(
     infos: dict[str, FileInfo],
     results: dict[str, dict[str, Any]],
     errors: dict[str, FileError],
+    tables: Mapping[str, dict[str, Any]],
 ) -> Manifest:
     m = Manifest(root=str(root), files=dict(infos), errors=dict(errors))
     for rel in sorted(results):
@@ -92,21 +133,34 @@ def _assemble(
         for c in result["checks"]:
             m.checks.setdefault(c["asset"], []).append(CheckSpec(**{**c, "file": rel}))
         for p in result["pipelines"]:
-            tasks = {
-                k: TaskSpec(**{**t, "upstream": tuple(t["upstream"]), "inputs": tuple(t["inputs"])})
-                for k, t in p["tasks"].items()
-            }
+            tasks = {k: task_from_dict(t) for k, t in p["tasks"].items()}
             m.pipelines[p["name"]] = PipelineSpec(**{**p, "tasks": tasks, "file": rel})
         for s in result["schedules"]:
             m.schedules[s["name"]] = ScheduleSpec(**{**s, "file": rel})
         for s in result["sensors"]:
             m.sensors[s["name"]] = SensorSpec(**{**s, "file": rel})
+        for r in result.get("resources", ()):
+            config = dict(tables.get(r["name"], {}))
+            m.resources[r["name"]] = ResourceSpec(**{**r, "file": rel, "config": config})
+    if m.resources:
+        # A parameter named after a resource is no upstream: it receives the resource. An
+        # asset of the same name is a clash (an error found next), so it stays an input.
+        for name, spec in m.assets.items():
+            params = (*spec.inputs, *spec.optional_inputs)
+            named = tuple(n for n in params if n in m.resources and n not in m.assets)
+            if named:
+                m.assets[name] = dataclasses.replace(
+                    spec,
+                    inputs=tuple(n for n in spec.inputs if n not in named),
+                    optional_inputs=tuple(n for n in spec.optional_inputs if n not in named),
+                    resources=named,
+                )
     return m
 
 
 def _owner_of(name: str, results: dict[str, dict[str, Any]]) -> str | None:
     for rel, result in results.items():
-        for a in result.get("assets") or ():
+        for a in (*(result.get("assets") or ()), *(result.get("resources") or ())):
             if a["name"] == name:
                 return rel
     return None
@@ -130,6 +184,15 @@ def _probable_owner(m: Manifest, name: str) -> str | None:
     return None
 
 
+def _defines(m: Manifest, rel: str, name: str) -> bool:
+    """A broken file's source seems to define a function `name`."""
+    try:
+        text = (Path(m.root) / rel).read_text(errors="replace")
+    except OSError:
+        return False
+    return re.search(rf"\bdef\s+{re.escape(name)}\s*\(", text) is not None
+
+
 # Records a problem: (file, kind, message, line).
 _Add = Callable[[str, str, str, int | None], None]
 
@@ -143,18 +206,37 @@ def _graph_errors(
         if rel not in errors and rel not in found:
             found[rel] = FileError(file=rel, kind=kind, message=message, line=line)
 
+    for res in m.resources.values():
+        clash = m.assets.get(res.name)
+        if clash is not None:
+            why = (
+                f"resource {res.name!r} ({res.file}:{res.line}) and asset {res.name!r} "
+                f"({clash.file}:{clash.line}) have the same name: rename one"
+            )
+            add(res.file, "clash", why, res.line)
+            add(clash.file, "clash", why, clash.line)
     for spec in m.assets.values():
         for name in (*spec.inputs, *spec.deps):
             if name in m.assets:
                 continue
             owner = _owner_of(name, results) or _probable_owner(m, name)
             if owner is not None and owner != spec.file:
-                why = f"asset {name!r} is defined in {owner}, which failed to load"
+                why = f"{name!r} is defined in {owner}, which failed to load"
             else:
-                role = "has a parameter" if name in spec.inputs else "depends on"
-                why = f"asset {spec.name!r} {role} {name!r} that names no asset"
-                why += suggest(name, m.assets)
+                if name in spec.inputs:
+                    why = f"asset {spec.name!r} has a parameter {name!r} that names no asset"
+                    why += " or resource" + suggest(name, [*m.assets, *m.resources])
+                else:
+                    why = f"asset {spec.name!r} depends on {name!r} that names no asset"
+                    why += suggest(name, m.assets)
             add(spec.file, "unknown-input", why, spec.line)
+        if spec.auto is not None and spec.auto.get("kind") == "on_cron":
+            from engine.authoring.cron import CronError, parse_cron
+
+            try:
+                parse_cron(spec.auto["cron"])
+            except CronError as exc:
+                add(spec.file, "cron", f"asset {spec.name!r}: Auto.on_cron: {exc}", spec.line)
     for asset, checks in m.checks.items():
         if asset not in m.assets:
             for c in checks:
@@ -228,6 +310,10 @@ def _schedule_errors(m: Manifest, s: ScheduleSpec, add: _Add) -> None:
 
 
 def _sensor_errors(m: Manifest, s: SensorSpec, add: _Add) -> None:
+    if s.name == "auto":
+        add(s.file, "duplicate", "sensor 'auto' is the built-in sensor of asset automation: "
+            "name yours otherwise", s.line)  # fmt: skip
+        return
     if not os.path.isdir(s.path):
         add(
             s.file,

@@ -92,6 +92,7 @@ def keep_last_good(old: Manifest | None, new: Manifest) -> Manifest:
         pipelines=dict(new.pipelines),
         schedules=dict(new.schedules),
         sensors=dict(new.sensors),
+        resources=dict(new.resources),
     )
     for rel in new.errors:
         if rel not in new.files:
@@ -103,7 +104,7 @@ def keep_last_good(old: Manifest | None, new: Manifest) -> Manifest:
             kept = [c for c in checks if c.file == rel]
             if kept:
                 merged.checks.setdefault(asset, []).extend(kept)
-        for section in ("pipelines", "schedules", "sensors"):
+        for section in ("pipelines", "schedules", "sensors", "resources"):
             target = getattr(merged, section)
             for name, spec in getattr(old, section).items():
                 if spec.file == rel and name not in target:

@@ -37,6 +37,7 @@ class EventKind(StrEnum):
     METADATA = "metadata"  # `context.add_metadata`
     OUTPUT = "output"  # a value stored (one per partition key for a ranged asset)
     CHECK = "check"  # a check's result
+    RESULT = "result"  # what a task's return value decides: a branch, a short-circuit, a map
     FINISHED = "finished"  # the step succeeded: always the last event
     ERROR = "error"  # the step failed: always the last event
 
@@ -51,6 +52,8 @@ class FailureKind(StrEnum):
     EXCEPTION = "exception"  # the step raised
     TYPE = "type"  # the value does not match the asset's return annotation
     OUTPUT = "output"  # the value could not be stored, or a range's values are wrong
+    RESOURCE = "resource"  # a resource the step names failed to build
+    CONFIG = "config"  # the run's params do not make the step's typed config
 
 
 if TYPE_CHECKING:
@@ -73,7 +76,22 @@ if TYPE_CHECKING:
         file: str
         asset: str
 
-    Input = SingleInput | PartitionsInput
+    class ItemInput(TypedDict):
+        """One element of an upstream task's list: a mapped instance's parameter."""
+
+        mode: Literal["item"]
+        path: str
+        io: str
+        index: int
+
+    class ListInput(TypedDict):
+        """The values of a mapped task's instances, in order: the step gets a list."""
+
+        mode: Literal["list"]
+        paths: list[str]
+        io: str
+
+    Input = SingleInput | PartitionsInput | ItemInput | ListInput
 
     class CheckRef(TypedDict):
         """A check the worker runs on the asset's value, found by name in its file."""
@@ -81,6 +99,12 @@ if TYPE_CHECKING:
         file: str
         name: str
         blocking: bool
+
+    class ResourceRef(TypedDict):
+        """A resource the step names: found by name in its file, built with its settings."""
+
+        file: str
+        config: dict[str, Any]
 
     class _StepSpec(TypedDict):
         key: str  # the asset's name, or the task's id
@@ -93,6 +117,7 @@ if TYPE_CHECKING:
         home: str
         inputs: dict[str, Input]
         output_stem: str  # where the value goes, without the IO manager's extension
+        shared_dir: NotRequired[str]  # `context.shared_dir`: a folder or an fsspec URL
 
     class AssetStepSpec(_StepSpec):
         """An asset's attempt."""
@@ -103,12 +128,21 @@ if TYPE_CHECKING:
         # value goes. Absent otherwise.
         partitions: NotRequired[list[str]]
         output_stems: NotRequired[dict[str, str]]
+        # The resources its parameters name, by name; absent when none.
+        resources: NotRequired[dict[str, ResourceRef]]
+        # The parameter that receives the typed config (built from `params`); absent if none.
+        config_param: NotRequired[str]
 
     class TaskStepSpec(_StepSpec):
         """A Python task's attempt."""
 
         kind: Literal["task"]
         pipeline: str
+        # What the coordinator must learn from the return value (a `ResultEvent`), if anything:
+        # the ids a branch chose (checked against `downstream`), whether a short-circuit
+        # lets its downstream run, or how many elements a list that a task maps over has.
+        result: NotRequired[Literal["branch", "short_circuit", "count"]]
+        downstream: NotRequired[list[str]]
 
     WorkerSpec = AssetStepSpec | TaskStepSpec
 
@@ -145,6 +179,14 @@ if TYPE_CHECKING:
         error: str | None  # the check raised, returned nonsense, or is gone
         blocking: bool
 
+    class ResultEvent(TypedDict):
+        """What the return value decides: the ids a branch chose (`list[str]`), whether a
+        short-circuit passes (`bool`), or the length of a list mapped over (`int`)."""
+
+        e: Literal[EventKind.RESULT]
+        t: float
+        value: list[str] | bool | int
+
     class FinishedEvent(TypedDict):
         e: Literal[EventKind.FINISHED]
         t: float
@@ -166,6 +208,7 @@ if TYPE_CHECKING:
         | MetadataEvent
         | OutputEvent
         | CheckEvent
+        | ResultEvent
         | FinishedEvent
         | ErrorEvent
     )
@@ -186,6 +229,7 @@ _FIELDS: dict[EventKind, dict[str, tuple[type, ...]]] = {
         "name": (str,), "passed": (bool,), "metadata": (dict,), "description": _OPTIONAL_STR,
         "error": _OPTIONAL_STR, "blocking": (bool,),
     },
+    EventKind.RESULT: {"value": (list, bool, int)},
     EventKind.FINISHED: {"peak_rss": _OPTIONAL_INT, "children": _OPTIONAL_LIST},
     EventKind.ERROR: {
         "kind": (str,), "message": (str,), "traceback": (str,), "peak_rss": _OPTIONAL_INT,
@@ -239,6 +283,14 @@ def last_event(events: Sequence[Event]) -> LastEvent | None:
             return event
         if event["e"] == EventKind.ERROR:
             return event
+    return None
+
+
+def task_result(events: Sequence[Event]) -> list[str] | bool | int | None:
+    """What the task's return value decided (its `result` event), or None when it sent none."""
+    for event in events[::-1]:
+        if event["e"] == EventKind.RESULT:
+            return event["value"]
     return None
 
 

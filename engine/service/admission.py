@@ -37,7 +37,7 @@ from engine.authoring.backfill_policy import is_range
 from engine.automation import backfill as backfills
 from engine.executor.coordinator import Coordinator
 from engine.executor.recovery import owner_alive
-from engine.status import RunStatus
+from engine.status import BackfillStatus, RunStatus
 from engine.storage import repo
 from engine.storage.db import read_scope, session_scope
 
@@ -73,11 +73,11 @@ class _Backfill:
     def progress(self) -> dict[str, Any]:
         counts = {status: n for status, n in self.ended.items() if n}
         if self.queued_keys:
-            counts["queued"] = self.queued_keys
+            counts[RunStatus.QUEUED] = self.queued_keys
         running = sum(self.out.values())
         if running:
-            counts["running"] = running
-        return {**self.head, "status": "running", "counts": counts}
+            counts[RunStatus.RUNNING] = running
+        return {**self.head, "status": BackfillStatus.RUNNING, "counts": counts}
 
 
 class Admission:
@@ -314,7 +314,9 @@ class Admission:
             for q in batch:
                 tracked.queued_keys -= q.keys
                 if q.run_id in canceled:
-                    tracked.ended["canceled"] = tracked.ended.get("canceled", 0) + q.keys
+                    tracked.ended[RunStatus.CANCELED] = (
+                        tracked.ended.get(RunStatus.CANCELED, 0) + q.keys
+                    )
                 else:
                     self.forget(tracked.id)  # taken meanwhile: read it again
             changed.add(tracked.id)

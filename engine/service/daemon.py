@@ -36,6 +36,7 @@ from engine.service.admission import Admission
 from engine.service.commands import answer
 from engine.service.events import EngineEvent
 from engine.service.ipc import SocketServer, socket_path
+from engine.status import BackfillStatus, CommandStatus
 from engine.storage import repo
 from engine.storage.db import close, read_scope, session_scope, sqlite_path, verify
 
@@ -62,6 +63,7 @@ class Engine:
         db: An open storage engine (opened from the home folder when None).
         schedules: Run the cron scheduler (off for tests that drive it directly).
         sensors: Run file sensors.
+        automation: Run the `auto` sensor (asset automation conditions).
         watch: Reload pipelines when their files change.
     """
 
@@ -74,6 +76,7 @@ class Engine:
         schedules: bool = True,
         sensors: bool = True,
         watch: bool = True,
+        automation: bool = True,
     ) -> None:
         from engine.storage.db import database_url, open_db
 
@@ -81,7 +84,7 @@ class Engine:
         self.config = config
         self.kind = kind
         self.db = db if db is not None else open_db(database_url(paths.home, config.database_url))
-        self.me = lease.my_id(kind)
+        self.me = lease.my_id(kind, paths.home)
         self._manifest: Manifest | None = None
         self._manifest_lock = threading.Lock()
         self._stop = threading.Event()
@@ -96,6 +99,8 @@ class Engine:
         self._want_schedules, self._want_sensors, self._want_watch = schedules, sensors, watch
         self.scheduler: Any = None
         self.sensors: Any = None
+        self._want_automation = automation
+        self.automation: Any = None
         self.watcher: PipelineWatcher | None = None
         self._socket: SocketServer | None = None
         self.started_at: float | None = None
@@ -115,8 +120,11 @@ class Engine:
         verify(self.db)
         holder = lease.try_acquire(self.db, self.me)
         if holder is not None:
+            # The holder's own home, host and pid: with a shared database it may be anywhere.
             raise EngineBusy(
-                f"an engine is already running for {self.paths.home}: {holder.description}"
+                f"an engine is already running on this database: {holder.description}; stop "
+                "it first, or start this one with `dagtop daemon --standby` to take over when "
+                "it stops"
             )
         self.started_at = time.time()
         reconcile(self.db)
@@ -152,6 +160,17 @@ class Engine:
             self.sensors = SensorRunner(self.db, self._record_run, self._start_run)
             self.sensors.sync(self.manifest())
             self.sensors.start()
+        if self._want_automation:
+            from engine.automation.auto import Automation
+
+            self.automation = Automation(
+                self.db,
+                self.manifest,
+                self._record_run,
+                self._start_run,
+                timezone=self.config.timezone,
+            )
+            self.automation.start()
         if self._want_watch and self.paths.pipelines.is_dir():
             self.watcher = PipelineWatcher(self.paths.pipelines, self.reload)
             self.watcher.start()
@@ -230,6 +249,8 @@ class Engine:
             self.watcher.stop()
         if self.sensors is not None:
             self.sensors.stop()
+        if self.automation is not None:
+            self.automation.stop()
         if self.scheduler is not None:
             self.scheduler.shutdown()
         self.coordinator.draining = True
@@ -274,6 +295,8 @@ class Engine:
                 self.scheduler.sync(merged)
             if self.sensors is not None:
                 self.sensors.sync(merged)
+            if self.automation is not None:
+                self.automation.poke(full=True)
             log.info(
                 "pipelines reloaded: %d assets, %d broken file(s)",
                 len(merged.assets),
@@ -369,6 +392,10 @@ class Engine:
         ended = not self.coordinator.is_active(run_id)
         if ended:
             self._wake.set()
+        if self.automation is not None:
+            # Each step's end may have recorded a materialization: the `auto` sensor evaluates
+            # right after (and checks first, in one indexed read, that one was recorded).
+            self.automation.poke(full=ended)
         self._emit(EngineEvent("run", run_id, ended))
 
     # --- backfills ----------------------------------------------------------------------------
@@ -433,7 +460,7 @@ class Engine:
                 if info is None:
                     with read_scope(self.db) as s:
                         info = progress(s, backfill_id, with_keys=True)
-                    if info["status"] != "running":
+                    if info["status"] != BackfillStatus.RUNNING:
                         yield info
                         return
                     info.pop("partitions")
@@ -452,6 +479,16 @@ class Engine:
     # --- schedules and sensors ----------------------------------------------------------------
 
     def set_enabled(self, kind: str, name: str, enabled: bool) -> None:
+        if kind == "sensor" and name == "auto" and "auto" not in self.manifest().sensors:
+            from engine.automation.auto import AUTO_SENSOR, Automation
+
+            if isinstance(self.automation, Automation):
+                self.automation.set_enabled(name, enabled)
+            else:  # read by the engine that evaluates automation, at its next pass
+                with session_scope(self.db) as s:
+                    repo.set_toggle(s, kind, AUTO_SENSOR, enabled, time.time())
+            self._emit(EngineEvent(kind, name))
+            return
         part = self.scheduler if kind == "schedule" else self.sensors
         if part is None:
             raise EngineError(f"{kind}s are not running in this engine")
@@ -506,14 +543,14 @@ class Engine:
         with session_scope(self.db) as s:
             commands = repo.take_commands(s, time.time())
         for cmd in commands:
-            status, result, error = "done", None, None
+            status, result, error = CommandStatus.DONE, None, None
             try:
                 result = answer(self, cmd.kind, json.loads(cmd.payload or "{}"))
             except EngineError as exc:
-                status, error = "failed", exc.msg
+                status, error = CommandStatus.FAILED, exc.msg
             except Exception as exc:  # noqa: BLE001 - report, never crash the engine
                 log.exception("command %s failed", cmd.kind)
-                status, error = "failed", f"{type(exc).__name__}: {exc}"
+                status, error = CommandStatus.FAILED, f"{type(exc).__name__}: {exc}"
             with session_scope(self.db) as s:
                 row = repo.get_command(s, cmd.id or 0)
                 if row is not None:
@@ -531,8 +568,12 @@ class Engine:
         return full
 
 
-def run_daemon(paths: Paths, config: Config) -> int:
-    """`dagtop daemon`: run the engine until SIGINT or SIGTERM; returns the exit code."""
+def run_daemon(paths: Paths, config: Config, standby: bool = False) -> int:
+    """`dagtop daemon`: run the engine until SIGINT or SIGTERM; returns the exit code.
+
+    With `standby`, an engine that finds the lease held waits, and starts as soon as it can
+    take it (its holder stopped, died on this machine, or stopped renewing it on another).
+    """
     import signal
 
     stop = threading.Event()
@@ -546,6 +587,17 @@ def run_daemon(paths: Paths, config: Config) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     engine = Engine(paths, config, kind="daemon")
     try:
+        if standby:
+
+            def waiting(holder: lease.Holder) -> None:
+                log.info(
+                    "standby: %s holds this database; taking over when it stops", holder.description
+                )
+
+            if not lease.wait_to_acquire(engine.db, engine.me, stop, waiting):
+                close(engine.db)
+                return 0
+            log.info("standby: took over the lease")
         engine.start()
     except BaseException:
         close(engine.db)  # refused (a damaged database, another engine): leave no -wal behind

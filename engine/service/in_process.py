@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from engine.errors import EngineError
+from engine.errors import EngineError, ExecutorError
 from engine.protocol.commands import BackfillInfo, FollowRun, RunWire
 from engine.service.watch import run_wire, watch_run
+from engine.status import BackfillStatus, RunStatus
 from engine.storage import repo
 from engine.storage.db import read_scope, session_scope
 
@@ -119,7 +120,8 @@ class InProcess:
         from engine.errors import suggest
 
         manifest = self.manifest()
-        names = manifest.schedules if kind == "schedule" else manifest.sensors
+        # `auto` is the built-in sensor that evaluates asset automation (engine.automation.auto).
+        names = list(manifest.schedules) if kind == "schedule" else [*manifest.sensors, "auto"]
         if name not in names:
             raise EngineError(f"no {kind} named {name!r}" + suggest(name, names))
         with session_scope(self.db) as s:
@@ -170,15 +172,20 @@ class InProcess:
             server.close()  # the engine starts its own
         from engine.service.daemon import Engine
 
-        engine = Engine(
-            self.paths,
-            self.config,
-            kind="cli",
-            db=self.db,
-            schedules=False,
-            sensors=False,
-            watch=False,
-        )
+        try:
+            engine = Engine(
+                self.paths,
+                self.config,
+                kind="cli",
+                db=self.db,
+                schedules=False,
+                sensors=False,
+                watch=False,
+                automation=False,
+            )
+        except ExecutorError as exc:
+            self._fail_backfill(backfill_id, exc.msg)
+            raise
         engine.start()
         try:
             info: BackfillInfo | None = None
@@ -198,13 +205,18 @@ class InProcess:
 
         with read_scope(self.db) as s:
             backfill = repo.find_backfill(s, backfill_id)
-            if backfill.status != "running" or backfill.cancel_requested:
+            if backfill.status != BackfillStatus.RUNNING or backfill.cancel_requested:
                 return None
             rows = run_counts(s, [backfill.id])[backfill.id]
-            if sum(n for status, _, n in rows if status != "success") > backfill.max_parallel:
+            if (
+                sum(n for status, _, n in rows if status != RunStatus.SUCCESS)
+                > backfill.max_parallel
+            ):
                 return None
-            left = [r for r in repo.backfill_run_states(s, backfill.id) if r[1] != "success"]
-            if any(status != "queued" or owner for _, status, _, owner, _ in left):
+            left = [
+                r for r in repo.backfill_run_states(s, backfill.id) if r[1] != RunStatus.SUCCESS
+            ]
+            if any(status != RunStatus.QUEUED or owner for _, status, _, owner, _ in left):
                 return None  # a run to recover or being canceled: the engine's path
             return [run_id for run_id, *_ in left]
 
@@ -219,7 +231,11 @@ class InProcess:
         if on_update is not None:
             with read_scope(self.db) as s:
                 on_update(progress(s, backfill_id, with_keys=False))
-        self.execute(run_ids)
+        try:
+            self.execute(run_ids)
+        except ExecutorError as exc:
+            self._fail_backfill(backfill_id, exc.msg)
+            raise
         with session_scope(self.db) as s:
             advance_backfills(s, time.time())  # success, failed or canceled, as an engine would
         with read_scope(self.db) as s:
@@ -240,9 +256,15 @@ class InProcess:
 
         reconcile(self.db)
         server = self._forkserver()
-        coordinator = Coordinator(
-            self.db, self.paths, self.config, self.manifest, on_change=on_change, forkserver=server
-        )
+        try:
+            coordinator = Coordinator(
+                self.db, self.paths, self.config, self.manifest, on_change, forkserver=server
+            )
+        except ExecutorError as exc:
+            # The runs were recorded queued: fail them with the reason, or a later engine
+            # would run what the user was told could not start.
+            self._fail_unstarted(run_ids, exc.msg)
+            raise
         for run_id in run_ids:
             coordinator.submit(run_id)
         try:
@@ -258,6 +280,26 @@ class InProcess:
             # would be lost with it. (The fork server is left to exit with this process:
             # waiting for it would add its interpreter's teardown to every command.)
             coordinator.send_alerts()
+
+    def _fail_backfill(self, backfill_id: str, reason: str) -> None:
+        """Its executor cannot be reached: fail the backfill's unstarted runs, and so the
+        backfill (which a later engine would otherwise carry on unasked)."""
+        from engine.automation.backfill import advance_backfills
+
+        with read_scope(self.db) as s:
+            run_ids = [row[0] for row in repo.backfill_run_states(s, backfill_id)]
+        self._fail_unstarted(run_ids, reason)
+        with session_scope(self.db) as s:
+            advance_backfills(s, time.time())
+
+    def _fail_unstarted(self, run_ids: Sequence[str], reason: str) -> None:
+        from engine.history.run_control import fail_unstarted
+
+        now = time.time()
+        with session_scope(self.db) as s:
+            for run in repo.runs_by_id(s, run_ids).values():
+                if run.status == RunStatus.QUEUED and run.owner is None:
+                    fail_unstarted(s, run, now, reason)
 
 
 class _Pusher:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine as SAEngine
@@ -28,26 +30,32 @@ HEARTBEAT = 2.0
 
 @dataclass(frozen=True, slots=True)
 class Holder:
-    holder: str  # "host:pid:create_time:kind"
+    holder: str  # "host:pid:create_time:kind:home" (home since 0.x; older engines omit it)
     pid: int
     heartbeat_at: float
     kind: str
     host: str
+    home: str | None = None  # the holder's home folder, when it recorded one
 
     @property
     def description(self) -> str:
-        return f"{self.kind} (pid {self.pid} on {self.host})"
+        """`daemon (pid 123 on host-a, home /srv/proj/.dagtop)`: enough to find it and stop it."""
+        home = f", home {self.home}" if self.home else ""
+        return f"{self.kind} (pid {self.pid} on {self.host}{home})"
 
 
-def my_id(kind: str) -> str:
+def my_id(kind: str, home: str | os.PathLike[str] | None = None) -> str:
+    """This process's lease holder id. The home goes last (it may hold colons): engines of an
+    older version split the first four fields only, and still read the rest right."""
     import psutil
 
-    return f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time():.3f}:{kind}"
+    me = f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time():.3f}:{kind}"
+    return f"{me}:{home}" if home is not None else me
 
 
 def _holder(row: Lease) -> Holder:
-    host, _pid, _ct, kind = (row.holder.split(":") + ["", "", "", ""])[:4]
-    return Holder(row.holder, row.pid, row.heartbeat_at, kind or "engine", host)
+    host, _pid, _ct, kind, home = (row.holder.split(":", 4) + ["", "", "", "", ""])[:5]
+    return Holder(row.holder, row.pid, row.heartbeat_at, kind or "engine", host, home or None)
 
 
 def _alive(row: Lease, now: float) -> bool:
@@ -108,6 +116,24 @@ def heartbeat(db: SAEngine, me: str, now: float | None = None) -> bool:
         row.heartbeat_at = now
         s.add(row)
     return True
+
+
+def wait_to_acquire(
+    db: SAEngine, me: str, stop: threading.Event, on_wait: Callable[[Holder], None]
+) -> bool:
+    """A standby's wait: take the lease as soon as it is free (its holder stopped, died on
+    this machine, or stopped renewing it for `EXPIRY` seconds). `on_wait` is told of each new
+    holder. Returns False when `stop` was set first."""
+    seen: str | None = None
+    while not stop.is_set():
+        holder = try_acquire(db, me)
+        if holder is None:
+            return True
+        if holder.holder != seen:
+            seen = holder.holder
+            on_wait(holder)
+        stop.wait(HEARTBEAT / 2)
+    return False
 
 
 def release(db: SAEngine, me: str) -> None:

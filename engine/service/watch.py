@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from engine.executor.recovery import owner_alive
 from engine.history.views import run_views
 from engine.protocol.commands import BackfillInfo, BackfillRef, FollowRun, RunWire
-from engine.status import RunStatus
+from engine.status import BackfillStatus, RunStatus
 from engine.storage import repo
 from engine.storage.db import read_scope
 
@@ -89,10 +89,10 @@ def watch_backfill(
     while True:
         with read_scope(db) as s:
             info = progress(s, request["backfill_id"], with_keys=False)
-            if info["status"] != "running":
+            if info["status"] != BackfillStatus.RUNNING:
                 info = progress(s, request["backfill_id"])
         if on_update is not None:
             on_update(info)
-        if info["status"] != "running":
+        if info["status"] != BackfillStatus.RUNNING:
             return info
         time.sleep(poll)

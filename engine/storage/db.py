@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, event, insert
-from sqlalchemy.engine import Connection, ExceptionContext, make_url
+from sqlalchemy.engine import Connection, ExceptionContext
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
 from engine.errors import StorageError
+from engine.redact import redact
 from engine.storage import models
 from engine.storage.models import HEAD, LEGACY_SCHEMA_VERSION, Meta
 from engine.units import format_bytes
@@ -70,11 +71,8 @@ def database_url(home: Path, configured: str | None = None) -> str:
 
 
 def display_url(url: str) -> str:
-    """`url` without its password, for messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a URL we cannot parse has nothing to hide we can find
-        return url
+    """`url` without its password, for messages (also when it does not parse)."""
+    return redact(url)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -211,7 +209,7 @@ def connect(url: str) -> SAEngine:
     is_sqlite = url.startswith("sqlite")
     path = sqlite_path(url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the home, the user's only
     kwargs: dict[str, Any] = {}
     if is_sqlite:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
@@ -221,7 +219,11 @@ def connect(url: str) -> SAEngine:
     try:
         engine = create_engine(url, **kwargs)
     except ImportError as exc:
-        hint = " (pip install 'dagtop[postgres]')" if url.startswith("postgres") else ""
+        hint = (
+            " (pip install -e '.[postgres]' in dagtop's clone)"
+            if url.startswith("postgres")
+            else ""
+        )
         raise StorageError(f"cannot open database {display_url(url)}: {exc}{hint}") from exc
     except Exception as exc:  # noqa: BLE001 - a malformed URL is a user error
         raise StorageError(f"cannot open database {display_url(url)!r}: {exc}") from exc

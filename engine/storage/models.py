@@ -8,11 +8,11 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-from engine.status import BackfillStatus, CommandStatus, RunStatus, StepStatus
+from engine.status import BackfillStatus, CommandStatus, RunStatus, StepStatus, TickStatus
 
 # The schema revision these tables are: the newest migration in engine/storage/migrations/versions
 # (a test keeps them in step).
-HEAD = "0003"
+HEAD = "auto"
 # dagtop releases from before migrations read only `meta.schema_version` and refuse anything
 # above 1: a database this dagtop has touched says 2, so they never write into it.
 LEGACY_SCHEMA_VERSION = "2"
@@ -67,8 +67,9 @@ class Run(SQLModel, table=True):
     selection: str = "[]"  # JSON list of asset names, or the pipeline name
     partition: str | None = None
     params: str = "{}"  # JSON object
-    trigger: str = "manual"  # manual | schedule | sensor | backfill | retry
+    trigger: str = "manual"  # manual | schedule | sensor | backfill | retry | auto
     trigger_ref: str | None = None  # the schedule, sensor or backfill that made it
+    reason: str | None = Field(default=None, sa_type=CleanString)  # why automation asked for it
     backfill_id: str | None = Field(default=None, index=True)
     status: str = RunStatus.QUEUED.value
     created_at: float
@@ -105,6 +106,7 @@ class Step(SQLModel, table=True):
     peak_rss_bytes: int | None = Field(default=None, sa_type=BIG)
     cpu_seconds: float | None = None
     log_path: str | None = None
+    skip: str | None = None  # a skipped step's `SkipKind` (its `error` says why in words)
 
 
 class StepAttempt(SQLModel, table=True):
@@ -215,7 +217,7 @@ class ScheduleTick(SQLModel, table=True):
     schedule: str = Field(index=True)
     tick_time: float
     run_id: str | None = None
-    status: str = "started"  # started | skipped | failed
+    status: str = TickStatus.STARTED.value
     reason: str | None = Field(default=None, sa_type=CleanString)
     created_at: float
 
@@ -232,6 +234,27 @@ class SensorFile(SQLModel, table=True):
     mtime_ns: int = Field(sa_type=BIG)
     run_id: str | None = None
     seen_at: float
+
+
+class AutoRequest(SQLModel, table=True):
+    """What the `auto` sensor consumed: one row per cause it acted on for an asset partition
+    (an upstream's materialization, a cron tick, being missing), written in the transaction of
+    the run it requested, so that a cause never leads to two runs.
+
+    `partition` is "" for an unpartitioned asset: a NULL would never collide in the unique
+    constraint. A row of cause "seen" keeps when the sensor first evaluated an asset (cron ticks
+    before it are not its).
+    """
+
+    __table_args__ = (UniqueConstraint("asset", "partition", "cause"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    asset: str
+    partition: str = ""
+    cause: str
+    run_id: str | None = None
+    reason: str | None = Field(default=None, sa_type=CleanString)
+    created_at: float
 
 
 class Toggle(SQLModel, table=True):

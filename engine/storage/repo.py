@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 from engine.errors import RunNotFound
 from engine.status import BackfillStatus, CommandStatus, RunStatus, StepStatus
 from engine.storage.models import (
+    AutoRequest,
     Backfill,
     CheckRecord,
     Command,
@@ -124,19 +125,20 @@ def attempts_of(session: Session, run_id: str) -> Sequence[StepAttempt]:
 
 def placements_of_runs(
     session: Session, run_ids: Iterable[str]
-) -> dict[tuple[str, str], tuple[str | None, str | None]]:
-    """Where each step of these runs last ran: (run id, step key) -> (host, worker)."""
+) -> dict[tuple[str, str], list[tuple[int, str, str | None, str | None, str | None]]]:
+    """Where each attempt of each step of these runs ran, oldest first: (run id, step key) ->
+    [(attempt, status, host, worker, error)]."""
     ids = list(run_ids)
-    out: dict[tuple[str, str], tuple[str | None, str | None]] = {}
+    out: dict[tuple[str, str], list[tuple[int, str, str | None, str | None, str | None]]] = {}
     if not ids:
         return out
     rows = session.exec(
-        select(StepAttempt.run_id, StepAttempt.key, StepAttempt.host, StepAttempt.worker)
-        .where(col(StepAttempt.run_id).in_(ids))
-        .order_by(col(StepAttempt.id))
+        select(StepAttempt).where(col(StepAttempt.run_id).in_(ids)).order_by(col(StepAttempt.id))
     )
-    for run_id, key, host, worker in rows:
-        out[(run_id, key)] = (host, worker)  # the latest attempt wins
+    for a in rows:
+        out.setdefault((a.run_id, a.key), []).append(
+            (a.attempt, a.status, a.host, a.worker, a.error)
+        )
     return out
 
 
@@ -173,6 +175,22 @@ def cancel_requested(session: Session, run_ids: Iterable[str]) -> list[str]:
 def add_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         session.execute(insert(Event), list(rows))
+
+
+def step_result(session: Session, run_id: str, key: str) -> Any:
+    """What the newest `result` event of a step's attempts carried (a task's return value
+    decided: a branch's ids, a short-circuit's verdict, a list's length), or None."""
+    row = session.exec(
+        select(Event)
+        .where(Event.run_id == run_id, Event.step_key == key, Event.kind == "result")
+        .order_by(col(Event.id).desc())
+    ).first()
+    return json.loads(row.data).get("value") if row is not None and row.data else None
+
+
+def delete_step(session: Session, step: Step) -> None:
+    """A step that never ran, replaced (a mapped task by its instances)."""
+    session.delete(step)
 
 
 def events_of(session: Session, run_id: str, after_id: int = 0) -> Sequence[Event]:
@@ -650,6 +668,86 @@ def set_toggle(session: Session, kind: str, name: str, enabled: bool, now: float
     row.updated_at = now
     session.add(row)
     return row
+
+
+# --- asset automation (the `auto` sensor) -----------------------------------------------------
+# Each read costs what it is asked about: the causes of the candidates of one pass, the steps of
+# the runs still queued or running, never the history of requests or runs.
+
+
+def consumed_causes(
+    session: Session, asset: str, wanted: Iterable[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which of the (partition, cause) pairs of `asset` the `auto` sensor has already acted
+    on (partition "" for an unpartitioned asset)."""
+    pairs = sorted(set(wanted))
+    out: set[tuple[str, str]] = set()
+    by_cause: dict[str, list[str]] = {}
+    for partition, cause in pairs:
+        by_cause.setdefault(cause, []).append(partition)
+    for cause, partitions in by_cause.items():
+        for i in range(0, len(partitions), ID_CHUNK):
+            out.update(
+                (p, cause)
+                for p in session.exec(
+                    select(AutoRequest.partition).where(
+                        AutoRequest.asset == asset,
+                        AutoRequest.cause == cause,
+                        col(AutoRequest.partition).in_(partitions[i : i + ID_CHUNK]),
+                    )
+                )
+            )
+    return out
+
+
+def auto_first_seen(session: Session, assets: Iterable[str]) -> dict[str, float]:
+    """When the `auto` sensor first evaluated each of `assets` (its "seen" row), if it did."""
+    wanted = sorted(set(assets))
+    out: dict[str, float] = {}
+    for i in range(0, len(wanted), ID_CHUNK):
+        out.update(
+            session.exec(
+                select(AutoRequest.asset, AutoRequest.created_at).where(
+                    AutoRequest.cause == "seen",
+                    AutoRequest.partition == "",
+                    col(AutoRequest.asset).in_(wanted[i : i + ID_CHUNK]),
+                )
+            ).all()
+        )
+    return out
+
+
+def add_auto_requests(session: Session, rows: Sequence[AutoRequest]) -> None:
+    """Record what an evaluation consumed; the flush raises IntegrityError if a cause was
+    already taken."""
+    session.add_all(rows)
+    session.flush()
+
+
+def active_asset_steps(session: Session, assets: Iterable[str]) -> set[tuple[str, str | None]]:
+    """(asset, partition) of every step of `assets` in a run still queued or running: found
+    through the runs' status index, so the cost is the runs in flight, not the history."""
+    wanted = sorted(set(assets))
+    runs = list(session.exec(select(Run.id).where(col(Run.status).in_(ACTIVE_RUN))))
+    out: set[tuple[str, str | None]] = set()
+    if not wanted:
+        return out
+    keys = set(wanted)
+    for i in range(0, len(runs), ID_CHUNK):
+        query = select(Step.key, Step.partition, Step.status).where(
+            col(Step.run_id).in_(runs[i : i + ID_CHUNK]), Step.kind == "asset"
+        )
+        if len(wanted) <= ID_CHUNK:  # else matched here: the bound parameters would overflow
+            query = query.where(col(Step.key).in_(wanted))
+        for key, partition, status in session.exec(query):
+            if key in keys and not StepStatus(status).finished:
+                out.add((key, partition))
+    return out
+
+
+def newest_materialization_id(session: Session) -> int:
+    """The id of the newest materialization (0 without any): whether anything was recorded."""
+    return int(session.exec(select(func.max(Materialization.id))).one() or 0)
 
 
 # --- schedules --------------------------------------------------------------------------------

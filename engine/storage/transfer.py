@@ -25,7 +25,7 @@ from sqlmodel import SQLModel
 
 from engine.errors import StorageError
 from engine.storage import models
-from engine.storage.db import first_line, read_scope
+from engine.storage.db import display_url, first_line, read_scope
 from engine.storage.models import HEAD
 
 FORMAT = "dagtop-export"
@@ -38,8 +38,13 @@ def _tables() -> list[Table]:
     return [t for t in SQLModel.metadata.sorted_tables if t.name not in SKIPPED]
 
 
-def export(db: SAEngine, path: Path) -> dict[str, int]:
-    """Write every history table of `db` to `path` (through a temp file); rows per table."""
+def export(db: SAEngine, path: Path, if_empty: str | None = None) -> dict[str, int]:
+    """Write every history table of `db` to `path` (through a temp file); rows per table.
+
+    Raises:
+        StorageError: `path` cannot be written, or `db` holds no row and `if_empty` (the
+            message to refuse with) is given: then nothing is written.
+    """
     counts: dict[str, int] = {}
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -52,6 +57,8 @@ def export(db: SAEngine, path: Path) -> dict[str, int]:
                 for row in conn.execution_options(yield_per=BATCH).execute(query).mappings():
                     out.write(json.dumps({"table": table.name, "row": dict(row)}) + "\n")
                     counts[table.name] += 1
+        if if_empty is not None and not any(counts.values()):
+            raise StorageError(if_empty, title="Nothing to export")
         os.replace(tmp, path)
     except OSError as exc:
         raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
@@ -111,9 +118,13 @@ def _load(
         for table in tables.values():
             found = conn.execute(select(func.count()).select_from(table)).scalar()
             if found:
+                where = display_url(db.url.render_as_string(hide_password=False))
                 raise StorageError(
-                    f"the target database is not empty ({table.name} has {found} rows): "
-                    "import only into a new database"
+                    f"the target database {where} is not empty ({table.name} has {found} "
+                    "rows), and nothing was imported: import into a database with no history, "
+                    "before any engine starts on it (create one with `dagtop db migrate --url "
+                    "URL`), or drop this one and create it again",
+                    title="Target not empty",
                 )
         batch: list[dict[str, Any]] = []
         current: Table | None = None

@@ -82,9 +82,11 @@ RUN_SHAPE: dict[str, tuple[type, ...]] = {
     "partition": NULLABLE_STR,
     "params": (dict,),
     "trigger": (str,),
+    "reason": NULLABLE_STR,  # why automation requested it (trigger `auto`)
     "created_at": (str,),
     "started_at": NULLABLE_STR,
     "ended_at": NULLABLE_STR,
+    "error": NULLABLE_STR,
     "steps": (list,),
     "checks": (list,),
 }
@@ -105,6 +107,9 @@ STEP_SHAPE: dict[str, tuple[type, ...]] = {
     "metadata": (dict,),
     "host": NULLABLE_STR,
     "worker": NULLABLE_STR,
+    "placements": (list,),  # every attempt: {attempt, status, host, worker, error}
+    "skip": NULLABLE_STR,  # a skipped step's kind of skip: "branch", "upstream_failed", ...
+    "map_index": (int, type(None)),  # a mapped task's instance: process[2] -> 2
 }
 CHECK_SHAPE: dict[str, tuple[type, ...]] = {
     "asset": (str,),

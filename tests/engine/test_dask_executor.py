@@ -8,6 +8,7 @@ project under tmp_path whose `dagtop.toml` points at the cluster, and drives the
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -158,6 +159,26 @@ def test_example_pipelines_run_on_the_cluster(cluster: tuple[str, Any], tmp_path
     assert evaluation.strip(), "the step's output never reached its log file here"
 
 
+def test_mapping_branches_and_trigger_rules_on_the_cluster(
+    cluster: tuple[str, Any], tmp_path: Path
+) -> None:
+    client = make_project(tmp_path, cluster[0], "task_flow")
+
+    mapped = client.run_pipeline("per_file", params={"files": ["a.csv", "flaky.csv"]})
+    branch = client.run_pipeline("branching", params={"score": 0.1})
+    rules = client.run_pipeline("rules")
+
+    assert mapped.status == RunStatus.SUCCESS
+    assert [s.key for s in mapped.steps][1:3] == ["process[0]", "process[1]"]
+    assert step(mapped, "process[1]").attempts == 2  # its own retry, on a worker
+    assert branch.status == RunStatus.SUCCESS
+    assert step(branch, "train").error == "not chosen by choose"
+    assert rules.status == RunStatus.FAILED
+    assert step(rules, "cleanup").status == StepStatus.SUCCESS  # all_done after the failure
+    for attempt in client.attempts(mapped.id):
+        assert attempt.worker is not None and attempt.worker.startswith("tcp://127.0.0.1:")
+
+
 # --- streaming, limits, cancel ------------------------------------------------------------------
 
 
@@ -272,6 +293,13 @@ def test_a_killed_worker_fails_the_attempt_its_processes_die_and_the_retry_runs_
     assert one.status == StepStatus.FAILED
     assert one.error == f"dask worker {first.worker} lost"
     assert two.status == StepStatus.SUCCESS and two.worker not in (None, first.worker)
+    # `runs --json` shows where each attempt ran and why the first one ended.
+    places = step(view, "victim").to_json()["placements"]
+    assert [(p["attempt"], p["worker"], p["error"]) for p in places] == [
+        (1, first.worker, f"dask worker {first.worker} lost"),
+        (2, two.worker, None),
+    ]
+    assert all(p["host"] for p in places)
     # Dask reran the lost task elsewhere, but the step itself ran once per attempt.
     lines = starts.read_text().splitlines()
     assert [line.split()[0] for line in lines] == ["1", "2"]
@@ -316,6 +344,32 @@ def test_a_dask_worker_runs_steps_without_importing_storage(
     assert {"engine.executor.dask_task", "engine.executor.spawn"} <= loaded
     assert not {"sqlmodel", "sqlalchemy", "pydantic"} & {m.split(".")[0] for m in loaded}
     assert not {m for m in loaded if m.startswith(("engine.storage", "engine.executor.launch"))}
+
+
+def test_unset_limits_default_to_what_the_cluster_offers(
+    cluster: tuple[str, Any], tmp_path: Path
+) -> None:
+    from engine.executor.coordinator import Coordinator
+
+    client = make_project(tmp_path, cluster[0], "remote")
+    assert client.config.max_workers == 4  # read now: the file changes next
+    # Neither max_workers nor [pools] given: the cluster's three threads, its one gpu.
+    (tmp_path / "project" / "dagtop.toml").write_text(
+        f'executor = "dask"\ndask_scheduler = "{cluster[0]}"\n'
+    )
+    unset = Client(tmp_path / "home", tmp_path / "project" / "pipelines")
+    coordinator = Coordinator(unset.db, unset.paths, unset.config, unset.load)
+    try:
+        workers, pool_size = coordinator._limits()
+        assert (workers, pool_size("gpu"), pool_size("tpu")) == (3, 1, 1)
+    finally:
+        coordinator.close()
+    # Given, they are what the config says, whatever the cluster offers.
+    given = Coordinator(client.db, client.paths, client.config, client.load)
+    try:
+        assert given._limits()[0] == 4
+    finally:
+        given.close()
 
 
 def test_a_pool_no_worker_offers_fails_at_once(cluster: tuple[str, Any], tmp_path: Path) -> None:
@@ -389,3 +443,34 @@ def test_the_local_executor_never_imports_distributed() -> None:
         "assert 'distributed' not in sys.modules and 'dask' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+
+
+def test_resources_and_typed_config_on_the_cluster(
+    cluster: tuple[str, Any], tmp_path: Path
+) -> None:
+    address, _ = cluster
+    folder = tmp_path / "journal"
+    folder.mkdir()
+    client = make_project(tmp_path, address, "resourced",
+                          extra=f'[resources.journal]\nfolder = "{folder}"\n')  # fmt: skip
+    journal = folder / "journal.jsonl"
+
+    def entries() -> list[dict[str, Any]]:
+        lines = journal.read_text().splitlines()
+        journal.unlink()
+        return [json.loads(line) for line in lines]
+
+    view = client.materialize(["configured"], params={"C": "0.5"})
+    assert view.status == RunStatus.SUCCESS, [(s.key, s.error) for s in view.steps]
+    (attempt,) = client.attempts(view.id)
+    assert attempt.worker is not None and attempt.worker.startswith("tcp://127.0.0.1:")
+    built, called, torn = entries()
+    assert (built["event"], called, torn["event"]) == (
+        "built", {"event": "called", "C": 0.5, "pid": attempt.pid}, "torn down",
+    )  # fmt: skip
+    assert built["pid"] == torn["pid"] == attempt.pid != os.getpid()
+
+    failed = client.materialize(["configured"], params={"fail": "true"})
+    assert failed.status == RunStatus.FAILED
+    assert step(failed, "configured").error == "RuntimeError: failed on purpose"
+    assert [e["event"] for e in entries()] == ["built", "called", "torn down"]

@@ -76,6 +76,7 @@ def test_check_is_clean(project: Path) -> None:
         "ingest.py",
         "ml_training.py",
         "ml_training_tasks.py",
+        "regional_sales.py",
     }
 
 
@@ -98,8 +99,34 @@ def test_examples_do_not_import_heavy_libraries_at_top_level(project: Path) -> N
     assert proc.stdout.strip() == "[]"
 
 
+def test_new_digits_retrain_evaluate_and_deploy_on_their_own_with_an_engine_up(
+    client: Client,
+) -> None:
+    from engine.service.daemon import Engine
+    from tests.waiting import wait_for
+
+    engine = Engine(client.paths, client.config, kind="tui", db=client.db, schedules=False,
+                    sensors=False, watch=False)  # fmt: skip
+    engine.start()
+    client.attach(engine)
+    try:
+        assert client.materialize(["raw_digits"]).status == RunStatus.SUCCESS  # new data
+        auto = wait_for(
+            lambda: next((r for r in client.runs(10) if r.trigger == "auto" and r.finished), None),
+            timeout=180,
+            what="the retraining run",
+        )
+        assert auto.status == RunStatus.SUCCESS, auto.to_json()
+        assert [st.key for st in auto.steps] == ["features", "trained_model", "evaluation",
+                                                 "deployed"]  # fmt: skip
+        assert auto.reason == "features: missing; then trained_model, evaluation, deployed"
+        assert (client.paths.home / "models" / "digits.pkl").is_file()
+    finally:
+        engine.stop()
+
+
 def test_training_group_deploys_once(client: Client) -> None:
-    model = client.paths.home / "models" / "digits.pkl"
+    model = client.paths.values / "@shared" / "models" / "digits.pkl"  # context.shared_dir
 
     first = client.materialize(["group:training"])
     assert first.status == RunStatus.SUCCESS, first.to_json()
@@ -134,13 +161,32 @@ def test_training_group_deploys_once(client: Client) -> None:
 def test_task_pipeline_succeeds(client: Client) -> None:
     view = client.run_pipeline("training_tasks")
     assert view.status == RunStatus.SUCCESS, view.to_json()
-    assert _statuses(view) == dict.fromkeys(
-        ["extract", "validate", "train", "baseline", "evaluate", "publish"], StepStatus.SUCCESS
-    )
+    ran = ["extract", "validate", "train", "baseline", "evaluate", "good_enough", "publish"]
+    assert _statuses(view) == {
+        **dict.fromkeys(ran, StepStatus.SUCCESS),
+        "quarantine": StepStatus.SKIPPED,
+        "tidy": StepStatus.SUCCESS,
+    }
+    assert _step(view, "quarantine").error == "not chosen by validate"
     assert set(_step(view, "train").upstream) == {"extract", "validate"}
     assert set(_step(view, "evaluate").upstream) == {"extract", "train", "baseline"}
     marker = client.paths.home / "published" / "training_tasks.done"
     assert marker.read_text().strip() == view.id
+
+
+def test_task_pipeline_quarantines_data_that_fails_validation(client: Client) -> None:
+    view = client.run_pipeline("training_tasks", params={"min_images": 5000})
+    assert view.status == RunStatus.SUCCESS, view.to_json()  # a branch's skips are no failure
+    assert _statuses(view)["quarantine"] == StepStatus.SUCCESS
+    assert {s.key: s.error for s in view.steps if s.status == StepStatus.SKIPPED} == {
+        "train": "not chosen by validate",
+        "baseline": "not chosen by validate",
+        "evaluate": "upstream train skipped",
+        "good_enough": "upstream evaluate skipped",
+        "publish": "upstream good_enough skipped",
+    }
+    assert _statuses(view)["tidy"] == StepStatus.SUCCESS  # all_done: it ran
+    assert not (client.paths.home / "published" / "training_tasks.done").exists()
 
 
 def test_daily_partition_then_report(client: Client) -> None:
@@ -202,3 +248,23 @@ def test_ingest_without_a_path_error_reaches_the_step(client: Client) -> None:
     assert step.error is not None
     assert "ValueError" in step.error
     assert MISSING_PATH in step.error
+
+
+def test_regional_sales_over_two_dimensions(client: Client) -> None:
+    for key in ("2025-01-05|us", "2025-01-05|eu", "2025-01-06|eu"):
+        view = client.materialize(["regional_orders", "regional_revenue"], partition=key)
+        assert view.status == RunStatus.SUCCESS, view.to_json()
+    orders, _ = _latest(client, "regional_orders", "2025-01-05|eu")
+    assert orders[0]["order_id"].startswith("eu-2025-01-05-")  # from context.dimensions
+    eu, _ = _latest(client, "regional_revenue", "2025-01-05|eu")
+    us, _ = _latest(client, "regional_revenue", "2025-01-05|us")
+
+    view = client.materialize(["daily_revenue"], partition="2025-01-05")
+    assert view.status == RunStatus.SUCCESS, view.to_json()
+    day, metadata = _latest(client, "daily_revenue", "2025-01-05")
+    assert day["by_region"] == {"us": us, "eu": eu} and metadata["regions"] == 2
+
+    view = client.materialize(["region_trend"], partition="eu")
+    assert view.status == RunStatus.SUCCESS, view.to_json()
+    trend, _ = _latest(client, "region_trend", "eu")
+    assert trend["days"] == 2

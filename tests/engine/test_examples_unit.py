@@ -11,7 +11,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from engine.testing import build_context, load_module, materialize
+from engine.testing import ConfigParamError, build_context, load_module, materialize
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "pipelines"
 
@@ -53,10 +53,25 @@ def test_the_training_pipeline_trains_evaluates_and_deploys_once(
     assert again.values["deployed"]["reason"].startswith("kept the deployed model")
 
 
+def test_training_takes_its_config_from_params_and_deploys_to_the_store_given(
+    ml: ModuleType, tmp_path: Path
+) -> None:
+    store = ml.ModelStore(tmp_path / "elsewhere")
+    result = materialize(ml, params={"C": "0.5", "max_iter": "300", "tags": '["nightly"]'},
+                         resources={"model_store": store}, home=tmp_path)  # fmt: skip
+    assert result.success
+    model = result.values["trained_model"]
+    assert (model.C, model.max_iter) == (0.5, 300)
+    assert store.path("digits").is_file()
+    assert not (tmp_path / "models").exists()
+    with pytest.raises(ConfigParamError, match="field 'C'"):
+        materialize(ml, params={"C": "fast"}, home=tmp_path)
+
+
 def test_the_first_deployment_says_it_deployed(ml: ModuleType, tmp_path: Path) -> None:
     evaluation = {"model": "a model", "accuracy": 0.91, "deployed_accuracy": None, "test_rows": 9}
     context = build_context(home=tmp_path)
-    result = ml.deployed(context, evaluation)
+    result = ml.deployed(context, evaluation, ml.ModelStore(tmp_path / "models"))
     assert result["deployed"] is True
     assert result["reason"] == "the first model (none was deployed before)"
 
@@ -80,7 +95,8 @@ def test_the_blocking_check_catches_missing_pixels(ml: ModuleType) -> None:
 def test_deployed_keeps_a_better_model(ml: ModuleType, tmp_path: Path) -> None:
     evaluation = {"model": "a model", "accuracy": 0.91, "deployed_accuracy": 0.95, "test_rows": 9}
     context = build_context(home=tmp_path)
-    assert ml.deployed(context, evaluation)["deployed"] is False
+    store = ml.ModelStore(tmp_path / "models")
+    assert ml.deployed(context, evaluation, store)["deployed"] is False
     assert not (tmp_path / "models" / "digits.pkl").exists()
     assert context.metadata["deployed"] is False
 
@@ -105,3 +121,20 @@ def test_daily_sales_over_two_days(sales: ModuleType) -> None:
 def test_a_report_with_no_days_says_to_backfill(sales: ModuleType) -> None:
     with pytest.raises(ValueError, match="backfill some days first"):
         materialize([sales.revenue_report], inputs={"revenue": {}})
+
+
+def test_regional_sales_by_day_and_region(tmp_path: Path) -> None:
+    regional = load_module(EXAMPLES / "regional_sales.py")
+    keys = ["2025-01-05|us", "2025-01-05|eu", "2025-01-05|apac"]
+    result = materialize([regional.regional_orders, regional.regional_revenue], keys, home=tmp_path)
+    revenue = result.values["regional_revenue"]
+    assert list(revenue) == keys
+    assert result.values["regional_orders"]["2025-01-05|eu"][0]["order_id"].startswith("eu-")
+
+    # A downstream by day is given the day's keys, as the engine would give them.
+    day = materialize([regional.daily_revenue], "2025-01-05", inputs={"regional_revenue": revenue})
+    assert day.values["daily_revenue"]["by_region"] == {
+        "us": revenue["2025-01-05|us"],
+        "eu": revenue["2025-01-05|eu"],
+        "apac": revenue["2025-01-05|apac"],
+    }

@@ -771,6 +771,85 @@ DEFINITION_ERRORS = {
         """,
         ["pipeline 'twins'", "'same'"],
     ),
+    "unknown_trigger_rule": (
+        """
+        from engine import Pipeline, task
+
+        with Pipeline("rules"):
+
+            @task(trigger_rule="all_don")
+            def cleanup():
+                return 1
+        """,
+        ["task 'cleanup'", "unknown trigger_rule 'all_don'", "did you mean all_done", "one_failed"],
+    ),
+    "branch_and_short_circuit": (
+        """
+        from engine import Pipeline, task
+
+        with Pipeline("both"):
+
+            @task(branch=True, short_circuit=True)
+            def gate():
+                return 1
+        """,
+        ["task 'gate'", "a branch or a short-circuit, not both"],
+    ),
+    "expand_a_parameter_it_does_not_take": (
+        """
+        from engine import Pipeline, task
+
+        with Pipeline("mapping"):
+
+            @task
+            def files():
+                return []
+
+            @task
+            def process(item):
+                return item
+
+            process.expand(path=files)  # here
+        """,
+        ["task 'process'", "expand(path=...) names no required parameter"],
+    ),
+    "expand_over_a_literal": (
+        """
+        from engine import Pipeline, task
+
+        with Pipeline("mapping"):
+
+            @task
+            def process(item):
+                return item
+
+            process.expand(item=["a", "b"])  # here
+        """,
+        ["task 'process'", "takes a task, not list"],
+    ),
+    "expand_over_a_mapped_task": (
+        """
+        from engine import Pipeline, task
+
+        with Pipeline("mapping"):
+
+            @task
+            def files():
+                return []
+
+            @task
+            def first(item):
+                return item
+
+            @task  # here
+            def second(item):
+                return item
+
+            first.expand(item=files)
+            second.expand(item=first)
+        """,
+        ["task 'second'", "expanded over 'first', itself a mapped task"],
+    ),
 }
 
 

@@ -59,7 +59,7 @@ def _schema_diff(url: str) -> list[object]:
 
 
 def test_head_is_the_newest_migration() -> None:
-    assert schema.revisions() == ["0001", "0002", "0003"]
+    assert schema.revisions() == ["0001", "0002", "0003", "tasks", "auto"]
     assert schema.revisions()[-1] == HEAD
 
 

@@ -35,6 +35,9 @@ EVENTS: list[Event] = [
     {"e": EventKind.FINISHED, "t": T, "peak_rss": 52_428_800, "children": []},
     {"e": EventKind.ERROR, "t": T, "kind": FailureKind.TYPE, "message": "ValueError: no",
      "traceback": "Traceback ...", "peak_rss": None, "children": None},
+    {"e": EventKind.RESULT, "t": T, "value": ["train", "baseline"]},  # a branch's choice
+    {"e": EventKind.RESULT, "t": T, "value": False},  # a short-circuit's verdict
+    {"e": EventKind.RESULT, "t": T, "value": 3},  # the length of a list mapped over
 ]  # fmt: skip
 
 
@@ -79,6 +82,8 @@ def test_a_value_json_cannot_hold_travels_as_its_repr() -> None:
         b'{"e": "error", "t": 1.0, "kind": "gremlins", "message": "m", "traceback": "",'
         b' "peak_rss": null, "children": null}',
         b'{"e": "finished", "t": 1.0, "peak_rss": null, "children": 7}',
+        b'{"e": "result", "t": 1.0, "value": "train"}',  # a branch's ids come as a list
+        b'{"e": "result", "t": 1.0}',
     ],
 )
 def test_anything_else_is_not_an_event(line: bytes) -> None:

@@ -26,6 +26,8 @@ What runs at the same time, against a throw-away project (tests/soak/soak_pipeli
   damaged (pages overwritten, cut short, a bad header, zero bytes), and `db check`, `runs` and
   a `daemon` pointed at it with the real home must each fail in one line, the daemon without
   starting or sweeping a value of the real home;
+- `dagtop materialize feed` now and then: `feed_clean` and `feed_summary` are eager
+  (`Auto.eager()`), so the daemon's `auto` sensor must request each update's chain once;
 - a reader process that reads state as the TUI does (`runs(limit=200)`, `runs_since`,
   `node_statuses`, `partitions`, `logs`, `attempts`, `backfills`), counting errors and keeping
   the TUI's incremental mirror of run statuses.
@@ -41,7 +43,8 @@ less than five minutes); plus what the CLIs reported vs what storage says, each 
 outcome vs its mode, schedule ticks without gaps, backfills finished, no orphaned processes (of
 the daemons' trees, and anywhere on the machine any process a step left behind), every finished
 attempt's log ending with dagtop's line saying how it ended, and the reader's mirror equal to
-storage. Exit status 1 when any check fails; the work folder (kept
+storage; the eager chain read each `feed` at most once per link and ends up to date. Exit
+status 1 when any check fails; the work folder (kept
 with --keep, or on failure) holds every log and `summary.json`.
 """
 
@@ -398,6 +401,8 @@ class Soak:
                 kind, args = "chaos+report", ["materialize", "chaos", "chaos_report"]
             elif roll < 0.9:
                 kind, args, mode = "tasks", ["run", "soak_tasks"], None
+            elif roll < 0.95:
+                kind, args, mode = "feed", ["materialize", "feed"], None
             else:
                 day = date(2024, 1, 1) + timedelta(days=self.rng.randrange(366))
                 kind, mode = "daily", None
@@ -683,7 +688,8 @@ class Soak:
             active = self.query(ACTIVE_RUNS)[0]["n"]
             backfills = self.query(RUNNING_BACKFILLS)[0]["n"]
             seen = {r["path"] for r in self.query("SELECT path FROM sensorfile")}
-            if not active and not backfills and dropped <= seen and inst.ready:
+            caught_up = not self._chain_behind()
+            if not active and not backfills and dropped <= seen and caught_up and inst.ready:
                 time.sleep(1.0)  # one more look: a sensor claim may have just queued a run
                 active = self.query(ACTIVE_RUNS)[0]["n"]
                 if not active:
@@ -783,6 +789,9 @@ class Soak:
 
         # 7. schedule ticks: one per minute, none missing between the first and the last
         fail += self._audit_ticks(runs, fig)
+
+        # 8. the eager chain: each feed update ran its downstreams once, and none was missed
+        fail += self._audit_chain(runs, fig)
 
         # 8. backfills
         bfs = self.query("SELECT id, status FROM backfill")
@@ -1103,6 +1112,54 @@ class Soak:
             fail.append(Failure("chaos outcomes", f"{len(unexpected)}: {unexpected[:5]}"))
         for problem in self.cli_problems:
             fail.append(Failure("cli", problem))
+        return fail
+
+    def _current(self, asset: str) -> sqlite3.Row | None:
+        rows = self.query(
+            "SELECT id, inputs_json FROM materialization WHERE asset = ? "
+            "AND value_path IS NOT NULL ORDER BY created_at DESC, id DESC LIMIT 1",
+            asset,
+        )
+        return rows[0] if rows else None
+
+    def _chain_behind(self) -> str | None:
+        """Which link of the eager chain has not read its upstream's current value, if any."""
+        for up, down in (("feed", "feed_clean"), ("feed_clean", "feed_summary")):
+            upstream = self._current(up)
+            if upstream is None:
+                return None
+            current = self._current(down)
+            if current is None or upstream["id"] not in json.loads(current["inputs_json"]):
+                return f"{down} has not read {up}'s current value ({upstream['id']})"
+        return None
+
+    def _audit_chain(self, runs: list[sqlite3.Row], fig: dict[str, Any]) -> list[Failure]:
+        fail = []
+        twice: list[str] = []
+        for up, down in (("feed", "feed_clean"), ("feed_clean", "feed_summary")):
+            read = Counter(
+                i
+                for m in self.query("SELECT inputs_json FROM materialization WHERE asset = ?", down)
+                for i in json.loads(m["inputs_json"])
+            )
+            twice += [f"{down} read {up} {i} {n} times" for i, n in read.items() if n > 1]
+        feeds = len(self.query("SELECT id FROM materialization WHERE asset = 'feed'"))
+        chain_runs = [
+            r for r in runs if r["trigger"] == "auto" and "feed_clean" in json.loads(r["selection"])
+        ]
+        fig["eager_chain"] = {
+            "feed_updates": feeds,
+            "chain_runs": len(chain_runs),
+            "chain_run_status": dict(Counter(r["status"] for r in chain_runs)),
+            "auto_requests": len(self.query("SELECT id FROM autorequest WHERE cause != 'seen'")),
+        }
+        if twice:
+            fail.append(Failure("eager chain", f"an update ran twice: {twice[:5]}"))
+        if len(chain_runs) > feeds:
+            fail.append(Failure("eager chain", f"{len(chain_runs)} chain runs for {feeds} feeds"))
+        behind = self._chain_behind()
+        if behind:
+            fail.append(Failure("eager chain", f"missed an update: {behind}"))
         return fail
 
     def _audit_ticks(self, runs: list[sqlite3.Row], fig: dict[str, Any]) -> list[Failure]:

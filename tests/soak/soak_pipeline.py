@@ -15,7 +15,9 @@ behaviour can be predicted from what the soak passed it:
 - `daily` / `daily_sum`: daily partitions for backfills (random sleeps, ~10% random failures);
 - `daily_range`: the same backfilled in runs of up to 5 days (a backfill policy);
 - `ingest`: the target of the `drops` file sensor on `<project>/inbox`;
-- `soak_tasks`: a small Airflow-style pipeline with a shell step.
+- `soak_tasks`: a small Airflow-style pipeline with a shell step;
+- `feed` -> `feed_clean` -> `feed_summary`: an eager chain (`Auto.eager()`): every `feed` the
+  soak materializes must bring the other two up to date, never twice for one update.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import (
+    Auto,
     BackfillPolicy,
     CheckResult,
     DailyPartitions,
@@ -185,6 +188,21 @@ def ingest(context: StepContext) -> dict[str, Any]:
     data = path.read_bytes()
     context.add_metadata({"file": path.name, "size": len(data)})
     return {"path": str(path), "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+@asset(group="soak")
+def feed(context: StepContext) -> dict[str, Any]:
+    return {"seq": context.params.get("seq"), "run": context.run_id}
+
+
+@asset(group="soak", auto=Auto.eager())
+def feed_clean(feed: dict[str, Any]) -> dict[str, Any]:
+    return {**feed, "clean": True}
+
+
+@asset(group="soak", auto=Auto.eager())
+def feed_summary(feed_clean: dict[str, Any]) -> str:
+    return f"feed {feed_clean['seq']} from run {feed_clean['run']}"
 
 
 schedule("* * * * *", "ticker", name="every_minute", catchup=True)

@@ -257,6 +257,7 @@ class FakeClient:
         self.schedule_items = {s.name: s for s in schedules}
         self.sensor_items = {s.name: s for s in sensors}
         self.asset_status: dict[str, NodeStatus] = {}
+        self.setup_warnings: list[str] = []
         self.task_status: dict[str, dict[str, NodeStatus]] = {}
         self._derive_statuses()
         # What the UI asked for.
@@ -325,6 +326,9 @@ class FakeClient:
         if pipeline is not None:
             return dict(self.task_status.get(pipeline, {}))
         return dict(self.asset_status)
+
+    def warnings(self) -> list[str]:
+        return list(self.setup_warnings)
 
     def machine(self) -> MachineView:
         return MachineView(cpu_percent=63.0, memory_used=int(7.1 * 2**30), memory_total=24 * 2**30)

@@ -14,7 +14,7 @@ from textual.app import App
 from engine.automation.scheduler import ScheduleStatus  # the real shapes client.schedules() returns
 from engine.automation.sensors import SensorStatus
 from engine.errors import EngineError
-from engine.status import RunStatus
+from engine.status import RunStatus, TickStatus
 from tests.tui.fakes import SCREEN_NOW as NOW
 from tests.tui.fakes import FakeClient, Host, engine_running, run
 from tests.tui.waits import poll_quickly, polled_screen, until
@@ -33,11 +33,11 @@ def fake_client() -> FakeClient:
         ScheduleStatus(
             "nightly", "0 3 * * *", "group:training", True, False,
             at(11 * 3600 + 17 * 60), at(-(12 * 3600 + 43 * 60)),
-            "9c1e77b0aa01", "started", None,
+            "9c1e77b0aa01", TickStatus.STARTED, None,
         ),
         ScheduleStatus(
             "hourly_sales", "0 * * * *", "orders, revenue", False, True,
-            None, at(-3 * 3600), None, "failed", TICK_ERROR,
+            None, at(-3 * 3600), None, TickStatus.FAILED, TICK_ERROR,
         ),
     ]  # fmt: skip
     sensors = [

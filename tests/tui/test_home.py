@@ -403,3 +403,12 @@ async def test_keys_typed_in_one_burst_after_slash_go_to_the_filter(
         # "/" typed inside the filter is text, not the binding.
         await pilot.press("slash")
         assert home.filter_input.value == "train/"
+
+
+async def test_an_open_dask_scheduler_is_a_standing_warning_in_the_status_bar(
+    app: DagtopApp, fake_client: FakeClient
+) -> None:
+    fake_client.setup_warnings = ["Dask scheduler tcp://10.0.0.5:8786 is not TLS"]
+    async with app.run_test(size=(200, 48)) as pilot:
+        home = await ready(app, pilot)
+        assert "⚠ Dask scheduler tcp://10.0.0.5:8786 is not TLS" in home.status_bar.render().plain

@@ -86,3 +86,54 @@ async def test_the_matrix_reads_only_what_changed_and_shows_a_failed_check(
         changed = [states for full, states in client.polls[1:] if states]
         assert changed and not any(full for full, _ in client.polls[1:])
         assert all(n == 1 for states in changed for n in states.values()), changed
+
+
+GRID = textwrap.dedent(
+    """
+    from engine import DailyPartitions, MultiPartitions, StaticPartitions, asset
+
+    grid = MultiPartitions({
+        "date": DailyPartitions(start="2025-01-01", end="2025-01-04"),
+        "region": StaticPartitions(["north", "south"]),
+    })
+
+
+    @asset(group="grid", partitions=grid)
+    def sales(context):
+        if context.dimensions == {"date": "2025-01-02", "region": "south"}:
+            raise ValueError("no data")
+        return 1
+    """
+)
+
+
+async def test_a_grid_fills_in_cell_by_cell_as_runs_end(tmp_path: Path) -> None:
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "grid.py").write_text(GRID)
+    client = Watched(home=tmp_path / "home", pipelines=pipelines)
+    client.polls = []
+    app = DagtopApp(client, mode="offline")
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = PartitionsScreen("sales")
+        await app.push_screen(screen)
+        await until(lambda: screen.polls >= 2, pilot, 30)
+        matrix = screen.matrix
+        north, south = "sales\x1fnorth", "sales\x1fsouth"
+        assert matrix.status_of(north, "2025-01-02") == PartitionStatus.MISSING
+        await asyncio.to_thread(client.materialize, ["sales"], "2025-01-02|north")
+        await until(
+            lambda: matrix.status_of(north, "2025-01-02") == PartitionStatus.MATERIALIZED, pilot, 30
+        )
+        # The asset's own row shows the worst of its regions: south is still missing.
+        assert matrix.status_of("sales", "2025-01-02") == PartitionStatus.MISSING
+        await asyncio.to_thread(client.materialize, ["sales"], "2025-01-02|south")
+        await until(
+            lambda: matrix.status_of(south, "2025-01-02") == PartitionStatus.FAILED, pilot, 30
+        )
+        await until(
+            lambda: matrix.status_of("sales", "2025-01-02") == PartitionStatus.FAILED, pilot, 30
+        )
+        assert matrix.status_of(south, "2025-01-01") == PartitionStatus.MISSING
+        # Only the first poll read every key; the others read what the runs touched.
+        assert client.polls[0][0] and not any(full for full, _ in client.polls[1:])

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from textual import events
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, Label
+from textual.widgets import DataTable, Input, Label, Static
 from textual.widgets._footer import FooterKey
 
 from engine.client import AttemptView, Client, RunRequest, RunView, SampleView, StepView
@@ -504,3 +504,15 @@ async def test_the_footer_dims_its_keys_in_place_and_rebuilds_only_for_other_key
         while "next_match" not in keys() and time.monotonic() < deadline:
             await pilot.pause(0.05)
         assert {"next_match", "prev_match"} <= keys().keys()
+
+
+async def test_an_automated_run_says_why_it_was_requested(tmp_path: Path) -> None:
+    client = failed_run(tmp_path)
+    client.runs_list = [
+        replace(client.runs_list[0], trigger="auto", reason="upstream cleaned updated at 09:01")
+    ]
+    app = RunApp(client, "4f2a")
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await settle(pilot, 13)
+        title = str(screen.query_one("#run-title", Static).render())
+        assert "  auto  " in title and title.endswith("(upstream cleaned updated at 09:01)")

@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from engine.errors import EngineError
-from engine.status import RunStatus
+from engine.status import RunStatus, TickStatus
 from engine.units import GLYPHS, glyph
 from tui.feedback import PolledScreen, ask, clock_now, span
 from tui.widgets import NEVER, STARTED
@@ -75,7 +75,7 @@ def _one_line(text: str, limit: int = 40) -> str:
     return line[:limit] + "…" if len(line) > limit else line
 
 
-def last_run(tick_status: str | None, run_id: str | None, run_status: str | None) -> str:
+def last_run(tick_status: TickStatus | None, run_id: str | None, run_status: str | None) -> str:
     """What the last tick did: its run's status and id, or why it started nothing."""
     if run_id:
         return f"{run_status or tick_status or STARTED} {run_id[:8]}"

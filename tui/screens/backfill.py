@@ -21,6 +21,7 @@ from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
 
+from engine.authoring.multi_partitions import MultiPartitions
 from engine.errors import EngineError
 from engine.history.plan import run_keys
 from engine.status import PartitionStatus
@@ -182,8 +183,14 @@ class BackfillDialog(ModalScreen[str | None]):
         if self.keys is None and not self.first and not self.last and context.all_keys:
             # Opened without a range (from the home screen): offer every key; "missing and
             # failed" (the default) then trims it to what needs doing.
-            self.query_one("#backfill-from", Input).value = context.all_keys[0]
-            self.query_one("#backfill-to", Input).value = context.all_keys[-1]
+            first, last = context.all_keys[0], context.all_keys[-1]
+            pdef = context.pdef
+            if isinstance(pdef, MultiPartitions) and pdef.time_dimension is not None:
+                # A range of days (or hours) covers every key of the other dimension.
+                timed = pdef.time_dimension
+                first, last = pdef.split(first)[timed], pdef.split(last)[timed]
+            self.query_one("#backfill-from", Input).value = first
+            self.query_one("#backfill-to", Input).value = last
         checkbox = self.query_one("#backfill-downstream", Checkbox)
         if context.downstream:
             checkbox.label = f"+ downstream: {', '.join(context.downstream)}"
@@ -207,8 +214,12 @@ class BackfillDialog(ModalScreen[str | None]):
         assert self._form is not None
         if not key:
             return "give a partition key"
+        pdef = self._form.pdef
         try:
-            self._form.pdef.validate_key(key)
+            if isinstance(pdef, MultiPartitions) and self.keys is None:
+                pdef.validate_bound(key)  # From/To may be keys of its time dimension
+            else:
+                pdef.validate_key(key)
         except ValueError as exc:  # InvalidPartitionKey
             return str(exc)
         return None

@@ -70,7 +70,9 @@ def graph_nodes(manifest: Manifest, kind: str, name: str) -> list[DagNode]:
         pipeline = manifest.pipelines.get(name)
         if pipeline is None:
             return []
-        return [DagNode(t.id, t.upstream) for t in pipeline.tasks.values()]
+        return [
+            DagNode(t.id, t.upstream, mapped=t.expand is not None) for t in pipeline.tasks.values()
+        ]
     return [
         DagNode(
             a.name,
@@ -237,6 +239,7 @@ class HomeScreen(HomeActions):
         self.query_one("#runs-pane").border_title = "Runs"
         self.status_bar.project = tilde(self.dagtop.client.paths.project)
         self.status_bar.mode = self.dagtop.mode
+        self.status_bar.warning = "; ".join(self.dagtop.client.warnings())
         self.dag.empty_message = "loading pipelines…"
         self.pipelines.focus()
         self.load_manifest()

@@ -95,7 +95,17 @@ class HomeActions(Screen[None]):
         if ref is None or self.manifest is None:
             return
         if ref.kind == "asset":
-            self._materialize((ref.name,), [ref.name])
+            config = self.manifest.assets[ref.name].config
+            if config is None:
+                self._materialize((ref.name,), [ref.name])
+                return
+            from tui.screens.config import ConfigForm
+
+            def configured(params: dict[str, str] | None) -> None:
+                if params is not None:
+                    self._materialize((ref.name,), [ref.name], params)
+
+            self.app.push_screen(ConfigForm(ref.name, config), configured)
         elif ref.kind == "group":
             self.action_materialize_group()
         elif ref.kind in ("pipeline", "task") and ref.graph is not None:
@@ -111,17 +121,24 @@ class HomeActions(Screen[None]):
         names = [a.name for a in self.manifest.assets.values() if a.group == ref.graph]
         self._materialize((f"group:{ref.graph}",), names)
 
-    def _materialize(self, selection: tuple[str, ...], names: Sequence[str]) -> None:
+    def _materialize(
+        self,
+        selection: tuple[str, ...],
+        names: Sequence[str],
+        params: dict[str, str] | None = None,
+    ) -> None:
         assert self.manifest is not None
         partitioned = [n for n in names if self.manifest.assets[n].partitions is not None]
         if not partitioned:
-            self.submit(RunRequest(selection=selection))
+            self.submit(RunRequest(selection=selection, params=dict(params or {})))
             return
         from tui.screens.confirm import PromptScreen
 
         def chosen(key: str | None) -> None:
             if key:
-                self.submit(RunRequest(selection=selection, partition=key))
+                self.submit(
+                    RunRequest(selection=selection, partition=key, params=dict(params or {}))
+                )
 
         prompt = PromptScreen(
             "Materialize",

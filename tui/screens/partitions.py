@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -23,11 +23,13 @@ from textual.markup import escape
 from textual.widgets import Static
 
 from engine.authoring.backfill_policy import covers
+from engine.authoring.multi_partitions import MultiPartitions
 from engine.client import RunRequest
 from engine.errors import EngineError
 from engine.status import PartitionStatus
 from tui.feedback import PolledScreen, ask, clock_now, error_text, report_error, span
 from tui.screens.backfill import BackfillDialog
+from tui.screens.partition_grid import Grid, worst
 from tui.widgets import CHECK_FAILED
 from tui.widgets.footer import KeyFooter
 from tui.widgets.partition_matrix import GLYPHS, PartitionMatrix, status_glyph
@@ -58,6 +60,13 @@ class MatrixLayout:
     kind: str
     description: str
     downstream: list[str] = field(default_factory=list)
+    grid: Grid | None = None
+    """How the keys of MultiPartitions assets map to columns and rows (None otherwise)."""
+
+    @property
+    def assets(self) -> list[str]:
+        """The partitioned assets shown (`rows` are these for one-dimensional partitions)."""
+        return list(self.grid.assets) if self.grid is not None else self.rows
 
 
 def _asset_name(term: str) -> str:
@@ -96,6 +105,17 @@ def read_layout(client: ClientAPI, target: str) -> MatrixLayout:
             d for row in rows for d in below.get(row, ()) if manifest.assets[d].partitions is None
         )
     )
+    if isinstance(pdef, MultiPartitions):
+        grid = Grid.of(pdef, rows)
+        return MatrixLayout(
+            group=spec.group,
+            rows=grid.rows,
+            keys=list(grid.columns),
+            kind=grid.kind,
+            description=pdef.describe(),
+            downstream=downstream,
+            grid=grid,
+        )
     return MatrixLayout(
         group=spec.group,
         rows=rows,
@@ -184,18 +204,26 @@ class PartitionsScreen(PolledScreen[tuple["MatrixLayout", "PartitionChanges"]]):
 
     def _apply_layout(self, info: MatrixLayout) -> None:
         self.layout_info = info
-        self.matrix.set_layout(info.rows, info.keys, info.kind)
+        grid = info.grid
+        self.matrix.set_layout(info.rows, info.keys, info.kind, grid.labels if grid else None)
         count = f"{len(info.keys):,} {_NOUN.get(info.kind, 'key')}s"
-        self.query_one("#partitions-title", Static).update(
-            f" [b]Partitions[/]  group [b]{escape(info.group)}[/]  {escape(info.description)}"
-            f"  {count}"
-        )
+        title = f" [b]Partitions[/]  group [b]{escape(info.group)}[/]  {escape(info.description)}"
+        if grid is not None:
+            # The shape first: the two definitions' description runs past most terminals.
+            total = len(info.keys) * len(grid.row_keys)
+            count = (
+                f"{escape(grid.column_dimension)} × {escape(grid.row_dimension)}: {count} × "
+                f"{len(grid.row_keys):,} = {total:,} keys"
+            )
+            title = f" [b]Partitions[/]  group [b]{escape(info.group)}[/]  {count}"
+            count = f"[dim]{escape(info.description)}[/]"
+        self.query_one("#partitions-title", Static).update(f"{title}  {count}")
 
     def poll_read(self) -> Callable[[], tuple[MatrixLayout, PartitionChanges]] | None:
         info, cursor, client = self.layout_info, self._cursor, self.client
         if info is None:
             return None
-        assets = [*info.rows, *info.downstream]
+        assets = [*info.assets, *info.downstream]
         return lambda: (info, client.partition_changes(assets, cursor))
 
     def poll_apply(self, data: tuple[MatrixLayout, PartitionChanges]) -> None:
@@ -207,6 +235,9 @@ class PartitionsScreen(PolledScreen[tuple["MatrixLayout", "PartitionChanges"]]):
             self._apply_changes(info, changes.states)
 
     def _apply_states(self, info: MatrixLayout, states: dict[str, list[PartitionState]]) -> None:
+        if info.grid is not None:
+            self._apply_grid_states(info, info.grid, states)
+            return
         matrix = self.matrix
         first_row = states.get(info.rows[0], []) if info.rows else []
         keys = [s.key for s in first_row if s.key is not None]
@@ -225,9 +256,51 @@ class PartitionsScreen(PolledScreen[tuple["MatrixLayout", "PartitionChanges"]]):
         self._show_cursor()
         self._show_selection()
 
+    def _apply_grid_states(
+        self, info: MatrixLayout, grid: Grid, states: dict[str, list[PartitionState]]
+    ) -> None:
+        matrix = self.matrix
+        first = states.get(grid.assets[0], []) if grid.assets else []
+        columns = list(
+            dict.fromkeys(p[0] for s in first if s.key and (p := grid.parts(s.key)) is not None)
+        )
+        if columns and columns != matrix.keys:
+            # An open-ended time dimension gained a key (a new day ended): widen the matrix.
+            grid = replace(grid, columns=tuple(columns))
+            info = replace(info, keys=columns, grid=grid)
+            self._apply_layout(info)
+        for asset in grid.assets:
+            for row, row_states in grid.full_rows(asset, states.get(asset, [])).items():
+                matrix.set_states(row, row_states)
+        self._downstream = {
+            name: next(iter(states.get(name) or []), None) for name in info.downstream
+        }
+        self._show_downstream(info)
+        self._show_cursor()
+        self._show_selection()
+
+    def _apply_grid_changes(self, grid: Grid, states: dict[str, list[PartitionState]]) -> None:
+        matrix = self.matrix
+        for asset in grid.assets:
+            changed = grid.changed_rows(asset, states.get(asset, []))
+            columns: set[str] = set()
+            for row, row_states in changed.items():
+                matrix.update_states(row, row_states)
+                columns.update(s.key for s in row_states if s.key is not None)
+            # The asset's own row shows the worst of its rows: redo the columns that changed.
+            sub_rows = grid.sub_rows(asset)
+            heads = []
+            for column in columns:
+                state = worst(matrix.state_at(row, column) for row in sub_rows)
+                if state is not None:
+                    heads.append(state)
+            matrix.update_states(asset, heads)
+
     def _apply_changes(self, info: MatrixLayout, states: dict[str, list[PartitionState]]) -> None:
         """Apply the states of the keys that changed since the last poll (often none)."""
-        for row in info.rows:
+        if info.grid is not None:
+            self._apply_grid_changes(info.grid, states)
+        for row in info.rows if info.grid is None else ():
             if states.get(row):
                 self.matrix.update_states(row, states[row])
         for name in info.downstream:
@@ -262,7 +335,19 @@ class PartitionsScreen(PolledScreen[tuple["MatrixLayout", "PartitionChanges"]]):
         now = clock_now(self)
         # Static keys are user strings: escape them, and asset names, before adding markup.
         name, first, last = escape(asset), escape(keys[0]), escape(keys[-1])
-        if len(keys) == 1:
+        grid = self.layout_info.grid if self.layout_info is not None else None
+        cells = [(asset, k) for k in keys]
+        if grid is not None:
+            owner, row_key = grid.split_row(asset)
+            name = escape(owner)
+            if row_key is None:  # the asset's own row stands for each of its rows
+                name += f"  [dim]every {escape(grid.row_dimension)}[/]"
+                cells = [(row, k) for row in grid.sub_rows(owner) for k in keys]
+            elif len(keys) == 1:
+                first = escape(grid.key(keys[0], row_key))
+            else:
+                name += f"  {escape(row_key)}"
+        if len(cells) == 1:
             state = matrix.state_at(asset, keys[0])
             if state is None:
                 text = f" {name}  {first}  {_coloured(None)} loading…"
@@ -277,11 +362,12 @@ class PartitionsScreen(PolledScreen[tuple["MatrixLayout", "PartitionChanges"]]):
                 for check in state.failed_checks:
                     text += f"  [$error]✗ check {escape(check)}[/]"
         else:
-            counts = Counter(matrix.status_of(asset, k) or _UNKNOWN for k in keys)
+            counts = Counter(matrix.status_of(row, k) or _UNKNOWN for row, k in cells)
             parts = "  ".join(
                 f"{status_glyph(s)} {counts[s]}" for s in [*GLYPHS, _UNKNOWN] if counts[s]
             )
-            text = f" {name}  {first} … {last} ({len(keys)} keys)  {parts}"
+            where = first if len(keys) == 1 else f"{first} … {last}"
+            text = f" {name}  {where} ({len(cells)} keys)  {parts}"
         self.query_one("#partitions-cursor", Static).update(text)
 
     def _show_selection(self) -> None:
@@ -292,7 +378,7 @@ class PartitionsScreen(PolledScreen[tuple["MatrixLayout", "PartitionChanges"]]):
         if bottom - top + 1 < len(matrix.rows):
             window += f" · rows {top + 1}–{bottom + 1} of {len(matrix.rows)}"
         window = f"[dim]{window}  by {matrix.grouping}[/]"
-        rows = escape(", ".join(matrix.selected_rows))
+        rows = escape(", ".join(self._row_names(matrix.selected_rows)))
         ranged = [escape(k) for k in matrix.range_keys]
         marked = [escape(k) for k in matrix.marked_keys]
         if ranged and not marked:
@@ -304,6 +390,16 @@ class PartitionsScreen(PolledScreen[tuple["MatrixLayout", "PartitionChanges"]]):
         else:
             text = "[dim]⇧←/→ range · space mark · ⇧↑/↓ rows · g group[/]"
         self.query_one("#partitions-selection", Static).update(f" {text}   {window}")
+
+    def _row_names(self, rows: list[str]) -> list[str]:
+        grid = self.layout_info.grid if self.layout_info is not None else None
+        if grid is None:
+            return rows
+        names = []
+        for row in rows:
+            asset, key = grid.split_row(row)
+            names.append(asset if key is None else f"{asset} {key}")
+        return names
 
     @on(PartitionMatrix.SelectionChanged)
     def _selection_changed(self, _event: PartitionMatrix.SelectionChanged) -> None:
@@ -330,13 +426,13 @@ class PartitionsScreen(PolledScreen[tuple["MatrixLayout", "PartitionChanges"]]):
         keys = matrix.selected_keys
         if not keys:
             return
-        contiguous = matrix.keys.index(keys[-1]) - matrix.keys.index(keys[0]) + 1 == len(keys)
-        dialog = BackfillDialog(
-            list(matrix.selected_rows),
-            keys[0],
-            keys[-1],
-            keys=None if contiguous else keys,
-        )
+        grid = self.layout_info.grid if self.layout_info is not None else None
+        if grid is not None:
+            # Rows pick assets and keys of the row dimension; columns, keys of the other.
+            assets, chosen = grid.keys_of(matrix.selected_rows, keys)
+            dialog = BackfillDialog(assets, chosen[0], chosen[-1], keys=chosen)
+        else:
+            dialog = self._backfill_dialog(keys)
 
         def started(backfill_id: str | None) -> None:
             if backfill_id:
@@ -344,6 +440,16 @@ class PartitionsScreen(PolledScreen[tuple["MatrixLayout", "PartitionChanges"]]):
                 self.poll()
 
         self.app.push_screen(dialog, started)
+
+    def _backfill_dialog(self, keys: list[str]) -> BackfillDialog:
+        matrix = self.matrix
+        contiguous = matrix.keys.index(keys[-1]) - matrix.keys.index(keys[0]) + 1 == len(keys)
+        return BackfillDialog(
+            list(matrix.selected_rows),
+            keys[0],
+            keys[-1],
+            keys=None if contiguous else keys,
+        )
 
     def action_materialize(self) -> None:
         matrix = self.matrix
@@ -356,30 +462,64 @@ class PartitionsScreen(PolledScreen[tuple["MatrixLayout", "PartitionChanges"]]):
                 severity="warning",
             )
             return
-        self.materialize(asset, keys[0])
+        cell = self._cell(asset, keys[0])
+        if cell is None:
+            return
+        self.materialize(*cell)
 
     @work(exclusive=True, group="partitions-materialize", exit_on_error=False)
     async def materialize(self, asset: str, key: str) -> None:
-        request = RunRequest(selection=(asset,), partition=key)
+        params: dict[str, str] = {}
+        manifest = await asyncio.to_thread(self.client.load)
+        spec = manifest.assets.get(asset)
+        if spec is not None and spec.config is not None:  # its typed config's form first
+            from tui.screens.config import ConfigForm
+
+            chosen = await self.app.push_screen_wait(ConfigForm(asset, spec.config))
+            if chosen is None:
+                return
+            params = chosen
+        request = RunRequest(selection=(asset,), partition=key, params=params)
         run_id = await ask(self, partial(self.client.submit, request), refused=Exception)
         if run_id is None:
             return
         self.notify(f"materializing {asset} {key}: run {run_id}")
         self.poll()
 
+    def _cell(self, row: str, column: str) -> tuple[str, str] | None:
+        """The asset and partition key of a cell; None (said) on a MultiPartitions asset's own
+        row, which stands for several keys."""
+        grid = self.layout_info.grid if self.layout_info is not None else None
+        if grid is None:
+            return row, column
+        asset, row_key = grid.split_row(row)
+        if row_key is None:
+            self.notify(
+                f"this row is every {grid.row_dimension} of {asset}: move down to one, "
+                "or b to backfill them all",
+                severity="warning",
+            )
+            return None
+        return asset, grid.key(column, row_key)
+
     def action_open_run(self) -> None:
         matrix = self.matrix
-        asset, key = matrix.cursor_asset, matrix.cursor_key
-        if asset is None or key is None:
+        row, column = matrix.cursor_asset, matrix.cursor_key
+        if row is None or column is None:
             self.notify("put the cursor on a single key (g to ungroup)", severity="warning")
             return
-        state = matrix.state_at(asset, key)
-        self.open_run(asset, key, None if state is None else state.run_id)
+        cell = self._cell(row, column)
+        if cell is None:
+            return
+        state = matrix.state_at(row, column)
+        self.open_run(*cell, None if state is None else state.run_id)
 
     @work(exclusive=True, group="partitions-open-run", exit_on_error=False)
     async def open_run(self, asset: str, key: str, fallback: str | None) -> None:
         try:
-            keys = self.layout_info.keys if self.layout_info is not None else []
+            info = self.layout_info
+            # Ranges (FIRST...LAST) are runs of one-dimensional keys only.
+            keys = info.keys if info is not None and info.grid is None else []
             run_id = await asyncio.to_thread(latest_run_of, self.client, asset, key, fallback, keys)
         except Exception as exc:  # noqa: BLE001
             report_error(self, exc)

@@ -33,7 +33,7 @@ from engine.client import AttemptView, RunView, SampleView, StepView
 from engine.client_api import ClientAPI
 from engine.errors import EngineError, RunNotFound
 from engine.status import RunStatus, StepStatus
-from engine.units import format_bytes, format_duration
+from engine.units import format_bytes, format_duration, one_line
 from tui.host import host_of
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets import STYLES, glyph
@@ -348,6 +348,8 @@ class RunScreen(Screen[None]):
             out.append(f" {format_duration(self.now() - start)}")
         elif run.ended_at is not None:
             out.append(f" in {format_duration(run.ended_at - start)}")
+        if run.reason:  # why automation asked for it: last, so that the status is never cut
+            out.append(f"  ({one_line(run.reason)})", "dim")
         _update(title, out)
         parts = Text()
         if not run.finished:
@@ -365,6 +367,10 @@ class RunScreen(Screen[None]):
             elapsed = (s.ended_at if s.ended_at is not None else now) - s.started_at
         failed = (StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED)
         reason = s.error if s.status in failed else None
+        if s.kind == "map" and not s.status.finished:
+            # A mapped task before its list is known: it becomes one row per element.
+            up = ", ".join(s.upstream)
+            reason = f"mapped: one step per element of {up}'s list" if up else "mapped"
         peak_rss = s.peak_rss_bytes
         if peak_rss is None and s.key == self.step and (shown := self.shown_attempt()):
             # recorded when the attempt ends; meanwhile the samples we have say as much

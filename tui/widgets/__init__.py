@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from engine.status import PartitionStatus, StepStatus
+from engine.status import PartitionStatus, StepStatus, TickStatus
 from engine.units import GLYPHS, glyph
 
 # What the UI shows besides the statuses the engine records (engine.status), each with the
 # product's glyph (engine.units.GLYPHS, whose keys these are).
 NEVER = "never"
 """No status yet: never run, or not read yet (also its style here and in app.tcss)."""
-STARTED = "started"
+STARTED = TickStatus.STARTED
 """A tick or a file that started a run whose status is not known (the run is gone)."""
 CHECK_FAILED = "check-failed"
 """A materialized (or stale) partition whose value failed a check."""

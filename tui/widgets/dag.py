@@ -54,6 +54,8 @@ class DagNode:
     checks: tuple[tuple[str, bool], ...] = ()
     """(check name, blocking) drawn under the box."""
     partitioned: bool = False
+    mapped: bool = False
+    """A task mapped over a list: its node stands for all its instances (`process[0]`, ...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,8 @@ def _single_cells(text: str) -> str:
 
 def _label(node: DagNode) -> str:
     name = _single_cells(shorten(node.key, MAX_LABEL))
+    if node.mapped:
+        return f"{name}[*]"
     return f"{name} {PARTITIONED}" if node.partitioned else name
 
 

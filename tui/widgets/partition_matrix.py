@@ -7,7 +7,7 @@ grouped (by week, month, day): a grouped cell shows the worst status of its keys
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING
@@ -217,6 +217,8 @@ class PartitionMatrix(Widget, can_focus=True):
         super().__init__(name=name, id=id, classes=classes)
         self.rows: list[str] = []
         """The assets, top to bottom."""
+        self.labels: dict[str, str] = {}
+        """The gutter's text for rows that are not named by themselves."""
         self.keys: list[str] = []
         """Every partition key, in order."""
         self.kind = "static"
@@ -242,8 +244,20 @@ class PartitionMatrix(Widget, can_focus=True):
 
     # --- data --------------------------------------------------------------------------------
 
-    def set_layout(self, rows: Sequence[str], keys: Sequence[str], kind: str) -> None:
-        """Show `rows` × `keys`; keeps the cursor on the same key and asset when it can."""
+    def set_layout(
+        self,
+        rows: Sequence[str],
+        keys: Sequence[str],
+        kind: str,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        """Show `rows` × `keys`; keeps the cursor on the same key and asset when it can.
+
+        Args:
+            labels: What the gutter shows for a row, when not the row itself (the rows of one
+                dimension of a MultiPartitions asset, under the asset's own row).
+        """
+        self.labels = dict(labels or {})
         old_key = self.keys[self._focus_key] if 0 <= self._focus_key < len(self.keys) else None
         old_asset = self.cursor_asset
         first_time = not self._laid_out
@@ -416,7 +430,7 @@ class PartitionMatrix(Widget, can_focus=True):
 
     @property
     def label_width(self) -> int:
-        longest = max((len(r) for r in self.rows), default=4)
+        longest = max((len(self.labels.get(r, r)) for r in self.rows), default=4)
         return max(min(longest, _MAX_GUTTER), 8) + 2
 
     @property
@@ -664,7 +678,8 @@ class PartitionMatrix(Widget, can_focus=True):
         name = self.rows[row]
         row_lo, row_hi = self._row_span()
         in_rows = row_lo <= row <= row_hi
-        label = name if len(name) <= gutter - 2 else name[: gutter - 3] + "…"
+        label = self.labels.get(name, name)
+        label = label if len(label) <= gutter - 2 else label[: gutter - 3] + "…"
         label_style = base + self._style("row-selected") if in_rows else base
         segments = [Segment(" " + label.ljust(gutter - 1), label_style)]
         span = self._col_span() if in_rows else None

@@ -115,7 +115,9 @@ class PipelinesTree(Tree[NodeRef]):
         node = self.root.add(Text(file, "bold"), NodeRef("file", file, file), expand=True)
         if not groups and not pipelines:
             node.allow_expand = False
-            node.set_label(Text(file, "bold") + Text("  (nothing defined)", "dim"))
+            resources = [r.name for r in manifest.resources.values() if r.file == file]
+            what = f"resources: {', '.join(resources)}" if resources else "nothing defined"
+            node.set_label(Text(file, "bold") + Text(f"  ({what})", "dim"))
         for group, names in groups.items():
             label = Text(group) + Text(" · assets", "dim")
             group_node = node.add(label, NodeRef("group", group, file, group), expand=True)

@@ -58,6 +58,8 @@ class StatusBar(Widget):
     now: reactive[float] = reactive(0.0)
     condition: reactive[str] = reactive("")
     """A transient problem to show (storage busy, a load error), empty when all is well."""
+    warning: reactive[str] = reactive("")
+    """A standing problem of the setup (an open Dask scheduler), shown until it is fixed."""
 
     def __init__(
         self,
@@ -109,6 +111,8 @@ class StatusBar(Widget):
         left.append(self.mode, "bold red" if self.mode == "offline" else "bold")
         if self.condition:
             left.append("  ! " + self.condition, "bold red")
+        if self.warning:
+            left.append("  ⚠ " + self.warning, "bold yellow")
         running, queued = (f" {self.running}", f" {self.queued}")
         if not compact:
             running, queued = running + " running", queued + " queued"

@@ -18,6 +18,7 @@ from engine.client.links import EngineGone, Link
 from engine.errors import EngineError
 from engine.protocol.commands import Command, Stream
 from engine.service import commands, lease
+from engine.status import CommandStatus
 from engine.storage import repo
 from engine.storage.db import read_scope, session_scope
 
@@ -49,10 +50,10 @@ class Database(Link):
         while time.monotonic() < deadline:
             with read_scope(self.db) as s:
                 cmd = repo.get_command(s, cmd_id)
-            if cmd is not None and cmd.status == "done":
+            if cmd is not None and cmd.status == CommandStatus.DONE:
                 answer: Ans = json.loads(cmd.result or "null")
                 return answer
-            if cmd is not None and cmd.status == "failed":
+            if cmd is not None and cmd.status == CommandStatus.FAILED:
                 raise EngineError(cmd.error or f"{command.kind} failed", title="Engine refused")
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
@@ -61,10 +62,10 @@ class Database(Link):
         with session_scope(self.db) as s:
             # Locked, so an engine taking it right now either finishes first or skips it.
             cmd = repo.get_command(s, cmd_id, for_update=True)
-            if cmd is not None and cmd.status == "pending":
-                cmd.status = "abandoned"
+            if cmd is not None and cmd.status == CommandStatus.PENDING:
+                cmd.status = CommandStatus.ABANDONED
                 s.add(cmd)
-            elif cmd is not None and cmd.status == "done":
+            elif cmd is not None and cmd.status == CommandStatus.DONE:
                 answer = json.loads(cmd.result or "null")
                 return answer
         raise EngineError(f"the engine did not answer within {self.timeout:g} s", title="No answer")
