@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from engine.automation.scheduler import ScheduleStatus as ScheduleStatus
     from engine.automation.sensors import SensorStatus as SensorStatus
+    from engine.history.asset_page import AssetPage as AssetPage
     from engine.history.lineage import LineageNode as LineageNode
     from engine.history.partition_status import PartitionChanges as PartitionChanges
     from engine.history.partition_status import PartitionCursor as PartitionCursor
@@ -86,6 +87,10 @@ class ClientAPI(Protocol):
 
     def request_cancel(self, run_id: str) -> str: ...
 
+    def asset(self, name: str, partition: str | None = None, limit: int = 50) -> AssetPage:
+        """One asset's page (engine.history.asset_page): definition, history, checks, series."""
+        ...
+
     # --- partitions and lineage ---------------------------------------------------------------
 
     def partitions(self, asset: str) -> list[PartitionState]: ...
@@ -95,7 +100,11 @@ class ClientAPI(Protocol):
     ) -> PartitionChanges: ...
 
     def lineage(
-        self, asset: str, partition: str | None = None, downstream: bool = False
+        self,
+        asset: str,
+        partition: str | None = None,
+        downstream: bool = False,
+        materialization: int | None = None,
     ) -> LineageNode: ...
 
     # --- backfills ----------------------------------------------------------------------------

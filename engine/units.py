@@ -7,6 +7,7 @@ and every command import it.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -167,3 +168,17 @@ def one_line(text: str) -> str:
     if _CONTROL_RE.search(text) is None:
         return text
     return _CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def format_value(value: object, width: int = 40) -> str:
+    """A metadata value in one cell: `0.9712`, `1437`, `1234.57`, text on one line, a list or
+    dict as compact JSON; cut to `width` characters with `…`."""
+    if isinstance(value, bool) or value is None:
+        text = str(value).lower() if value is not None else "–"
+    elif isinstance(value, float):
+        text = f"{value:.6g}"
+    elif isinstance(value, int | str):
+        text = one_line(str(value))
+    else:
+        text = one_line(json.dumps(value, separators=(",", ":"), default=repr))
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -29,7 +29,7 @@ from engine.errors import EngineError
 from engine.redact import RedactingFormatter
 from engine.status import RunStatus, StepStatus
 from engine.units import plural
-from tui.commands import DagtopCommands
+from tui.commands import DagtopCommands, JumpCommands
 from tui.feedback import report_worker_failure
 from tui.messages import EngineChanged
 
@@ -51,7 +51,7 @@ class DagtopApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "dagtop"
-    COMMANDS = App.COMMANDS | {DagtopCommands}
+    COMMANDS = App.COMMANDS | {DagtopCommands, JumpCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", show=True),
         # What a terminal user presses first. Textual's own ctrl+c only says to press ctrl+q;

@@ -110,6 +110,10 @@ class PolledScreen(Screen[None], Generic[T]):
         """Show what a read returned (on the event loop)."""
         raise NotImplementedError
 
+    def poll_delay(self) -> float:
+        """Seconds until the next read (`POLL_SECONDS`, unless a screen knows better)."""
+        return self.POLL_SECONDS
+
     def poll_wanted(self) -> bool:
         # A modal (a dialog, a confirmation) leaves the screen in view; another screen hides it.
         top = self.app.screen
@@ -135,7 +139,7 @@ class PolledScreen(Screen[None], Generic[T]):
             if self._poll_timer is not None:
                 self._poll_timer.stop()
             if self.is_attached:
-                self._poll_timer = self.set_timer(self.POLL_SECONDS, self.poll)
+                self._poll_timer = self.set_timer(self.poll_delay(), self.poll)
 
     def action_back(self) -> None:
         self.dismiss()

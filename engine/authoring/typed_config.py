@@ -58,7 +58,10 @@ def config_param(fn: Callable[..., Any]) -> tuple[str, type] | None:
         hints = typing.get_type_hints(fn)
     except Exception:  # noqa: BLE001 - one annotation does not resolve (a TYPE_CHECKING import)
         hints = _each_hint(fn, raw)
-    found = [(n, c) for n, c in hints.items() if n != "return" and is_config_class(c)]
+    # The step's context is no config, though `StepContext` is a dataclass.
+    found = [
+        (n, c) for n, c in hints.items() if n not in ("return", "context") and is_config_class(c)
+    ]
     if len(found) > 1:
         raise TypeError(
             f"two parameters have a typed config ({found[0][0]!r} and {found[1][0]!r}): use one"

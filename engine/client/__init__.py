@@ -37,6 +37,7 @@ from engine.history.views import (
 )
 
 if TYPE_CHECKING:
+    from engine.history.asset_page import AssetPage, CheckHistory, MaterializationView, Point
     from engine.history.lineage import LineageNode, StaleState, render_lineage
 
 
@@ -73,14 +74,18 @@ class Client(Actions, Reads, DatabaseAdmin):
 
 # The views are part of the facade: the CLI and the UI import them from here.
 __all__ = [
+    "AssetPage",
     "AttemptView",
+    "CheckHistory",
     "CheckView",
     "Client",
     "EngineError",
     "LineageNode",
     "LogRef",
     "MachineView",
+    "MaterializationView",
     "NodeStatus",
+    "Point",
     "RunRequest",
     "RunView",
     "SampleView",
@@ -93,9 +98,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # Lineage's types load on first use: most commands never need them.
+    # Lineage's and the asset page's types load on first use: most commands never need them.
     if name in ("LineageNode", "StaleState", "render_lineage"):
         from engine.history import lineage
 
         return getattr(lineage, name)
+    if name in ("AssetPage", "CheckHistory", "MaterializationView", "Point"):
+        from engine.history import asset_page
+
+        return getattr(asset_page, name)
     raise AttributeError(f"module 'engine.client' has no attribute {name!r}")

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from engine.automation.backfill import ProgressReader
     from engine.automation.scheduler import ScheduleStatus
     from engine.automation.sensors import SensorStatus
+    from engine.history.asset_page import AssetPage
     from engine.history.lineage import LineageNode, StaleState
     from engine.history.partition_status import PartitionChanges, PartitionCursor, PartitionState
     from engine.loading.manifest import Manifest
@@ -177,6 +178,27 @@ class Reads(Project):
                     )
             return statuses
 
+    def asset(self, name: str, partition: str | None = None, limit: int = 50) -> AssetPage:
+        """One asset's page: its definition, partition counts and staleness, its newest
+        `limit` materializations (of `partition` only, if given) with their metadata and
+        checks, each check's history and pass rate, and its numeric metadata as series (see
+        engine.history.asset_page).
+
+        Raises:
+            SelectionError: no such asset (with the nearest name).
+            PartitionError: `partition` given for an unpartitioned asset, or not one of its keys.
+        """
+        from engine.history.asset_page import asset_page
+
+        manifest = self.load()
+        if name not in manifest.assets:
+            from engine.errors import SelectionError, suggest
+
+            hint = suggest(name, manifest.assets) or " (`dagtop list` shows every asset)"
+            raise SelectionError(f"unknown asset {name!r}{hint}")
+        with self._read() as s:
+            return asset_page(s, manifest, name, partition, limit)
+
     def describe(self) -> dict[str, Any]:
         """Every definition as plain data (what `dagtop list --json` prints)."""
         nothing: protocol.NoArguments = {}
@@ -257,24 +279,31 @@ class Reads(Project):
             return partition_changes(s, manifest, list(assets), cursor)
 
     def lineage(
-        self, asset: str, partition: str | None = None, downstream: bool = False
+        self,
+        asset: str,
+        partition: str | None = None,
+        downstream: bool = False,
+        materialization: int | None = None,
     ) -> LineageNode:
-        """How the current value of `asset` [partition] was produced: the materializations it
-        consumed, back to the roots; or, with `downstream`, the assets that depend on it and
-        their newest materializations (see engine.history.lineage).
+        """How the current value of `asset` [partition] (or its materialization whose id is
+        `materialization`) was produced: the materializations it consumed, back to the roots;
+        or, with `downstream`, the assets that depend on it and their newest materializations
+        (see engine.history.lineage).
 
         Raises:
             SelectionError: no such asset.
             PartitionError: the key is missing, not needed, or invalid.
-            EngineError: (upstream) the asset partition was never materialized.
+            EngineError: (upstream) the asset partition was never materialized, or has no such
+                materialization.
         """
         from engine.history.lineage import downstream_lineage, upstream_lineage
 
         manifest = self.load()
         _known_asset(manifest, asset)
-        build = downstream_lineage if downstream else upstream_lineage
         with self._read() as s:
-            return build(s, manifest, asset, partition)
+            if downstream:
+                return downstream_lineage(s, manifest, asset, partition)
+            return upstream_lineage(s, manifest, asset, partition, materialization)
 
     def stale(self, selection: Sequence[str], partition: str | None = None) -> list[StaleState]:
         """Each asset of a selection, in dependency order: missing, stale (with the reasons)

@@ -439,19 +439,33 @@ class _Builder:
 
 
 def upstream_lineage(
-    session: Session, manifest: Manifest, asset: str, partition: str | None
+    session: Session,
+    manifest: Manifest,
+    asset: str,
+    partition: str | None,
+    materialization: int | None = None,
 ) -> LineageNode:
-    """The current materialization of `asset` [partition] and, below it, the materializations
-    it consumed, back to the roots. A materialization reached twice (a diamond) is expanded once.
+    """The current materialization of `asset` [partition] (or the one whose id is
+    `materialization`, current or not) and, below it, the materializations it consumed, back to
+    the roots. A materialization reached twice (a diamond) is expanded once.
 
     Raises:
         PartitionError: see `check_partition`.
-        EngineError: the asset partition was never materialized.
+        EngineError: the asset partition was never materialized, or `asset` has no
+            materialization `materialization`.
     """
     from engine.storage import repo
 
     check_partition(manifest, asset, partition)
-    root = repo.latest_materialization(session, asset, partition)
+    if materialization is not None:
+        root = repo.materializations_by_id(session, [materialization]).get(materialization)
+        if root is None or root.asset != asset or root.partition != partition:
+            raise EngineError(
+                f"asset {asset!r} has no materialization {materialization}",
+                title="No such materialization",
+            )
+    else:
+        root = repo.latest_materialization(session, asset, partition)
     if root is None:
         where = f" for partition {partition}" if partition is not None else ""
         raise EngineError(

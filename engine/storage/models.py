@@ -36,12 +36,16 @@ class _Clean(TypeDecorator[str]):
         return value.replace("\x00", "\\x00") if dialect.name == "postgresql" else value
 
 
+# `cache_ok` again on each subclass: SQLAlchemy reads it from the class itself, and without it
+# warns and leaves every statement over these columns out of its compiled cache.
 class CleanText(_Clean):
     impl = Text
+    cache_ok = True
 
 
 class CleanString(_Clean):
     impl = String
+    cache_ok = True
 
 
 # Byte counts and nanosecond times overflow PostgreSQL's 32-bit INTEGER; on SQLite every

@@ -1040,3 +1040,96 @@ def asset_steps_changed_since(
 def last_update(session: Session) -> float:
     """The newest `updated_at` of any run (0 without runs): where a changes cursor starts."""
     return float(session.exec(select(func.max(Run.updated_at))).one() or 0.0)
+
+
+# --- an asset's page ----------------------------------------------------------------------------
+
+
+def asset_history(
+    session: Session, asset: str, limit: int, partition: str | None = None
+) -> list[Any]:
+    """The newest `limit` materializations of `asset` (or of one `partition` of it), the last
+    recorded first (across partitions: of the runs planned last). Rows, as the bulk reads.
+
+    One partition's are read in order from `ix_mat_asset_partition`. Across partitions they are
+    found through the asset's newest steps (`ix_step_key`: a step that succeeded recorded its
+    materializations, one per key for a range), a batch at a time until `limit` are found, so
+    the read costs the steps it walks back through, not the asset's whole history. No index of
+    its own: one led by `asset` ties with `ix_mat_current` for the reads of current values, and
+    SQLite, without statistics, then breaks the tie by the order the indexes were created in.
+    """
+    if partition is not None:
+        return list(
+            session.execute(
+                select_columns(*MAT_ROW)
+                .where(
+                    col(Materialization.asset) == asset,
+                    col(Materialization.partition) == partition,
+                )
+                .order_by(col(Materialization.created_at).desc(), col(Materialization.id).desc())
+                .limit(limit)
+            )
+        )
+    out: list[Any] = []
+    before: int | None = None
+    batch = limit + 10  # a few failed steps between materializations cost no second query
+    while len(out) < limit:
+        query = select(Step.id, Step.run_id).where(Step.key == asset, Step.kind == "asset")
+        if before is not None:
+            query = query.where(col(Step.id) < before)
+        steps = session.exec(query.order_by(col(Step.id).desc()).limit(batch)).all()
+        if not steps:
+            break
+        before = steps[-1][0]
+        found = session.execute(
+            select_columns(*MAT_ROW).where(
+                col(Materialization.run_id).in_([run_id for _, run_id in steps]),
+                # coalesce(): matched on each row the run index finds (as in failed_checks).
+                func.coalesce(Materialization.asset, "") == asset,
+            )
+        ).all()
+        out += found
+        batch = min(batch * 2, ID_CHUNK)
+    # Steps are numbered as runs are planned and runs may end in another order (a backfill's,
+    # in parallel): what was found is ordered by when each value was recorded.
+    out.sort(key=lambda mat: (mat.created_at, mat.id or 0), reverse=True)
+    return out[:limit]
+
+
+def asset_steps_of_runs(session: Session, asset: str, run_ids: Iterable[str]) -> dict[str, Any]:
+    """The step of `asset` in each of these runs, with its run's trigger: run id -> row
+    (`started_at`, `ended_at`, `trigger`, `trigger_ref`)."""
+    ids = sorted(set(run_ids))
+    out: dict[str, Any] = {}
+    for i in range(0, len(ids), ID_CHUNK):
+        for row in session.execute(
+            select_columns(
+                col(Step.run_id), col(Step.started_at), col(Step.ended_at),
+                col(Run.trigger), col(Run.trigger_ref),
+            )
+            .join(Run, col(Run.id) == col(Step.run_id))
+            .where(col(Step.run_id).in_(ids[i : i + ID_CHUNK]), col(Step.key) == asset)
+        ):  # fmt: skip
+            out[row.run_id] = row
+    return out
+
+
+def asset_checks_of_runs(session: Session, asset: str, run_ids: Iterable[str]) -> list[Any]:
+    """The check results of `asset` in these runs, oldest first: found through the runs
+    (`ix_checkrecord_run_id`), never through every check the asset ever ran. Rows."""
+    ids = sorted(set(run_ids))
+    out: list[Any] = []
+    for i in range(0, len(ids), ID_CHUNK):
+        out += session.execute(
+            select_columns(*CHECK_ROW)
+            .where(
+                col(CheckRecord.run_id).in_(ids[i : i + ID_CHUNK]),
+                func.coalesce(CheckRecord.asset, "") == asset,  # as in failed_checks
+            )
+            .order_by(col(CheckRecord.id))
+        )
+    out.sort(key=lambda row: row.id)
+    return out
+
+
+CHECK_ROW = tuple(inspect(CheckRecord).columns)

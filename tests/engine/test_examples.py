@@ -120,7 +120,7 @@ def test_new_digits_retrain_evaluate_and_deploy_on_their_own_with_an_engine_up(
         assert [st.key for st in auto.steps] == ["features", "trained_model", "evaluation",
                                                  "deployed"]  # fmt: skip
         assert auto.reason == "features: missing; then trained_model, evaluation, deployed"
-        assert (client.paths.home / "models" / "digits.pkl").is_file()
+        assert (client.paths.values / "@shared" / "models" / "digits.pkl").is_file()
     finally:
         engine.stop()
 

@@ -80,6 +80,10 @@ READS: dict[str, Callable[[Client, Any], Any]] = {
     "task node statuses": lambda c, h: c.node_statuses(pipeline="ingest"),
     "logs by an id prefix": lambda c, h: c.logs(h.a_run[:5]),
     "stale": lambda c, h: c.stale(["clean", "hourly_report"], h.a_key),
+    "asset page": lambda c, h: c.asset("clean", limit=20),
+    # One: the small history has one materialization of that key, the large one more.
+    "asset page --partition": lambda c, h: c.asset("clean", h.a_key, limit=1),
+    "asset page of an unpartitioned asset": lambda c, h: c.asset("hourly_report", limit=20),
 }
 
 
@@ -131,6 +135,13 @@ def test_the_reads_go_through_their_indexes(plans: Callable[[str], str]) -> None
         "SELECT * FROM materialization WHERE asset = 'clean' AND value_path IS NOT NULL"
     )
     assert "ix_run_updated" in plans("SELECT id FROM run WHERE updated_at > 5")
+    assert "ix_mat_asset_partition" in plans(
+        "SELECT * FROM materialization WHERE asset = 'clean' AND partition = '2025-01-01-05:00'"
+        " ORDER BY created_at DESC, id DESC LIMIT 20"
+    )
+    assert "ix_materialization_run_id" in plans(
+        "SELECT * FROM materialization WHERE run_id IN ('a', 'b') AND coalesce(asset, '') = 'x'"
+    )
     assert "PRIMARY KEY" in plans(
         "SELECT * FROM run WHERE id >= 'ab' AND id < 'ac' AND id LIKE 'ab%'"
     ) or "sqlite_autoindex_run_1" in plans(
@@ -142,3 +153,19 @@ def test_histories_differ_only_in_size(histories: dict[int, tuple[Client, Any]])
     small, large = histories[SMALL][1], histories[LARGE][1]
     assert (small.runs, large.runs) == (SMALL, LARGE) and small.keys == large.keys == 48
     assert large.steps > 8 * small.steps
+
+
+def test_the_asset_page_finds_the_newest_materializations_through_the_steps(
+    histories: dict[int, tuple[Client, Any]],
+) -> None:
+    client, _ = histories[LARGE]
+    with client.db.connect() as conn:
+        newest = [
+            row[0]
+            for row in conn.exec_driver_sql(
+                "SELECT id FROM materialization WHERE asset = 'clean'"
+                " ORDER BY created_at DESC, id DESC LIMIT 150"
+            )
+        ]
+    page = client.asset("clean", limit=150)  # more than a batch of steps, failures among them
+    assert [m.id for m in page.materializations] == newest and page.more

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import textwrap
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -319,3 +320,20 @@ def test_a_typed_config_is_found_beside_an_annotation_that_does_not_resolve(
     assert m.ok, m.errors
     down = m.assets["down"]
     assert down.inputs == ("up",) and down.config is not None and down.config["param"] == "cfg"
+
+
+@dataclass
+class _Knobs:
+    rate: float = 0.1
+
+
+def test_the_step_context_is_no_typed_config_though_it_is_a_dataclass() -> None:
+    from engine.authoring.context import StepContext
+    from engine.authoring.typed_config import config_param
+
+    def plain(context: StepContext) -> None: ...
+
+    def tuned(context: StepContext, knobs: _Knobs) -> None: ...
+
+    assert config_param(plain) is None
+    assert config_param(tuned) == ("knobs", _Knobs)

@@ -15,6 +15,7 @@ from engine.units import (
     control_character,
     format_bytes,
     format_duration,
+    format_value,
     glyph,
     one_line,
 )
@@ -122,3 +123,20 @@ def test_the_module_stays_cheap_and_standard_library_only() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.9712, "0.9712"),
+        (1234.5678, "1234.57"),
+        (1437, "1437"),
+        (True, "true"),
+        (None, "–"),
+        ("two\nlines", "two\\nlines"),
+        ({"a": [1, 2]}, '{"a":[1,2]}'),
+        ("x" * 50, "x" * 39 + "…"),
+    ],
+)
+def test_metadata_values_in_one_cell(value: object, text: str) -> None:
+    assert format_value(value) == text

@@ -36,7 +36,14 @@ from engine.client import (
     StepView,
 )
 from engine.client_api import ClientAPI
-from engine.errors import EngineError, RunNotFound
+from engine.errors import EngineError, RunNotFound, SelectionError
+from engine.history.asset_page import (
+    AssetPage,
+    CheckHistory,
+    CheckResult,
+    MaterializationView,
+    Point,
+)
 from engine.history.lineage import LineageNode
 from engine.history.partition_status import PartitionChanges, PartitionCursor, PartitionState
 from engine.loading.config import Paths
@@ -230,6 +237,7 @@ class FakeClient:
         backfills: What `backfills` lists (dicts as `engine.automation.backfill.progress`).
         schedules: The schedules' states, as the scheduler reports them.
         sensors: The sensors' states.
+        pages: Asset pages by name; an asset without one has a page with no history.
     """
 
     def __init__(
@@ -243,6 +251,7 @@ class FakeClient:
         backfills: Sequence[dict[str, Any]] = (),
         schedules: Sequence[ScheduleStatus] = (),
         sensors: Sequence[SensorStatus] = (),
+        pages: dict[str, AssetPage] | None = None,
     ) -> None:
         project = Path("/srv/ml-project")
         self.paths = Paths(home=project / ".dagtop", pipelines=project / "pipelines")
@@ -256,6 +265,9 @@ class FakeClient:
         self.backfill_items: list[dict[str, Any]] = list(backfills)
         self.schedule_items = {s.name: s for s in schedules}
         self.sensor_items = {s.name: s for s in sensors}
+        self.pages: dict[str, AssetPage] = dict(pages or {})
+        self.asset_reads: list[tuple[str, str | None, int]] = []  # (name, partition, limit)
+        self.lineage_reads: list[tuple[str, str | None, bool, int | None]] = []
         self.asset_status: dict[str, NodeStatus] = {}
         self.setup_warnings: list[str] = []
         self.task_status: dict[str, dict[str, NodeStatus]] = {}
@@ -349,6 +361,19 @@ class FakeClient:
         self.put(replace(view, status=RunStatus.CANCELED, ended_at=NOW))
         return view.id
 
+    def asset(self, name: str, partition: str | None = None, limit: int = 50) -> AssetPage:
+        """The page a test gave for `name` (narrowed to `partition` and cut to `limit`, as
+        storage would), or one with no history."""
+        self.asset_reads.append((name, partition, limit))
+        if name not in self.manifest.assets:
+            raise SelectionError(f"unknown asset {name!r}")
+        page = self.pages.get(name) or empty_page(self.manifest, name)
+        mats = [m for m in page.materializations if partition in (None, m.partition)]
+        return replace(
+            page, partition=partition, limit=limit, materializations=tuple(mats[:limit]),
+            more=len(mats) > limit,
+        )  # fmt: skip
+
     # --- partitions and lineage ---------------------------------------------------------------
 
     def partitions(self, asset: str) -> list[PartitionState]:
@@ -380,9 +405,14 @@ class FakeClient:
         return PartitionChanges(states, True, PartitionCursor(0.0, frozenset(), ()))
 
     def lineage(
-        self, asset: str, partition: str | None = None, downstream: bool = False
+        self,
+        asset: str,
+        partition: str | None = None,
+        downstream: bool = False,
+        materialization: int | None = None,
     ) -> LineageNode:
         """The newest run that made `asset`, alone: this history records no inputs."""
+        self.lineage_reads.append((asset, partition, downstream, materialization))
         node = self.asset_status.get(asset)
         if node is None or node.status != StepStatus.SUCCESS:
             raise EngineError(f"asset {asset!r} has no materialization yet", "Never materialized")
@@ -436,6 +466,77 @@ class FakeClient:
             self.schedule_items[name] = replace(self.schedule_items[name], enabled=enabled)
         else:
             self.sensor_items[name] = replace(self.sensor_items[name], enabled=enabled)
+
+
+def empty_page(manifest: Manifest, name: str) -> AssetPage:
+    """The page of an asset of `manifest` that was never materialized."""
+    spec = manifest.assets[name]
+    pdef = spec.partitions_def
+    return AssetPage(
+        name=name, group=spec.group, description=spec.description, file=spec.file,
+        line=spec.line, partitions=pdef.describe() if pdef is not None else None,
+        partition_counts={PartitionStatus.MISSING: len(pdef.keys()) if pdef else 1},
+        code_version=spec.code_version, resources=spec.resources, upstream=spec.upstream,
+        downstream=tuple(manifest.downstream().get(name, ())), stale=False, stale_reasons=(),
+        partition=None, limit=50, materializations=(), more=False, checks=(), series={},
+        by_partition={},
+    )  # fmt: skip
+
+
+def trained_page(manifest: Manifest, accuracies: Sequence[float] = (0.95, 0.97, 0.96)) -> AssetPage:
+    """`evaluation` after a training per accuracy (oldest first, an hour apart), its check
+    failing on the second; `accuracy` and `rows` are numbers, `model` text."""
+    runs = [f"e{i:03d}0000000" for i in range(len(accuracies))]
+    mats = tuple(
+        MaterializationView(
+            id=i + 1, run_id=runs[i], partition=None,
+            created_at=SCREEN_NOW - 3600 * (len(runs) - i), duration=2.0 + i,
+            trigger="manual" if i else "schedule",
+            metadata={"accuracy": acc, "rows": 1437 + i, "model": "LogisticRegression"},
+            checks={"accuracy_above_90pct": i != 1}, current=i == len(runs) - 1,
+            code_version="c0de",
+        )
+        for i, acc in enumerate(accuracies)
+    )[::-1]  # fmt: skip
+    results = tuple(
+        CheckResult(m.run_id, None, m.created_at, m.checks["accuracy_above_90pct"],
+                    {"accuracy": m.metadata["accuracy"], "minimum": 0.9}, None)
+        for m in mats
+    )  # fmt: skip
+    series = {
+        key: tuple(Point(m.created_at, float(m.metadata[key]), m.run_id, None) for m in mats[::-1])
+        for key in ("accuracy", "rows")
+    }
+    return replace(
+        empty_page(manifest, "evaluation"), partition_counts={PartitionStatus.MATERIALIZED: 1},
+        materializations=mats, series=series,
+        checks=(CheckHistory("accuracy_above_90pct", False, None, results),),
+    )  # fmt: skip
+
+
+def sales_page(manifest: Manifest) -> AssetPage:
+    """`revenue` materialized for 2025-01-01 to 03, the 2nd twice."""
+    made = [("2025-01-01", 1501.2), ("2025-01-02", 2000.0), ("2025-01-03", 1765.1),
+            ("2025-01-02", 2123.4)]  # fmt: skip
+    mats = tuple(
+        MaterializationView(
+            id=i + 1, run_id=f"s{i:03d}0000000", partition=key,
+            created_at=SCREEN_NOW - 600 * (len(made) - i), duration=0.1, trigger="backfill",
+            metadata={"revenue": value}, checks={"revenue_is_positive": True},
+            current=i != 1, code_version="c0de",
+        )
+        for i, (key, value) in enumerate(made)
+    )[::-1]  # fmt: skip
+    current = sorted((m for m in mats if m.current), key=lambda m: m.partition or "")
+    return replace(
+        empty_page(manifest, "revenue"),
+        partition_counts={PartitionStatus.MATERIALIZED: 3, PartitionStatus.MISSING: 28},
+        materializations=mats,
+        series={"revenue": tuple(Point(m.created_at, m.metadata["revenue"], m.run_id,
+                                       m.partition) for m in mats[::-1])},
+        by_partition={"revenue": tuple(Point(m.created_at, m.metadata["revenue"], m.run_id,
+                                             m.partition) for m in current)},
+    )  # fmt: skip
 
 
 # --- one screen at a time ---------------------------------------------------------------------

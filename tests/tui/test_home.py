@@ -19,6 +19,7 @@ from tests.tui.waits import until
 from tui.app import DagtopApp
 from tui.commands import DagtopCommands
 from tui.messages import EngineChanged
+from tui.screens.asset import AssetScreen
 from tui.screens.confirm import ConfirmScreen, PromptScreen, QuitScreen
 from tui.screens.help import HelpScreen
 from tui.screens.home import HomeScreen
@@ -213,12 +214,15 @@ async def test_runs_pane_cancel_rerun_filter_and_open(
         await pilot.press("escape")
         await until(lambda: table.row_count == 5, pilot)
 
-        # Enter / l on a graph node: its latest step.
+        # Enter on a graph node: the asset's page; l: its latest step's log.
         home.show_graph("group", "training")
         home.dag.focus()
         home.dag.select("trained_model")
         await pilot.press("enter")
-        assert opened.pop() == ("4f2a9c01b2d3", "trained_model")
+        await until(lambda: isinstance(app.screen, AssetScreen), pilot)
+        assert isinstance(app.screen, AssetScreen) and app.screen.asset == "trained_model"
+        await pilot.press("escape")
+        await until(lambda: app.screen is home, pilot)
         home.dag.select("raw_digits")
         await pilot.pause()
         await pilot.press("l")

@@ -214,7 +214,12 @@ class HomeActions(Screen[None]):
             self.open_run(status.run_id, step=self.selected_ref.name)
 
     def open_node(self, ref: NodeRef) -> None:
-        """Enter on an asset or task: its latest step."""
+        """Enter on an asset: its page; on a task: its latest step."""
+        if ref.kind == "asset":
+            from tui.screens.asset import AssetScreen
+
+            self.app.push_screen(AssetScreen(ref.name))
+            return
         status = self.node_status(ref)
         if status is None:
             self.notify(f"{ref.name} has never run: press m to run it", title="No runs yet")
@@ -252,6 +257,23 @@ class HomeActions(Screen[None]):
         ref = self.selected_ref
         if not self._partitioned(ref) or ref is None:
             return
+        self.backfill_asset(ref.name)
+
+    # --- what the command palette asks for by name --------------------------------------------
+
+    def materialize_asset(self, name: str) -> None:
+        """Materialize one asset, as `m` on it (asking for a key if it is partitioned)."""
+        if self.manifest is not None and name in self.manifest.assets:
+            self._materialize((name,), [name])
+
+    def run_pipeline(self, name: str) -> None:
+        self.submit(RunRequest(pipeline=name))
+
+    def set_enabled(self, kind: str, name: str, enabled: bool) -> None:
+        self._toggle(kind, name, enabled)
+
+    def backfill_asset(self, name: str) -> None:
+        """The backfill dialog for one partitioned asset, as `b` on it."""
         from tui.screens.backfill import BackfillDialog
 
         def started(backfill_id: str | None) -> None:
@@ -259,7 +281,7 @@ class HomeActions(Screen[None]):
                 self.notify(f"backfill {backfill_id[:6]} started", title="Backfill")
                 self.request_refresh()
 
-        self.app.push_screen(BackfillDialog([ref.name], None, None), started)
+        self.app.push_screen(BackfillDialog([name], None, None), started)
 
     def action_toggle_enabled(self) -> None:
         selected = self.automation.selected

@@ -32,10 +32,20 @@ class LineageScreen(ModalScreen[None]):
         Binding("escape,q,i", "dismiss", "Close", show=True),
     ]
 
-    def __init__(self, asset: str, partition: str | None) -> None:
+    def __init__(
+        self, asset: str, partition: str | None, materialization: int | None = None
+    ) -> None:
+        """
+        Args:
+            asset: The asset.
+            partition: Its partition key (None: unpartitioned).
+            materialization: Upstream, how this materialization of it (by id) was produced,
+                rather than its current value.
+        """
         super().__init__()
         self.asset = asset
         self.partition = partition
+        self.materialization = materialization
         self.downstream = False
 
     def compose(self) -> ComposeResult:
@@ -58,7 +68,7 @@ class LineageScreen(ModalScreen[None]):
         text = self.query_one("#lineage-text", Static)
         try:
             root = await asyncio.to_thread(
-                client.lineage, self.asset, self.partition, self.downstream
+                client.lineage, self.asset, self.partition, self.downstream, self.materialization
             )
         except EngineError as exc:
             text.update(exc.msg)
