@@ -132,6 +132,19 @@ def glyph(status: str | None) -> str:
     return GLYPHS.get(status or "never", UNKNOWN_GLYPH)
 
 
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """`count` and its noun, in the singular for one: "1 task pipeline", "4 files".
+
+    Args:
+        count: How many.
+        noun: The singular; the plural adds "s" unless `many` is given.
+        many: The plural when it is not `noun` + "s" ("entries").
+    """
+    if count == 1:
+        return f"1 {noun}"
+    return f"{count} {many or noun + 's'}"
+
+
 # --- one line of text ---------------------------------------------------------------------------
 
 # C0 and C1 controls (newline, carriage return, escape, ...), DEL, and the Unicode line and

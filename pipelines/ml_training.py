@@ -263,7 +263,7 @@ def deployed(context, evaluation: dict[str, Any], model_store: ModelStore) -> di
         deploy = False
     else:
         reason = (
-            "no model was deployed"
+            "the first model (none was deployed before)"
             if old is None
             else f"new accuracy {new:.4f} > deployed {old:.4f}"
         )

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import work
 from textual.app import App
@@ -26,6 +28,7 @@ from engine.client_api import ClientAPI
 from engine.errors import EngineError
 from engine.redact import RedactingFormatter
 from engine.status import RunStatus, StepStatus
+from engine.units import plural
 from tui.commands import DagtopCommands, JumpCommands
 from tui.feedback import report_worker_failure
 from tui.messages import EngineChanged
@@ -51,6 +54,9 @@ class DagtopApp(App[None]):
     COMMANDS = App.COMMANDS | {DagtopCommands, JumpCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", show=True),
+        # What a terminal user presses first. Textual's own ctrl+c only says to press ctrl+q;
+        # in a text box with a selection it still copies (the box's binding comes first).
+        Binding("ctrl+c", "quit", "Quit", show=False),
         Binding("question_mark", "help", "Help", show=True, key_display="?"),
         Binding("B", "backfills", "Backfills", show=True),
         Binding("S", "automation", "Schedules", show=True, tooltip="Schedules & sensors"),
@@ -59,15 +65,22 @@ class DagtopApp(App[None]):
     ]
 
     def __init__(
-        self, client: ClientAPI, mode: str = "embedded", clock: Callable[[], float] | None = None
+        self,
+        client: ClientAPI,
+        mode: str = "embedded",
+        clock: Callable[[], float] | None = None,
+        engine_starting: Future[Any] | None = None,
     ) -> None:
         """
         Args:
             client: The engine facade.
             mode: "embedded", "attached" (to a daemon) or "offline" (read-only, for tests).
             clock: Returns the current epoch seconds (tests freeze it for stable snapshots).
+            engine_starting: The embedded engine, still starting (in `run_app`): the first
+                frame is read from storage meanwhile; None if it did not start.
         """
         super().__init__()
+        self.engine_starting = engine_starting
         self.client: ClientAPI = client
         self.mode = mode
         self.clock: Callable[[], float] = clock or time.time
@@ -86,12 +99,34 @@ class DagtopApp(App[None]):
     def on_mount(self) -> None:
         from tui.screens.home import HomeScreen
 
+        self.push_screen(HomeScreen())
+        if self.engine_starting is not None:
+            self._engine_started(self.engine_starting)
+            return
         engine = self.client.engine
         if engine is not None:
             self._unsubscribe = engine.subscribe(self._engine_changed)
         else:
             self.set_interval(POLL_INTERVAL, self.poll_changes)
-        self.push_screen(HomeScreen())
+
+    @work(group="engine-start", exit_on_error=False)
+    async def _engine_started(self, starting: Future[Any]) -> None:
+        """Listen to the embedded engine once it has started (it starts while the first frame
+        is read and drawn); without one, poll storage as an attached UI does."""
+        try:
+            engine = await asyncio.wrap_future(starting)
+        except EngineError as exc:
+            self.notify(exc.msg, title=exc.title, severity="error")
+            engine = None
+        if engine is None:
+            self.mode = "attached"
+            self.set_interval(POLL_INTERVAL, self.poll_changes)
+            return
+        self._unsubscribe = engine.subscribe(self._engine_changed)
+        # Whatever it did between the first reads and now: read it.
+        self.post_message(EngineChanged("reload", None))
+        for screen in self.screen_stack[1:]:
+            screen.post_message(EngineChanged("reload", None, forwarded=True))
 
     def _engine_changed(self, event: EngineEvent) -> None:
         # On an engine thread: post_message is the thread-safe way onto the event loop.
@@ -204,7 +239,7 @@ class DagtopApp(App[None]):
             return
         choice = await self.push_screen_wait(QuitScreen(len(live)))
         if choice == "stop":
-            self.notify(f"stopping {len(live)} run(s)…", title="Quit")
+            self.notify(f"stopping {plural(len(live), 'run')}…", title="Quit")
             await asyncio.to_thread(self._stop_runs, live)
             self.exit()
         elif choice == "handoff":
@@ -262,26 +297,40 @@ def _log_to_file(path: Path) -> Callable[[], None]:
     return restore
 
 
-def run_app(client: Client) -> None:
-    """`dagtop` with no command: embed an engine (or attach to the daemon) and open the UI."""
+def _start_engine(client: Client, started: Future[Any]) -> None:
     from engine.errors import EngineBusy
 
+    try:
+        started.set_result(client.start_engine(kind="tui"))
+    except EngineBusy:
+        started.set_result(None)  # a daemon took the home meanwhile: attach to it
+    except BaseException as exc:  # noqa: BLE001 - handed to the UI, which says it
+        started.set_exception(exc)
+
+
+def run_app(client: Client) -> None:
+    """`dagtop` with no command: embed an engine (or attach to the daemon) and open the UI."""
     restore_logging = _log_to_file(client.paths.home / "ui.log")
     try:
         # A damaged history is refused before the screen opens (the error is one line on the
         # terminal): the UI would show what its damaged pages say, and its engine act on it.
         client.verify_db()
-        engine = None
+        starting: Future[Any] | None = None
         mode = "attached" if client.daemon() is not None else "embedded"
         if mode == "embedded":
-            try:
-                engine = client.start_engine(kind="tui")
-            except EngineBusy:
-                mode = "attached"
-        app = DagtopApp(client, mode=mode)
+            # The engine starts on a thread while the UI draws its first frame from storage
+            # (its start waits on files, SQLite and the loader more than it computes).
+            starting = Future()
+            threading.Thread(
+                target=_start_engine, args=(client, starting), name="dagtop-start", daemon=True
+            ).start()
+        app = DagtopApp(client, mode=mode, engine_starting=starting)
         try:
             app.run()
         finally:
+            engine = None
+            if starting is not None and starting.exception() is None:
+                engine = starting.result()  # waits for a start still under way
             if engine is not None:
                 engine.stop(grace=app.stop_grace)
     finally:

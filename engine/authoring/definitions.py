@@ -740,6 +740,7 @@ class Pipeline:
         schedule: A cron string or `@daily`-style alias; makes a schedule named after it.
         start: The first moment the schedule applies (ISO date or datetime); catchup starts here.
         catchup: Run every tick missed since `start` or the last run, not only the latest.
+            Without it a new schedule begins with its next tick: a first start runs nothing.
         retries: Default extra attempts of each task.
         retry_delay: Default seconds before a task's first retry.
         tags: Free-form labels.
@@ -1017,7 +1018,8 @@ def schedule(
         cron: Five-field cron, or `@hourly`, `@daily`, `@weekly`, `@monthly`.
         target: An asset name, a list of names or selections, `"group:NAME"`, or a Pipeline.
         name: The schedule's name (default: derived from the target).
-        catchup: Run every missed tick on start, not only the latest.
+        catchup: Run every missed tick on start, not only the latest. Without it a new
+            schedule begins with its next tick: a first start runs nothing.
         on_failure, on_success: Hooks for every step of the runs this schedule starts.
     """
     file, line = _caller_location()

@@ -266,8 +266,10 @@ class Scheduler:
                 self._add_job(name, trigger, enabled=toggle is None or toggle.enabled)
                 if old is None:
                     fresh.append(name)
-                    begins_when_seen = entry.start is None and not (
-                        spec.catchup and self._partitioning(spec) is not None
+                    # Without catchup a schedule begins when first seen, `start` or not: a
+                    # first start runs nothing unasked (Dagster's way, not Airflow's).
+                    begins_when_seen = not spec.catchup or (
+                        entry.start is None and self._partitioning(spec) is None
                     )
                     if toggle is None and begins_when_seen:
                         first_seen.append(name)
@@ -377,9 +379,14 @@ class Scheduler:
         from_partitions = False
         if last is not None:
             low, inclusive = last, False
+        elif not spec.catchup:
+            # No history: the next tick after it was first seen (or after `start`, if later).
+            low, inclusive = turned_on or entry.since, True
+            if entry.start is not None and entry.start > low:
+                low = entry.start
         elif entry.start is not None:
             low, inclusive = entry.start, True
-        elif spec.catchup and (parts := self._partitioning(spec)) is not None:
+        elif (parts := self._partitioning(spec)) is not None:
             keys = parts.definition.keys(now)
             if not keys:
                 return [], False

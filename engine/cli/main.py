@@ -25,7 +25,15 @@ from engine.client import Client, RunView, iso
 from engine.errors import EngineError
 from engine.redact import RedactingFormatter, redact
 from engine.status import BackfillStatus, Freshness, RunStatus, StepStatus, TickStatus
-from engine.units import GLYPHS, format_bytes, format_duration, glyph, one_line
+from engine.units import (
+    GLYPHS,
+    control_character,
+    format_bytes,
+    format_duration,
+    glyph,
+    one_line,
+    plural,
+)
 
 if TYPE_CHECKING:
     from engine.client import AssetPage
@@ -58,6 +66,44 @@ def _parse_params(items: Sequence[str] | None) -> dict[str, Any]:
     return params
 
 
+def _warn_unread_params(
+    client: Client, params: dict[str, Any], selection: Sequence[str] = (), pipeline: str = ""
+) -> None:
+    """Warn of a --param that the target's files never name: most likely a typo, which would
+    otherwise be recorded with the run and silently ignored. Only a name that appears nowhere
+    in those files is reported, so a parameter read in any way is never warned about."""
+    if not params:
+        return
+    import re
+
+    from engine.loading.selection import resolve
+
+    manifest = client.load()
+    if pipeline:
+        spec = manifest.pipelines.get(pipeline)
+        files = {spec.file} if spec is not None else set()
+    else:
+        try:
+            files = {manifest.assets[name].file for name in resolve(manifest, selection)}
+        except EngineError:
+            return  # the run itself says what is wrong with the selection
+    sources = []
+    for file in sorted(files):
+        try:
+            sources.append((Path(manifest.root) / file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            return  # unreadable: cannot tell, so say nothing
+    for key in params:
+        if control_character(key) is not None:
+            continue  # refused with its own message when the run is planned
+        if files and not any(re.search(rf"\b{re.escape(key)}\b", text) for text in sources):
+            where = ", ".join(sorted(files))
+            sys.stderr.write(
+                f"dagtop: warning: --param {key} is named nowhere in {where}: "
+                "no step reads it (a typo?)\n"
+            )
+
+
 # click, not a heavier layer over it: each `dagtop` command is a short process, and its start
 # counts (a run handed to a running daemon is done in about the time the import takes).
 @click.group(
@@ -76,6 +122,7 @@ def _parse_params(items: Sequence[str] | None) -> dict[str, Any]:
     help="Folder of pipeline files [default: ./pipelines]",
 )
 @click.option("--verbose", "-v", is_flag=True, help="Log the engine's work")
+@click.version_option(package_name="dagtop", message="%(prog)s %(version)s")
 @click.pass_context
 def app(ctx: click.Context, home: Path | None, pipelines: Path | None, verbose: bool) -> None:
     if verbose:
@@ -85,6 +132,7 @@ def app(ctx: click.Context, home: Path | None, pipelines: Path | None, verbose: 
         for handler in logging.getLogger().handlers:
             handler.setFormatter(RedactingFormatter("%(asctime)s %(name)s %(message)s"))
     ctx.obj = Client(home=home, pipelines=pipelines)
+    ctx.obj.reads_over_socket = ctx.invoked_subcommand is not None  # the UI reads storage
     # However the command ends (the process then leaves with os._exit, which closes nothing):
     # checkpoint what it wrote, so no -wal and -shm files are left beside the database.
     ctx.call_on_close(ctx.obj.close)
@@ -140,8 +188,9 @@ def check(client: Client, as_json: bool) -> None:
                 print(f"{GLYPHS['failed']} {rel}{where}  {err.kind}: {err.message}")
         n_err = len(manifest.errors)
         print(
-            f"{len(manifest.files) + len(settings) - n_err} file(s) ok, {n_err} broken; "
-            f"{len(manifest.assets)} assets, {len(manifest.pipelines)} task pipelines"
+            f"{plural(len(manifest.files) + len(settings) - n_err, 'file')} ok, {n_err} broken; "
+            f"{plural(len(manifest.assets), 'asset')}, "
+            f"{plural(len(manifest.pipelines), 'task pipeline')}"
         )
     if not manifest.ok:
         _exit(1)
@@ -251,9 +300,9 @@ def materialize(
     else:
         if not selection:
             raise EngineError("name what to materialize: an asset, group:NAME, or *")
-        view = client.materialize(
-            selection, partition=partition, params=_parse_params(param), on_change=progress
-        )
+        params = _parse_params(param)
+        _warn_unread_params(client, params, selection=selection)
+        view = client.materialize(selection, partition=partition, params=params, on_change=progress)
     progress(view)
     _finish_run(view, as_json)
 
@@ -289,7 +338,7 @@ def _print_due(states: list[StaleState]) -> None:
         mark = GLYPHS[st.status]
         print(f"{mark} {st.asset + where:<24} {st.status}: {', '.join(st.reasons)}", flush=True)
     if due:
-        print(f"materializing {len(due)} of {len(states)} asset(s)", flush=True)
+        print(f"materializing {len(due)} of {plural(len(states), 'asset')}", flush=True)
 
 
 @app.command()
@@ -322,7 +371,9 @@ def run_(client: Client, pipeline: str, param: tuple[str, ...], as_json: bool) -
     """Run a task pipeline now and wait for the result."""
     client.prewarm()
     progress = _Progress(as_json)
-    view = client.run_pipeline(pipeline, _parse_params(param), on_change=progress)
+    params = _parse_params(param)
+    _warn_unread_params(client, params, pipeline=pipeline)
+    view = client.run_pipeline(pipeline, params, on_change=progress)
     progress(view)
     _finish_run(view, as_json)
 
@@ -748,7 +799,8 @@ def keys_(client: Client, op: str, name: str, keys: tuple[str, ...], as_json: bo
 @click.pass_obj
 def runs(client: Client, limit: int, as_json: bool) -> None:  # fmt: skip
     """Recent runs, newest first."""
-    views = client.runs(limit)
+    views = client.runs(limit + 1)  # one more than shown: whether to say there are more
+    more, views = len(views) > limit, views[:limit]
     if as_json:
         _emit_json([v.to_json() for v in views])
         return
@@ -762,6 +814,8 @@ def runs(client: Client, limit: int, as_json: bool) -> None:  # fmt: skip
             f"{v.target}{' [' + v.partition + ']' if v.partition else ''}"
             f"{'  (' + one_line(v.reason) + ')' if v.reason else ''}"
         )
+    if more:
+        print(f"… more runs not shown (--limit {limit * 2} shows more)")
 
 
 app.add_command(cli_logs.logs)

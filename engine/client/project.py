@@ -57,14 +57,16 @@ class Project:
     def load(self, force: bool = False) -> Manifest:
         """The manifest of the pipelines folder (cached by file content in the home folder), or
         the embedded engine's (which reloads on every change)."""
+        # Asked first, also of an embedded engine (which loads a missing folder as empty):
+        # the UI says at once why nothing shows, as the command line does.
+        if not self.paths.pipelines.is_dir():
+            raise EngineError(
+                f"no pipelines folder at {self.paths.pipelines} (use --pipelines DIR)",
+                title="No pipelines",
+            )
         if self.engine is not None and not force:
             return self.engine.manifest()
         if self._manifest is None or force:
-            if not self.paths.pipelines.is_dir():
-                raise EngineError(
-                    f"no pipelines folder at {self.paths.pipelines} (use --pipelines DIR)",
-                    title="No pipelines",
-                )
             self._ensure_home()
             from engine.loading import loader
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.history.lineage import VALUE_MISSING, Staleness
+from engine.history.views import PartitionState as PartitionState  # there: no storage needed
 from engine.loading.manifest import AssetSpec, Manifest
 from engine.status import PartitionStatus, StepStatus
 from engine.storage import repo
@@ -37,16 +38,6 @@ if TYPE_CHECKING:
 # committed late may carry a time older than one already read. Each poll reads this many
 # seconds back again (skipping the changes it has seen), the busy timeout's length.
 OVERLAP = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionState:
-    key: str | None
-    status: PartitionStatus
-    materialized_at: float | None
-    run_id: str | None
-    reason: str | None = None
-    failed_checks: tuple[str, ...] = ()  # checks the current value failed
 
 
 @dataclass(frozen=True, slots=True)

@@ -202,7 +202,10 @@ def plan(
             hint = suggest(request.pipeline, manifest.pipelines)
             if request.pipeline in manifest.assets:
                 hint = f" ({request.pipeline!r} is an asset: use `dagtop materialize`)"
-            raise SelectionError(f"unknown pipeline {request.pipeline!r}{hint}")
+            from engine.loading.selection import broken_cause
+
+            cause = broken_cause(manifest, request.pipeline)
+            raise SelectionError(cause or f"unknown pipeline {request.pipeline!r}{hint}")
         if request.partition is not None:
             raise PartitionError("task pipelines are not partitioned: drop --partition")
         graph = {t.id: list(t.upstream) for t in pipeline.tasks.values()}

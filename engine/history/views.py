@@ -186,6 +186,18 @@ class MachineView:
 
 
 @dataclass(frozen=True, slots=True)
+class PartitionState:
+    """One partition of an asset and where it stands (see engine.history.partition_status)."""
+
+    key: str | None
+    status: PartitionStatus
+    materialized_at: float | None
+    run_id: str | None
+    reason: str | None = None
+    failed_checks: tuple[str, ...] = ()  # checks the current value failed
+
+
+@dataclass(frozen=True, slots=True)
 class LogRef:
     key: str
     attempt: int

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from pathlib import Path
 
 from engine.errors import SelectionError, suggest
 from engine.loading.manifest import Manifest
@@ -26,6 +28,27 @@ def _walk(start: str, edges: dict[str, list[str]], depth: int | None) -> set[str
         frontier = nxt
         level += 1
     return seen
+
+
+def broken_cause(manifest: Manifest, name: str) -> str:
+    """Why `name` is not defined when a pipeline file that names it failed to load ("" if no
+    broken file names it): that file's failure is the cause to tell, not the unknown name."""
+    word = re.compile(rf"\b{re.escape(name)}\b")
+    for file, error in sorted(manifest.errors.items()):
+        try:
+            source = (Path(manifest.root) / file).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if word.search(source):
+            message = error.message.strip().splitlines()[-1] if error.message.strip() else ""
+            message = message or f"{error.kind} error"
+            if error.line and f"line {error.line}" not in message:
+                message += f" (line {error.line})"
+            return (
+                f"{file} failed to load, so {name!r} is not defined: {message}; "
+                "`dagtop check` shows the whole error"
+            )
+    return ""
 
 
 def resolve(manifest: Manifest, selection: Iterable[str]) -> list[str]:
@@ -68,7 +91,7 @@ def resolve(manifest: Manifest, selection: Iterable[str]) -> list[str]:
             hint = suggest(name, manifest.assets)
             if name in manifest.pipelines:
                 hint = f" ({name!r} is a task pipeline: use `dagtop run {name}`)"
-            raise SelectionError(f"unknown asset {name!r}{hint}")
+            raise SelectionError(broken_cause(manifest, name) or f"unknown asset {name!r}{hint}")
         chosen.add(name)
         if up_depth != 0:
             chosen |= _walk(name, upstream, up_depth)

@@ -152,6 +152,42 @@ class Reloaded(TypedDict):
     errors: int
 
 
+class RunsQuery(TypedDict):
+    """The newest runs first: `limit` of them after the `offset` newest."""
+
+    limit: int
+    offset: int
+
+
+class RunsFound(TypedDict):
+    runs: list[RunWire]
+
+
+class RunQuery(TypedDict):
+    """One run, by its id or a unique prefix, with the log files of its attempts (of `step`'s
+    only, when it is given)."""
+
+    run_id: str
+    step: NotRequired[str | None]
+
+
+class RunFound(TypedDict):
+    run: RunWire
+    logs: list[dict[str, Any]]  # key, attempt, status, path: `engine.history.views.LogRef`
+
+
+class PartitionsQuery(TypedDict):
+    asset: str
+
+
+class PartitionsFound(TypedDict):
+    partitions: list[dict[str, Any]]  # `engine.history.partition_status.PartitionState` fields
+
+
+class Definitions(TypedDict):
+    definitions: dict[str, Any]  # what `dagtop list --json` prints
+
+
 RUN = Command("run", RunCommand, RunRef)
 RERUN = Command("rerun", RunRef, RunRef)  # the failed, skipped and canceled steps, again
 CANCEL = Command("cancel", RunRef, RunRef)
@@ -161,6 +197,11 @@ BACKFILL_RESUME = Command("backfill_resume", BackfillRef, BackfillRef)
 TOGGLE = Command("toggle", ToggleCommand, Done)
 RELOAD = Command("reload", NoArguments, Reloaded)
 KEYS = Command("keys", KeysCommand, KeysChanged)
+# Reads, answered over the socket so that `dagtop runs` and its like import no storage.
+READ_RUNS = Command("read_runs", RunsQuery, RunsFound)
+READ_RUN = Command("read_run", RunQuery, RunFound)
+READ_PARTITIONS = Command("read_partitions", PartitionsQuery, PartitionsFound)
+READ_DEFINITIONS = Command("read_definitions", NoArguments, Definitions)
 FOLLOW_RUN: Stream[FollowRun, RunWire] = Stream("follow_run", FollowRun, dict)
 FOLLOW_BACKFILL: Stream[BackfillRef, BackfillInfo] = Stream("follow_backfill", BackfillRef, dict)
 

@@ -74,6 +74,11 @@ class EngineHandle(Target, Protocol):
     @property
     def running(self) -> bool: ...
 
+    @property
+    def timezone(self) -> str | None:
+        """The zone of its schedules (its settings' `timezone`)."""
+        ...
+
     def subscribe(self, callback: Callable[[EngineEvent], None]) -> Callable[[], None]: ...
 
     def reload(self, initial: bool = False) -> Manifest: ...
@@ -147,6 +152,37 @@ def _toggle(target: Target, cmd: ToggleCommand) -> Done:
     return {"ok": True}
 
 
+def _read_runs(engine: EngineHandle, query: protocol.RunsQuery) -> protocol.RunsFound:
+    from engine.service import reads
+
+    views = reads.recent_runs(engine.db, query["limit"], query["offset"])
+    return {"runs": [view.to_wire() for view in views]}
+
+
+def _read_run(engine: EngineHandle, query: protocol.RunQuery) -> protocol.RunFound:
+    from engine.service import reads
+
+    view, refs = reads.run_logs(engine.db, query["run_id"], query.get("step"))
+    return {"run": view.to_wire(), "logs": [reads.log_wire(ref) for ref in refs]}
+
+
+def _read_partitions(
+    engine: EngineHandle, query: protocol.PartitionsQuery
+) -> protocol.PartitionsFound:
+    from dataclasses import asdict
+
+    from engine.service import reads
+
+    states = reads.partitions(engine.db, engine.manifest(), query["asset"])
+    return {"partitions": [asdict(state) for state in states]}
+
+
+def _read_definitions(engine: EngineHandle, _: NoArguments) -> protocol.Definitions:
+    from engine.service import reads
+
+    return {"definitions": reads.definitions(engine.db, engine.manifest(), engine.timezone)}
+
+
 def _reload(engine: EngineHandle, _: NoArguments) -> Reloaded:
     manifest = engine.reload()
     return {"assets": len(manifest.assets), "errors": len(manifest.errors)}
@@ -195,7 +231,12 @@ COMMANDS: dict[str, Handler[Any, Any]] = {
             protocol.KEYS,
             engine=lambda e, cmd: e.change_keys(cmd["op"], cmd["name"], cmd["keys"]),
             here=lambda h, cmd: h.change_keys(cmd["op"], cmd["name"], cmd["keys"]),
-        ),  # nothing to reload with no engine up
+        ),
+        # Reads: with no engine up (or none on this machine) the client reads storage itself.
+        Handler(protocol.READ_RUNS, engine=_read_runs),
+        Handler(protocol.READ_RUN, engine=_read_run),
+        Handler(protocol.READ_PARTITIONS, engine=_read_partitions),
+        Handler(protocol.READ_DEFINITIONS, engine=_read_definitions),
     )
 }
 

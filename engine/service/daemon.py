@@ -50,6 +50,8 @@ FOLLOW_COALESCE = 0.1
 """Seconds of further changes a run's follower gathers before it reads the run again."""
 BACKUP_RETRY = 3600.0
 """Seconds before a rolling backup that failed is tried again."""
+UI_BACKUP_SETTLE = 20.0
+"""Seconds the UI's engine waits before its first rolling backup."""
 
 
 class Engine:
@@ -204,6 +206,10 @@ class Engine:
 
         path = sqlite_path(str(self.db.url))
         assert path is not None
+        # The UI's engine leaves its first copy until the first frame is long drawn: copying
+        # the history competes with the UI's first reads for the disk and the cores.
+        if self.kind == "tui" and self._stop.wait(UI_BACKUP_SETTLE):
+            return
         while not self._stop.wait(backup.due_in(path, self.config.backup_every)):
             try:
                 made = backup.rolling_backup(self.db, self.config.backups)
@@ -284,6 +290,10 @@ class Engine:
     @property
     def running(self) -> bool:
         return self.started_at is not None and not self._stop.is_set()
+
+    @property
+    def timezone(self) -> str | None:
+        return self.config.timezone
 
     # --- definitions --------------------------------------------------------------------------
 

@@ -462,6 +462,8 @@ def _schema_lock(engine: SAEngine) -> Iterator[Connection]:
 
 def _create(conn: Connection) -> None:
     assert models  # the import registers every table on SQLModel.metadata
+    if conn.dialect.name == "postgresql":
+        models.postgresql_partial_indexes()
     SQLModel.metadata.create_all(conn)
     _alembic_version.create(conn)
     conn.execute(_alembic_version.insert().values(version_num=HEAD))

@@ -68,6 +68,14 @@ def test_training_takes_its_config_from_params_and_deploys_to_the_store_given(
         materialize(ml, params={"C": "fast"}, home=tmp_path)
 
 
+def test_the_first_deployment_says_it_deployed(ml: ModuleType, tmp_path: Path) -> None:
+    evaluation = {"model": "a model", "accuracy": 0.91, "deployed_accuracy": None, "test_rows": 9}
+    context = build_context(home=tmp_path)
+    result = ml.deployed(context, evaluation, ml.ModelStore(tmp_path / "models"))
+    assert result["deployed"] is True
+    assert result["reason"] == "the first model (none was deployed before)"
+
+
 def test_features_scale_and_split_a_small_fixture(ml: ModuleType) -> None:
     result = materialize([ml.features], inputs={"raw_digits": tiny_digits(40)})
     features = result.values["features"]

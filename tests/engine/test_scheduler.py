@@ -63,6 +63,13 @@ with Pipeline("nightly", schedule="0 3 * * *", start="2025-01-02", catchup=True)
     @task
     def extract():
         return 1
+
+
+with Pipeline("since_january", schedule="@daily", start="2025-01-01"):
+
+    @task
+    def load():
+        return 1
 """
 
 
@@ -191,6 +198,26 @@ def test_without_catchup_only_the_latest_missed_tick_runs(env: Env) -> None:
         "2025-01-11T00:00:00+00:00",
     ]
     assert len(env.ticks(name)) == 2
+
+
+def test_a_new_schedule_without_catchup_starts_with_its_next_tick(env: Env) -> None:
+    # `start` is in the past, but without catchup a first start runs nothing unasked.
+    name = "since_january"
+    first, m = env.scheduler(name)
+    first.sync(m)
+    assert env.runs(name) == []
+    first.shutdown()
+
+    env.clock.advance(hours=1)  # restarted before the next tick: still nothing
+    second, m = env.scheduler(name)
+    second.sync(m)
+    assert env.runs(name) == []
+    second.shutdown()
+
+    env.clock.now = utc(2025, 1, 8, 9)  # down across two ticks: the latest runs, once
+    third, m = env.scheduler(name)
+    third.sync(m)
+    assert scheduled_for(env.runs(name)) == ["2025-01-08T00:00:00+00:00"]
 
 
 def test_a_daily_partitioned_target_materializes_the_day_that_just_ended(env: Env) -> None:

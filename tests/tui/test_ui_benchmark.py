@@ -10,6 +10,7 @@ from tests.benchmarks import ui
 pytestmark = pytest.mark.serial
 
 CASES = (
+    "`dagtop` process start to its first full frame",
     "home, first full frame",
     "engine start",
     "`import tui.app`",

@@ -27,6 +27,7 @@ from engine.errors import EngineError
 from engine.history.plan import run_keys
 from engine.status import PartitionStatus
 from tui.host import host_of
+from tui.widgets.toggles import Choice, Tick
 
 if TYPE_CHECKING:
     from engine.authoring.partitions import PartitionsDefinition
@@ -135,9 +136,7 @@ class BackfillDialog(ModalScreen[str | None]):
                 yield Static(", ".join(self.selection), id="backfill-assets", markup=False)
             with Horizontal(classes="field"):
                 yield Label("", classes="field-label")
-                yield Checkbox(
-                    "+ downstream", id="backfill-downstream", disabled=True, compact=True
-                )
+                yield Tick("+ downstream", id="backfill-downstream", disabled=True, compact=True)
             if self.keys is not None:
                 yield from self._field("Keys", "keys", ", ".join(self.keys), "k1, k2, …")
             else:
@@ -146,8 +145,8 @@ class BackfillDialog(ModalScreen[str | None]):
             with Horizontal(classes="field"):
                 yield Label("Only", classes="field-label")
                 with RadioSet(id="backfill-only", compact=True):
-                    yield RadioButton("missing and failed", value=True, id="backfill-only-todo")
-                    yield RadioButton("all", id="backfill-only-all")
+                    yield Choice("missing and failed", value=True, id="backfill-only-todo")
+                    yield Choice("all", id="backfill-only-all")
             yield from self._field("Parallel", "parallel", "4", "runs at once", integer=True)
             yield Static("→ …", id="backfill-summary")
             yield Static("", id="backfill-error", markup=False)

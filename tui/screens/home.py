@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 OVERLAP = 2.0
 """Seconds re-read before the last refresh: a write committed just after a read is not lost."""
+NO_PIPELINES = "No pipelines"
+"""The title of the error `load` raises when the pipelines folder does not exist."""
 SYNC_LAYOUT = 40
 """Graphs up to this many nodes are laid out on the event loop; bigger ones in a thread."""
 ERROR_KINDS = {
@@ -144,6 +146,17 @@ def settle_heap() -> None:
         gc.freeze()
 
 
+def _file_graph(manifest: Manifest, file: str) -> tuple[str, str] | None:
+    """The first graph a loaded file defines: ("group", name) or ("pipeline", name)."""
+    if file in manifest.errors:
+        return None
+    group = next((a.group for a in manifest.assets.values() if a.file == file), None)
+    if group is not None:
+        return ("group", group)
+    pipeline = next((p.name for p in manifest.pipelines.values() if p.file == file), None)
+    return ("pipeline", pipeline) if pipeline is not None else None
+
+
 def _read_source(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8", errors="replace")
@@ -173,7 +186,7 @@ class HomeScreen(HomeActions):
         Binding("t", "toggle_enabled", "Toggle", show=True),
         Binding("p", "partitions", "Partitions", show=True),
         Binding("i", "lineage", "Lineage", show=True),
-        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("escape", "clear_filter", "Clear filter", show=True, key_display="esc"),
         Binding("ctrl+r", "reload", "Reload pipelines", show=False),
     ]
 
@@ -290,15 +303,9 @@ class HomeScreen(HomeActions):
 
     def _show_first_graph(self, manifest: Manifest) -> None:
         for file in sorted(set(manifest.files) | set(manifest.errors)):
-            if file in manifest.errors:
-                continue
-            group = next((a.group for a in manifest.assets.values() if a.file == file), None)
-            if group is not None:
-                self.show_graph("group", group)
-                return
-            pipeline = next((p.name for p in manifest.pipelines.values() if p.file == file), None)
-            if pipeline is not None:
-                self.show_graph("pipeline", pipeline)
+            graph = _file_graph(manifest, file)
+            if graph is not None:
+                self.show_graph(*graph)
                 return
         if manifest.errors:
             self.show_graph("broken", sorted(manifest.errors)[0])
@@ -356,8 +363,13 @@ class HomeScreen(HomeActions):
             runs = client.runs_since(since - OVERLAP)
             wanted = {r.target for r in runs if r.kind == "pipeline"} & known | unread
             assets = any(r.kind != "pipeline" for r in runs)
-        asset_statuses = client.node_statuses() if assets else None
-        tasks = {name: client.node_statuses(pipeline=name) for name in sorted(wanted)}
+        try:
+            asset_statuses = client.node_statuses() if assets else None
+            tasks = {name: client.node_statuses(pipeline=name) for name in sorted(wanted)}
+        except EngineError as exc:
+            if exc.title != NO_PIPELINES:
+                raise
+            return runs, None, {}  # the manifest's load says so; the runs still show
         return runs, asset_statuses, tasks
 
     def _apply_changes(
@@ -419,6 +431,16 @@ class HomeScreen(HomeActions):
             return
         self.graph_shown = (kind, name)
         pane = self.query_one("#graph-pane", ContentSwitcher)
+        if kind == "broken" and name not in self.manifest.errors:
+            # Fixed since it was shown: its graph replaces the old traceback.
+            self.graph_shown = None
+            graph = _file_graph(self.manifest, name)
+            if graph is not None:
+                self.show_graph(*graph)
+            else:
+                pane.current = "dag"
+                self.dag.set_layout(layout_dag([]))
+            return
         if kind == "broken":
             pane.border_title = f"{name} · failed to load"
             pane.current = "error-view"
@@ -511,6 +533,11 @@ class HomeScreen(HomeActions):
         ref = event.node.data
         if ref is not None and ref.kind in ("asset", "task"):
             self.open_node(ref)
+        elif ref is not None and ref.kind == "broken":
+            self.query_one("#error-view").focus()
+        elif ref is not None and self.graph_shown is not None and self.graph_shown[0] != "broken":
+            # A file, group or pipeline: its graph, with the keys, to walk its nodes.
+            self.dag.focus()
 
     @on(DagView.NodeHighlighted)
     def _dag_highlighted(self, event: DagView.NodeHighlighted) -> None:
@@ -598,6 +625,7 @@ class HomeScreen(HomeActions):
     def action_filter(self) -> None:
         self.filter_input.add_class("shown")
         self.set_focus(self.filter_input)  # now, not after the keys already queued
+        self.refresh_bindings()  # "esc Clear filter" in the footer
 
     def action_clear_filter(self) -> None:
         if not self.filter_input.has_class("shown"):
@@ -605,6 +633,7 @@ class HomeScreen(HomeActions):
         self.filter_input.value = ""
         self.filter_input.remove_class("shown")
         self.runs_table.focus()
+        self.refresh_bindings()
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -613,10 +642,14 @@ class HomeScreen(HomeActions):
 
     def _runs_subtitle(self) -> None:
         table = self.runs_table
-        if table.filter_text:
+        if table.filter_text and not table.row_count:
+            text = f"no run matches {table.filter_text} · esc clears the filter"
+        elif table.filter_text:
             text = f"filter: {table.filter_text} · {table.row_count} shown"
-        elif not table.runs:
+        elif not table.runs and self.manifest is not None and self.manifest.assets:
             text = "no runs yet: select an asset and press m"
+        elif not table.runs and self.manifest is not None and self.manifest.pipelines:
+            text = "no runs yet: select a task pipeline and press m"
         else:
             text = ""
         self.query_one("#runs-pane").border_subtitle = text

@@ -83,6 +83,9 @@ class HomeActions(Screen[None]):
         elif action == "filter":
             # In the filter itself "/" is text: False lets the key through to the input.
             return not self.filter_input.has_focus
+        elif action == "clear_filter":
+            # Shown (as "esc Clear filter") only while there is a filter to clear.
+            return self.filter_input.has_class("shown")
         else:
             return True
         return True if enabled else None

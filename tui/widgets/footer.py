@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from rich.cells import cell_len
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widget import Widget
@@ -29,6 +30,8 @@ class KeyFooter(Footer):
         super().__init__(*children, **kwargs)
         self._shown: Shown | None = None
         """What the composed keys show, enabled or not (None: not composed yet)."""
+        self._fitted_to = 0
+        """The width the keys were last fitted to."""
 
     def _keys(self) -> Iterator[tuple[tuple[Any, ...], str, bool]]:
         """(what a key widget shows, its action, enabled) for each key `compose` would yield,
@@ -54,7 +57,37 @@ class KeyFooter(Footer):
     def compose(self) -> ComposeResult:
         if self._bindings_ready:
             self._shown = tuple(shown for shown, _, _ in self._keys())
-        yield from super().compose()
+        widgets = list(super().compose())
+        self._fit(widgets)
+        yield from widgets
+
+    def on_resize(self) -> None:
+        if self._shown is not None and self.size.width != self._fitted_to:
+            self.refresh(recompose=True)  # fit the keys to the new width
+
+    def _fit(self, widgets: list[Widget]) -> None:
+        """Hide the keys that would not fit whole before the palette key (in order): on a
+        narrow terminal the line ends cleanly rather than in half a word. Measured from the
+        keys' text and the footer's CSS, before layout, so that every frame is the same."""
+        self._fitted_to = width = self.app.size.width  # the footer spans the screen
+        keys = [w for w in widgets if isinstance(w, FooterKey)]
+        if len(keys) != len(widgets):
+            return  # key groups (dagtop has none): as Textual lays them out
+
+        def cells(key: FooterKey) -> int:
+            described = cell_len(key.description) + 1 if key.description else 0
+            if key.has_class("-command-palette"):
+                return cell_len(key.key_display) + described + 2 + (0 if self.compact else 2)
+            if self.compact:  # padding before the description, a margin after the key
+                return cell_len(key.key_display) + described + 1
+            return cell_len(key.key_display) + 2 + described  # padding around the key
+
+        palette = [key for key in keys if key.has_class("-command-palette")]
+        used = sum(cells(key) for key in palette)
+        for key in keys:
+            if key not in palette:
+                used += cells(key)
+                key.display = used <= width
 
     def bindings_changed(self, screen: Screen[Any]) -> None:
         if self._shown is None or not self.app.app_focus:

@@ -56,6 +56,7 @@ class PipelinesTree(Tree[NodeRef]):
     HELP_TITLE = "Pipelines"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "select_cursor", "Open", show=True),
+        Binding("space", "toggle_node", "Expand/collapse", show=False),
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
     ]
@@ -69,7 +70,8 @@ class PipelinesTree(Tree[NodeRef]):
         super().__init__("pipelines", id=id, classes=classes)
         self.show_root = False
         self.guide_depth = 2
-        self.auto_expand = True
+        # Enter opens (the home screen acts on NodeSelected); space folds, as the help says.
+        self.auto_expand = False
         self.manifest: Manifest | None = None
         self._leaves: dict[tuple[str, str, str], TreeNode[NodeRef]] = {}
         self._statuses: dict[tuple[str, str, str], str | None] = {}
@@ -145,6 +147,11 @@ class PipelinesTree(Tree[NodeRef]):
         if self.cursor_node is not None:
             return  # moved since the rebuild (by the user or by the graph): leave it there
         node = self.find(ref) if ref is not None else None
+        if node is None and ref is not None:
+            # A file that broke or was fixed is listed under its other kind: stay on it.
+            node = self.find(NodeRef("file", ref.file, ref.file)) or self.find(
+                NodeRef("broken", ref.file, ref.file)
+            )
         if node is None:
             node = next(iter(self.root.children), None)
         if node is not None:

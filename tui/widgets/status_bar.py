@@ -93,8 +93,10 @@ class StatusBar(Widget):
             (_squeeze(self.project, 16), True, False),
             (_squeeze(self.project, 16), False, False),
             (_squeeze(self.project, 10), False, True),
+            (_squeeze(self.project, 10), False, None),  # 80 columns: narrower gaps
         ):
-            left, right = self._left(project, compact), self._right(spark, clock)
+            left = self._left(project, compact is not False)
+            right = self._right(spark, clock, gap=" " if compact is None else "   ")
             spare = width - left.cell_len - right.cell_len
             if spare >= 0:
                 return left + Text(" " * spare) + right
@@ -120,17 +122,17 @@ class StatusBar(Widget):
         left.append(glyph(RunStatus.QUEUED) + queued, STYLES[RunStatus.QUEUED])
         return left
 
-    def _right(self, spark: bool, clock: str) -> Text:
+    def _right(self, spark: bool, clock: str, gap: str = "   ") -> Text:
         right = Text("  ")  # never let the two halves touch
         if self.cpu:
             right.append("CPU ", "bold")
             if spark:
                 right.append(sparkline(self.cpu) + " ", "green")
-            right.append(f"{self.cpu[-1]:3.0f}%   ")
+            right.append(f"{self.cpu[-1]:3.0f}%{gap}")
         if self.memory is not None:
             used, total = self.memory
             right.append("MEM ", "bold")
-            right.append(f"{gib(used)}/{gib(total)} GiB   ")
+            right.append(f"{gib(used)}/{gib(total)} GiB{gap}")
         right.append(clock + " ")
         return right
 

@@ -4,9 +4,10 @@ table's rows in step with fresh data by key."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.console import RenderableType
+from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowKey
 
@@ -15,7 +16,15 @@ class Table(DataTable[Any]):
     """Textual (8.2) measures new rows when the app is next idle and widens their columns, but
     keeps the lines it painted before under the same cache key: a paint between adding rows
     and that idle (a busy machine) stayed on screen with every column cut to its header until
-    something else changed. A new key when a column widened paints them again."""
+    something else changed. A new key when a column widened paints them again.
+
+    j and k move the cursor as they do in every list of the app (the tree, the graph)."""
+
+    HELP_TITLE = "Tables"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+    ]
 
     def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
         widths = [column.content_width for column in self.ordered_columns]
