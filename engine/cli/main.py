@@ -84,9 +84,12 @@ def _warn_unread_params(
         files = {spec.file} if spec is not None else set()
     else:
         try:
-            files = {manifest.assets[name].file for name in resolve(manifest, selection)}
+            names = resolve(manifest, selection)
         except EngineError:
             return  # the run itself says what is wrong with the selection
+        if any(manifest.assets[name].config is not None for name in names):
+            return  # a typed config checks every param itself, and refuses an unknown one
+        files = {manifest.assets[name].file for name in names}
     sources = []
     for file in sorted(files):
         try:

@@ -253,7 +253,7 @@ def test_materialize_stale_runs_exactly_the_stale_set_in_order(client: Client) -
     assert lines[0].split() == ["◧", "cleaned", "[north]", "stale:", "upstream", "raw_events",
                                 "newer"]  # fmt: skip
     assert lines[1].split() == ["◧", "summary", "stale:", "upstream", "cleaned", "stale"]
-    assert "materializing 2 of 4 asset(s)" in lines
+    assert "materializing 2 of 4 assets" in lines
     assert {a["name"]: a["status"] for a in client.describe()["assets"]} == {
         "raw_events": PartitionStatus.MATERIALIZED,
         "cleaned": PartitionStatus.MATERIALIZED,
