@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from engine.client.links import EngineGone, Link
+from engine.client.links import EngineGone, EngineStopped, Link
 from engine.client.project import Project
 from engine.errors import EngineError, NoEngine
 from engine.history.plan import RunRequest
@@ -91,7 +91,7 @@ class Actions(Project):
         elif socket and ipc.available(self.paths.home):
             from engine.client.links.local_socket import LocalSocket
 
-            link = LocalSocket(self.paths.home, lambda: self.db)
+            link = LocalSocket(self.paths.home)
         elif self.daemon() is not None:
             from engine.client.links.database import Database
 
@@ -109,11 +109,24 @@ class Actions(Project):
 
     def _ask(self, use: Callable[[Link], Ans], needs_engine: bool = False) -> Ans:
         """`use(link)` on the link in use, chosen on first use, and chosen again (once) when
-        the engine it reached is gone.
+        the engine it reached is gone. A stream whose engine stopped before it ended is
+        followed again on the link chosen then: the next engine's, or this process, which
+        executes a run that no live process runs any more.
 
         Raises:
             NoEngine: `needs_engine`, and no engine runs.
+            EngineStopped: the engine stopped in the middle of a stream, and so did the
+                next one.
         """
+        try:
+            return self._ask_once(use, needs_engine)
+        except EngineStopped as stopped:
+            log.info("%s; following it again", stopped.msg)
+            self._link = None
+            rest: Ans = self._ask_once(stopped.follow_on)
+            return rest
+
+    def _ask_once(self, use: Callable[[Link], Ans], needs_engine: bool = False) -> Ans:
         link = self._link = self._link or self._choose()
         try:
             return use(_engine_link(link) if needs_engine else link)

@@ -147,22 +147,31 @@ def test_kill_9_at_any_instant_keeps_one_run_per_upstream_update(
     project: Path, start_daemon: Start
 ) -> None:
     def balanced() -> bool:
-        return all_done(project, raw_updates(project)) is not None
+        # Settled: a run the last kill left is finished too (by the next engine), so each
+        # raw update has had its own pass. Two updates that one pass sees are one cause, as
+        # Dagster's eager condition has it, and one run.
+        settled = all(r.finished for r in runs(project))
+        return settled and all_done(project, raw_updates(project)) is not None
 
     rng = random.Random(16)
+    done = 0
     for _ in range(3):
         daemon = start_daemon()
         wait_for(balanced, timeout=60, what="one chain run per raw update", every=0.2)
         cli = subprocess.Popen(dagtop(project, "materialize", "raw"), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)  # fmt: skip
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
         time.sleep(rng.uniform(0.05, 0.6))
         os.killpg(daemon.pid, signal.SIGKILL)
         daemon.wait()
-        cli.wait(timeout=60)
+        # No engine comes until it exits: it runs its run itself, or (killed between its
+        # request and the answer, when it cannot know whether the run was recorded) says so.
+        _, err = cli.communicate(timeout=60)
+        assert cli.returncode == 0 or len(err.strip().splitlines()) == 1, err
+        done += cli.returncode == 0
     start_daemon()
     wait_for(balanced, timeout=60, what="one chain run per raw update", every=0.2)
     time.sleep(1.0)
-    assert raw_updates(project) >= 2
+    assert raw_updates(project) >= max(done, 1)
     assert len(auto_runs(project)) == raw_updates(project)
 
 

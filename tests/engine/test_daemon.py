@@ -329,3 +329,27 @@ def test_a_dead_daemons_socket_file_is_ignored(
                          timeout=60)  # fmt: skip
     assert cli.returncode == 0, cli.stderr
     assert RunStatus.SUCCESS in cli.stdout.splitlines()[-1]
+
+
+def test_a_materialize_whose_daemon_is_killed_mid_run_finishes_its_run_itself(
+    project: Path, start_daemon: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    daemon = start_daemon()
+    wait_for(lambda: (project / "home" / "engine.sock").exists())
+    client = Client(project / "home", project / "pipelines")
+    cli = subprocess.Popen(dagtop(project, "materialize", "slow"), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    # The daemon answered `run` and is pushing it when it dies: no engine will come after it.
+    wait_for(lambda: any(s.status == "running" for r in client.runs(5) for s in r.steps))
+    os.killpg(daemon.pid, signal.SIGKILL)
+    daemon.wait()
+    try:
+        out, err = cli.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        cli.kill()
+        cli.communicate()
+        pytest.fail("`dagtop materialize` still follows a run its dead engine left")
+    assert cli.returncode == 0, err
+    assert RunStatus.SUCCESS in out.splitlines()[-1]
+    (run,) = client.runs(5)
+    assert run.status == RunStatus.SUCCESS and [s.key for s in run.steps] == ["slow"]

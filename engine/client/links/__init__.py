@@ -14,14 +14,16 @@ There are four, in the order they are tried:
 
 Every link carries the same commands and streams (engine.protocol, handled in
 engine.service.commands), in the same wire form. A link that finds its engine gone before
-it sent anything raises `EngineGone`, and the client chooses again.
+it sent anything raises `EngineGone`, and the client chooses again. One whose engine stops
+in the middle of a stream raises `EngineStopped`, and the client follows the stream again on
+the link it chooses then: the next engine's, or this process, which finishes the run itself.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from engine.errors import EngineError
 from engine.protocol.commands import Command, Stream
@@ -35,6 +37,38 @@ class EngineGone(EngineError):
     """The engine this link reached is gone, and nothing was sent: choose a link again."""
 
     title = "No engine"
+
+
+class EngineStopped(EngineError, Generic[Req, Upd]):
+    """The engine stopped in the middle of `stream` (asked with `request`), which had not
+    ended: what it ran is in storage, maybe unfinished, and no engine of that link runs it
+    any more. Follow the stream again on another link.
+
+    Args:
+        stream: The stream that stopped.
+        request: What it was asked with.
+        on_update: Who saw its updates, to see the rest.
+    """
+
+    title = "Engine stopped"
+
+    def __init__(
+        self,
+        stream: Stream[Req, Upd],
+        request: Req,
+        on_update: Callable[[Upd], None] | None,
+    ) -> None:
+        fields = request.items() if isinstance(request, dict) else ()
+        about = ", ".join(f"{k} {v}" for k, v in fields)
+        super().__init__(
+            f"the engine stopped in the middle of {stream.kind} ({about}): the next engine "
+            "resumes it; see `dagtop runs`"
+        )
+        self.stream, self.request, self.on_update = stream, request, on_update
+
+    def follow_on(self, link: Link) -> Upd:
+        """The rest of the stream, followed on `link`."""
+        return link.follow(self.stream, self.request, self.on_update)
 
 
 class Link(ABC):
@@ -62,6 +96,7 @@ class Link(ABC):
 
         Raises:
             EngineGone: the engine is gone and nothing was sent.
+            EngineStopped: the engine stopped before the stream ended.
             EngineError: the engine refused.
         """
 
@@ -77,4 +112,4 @@ class Link(ABC):
         return self.follow(stream, self.call(command, request), on_update)
 
 
-__all__ = ["EngineGone", "Link"]
+__all__ = ["EngineGone", "EngineStopped", "Link"]

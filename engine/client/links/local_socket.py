@@ -2,23 +2,21 @@
 
 A command is one exchange; following a run or a backfill is the engine pushing it at every
 change. Nothing here imports storage: with an engine up, `dagtop materialize` starts, sends,
-prints and exits. Only if the engine stops in the middle of a stream is the rest followed in
-storage, as the database link follows it.
+prints and exits. An engine that stops in the middle of a stream raises `EngineStopped`: the
+client follows the rest on the link it chooses then (the next engine's, or this process,
+which finishes a run that nobody runs any more).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from engine.client.links import EngineGone, Link
+from engine.client.links import EngineGone, EngineStopped, Link
 from engine.errors import EngineError
 from engine.protocol.commands import Command, SocketRequest, Stream, socket_request
 from engine.service import ipc
-
-if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine as SAEngine
 
 Req = TypeVar("Req")
 Ans = TypeVar("Ans")
@@ -28,14 +26,12 @@ Upd = TypeVar("Upd")
 class LocalSocket(Link):
     """Args:
     home: The home folder whose engine listens on its socket.
-    db: This home's database, opened only should a stream have to be followed there.
     """
 
     where = "socket"
 
-    def __init__(self, home: Path, db: Callable[[], SAEngine]) -> None:
+    def __init__(self, home: Path) -> None:
         self.home = home
-        self._db = db
 
     def call(self, command: Command[Req, Ans], request: Req) -> Ans:
         first, answers = self._ask(socket_request(command, request))
@@ -61,7 +57,7 @@ class LocalSocket(Link):
         try:
             first = next(answers)
         except (ipc.Closed, StopIteration, OSError, ValueError):
-            first = {}  # it stopped right after answering: follow the stream in storage
+            first = {}  # it stopped right after answering: follow the stream elsewhere
         return self._updates(stream, result, first, answers, on_update)
 
     def _ask(
@@ -110,8 +106,6 @@ class LocalSocket(Link):
             pass  # the engine stopped in the middle
         if "error" in answer:
             raise EngineError(answer["error"], title="Engine refused")
-        from engine.service import commands
-
-        # The engine stopped before the stream ended: what it ran is in storage.
-        watched: Upd = commands.stream(stream.kind).watch(self._db(), request, on_update)
-        return watched
+        # The engine stopped before the stream ended. Following it in storage here would
+        # wait forever for a run that nobody runs any more, should no engine come next.
+        raise EngineStopped(stream, request, on_update)
