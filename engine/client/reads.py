@@ -66,7 +66,7 @@ class Reads(Project):
         from engine.client.links.local_socket import LocalSocket
 
         try:
-            return LocalSocket(self.paths.home, lambda: self.db).call(command, request)
+            return LocalSocket(self.paths.home).call(command, request)
         except EngineGone:
             return None
 
