@@ -589,8 +589,46 @@ class HourlyPartitions(_TimePartitions[datetime]):
         return keys
 
 
+class _ListedKeys(PartitionsDefinition):
+    """Keys given as a list, in its order (static keys as defined, dynamic ones as added):
+    no periods, nothing completes on its own."""
+
+    partition_keys: tuple[str, ...]
+
+    def _position(self, key: str) -> int:
+        """The key's place in the list.
+
+        Raises:
+            InvalidPartitionKey: not one of the keys, with the closest suggested.
+        """
+        raise NotImplementedError
+
+    def keys(self, now: datetime | None = None) -> list[str]:
+        """See :meth:`PartitionsDefinition.keys`; ``now`` is ignored."""
+        return list(self.partition_keys)
+
+    def validate_key(self, key: str, now: datetime | None = None) -> None:
+        """See :meth:`PartitionsDefinition.validate_key`; ``now`` is ignored."""
+        self._position(key)
+
+    def keys_between(self, first: str, last: str, now: datetime | None = None) -> list[str]:
+        """See :meth:`PartitionsDefinition.keys_between`, in the list's order."""
+        lo, hi = self._position(first), self._position(last)
+        if lo > hi:
+            raise InvalidPartitionKey(f"first key {first!r} is after last key {last!r}")
+        return list(self.partition_keys[lo : hi + 1])
+
+    def last_complete_key(self, at: datetime) -> str | None:
+        """Return None: listed keys never complete on their own."""
+        return None
+
+    def period(self, key: str) -> tuple[datetime, datetime]:
+        """Raise ValueError: listed keys have no time period."""
+        raise ValueError(f"{self.kind} partition {key!r} has no time period")
+
+
 @dataclass(frozen=True, init=False)
-class StaticPartitions(PartitionsDefinition):
+class StaticPartitions(_ListedKeys):
     """A fixed, ordered list of partition keys such as regions or customers.
 
     Args:
@@ -652,29 +690,6 @@ class StaticPartitions(PartitionsDefinition):
             hint = f"expected one of {_preview(self.partition_keys)}"
         raise InvalidPartitionKey(f"{key!r} is not a static partition key ({hint})")
 
-    def keys(self, now: datetime | None = None) -> list[str]:
-        """See :meth:`PartitionsDefinition.keys`; ``now`` is ignored."""
-        return list(self.partition_keys)
-
-    def validate_key(self, key: str, now: datetime | None = None) -> None:
-        """See :meth:`PartitionsDefinition.validate_key`; ``now`` is ignored."""
-        self._position(key)
-
-    def keys_between(self, first: str, last: str, now: datetime | None = None) -> list[str]:
-        """See :meth:`PartitionsDefinition.keys_between`; order is the definition's key order."""
-        lo, hi = self._position(first), self._position(last)
-        if lo > hi:
-            raise InvalidPartitionKey(f"first key {first!r} is after last key {last!r}")
-        return list(self.partition_keys[lo : hi + 1])
-
-    def last_complete_key(self, at: datetime) -> str | None:
-        """Return None: static partitions never complete on their own."""
-        return None
-
-    def period(self, key: str) -> tuple[datetime, datetime]:
-        """Raise ValueError: static partitions have no time period."""
-        raise ValueError(f"static partition {key!r} has no time period")
-
     def to_spec(self) -> dict[str, Any]:
         """See :meth:`PartitionsDefinition.to_spec`."""
         return {"kind": self.kind, "keys": list(self.partition_keys)}
@@ -685,7 +700,7 @@ class StaticPartitions(PartitionsDefinition):
 
 
 @dataclass(frozen=True, init=False)
-class DynamicPartitions(PartitionsDefinition):
+class DynamicPartitions(_ListedKeys):
     """Partitions whose keys are added and removed at run time, such as customers.
 
     The keys live in the engine's database: `dagtop keys add NAME KEY...`, or
@@ -740,29 +755,6 @@ class DynamicPartitions(PartitionsDefinition):
         else:
             hint = f"it has no keys yet: `dagtop keys add {self.name} KEY`"
         raise InvalidPartitionKey(f"{key!r} is not a key of {self.name!r} ({hint})")
-
-    def keys(self, now: datetime | None = None) -> list[str]:
-        """See :meth:`PartitionsDefinition.keys`: the keys bound; ``now`` is ignored."""
-        return list(self.partition_keys)
-
-    def validate_key(self, key: str, now: datetime | None = None) -> None:
-        """See :meth:`PartitionsDefinition.validate_key`; ``now`` is ignored."""
-        self._position(key)
-
-    def keys_between(self, first: str, last: str, now: datetime | None = None) -> list[str]:
-        """See :meth:`PartitionsDefinition.keys_between`; order is the order keys were added."""
-        lo, hi = self._position(first), self._position(last)
-        if lo > hi:
-            raise InvalidPartitionKey(f"first key {first!r} is after last key {last!r}")
-        return list(self.partition_keys[lo : hi + 1])
-
-    def last_complete_key(self, at: datetime) -> str | None:
-        """Return None: dynamic partitions have no periods."""
-        return None
-
-    def period(self, key: str) -> tuple[datetime, datetime]:
-        """Raise ValueError: dynamic partitions have no time period."""
-        raise ValueError(f"dynamic partition {key!r} has no time period")
 
     def to_spec(self) -> dict[str, Any]:
         """See :meth:`PartitionsDefinition.to_spec` (the name only: keys are not definitions)."""
