@@ -126,54 +126,47 @@ def statuses(
         toggles = {n: t.enabled for n, t in repo.toggles(session, "sensor").items()}
         last = repo.last_sensor_ticks(session)
 
-    def next_at(on: bool, interval: float | None, tick: SensorTick | None) -> float | None:
-        if not on or interval is None:
-            return None
-        return now if tick is None else max(now, tick.started_at + interval)
+    def ticking(
+        name: str,
+        target: str,
+        kind: str,
+        interval: float | None,
+        description: str | None,
+        on: bool,
+    ) -> SensorStatus:
+        """The status of a sensor evaluated every `interval` seconds (custom or built-in; a
+        built-in with no interval is evaluated when something happens, and has no next tick)."""
+        tick = last.get(name)
+        due = None
+        if on and interval is not None:
+            due = now if tick is None else max(now, tick.started_at + interval)
+        return SensorStatus(
+            name=name,
+            path="",
+            pattern="",
+            target=target,
+            enabled=on,
+            files_seen=0,
+            last_file=None,
+            last_seen_at=None,
+            last_run_id=None,
+            kind=kind,
+            interval=interval,
+            description=description,
+            last_tick=tick_view(tick) if tick is not None else None,
+            next_tick_at=due,
+        )
 
     for name, spec in manifest.custom_sensors.items():
+        target = target_label(spec.target) if spec.target else "(per request)"
         on = toggles.get(name, True)
-        tick = last.get(name)
-        found.append(
-            SensorStatus(
-                name=name,
-                path="",
-                pattern="",
-                target=target_label(spec.target) if spec.target else "(per request)",
-                enabled=on,
-                files_seen=0,
-                last_file=None,
-                last_seen_at=None,
-                last_run_id=None,
-                kind="custom",
-                interval=spec.interval,
-                description=spec.description,
-                last_tick=tick_view(tick) if tick is not None else None,
-                next_tick_at=next_at(on, spec.interval, tick),
-            )
-        )
+        found.append(ticking(name, target, "custom", spec.interval, spec.description, on))
     for name, builtin in builtins.items():
         if name in manifest.custom_sensors or name in manifest.sensors:
             continue
         on = toggles.get(name, builtin.default_on)
-        tick = last.get(name)
         found.append(
-            SensorStatus(
-                name=name,
-                path="",
-                pattern="",
-                target=builtin.target,
-                enabled=on,
-                files_seen=0,
-                last_file=None,
-                last_seen_at=None,
-                last_run_id=None,
-                kind="builtin",
-                interval=builtin.interval,
-                description=builtin.description,
-                last_tick=tick_view(tick) if tick is not None else None,
-                next_tick_at=next_at(on, builtin.interval, tick),
-            )
+            ticking(name, builtin.target, "builtin", builtin.interval, builtin.description, on)
         )
     return sorted(found, key=lambda s: s.name)
 
