@@ -72,13 +72,16 @@ def embedded_app(fake_client: FakeClient, clock: Callable[[], float]) -> DagtopA
 async def test_tree_graph_and_broken_file(app: DagtopApp) -> None:
     async with app.run_test(size=(160, 48)) as pilot:
         home = await ready(app, pilot)
-        shown = labels(home)
-        assert shown[:2] == ["daily_sales.py", "sales · assets"]
-        for label in (
+        expected = (
             "ml_training.py", "training · assets", "✓ raw_digits", "✓ features",
             "◐ trained_model", "· deployed", "✗ parsed_orders", "✓ orders ▦",
             "training_tasks · tasks", "… extract",
-        ):  # fmt: skip
+        )  # fmt: skip
+        # The statuses arrive with the first reads, a moment after the tree: wait for them.
+        await until(lambda: all(label in labels(home) for label in expected), pilot)
+        shown = labels(home)
+        assert shown[:2] == ["daily_sales.py", "sales · assets"]
+        for label in expected:
             assert label in shown, label
         assert shown[-1] == "✗ broken_feature.py"  # broken files last, marked ✗
         schedules = [home.automation.get_row_at(i)[0].plain.split() for i in range(3)]
