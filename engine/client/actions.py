@@ -13,6 +13,7 @@ from engine.client.project import Project
 from engine.errors import EngineError, NoEngine
 from engine.history.plan import RunRequest
 from engine.history.views import RunView
+from engine.loading.config import database_setting
 from engine.protocol import commands as protocol
 from engine.protocol.commands import BackfillInfo, Command, Stream
 from engine.service import ipc
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 Req = TypeVar("Req")
 Ans = TypeVar("Ans")
 Upd = TypeVar("Upd")
+
+
+# How many times a stream whose engine stopped is followed again before the command gives up.
+_REFOLLOWS = 5
 
 
 class Actions(Project):
@@ -91,7 +96,7 @@ class Actions(Project):
         elif socket and ipc.available(self.paths.home):
             from engine.client.links.local_socket import LocalSocket
 
-            link = LocalSocket(self.paths.home)
+            link = LocalSocket(self.paths.home, database_setting(self.config))
         elif self.daemon() is not None:
             from engine.client.links.database import Database
 
@@ -116,15 +121,23 @@ class Actions(Project):
         Raises:
             NoEngine: `needs_engine`, and no engine runs.
             EngineStopped: the engine stopped in the middle of a stream, and so did the
-                next one.
+                next ones, `_REFOLLOWS` times.
         """
         try:
             return self._ask_once(use, needs_engine)
         except EngineStopped as stopped:
-            log.info("%s; following it again", stopped.msg)
+            again = stopped
+        # Engines may keep dying (a crash loop, a supervisor restarting them): follow on, a few
+        # times, and in this process at the last when no engine runs any more.
+        for _ in range(_REFOLLOWS):
+            log.info("%s; following it again", again.msg)
             self._link = None
-            rest: Ans = self._ask_once(stopped.follow_on)
-            return rest
+            try:
+                rest: Ans = self._ask_once(again.follow_on)
+                return rest
+            except EngineStopped as stopped:
+                again = stopped
+        raise again
 
     def _ask_once(self, use: Callable[[Link], Ans], needs_engine: bool = False) -> Ans:
         link = self._link = self._link or self._choose()

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.client.project import Project
+from engine.errors import EngineError
 from engine.history.views import (
     AttemptView,
     LogRef,
@@ -27,6 +28,7 @@ from engine.history.views import (
     node_statuses,
     run_views,
 )
+from engine.loading.config import database_setting
 from engine.protocol import commands as protocol
 from engine.protocol.commands import Command
 from engine.status import PartitionStatus, StepStatus
@@ -66,8 +68,14 @@ class Reads(Project):
         from engine.client.links.local_socket import LocalSocket
 
         try:
-            return LocalSocket(self.paths.home).call(command, request)
+            return LocalSocket(self.paths.home, database_setting(self.config)).call(
+                command, request
+            )
         except EngineGone:
+            return None
+        except EngineError:
+            # Refused (an engine on another database, a run it does not know): read storage
+            # here, which answers for this command's database or says in one line what is wrong.
             return None
 
     # --- runs ---------------------------------------------------------------------------------

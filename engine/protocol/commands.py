@@ -213,6 +213,9 @@ class SocketRequest(TypedDict):
     kind: str
     payload: dict[str, Any]
     follow: NotRequired[str]  # a command's: the stream to follow next, asked with its answer
+    # The database the caller's settings name (None: the home's SQLite file). An engine of the
+    # same home on another one (`DAGTOP_DATABASE_URL` set for one command) refuses.
+    database: NotRequired[str | None]
 
 
 class SocketAnswer(TypedDict, total=False):
@@ -226,13 +229,18 @@ class SocketAnswer(TypedDict, total=False):
 
 
 def socket_request(
-    spec: Command[Req, Any] | Stream[Req, Any], payload: Req, follow: Stream[Any, Any] | None = None
+    spec: Command[Req, Any] | Stream[Req, Any],
+    payload: Req,
+    follow: Stream[Any, Any] | None = None,
+    database: str | None = None,
 ) -> SocketRequest:
-    """The line that asks an engine for `spec` with `payload` (and to `follow` a stream next)."""
+    """The line that asks an engine for `spec` with `payload` (and to `follow` a stream next),
+    on the database the caller's settings name."""
     request = SocketRequest(
         op="stream" if isinstance(spec, Stream) else "command",
         kind=spec.kind,
         payload=payload,  # type: ignore[typeddict-item]  # a TypedDict is this JSON object
+        database=database,
     )
     if follow is not None:
         request["follow"] = follow.kind

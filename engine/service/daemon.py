@@ -28,7 +28,7 @@ from engine.history.plan import RunRequest, record
 from engine.history.run_control import requeue_failed
 from engine.history.views import run_views
 from engine.loading import loader
-from engine.loading.config import Config, Paths
+from engine.loading.config import Config, Paths, database_setting
 from engine.loading.manifest import Manifest
 from engine.loading.watcher import PipelineWatcher, keep_last_good
 from engine.protocol.commands import KeysChanged
@@ -83,6 +83,8 @@ class Engine:
 
         self.paths = paths
         self.config = config
+        # Fixed at start, as its database is: compared with each socket request's.
+        self._database_setting = database_setting(config)
         self.kind = kind
         self.db = db if db is not None else open_db(database_url(paths.home, config.database_url))
         self.me = lease.my_id(kind, paths.home)
@@ -294,6 +296,10 @@ class Engine:
     @property
     def timezone(self) -> str | None:
         return self.config.timezone
+
+    @property
+    def database_setting(self) -> str | None:
+        return self._database_setting
 
     # --- definitions --------------------------------------------------------------------------
 

@@ -25,6 +25,12 @@ if TYPE_CHECKING:
     from engine.service.commands import EngineHandle
 
 
+OTHER_DATABASE = (
+    "this home's engine uses another database than the one this command names "
+    "(DAGTOP_DATABASE_URL or database_url differ): stop it, or use the same setting"
+)
+
+
 class SocketRequests:
     def __init__(self, engine: EngineHandle) -> None:
         self.engine = engine
@@ -35,6 +41,13 @@ class SocketRequests:
         request = read_socket_request(message)
         kind, payload = request["kind"], request["payload"]
         then = request.get("follow")
+        if "database" in request and request["database"] != self.engine.database_setting:
+            # The caller means another database than this engine's (its settings differ, as
+            # with DAGTOP_DATABASE_URL set for one command): answering would be about the
+            # wrong history.
+            send(SocketAnswer(error=OTHER_DATABASE, refused=True))
+            send(SocketAnswer(end=True))
+            return
         try:
             updates: Iterable[Any] = ()
             if request["op"] == "stream":

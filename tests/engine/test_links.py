@@ -19,6 +19,7 @@ from engine.loading.config import load_config, resolve_paths
 from engine.protocol import commands as protocol
 from engine.service import ipc
 from engine.service.daemon import Engine
+from engine.status import RunStatus
 from engine.storage import repo
 
 pytestmark = pytest.mark.serial
@@ -197,6 +198,31 @@ def test_a_malformed_command_is_refused_in_one_line(tmp_path: Path) -> None:
         engine.stop()
 
 
+def test_a_command_for_another_database_is_never_answered_by_this_homes_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DAGTOP_DATABASE_URL set for one command (a copy of the history, say) while the home's
+    # engine runs on its own database: the engine refuses, and a read goes to the named one.
+    project = make_project(tmp_path)
+    engine = start_engine(project)
+    try:
+        client = Client(project / "home", project / "pipelines")
+        client.reads_over_socket = True
+        assert client.materialize(["orders"], "2025-01-05").status == RunStatus.SUCCESS
+        assert len(client.runs(10)) == 1
+        other = tmp_path / "other.db"
+        monkeypatch.setenv("DAGTOP_DATABASE_URL", f"sqlite:///{other}")
+        elsewhere = Client(project / "home", project / "pipelines")
+        elsewhere.reads_over_socket = True
+        assert elsewhere.runs(10) == []  # the named database's history, not the engine's
+        query: protocol.RunsQuery = {"limit": 10, "offset": 0}
+        asked = protocol.socket_request(protocol.READ_RUNS, query, database=f"sqlite:///{other}")
+        [answer] = list(ipc.request(project / "home", asked))
+        assert answer["refused"] and "another database" in answer["error"]
+    finally:
+        engine.stop()
+
+
 def engine_session(engine: Engine) -> Any:
     from engine.storage.db import session_scope
 
@@ -225,6 +251,7 @@ def test_the_wire_form_of_a_command_and_of_its_answer() -> None:
         "payload": {"selection": ["orders"], "pipeline": None, "partition": "2025-01-05",
                     "params": {}, "trigger": "manual"},
         "follow": "follow_run",
+        "database": None,  # the caller's setting: the home's SQLite file
     }  # fmt: skip
     assert protocol.RUN.payload(line["payload"]) == line["payload"]
     with pytest.raises(ValueError, match="needs selection"):

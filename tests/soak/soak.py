@@ -96,6 +96,7 @@ MODES = (
     "stubborn",
 )  # fmt: skip
 LOCKED = "database is locked"
+UNKNOWN_OUTCOME = "went away before answering 'run'"
 RSS_LIMIT = 0.20  # the daemon's RSS may grow by at most this fraction
 SENSOR_SETTLE = 1.0  # file_sensor's default settle time (soak_pipeline.py sets none)
 NAME_PARTS = [
@@ -1142,7 +1143,14 @@ class Soak:
                 )
                 if problem:
                     unexpected.append(f"#{sub.seq} {run['id']} mode={sub.mode}: {problem}")
-        ghost = [s.seq for s in self.submissions if s.code not in (0, 1) and by_seq.get(s.seq)]
+        # An engine killed after it recorded a run and before it answered leaves the command
+        # unable to know: it says so ("went away before answering 'run'; check `dagtop runs`")
+        # instead of claiming a failure, and the next engine may well run what was recorded.
+        ghost = [
+            s.seq
+            for s in self.submissions
+            if s.code not in (0, 1) and by_seq.get(s.seq) and UNKNOWN_OUTCOME not in _read(s.err)
+        ]
         fig["cli"] = {
             "started": len(self.submissions),
             "skipped_at_cap": self.skipped_submissions,

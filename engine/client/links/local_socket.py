@@ -23,6 +23,11 @@ Ans = TypeVar("Ans")
 Upd = TypeVar("Upd")
 
 
+class _WentAway(EngineError):
+    """The engine closed the connection before its first answer: a command may or may not
+    have been carried out; a stream can simply be followed again."""
+
+
 class LocalSocket(Link):
     """Args:
     home: The home folder whose engine listens on its socket.
@@ -30,11 +35,12 @@ class LocalSocket(Link):
 
     where = "socket"
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, database: str | None = None) -> None:
         self.home = home
+        self.database = database  # the database the caller's settings name
 
     def call(self, command: Command[Req, Ans], request: Req) -> Ans:
-        first, answers = self._ask(socket_request(command, request))
+        first, answers = self._ask(socket_request(command, request, database=self.database))
         answers.close()
         result: Ans = first["result"]
         return result
@@ -42,7 +48,11 @@ class LocalSocket(Link):
     def follow(
         self, stream: Stream[Req, Upd], request: Req, on_update: Callable[[Upd], None] | None
     ) -> Upd:
-        first, answers = self._ask(socket_request(stream, request))
+        try:
+            first, answers = self._ask(socket_request(stream, request, database=self.database))
+        except _WentAway:
+            # Following changes nothing: asked again, the next engine (or this process) goes on.
+            raise EngineStopped(stream, request, on_update) from None
         return self._updates(stream, request, first, answers, on_update)
 
     def call_and_follow(
@@ -52,7 +62,9 @@ class LocalSocket(Link):
         stream: Stream[Any, Upd],
         on_update: Callable[[Upd], None] | None,
     ) -> Upd:
-        first, answers = self._ask(socket_request(command, request, follow=stream))
+        first, answers = self._ask(
+            socket_request(command, request, follow=stream, database=self.database)
+        )
         result = first["result"]
         try:
             first = next(answers)
@@ -75,7 +87,7 @@ class LocalSocket(Link):
         except ipc.Unavailable:
             raise EngineGone(f"no engine answers on {ipc.socket_path(self.home)}") from None
         except (ipc.Closed, StopIteration, OSError, ValueError):
-            raise EngineError(
+            raise _WentAway(
                 f"the engine went away before answering {message['kind']!r}; check `dagtop runs`",
                 title="No answer",
             ) from None
