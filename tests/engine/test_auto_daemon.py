@@ -19,6 +19,7 @@ import pytest
 from engine.client import Client
 from engine.history.views import RunView
 from engine.status import RunStatus
+from tests.daemons import stop_all
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.serial
@@ -78,14 +79,7 @@ def start_daemon(project: Path) -> Iterator[Start]:
         return proc
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    stop_all(procs)
 
 
 def runs(project: Path) -> list[RunView]:

@@ -32,6 +32,7 @@ from engine.status import TickStatus
 from engine.storage import repo
 from engine.storage.db import open_db, read_scope
 from engine.storage.models import Run, SensorRunKey, SensorTick
+from tests.daemons import stop_all
 from tests.waiting import wait_for
 
 DAGTOP = str(Path(sys.executable).with_name("dagtop"))
@@ -318,14 +319,7 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes
         return proc
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    stop_all(procs)
 
 
 def _sensor_runs(db: SAEngine) -> dict[str, list[str]]:

@@ -18,6 +18,7 @@ import pytest
 from engine.client import Client
 from engine.loading.config import load_config, resolve_paths
 from engine.status import BackfillStatus, PartitionStatus, RunStatus
+from tests.daemons import stop_all
 from tests.postgres import BACKENDS, database_for
 from tests.waiting import backfill_ended, wait_for
 
@@ -85,14 +86,7 @@ def start_daemon(project: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]
         return proc
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    stop_all(procs)
 
 
 @pytest.mark.parametrize("project", BACKENDS, indirect=True)

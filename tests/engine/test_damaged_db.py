@@ -353,7 +353,7 @@ def test_a_full_disk_is_one_line_that_says_so(project: Path, tmp_path: Path, lea
     assert len(results) == 3, done.stdout
     for code, stderr in results[:1] + results[2:]:  # the commands that write
         assert code != "0" and "Traceback" not in stderr and stderr.count("<NL>") == 1
-        assert f"{disk}/home/dagtop.db" in stderr and "is full" in stderr, stderr
+        assert str(disk / "home" / "dagtop.db") in stderr and "is full" in stderr, stderr
     code, stderr = results[1]  # reading needs room for SQLite's shared memory
     assert code == "0" or ("is full" in stderr and "Traceback" not in stderr), stderr
 
