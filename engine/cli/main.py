@@ -742,7 +742,7 @@ def sensors_(client: Client, name: str | None, limit: int, as_json: bool) -> Non
         state = "on " if s.enabled else "off"
         if s.kind == "file":
             every = f"settle, files in {s.path}/{s.pattern}"
-            last = f"{s.files_seen} file(s) seen"
+            last = f"{plural(s.files_seen, 'file')} seen"
             if s.last_seen_at:
                 last += f", last {_when(s.last_seen_at)}"
             nxt = ""
@@ -750,7 +750,8 @@ def sensors_(client: Client, name: str | None, limit: int, as_json: bool) -> Non
             every = f"every {s.interval:g} s" if s.interval else ""
             last = _tick_line(s.last_tick) if s.last_tick else "no tick yet"
             nxt = f"  next {_when(s.next_tick_at)}" if s.next_tick_at else ""
-        print(f"{state} {s.name:<20} {s.kind:<7} {every} → {s.target}")
+        runs = f" → {s.target}" if s.target else ""  # a built-in names what it runs per request
+        print(f"{state} {s.name:<20} {s.kind:<7} {every}{runs}")
         print(f"    last: {last}{nxt}")
 
 
