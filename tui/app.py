@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -40,6 +39,8 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.5
 """Seconds between change polls when no engine runs in this process (attached or offline)."""
+ENGINE_START_AT_LATEST = 2.0
+"""Seconds after opening by which the embedded engine begins to start, first frame or not."""
 STOP_WAIT = 5.0
 """Seconds to wait for canceled runs to settle before quitting."""
 HANDOFF_GRACE = 0.5
@@ -85,6 +86,7 @@ class DagtopApp(App[None]):
         self.mode = mode
         self.clock: Callable[[], float] = clock or time.time
         self.stop_grace = 3.0
+        self.engine_start_at_latest = ENGINE_START_AT_LATEST
         """Seconds `run_app` gives running steps when it stops the embedded engine."""
         self._unsubscribe: Callable[[], None] | None = None
         self._since = time.time()
@@ -102,6 +104,8 @@ class DagtopApp(App[None]):
         self.push_screen(HomeScreen())
         if self.engine_starting is not None:
             self._engine_started(self.engine_starting)
+            # The home begins it once its first frame is drawn; this, if that never comes.
+            self.set_timer(self.engine_start_at_latest, self.client.begin_engine)
             return
         engine = self.client.engine
         if engine is not None:
@@ -127,6 +131,11 @@ class DagtopApp(App[None]):
         self.post_message(EngineChanged("reload", None))
         for screen in self.screen_stack[1:]:
             screen.post_message(EngineChanged("reload", None, forwarded=True))
+
+    def first_frame_drawn(self) -> None:
+        """The home has drawn its first full frame: the embedded engine starts now."""
+        if self.engine_starting is not None:
+            self.client.begin_engine()
 
     def _engine_changed(self, event: EngineEvent) -> None:
         # On an engine thread: post_message is the thread-safe way onto the event loop.
@@ -297,17 +306,6 @@ def _log_to_file(path: Path) -> Callable[[], None]:
     return restore
 
 
-def _start_engine(client: Client, started: Future[Any]) -> None:
-    from engine.errors import EngineBusy
-
-    try:
-        started.set_result(client.start_engine(kind="tui"))
-    except EngineBusy:
-        started.set_result(None)  # a daemon took the home meanwhile: attach to it
-    except BaseException as exc:  # noqa: BLE001 - handed to the UI, which says it
-        started.set_exception(exc)
-
-
 def run_app(client: Client) -> None:
     """`dagtop` with no command: embed an engine (or attach to the daemon) and open the UI."""
     restore_logging = _log_to_file(client.paths.home / "ui.log")
@@ -318,12 +316,9 @@ def run_app(client: Client) -> None:
         starting: Future[Any] | None = None
         mode = "attached" if client.daemon() is not None else "embedded"
         if mode == "embedded":
-            # The engine starts on a thread while the UI draws its first frame from storage
-            # (its start waits on files, SQLite and the loader more than it computes).
-            starting = Future()
-            threading.Thread(
-                target=_start_engine, args=(client, starting), name="dagtop-start", daemon=True
-            ).start()
+            # The first frame is read from storage; the engine starts once it is drawn (its
+            # start would share the interpreter with it), or at the first command, which waits.
+            starting = client.start_engine_soon(kind="tui")
         app = DagtopApp(client, mode=mode, engine_starting=starting)
         try:
             app.run()

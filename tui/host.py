@@ -17,6 +17,9 @@ class Host(Protocol):
     """"embedded", "attached" (to a daemon) or "offline" (read-only, for tests)."""
     clock: Callable[[], float]
 
+    def first_frame_drawn(self) -> None:
+        """The home has drawn its first full frame (the embedded engine may start now)."""
+
 
 def host_of(app: App[Any]) -> Host:
     """The running app, seen as the `Host` every dagtop screen runs in (the app and the tests'

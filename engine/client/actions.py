@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.client.links import EngineGone, EngineStopped, Link
@@ -38,6 +40,9 @@ class Actions(Project):
 
     _link: Link | None = None
     _warm_server: ForkServer | None = None
+    _starting: Future[Engine | None] | None = None
+    _start_kind = "tui"
+    _start_lock = threading.Lock()  # guards the promise's creation and its one start
 
     # --- which engine runs things -------------------------------------------------------------
 
@@ -60,6 +65,49 @@ class Actions(Project):
         engine.start()
         self.attach(engine)
         return engine
+
+    def start_engine_soon(self, kind: str = "tui") -> Future[Engine | None]:
+        """An engine embedded in this process, started on a thread by `begin_engine` (the UI
+        calls it once its first frame is drawn: the engine's start would otherwise share the
+        interpreter with that frame) or by the first command, which waits for it.
+
+        The future's result is the engine, or None when a daemon took the home meanwhile
+        (commands then go to it); its exception is the start's error (EngineError).
+        """
+        with self._start_lock:
+            if self._starting is None:
+                self._starting = Future()
+                self._start_kind = kind
+            return self._starting
+
+    def begin_engine(self) -> None:
+        """Start the engine `start_engine_soon` promised, now (once; a no-op without one)."""
+        with self._start_lock:
+            starting = self._starting
+            if starting is None or starting.running() or starting.done():
+                return  # none promised, or already begun
+            starting.set_running_or_notify_cancel()
+        threading.Thread(
+            target=self._start_promised, args=(starting,), name="dagtop-start", daemon=True
+        ).start()
+
+    def _start_promised(self, starting: Future[Engine | None]) -> None:
+        from engine.errors import EngineBusy
+
+        try:
+            starting.set_result(self.start_engine(kind=self._start_kind))
+        except EngineBusy:
+            starting.set_result(None)  # a daemon took the home meanwhile: commands go to it
+        except BaseException as exc:  # noqa: BLE001 - the future hands it to whoever waits
+            starting.set_exception(exc)
+
+    def _await_promised_engine(self) -> None:
+        """Before a command chooses its link: the promised engine, begun now if it was not."""
+        starting = self._starting
+        if starting is None or self.engine is not None:
+            return
+        self.begin_engine()
+        starting.exception()  # waits; a failed start leaves the choice to `_choose`
 
     def serve_forever(self, standby: bool = False) -> int:
         """Run this project's engine headless until SIGINT or SIGTERM (`dagtop daemon`); with
@@ -140,6 +188,7 @@ class Actions(Project):
         raise again
 
     def _ask_once(self, use: Callable[[Link], Ans], needs_engine: bool = False) -> Ans:
+        self._await_promised_engine()
         link = self._link = self._link or self._choose()
         try:
             return use(_engine_link(link) if needs_engine else link)

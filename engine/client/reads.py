@@ -197,7 +197,7 @@ class Reads(Project):
             SelectionError: no such asset (with the nearest name).
             PartitionError: `partition` given for an unpartitioned asset, or not one of its keys.
         """
-        from engine.history.asset_page import asset_page
+        from engine.history.asset_page import AssetPage
 
         manifest = self.load()
         if name not in manifest.assets:
@@ -205,8 +205,13 @@ class Reads(Project):
 
             hint = suggest(name, manifest.assets) or " (`dagtop list` shows every asset)"
             raise SelectionError(f"unknown asset {name!r}{hint}")
-        with self._read() as s:
-            return asset_page(s, bind(s, manifest), name, partition, limit)
+        query: protocol.AssetQuery = {"asset": name, "partition": partition, "limit": limit}
+        found = self._ask_engine(protocol.READ_ASSET, query)
+        if found is not None:
+            return AssetPage.from_wire(found["page"])
+        from engine.service.reads import asset_page
+
+        return asset_page(self.db, manifest, name, partition, limit)
 
     def describe(self) -> dict[str, Any]:
         """Every definition as plain data (what `dagtop list --json` prints)."""

@@ -18,14 +18,13 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import EngineError
-from engine.history.lineage import check_partition
-from engine.history.partition_status import every_key, partition_states
 from engine.history.views import iso
-from engine.loading.manifest import Manifest
 from engine.status import PartitionStatus
 
 if TYPE_CHECKING:
     from sqlmodel import Session
+
+    from engine.loading.manifest import Manifest
 
 DEFAULT_LIMIT = 50
 
@@ -227,6 +226,10 @@ def asset_page(
     Raises:
         PartitionError: `partition` given for an unpartitioned asset, or not one of its keys.
     """
+    # Storage and the history's queries load here: the page's types travel over the engine's
+    # socket to commands that import no storage.
+    from engine.history.lineage import check_partition
+    from engine.history.partition_status import every_key, partition_states
     from engine.storage import repo
 
     if limit < 1:

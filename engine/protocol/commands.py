@@ -184,6 +184,18 @@ class PartitionsFound(TypedDict):
     partitions: list[dict[str, Any]]  # `engine.history.partition_status.PartitionState` fields
 
 
+class AssetQuery(TypedDict):
+    """One asset's page: its newest `limit` materializations, of `partition` only if given."""
+
+    asset: str
+    partition: str | None
+    limit: int
+
+
+class AssetFound(TypedDict):
+    page: dict[str, Any]  # `engine.history.asset_page.AssetPage.to_wire`
+
+
 class Definitions(TypedDict):
     definitions: dict[str, Any]  # what `dagtop list --json` prints
 
@@ -202,6 +214,7 @@ READ_RUNS = Command("read_runs", RunsQuery, RunsFound)
 READ_RUN = Command("read_run", RunQuery, RunFound)
 READ_PARTITIONS = Command("read_partitions", PartitionsQuery, PartitionsFound)
 READ_DEFINITIONS = Command("read_definitions", NoArguments, Definitions)
+READ_ASSET = Command("read_asset", AssetQuery, AssetFound)
 FOLLOW_RUN: Stream[FollowRun, RunWire] = Stream("follow_run", FollowRun, dict)
 FOLLOW_BACKFILL: Stream[BackfillRef, BackfillInfo] = Stream("follow_backfill", BackfillRef, dict)
 

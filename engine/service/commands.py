@@ -188,6 +188,15 @@ def _read_definitions(engine: EngineHandle, _: NoArguments) -> protocol.Definiti
     return {"definitions": reads.definitions(engine.db, engine.manifest(), engine.timezone)}
 
 
+def _read_asset(engine: EngineHandle, query: protocol.AssetQuery) -> protocol.AssetFound:
+    from engine.service import reads
+
+    page = reads.asset_page(
+        engine.db, engine.manifest(), query["asset"], query["partition"], query["limit"]
+    )
+    return {"page": page.to_wire()}
+
+
 def _reload(engine: EngineHandle, _: NoArguments) -> Reloaded:
     manifest = engine.reload()
     return {"assets": len(manifest.assets), "errors": len(manifest.errors)}
@@ -242,6 +251,7 @@ COMMANDS: dict[str, Handler[Any, Any]] = {
         Handler(protocol.READ_RUN, engine=_read_run),
         Handler(protocol.READ_PARTITIONS, engine=_read_partitions),
         Handler(protocol.READ_DEFINITIONS, engine=_read_definitions),
+        Handler(protocol.READ_ASSET, engine=_read_asset),
     )
 }
 

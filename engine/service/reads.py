@@ -14,6 +14,7 @@ from engine.status import StepStatus
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine as SAEngine
 
+    from engine.history.asset_page import AssetPage
     from engine.history.partition_status import PartitionState
     from engine.loading.manifest import Manifest
 
@@ -80,6 +81,25 @@ def partitions(db: SAEngine, manifest: Manifest, asset: str) -> list[PartitionSt
     known_asset(manifest, asset)
     with read_scope(db) as s:
         return partition_states(s, bind(s, manifest), asset)
+
+
+def asset_page(
+    db: SAEngine, manifest: Manifest, asset: str, partition: str | None, limit: int
+) -> AssetPage:
+    """One asset's page (engine.history.asset_page), read with the dynamic partitions' keys
+    as stored now.
+
+    Raises:
+        SelectionError: no such asset (with the nearest name).
+        PartitionError: `partition` given for an unpartitioned asset, or not one of its keys.
+    """
+    from engine.history import asset_page as pages
+    from engine.history.dynamic import bind
+    from engine.storage.db import read_scope
+
+    known_asset(manifest, asset)
+    with read_scope(db) as s:
+        return pages.asset_page(s, bind(s, manifest), asset, partition, limit)
 
 
 def definitions(db: SAEngine | None, manifest: Manifest, timezone: str | None) -> dict[str, Any]:

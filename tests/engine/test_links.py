@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from engine.client import Client, RunView
+from engine.client import Client, RunRequest, RunView
 from engine.errors import EngineError, NoEngine
 from engine.loading.config import load_config, resolve_paths
 from engine.protocol import commands as protocol
@@ -265,3 +265,38 @@ def test_the_wire_form_of_a_command_and_of_its_answer() -> None:
     for message in bad:
         with pytest.raises(ValueError):
             protocol.read_socket_request(message)
+
+
+def test_a_promised_engine_starts_at_the_first_command_which_waits_for_it(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    client = Client(project / "home", project / "pipelines")
+    starting = client.start_engine_soon(kind="tui")
+    assert client.start_engine_soon() is starting  # one promise
+    try:
+        time.sleep(0.3)
+        assert not starting.running() and not starting.done()  # nothing starts by itself
+        assert client.daemon() is None
+        # The command begins the start and waits for it.
+        run_id = client.submit(RunRequest(selection=("orders",), partition="2025-01-03"))
+        engine = starting.result(timeout=0)
+        assert engine is not None and client.engine is engine
+        assert wait_for(lambda: client.run(run_id).finished)
+        assert client.run(run_id).status == RunStatus.SUCCESS
+        client.begin_engine()  # begun already: nothing more starts
+        assert client.engine is engine
+    finally:
+        if client.engine is not None:
+            client.engine.stop()
+
+
+def test_a_promised_engine_defers_to_a_daemon_that_took_the_home_meanwhile(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    client = Client(project / "home", project / "pipelines")
+    starting = client.start_engine_soon(kind="tui")
+    daemon = start_engine(project)  # another engine holds the home before this one begins
+    try:
+        run_id = client.submit(RunRequest(selection=("orders",), partition="2025-01-04"))
+        assert starting.result(timeout=0) is None and client.engine is None
+        assert wait_for(lambda: client.run(run_id).finished)  # the daemon ran it
+    finally:
+        daemon.stop()

@@ -122,7 +122,8 @@ def test_reads_are_answered_over_the_socket_without_storage(project: Path) -> No
     (project / "pipelines" / "parted.py").write_text(PARTED)
     assert run(project, "materialize", "part", "--partition", "a").returncode == 0
     assert run(project, "run", "chores").returncode == 0
-    reads = [("runs",), ("list",), ("partitions", "part")]
+    reads = [("runs",), ("list",), ("partitions", "part"), ("asset", "part", "--json"),
+             ("asset", "part", "--partition", "a")]  # fmt: skip
     run_id = run(project, "runs", "--limit", "1").stdout.split()[1]
     reads.append(("logs", run_id))
     alone = {args: run(project, *args).stdout for args in reads}  # storage read here

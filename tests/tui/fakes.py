@@ -345,6 +345,9 @@ class FakeClient:
     def warnings(self) -> list[str]:
         return list(self.setup_warnings)
 
+    def begin_engine(self) -> None:
+        self.calls.append("begin_engine")
+
     def machine(self) -> MachineView:
         return MachineView(cpu_percent=63.0, memory_used=int(7.1 * 2**30), memory_total=24 * 2**30)
 
@@ -563,3 +566,6 @@ class Host(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(self._make_screen())
+
+    def first_frame_drawn(self) -> None:
+        pass  # no engine to start

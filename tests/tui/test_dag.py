@@ -183,3 +183,28 @@ async def test_recolour_without_relayout() -> None:
         dag.set_statuses({"extract": StepStatus.SUCCESS, "train": StepStatus.FAILED})
         assert "✗ train" in dag._build_row(box.mid).text
         assert dag.layout_data is layout
+
+
+def test_the_layout_module_leaves_numpy_unimported_and_importable() -> None:
+    """grandalf is imported without numpy (a tenth of a second of the first frame), and numpy
+    is importable afterwards as ever; a numpy imported before is used as it is."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import tui.widgets.dag as dag\n"
+        "assert 'numpy' not in sys.modules, 'numpy was imported'\n"
+        "assert dag.layout_dag([dag.DagNode('a', ()), dag.DagNode('b', ('a',))]).boxes\n"
+        "import numpy\n"
+        "import grandalf.utils.geometry as g\n"
+        "print(g.has_numpy, numpy.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "numpy"]
+    before = "import numpy\nimport tui.widgets.dag\nimport grandalf.utils.geometry as g\n"
+    out = subprocess.run(
+        [sys.executable, "-c", before + "print(g.has_numpy)"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stdout.split() == ["True"]

@@ -168,28 +168,23 @@ async def test_the_run_screen_follows_the_running_step(tmp_path: Path) -> None:
         engine.stop(grace=1.0)
 
 
-async def test_the_first_frame_is_drawn_while_the_engine_starts(tmp_path: Path) -> None:
-    from concurrent.futures import Future
-    from typing import Any
-
+async def test_the_engine_starts_once_the_first_frame_is_drawn(tmp_path: Path) -> None:
     pipelines = tmp_path / "pipelines"
     pipelines.mkdir()
     (pipelines / "my_first.py").write_text(HELLO)
     client = Client(home=tmp_path / "home", pipelines=pipelines)
-    starting: Future[Any] = Future()
+    starting = client.start_engine_soon(kind="tui")  # as `dagtop` does
     app = DagtopApp(client, mode="embedded", engine_starting=starting)
-    engine = None
+    app.engine_start_at_latest = 600.0  # only the first frame can begin it here
     try:
         async with app.run_test(size=(120, 36)) as pilot:
             await until(lambda: isinstance(app.screen, HomeScreen), pilot)
             home = app.screen
             assert isinstance(home, HomeScreen)
+            # Read from storage, then the engine begins, with no command asking for it.
             await until(lambda: home.graph_shown == ("group", "default"), pilot, 30)
-            assert app._unsubscribe is None  # no engine yet: read from storage
-
-            engine = client.start_engine(kind="tui")
-            starting.set_result(engine)
-            await until(lambda: app._unsubscribe is not None, pilot)
+            await until(lambda: app._unsubscribe is not None, pilot, 30)
+            assert client.engine is not None and starting.result(timeout=0) is client.engine
             tree = home.pipelines
             tree.move_cursor(tree.find(NodeRef("asset", "hello", "my_first.py", "default")))
             await pilot.pause()
@@ -198,5 +193,5 @@ async def test_the_first_frame_is_drawn_while_the_engine_starts(tmp_path: Path) 
             run = next(iter(home.runs_table.runs.values()))
             await until(lambda: client.run(run.id).finished, pilot, 30)
     finally:
-        if engine is not None:
-            engine.stop(grace=1.0)
+        if client.engine is not None:
+            client.engine.stop(grace=1.0)

@@ -204,6 +204,7 @@ class HomeScreen(HomeActions):
         self._refresh_pending = False
         self._broken: set[str] = set()
         self._ticks = 0
+        self._first_frame = False
 
     # --- layout -------------------------------------------------------------------------------
 
@@ -300,6 +301,15 @@ class HomeScreen(HomeActions):
         elif first:
             self._show_first_graph(manifest)
         self.request_refresh()  # statuses of pipelines that were not known yet
+        self._after_first_frame()
+
+    def _after_first_frame(self) -> None:
+        """Once the definitions and the first reads are both shown, tell the app after the
+        next paint: its engine starts then, not while the first frame is being drawn."""
+        if self._first_frame or self.manifest is None or self._since is None:
+            return
+        self._first_frame = True
+        self.call_after_refresh(self.dagtop.first_frame_drawn)
 
     def _show_first_graph(self, manifest: Manifest) -> None:
         for file in sorted(set(manifest.files) | set(manifest.errors)):
@@ -394,6 +404,7 @@ class HomeScreen(HomeActions):
         self.refresh_bindings()
         if not _heap_settled:
             self.call_after_refresh(settle_heap)
+        self._after_first_frame()
 
     @work(group="older", exit_on_error=False)
     async def load_older(self, offset: int, limit: int) -> None:

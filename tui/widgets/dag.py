@@ -13,6 +13,7 @@ status change re-styles the rows of the boxes that changed and never lays the gr
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import median
@@ -31,6 +32,26 @@ from textual.strip import Strip
 
 from engine.status import StepStatus
 from tui.widgets import NEVER, PARTITIONED, STYLES, glyph, shorten
+
+
+def _import_grandalf() -> None:
+    """Import grandalf without numpy. Its geometry module imports numpy when it can, for the
+    force-directed layout only; the layered (Sugiyama) one we use is pure Python, and numpy's
+    import would be a tenth of a second of the first frame. This runs as the module is
+    imported (the UI imports it before its engine or any step thread starts), and numpy, if
+    it is not imported yet, is hidden for the length of that one import only."""
+    if "numpy" in sys.modules:
+        import grandalf.layouts  # noqa: F401 - already paid for
+
+        return
+    sys.modules["numpy"] = None  # type: ignore[assignment]  # "not importable", to importlib
+    try:
+        import grandalf.layouts  # noqa: F401
+    finally:
+        del sys.modules["numpy"]
+
+
+_import_grandalf()
 
 MAX_LABEL = 28
 """Longest node name drawn in full; longer ones end with an ellipsis."""
