@@ -10,6 +10,9 @@ from collections.abc import Iterable
 
 from engine.redact import redact
 
+NO_PIPELINES = "No pipelines"
+"""The title of the error that the pipelines folder is missing (the UI shows the runs anyway)."""
+
 
 class EngineError(Exception):
     """Base of every error a user can cause; `msg` is one line that says what to do."""

@@ -33,6 +33,7 @@ from tui.feedback import report_worker_failure
 from tui.messages import EngineChanged
 
 if TYPE_CHECKING:
+    from engine.client.first_frame import FirstReads
     from engine.client_api import EngineEvent
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class DagtopApp(App[None]):
         mode: str = "embedded",
         clock: Callable[[], float] | None = None,
         engine_starting: Future[Any] | None = None,
+        first_reads: FirstReads | None = None,
     ) -> None:
         """
         Args:
@@ -79,9 +81,12 @@ class DagtopApp(App[None]):
             clock: Returns the current epoch seconds (tests freeze it for stable snapshots).
             engine_starting: The embedded engine, still starting (in `run_app`): the first
                 frame is read from storage meanwhile; None if it did not start.
+            first_reads: The first frame's reads, under way in another process (the home
+                screen takes them; see engine.client.first_frame).
         """
         super().__init__()
         self.engine_starting = engine_starting
+        self.first_reads = first_reads
         self.client: ClientAPI = client
         self.mode = mode
         self.clock: Callable[[], float] = clock or time.time
@@ -306,26 +311,38 @@ def _log_to_file(path: Path) -> Callable[[], None]:
     return restore
 
 
-def run_app(client: Client) -> None:
-    """`dagtop` with no command: embed an engine (or attach to the daemon) and open the UI."""
+def run_app(client: Client, first_reads: FirstReads | None = None) -> None:
+    """`dagtop` with no command: embed an engine (or attach to the daemon) and open the UI.
+
+    `first_reads`, started before the UI was imported, checks the database and reads the first
+    frame in another process (engine.client.first_frame); without it, both happen here.
+    """
     restore_logging = _log_to_file(client.paths.home / "ui.log")
     try:
         # A damaged history is refused before the screen opens (the error is one line on the
         # terminal): the UI would show what its damaged pages say, and its engine act on it.
-        client.verify_db()
+        if first_reads is not None:
+            daemon = first_reads.verdict()
+        else:
+            client.verify_db()
+            daemon = client.daemon() is not None
         starting: Future[Any] | None = None
-        mode = "attached" if client.daemon() is not None else "embedded"
+        mode = "attached" if daemon else "embedded"
         if mode == "embedded":
             # The first frame is read from storage; the engine starts once it is drawn (its
             # start would share the interpreter with it), or at the first command, which waits.
             starting = client.start_engine_soon(kind="tui")
-        app = DagtopApp(client, mode=mode, engine_starting=starting)
+        app = DagtopApp(client, mode=mode, engine_starting=starting, first_reads=first_reads)
         try:
             app.run()
         finally:
+            if first_reads is not None:
+                first_reads.close()
             engine = None
-            if starting is not None and starting.exception() is None:
-                engine = starting.result()  # waits for a start still under way
+            # A start never begun (the UI closed at once) is called off; one under way is
+            # waited for, and stopped.
+            if starting is not None and not starting.cancel() and starting.exception() is None:
+                engine = starting.result()
             if engine is not None:
                 engine.stop(grace=app.stop_grace)
     finally:

@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from textual.app import App
 
 from engine.client_api import ClientAPI
+
+if TYPE_CHECKING:
+    from engine.client.first_frame import FirstReads
 
 
 class Host(Protocol):
@@ -16,6 +19,8 @@ class Host(Protocol):
     mode: str
     """"embedded", "attached" (to a daemon) or "offline" (read-only, for tests)."""
     clock: Callable[[], float]
+    first_reads: FirstReads | None
+    """The first frame's reads, under way in another process; the home screen takes them."""
 
     def first_frame_drawn(self) -> None:
         """The home has drawn its first full frame (the embedded engine may start now)."""

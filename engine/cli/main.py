@@ -144,12 +144,17 @@ def app(ctx: click.Context, home: Path | None, pipelines: Path | None, verbose: 
 
 
 def _open_tui(client: Client) -> None:
+    from engine.client.first_frame import FIRST_PAGE, FirstReads
+
+    # Storage is checked and the first frame read on another core while the UI imports.
+    first = FirstReads(client, FIRST_PAGE)
     try:
         from tui.app import run_app
     except ImportError:
+        first.close()
         sys.stderr.write("dagtop: the terminal UI is not available; see `dagtop --help`\n")
         _exit(2)
-    run_app(client)
+    run_app(client, first)
 
 
 # --- definitions ------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ class Actions(Project):
     def _await_promised_engine(self) -> None:
         """Before a command chooses its link: the promised engine, begun now if it was not."""
         starting = self._starting
-        if starting is None or self.engine is not None:
+        if starting is None or self.engine is not None or starting.cancelled():
             return
         self.begin_engine()
         starting.exception()  # waits; a failed start leaves the choice to `_choose`

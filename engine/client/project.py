@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.errors import EngineError, StorageError
+from engine.errors import NO_PIPELINES, EngineError, StorageError
 from engine.loading.config import Config, Paths, load_config, resolve_paths
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class Project:
         if not self.paths.pipelines.is_dir():
             raise EngineError(
                 f"no pipelines folder at {self.paths.pipelines} (use --pipelines DIR)",
-                title="No pipelines",
+                title=NO_PIPELINES,
             )
         if self.engine is not None and not force:
             return self.engine.manifest()

@@ -35,6 +35,7 @@ from engine.client import (
     SampleView,
     StepView,
 )
+from engine.client.first_frame import FirstReads
 from engine.client_api import ClientAPI
 from engine.errors import EngineError, RunNotFound, SelectionError
 from engine.history.asset_page import (
@@ -562,6 +563,7 @@ class Host(App[None]):
         self.client = client
         self.mode = "offline"
         self.clock: Callable[[], float] = lambda: now
+        self.first_reads: FirstReads | None = None
         self._make_screen = make_screen
 
     def on_mount(self) -> None:

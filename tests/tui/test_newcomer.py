@@ -195,3 +195,24 @@ async def test_the_engine_starts_once_the_first_frame_is_drawn(tmp_path: Path) -
     finally:
         if client.engine is not None:
             client.engine.stop(grace=1.0)
+
+
+async def test_the_first_frame_is_drawn_from_the_helpers_reads(tmp_path: Path) -> None:
+    from engine.client.first_frame import FIRST_PAGE, FirstReads
+
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "my_first.py").write_text(HELLO)
+    client = Client(home=tmp_path / "home", pipelines=pipelines)
+    done = client.materialize(["hello"])
+    first = FirstReads(client, FIRST_PAGE)
+    assert first.verdict() is False
+    app = DagtopApp(client, mode="embedded", first_reads=first)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(lambda: isinstance(app.screen, HomeScreen), pilot)
+        home = app.screen
+        assert isinstance(home, HomeScreen)
+        await until(lambda: done.id in home.runs_table.runs, pilot, 30)
+        assert app.first_reads is None and first._proc is None  # taken, and the helper gone
+        await until(lambda: "hello" in home.asset_statuses, pilot, 30)
+        assert home.asset_statuses["hello"].run_id == done.id

@@ -8,6 +8,7 @@ messages that are coalesced into one incremental refresh at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -28,7 +29,7 @@ from textual.widgets import ContentSwitcher, DataTable, Input, Label, Static, Tr
 from textual.worker import Worker
 
 from engine.client import NodeStatus, RunView
-from engine.errors import EngineError
+from engine.errors import NO_PIPELINES, EngineError
 from engine.status import RunStatus, StepStatus
 from tui.feedback import report_worker_failure
 from tui.messages import EngineChanged
@@ -49,8 +50,8 @@ log = logging.getLogger(__name__)
 
 OVERLAP = 2.0
 """Seconds re-read before the last refresh: a write committed just after a read is not lost."""
-NO_PIPELINES = "No pipelines"
-"""The title of the error `load` raises when the pipelines folder does not exist."""
+FIRST_PAINT_WAIT = 2.0
+"""Seconds the second reads wait for the first frame's paint, at most."""
 SYNC_LAYOUT = 40
 """Graphs up to this many nodes are laid out on the event loop; bigger ones in a thread."""
 ERROR_KINDS = {
@@ -205,6 +206,8 @@ class HomeScreen(HomeActions):
         self._broken: set[str] = set()
         self._ticks = 0
         self._first_frame = False
+        self._manifest_failed = False
+        self._first_paint = asyncio.Event()
 
     # --- layout -------------------------------------------------------------------------------
 
@@ -273,6 +276,8 @@ class HomeScreen(HomeActions):
             self.dag.refresh()
             if self.manifest is None:
                 self.notify(exc.msg, title=exc.title, severity="error")
+                self._manifest_failed = True
+                self._after_first_frame()  # the frame that says so
             return
         self.apply_manifest(manifest)
 
@@ -287,7 +292,8 @@ class HomeScreen(HomeActions):
         self.dag.empty_message = "nothing defined here"
         self.pipelines.show_manifest(manifest)
         self.automation.show(manifest, self.dagtop.clock())
-        self.load_automation()
+        if self._first_paint.is_set():
+            self.load_automation()  # else once the first frame is drawn: it reads storage
         broken = set(manifest.errors)
         if broken - self._broken:
             names = ", ".join(sorted(broken - self._broken))
@@ -304,12 +310,21 @@ class HomeScreen(HomeActions):
         self._after_first_frame()
 
     def _after_first_frame(self) -> None:
-        """Once the definitions and the first reads are both shown, tell the app after the
-        next paint: its engine starts then, not while the first frame is being drawn."""
-        if self._first_frame or self.manifest is None or self._since is None:
+        """Once the definitions (or why there are none) and the first reads are both shown:
+        after the next paint, read the rest and tell the app (its engine starts then, not
+        while the first frame is being drawn)."""
+        if self._first_frame or self._since is None:
+            return
+        if self.manifest is None and not self._manifest_failed:
             return
         self._first_frame = True
-        self.call_after_refresh(self.dagtop.first_frame_drawn)
+        self.call_after_refresh(self._first_frame_painted)
+
+    def _first_frame_painted(self) -> None:
+        self._first_paint.set()
+        if self.manifest is not None:
+            self.load_automation()
+        self.dagtop.first_frame_drawn()
 
     def _show_first_graph(self, manifest: Manifest) -> None:
         for file in sorted(set(manifest.files) | set(manifest.errors)):
@@ -328,9 +343,26 @@ class HomeScreen(HomeActions):
         self._refreshing = True
         self._refresh()
 
+    async def _apply_first_reads(self) -> None:
+        """The first reads, from the process the app started for them (see
+        engine.client.first_frame), if it answers; else the refresh reads them here."""
+        first, self.dagtop.first_reads = self.dagtop.first_reads, None
+        if first is None:
+            return
+        frame = await asyncio.to_thread(first.result)
+        if frame is None:
+            return
+        self._since = frame.since
+        self._apply_changes(frame.runs, frame.assets, frame.tasks)
+        # The next reads import storage in this process: not while the first frame is drawn.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_paint.wait(), FIRST_PAINT_WAIT)
+
     @work(group="refresh", exit_on_error=False)
     async def _refresh(self) -> None:
         try:
+            if self._since is None:
+                await self._apply_first_reads()
             while True:
                 self._refresh_pending = False
                 started = time.time()
