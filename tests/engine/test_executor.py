@@ -353,10 +353,15 @@ def test_retries_with_growing_backoff(tmp_path: Path, db_setting: str) -> None:
             and f"; attempt {ref.attempt + 1} of 3 in" in last
         )
     assert refs[2].path.read_text().endswith("\ndagtop: step succeeded on attempt 3 of 3\n")
+    # The backoff each failed attempt announced doubles, and each retry waited at least that
+    # long (start to start also holds the attempt's own run, which load can stretch).
+    delays = [
+        float(re.findall(r"of 3 in ([\d.]+) s", ref.path.read_text())[-1]) for ref in refs[:2]
+    ]
+    assert delays == [0.2, 0.4]
     starts = attempt_starts(client, view.id, "flaky")
-    first_gap, second_gap = starts[1] - starts[0], starts[2] - starts[1]
-    assert first_gap >= 0.2 and second_gap >= 0.4, (first_gap, second_gap)
-    assert second_gap > first_gap
+    gaps = [starts[1] - starts[0], starts[2] - starts[1]]
+    assert gaps[0] >= delays[0] and gaps[1] >= delays[1], gaps
     assert not (tmp_path / "home" / "dagtop.db").exists()  # the configured database was used
 
 
