@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -84,12 +85,19 @@ async def test_tree_graph_and_broken_file(app: DagtopApp) -> None:
         for label in expected:
             assert label in shown, label
         assert shown[-1] == "✗ broken_feature.py"  # broken files last, marked ✗
-        schedules = [home.automation.get_row_at(i)[0].plain.split() for i in range(3)]
-        assert schedules == [
+        expected_rows = [
             ["◷", "nightly_sales", "@daily", "in", "8h", "17m"],
             ["◷", "training_tasks", "0", "3", "*", "*", "*", "in", "11h", "17m"],
             ["○", "inbox", "*.csv", "off"],  # the fake's sensor is off
         ]
+
+        def schedules() -> list[list[str]]:
+            return [home.automation.get_row_at(i)[0].plain.split() for i in range(3)]
+
+        # Their state is read once the first frame is drawn: wait for it.
+        with contextlib.suppress(AssertionError):
+            await until(lambda: schedules() == expected_rows, pilot)
+        assert schedules() == expected_rows
 
         # The graph follows the tree, coloured by the latest statuses and check results.
         tree = home.pipelines
