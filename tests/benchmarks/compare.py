@@ -45,12 +45,11 @@ from pathlib import Path
 import psutil
 
 from tests.benchmarks import _cases as gen
+from tests.benchmarks._docs import add_write_option, write_section
 from tests.benchmarks.steps import fork_floor, spawn_floor
 
 REPO = Path(__file__).resolve().parents[2]
 ENVS = Path(__file__).resolve().parent / ".envs"
-DOCS = REPO / "docs" / "benchmarks.md"
-START, END = "<!-- compare:start -->", "<!-- compare:end -->"
 
 TOOLS = ("dagtop", "dagster", "luigi")
 TITLES = {"dagtop": "dagtop", "dagster": "Dagster", "luigi": "Luigi"}
@@ -823,15 +822,7 @@ def markdown(grid: list[list[str]], marks: list[tuple[str, str, str]], header: s
 
 
 def write_docs(block: str) -> None:
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    section = f"{START}\n{block}\n{END}"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## dagtop, Dagster and Luigi\n\n" + section + "\n"
-    DOCS.write_text(text)
-    print(f"\nwrote the results into {DOCS.relative_to(REPO)}")
+    write_section("compare", "dagtop, Dagster and Luigi", block)
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -850,12 +841,7 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated cases: " + ",".join(c.name for c in CASES) + " (fanout: with memory)",
     )
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated tools")
-    parser.add_argument(
-        "--write",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="write docs/benchmarks.md (default: only after a full run)",
-    )
+    add_write_option(parser)
     parser.add_argument("--json", type=Path, help="also save the raw medians to this file")
     args = parser.parse_args(argv)
 

@@ -27,12 +27,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from tests.benchmarks._docs import add_write_option, write_section
 from tests.benchmarks.ui import Row, ms, print_table
 from tests.daemons import stop_all
 
-REPO = Path(__file__).resolve().parents[2]
-DOCS = REPO / "docs" / "benchmarks.md"
-START, END = "<!-- reads:start -->", "<!-- reads:end -->"
 DAGTOP = str(Path(sys.executable).with_name("dagtop"))
 GOAL = 0.15
 PIPELINE = textwrap.dedent(
@@ -120,12 +118,7 @@ def measure(root: Path, repeat: int) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 measurements of each, not 15")
-    parser.add_argument(
-        "--write",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="write docs/benchmarks.md (default: only after a full run)",
-    )
+    add_write_option(parser)
     args = parser.parse_args(argv)
     loads = [os.getloadavg()[0]]
     root = Path(tempfile.mkdtemp(prefix="dagtop-readsbench-"))
@@ -147,10 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             mark = "" if r.ok is None else ("✓ pass" if r.ok else "✗ miss")
             lines.append(f"| {r.case} | {r.value} | {r.goal} | {mark} |")
-        text = DOCS.read_text()
-        head, rest = text.split(START, 1)
-        DOCS.write_text(head + START + "\n" + "\n".join(lines) + "\n" + END + rest.split(END, 1)[1])
-        print(f"\nwrote the results into {DOCS.relative_to(REPO)}")
+        write_section("reads", "Reads with an engine up", "\n".join(lines))
     return 0
 
 

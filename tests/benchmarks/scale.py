@@ -44,9 +44,8 @@ from typing import Any
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[2]
-DOCS = REPO / "docs" / "benchmarks.md"
-START, END = "<!-- scale:start -->", "<!-- scale:end -->"
+from tests.benchmarks._docs import add_write_option, write_section
+
 MODULES = ("tests.benchmarks._scale_backfill",)
 
 
@@ -253,15 +252,7 @@ def markdown(grid: list[list[str]], header: str, notes: list[str]) -> str:
 
 
 def write_docs(block: str) -> None:
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    section = f"{START}\n{block}\n{END}"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Scale\n\n" + section + "\n"
-    DOCS.write_text(text)
-    print(f"\nwrote the results into {DOCS.relative_to(REPO)}")
+    write_section("scale", "Scale", block)
 
 
 def _measure_floor(module: Any, root: Path) -> Floor:
@@ -303,12 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeat", type=int, default=1, help="measurements per case (median; default 1)"
     )
-    parser.add_argument(
-        "--write",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="write docs/benchmarks.md (default: only after a full run)",
-    )
+    add_write_option(parser)
     args = parser.parse_args(argv)
     groups = [g.strip() for g in args.only.split(",")] if args.only else list(modules)
     unknown = [g for g in groups if g not in modules]

@@ -55,6 +55,7 @@ from textual.widgets.data_table import ColumnKey
 
 from engine.client import Client, RunRequest
 from tests.benchmarks import _ui_data as data
+from tests.benchmarks._docs import add_write_option, write_section
 from tui.app import DagtopApp
 from tui.screens.home import HomeScreen, graph_nodes
 from tui.screens.run import RunScreen
@@ -64,8 +65,6 @@ from tui.widgets.pipelines_tree import NodeRef
 from tui.widgets.runs_table import PAGE
 
 REPO = Path(__file__).resolve().parents[2]
-DOCS = REPO / "docs" / "benchmarks.md"
-START, END = "<!-- ui:start -->", "<!-- ui:end -->"
 SECTION = "## UI speed — `python -m tests.benchmarks.ui`"
 SIZE = (160, 48)  # the terminal the wireframes are drawn for
 POLL = 0.005  # seconds between looks at the app's state while waiting for something
@@ -665,26 +664,13 @@ def markdown(rows: list[Row], header: str) -> str:
 
 
 def write_docs(block: str) -> None:
-    text = DOCS.read_text()
-    section = f"{START}\n{block}\n{END}"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{section}\n"
-    DOCS.write_text(text)
-    print(f"\nwrote the results into {DOCS.relative_to(REPO)}")
+    write_section("ui", SECTION.removeprefix("## "), block)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
-    parser.add_argument(
-        "--write",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="write docs/benchmarks.md (default: only after a full run)",
-    )
+    add_write_option(parser)
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
     loads = [os.getloadavg()[0]]

@@ -300,3 +300,17 @@ def test_a_promised_engine_defers_to_a_daemon_that_took_the_home_meanwhile(tmp_p
         assert wait_for(lambda: client.run(run_id).finished)  # the daemon ran it
     finally:
         daemon.stop()
+
+
+def test_a_promise_called_off_leaves_commands_to_the_usual_links(tmp_path: Path) -> None:
+    """The UI closed before its engine began: `run_app` calls the start off, and a command
+    after that neither waits for it nor starts it."""
+    project = make_project(tmp_path)
+    client = Client(project / "home", project / "pipelines")
+    starting = client.start_engine_soon(kind="tui")
+    assert starting.cancel()
+    with pytest.raises(NoEngine):
+        client.submit(RunRequest(selection=("orders",), partition="2025-01-05"))
+    assert client.engine is None and starting.cancelled()
+    view = client.materialize(["orders"], partition="2025-01-05")  # runs in this process
+    assert view.status == RunStatus.SUCCESS and client.engine is None
