@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import logging
 import os
 import signal
@@ -60,9 +61,10 @@ from engine.errors import EngineError
 from engine.history.lineage import toposort
 from engine.history.plan import RunRequest
 from engine.loading.manifest import AssetSpec, Manifest
+from engine.status import TickStatus
 from engine.storage import repo
 from engine.storage.db import read_scope, session_scope
-from engine.storage.models import AutoRequest
+from engine.storage.models import AutoRequest, SensorTick
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,10 @@ MIN_GAP = 0.25
 """Seconds at least between two passes: a burst of materializations (a backfill's) is one
 pass, not one per step."""
 _TIME_PARTITIONS = ("daily", "hourly")
+KEEP_TICKS = 1000
+"""The newest ticks of the `auto` sensor kept (as a custom sensor's)."""
+PRUNE_EVERY = 100
+"""Passes between two prunings of its older ticks."""
 
 # A fault point for the crash tests: with DAGTOP_FAULT=auto-before-commit (or
 # auto-after-commit) the engine kills itself with SIGKILL at that instant of a pass that
@@ -385,6 +391,7 @@ class Automation:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one pass at a time
         self._last_mat = -1
+        self._passes = 0
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -473,12 +480,35 @@ class Automation:
             if unseen:
                 self._mark_seen(unseen, now)
                 seen.update(dict.fromkeys(unseen, now))
+            began = time.monotonic()
             with read_scope(self._db) as session:
                 wants = evaluate(session, manifest, now, seen, self.timezone)
             self._last_mat = newest
             if not wants:
+                tick = self._tick(now, began, [], "no condition asks for a run")
+                with session_scope(self._db) as session:
+                    repo.add_sensor_tick(session, tick)
+                self._ticked()
                 return []
-            return self._request(manifest, wants, now)
+            return self._request(manifest, wants, now, began)
+
+    def _tick(self, now: float, began: float, run_ids: list[str], reason: str) -> SensorTick:
+        """The pass as one tick of the `auto` sensor, as a custom sensor's are recorded."""
+        return SensorTick(
+            sensor=AUTO_SENSOR,
+            started_at=now,
+            duration=time.monotonic() - began,
+            status=TickStatus.STARTED if run_ids else TickStatus.SKIPPED,
+            run_ids=json.dumps(run_ids),
+            reason=None if run_ids else reason,
+        )
+
+    def _ticked(self) -> None:
+        """Keep the newest KEEP_TICKS ticks (pruned every PRUNE_EVERY passes)."""
+        self._passes += 1
+        if self._passes % PRUNE_EVERY == 0:
+            with session_scope(self._db) as session:
+                repo.prune_sensor_ticks(session, AUTO_SENSOR, KEEP_TICKS)
 
     def _mark_seen(self, names: list[str], now: float) -> None:
         rows = [AutoRequest(asset=n, cause="seen", created_at=now) for n in names]
@@ -488,7 +518,9 @@ class Automation:
         except IntegrityError:
             log.debug("automation: assets already seen")
 
-    def _request(self, manifest: Manifest, wants: list[Want], now: float) -> list[str]:
+    def _request(
+        self, manifest: Manifest, wants: list[Want], now: float, began: float
+    ) -> list[str]:
         """Record the runs and the causes they consume in one transaction, then start them."""
         run_ids: list[str] = []
         _fault("auto-before-commit")
@@ -519,6 +551,9 @@ class Automation:
                         for w in members
                     ]
                 repo.add_auto_requests(session, rows)
+                refused = {r.reason for r in rows if r.run_id is None and r.reason}
+                why = "; ".join(sorted(refused)) or "no condition asks for a run"
+                repo.add_sensor_tick(session, self._tick(now, began, run_ids, why))
         except IntegrityError:
             # Only the lease holder evaluates, so this is a pass racing an older one's commit:
             # nothing was written, and the next pass sees what that one consumed.
@@ -526,6 +561,7 @@ class Automation:
             self.poke(full=True)
             return []
         _fault("auto-after-commit")
+        self._ticked()
         for run_id in run_ids:
             log.info("automation requested run %s", run_id)
             try:

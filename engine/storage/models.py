@@ -262,7 +262,8 @@ class AutoRequest(SQLModel, table=True):
 
 
 class SensorTick(SQLModel, table=True):
-    """One evaluation of a custom sensor: when, how long, what it requested or why not.
+    """One evaluation of a custom sensor (or a pass of the built-in `auto`): when, how long,
+    what it requested or why not.
 
     A tick that requested runs is written in the same transaction as those runs, their run
     keys and the sensor's new cursor; one that failed or timed out is written alone.

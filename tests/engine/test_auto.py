@@ -15,7 +15,7 @@ from engine.client import Client
 from engine.errors import DefinitionError
 from engine.history.views import RunView
 from engine.service.daemon import Engine
-from engine.status import RunStatus
+from engine.status import RunStatus, TickStatus
 from tests.waiting import wait_for
 
 PIPELINE = textwrap.dedent(
@@ -153,6 +153,22 @@ def test_an_eager_chain_runs_once_per_upstream_update_in_one_run_in_order(
     time.sleep(0.5)
     assert eng.automation.run_pass() == []
     assert len(auto_runs(client)) == 4
+
+
+def test_each_pass_of_automation_is_a_tick_of_the_auto_sensor(
+    engine: tuple[Client, Engine],
+) -> None:
+    client, eng = engine
+    [bootstrap] = wait_for(lambda: settled(client, 1))
+    ticks = wait_for(lambda: client.sensor_ticks("auto") or None)
+    requested = [t for t in ticks if t.status == TickStatus.STARTED]
+    assert [t.run_ids for t in requested] == [(bootstrap.id,)]
+    assert eng.automation.run_pass() == []  # nothing new: a skipped tick, saying why
+    newest = client.sensor_ticks("auto")[0]
+    assert newest.status == TickStatus.SKIPPED
+    assert newest.reason == "no condition asks for a run" and newest.run_ids == ()
+    [auto] = [s for s in client.sensors() if s.name == "auto"]
+    assert auto.last_tick is not None and auto.last_tick.started_at == newest.started_at
 
 
 def test_eager_waits_for_a_missing_or_running_upstream(engine: tuple[Client, Engine]) -> None:
