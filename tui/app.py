@@ -77,7 +77,8 @@ class DagtopApp(App[None]):
         """
         Args:
             client: The engine facade.
-            mode: "embedded", "attached" (to a daemon) or "offline" (read-only, for tests).
+            mode: "embedded", "attached" (to a daemon) or "offline" (read-only, for tests);
+                "stopped" once an embedded engine stopped itself.
             clock: Returns the current epoch seconds (tests freeze it for stable snapshots).
             engine_starting: The embedded engine, still starting (in `run_app`): the first
                 frame is read from storage meanwhile; None if it did not start.
@@ -156,8 +157,26 @@ class DagtopApp(App[None]):
             return  # one of ours, bubbling back up from a screen
         if message.kind == "run" and message.ref:
             self.check_failure(message.ref)
+        elif message.kind == "stopped":
+            self._engine_stopped(message.ref or "it failed")
         for screen in self.screen_stack[1:]:
             screen.post_message(EngineChanged(message.kind, message.ref, forwarded=True))
+
+    def _engine_stopped(self, why: str) -> None:
+        """The embedded engine stopped itself (its coordinator failed: a full disk, say). Say
+        so until dagtop is restarted, and keep showing storage as an attached UI does."""
+        self.mode = "stopped"
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self.set_interval(POLL_INTERVAL, self.poll_changes)
+        self.notify(
+            f"{why}\nnothing runs until dagtop is started again, which recovers its runs",
+            title="The engine stopped",
+            severity="error",
+            timeout=60,
+        )
+        self.bell()
 
     @work(exclusive=True, group="poll", exit_on_error=False)
     async def poll_changes(self) -> None:

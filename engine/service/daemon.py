@@ -32,6 +32,7 @@ from engine.loading.config import Config, Paths, database_setting
 from engine.loading.manifest import Manifest
 from engine.loading.watcher import PipelineWatcher, keep_last_good
 from engine.protocol.commands import KeysChanged
+from engine.redact import redact
 from engine.service import lease
 from engine.service.admission import Admission
 from engine.service.commands import answer
@@ -238,6 +239,8 @@ class Engine:
                 log.log(level, "engine stopping: %s", exc.msg)
             else:
                 log.exception("engine stopping: the coordinator failed")
+            why = exc.msg if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+            self._emit(EngineEvent("stopped", redact(why.splitlines()[0] if why else "")))
             threading.Thread(target=self.stop, name="dagtop-stop", daemon=True).start()
 
     def _listen(self) -> None:

@@ -448,3 +448,50 @@ def test_no_write_ahead_log_is_left_after_a_clean_exit(
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
     assert leftovers() == []
+
+
+STOPS = textwrap.dedent(
+    """
+    import json, os, shutil, subprocess, sys, time
+    disk, project = sys.argv[1], sys.argv[2]
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", disk], check=True)
+    from engine.client import Client, RunRequest
+    client = Client(home=f"{disk}/home", pipelines=f"{project}/pipelines")
+    engine = client.start_engine(kind="tui")  # embedded, as the UI's
+    events = []
+    engine.subscribe(lambda event: events.append((event.kind, event.ref)))
+    assert client.materialize(["total"]).status == "success"
+    with open(f"{disk}/filler", "wb") as fh:  # room for a run's row, not for running it
+        fh.write(b"x" * (shutil.disk_usage(disk).free - 60_000))
+    for _ in range(5):
+        try:
+            client.submit(RunRequest(selection=("total",)))
+        except Exception:
+            pass
+        time.sleep(0.3)
+    deadline = time.time() + 30
+    while time.time() < deadline and not any(kind == "stopped" for kind, _ in events):
+        time.sleep(0.1)
+    print(json.dumps([ref for kind, ref in events if kind == "stopped"]), flush=True)
+    os._exit(0)
+    """
+)
+
+
+def test_an_engine_whose_disk_fills_up_tells_its_ui_why_it_stopped(
+    project: Path, tmp_path: Path
+) -> None:
+    """The embedded engine's coordinator fails on a full disk (the real ENOSPC of a tiny
+    tmpfs): the engine stops, and its listeners (the UI) hear why, once, in one line."""
+    if not _namespaces():
+        pytest.skip("no user namespaces to mount a small tmpfs in")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c", STOPS,
+         str(disk), str(project)],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [why] = json.loads(done.stdout.splitlines()[-1])
+    assert str(disk / "home" / "dagtop.db") in why and "is full" in why and "\n" not in why

@@ -307,6 +307,41 @@ async def test_help_and_palette(app: DagtopApp, fake_client: FakeClient) -> None
         await until(lambda: fake_client.calls.count("load") > loads, pilot)
 
 
+async def test_an_engine_that_stops_itself_says_so_until_restarted(
+    embedded_app: DagtopApp, fake_client: FakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.service.events import EngineEvent
+
+    app = embedded_app
+    rings: list[bool] = []
+    monkeypatch.setattr(app, "bell", lambda: rings.append(True))
+    why = "the disk holding /srv/ml-project/.dagtop/dagtop.db is full"
+    async with app.run_test(size=(160, 48)) as pilot:
+        home = await ready(app, pilot)
+        engine = fake_client.engine
+        assert engine is not None and engine.listeners
+        for listener in list(engine.listeners):  # what the engine's coordinator thread sends
+            listener(EngineEvent("stopped", why))
+        await until(lambda: app.mode == "stopped", pilot)
+        await until(lambda: home.status_bar.mode == "stopped", pilot)
+        assert home.status_bar.condition == why and rings == [True]
+        assert engine.listeners == []  # nothing more comes from it
+        toast = [n for n in app._notifications if n.title == "The engine stopped"]
+        assert len(toast) == 1 and why in toast[0].message
+        home.request_refresh()  # a refresh that reads fine keeps saying it
+        await until(lambda: not home._refreshing, pilot)
+        assert home.status_bar.condition == why
+        polls: list[float] = []
+        read = fake_client.runs_since
+
+        def runs_since(after: float, limit: int = 500) -> list[Any]:
+            polls.append(after)
+            return read(after, limit)
+
+        monkeypatch.setattr(fake_client, "runs_since", runs_since)
+        await until(lambda: len(polls) >= 2, pilot)  # storage is polled, as when attached
+
+
 async def test_quit_with_runs_in_flight_asks(
     embedded_app: DagtopApp, fake_client: FakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -208,6 +208,8 @@ class HomeScreen(HomeActions):
         self._first_frame = False
         self._manifest_failed = False
         self._first_paint = asyncio.Event()
+        self._stopped_why = ""
+        """Why the embedded engine stopped itself, once it has (kept in the status bar)."""
 
     # --- layout -------------------------------------------------------------------------------
 
@@ -380,7 +382,7 @@ class HomeScreen(HomeActions):
                     self._refresh_pending = True
                     continue
                 self._since = started
-                self.status_bar.condition = ""
+                self.status_bar.condition = self._stopped_why  # else nothing is wrong
                 self._apply_changes(*changes)
                 if not self._refresh_pending:
                     break
@@ -455,7 +457,11 @@ class HomeScreen(HomeActions):
         self.status_bar.memory = (view.memory_used, view.memory_total)
 
     def on_engine_changed(self, message: EngineChanged) -> None:
-        if message.kind == "reload":
+        if message.kind == "stopped":
+            self._stopped_why = message.ref or "it failed"
+            self.status_bar.mode = "stopped"
+            self.status_bar.condition = self._stopped_why
+        elif message.kind == "reload":
             self.load_manifest()
         elif message.kind in ("schedule", "sensor"):
             self.load_automation()  # turned on or off (here or on the automation screen)

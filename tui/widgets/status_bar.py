@@ -108,7 +108,7 @@ class StatusBar(Widget):
         left.append("  ")
         left.append(project, "dim")
         left.append("  " if compact else "  engine: ")
-        left.append(self.mode, "bold red" if self.mode == "offline" else "bold")
+        left.append(self.mode, "bold red" if self.mode in ("offline", "stopped") else "bold")
         if self.condition:
             left.append("  ! " + self.condition, "bold red")
         if self.warning:
