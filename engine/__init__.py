@@ -21,17 +21,13 @@ _HOMES = {
         "AssetDef",
         "CheckDef",
         "CheckResult",
-        "Pipeline",
         "ResourceDef",
-        "TaskDef",
         "asset",
         "check",
-        "file_sensor",
         "resource",
-        "schedule",
-        "shell",
-        "task",
     ),
+    "engine.authoring.schedules": ("file_sensor", "schedule"),
+    "engine.authoring.tasks": ("Pipeline", "TaskDef", "shell", "task"),
     "engine.authoring.iomanager": ("IOManager", "JsonIO", "PickleIO"),
     "engine.authoring.multi_partitions": ("MultiPartitions",),
     "engine.authoring.partitions": (
@@ -53,16 +49,10 @@ if TYPE_CHECKING:
         AssetDef,
         CheckDef,
         CheckResult,
-        Pipeline,
         ResourceDef,
-        TaskDef,
         asset,
         check,
-        file_sensor,
         resource,
-        schedule,
-        shell,
-        task,
     )
     from engine.authoring.iomanager import IOManager, JsonIO, PickleIO
     from engine.authoring.multi_partitions import MultiPartitions
@@ -73,7 +63,9 @@ if TYPE_CHECKING:
         PartitionsDefinition,
         StaticPartitions,
     )
+    from engine.authoring.schedules import file_sensor, schedule
     from engine.authoring.sensors import RunRequest, SensorContext, SkipReason, sensor
+    from engine.authoring.tasks import Pipeline, TaskDef, shell, task
 
 
 def __getattr__(name: str) -> Any:

@@ -29,7 +29,7 @@ from engine.authoring.context import build_context
 from engine.status import StepStatus
 
 if TYPE_CHECKING:
-    from engine.authoring.definitions import Pipeline, TaskDef
+    from engine.authoring.tasks import Pipeline, TaskDef
     from engine.executor.state import RunState
 
 
@@ -65,7 +65,7 @@ def find_pipeline(where: Pipeline | TaskDef | types.ModuleType, name: str | None
     Raises:
         ValueError: the module defines no such pipeline, or several and no name was given.
     """
-    from engine.authoring.definitions import Pipeline, TaskDef
+    from engine.authoring.tasks import Pipeline, TaskDef
 
     if isinstance(where, Pipeline):
         return where

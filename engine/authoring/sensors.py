@@ -24,15 +24,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, overload
 
-from engine.authoring.definitions import (
-    Target,
-    _check_text,
-    _fn_location,
-    _registry,
-    _seconds,
-    target_spec,
-)
+from engine.authoring.definitions import _check_text, _fn_location, _registry, _seconds
 from engine.authoring.partitions import DynamicPartitions, InvalidPartitionKey, check_dynamic_key
+from engine.authoring.schedules import Target, target_spec
 from engine.errors import DefinitionError
 from engine.units import control_character
 

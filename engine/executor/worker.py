@@ -362,7 +362,8 @@ def _output(path: str, size: int, partition: str | None = None) -> OutputEvent:
 def run(spec: WorkerSpec, reporter: Reporter) -> None:
     from engine.authoring import iomanager
     from engine.authoring.context import StepContext
-    from engine.authoring.definitions import AssetDef, Pipeline
+    from engine.authoring.definitions import AssetDef
+    from engine.authoring.tasks import Pipeline
 
     key = spec["key"]
     log = _setup_logging(key)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from engine.authoring import definitions as d
+from engine.authoring import schedules, tasks
 from engine.authoring import sensors as custom
 from engine.authoring.typed_config import config_param, describe_config
 from engine.errors import DefinitionError
@@ -132,14 +133,14 @@ def describe(item: Any, module: str) -> tuple[str, dict[str, Any]]:
             "blocking": item.blocking,
             "description": item.description,
         }
-    if isinstance(item, d.Pipeline):
+    if isinstance(item, tasks.Pipeline):
         return "pipelines", _describe_pipeline(item, module)
-    if isinstance(item, d.ScheduleDef):
+    if isinstance(item, schedules.ScheduleDef):
         return "schedules", {
             "name": item.name,
             "line": item.line,
             "cron": item.cron,
-            "target": d.target_spec(item.target),
+            "target": schedules.target_spec(item.target),
             "catchup": item.catchup,
             "start": item.start,
             "hooks": item.hooks,
@@ -155,12 +156,12 @@ def describe(item: Any, module: str) -> tuple[str, dict[str, Any]]:
             "timeout": item.timeout,
             "description": item.description,
         }
-    if isinstance(item, d.SensorDef):
+    if isinstance(item, schedules.SensorDef):
         return "sensors", {
             "name": item.name,
             "line": item.line,
             "path": item.path,
-            "target": d.target_spec(item.target),
+            "target": schedules.target_spec(item.target),
             "pattern": item.pattern,
             "recursive": item.recursive,
             "settle": item.settle,
@@ -168,7 +169,7 @@ def describe(item: Any, module: str) -> tuple[str, dict[str, Any]]:
     raise TypeError(f"unknown definition {item!r}")
 
 
-def _describe_pipeline(p: d.Pipeline, module: str) -> dict[str, Any]:
+def _describe_pipeline(p: tasks.Pipeline, module: str) -> dict[str, Any]:
     tasks = {}
     for t in p.tasks.values():
         unknown = [name for name in t.inputs if name not in p.tasks]
@@ -322,7 +323,7 @@ def become_fresh(root: Path, channel: int) -> None:
     importlib.invalidate_caches()
     linecache.clearcache()
     d._registry.reset()
-    d._pipeline_stack.clear()
+    tasks._pipeline_stack.clear()
 
 
 def serve(root: Path, files: list[str], every: list[str], out: TextIO) -> None:

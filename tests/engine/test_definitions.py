@@ -17,22 +17,18 @@ from typing import Any
 import pytest
 
 from engine.authoring import definitions as d
+from engine.authoring import tasks
 from engine.authoring.context import StepContext
-from engine.authoring.definitions import (
-    AssetDef,
-    CheckDef,
-    Pipeline,
+from engine.authoring.definitions import AssetDef, CheckDef, asset, check
+from engine.authoring.schedules import (
+    Definition,
     ScheduleDef,
     SensorDef,
-    TaskDef,
-    asset,
-    check,
     file_sensor,
     schedule,
-    shell,
     target_spec,
-    task,
 )
+from engine.authoring.tasks import Pipeline, TaskDef, shell, task
 from engine.errors import DefinitionError, SelectionError
 from engine.loading.loader import load
 from engine.loading.manifest import Manifest
@@ -42,13 +38,13 @@ from engine.loading.selection import resolve
 @pytest.fixture(autouse=True)
 def clean_registry() -> Iterator[None]:
     d._registry.reset()
-    d._pipeline_stack.clear()
+    tasks._pipeline_stack.clear()
     yield
     d._registry.reset()
-    d._pipeline_stack.clear()
+    tasks._pipeline_stack.clear()
 
 
-def registered() -> list[d.Definition]:
+def registered() -> list[Definition]:
     return list(d._registry.items)
 
 
@@ -512,7 +508,7 @@ def test_a_pipeline_left_by_an_exception_is_not_registered() -> None:
         task(noop, id="t")
         1 / 0  # noqa: B018
     assert registered() == []
-    assert d._pipeline_stack == []
+    assert tasks._pipeline_stack == []
 
 
 @pytest.mark.parametrize(
