@@ -15,16 +15,19 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
+from engine.cli import assets as cli_assets
+from engine.cli import automation as cli_automation
 from engine.cli import db as cli_db
 from engine.cli import logs as cli_logs
+from engine.cli.output import JSON_OPTION, emit_json, exit_with
 from engine.client import Client, RunView, iso
 from engine.errors import EngineError
 from engine.redact import RedactingFormatter, redact
-from engine.status import BackfillStatus, Freshness, RunStatus, StepStatus, TickStatus
+from engine.status import BackfillStatus, Freshness, RunStatus, StepStatus
 from engine.units import (
     GLYPHS,
     control_character,
@@ -36,20 +39,7 @@ from engine.units import (
 )
 
 if TYPE_CHECKING:
-    from engine.client import AssetPage
     from engine.history.lineage import StaleState
-
-
-def _exit(code: int) -> NoReturn:
-    raise SystemExit(code)
-
-
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON")
-
-
-def _emit_json(data: Any) -> None:
-    # A value may quote a URL (an error, a setting): no password leaves in JSON either.
-    sys.stdout.write(redact(json.dumps(data, indent=2, default=str)) + "\n")
 
 
 def _parse_params(items: Sequence[str] | None) -> dict[str, Any]:
@@ -153,7 +143,7 @@ def _open_tui(client: Client) -> None:
     except ImportError:
         first.close()
         sys.stderr.write("dagtop: the terminal UI is not available; see `dagtop --help`\n")
-        _exit(2)
+        exit_with(2)
     run_app(client, first)
 
 
@@ -161,13 +151,13 @@ def _open_tui(client: Client) -> None:
 
 
 @app.command()
-@_JSON
+@JSON_OPTION
 @click.pass_obj
 def check(client: Client, as_json: bool) -> None:
     """Load and validate every pipeline file; exit 1 if any is broken."""
     manifest = client.load(force=True)
     if as_json:
-        _emit_json(
+        emit_json(
             {
                 "ok": manifest.ok,
                 "files": sorted(manifest.files),
@@ -201,11 +191,11 @@ def check(client: Client, as_json: bool) -> None:
             f"{plural(len(manifest.pipelines), 'task pipeline')}"
         )
     if not manifest.ok:
-        _exit(1)
+        exit_with(1)
 
 
 @app.command("list")
-@_JSON
+@JSON_OPTION
 @click.pass_obj
 def list_(client: Client, as_json: bool) -> None:
     """Assets, task pipelines, schedules and sensors."""
@@ -213,7 +203,7 @@ def list_(client: Client, as_json: bool) -> None:
 
     data = client.describe()
     if as_json:
-        _emit_json(data)
+        emit_json(data)
     else:
         print_definitions(data)
 
@@ -259,7 +249,7 @@ def _step_line(st: Any) -> str:
 
 def _finish_run(view: RunView, as_json: bool) -> None:
     if as_json:
-        _emit_json(view.to_json())
+        emit_json(view.to_json())
     else:
         took = (view.ended_at or time.time()) - (view.started_at or view.created_at)
         for c in view.checks:
@@ -267,7 +257,7 @@ def _finish_run(view: RunView, as_json: bool) -> None:
             print(f"  check {c.name} on {c.asset}: {mark}{' ' + c.error if c.error else ''}")
         print(f"{glyph(view.status)} run {view.id} {view.status} in {format_duration(took)}")
     if view.status != RunStatus.SUCCESS:
-        _exit(1)
+        exit_with(1)
 
 
 _PARAM = click.option(
@@ -281,7 +271,7 @@ _PARAM = click.option(
 @_PARAM
 @click.option("--from-failure", help="Re-run a run's failed and skipped steps")
 @click.option("--stale", is_flag=True, help="Only what is missing or stale, in order")
-@_JSON
+@JSON_OPTION
 @click.pass_obj
 def materialize(
     client: Client,
@@ -329,9 +319,9 @@ def _materialize_stale(
         selection, partition, params, on_change=progress, on_plan=None if as_json else _print_due
     )
     if as_json:
-        _emit_json({"states": [st.to_json() for st in states], "run": view and view.to_json()})
+        emit_json({"states": [st.to_json() for st in states], "run": view and view.to_json()})
         if view is not None and view.status != RunStatus.SUCCESS:
-            _exit(1)
+            exit_with(1)
     elif view is None:
         print("nothing is stale")
     else:
@@ -353,7 +343,7 @@ def _print_due(states: list[StaleState]) -> None:
 @click.argument("asset")
 @click.option("--partition", help="Its partition key")
 @click.option("--downstream", is_flag=True, help="What depends on it, instead of what made it")
-@_JSON
+@JSON_OPTION
 @click.pass_obj
 def lineage(
     client: Client, asset: str, partition: str | None, downstream: bool, as_json: bool
@@ -361,7 +351,7 @@ def lineage(
     """How an asset's value was produced: the materializations it consumed, back to the roots."""
     root = client.lineage(asset, partition, downstream=downstream)
     if as_json:
-        _emit_json(root.to_json())
+        emit_json(root.to_json())
         return
 
     from engine.client import render_lineage
@@ -373,7 +363,7 @@ def lineage(
 @app.command("run")
 @click.argument("pipeline")
 @_PARAM
-@_JSON
+@JSON_OPTION
 @click.pass_obj
 def run_(client: Client, pipeline: str, param: tuple[str, ...], as_json: bool) -> None:
     """Run a task pipeline now and wait for the result."""
@@ -394,7 +384,7 @@ def cancel(client: Client, run_id: str) -> None:
     view = client.cancel(run_id)
     print(f"{glyph(view.status)} run {view.id} {view.status}")
     if not view.status.finished:
-        _exit(1)
+        exit_with(1)
 
 
 # --- the engine, backfills, partitions ---------------------------------------------------------
@@ -419,7 +409,7 @@ def daemon(client: Client, standby: bool) -> None:
     logging.getLogger().addHandler(logging.FileHandler(log))
     for handler in logging.getLogger().handlers:
         handler.setFormatter(RedactingFormatter(fmt))
-    _exit(client.serve_forever(standby=standby))
+    exit_with(client.serve_forever(standby=standby))
 
 
 @app.command()
@@ -433,7 +423,7 @@ def daemon(client: Client, standby: bool) -> None:
 @click.option("--resume", help="Resume a canceled or failed backfill")
 @click.option("--cancel", "cancel_id", help="Cancel a backfill")
 @click.option("--no-wait", is_flag=True, help="Return once recorded")
-@_JSON
+@JSON_OPTION
 @click.pass_obj
 def backfill(
     client: Client,
@@ -478,7 +468,7 @@ def backfill(
                 shown.close()
     _print_backfill(info, as_json)
     if info["status"] not in (BackfillStatus.SUCCESS, BackfillStatus.RUNNING):
-        _exit(1)
+        exit_with(1)
 
 
 BAR = "█"  # the progress bar's fill
@@ -549,7 +539,7 @@ class BackfillProgress:
 
 def _print_backfill(info: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        _emit_json(info)
+        emit_json(info)
         return
     print(
         f"{glyph(info['status'])} backfill {info['id']} {info['status']}: "
@@ -559,242 +549,16 @@ def _print_backfill(info: dict[str, Any], as_json: bool) -> None:
 
 
 @app.command("backfills")
-@_JSON
+@JSON_OPTION
 @click.pass_obj
 def backfills_(client: Client, as_json: bool) -> None:
     """Recent backfills and their progress."""
     infos = client.backfills()
     if as_json:
-        _emit_json(infos)
+        emit_json(infos)
         return
     for info in infos:
         _print_backfill(info, False)
-
-
-@app.command("partitions")
-@click.argument("asset")
-@_JSON
-@click.pass_obj
-def partitions_(client: Client, asset: str, as_json: bool) -> None:
-    """The status of every partition of an asset (ASSET: a partitioned asset)."""
-    states = client.partitions(asset)
-    if as_json:
-        _emit_json(
-            [
-                {"key": p.key, "status": p.status, "materialized_at": iso(p.materialized_at),
-                 "run_id": p.run_id, "reason": p.reason, "failed_checks": list(p.failed_checks)}
-                for p in states
-            ]
-        )  # fmt: skip
-        return
-    for p in states:
-        why = f"  ({p.reason})" if p.reason else ""
-        why += "".join(f"  {glyph('failed')} check {name}" for name in p.failed_checks)
-        print(f"{glyph(p.status)} {p.key or '(unpartitioned)':<24} {p.status}{why}")
-    counts: dict[str, int] = {}
-    for p in states:
-        counts[p.status] = counts.get(p.status, 0) + 1
-    print("  ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-
-
-@app.command("asset")
-@click.argument("name")
-@click.option("--partition", help="Only this partition's history")
-@click.option(
-    "--limit", type=click.IntRange(min=1), default=10, show_default=True,
-    help="How many materializations",
-)  # fmt: skip
-@_JSON
-@click.pass_obj
-def asset_(client: Client, name: str, partition: str | None, limit: int, as_json: bool) -> None:
-    """One asset: what it is, its last materializations with their metadata, its checks."""
-    page = client.asset(name, partition, limit)
-    if as_json:
-        _emit_json(page.to_json())
-        return
-    for line in asset_lines(page):
-        print(line)
-
-
-def asset_lines(page: AssetPage) -> list[str]:
-    """`dagtop asset`'s text: the details, the materializations table, the checks."""
-    from engine.units import format_value
-
-    out = [f"{page.name}  group {page.group}  {page.file}:{page.line}"]
-    if page.description:
-        out.append(f"  {one_line(page.description.strip().splitlines()[0])}")
-    counts = "  ".join(
-        f"{glyph(status)} {n} {status}" for status, n in sorted(page.partition_counts.items())
-    )
-    if page.partitions:
-        out.append(f"  partitions   {page.partitions}  {counts}")
-    out.append(f"  code version {page.code_version}")
-    if page.resources:
-        out.append(f"  resources    {', '.join(page.resources)}")
-    out.append(f"  upstream     {', '.join(page.upstream) or '–'}")
-    out.append(f"  downstream   {', '.join(page.downstream) or '–'}")
-    if page.stale:
-        out.append(f"  status       {glyph('stale')} stale: {'; '.join(page.stale_reasons)}")
-    elif not page.partitions:
-        status = next(iter(page.partition_counts), None)
-        out.append(f"  status       {glyph(status)} {status or 'never materialized'}")
-    where = f" of partition {page.partition}" if page.partition else ""
-    shown = len(page.materializations)
-    older = f" (the newest {shown}; --limit N for more)" if page.more else ""
-    out += ["", f"materializations{where}{older}"]
-    if not page.materializations:
-        out.append("  none yet")
-    for m in page.materializations:
-        when = datetime.fromtimestamp(m.created_at).strftime("%Y-%m-%d %H:%M:%S")
-        part = f"  {m.partition}" if page.partitions and not page.partition else ""
-        checks = "".join(glyph("success" if ok else "failed") for ok in m.checks.values())
-        meta = "  ".join(f"{k}={format_value(v, 24)}" for k, v in m.metadata.items())
-        out.append(
-            f"  {when}  {m.run_id[:8]}{part}  {format_duration(m.duration):>7}  "
-            f"{m.trigger or '–':<8} {checks + '  ' if checks else ''}{meta}".rstrip()
-        )
-    if page.checks:
-        out += ["", "checks"]
-    for c in page.checks:
-        kind = " (blocking)" if c.blocking else ""
-        if c.pass_rate is None:
-            out.append(f"  {glyph(None)} {c.name}{kind}  never ran")
-            continue
-        newest = c.results[0]
-        history = "".join(glyph("success" if r.passed else "failed") for r in c.results)
-        out.append(
-            f"  {glyph('success' if newest.passed else 'failed')} {c.name}{kind}  "
-            f"{c.passed}/{len(c.results)} passed ({c.pass_rate:.0%})  {history}"
-        )
-        detail = "  ".join(f"{k}={format_value(v, 24)}" for k, v in newest.metadata.items())
-        if newest.error:
-            detail = f"{one_line(newest.error)[:80]}  {detail}"
-        if detail.strip():
-            out.append(f"      newest: {detail.strip()}")
-    return out
-
-
-def _toggle(client: Client, kind: str, state: str, name: str) -> None:
-    if state not in ("on", "off"):
-        raise EngineError(f"say `dagtop {kind} on NAME` or `dagtop {kind} off NAME`")
-    client.set_enabled(kind, name, state == "on")
-    print(f"{kind} {name} is {state}")
-
-
-@app.command("schedule")
-@click.argument("state", metavar="on|off")
-@click.argument("name")
-@click.pass_obj
-def schedule_(client: Client, state: str, name: str) -> None:
-    """Turn a schedule on or off (kept across restarts)."""
-    _toggle(client, "schedule", state, name)
-
-
-@app.command("sensor")
-@click.argument("state", metavar="on|off")
-@click.argument("name")
-@click.pass_obj
-def sensor_(client: Client, state: str, name: str) -> None:
-    """Turn a sensor on or off: a file sensor, a custom one, or `auto` (kept across restarts)."""
-    _toggle(client, "sensor", state, name)
-
-
-def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
-
-
-def _tick_line(tick: Any) -> str:
-    """A tick in one line: when, how long, and what it requested, why it skipped, or its error."""
-    if tick.status == TickStatus.STARTED:
-        what = f"requested {len(tick.run_ids)} run(s)"
-        if tick.run_keys_skipped:
-            what += f", {tick.run_keys_skipped} run key(s) already requested"
-    elif tick.status == TickStatus.SKIPPED:
-        what = f"skipped: {tick.reason}"
-    else:
-        what = f"failed: {tick.error}"
-    if tick.keys_added:
-        what += f", {tick.keys_added} partition key(s) added"
-    return f"{_when(tick.started_at)} ({format_duration(tick.duration)}) {one_line(what)}"
-
-
-@app.command("sensors")
-@click.argument("name", required=False)
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Ticks shown for NAME")  # fmt: skip
-@_JSON
-@click.pass_obj
-def sensors_(client: Client, name: str | None, limit: int, as_json: bool) -> None:
-    """Every sensor: on/off, interval, last tick, next tick. With NAME, that sensor's ticks."""
-    from engine.automation.sensor_registry import to_json
-
-    if name is not None:
-        ticks = client.sensor_ticks(name, limit)
-        if as_json:
-            _emit_json([t.to_json() for t in ticks])
-        elif not ticks:
-            print(f"sensor {name} has no ticks yet")
-        for t in [] if as_json else ticks:
-            print(f"{glyph(_TICK_GLYPH[t.status])} {_tick_line(t)}")
-        return
-    found = client.sensors()
-    if as_json:
-        _emit_json([to_json(s) for s in found])
-        return
-    if not found:
-        print("no sensors")
-    for s in found:
-        state = "on " if s.enabled else "off"
-        if s.kind == "file":
-            every = f"settle, files in {s.path}/{s.pattern}"
-            last = f"{plural(s.files_seen, 'file')} seen"
-            if s.last_seen_at:
-                last += f", last {_when(s.last_seen_at)}"
-            nxt = ""
-        else:
-            every = f"every {s.interval:g} s" if s.interval else ""
-            last = _tick_line(s.last_tick) if s.last_tick else "no tick yet"
-            nxt = f"  next {_when(s.next_tick_at)}" if s.next_tick_at else ""
-        runs = f" → {s.target}" if s.target else ""  # a built-in names what it runs per request
-        print(f"{state} {s.name:<20} {s.kind:<7} {every}{runs}")
-        print(f"    last: {last}{nxt}")
-
-
-_TICK_GLYPH = {
-    TickStatus.STARTED: StepStatus.SUCCESS,
-    TickStatus.SKIPPED: StepStatus.SKIPPED,
-    TickStatus.FAILED: StepStatus.FAILED,
-}
-
-
-@app.command("keys")
-@click.argument("op", type=click.Choice(["add", "remove", "list"]))
-@click.argument("name")
-@click.argument("keys", nargs=-1)
-@_JSON
-@click.pass_obj
-def keys_(client: Client, op: str, name: str, keys: tuple[str, ...], as_json: bool) -> None:
-    """Keys of dynamic partitions: `keys add NAME KEY...`, `keys remove NAME KEY...`,
-    `keys list NAME`. Adding a key that exists changes nothing; a removed key keeps its history.
-    """
-    if op == "list":
-        if keys:
-            raise EngineError("`dagtop keys list NAME` takes no keys")
-        found = client.dynamic_keys(name)
-        if as_json:
-            _emit_json(found)
-        else:
-            for key in found:
-                print(one_line(key))
-        return
-    if not keys:
-        raise EngineError(f"name the keys: `dagtop keys {op} {name} KEY...`")
-    answer = client.change_keys(op, name, keys)
-    if as_json:
-        _emit_json(answer)
-        return
-    done = "added" if op == "add" else "removed"
-    print(f"{name}: {len(answer['changed'])} key(s) {done}, {len(answer['keys'])} in all")
 
 
 # --- history ----------------------------------------------------------------------------------
@@ -804,14 +568,14 @@ def keys_(client: Client, op: str, name: str, keys: tuple[str, ...], as_json: bo
 @click.option(
     "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs"
 )
-@_JSON
+@JSON_OPTION
 @click.pass_obj
 def runs(client: Client, limit: int, as_json: bool) -> None:  # fmt: skip
     """Recent runs, newest first."""
     views = client.runs(limit + 1)  # one more than shown: whether to say there are more
     more, views = len(views) > limit, views[:limit]
     if as_json:
-        _emit_json([v.to_json() for v in views])
+        emit_json([v.to_json() for v in views])
         return
     for v in views:
         when = datetime.fromtimestamp(v.created_at).strftime("%Y-%m-%d %H:%M:%S")
@@ -829,6 +593,8 @@ def runs(client: Client, limit: int, as_json: bool) -> None:  # fmt: skip
 
 app.add_command(cli_logs.logs)
 app.add_command(cli_db.db)
+for command in (*cli_assets.COMMANDS, *cli_automation.COMMANDS):
+    app.add_command(command)
 
 
 def main() -> None:
