@@ -478,15 +478,20 @@ class FakeClient:
             self.sensor_items[name] = replace(self.sensor_items[name], enabled=enabled)
 
 
+PAGE_LINE, PAGE_CODE_VERSION = 42, "c0de5ee5c0de"
+"""Where the fake pages say their asset is written, and its code version: fixed, so that the
+snapshots do not change whenever the example pipelines are edited."""
+
+
 def empty_page(manifest: Manifest, name: str) -> AssetPage:
     """The page of an asset of `manifest` that was never materialized."""
     spec = manifest.assets[name]
     pdef = spec.partitions_def
     return AssetPage(
         name=name, group=spec.group, description=spec.description, file=spec.file,
-        line=spec.line, partitions=pdef.describe() if pdef is not None else None,
+        line=PAGE_LINE, partitions=pdef.describe() if pdef is not None else None,
         partition_counts={PartitionStatus.MISSING: len(pdef.keys()) if pdef else 1},
-        code_version=spec.code_version, resources=spec.resources, upstream=spec.upstream,
+        code_version=PAGE_CODE_VERSION, resources=spec.resources, upstream=spec.upstream,
         downstream=tuple(manifest.downstream().get(name, ())), stale=False, stale_reasons=(),
         partition=None, limit=50, materializations=(), more=False, checks=(), series={},
         by_partition={},
