@@ -149,12 +149,16 @@ def test_example_pipelines_run_on_the_cluster(cluster: tuple[str, Any], tmp_path
     sales = client.materialize(["orders", "revenue"], partition="2025-01-05")
     tasks = client.run_pipeline("training_tasks")
 
+    shells = {"publish"}  # `shell(...)` tasks: /bin/sh itself, with no Python worker in it
     for view in (training, sales, tasks):
         assert view.status == RunStatus.SUCCESS, [(s.key, s.status, s.error) for s in view.steps]
         for attempt in client.attempts(view.id):
             assert attempt.worker is not None and attempt.worker.startswith("tcp://127.0.0.1:")
             assert attempt.host == socket.gethostname()
-            assert attempt.peak_rss_bytes, f"{attempt.key}: the worker's monitor measured nothing"
+            # A Python step's own worker reports its peak (VmHWM) beside the samples; a shell
+            # command that is over within the moment before the first sample has none to give.
+            if attempt.key not in shells:
+                assert attempt.peak_rss_bytes, f"{attempt.key}: nothing measured its memory"
     evaluation = Path(step(training, "evaluation").log_path or "").read_text()
     assert evaluation.strip(), "the step's output never reached its log file here"
 
