@@ -317,6 +317,20 @@ def _namespaces() -> bool:
     return probe.returncode == 0
 
 
+def on_a_tiny_disk(tmp_path: Path, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the Python `script` in a user and mount namespace of its own, where it mounts a
+    tmpfs of its choosing on the folder given as its first argument (skips without one)."""
+    if not _namespaces():
+        pytest.skip("no user namespaces to mount a small tmpfs in")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    return subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c", script,
+         str(disk), *args],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+
+
 FILL = textwrap.dedent(
     """
     import os, shutil, subprocess, sys
@@ -340,15 +354,8 @@ def test_a_full_disk_is_one_line_that_says_so(project: Path, tmp_path: Path, lea
     """The real error path: a home on a tiny tmpfs that fills up (ENOSPC from the kernel),
     with no room at all (SQLite cannot even map its shared memory to read) or a little (the
     run starts, and recording it fails)."""
-    if not _namespaces():
-        pytest.skip("no user namespaces to mount a small tmpfs in")
+    done = on_a_tiny_disk(tmp_path, FILL, str(project), str(leave), DAGTOP)
     disk = tmp_path / "disk"
-    disk.mkdir()
-    done = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c", FILL,
-         str(disk), str(project), str(leave), DAGTOP],
-        capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     results = [line.split(" ", 1) for line in done.stdout.splitlines()]
     assert len(results) == 3, done.stdout
@@ -483,15 +490,8 @@ def test_an_engine_whose_disk_fills_up_tells_its_ui_why_it_stopped(
 ) -> None:
     """The embedded engine's coordinator fails on a full disk (the real ENOSPC of a tiny
     tmpfs): the engine stops, and its listeners (the UI) hear why, once, in one line."""
-    if not _namespaces():
-        pytest.skip("no user namespaces to mount a small tmpfs in")
+    done = on_a_tiny_disk(tmp_path, STOPS, str(project))
     disk = tmp_path / "disk"
-    disk.mkdir()
-    done = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c", STOPS,
-         str(disk), str(project)],
-        capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     [why] = json.loads(done.stdout.splitlines()[-1])
     assert str(disk / "home" / "dagtop.db") in why and "is full" in why and "\n" not in why
