@@ -56,7 +56,7 @@ from engine.status import TickStatus
 from engine.storage import repo
 from engine.storage.db import read_scope, session_scope
 from engine.storage.models import SensorFile
-from engine.units import control_character
+from engine.units import control_character, one_line, plural
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,19 @@ class SensorTickView:
     cursor: str | None = None
     keys_added: int = 0
     log_tail: str | None = None
+
+    def summary(self, fit: Callable[[str], str] = one_line) -> str:
+        """What the tick did, in a few words: its runs, why it skipped, or its error (the
+        reason or error passed through `fit`, which keeps it to one line)."""
+        if self.status == TickStatus.STARTED:
+            text = f"requested {plural(len(self.run_ids), 'run')}"
+            if self.run_keys_skipped:
+                text += f" ({self.run_keys_skipped} already requested)"
+        elif self.status == TickStatus.SKIPPED:
+            text = f"skipped: {fit(self.reason or '')}"
+        else:
+            text = f"failed: {fit(self.error or '')}"
+        return text + (f", +{self.keys_added} keys" if self.keys_added else "")
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -45,18 +45,8 @@ def _when(ts: float | None) -> str:
 
 
 def _tick_line(tick: Any) -> str:
-    """A tick in one line: when, how long, and what it requested, why it skipped, or its error."""
-    if tick.status == TickStatus.STARTED:
-        what = f"requested {len(tick.run_ids)} run(s)"
-        if tick.run_keys_skipped:
-            what += f", {tick.run_keys_skipped} run key(s) already requested"
-    elif tick.status == TickStatus.SKIPPED:
-        what = f"skipped: {tick.reason}"
-    else:
-        what = f"failed: {tick.error}"
-    if tick.keys_added:
-        what += f", {tick.keys_added} partition key(s) added"
-    return f"{_when(tick.started_at)} ({format_duration(tick.duration)}) {one_line(what)}"
+    """A tick in one line: when, how long, and what it did."""
+    return f"{_when(tick.started_at)} ({format_duration(tick.duration)}) {tick.summary()}"
 
 
 @click.command("sensors")

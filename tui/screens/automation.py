@@ -115,15 +115,7 @@ def schedule_row(
 
 def tick_result(tick: SensorTickView) -> str:
     """What a tick did, in a few words: its runs, why it skipped, or its error."""
-    if tick.status == TickStatus.STARTED:
-        text = f"requested {len(tick.run_ids)} run{'s' if len(tick.run_ids) != 1 else ''}"
-        if tick.run_keys_skipped:
-            text += f" ({tick.run_keys_skipped} already requested)"
-    elif tick.status == TickStatus.SKIPPED:
-        text = f"skipped: {_one_line(tick.reason or '')}"
-    else:
-        text = f"failed: {_one_line(tick.error or '')}"
-    return text + (f", +{tick.keys_added} keys" if tick.keys_added else "")
+    return tick.summary(_one_line)
 
 
 def last_sensor_run(item: SensorStatus) -> str | None:
