@@ -130,13 +130,12 @@ class DagtopApp(App[None]):
             engine = None
         if engine is None:
             self.mode = "attached"
+            self.post_message(EngineChanged("mode", None))  # the status bar says so
             self.set_interval(POLL_INTERVAL, self.poll_changes)
             return
         self._unsubscribe = engine.subscribe(self._engine_changed)
-        # Whatever it did between the first reads and now: read it.
+        # Whatever it did between the first reads and now: read it (every open screen).
         self.post_message(EngineChanged("reload", None))
-        for screen in self.screen_stack[1:]:
-            screen.post_message(EngineChanged("reload", None, forwarded=True))
 
     def first_frame_drawn(self) -> None:
         """The home has drawn its first full frame: the embedded engine starts now."""
@@ -166,6 +165,7 @@ class DagtopApp(App[None]):
         """The embedded engine stopped itself (its coordinator failed: a full disk, say). Say
         so until dagtop is restarted, and keep showing storage as an attached UI does."""
         self.mode = "stopped"
+        self.post_message(EngineChanged("mode", why))  # the status bar says so, and why
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None

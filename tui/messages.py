@@ -6,10 +6,13 @@ from textual.message import Message
 
 
 class EngineChanged(Message):
-    """The engine reported a change (a run, a backfill, a reload, a schedule or sensor).
+    """The engine reported a change (a run, a backfill, a reload, a schedule or sensor, the
+    engine stopping), or the app's engine mode changed ("mode").
 
-    Posted from engine threads through the thread-safe `post_message`; many arrive in a burst
-    while steps run, so consecutive ones replace each other in the queue.
+    Posted from engine threads through the thread-safe `post_message`; many "run" changes
+    arrive in a burst while steps run, so a queued one gives way to the next "run" change
+    (whoever handles it reads what changed since its last read). Any other kind (a reload,
+    the engine stopping, a toggle) is handled on its own, never dropped for another.
     """
 
     def __init__(self, kind: str, ref: str | None = None, forwarded: bool = False) -> None:
@@ -20,4 +23,9 @@ class EngineChanged(Message):
         """Handed down by the app to a screen (which lets it bubble back up to the app)."""
 
     def can_replace(self, message: Message) -> bool:
-        return isinstance(message, EngineChanged)
+        # Textual drops this message when the one queued behind it may replace it.
+        return (
+            isinstance(message, EngineChanged)
+            and self.kind == message.kind == "run"
+            and self.forwarded == message.forwarded
+        )

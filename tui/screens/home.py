@@ -457,9 +457,9 @@ class HomeScreen(HomeActions):
         self.status_bar.memory = (view.memory_used, view.memory_total)
 
     def on_engine_changed(self, message: EngineChanged) -> None:
-        if message.kind == "stopped":
-            self._stopped_why = message.ref or "it failed"
-            self.status_bar.mode = "stopped"
+        if message.kind == "mode":  # the app's engine mode changed (`ref`: why, if it stopped)
+            self._stopped_why = message.ref or ""
+            self.status_bar.mode = self.dagtop.mode
             self.status_bar.condition = self._stopped_why
         elif message.kind == "reload":
             self.load_manifest()
