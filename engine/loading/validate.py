@@ -73,7 +73,7 @@ def _settings_errors(m: Manifest, settings: ResourceSettings) -> None:
     for name in settings.tables:
         if name in m.resources:
             continue
-        owner = next((rel for rel in m.errors if _defines(m, rel, name)), None)
+        owner = _probable_owner(m, name)
         if owner is not None:
             why = f"[{prefix}.{name}]: resource {name!r} is in {owner}, which failed to load"
         else:
@@ -187,15 +187,6 @@ def _probable_owner(m: Manifest, name: str) -> str | None:
         if pattern.search(text):
             return rel
     return None
-
-
-def _defines(m: Manifest, rel: str, name: str) -> bool:
-    """A broken file's source seems to define a function `name`."""
-    try:
-        text = (Path(m.root) / rel).read_text(errors="replace")
-    except OSError:
-        return False
-    return re.search(rf"\bdef\s+{re.escape(name)}\s*\(", text) is not None
 
 
 # Records a problem: (file, kind, message, line).
