@@ -39,8 +39,6 @@ is about to act on; never every run or every materialization.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import json
 import logging
 import os
@@ -57,7 +55,9 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 
 from engine.authoring.cron import CronError, parse_cron
-from engine.errors import EngineError
+from engine.automation.sensor_registry import BuiltinSensor, prune_now_and_then, register_builtin
+from engine.automation.sensor_registry import enabled as sensor_enabled
+from engine.errors import EngineError, StorageError
 from engine.history.lineage import toposort
 from engine.history.plan import RunRequest
 from engine.loading.manifest import AssetSpec, Manifest
@@ -76,10 +76,7 @@ MIN_GAP = 0.25
 """Seconds at least between two passes: a burst of materializations (a backfill's) is one
 pass, not one per step."""
 _TIME_PARTITIONS = ("daily", "hourly")
-KEEP_TICKS = 1000
-"""The newest ticks of the `auto` sensor kept (as a custom sensor's)."""
-PRUNE_EVERY = 100
-"""Passes between two prunings of its older ticks."""
+
 
 # A fault point for the crash tests: with DAGTOP_FAULT=auto-before-commit (or
 # auto-after-commit) the engine kills itself with SIGKILL at that instant of a pass that
@@ -504,11 +501,10 @@ class Automation:
         )
 
     def _ticked(self) -> None:
-        """Keep the newest KEEP_TICKS ticks (pruned every PRUNE_EVERY passes)."""
+        """One more tick recorded: its older ones are pruned now and then, as a custom
+        sensor's are."""
         self._passes += 1
-        if self._passes % PRUNE_EVERY == 0:
-            with session_scope(self._db) as session:
-                repo.prune_sensor_ticks(session, AUTO_SENSOR, KEEP_TICKS)
+        prune_now_and_then(self._db, AUTO_SENSOR, self._passes)
 
     def _mark_seen(self, names: list[str], now: float) -> None:
         rows = [AutoRequest(asset=n, cause="seen", created_at=now) for n in names]
@@ -532,8 +528,8 @@ class Automation:
                     try:
                         with session.begin_nested():
                             run_id = self._record_run(session, request)
-                    except SQLAlchemyError:
-                        raise
+                    except (SQLAlchemyError, StorageError):
+                        raise  # the database failed, not this request: the pass fails
                     except EngineError as exc:
                         reason = f"not requested: {exc.msg}"
                         log.warning("automation: %s: %s", request.selection, exc.msg)
@@ -561,34 +557,26 @@ class Automation:
             self.poke(full=True)
             return []
         _fault("auto-after-commit")
-        self._ticked()
         for run_id in run_ids:
             log.info("automation requested run %s", run_id)
             try:
                 self._start_run(run_id)
             except Exception:  # noqa: BLE001 - recorded; the engine's admission starts it
                 log.exception("automation: run %s recorded but not started", run_id)
+        self._ticked()
         return run_ids
 
 
 def is_enabled(session: Session) -> bool:
     """Whether the `auto` sensor is on (it is unless turned off)."""
-    row = repo.toggles(session, "sensor").get(AUTO_SENSOR)
-    return row is None or row.enabled
+    return sensor_enabled(session, AUTO_SENSOR)
 
 
-def _register() -> None:
-    """List `auto` with the other sensors (`dagtop sensors`, `dagtop sensor on|off`) through
-    the sensor registry, where this build has one."""
-    with contextlib.suppress(ImportError):
-        registry = importlib.import_module("engine.automation.sensor_registry")
-        registry.register_builtin(
-            registry.BuiltinSensor(
-                AUTO_SENSOR,
-                "asset automation: evaluates every @asset(auto=...) condition",
-                interval=INTERVAL,
-            )
-        )
-
-
-_register()
+# `auto` is listed with the other sensors (`dagtop sensors`, `dagtop sensor on|off`).
+register_builtin(
+    BuiltinSensor(
+        AUTO_SENSOR,
+        "asset automation: evaluates every @asset(auto=...) condition",
+        interval=INTERVAL,
+    )
+)

@@ -39,6 +39,7 @@ from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from engine.automation.sensor_registry import KEEP_TICKS, prune_now_and_then
 from engine.automation.targets import request_for
 from engine.errors import EngineError, suggest
 from engine.history.plan import RunRequest
@@ -53,10 +54,8 @@ log = logging.getLogger(__name__)
 LOOP_TICK = 0.1  # seconds between two looks for a sensor that is due
 LOG_TAIL = 4000  # characters of a tick's output kept with it
 STOP_GRACE = 2.0  # seconds stop() waits for evaluations it ended
-# Ticks kept per sensor: one every 30 s is 2,880 a day. Older ones are deleted every
-# PRUNE_EVERY ticks of the sensor (its cursor and run keys are not ticks, and stay).
-KEEP_TICKS = 1000
-PRUNE_EVERY = 100
+# Ticks kept per sensor (sensor_registry.KEEP_TICKS): one every 30 s is 2,880 a day. Older
+# ones are deleted now and then (its cursor and run keys are not ticks, and stay).
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,12 +323,7 @@ class CustomSensorRunner:
 
     def _told(self, outcome: TickOutcome) -> None:
         count = self._ticks[outcome.sensor] = self._ticks.get(outcome.sensor, 0) + 1
-        if count % PRUNE_EVERY == 0:
-            try:
-                with session_scope(self._db) as session:
-                    repo.prune_sensor_ticks(session, outcome.sensor, self.keep_ticks)
-            except Exception:  # history only: a failed prune is tried again later
-                log.exception("sensor %s: could not prune old ticks", outcome.sensor)
+        prune_now_and_then(self._db, outcome.sensor, count, self.keep_ticks)
         for run_id in outcome.run_ids:
             try:
                 self._start_run(run_id)

@@ -19,17 +19,19 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import Session
 
 from engine.automation.sensors import SensorStatus, SensorTickView
 from engine.loading.manifest import Manifest, target_label
 from engine.status import TickStatus
 from engine.storage import repo
-from engine.storage.db import read_scope
+from engine.storage.db import read_scope, session_scope
 from engine.storage.models import SensorTick
 
 # Modules that register a built-in sensor when imported (a missing one is skipped).
@@ -48,6 +50,26 @@ class BuiltinSensor:
 
 
 _BUILTIN: dict[str, BuiltinSensor] = {}
+
+
+KEEP_TICKS = 1000
+"""The newest ticks kept of each sensor (custom or built-in); older ones are pruned."""
+PRUNE_EVERY = 100
+"""Ticks of a sensor between two prunings of its older ones."""
+
+log = logging.getLogger(__name__)
+
+
+def prune_now_and_then(db: SAEngine, sensor: str, count: int, keep: int = KEEP_TICKS) -> None:
+    """After the sensor's `count`-th tick of this process: every PRUNE_EVERY-th prunes its
+    ticks to the newest `keep` (history only: a failed prune is tried again later)."""
+    if count % PRUNE_EVERY:
+        return
+    try:
+        with session_scope(db) as session:
+            repo.prune_sensor_ticks(session, sensor, keep)
+    except Exception:  # noqa: BLE001 - logged; the next prune tries again
+        log.exception("sensor %s: could not prune old ticks", sensor)
 
 
 def register_builtin(sensor: BuiltinSensor) -> None:

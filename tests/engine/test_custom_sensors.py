@@ -519,9 +519,9 @@ def test_a_bad_sensor_is_a_load_error_of_its_file(
 def test_old_ticks_are_pruned_and_the_run_keys_stay(
     project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from engine.automation import custom_sensors
+    from engine.automation import sensor_registry
 
-    monkeypatch.setattr(custom_sensors, "PRUNE_EVERY", 3)
+    monkeypatch.setattr(sensor_registry, "PRUNE_EVERY", 3)
     runner = project.runner()
     runner.keep_ticks = 2
     project.queue("a")
