@@ -116,6 +116,19 @@ async def test_materialize_by_name(app: DagtopApp, fake_client: FakeClient) -> N
         assert fake_client.submitted[0].selection == ("deployed",)
 
 
+async def test_materialize_by_name_asks_for_a_typed_config_first(
+    app: DagtopApp, fake_client: FakeClient
+) -> None:
+    from tui.screens.config import ConfigForm
+
+    async with app.run_test(size=(160, 48)) as pilot:
+        await home_ready(app, pilot)
+        await search(app, pilot, "materialize trained_model", "Materialize trained_model")
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, ConfigForm), pilot)  # as `m` on it does
+        assert fake_client.submitted == []
+
+
 async def test_a_word_is_not_read_as_a_run_id(app: DagtopApp) -> None:
     async with app.run_test(size=(160, 48)) as pilot:
         await home_ready(app, pilot)

@@ -95,17 +95,7 @@ class HomeActions(Screen[None]):
         if ref is None or self.manifest is None:
             return
         if ref.kind == "asset":
-            config = self.manifest.assets[ref.name].config
-            if config is None:
-                self._materialize((ref.name,), [ref.name])
-                return
-            from tui.screens.config import ConfigForm
-
-            def configured(params: dict[str, str] | None) -> None:
-                if params is not None:
-                    self._materialize((ref.name,), [ref.name], params)
-
-            self.app.push_screen(ConfigForm(ref.name, config), configured)
+            self.materialize_asset(ref.name)
         elif ref.kind == "group":
             self.action_materialize_group()
         elif ref.kind in ("pipeline", "task") and ref.graph is not None:
@@ -262,9 +252,21 @@ class HomeActions(Screen[None]):
     # --- what the command palette asks for by name --------------------------------------------
 
     def materialize_asset(self, name: str) -> None:
-        """Materialize one asset, as `m` on it (asking for a key if it is partitioned)."""
-        if self.manifest is not None and name in self.manifest.assets:
+        """Materialize one asset (`m` on it, or the palette): its typed config's form first,
+        if it has one, and a key if it is partitioned."""
+        if self.manifest is None or name not in self.manifest.assets:
+            return
+        config = self.manifest.assets[name].config
+        if config is None:
             self._materialize((name,), [name])
+            return
+        from tui.screens.config import ConfigForm
+
+        def configured(params: dict[str, str] | None) -> None:
+            if params is not None:
+                self._materialize((name,), [name], params)
+
+        self.app.push_screen(ConfigForm(name, config), configured)
 
     def run_pipeline(self, name: str) -> None:
         self.submit(RunRequest(pipeline=name))
