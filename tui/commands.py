@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.dom import DOMNode
 
-from engine.units import glyph
+from engine.units import glyph, plural
 from tui.host import host_of
 from tui.screens.help import bindings_of
 
@@ -126,7 +126,7 @@ class JumpCommands(Provider):
                     partial(self.on_home, methodcaller("backfill_asset", spec.name)),
                 )
         for pipeline in manifest.pipelines.values():
-            tasks = f"{len(pipeline.tasks)} task{'s' if len(pipeline.tasks) != 1 else ''}"
+            tasks = plural(len(pipeline.tasks), "task")
             yield Target(
                 pipeline.name,
                 f"show its graph · task pipeline · {tasks} · {pipeline.file}",

@@ -42,11 +42,11 @@ METADATA_COLUMNS = 12
 CHECK_ROWS = 5
 """Checks shown at once (the table scrolls for more)."""
 HISTORY_GLYPHS = 40
+"""Check results drawn per check, newest first."""
 MAX_BARS = 40
 """Partitions drawn as bars; more are drawn as a line."""
 READ_SHARE = 10
 """The page is read again after at least this many times its last read took."""
-"""Check results drawn per check, newest first."""
 
 
 def _when(ts: float) -> str:

@@ -242,6 +242,8 @@ class AutomationScreen(PolledScreen[AutomationState]):
         """The latest status of each sensor, by name."""
         self._cells: dict[str, dict[str, tuple[str, ...]]] = {"schedule": {}, "sensor": {}}
         self._tick_cells: dict[str, tuple[str, ...]] = {}
+        self._read_for: str | None = None
+        """The sensor under the cursor when the last read began (whose ticks it reads)."""
         self._runs: dict[str, RunStatus] = {}  # last runs' statuses
 
     def compose(self) -> ComposeResult:
@@ -269,6 +271,7 @@ class AutomationScreen(PolledScreen[AutomationState]):
 
     def poll_read(self) -> Callable[[], AutomationState]:
         client, known, selected = self.client, self._runs, self._selected_sensor()
+        self._read_for = selected
         return lambda: read_automation(client, known, selected)
 
     def _selected_sensor(self) -> str | None:
@@ -339,7 +342,7 @@ class AutomationScreen(PolledScreen[AutomationState]):
     @on(DataTable.RowHighlighted)
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.refresh_bindings()
-        if event.data_table.id == "sensors-table":
+        if event.data_table.id == "sensors-table" and self._selected_sensor() != self._read_for:
             self.poll()  # the ticks of the sensor now under the cursor
 
     def on_descendant_focus(self) -> None:
