@@ -31,6 +31,7 @@ from engine.history.views import (
 from engine.loading.config import database_setting
 from engine.protocol import commands as protocol
 from engine.protocol.commands import Command
+from engine.service.reads import known_asset
 from engine.status import PartitionStatus, StepStatus
 
 Req = TypeVar("Req")
@@ -199,18 +200,15 @@ class Reads(Project):
         """
         from engine.history.asset_page import AssetPage
 
-        manifest = self.load()
-        if name not in manifest.assets:
-            from engine.errors import SelectionError, suggest
-
-            hint = suggest(name, manifest.assets) or " (`dagtop list` shows every asset)"
-            raise SelectionError(f"unknown asset {name!r}{hint}")
+        # The engine checks the name too: a refusal (or no engine) is read, and said, here.
         query: protocol.AssetQuery = {"asset": name, "partition": partition, "limit": limit}
         found = self._ask_engine(protocol.READ_ASSET, query)
         if found is not None:
             return AssetPage.from_wire(found["page"])
         from engine.service.reads import asset_page
 
+        manifest = self.load()
+        known_asset(manifest, name, otherwise=" (`dagtop list` shows every asset)")
         return asset_page(self.db, manifest, name, partition, limit)
 
     def describe(self) -> dict[str, Any]:
@@ -288,7 +286,7 @@ class Reads(Project):
 
         manifest = self.load()
         for asset in assets:
-            _known_asset(manifest, asset)
+            known_asset(manifest, asset)
         with self._read() as s:
             return partition_changes(s, bind(s, manifest), list(assets), cursor)
 
@@ -313,7 +311,7 @@ class Reads(Project):
         from engine.history.lineage import downstream_lineage, upstream_lineage
 
         manifest = self.load()
-        _known_asset(manifest, asset)
+        known_asset(manifest, asset)
         with self._read() as s:
             bound = bind(s, manifest)
             if downstream:
@@ -420,11 +418,3 @@ def bind(session: Any, manifest: Manifest) -> Manifest:
     from engine.history.dynamic import bind as bind_keys
 
     return bind_keys(session, manifest)
-
-
-def _known_asset(manifest: Manifest, asset: str) -> None:
-    """Raises: SelectionError: no asset is named `asset`."""
-    if asset not in manifest.assets:
-        from engine.errors import SelectionError, suggest
-
-        raise SelectionError(f"unknown asset {asset!r}" + suggest(asset, manifest.assets))

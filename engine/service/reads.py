@@ -60,12 +60,14 @@ def run_logs(db: SAEngine, run_id: str, step: str | None = None) -> tuple[RunVie
     return view, refs
 
 
-def known_asset(manifest: Manifest, asset: str) -> None:
-    """Raises: SelectionError: no asset is named `asset`."""
+def known_asset(manifest: Manifest, asset: str, otherwise: str = "") -> None:
+    """Raises: SelectionError: no asset is named `asset` (the message ends with the nearest
+    name, else with `otherwise`)."""
     if asset not in manifest.assets:
         from engine.errors import SelectionError, suggest
 
-        raise SelectionError(f"unknown asset {asset!r}" + suggest(asset, manifest.assets))
+        hint = suggest(asset, manifest.assets) or otherwise
+        raise SelectionError(f"unknown asset {asset!r}{hint}")
 
 
 def partitions(db: SAEngine, manifest: Manifest, asset: str) -> list[PartitionState]:
