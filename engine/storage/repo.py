@@ -136,13 +136,18 @@ def placements_of_runs(
     out: dict[tuple[str, str], list[tuple[int, str, str | None, str | None, str | None]]] = {}
     if not ids:
         return out
-    rows = session.exec(
-        select(StepAttempt).where(col(StepAttempt.run_id).in_(ids)).order_by(col(StepAttempt.id))
-    )
-    for a in rows:
-        out.setdefault((a.run_id, a.key), []).append(
-            (a.attempt, a.status, a.host, a.worker, a.error)
+    # Only the columns a placement needs: this feeds every run view (the UI's refreshes).
+    rows = session.execute(
+        select_columns(
+            col(StepAttempt.run_id), col(StepAttempt.key), col(StepAttempt.attempt),
+            col(StepAttempt.status), col(StepAttempt.host), col(StepAttempt.worker),
+            col(StepAttempt.error),
         )
+        .where(col(StepAttempt.run_id).in_(ids))
+        .order_by(col(StepAttempt.id))
+    )  # fmt: skip
+    for run_id, key, attempt_no, status, host, worker, error in rows:
+        out.setdefault((run_id, key), []).append((attempt_no, status, host, worker, error))
     return out
 
 
