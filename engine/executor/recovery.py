@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine as SAEngine
 from engine.authoring import iomanager
 from engine.authoring.iomanager import is_url
 from engine.errors import first_line
+from engine.executor.launch import SHARED
 from engine.executor.leftovers import append_lines, end_line
 from engine.executor.monitor import kill_tree
 from engine.executor.state import may_retry
@@ -149,6 +150,9 @@ TMP_AGE = 3600.0
 _VALUE = re.compile(r"^(?P<run>[^./]+)\.(?P<attempt>\d+)\.[^/]+$")
 _TEMP = re.compile(r"^\.tmp-(?P<run>[^./]+)\.(?P<attempt>\d+)\.[^/]+\.part$")
 _DEPTH = 3  # ASSET/PARTITION/FILE
+# Folders of the values store that hold no asset values, left out where the store is listed:
+# task values (referenced by attempts, kept with their runs) and steps' shared artifacts.
+_RESERVED = ("@tasks", SHARED)
 
 
 def sweep_values(db: SAEngine, paths: Paths, values_dir: str | None = None) -> int:
@@ -202,8 +206,7 @@ def _sweep(db: SAEngine, where: str, url: bool) -> int:
     removed, foreign, unknown = 0, [], []
     for value, own in ours.items():
         if own is None:
-            if not value.rel.startswith("@shared/"):  # steps' own artifacts: not ours to list
-                foreign.append(value.rel)
+            foreign.append(value.rel)
             continue
         run_id, step, number, temp = own
         status = attempts.get((run_id, step, number))
@@ -278,8 +281,8 @@ def _list_folder(root: Path) -> list[_Listed]:
     for dirpath, dirs, files in os.walk(root):
         rel_dir = os.path.relpath(dirpath, top)
         depth = 0 if rel_dir == "." else rel_dir.count(os.sep) + 1
-        if depth == 0 and "@tasks" in dirs:
-            dirs.remove("@tasks")  # task values: referenced by attempts, kept with their runs
+        if depth == 0:
+            dirs[:] = [d for d in dirs if d not in _RESERVED]
         if depth >= _DEPTH - 1:
             dirs.clear()  # nothing of dagtop's lies deeper: do not walk a big foreign tree
         for name in files:
@@ -306,8 +309,8 @@ def _list_url(url: str) -> list[_Listed]:
     listed = []
     for path in found:
         rel = path[len(root) :].lstrip("/") if path.startswith(root) else ""
-        if not rel or rel.startswith("@tasks/"):
-            continue  # outside the values (cannot be), or a task's value: see _list_folder
+        if not rel or rel.split("/", 1)[0] in _RESERVED:
+            continue  # outside the values (cannot be), or in a reserved folder
         age = functools.partial(_url_age, fs, path)
         listed.append(_Listed(f"{url}/{rel}", path, rel, age))
     return listed
