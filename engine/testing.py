@@ -229,7 +229,7 @@ def materialize(
     given = dict(inputs or {})
     overrides = dict(resources or {})
     defined = _module_resources(found)
-    configs = {name: _typed_config(defn, params or {}) for name, defn in found.items()}
+    configs = _typed_configs(found, params or {})
     needs: dict[str, list[str]] = {}  # each asset's resources, by parameter
     for name in order:
         defn = found[name]
@@ -306,29 +306,20 @@ def materialize(
     return result
 
 
-def _typed_config(defn: AssetDef, params: dict[str, Any]) -> tuple[str, Any] | None:
-    """(parameter, config object) for an asset with a typed config, checked as the engine
-    checks a run's params."""
-    from engine.authoring.typed_config import (
-        ConfigParamError,
-        check_params_against,
-        describe_config,
-        instantiate,
-    )
+def _typed_configs(
+    found: dict[str, AssetDef], params: dict[str, Any]
+) -> dict[str, tuple[str, Any] | None]:
+    """(parameter, config object) of each asset with a typed config, None for the others;
+    the params checked as the engine checks a run's: against all these assets' configs."""
+    from engine.authoring.typed_config import check_run_params, describe_config, instantiate
 
-    found = config_param(defn.fn)
-    if found is None:
-        return None
-    param, cls = found
-    described = describe_config(param, cls)
-    values = check_params_against(f"asset {defn.name!r}", described, params)
-    fields = described["schema"].get("properties", {})
-    unknown = [p for p in params if p not in fields]
-    if unknown and described["forbid_extra"]:
-        raise ConfigParamError(
-            f"asset {defn.name!r}: config {described['class']} has no field {unknown[0]!r}"
-        )
-    return param, instantiate(cls, values)
+    typed = {name: p for name, defn in found.items() if (p := config_param(defn.fn)) is not None}
+    described = [(name, describe_config(param, cls)) for name, (param, cls) in typed.items()]
+    values = check_run_params(described, params)
+    return {
+        name: (typed[name][0], instantiate(typed[name][1], values)) if name in typed else None
+        for name in found
+    }
 
 
 def _ranged(defn: AssetDef) -> bool:

@@ -20,7 +20,7 @@ import dataclasses
 import json
 import sys
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from engine.errors import EngineError
@@ -211,6 +211,39 @@ def check_params_against(
         raise ConfigParamError(f"{what}: config field {loc!r}: {first['msg']}{shown}") from None
     dumped = validated.model_dump(mode="json", include=set(given))
     return {name: dumped[name] for name in given}
+
+
+def check_run_params(
+    typed: Sequence[tuple[str, Mapping[str, Any]]],
+    params: Mapping[str, Any],
+    allowed: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """Check a run's params against the described configs of its assets with one, `typed`
+    as (asset, config): each value against every config naming it, and a param that is no
+    field of any of them refused (unless a model allows extras, or the engine gives it:
+    `allowed`). The params, with the values as validated (`"0.5"` for a float is 0.5).
+
+    Raises:
+        ConfigParamError: a value does not validate, a required field is missing, or a param
+            is a field of no typed config.
+    """
+    from engine.errors import suggest
+
+    out = dict(params)
+    fields: dict[str, None] = {}
+    for name, config in typed:
+        out.update(check_params_against(f"asset {name!r}", config, params))
+        fields.update(dict.fromkeys(config["schema"].get("properties", {})))
+    if typed and all(config.get("forbid_extra", True) for _, config in typed):
+        unknown = [p for p in params if p not in fields and p not in allowed]
+        if unknown:
+            name, config = typed[0]
+            same = [f for f in fields if f.lower() == unknown[0].lower()]  # `c` for `C`
+            hint = f" (did you mean {same[0]}?)" if same else suggest(unknown[0], fields)
+            raise ConfigParamError(
+                f"asset {name!r}: config {config['class']} has no field {unknown[0]!r}{hint}"
+            )
+    return out
 
 
 _MODELS: dict[str, Any] = {}

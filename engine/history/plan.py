@@ -156,25 +156,9 @@ def check_config(
     typed = [(n, c) for n in names if (c := manifest.assets[n].config) is not None]
     if not typed:
         return params
-    from engine.authoring.typed_config import ConfigParamError, check_params_against
-    from engine.errors import suggest
+    from engine.authoring.typed_config import check_run_params
 
-    out = dict(params)
-    fields: dict[str, None] = {}
-    for name, config in typed:
-        out.update(check_params_against(f"asset {name!r}", config, params))
-        fields.update(dict.fromkeys(config["schema"].get("properties", {})))
-    if all(config.get("forbid_extra", True) for _, config in typed):
-        allowed = ENGINE_PARAMS.get(trigger, frozenset())
-        unknown = [p for p in params if p not in fields and p not in allowed]
-        if unknown:
-            name, config = typed[0]
-            same = [f for f in fields if f.lower() == unknown[0].lower()]  # `c` for `C`
-            hint = f" (did you mean {same[0]}?)" if same else suggest(unknown[0], fields)
-            raise ConfigParamError(
-                f"asset {name!r}: config {config['class']} has no field {unknown[0]!r}{hint}"
-            )
-    return out
+    return check_run_params(typed, params, ENGINE_PARAMS.get(trigger, frozenset()))
 
 
 def plan(

@@ -240,6 +240,20 @@ def test_testing_builds_resources_and_validates_config(pipelines: Path, tmp_path
     assert mod.calls == [("built", {"bucket": "b"}), ("torn down", None)]
 
 
+def test_testing_checks_params_against_every_selected_config_together(
+    pipelines: Path, tmp_path: Path
+) -> None:
+    """As a run does: a param is a field of one of the selected assets' configs."""
+    mod = load_module(pipelines / "typed.py")
+    result = materialize([mod.trained, mod.needed], params={"C": "0.5", "days": "3"},
+                         home=tmp_path)  # fmt: skip
+    assert result.success
+    assert result.values == {"trained": mod.TrainConfig(C=0.5), "needed": 3}
+    with pytest.raises(ConfigParamError, match="has no field 'epochs'"):
+        materialize([mod.trained, mod.needed], params={"C": "0.5", "days": "3", "epochs": "2"},
+                    home=tmp_path)  # fmt: skip
+
+
 def test_testing_replaces_a_resource(pipelines: Path, tmp_path: Path) -> None:
     mod = load_module(pipelines / "typed.py")
     mod.calls.clear()
