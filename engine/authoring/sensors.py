@@ -268,7 +268,7 @@ def _request(defn: SensorDef, item: object) -> dict[str, Any]:
     partition = item.partition
     if partition is not None and not isinstance(partition, str):
         raise SensorResultError(f"a partition key is a string, not {partition!r}")
-    target = item.target if item.target is not None else None
+    target = item.target
     try:
         spec = target_spec(target) if target is not None else None
     except DefinitionError as exc:

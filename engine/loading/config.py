@@ -312,6 +312,4 @@ def _alerts(src: str, raw: Any) -> tuple[dict[str, dict[str, object]], float]:
 def database_setting(config: Config) -> str | None:
     """The database a process's settings name: DAGTOP_DATABASE_URL, else the config's; None is
     the home's SQLite file (what two processes compare before one answers for the other)."""
-    import os
-
     return os.environ.get("DAGTOP_DATABASE_URL") or config.database_url
